@@ -1,0 +1,301 @@
+/*
+ * hybridctx.h - the public, stable C API of libhybridctx (SONAME libhybridctx.so.0).
+ *
+ * libhybridctx runs the attention block of DeepSeek V4 (sliding window + compressed sparse
+ * attention "CSA" + heavily compressed attention "HCA") and keeps its compressed KV cache, so
+ * that an application can hold contexts of up to a million tokens on one machine.
+ *
+ * Concepts
+ * --------
+ * hc_model   The attention weights of every layer plus the configuration (geometry, RoPE
+ *            constants, per-layer compression ratio). Built by hc_model_load() or
+ *            hc_model_create_random(); immutable afterwards and safe to share between any number
+ *            of threads and contexts.
+ * hc_ctx     One token sequence: per layer a 128-token window ring, the compressed entries,
+ *            the indexer keys (ratio-4 layers) and the compressor state. A context is used by
+ *            one thread at a time (it may move between threads); distinct contexts run
+ *            concurrently. Memory grows with the sequence in pages; nothing is sized for the
+ *            maximum length up front.
+ * chunk      hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
+ *            then 1, ..., then the last layer: the application runs its own MLP/MoE between
+ *            layers and passes each layer's input. Once the last layer has taken the chunk, the
+ *            context's length grows by n. hc_decode() is hc_append() with n = 1.
+ * backend    CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
+ *            present). Both compute the same function; the CPU backend is bitwise deterministic:
+ *            its results do not depend on the thread count or on how a sequence is split into
+ *            calls.
+ *
+ * Numerics follow the official DeepSeek V4 reference: x is rounded to bf16 on entry, FP8
+ * (e4m3, 1x128 blocks, power-of-two scales) activations for the FP8 projections, FP8-simulated
+ * KV, Hadamard + FP4 indexer keys and queries, one softmax with a per-head sink, bf16 output.
+ *
+ * Conventions
+ * -----------
+ * - Every fallible function returns hc_status: HC_OK (0) or a negative code. Codes are fixed
+ *   forever; treat unknown negative codes as errors. hc_strerror() gives static text and
+ *   hc_ctx_last_error() a message with the detail of the last failure on that context.
+ * - A failing call leaves its objects unchanged unless its documentation says otherwise.
+ * - Parameter structs start with struct_size and are filled by their *_params_init() function;
+ *   zero means "default"; members are only ever appended. The library reads min(struct_size,
+ *   its own size) bytes and refuses (HC_ERR_UNSUPPORTED) a larger struct whose unknown tail is
+ *   not all zero. Nothing is passed or returned by value.
+ * - The caller owns every buffer it passes; the library never keeps a caller pointer after a
+ *   call returns. Strings returned by the library are static or owned by the object they come
+ *   from; nothing returned needs freeing except handles, through their own free function.
+ * - Threads: functions that take no handle are thread-safe; an hc_model may be used from any
+ *   number of threads at once; an hc_ctx by one thread at a time.
+ * - Experimental, unstable functions live in hybridctx_experimental.h.
+ */
+#ifndef HC_HYBRIDCTX_H
+#define HC_HYBRIDCTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(HC_BUILDING)
+#    define HC_API __declspec(dllexport)
+#  else
+#    define HC_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) && defined(HC_BUILDING)
+#  define HC_API __attribute__((visibility("default")))
+#else
+#  define HC_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Version
+ * ------------------------------------------------------------------------------------------- */
+#define HC_VERSION_MAJOR 0
+#define HC_VERSION_MINOR 1
+#define HC_VERSION_PATCH 0
+#define HC_VERSION_NUMBER (HC_VERSION_MAJOR * 10000 + HC_VERSION_MINOR * 100 + HC_VERSION_PATCH)
+#define HC_VERSION_STRING "0.1.0"
+
+/** Runtime library version as MAJOR*10000 + MINOR*100 + PATCH; compare with HC_VERSION_NUMBER.
+ *  Thread-safe. @since 0.1 */
+HC_API uint32_t hc_version_number(void);
+/** Runtime library version as "MAJOR.MINOR.PATCH" (static string). Thread-safe. @since 0.1 */
+HC_API const char *hc_version_string(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes
+ * ------------------------------------------------------------------------------------------- */
+typedef int32_t hc_status;
+enum {
+    HC_OK                   =   0,
+    HC_ERR_NULL_ARG         =  -1, /**< a required pointer argument is NULL */
+    HC_ERR_INVALID_ARG      =  -2, /**< an argument or a params field is outside its documented range */
+    HC_ERR_OUT_OF_MEMORY    =  -3, /**< host or device allocation failed; the object stays usable */
+    HC_ERR_UNKNOWN_PRESET   =  -4, /**< not a known preset name, and not JSON text either */
+    HC_ERR_BAD_CONFIG       =  -5, /**< configuration malformed, out of range or inconsistent */
+    HC_ERR_LAYER_RANGE      =  -6, /**< layer index < 0 or >= the model's layer count */
+    HC_ERR_ORDER            =  -7, /**< layer called out of order, or n_tokens differs from the chunk in progress */
+    HC_ERR_N_TOKENS         =  -8, /**< n_tokens <= 0 */
+    HC_ERR_POSITION         =  -9, /**< the chunk would pass the context's maximum length */
+    HC_ERR_NONFINITE        = -10, /**< the input holds NaN or infinity */
+    HC_ERR_IO               = -11, /**< a file could not be opened, read or written */
+    HC_ERR_FORMAT           = -12, /**< a file or text is malformed (safetensors, JSON, index) */
+    HC_ERR_MISSING_TENSOR   = -13, /**< a tensor the configuration needs is absent */
+    HC_ERR_TENSOR           = -14, /**< a tensor has the wrong shape or dtype */
+    HC_ERR_UNSUPPORTED      = -15, /**< valid but not supported by this build or this object */
+    HC_ERR_NO_DEVICE        = -16, /**< the CUDA backend was asked for but no usable GPU exists */
+    HC_ERR_CUDA             = -17, /**< a CUDA runtime call failed (detail in the last error) */
+    HC_ERR_CUBLAS           = -18, /**< a cuBLAS(Lt) call failed (detail in the last error) */
+    HC_ERR_BAD_STATE        = -19, /**< the context was poisoned by an earlier device fault; free it */
+    HC_ERR_CORRUPT          = -20, /**< stored data fails its checksums or its own consistency rules */
+    HC_ERR_VERSION          = -21, /**< written by an incompatible format version */
+    HC_ERR_MODEL_MISMATCH   = -22, /**< data belongs to another model or configuration */
+    HC_ERR_BUFFER_TOO_SMALL = -23, /**< an output buffer is too small; the size needed is reported */
+    HC_ERR_LIMIT            = -24, /**< an input exceeds a documented limit (header size, counts) */
+    HC_ERR_INTERNAL         = -99  /**< a bug in libhybridctx; please report it */
+};
+
+/** Static English text for a status; "unknown status" for codes this build does not know.
+ *  Never NULL. Thread-safe. @since 0.1 */
+HC_API const char *hc_strerror(hc_status s);
+/** The status' symbolic name ("HC_ERR_ORDER"), or "HC_UNKNOWN". Never NULL. Thread-safe. @since 0.1 */
+HC_API const char *hc_status_name(hc_status s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Constants stored in int32_t fields
+ * ------------------------------------------------------------------------------------------- */
+enum { HC_BACKEND_AUTO = 0, HC_BACKEND_CPU = 1, HC_BACKEND_CUDA = 2 };
+enum { HC_CACHE_DEFAULT = 0, HC_CACHE_BF16 = 1, HC_CACHE_FP8 = 2 };
+enum { HC_DTYPE_DEFAULT = 0, HC_DTYPE_F32 = 1, HC_DTYPE_BF16 = 2 };
+enum { HC_MEM_HOST = 0, HC_MEM_DEVICE = 1 };
+enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
+
+/* ---------------------------------------------------------------------------------------------
+ * Model
+ * ------------------------------------------------------------------------------------------- */
+typedef struct hc_model hc_model; /* opaque */
+
+typedef struct hc_model_params {
+    uint32_t struct_size; /**< sizeof(hc_model_params), set by hc_model_params_init() */
+    int32_t  flags;       /**< HC_MODEL_GEOMETRY_ONLY: configuration without weights. Contexts of such a
+                               model can be created, sized, saved and loaded, but hc_append() refuses
+                               with HC_ERR_UNSUPPORTED. Used for planning and for tests. */
+    int32_t  n_threads;   /**< threads for loading / random initialisation; 0 = all online cores */
+    int32_t  reserved0;   /**< must be 0 */
+    char    *errbuf;      /**< optional: receives a NUL-terminated message when a model call fails */
+    uint64_t errbuf_size; /**< capacity of errbuf in bytes */
+    /* new members are only appended below */
+} hc_model_params;
+
+/** Fill *p with defaults. @param struct_size sizeof(*p) as the caller compiled it.
+ *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size smaller than the first
+ *  member). Thread-safe. @since 0.1 */
+HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size);
+
+/** Load a model.
+ *  @param path  either a checkpoint directory (config.json + one or more *.safetensors, plus
+ *               model.safetensors.index.json when sharded) or one .safetensors file whose
+ *               __metadata__ has a "config" entry holding config.json text. Only tensors named
+ *               layers.{i}.attn.* are read; others are ignored. Dtypes: F32, BF16, F8_E4M3 with
+ *               128x128 block scales ("<name>.scale") in F32 or F8_E8M0.
+ *  @param p     NULL for defaults.
+ *  @param out   receives the new model; set to NULL on failure.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_IO (cannot read); HC_ERR_FORMAT (malformed safetensors,
+ *  JSON or index); HC_ERR_BAD_CONFIG; HC_ERR_MISSING_TENSOR / HC_ERR_TENSOR (the message names the
+ *  tensor); HC_ERR_LIMIT (header or tensor count over the limits below); HC_ERR_OUT_OF_MEMORY.
+ *  Limits: a safetensors header of at most 100,000,000 bytes and 1,000,000 tensors; config text
+ *  of at most 1 MiB; at most 1024 layers.
+ *  Ownership: the caller frees *out with hc_model_free(). Thread-safe. @since 0.1 */
+HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_model **out);
+
+/** Create a model with seeded random weights of sensible scale (the same seed gives the same
+ *  weights on every machine and thread count).
+ *  @param preset_or_config_json "v4-flash", "v4-pro", "tiny", or the text of a HF config.json
+ *               (a JSON object; missing fields take the v4-flash values).
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT
+ *  (malformed JSON); HC_ERR_OUT_OF_MEMORY. Ownership and threads as hc_model_load(). @since 0.1 */
+HC_API hc_status hc_model_create_random(const char *preset_or_config_json, uint64_t seed,
+                                        const hc_model_params *p, hc_model **out);
+
+/** Free a model. NULL is a no-op. Every context of the model must be freed first. @since 0.1 */
+HC_API void hc_model_free(hc_model *m);
+
+/** Number of attention layers, or -1 when m is NULL. Thread-safe. @since 0.1 */
+HC_API int hc_model_n_layers(const hc_model *m);
+/** Model width D (the length of one token's x and y), or -1 when m is NULL. @since 0.1 */
+HC_API int hc_model_dim(const hc_model *m);
+/** Compression ratio of a layer: 0 (window only), 4 (CSA) or 128 (HCA); -1 for a NULL model or
+ *  a layer out of range. @since 0.1 */
+HC_API int hc_model_layer_ratio(const hc_model *m, int layer);
+
+typedef struct hc_model_info {
+    uint32_t struct_size;   /**< set by the caller to sizeof(hc_model_info) */
+    int32_t  n_layers, dim, n_heads, head_dim, rope_dim, q_lora_rank, o_groups, o_lora_rank;
+    int32_t  window, index_n_heads, index_head_dim, index_topk;
+    int32_t  has_weights;   /**< 0 for HC_MODEL_GEOMETRY_ONLY models */
+    int32_t  reserved0;
+    int64_t  max_positions; /**< max_position_embeddings */
+    uint64_t weight_bytes;  /**< host bytes held by the weights */
+    /* new members are only appended below */
+} hc_model_info;
+
+/** Describe a model. The library writes min(info->struct_size, sizeof(hc_model_info)) bytes.
+ *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size too small). @since 0.1 */
+HC_API hc_status hc_model_info_get(const hc_model *m, hc_model_info *info);
+
+/** Bytes a context of this model holds after n_tokens tokens in the given cache format.
+ *  @param kv_bytes    windows + compressed entries + indexer keys, counted per entry (a context
+ *                     allocates pages of 64 entries, so it matches exactly when every layer's entry
+ *                     count is a multiple of 64, for example at 2^20 tokens);
+ *  @param state_bytes the compressor states (fixed per layer).
+ *  Either output may be NULL. For v4-pro at 1,048,576 tokens kv_bytes is 9.62 GiB (bf16) and
+ *  4.92 GiB (fp8). @return HC_OK, HC_ERR_NULL_ARG (m), HC_ERR_INVALID_ARG. @since 0.1 */
+HC_API hc_status hc_model_cache_bytes(const hc_model *m, int64_t n_tokens, int32_t cache_format,
+                                      uint64_t *kv_bytes, uint64_t *state_bytes);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+typedef struct hc_ctx hc_ctx; /* opaque */
+
+typedef struct hc_ctx_params {
+    uint32_t struct_size;  /**< sizeof(hc_ctx_params), set by hc_ctx_params_init() */
+    int32_t  backend;      /**< HC_BACKEND_AUTO (CUDA when built and a GPU exists, else CPU), _CPU, _CUDA */
+    int32_t  device;       /**< CUDA device ordinal */
+    int32_t  n_threads;    /**< CPU backend threads; 0 = all online cores */
+    int32_t  cache_format; /**< HC_CACHE_DEFAULT (= FP8), HC_CACHE_BF16, HC_CACHE_FP8; both give
+                                bitwise identical results, FP8 in about half the memory */
+    int32_t  io_dtype;     /**< dtype of x and y: HC_DTYPE_DEFAULT (= F32), HC_DTYPE_F32, HC_DTYPE_BF16 */
+    int32_t  io_memory;    /**< HC_MEM_HOST (default) or HC_MEM_DEVICE (CUDA backend only: x and y are
+                                device pointers, used in order on the context's stream) */
+    int32_t  flags;        /**< reserved, must be 0 */
+    int64_t  max_tokens;   /**< 0 = the model's max_position_embeddings; a smaller cap refuses longer
+                                sequences with HC_ERR_POSITION */
+    void    *cuda_stream;  /**< cudaStream_t to run on (CUDA backend); NULL = the context makes its own */
+    int64_t  max_chunk;    /**< tokens the backend processes at once inside a call (bounds workspace
+                                memory); 0 = backend default. Does not change results. */
+    /* new members are only appended below */
+} hc_ctx_params;
+
+/** Fill *p with defaults. @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG. @since 0.1 */
+HC_API hc_status hc_ctx_params_init(hc_ctx_params *p, size_t struct_size);
+
+/** Create an empty context (length 0) for model m.
+ *  @param p NULL for defaults. @param out receives the context, NULL on failure.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field out of range; HC_MEM_DEVICE
+ *  with the CPU backend); HC_ERR_UNSUPPORTED (struct tail not zero); HC_ERR_NO_DEVICE (CUDA asked
+ *  for, none usable or not built); HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_OUT_OF_MEMORY.
+ *  Ownership: free with hc_ctx_free() before freeing the model. Thread-safe with respect to
+ *  the model. @since 0.1 */
+HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out);
+
+/** Free a context and all its memory. NULL is a no-op. @since 0.1 */
+HC_API void hc_ctx_free(hc_ctx *c);
+
+/** The detail of the last failure of a call on c ("" after a success, or if none). Owned by c,
+ *  valid until the next call on c. Never NULL (a static string for a NULL c). @since 0.1 */
+HC_API const char *hc_ctx_last_error(const hc_ctx *c);
+
+/** Run a chunk of n_tokens tokens through one layer.
+ *  @param layer   the next layer of the chunk: 0 starts a new chunk, then 1, 2, ... n_layers-1.
+ *  @param x       [n_tokens][dim] of io_dtype, row-major (the layer's input after attn_norm);
+ *                 rounded to bf16 on entry.
+ *  @param y       [n_tokens][dim] of io_dtype: the attention block's output. May equal x.
+ *  The tokens take positions hc_ctx_n_tokens(c) .. + n_tokens - 1.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_LAYER_RANGE; HC_ERR_ORDER (layer is not the one
+ *  expected, or n_tokens differs from the chunk in progress); HC_ERR_N_TOKENS; HC_ERR_POSITION;
+ *  HC_ERR_NONFINITE (x holds NaN/Inf); HC_ERR_UNSUPPORTED (geometry-only model);
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_BAD_STATE. On any error but a device
+ *  fault the context is unchanged and y is unspecified; a device fault poisons the context.
+ *  Threads: one thread at a time per context. @since 0.1 */
+HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens, void *y);
+
+/** hc_append() with one token: the latency path of token-by-token generation. @since 0.1 */
+HC_API hc_status hc_decode(hc_ctx *c, int layer, const void *x, void *y);
+
+/** Tokens the context holds (chunks that have passed the last layer); -1 for NULL. @since 0.1 */
+HC_API int64_t hc_ctx_n_tokens(const hc_ctx *c);
+
+/** The layer the next hc_append() must name: 0 when no chunk is in progress; -1 for NULL. @since 0.1 */
+HC_API int hc_ctx_next_layer(const hc_ctx *c);
+
+/** Bytes of cache the context holds now (windows, compressed pages, indexer pages, compressor
+ *  state), in host or device memory by backend; 0 for NULL. @since 0.1 */
+HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c);
+
+/** The backend the context runs on: HC_BACKEND_CPU or HC_BACKEND_CUDA; -1 for NULL. @since 0.1 */
+HC_API int32_t hc_ctx_backend(const hc_ctx *c);
+
+/** Empty the context (length 0, no chunk in progress) and release its cache pages.
+ *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_BAD_STATE. @since 0.1 */
+HC_API hc_status hc_ctx_reset(hc_ctx *c);
+
+/** Number of CUDA devices usable by this build (0 in CPU-only builds or without a driver).
+ *  @return HC_OK, HC_ERR_NULL_ARG. Thread-safe. @since 0.1 */
+HC_API hc_status hc_cuda_device_count(int32_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HC_HYBRIDCTX_H */

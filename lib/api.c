@@ -1,0 +1,334 @@
+/* api.c - the public entry points: argument checks, error text, the per-context last error,
+ * and dispatch to the model, context and engine code. */
+#include <stdlib.h>
+#include <string.h>
+#include "hybridctx.h"
+#include "backend/backend.h"
+#include "ctx/ctx.h"
+#include "model/loader.h"
+#include "model/model.h"
+#include "util/error.h"
+#include "util/params.h"
+
+HC_API uint32_t hc_version_number(void) { return HC_VERSION_NUMBER; }
+HC_API const char *hc_version_string(void) { return HC_VERSION_STRING; }
+
+static const struct { hc_status s; const char *name, *text; } status_table[] = {
+    {HC_OK, "HC_OK", "success"},
+    {HC_ERR_NULL_ARG, "HC_ERR_NULL_ARG", "a required pointer argument is NULL"},
+    {HC_ERR_INVALID_ARG, "HC_ERR_INVALID_ARG", "an argument is outside its documented range"},
+    {HC_ERR_OUT_OF_MEMORY, "HC_ERR_OUT_OF_MEMORY", "out of memory"},
+    {HC_ERR_UNKNOWN_PRESET, "HC_ERR_UNKNOWN_PRESET", "unknown model preset"},
+    {HC_ERR_BAD_CONFIG, "HC_ERR_BAD_CONFIG", "invalid model configuration"},
+    {HC_ERR_LAYER_RANGE, "HC_ERR_LAYER_RANGE", "layer index out of range"},
+    {HC_ERR_ORDER, "HC_ERR_ORDER", "layer called out of order"},
+    {HC_ERR_N_TOKENS, "HC_ERR_N_TOKENS", "token count must be positive"},
+    {HC_ERR_POSITION, "HC_ERR_POSITION", "position beyond the context's maximum length"},
+    {HC_ERR_NONFINITE, "HC_ERR_NONFINITE", "input holds NaN or infinity"},
+    {HC_ERR_IO, "HC_ERR_IO", "input/output error"},
+    {HC_ERR_FORMAT, "HC_ERR_FORMAT", "malformed file or text"},
+    {HC_ERR_MISSING_TENSOR, "HC_ERR_MISSING_TENSOR", "a required tensor is missing"},
+    {HC_ERR_TENSOR, "HC_ERR_TENSOR", "a tensor has the wrong shape or dtype"},
+    {HC_ERR_UNSUPPORTED, "HC_ERR_UNSUPPORTED", "not supported"},
+    {HC_ERR_NO_DEVICE, "HC_ERR_NO_DEVICE", "no usable CUDA device"},
+    {HC_ERR_CUDA, "HC_ERR_CUDA", "CUDA runtime error"},
+    {HC_ERR_CUBLAS, "HC_ERR_CUBLAS", "cuBLAS error"},
+    {HC_ERR_BAD_STATE, "HC_ERR_BAD_STATE", "context poisoned by an earlier device fault"},
+    {HC_ERR_CORRUPT, "HC_ERR_CORRUPT", "data is corrupt"},
+    {HC_ERR_VERSION, "HC_ERR_VERSION", "incompatible format version"},
+    {HC_ERR_MODEL_MISMATCH, "HC_ERR_MODEL_MISMATCH", "data belongs to another model or configuration"},
+    {HC_ERR_BUFFER_TOO_SMALL, "HC_ERR_BUFFER_TOO_SMALL", "buffer too small"},
+    {HC_ERR_LIMIT, "HC_ERR_LIMIT", "input exceeds a documented limit"},
+    {HC_ERR_INTERNAL, "HC_ERR_INTERNAL", "internal error"},
+};
+
+HC_API const char *hc_strerror(hc_status s)
+{
+    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
+        if (status_table[i].s == s) return status_table[i].text;
+    return "unknown status";
+}
+
+HC_API const char *hc_status_name(hc_status s)
+{
+    for (size_t i = 0; i < sizeof status_table / sizeof status_table[0]; i++)
+        if (status_table[i].s == s) return status_table[i].name;
+    return "HC_UNKNOWN";
+}
+
+/* ------------------------------------------------------------------------------------------- */
+
+HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size)
+{
+    if (!p) return HC_ERR_NULL_ARG;
+    if (struct_size < sizeof(uint32_t)) return HC_ERR_INVALID_ARG;
+    hc_model_params d = {0};
+    d.struct_size = (uint32_t)(struct_size < sizeof d ? struct_size : sizeof d);
+    memset(p, 0, struct_size);
+    memcpy(p, &d, d.struct_size);
+    p->struct_size = (uint32_t)struct_size;
+    return HC_OK;
+}
+
+HC_API hc_status hc_ctx_params_init(hc_ctx_params *p, size_t struct_size)
+{
+    if (!p) return HC_ERR_NULL_ARG;
+    if (struct_size < sizeof(uint32_t)) return HC_ERR_INVALID_ARG;
+    memset(p, 0, struct_size);
+    p->struct_size = (uint32_t)struct_size;
+    return HC_OK;
+}
+
+/* Copy a caller's params into the library's version (size-versioned, unknown tail must be 0). */
+static hc_status read_model_params(const hc_model_params *p, hc_model_params *out)
+{
+    return hci_read_params(p, sizeof *out, out);
+}
+
+static hc_status model_fail(hc_model *m, const hc_model_params *mp, const char *err, hc_status st)
+{
+    if (mp->errbuf && mp->errbuf_size) {
+        size_t n = strlen(err);
+        if (n >= mp->errbuf_size) n = (size_t)mp->errbuf_size - 1;
+        memcpy(mp->errbuf, err, n);
+        mp->errbuf[n] = 0;
+    }
+    if (m) {
+        hci_model_destroy(m);
+        free(m);
+    }
+    return st;
+}
+
+static hc_model *model_new(void)
+{
+    hc_model *m = calloc(1, sizeof *m);
+    if (m) pthread_mutex_init(&m->dev_lock, NULL);
+    return m;
+}
+
+HC_API hc_status hc_model_create_random(const char *text, uint64_t seed, const hc_model_params *p,
+                                        hc_model **out)
+{
+    if (out) *out = NULL;
+    if (!text || !out) return HC_ERR_NULL_ARG;
+    hc_model_params mp;
+    hc_status st = read_model_params(p, &mp);
+    if (st) return st;
+    if (mp.reserved0 || (mp.flags & ~HC_MODEL_GEOMETRY_ONLY) || mp.n_threads < 0) return HC_ERR_INVALID_ARG;
+    char err[HCI_ERRLEN] = "";
+    hc_model *m = model_new();
+    if (!m) return model_fail(NULL, &mp, "out of memory", HC_ERR_OUT_OF_MEMORY);
+    if ((st = hci_config_from_text(text, &m->cfg, err, sizeof err))) return model_fail(m, &mp, err, st);
+    if (!(mp.flags & HC_MODEL_GEOMETRY_ONLY)) {
+        if ((st = hci_model_alloc(m, err, sizeof err))) return model_fail(m, &mp, err, st);
+        m->has_weights = 1;
+        hci_model_init_random(m, seed, mp.n_threads);
+    }
+    if ((st = hci_model_finish(m))) return model_fail(m, &mp, "out of memory", st);
+    *out = m;
+    return HC_OK;
+}
+
+HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_model **out)
+{
+    if (out) *out = NULL;
+    if (!path || !out) return HC_ERR_NULL_ARG;
+    hc_model_params mp;
+    hc_status st = read_model_params(p, &mp);
+    if (st) return st;
+    if (mp.reserved0 || (mp.flags & ~HC_MODEL_GEOMETRY_ONLY) || mp.n_threads < 0) return HC_ERR_INVALID_ARG;
+    char err[HCI_ERRLEN] = "";
+    hc_model *m = model_new();
+    if (!m) return model_fail(NULL, &mp, "out of memory", HC_ERR_OUT_OF_MEMORY);
+    if ((st = hci_model_load_path(path, !(mp.flags & HC_MODEL_GEOMETRY_ONLY), m, err, sizeof err)))
+        return model_fail(m, &mp, err, st);
+    if ((st = hci_model_finish(m))) return model_fail(m, &mp, "out of memory", st);
+    *out = m;
+    return HC_OK;
+}
+
+HC_API void hc_model_free(hc_model *m)
+{
+    if (!m) return;
+    hci_model_destroy(m);
+    free(m);
+}
+
+HC_API int hc_model_n_layers(const hc_model *m) { return m ? m->cfg.n_layers : -1; }
+HC_API int hc_model_dim(const hc_model *m) { return m ? m->cfg.dim : -1; }
+HC_API int hc_model_layer_ratio(const hc_model *m, int layer)
+{
+    if (!m || layer < 0 || layer >= m->cfg.n_layers) return -1;
+    return m->cfg.ratios[layer];
+}
+
+HC_API hc_status hc_model_info_get(const hc_model *m, hc_model_info *info)
+{
+    if (!m || !info) return HC_ERR_NULL_ARG;
+    if (info->struct_size < sizeof(uint32_t)) return HC_ERR_INVALID_ARG;
+    const hci_config *c = &m->cfg;
+    hc_model_info d = {0};
+    d.n_layers = c->n_layers, d.dim = c->dim, d.n_heads = c->n_heads, d.head_dim = c->head_dim;
+    d.rope_dim = c->rope_dim, d.q_lora_rank = c->q_lora_rank, d.o_groups = c->o_groups;
+    d.o_lora_rank = c->o_lora_rank, d.window = c->window, d.index_n_heads = c->index_n_heads;
+    d.index_head_dim = c->index_head_dim, d.index_topk = c->index_topk;
+    d.has_weights = m->has_weights, d.max_positions = c->max_positions, d.weight_bytes = m->weight_bytes;
+    size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
+    d.struct_size = info->struct_size;
+    memcpy(info, &d, n);
+    return HC_OK;
+}
+
+static int resolve_format(int32_t f) { return f == HC_CACHE_BF16 ? HCI_FMT_BF16 : HCI_FMT_FP8; }
+
+HC_API hc_status hc_model_cache_bytes(const hc_model *m, int64_t n_tokens, int32_t cache_format,
+                                      uint64_t *kv_bytes, uint64_t *state_bytes)
+{
+    if (!m) return HC_ERR_NULL_ARG;
+    if (n_tokens < 0 || cache_format < HC_CACHE_DEFAULT || cache_format > HC_CACHE_FP8)
+        return HC_ERR_INVALID_ARG;
+    const hci_config *c = &m->cfg;
+    int fmt = resolve_format(cache_format);
+    hci_entry_layout ml = hci_layout_main(fmt, c->head_dim, c->rope_dim);
+    hci_entry_layout il = hci_layout_index(fmt, c->index_head_dim);
+    uint64_t kv = 0, stb = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        int r = c->ratios[i];
+        kv += (uint64_t)c->window * ml.entry_bytes;
+        if (!r) continue;
+        uint64_t ne = (uint64_t)n_tokens / (uint64_t)r;
+        kv += ne * ml.entry_bytes;
+        int coff = hci_cfg_coff(r);
+        stb += 2ull * coff * r * coff * c->head_dim * sizeof(float);
+        if (r == 4) {
+            kv += ne * il.entry_bytes;
+            stb += 2ull * 2 * 4 * 2 * c->index_head_dim * sizeof(float);
+        }
+    }
+    if (kv_bytes) *kv_bytes = kv;
+    if (state_bytes) *state_bytes = stb;
+    return HC_OK;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+
+static const char null_ctx_msg[] = "NULL context";
+
+HC_API hc_status hc_cuda_device_count(int32_t *out)
+{
+    if (!out) return HC_ERR_NULL_ARG;
+    *out = hci_backend_cuda_device_count();
+    return HC_OK;
+}
+
+HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out)
+{
+    if (out) *out = NULL;
+    if (!m || !out) return HC_ERR_NULL_ARG;
+    hc_ctx_params cp;
+    hc_status st = hci_read_params(p, sizeof cp, &cp);
+    if (st) return st;
+    if (cp.backend < HC_BACKEND_AUTO || cp.backend > HC_BACKEND_CUDA || cp.device < 0 || cp.n_threads < 0 ||
+        cp.n_threads > 4096 || cp.cache_format < 0 || cp.cache_format > HC_CACHE_FP8 || cp.io_dtype < 0 ||
+        cp.io_dtype > HC_DTYPE_BF16 || (cp.io_memory != HC_MEM_HOST && cp.io_memory != HC_MEM_DEVICE) ||
+        cp.flags || cp.max_tokens < 0 || cp.max_chunk < 0 || cp.max_chunk > 65536)
+        return HC_ERR_INVALID_ARG;
+    hc_ctx *c = calloc(1, sizeof *c);
+    if (!c) return HC_ERR_OUT_OF_MEMORY;
+    c->model = m;
+    c->cache_fmt = resolve_format(cp.cache_format);
+    c->io_dtype = cp.io_dtype == HC_DTYPE_BF16 ? HC_DTYPE_BF16 : HC_DTYPE_F32;
+    c->io_memory = cp.io_memory;
+    c->max_tokens = cp.max_tokens && cp.max_tokens < m->cfg.max_positions ? cp.max_tokens : m->cfg.max_positions;
+    int kind = cp.backend;
+    if (kind == HC_BACKEND_AUTO) kind = hci_backend_cuda_device_count() > cp.device ? HC_BACKEND_CUDA : HC_BACKEND_CPU;
+    if (kind == HC_BACKEND_CPU && cp.io_memory == HC_MEM_DEVICE) st = HC_ERR_INVALID_ARG;
+    else if (kind == HC_BACKEND_CPU)
+        st = hci_backend_cpu_create(m, cp.n_threads, (int)cp.max_chunk, c->err, sizeof c->err, &c->be);
+    else
+        st = hci_backend_cuda_create(m, cp.device, cp.cuda_stream, (int)cp.max_chunk, c->err, sizeof c->err, &c->be);
+    if (!st) st = hci_ctx_init_caches(c);
+    if (!st) st = hci_ctx_alloc_workspace(c, c->be->max_chunk);
+    if (st) {
+        hc_ctx_free(c);
+        return st;
+    }
+    *out = c;
+    return HC_OK;
+}
+
+HC_API void hc_ctx_free(hc_ctx *c)
+{
+    if (!c) return;
+    if (c->be) {
+        hci_ctx_free_workspace(c);
+        hci_ctx_free_caches(c);
+        c->be->ops->destroy(c->be);
+    }
+    free(c);
+}
+
+HC_API const char *hc_ctx_last_error(const hc_ctx *c) { return c ? c->err : null_ctx_msg; }
+
+static hc_status ctx_fail(hc_ctx *c, hc_status st, const char *msg)
+{
+    if (!c->err[0]) hci_errf(c->err, sizeof c->err, st, "%s", msg);
+    return st;
+}
+
+HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens, void *y)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (!x || !y) return ctx_fail(c, HC_ERR_NULL_ARG, "x and y must not be NULL");
+    if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
+    const hci_config *cfg = &c->model->cfg;
+    if (layer < 0 || layer >= cfg->n_layers)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_LAYER_RANGE, "layer %d outside 0..%d", layer,
+                        cfg->n_layers - 1);
+    if (n_tokens <= 0)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_N_TOKENS, "n_tokens %lld must be positive",
+                        (long long)n_tokens);
+    if (layer != c->next_layer)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_ORDER,
+                        "layer %d called, but the chunk in progress needs layer %d next", layer, c->next_layer);
+    if (layer > 0 && n_tokens != c->chunk_n)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_ORDER,
+                        "the chunk in progress has %lld tokens, this call passes %lld", (long long)c->chunk_n,
+                        (long long)n_tokens);
+    if (n_tokens > c->max_tokens - c->n_tokens)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_POSITION,
+                        "%lld tokens at position %lld pass the maximum length %lld", (long long)n_tokens,
+                        (long long)c->n_tokens, (long long)c->max_tokens);
+    if (!c->model->has_weights)
+        return ctx_fail(c, HC_ERR_UNSUPPORTED, "the model has no weights (HC_MODEL_GEOMETRY_ONLY)");
+    hc_status st = hci_engine_layer(c, layer, x, n_tokens, y);
+    if (st) return st;
+    c->chunk_n = n_tokens;
+    if (++c->next_layer == cfg->n_layers) {
+        c->next_layer = 0;
+        c->n_tokens += n_tokens;
+    }
+    return HC_OK;
+}
+
+HC_API hc_status hc_decode(hc_ctx *c, int layer, const void *x, void *y) { return hc_append(c, layer, x, 1, y); }
+
+HC_API int64_t hc_ctx_n_tokens(const hc_ctx *c) { return c ? c->n_tokens : -1; }
+HC_API int hc_ctx_next_layer(const hc_ctx *c) { return c ? c->next_layer : -1; }
+HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c) { return c ? hci_ctx_cache_bytes(c) : 0; }
+HC_API int32_t hc_ctx_backend(const hc_ctx *c) { return c ? c->be->kind : -1; }
+
+HC_API hc_status hc_ctx_reset(hc_ctx *c)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
+    hc_status st = hci_ctx_clear_caches(c);
+    if (st) return ctx_fail(c, st, "reset failed");
+    c->n_tokens = 0;
+    c->next_layer = 0;
+    c->chunk_n = 0;
+    return HC_OK;
+}

@@ -1,0 +1,85 @@
+/* backend.h - the one table of operations through which the engine runs a layer. The CPU and
+ * CUDA backends implement the same signatures; every buffer argument lives in the backend's
+ * memory (host for CPU, device for CUDA). A piece of a chunk is n tokens at positions
+ * pos0 .. pos0+n-1 of one layer; the engine keeps n <= the backend's max_chunk. */
+#ifndef HCI_BACKEND_H
+#define HCI_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+#include "../cache/cache.h"
+
+struct hc_model;
+typedef struct hci_backend hci_backend;
+
+typedef struct hci_backend_ops {
+    const char *name;
+    void (*destroy)(hci_backend *be);
+
+    /* ---- memory ---- */
+    int (*alloc)(hci_backend *be, size_t bytes, void **out); /* zero-filled */
+    void (*free)(hci_backend *be, void *p);
+    int (*upload)(hci_backend *be, void *dst, const void *host_src, size_t bytes);
+    int (*download)(hci_backend *be, void *host_dst, const void *src, size_t bytes);
+    int (*copy)(hci_backend *be, void *dst, const void *src, size_t bytes); /* within the backend */
+    /* Make l->n_pages >= n_pages (new pages zero-filled). On failure l is unchanged. */
+    int (*pages_grow)(hci_backend *be, hci_page_list *l, int n_pages);
+    /* Release pages beyond the first n_pages. */
+    void (*pages_shrink)(hci_backend *be, hci_page_list *l, int n_pages);
+
+    /* ---- input / output ---- */
+    /* *bad = 1 when x (io_dtype, in host memory when from_host, else backend memory) holds NaN/Inf. */
+    int (*check_input)(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
+                       int *bad);
+    /* x -> bf16 xb (round to nearest even). */
+    int (*load_input)(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
+                      uint16_t *xb);
+    int (*store_output)(hci_backend *be, const uint16_t *yb, int io_dtype, int to_host, int64_t count,
+                        void *y);
+
+    /* ---- the attention block ---- */
+    /* c = RMSNorm(W_qa x) [n][q_lora]; q = per-head RMS(W_qb c) with RoPE [n][H][d]. */
+    int (*q_path)(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *c,
+                  uint16_t *q);
+    /* kv = FP8sim(RoPE(RMSNorm(W_kv x))) [n][d]. */
+    int (*kv_path)(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *kv);
+    /* Indexer queries qi [n][IH][ID] (RoPE, Hadamard, FP4) and head weights w [n][IH]. */
+    int (*index_q)(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x,
+                   const uint16_t *c, uint16_t *qi, uint16_t *w);
+    /* Feed n tokens to a compressor: update its state and write every entry that a token of the
+     * piece completes (pages already grown). which: 0 main, 1 indexer. */
+    int (*compress)(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
+                    const uint16_t *x);
+    /* Top-k selection sel [n][index_topk] (entry numbers, -1 padding) over the visible keys. */
+    int (*index_topk)(hci_backend *be, int layer, const hci_comp_cache *idx, int n, int64_t pos0,
+                      const uint16_t *qi, const uint16_t *w, int32_t *sel);
+    /* o [n][H][d] = attention over the window (ring for positions < pos0, kv for the piece) and
+     * the compressed entries (sel for ratio 4, all visible for ratio 128). */
+    int (*attend)(hci_backend *be, int layer, const hci_layer_cache *lc, int n, int64_t pos0,
+                  const uint16_t *q, const uint16_t *kv, const int32_t *sel, uint16_t *o);
+    /* Write the piece's window KV into the ring (slot = pos % window). */
+    int (*window_write)(hci_backend *be, hci_layer_cache *lc, int n, int64_t pos0, const uint16_t *kv);
+    /* y [n][D] = W_ob act_quant(W_oa · invRoPE(o)); o is overwritten. */
+    int (*out_path)(hci_backend *be, int layer, int n, int64_t pos0, uint16_t *o, uint16_t *y);
+} hci_backend_ops;
+
+struct hci_backend {
+    const hci_backend_ops *ops;
+    int kind;                    /* HC_BACKEND_CPU / HC_BACKEND_CUDA */
+    const struct hc_model *model;
+    int max_chunk;               /* tokens per piece */
+    int ops_may_fail;            /* 1: an op may fail for lack of memory, so the engine snapshots the
+                                    layer's mutable state to roll back (CPU); 0: failures after the
+                                    engine's preflight are device faults that poison the context */
+    char *err;                   /* message buffer of the owning context */
+    size_t errsz;
+    void *impl;
+};
+
+/* Constructors. n_threads for CPU; device/stream for CUDA. */
+int hci_backend_cpu_create(const struct hc_model *m, int n_threads, int max_chunk, char *err,
+                           size_t errsz, hci_backend **out);
+int hci_backend_cuda_create(const struct hc_model *m, int device, void *stream, int max_chunk,
+                            char *err, size_t errsz, hci_backend **out);
+int hci_backend_cuda_device_count(void);
+
+#endif

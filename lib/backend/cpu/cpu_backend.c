@@ -1,0 +1,158 @@
+/* cpu_backend.c - the CPU backend: host memory, pages, input conversion and the ops table. */
+#include <stdlib.h>
+#include <string.h>
+#include "cpu.h"
+#include "hybridctx.h"
+#include "../../util/error.h"
+
+static void cpu_destroy(hci_backend *be)
+{
+    hci_cpu *c = be->impl;
+    if (c) hci_pool_destroy(c->pool);
+    free(c);
+    free(be);
+}
+
+static int cpu_alloc(hci_backend *be, size_t bytes, void **out)
+{
+    (void)be;
+    *out = calloc(1, bytes ? bytes : 1);
+    return *out ? HC_OK : HC_ERR_OUT_OF_MEMORY;
+}
+
+static void cpu_free(hci_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+static int cpu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+    return HC_OK;
+}
+
+static int cpu_pages_grow(hci_backend *be, hci_page_list *l, int n_pages)
+{
+    (void)be;
+    if (n_pages <= l->n_pages) return HC_OK;
+    if (n_pages > l->cap) {
+        int cap = l->cap ? l->cap : 16;
+        while (cap < n_pages) cap *= 2;
+        void **np = realloc(l->pages, (size_t)cap * sizeof(void *));
+        if (!np) return HC_ERR_OUT_OF_MEMORY;
+        l->pages = np;
+        l->cap = cap;
+    }
+    int have = l->n_pages;
+    for (int i = have; i < n_pages; i++) {
+        l->pages[i] = calloc(1, l->page_bytes);
+        if (!l->pages[i]) {
+            for (int k = have; k < i; k++) free(l->pages[k]);
+            return HC_ERR_OUT_OF_MEMORY;
+        }
+    }
+    l->n_pages = n_pages;
+    return HC_OK;
+}
+
+static void cpu_pages_shrink(hci_backend *be, hci_page_list *l, int n_pages)
+{
+    (void)be;
+    for (int i = n_pages; i < l->n_pages; i++) free(l->pages[i]);
+    if (n_pages < l->n_pages) l->n_pages = n_pages;
+    if (n_pages == 0) {
+        free(l->pages);
+        l->pages = NULL;
+        l->cap = 0;
+    }
+}
+
+static int cpu_check_input(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
+                           int *bad)
+{
+    (void)be, (void)from_host;
+    int b = 0;
+    if (io_dtype == HC_DTYPE_BF16) {
+        const uint16_t *h = x;
+        for (int64_t i = 0; i < count; i++) b |= (h[i] & 0x7f80) == 0x7f80;
+    } else {
+        const uint32_t *u = x; /* exponent all ones: infinity or NaN */
+        for (int64_t i = 0; i < count; i++) b |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    }
+    *bad = b;
+    return HC_OK;
+}
+
+static int cpu_load_input(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
+                          uint16_t *xb)
+{
+    (void)be, (void)from_host;
+    if (io_dtype == HC_DTYPE_BF16) {
+        memmove(xb, x, (size_t)count * 2);
+    } else {
+        const float *f = x;
+        for (int64_t i = 0; i < count; i++) xb[i] = hci_bf16_from_f32(f[i]);
+    }
+    return HC_OK;
+}
+
+static int cpu_store_output(hci_backend *be, const uint16_t *yb, int io_dtype, int to_host, int64_t count,
+                            void *y)
+{
+    (void)be, (void)to_host;
+    if (io_dtype == HC_DTYPE_BF16) {
+        memmove(y, yb, (size_t)count * 2);
+    } else {
+        float *f = y;
+        for (int64_t i = 0; i < count; i++) f[i] = hci_f32_from_bf16(yb[i]);
+    }
+    return HC_OK;
+}
+
+static const hci_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .pages_grow = cpu_pages_grow,
+    .pages_shrink = cpu_pages_shrink,
+    .check_input = cpu_check_input,
+    .load_input = cpu_load_input,
+    .store_output = cpu_store_output,
+    .q_path = hci_cpu_q_path,
+    .kv_path = hci_cpu_kv_path,
+    .index_q = hci_cpu_index_q,
+    .compress = hci_cpu_compress,
+    .index_topk = hci_cpu_index_topk,
+    .attend = hci_cpu_attend,
+    .window_write = hci_cpu_window_write,
+    .out_path = hci_cpu_out_path,
+};
+
+int hci_backend_cpu_create(const struct hc_model *m, int n_threads, int max_chunk, char *err,
+                           size_t errsz, hci_backend **out)
+{
+    hci_backend *be = calloc(1, sizeof *be);
+    hci_cpu *c = calloc(1, sizeof *c);
+    if (c) c->pool = hci_pool_create(n_threads);
+    if (!be || !c || !c->pool) {
+        if (c) hci_pool_destroy(c->pool);
+        free(be), free(c);
+        return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory creating the CPU backend");
+    }
+    be->ops = &cpu_ops;
+    be->kind = HC_BACKEND_CPU;
+    be->model = m;
+    be->max_chunk = max_chunk > 0 ? max_chunk : 256;
+    be->ops_may_fail = 1;
+    be->err = err;
+    be->errsz = errsz;
+    be->impl = c;
+    *out = be;
+    return HC_OK;
+}

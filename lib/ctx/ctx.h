@@ -1,0 +1,45 @@
+/* ctx.h - hc_ctx: one sequence. Position bookkeeping, the per-layer caches, the backend and the
+ * workspace of one piece. */
+#ifndef HCI_CTX_H
+#define HCI_CTX_H
+#include <stdint.h>
+#include "hybridctx.h"
+#include "../backend/backend.h"
+#include "../cache/cache.h"
+#include "../model/model.h"
+#include "../util/error.h"
+
+typedef struct hci_workspace {
+    int tokens;                 /* capacity in tokens */
+    uint16_t *x, *c, *q, *kv, *qi, *w, *o, *y;
+    int32_t *sel;
+} hci_workspace;
+
+struct hc_ctx {
+    hc_model *model;
+    hci_backend *be;
+    int32_t cache_fmt;          /* HCI_FMT_BF16 / HCI_FMT_FP8 */
+    int32_t io_dtype;           /* HC_DTYPE_F32 / HC_DTYPE_BF16 */
+    int32_t io_memory;          /* HC_MEM_HOST / HC_MEM_DEVICE */
+    int64_t max_tokens;
+    int64_t n_tokens;           /* tokens that have passed every layer */
+    int next_layer;             /* layer the next call must name */
+    int64_t chunk_n;            /* tokens of the chunk in progress (next_layer > 0) */
+    hci_layer_cache *layers;
+    hci_workspace ws;
+    int poisoned;
+    char err[HCI_ERRLEN];
+};
+
+int hci_ctx_init_caches(hc_ctx *c);
+void hci_ctx_free_caches(hc_ctx *c);
+/* Empty every layer's cache (length 0). */
+int hci_ctx_clear_caches(hc_ctx *c);
+uint64_t hci_ctx_cache_bytes(const hc_ctx *c);
+int hci_ctx_alloc_workspace(hc_ctx *c, int tokens);
+void hci_ctx_free_workspace(hc_ctx *c);
+
+/* Run n tokens of the current chunk through one layer (checks done by the caller). */
+int hci_engine_layer(hc_ctx *c, int layer, const void *x, int64_t n, void *y);
+
+#endif
