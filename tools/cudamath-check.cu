@@ -23,17 +23,28 @@ extern "C" {
 #include "../lib/util/cudamath.h"
 }
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-            exit(2);                                                                           \
-        }                                                                                      \
+#define CK(x)                                                                                    \
+    do {                                                                                         \
+        cudaError_t e_ = (x);                                                                    \
+        if (e_ != cudaSuccess) {                                                                 \
+            fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__,        \
+                    __LINE__);                                                                   \
+            exit(2);                                                                             \
+        }                                                                                        \
     } while (0)
 
-static inline uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 // bitwise equality; all NaNs count as equal (the port returns the canonical one anyway)
 static inline bool same(float a, float b) { return f2u(a) == f2u(b) || (a != a && b != b); }
 
@@ -80,7 +91,8 @@ static Stat &stat(const char *name, int nin)
 }
 
 // Compare n results. in0/in1: inputs (in1 may be null). Records first mismatch (lowest index).
-static void compare(Stat &st, size_t n, const float *gpu, const float *cpu, const float *in0, const float *in1)
+static void compare(Stat &st, size_t n, const float *gpu, const float *cpu, const float *in0,
+                    const float *in1)
 {
     std::mutex mu;
     unsigned long long bad = 0;
@@ -112,14 +124,16 @@ static void compare(Stat &st, size_t n, const float *gpu, const float *cpu, cons
 // kernels
 __global__ void k_sincos(const float *x, float *s, float *c, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         s[i] = sinf(x[i]);
         c[i] = cosf(x[i]);
     }
 }
 __global__ void k_sincosf(const float *x, float *s, float *c, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         float a, b;
         sincosf(x[i], &a, &b);
         s[i] = a;
@@ -129,22 +143,26 @@ __global__ void k_sincosf(const float *x, float *s, float *c, size_t n)
 // expf over consecutive bit patterns b0 + i
 __global__ void k_exp_bits(uint32_t b0, float *y, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
         y[i] = expf(__uint_as_float(b0 + (uint32_t)i));
 }
 __global__ void k_exp(const float *x, float *y, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
         y[i] = expf(x[i]);
 }
 __global__ void k_pow(const float *a, const float *b, float *y, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
         y[i] = powf(a[i], b[i]);
 }
 __global__ void k_mufu(const float *x, float *e, float *r, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
         float a, b;
         asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(a) : "f"(x[i]));
         asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(b) : "f"(x[i]));
@@ -163,14 +181,16 @@ __global__ void k_freqs(float *f, int yarn, float base, int low, int high)
         float ramp = __fdiv_rn((float)(i - low), (float)(high - low));
         ramp = fminf(fmaxf(ramp, 0.0f), 1.0f);
         float smooth = __fsub_rn(1.0f, ramp);
-        v = __fadd_rn(__fmul_rn(__fdiv_rn(v, 16.0f), __fsub_rn(1.0f, smooth)), __fmul_rn(v, smooth));
+        v = __fadd_rn(__fmul_rn(__fdiv_rn(v, 16.0f), __fsub_rn(1.0f, smooth)),
+                      __fmul_rn(v, smooth));
     }
     f[i] = v;
 }
 // angles fl32(t * f_i), t = t0 + idx / 32, i = idx % 32
 __global__ void k_rope(const float *f, uint32_t t0, float *ang, float *s, float *c, size_t n)
 {
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n;
+         k += (size_t)gridDim.x * blockDim.x) {
         float a = __fmul_rn((float)(t0 + (uint32_t)(k >> 5)), f[k & 31]);
         ang[k] = a;
         s[k] = sinf(a);
@@ -186,8 +206,16 @@ struct Dev {
     void reserve(size_t n)
     {
         if (n <= cap) return;
-        if (a) { cudaFree(a); cudaFree(b); cudaFree(c); cudaFree(d); }
-        CK(cudaMalloc(&a, n * 4)); CK(cudaMalloc(&b, n * 4)); CK(cudaMalloc(&c, n * 4)); CK(cudaMalloc(&d, n * 4));
+        if (a) {
+            cudaFree(a);
+            cudaFree(b);
+            cudaFree(c);
+            cudaFree(d);
+        }
+        CK(cudaMalloc(&a, n * 4));
+        CK(cudaMalloc(&b, n * 4));
+        CK(cudaMalloc(&c, n * 4));
+        CK(cudaMalloc(&d, n * 4));
         cap = n;
     }
 };
@@ -255,13 +283,16 @@ static void host_freqs(float *f, int yarn, float base, int low, int high)
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd32()
 {
-    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
     return (uint32_t)(g_rng >> 16);
 }
 static float rndu() { return (float)(rnd32() >> 8) * 0x1p-24f; } // [0,1)
 
 // --golden: print GPU results for a fixed input list as C initializers (for the self-test)
-__global__ void k_golden(const float *x, const float *y, float *s, float *c, float *e, float *p, size_t n)
+__global__ void k_golden(const float *x, const float *y, float *s, float *c, float *e, float *p,
+                         size_t n)
 {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < n) {
@@ -274,25 +305,43 @@ __global__ void k_golden(const float *x, const float *y, float *s, float *c, flo
 static int golden()
 {
     std::vector<float> x, y;
-    const float sp[] = {0.0f, -0.0f, 0x1p-149f, 0x1p-126f, 1.0f, -1.0f, 0.5f, 2.0f, 3.14159274f, 1.57079637f,
-                        100.0f, 1000.0f, 65535.0f, 105614.99f, 105615.0f, 1e6f, 0x1p22f, 1e30f, -3.4028235e38f, 88.7f,
-                        -87.3f, -103.9f, 10.0f, -10.0f, 1e-10f, -1e-10f};
+    const float sp[] = {0.0f,           -0.0f,      0x1p-149f,   0x1p-126f,   1.0f,    -1.0f,
+                        0.5f,           2.0f,       3.14159274f, 1.57079637f, 100.0f,  1000.0f,
+                        65535.0f,       105614.99f, 105615.0f,   1e6f,        0x1p22f, 1e30f,
+                        -3.4028235e38f, 88.7f,      -87.3f,      -103.9f,     10.0f,   -10.0f,
+                        1e-10f,         -1e-10f};
     const float spy[] = {0.5f, 3.0f, -1.0f, 2.0f, 0.25f, -0.5f, 7.0f, 1.5f};
-    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) { x.push_back(sp[i]); y.push_back(spy[i % 8]); }
-    for (int i = 0; i < 32; i++) { x.push_back(10000.0f); y.push_back((float)(2 * i) / 64.0f); }
-    for (int i = 0; i < 32; i++) { x.push_back(160000.0f); y.push_back((float)(2 * i) / 64.0f); }
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++) {
+        x.push_back(sp[i]);
+        y.push_back(spy[i % 8]);
+    }
+    for (int i = 0; i < 32; i++) {
+        x.push_back(10000.0f);
+        y.push_back((float)(2 * i) / 64.0f);
+    }
+    for (int i = 0; i < 32; i++) {
+        x.push_back(160000.0f);
+        y.push_back((float)(2 * i) / 64.0f);
+    }
     for (int i = 0; i < 96; i++) { // random x in [-104, 89] and moderate y
         x.push_back(-104.0f + 193.0f * rndu());
         y.push_back((rndu() - 0.5f) * 6.0f);
     }
-    for (int i = 0; i < 32; i++) { x.push_back(0.1f + 4.0f * rndu()); y.push_back((rndu() - 0.5f) * 60.0f); }
-    for (int i = 0; i < 32; i++) { x.push_back((float)(rnd32() & 0xfffff) * 0.0075f); y.push_back(1.0f); } // RoPE-like angles
+    for (int i = 0; i < 32; i++) {
+        x.push_back(0.1f + 4.0f * rndu());
+        y.push_back((rndu() - 0.5f) * 60.0f);
+    }
+    for (int i = 0; i < 32; i++) {
+        x.push_back((float)(rnd32() & 0xfffff) * 0.0075f);
+        y.push_back(1.0f);
+    } // RoPE-like angles
     size_t n = x.size();
     float *d;
     CK(cudaMalloc(&d, n * 4 * 6));
     CK(cudaMemcpy(d, x.data(), n * 4, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(d + n, y.data(), n * 4, cudaMemcpyHostToDevice));
-    k_golden<<<(unsigned)(n + 255) / 256, 256>>>(d, d + n, d + 2 * n, d + 3 * n, d + 4 * n, d + 5 * n, n);
+    k_golden<<<(unsigned)(n + 255) / 256, 256>>>(d, d + n, d + 2 * n, d + 3 * n, d + 4 * n,
+                                                 d + 5 * n, n);
     std::vector<float> r(4 * n);
     CK(cudaMemcpy(r.data(), d + 2 * n, n * 16, cudaMemcpyDeviceToHost));
     const char *nm[4] = {"gold_sin", "gold_cos", "gold_exp", "gold_pow"};
@@ -301,9 +350,15 @@ static int golden()
         int col = 0;
         for (size_t i = 0; i < n; i++) {
             if (k == 2 && !(x[i] >= -104.0f && x[i] <= 89.0f)) continue;
-            if (k == 3) printf("%s{0x%08xu, 0x%08xu, 0x%08xu},", col ? " " : "    ", f2u(x[i]), f2u(y[i]), f2u(r[k * n + i]));
-            else printf("%s{0x%08xu, 0x%08xu},", col ? " " : "    ", f2u(x[i]), f2u(r[k * n + i]));
-            if (++col == (k == 3 ? 3 : 4)) { printf("\n"); col = 0; }
+            if (k == 3)
+                printf("%s{0x%08xu, 0x%08xu, 0x%08xu},", col ? " " : "    ", f2u(x[i]), f2u(y[i]),
+                       f2u(r[k * n + i]));
+            else
+                printf("%s{0x%08xu, 0x%08xu},", col ? " " : "    ", f2u(x[i]), f2u(r[k * n + i]));
+            if (++col == (k == 3 ? 3 : 4)) {
+                printf("\n");
+                col = 0;
+            }
         }
         printf("%s};\n", col ? "\n" : "");
     }
@@ -321,14 +376,18 @@ int main(int argc, char **argv)
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     if (argc > 1 && !strcmp(argv[1], "--golden")) return golden();
-    printf("device: %s (sm_%d%d)%s\n", prop.name, prop.major, prop.minor, quick ? "  [--quick]" : "");
+    printf("device: %s (sm_%d%d)%s\n", prop.name, prop.major, prop.minor,
+           quick ? "  [--quick]" : "");
 
     // ---------------- (a) RoPE frequencies and angles ----------------
     float *dfreq;
     CK(cudaMalloc(&dfreq, 64 * 4));
     const double PI = 3.14159265358979323846;
-    auto d = [&](double r, double base) { return 64.0 * log(65536.0 / (2.0 * PI * r)) / (2.0 * log(base)); };
-    int low = (int)fmax(floor(d(32, 160000.0)), 0.0), high = (int)fmin(ceil(d(1, 160000.0)), 63.0);
+    auto d = [&](double r, double base) {
+        return 64.0 * log(65536.0 / (2.0 * PI * r)) / (2.0 * log(base));
+    };
+    int low = (int)fmax(floor(d(32, 160000.0)), 0.0),
+        high = (int)fmin(ceil(d(1, 160000.0)), 63.0);
     printf("yarn low=%d high=%d\n", low, high);
     float hf[64], gf[64];
     host_freqs(hf, 0, 10000.0f, 0, 0);
@@ -375,17 +434,21 @@ int main(int argc, char **argv)
         uint64_t b = 0;
         while (b < (1ull << 32)) {
             x.clear();
-            for (; b < (1ull << 32) && x.size() < chunk; b += stride) x.push_back(u2f((uint32_t)b));
+            for (; b < (1ull << 32) && x.size() < chunk; b += stride)
+                x.push_back(u2f((uint32_t)b));
             check_sincos(x, "sinf(stride)", "cosf(stride)");
         }
         x.clear();
-        const float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 0x1p-149f, -0x1p-149f, 0x1p-127f,
-                            0x1.fffffcp-127f, 0x1p-126f, -0x1p-126f, 1.0f, -1.0f, 105614.99f, 105615.0f,
-                            -105615.0f, 3.14159265f, 1.5707963f, 0.78539816f, 0x1p22f, 0x1p23f, 0x1p24f,
-                            3.4028235e38f, -3.4028235e38f, 1e30f, 12582912.0f, 6.2831855f, 0x1.921fb6p+1f};
+        const float sp[] = {0.0f,      -0.0f,       INFINITY,    -INFINITY,     NAN,
+                            -NAN,      0x1p-149f,   -0x1p-149f,  0x1p-127f,     0x1.fffffcp-127f,
+                            0x1p-126f, -0x1p-126f,  1.0f,        -1.0f,         105614.99f,
+                            105615.0f, -105615.0f,  3.14159265f, 1.5707963f,    0.78539816f,
+                            0x1p22f,   0x1p23f,     0x1p24f,     3.4028235e38f, -3.4028235e38f,
+                            1e30f,     12582912.0f, 6.2831855f,  0x1.921fb6p+1f};
         for (float v : sp) x.push_back(v);
         for (uint32_t i = 0; i < (1u << 16); i++) x.push_back(u2f(i)); // subnormals
-        for (uint32_t i = 0; i < (1u << 16); i++) x.push_back(u2f(0x80000000u | (rnd32() & 0x7fffff)));
+        for (uint32_t i = 0; i < (1u << 16); i++)
+            x.push_back(u2f(0x80000000u | (rnd32() & 0x7fffff)));
         // around multiples of pi/2 (hard cases for reduction)
         for (int k = -200000; k <= 200000; k++) {
             float c = (float)(k * 1.5707963267948966);
@@ -406,7 +469,8 @@ int main(int argc, char **argv)
         for (int r = 0; r < 2; r++) {
             if (step == 1) {
                 for (uint64_t b0 = ranges[r][0]; b0 <= ranges[r][1]; b0 += CH) {
-                    size_t n = (size_t)((ranges[r][1] - b0 + 1) < CH ? (ranges[r][1] - b0 + 1) : CH);
+                    size_t n =
+                        (size_t)((ranges[r][1] - b0 + 1) < CH ? (ranges[r][1] - b0 + 1) : CH);
                     k_exp_bits<<<GRID, BLOCK>>>((uint32_t)b0, g_dev.b, n);
                     CK(cudaGetLastError());
                     CK(cudaMemcpy(g.data(), g_dev.b, n * 4, cudaMemcpyDeviceToHost));
@@ -419,7 +483,8 @@ int main(int argc, char **argv)
                 }
             } else {
                 std::vector<float> x;
-                for (uint64_t b = ranges[r][0]; b <= ranges[r][1]; b += step) x.push_back(u2f((uint32_t)b));
+                for (uint64_t b = ranges[r][0]; b <= ranges[r][1]; b += step)
+                    x.push_back(u2f((uint32_t)b));
                 size_t n = x.size();
                 CK(cudaMemcpy(g_dev.a, x.data(), n * 4, cudaMemcpyHostToDevice));
                 k_exp<<<GRID, BLOCK>>>(g_dev.a, g_dev.b, n);
@@ -431,7 +496,8 @@ int main(int argc, char **argv)
         // outside the range and specials
         std::vector<float> x;
         for (uint64_t b = 0; b < (1ull << 32); b += 65521) x.push_back(u2f((uint32_t)b));
-        const float sp[] = {INFINITY, -INFINITY, NAN, 88.72283f, 88.72284f, -87.33655f, -103.97208f, -103.97209f, -104.0f, 89.0f, 0.0f, -0.0f};
+        const float sp[] = {INFINITY,    -INFINITY,   NAN,     88.72283f, 88.72284f, -87.33655f,
+                            -103.97208f, -103.97209f, -104.0f, 89.0f,     0.0f,      -0.0f};
         for (float v : sp) x.push_back(v);
         size_t n = x.size();
         CK(cudaMemcpy(g_dev.a, x.data(), n * 4, cudaMemcpyHostToDevice));
@@ -469,24 +535,39 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < NR; i++) {
             uint32_t kind = i % 4;
             float x, y;
-            if (kind == 0) { x = u2f(rnd32()); y = (rndu() - 0.5f) * 8.0f; }
-            else if (kind == 1) { x = 0.5f + 1.5f * rndu(); y = (rndu() - 0.5f) * 400.0f; }
-            else if (kind == 2) { x = -(u2f(rnd32() & 0x7fffffff)); y = (float)((int)(rnd32() % 61) - 30); }
-            else { x = u2f(rnd32() & 0x7fffffff); y = u2f(rnd32()); }
+            if (kind == 0) {
+                x = u2f(rnd32());
+                y = (rndu() - 0.5f) * 8.0f;
+            } else if (kind == 1) {
+                x = 0.5f + 1.5f * rndu();
+                y = (rndu() - 0.5f) * 400.0f;
+            } else if (kind == 2) {
+                x = -(u2f(rnd32() & 0x7fffffff));
+                y = (float)((int)(rnd32() % 61) - 30);
+            } else {
+                x = u2f(rnd32() & 0x7fffffff);
+                y = u2f(rnd32());
+            }
             a.push_back(x);
             b.push_back(y);
         }
-        const float sx[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, 2.0f, 0.5f, 0x1p-149f, -0x1p-149f, 3.4028235e38f};
-        const float sy[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, 3.0f, -3.0f, 0.5f, -0.5f, INFINITY, -INFINITY, NAN, 1e10f, -1e10f, 0x1p-149f};
+        const float sx[] = {0.0f, -0.0f, 1.0f, -1.0f,     INFINITY,   -INFINITY,
+                            NAN,  2.0f,  0.5f, 0x1p-149f, -0x1p-149f, 3.4028235e38f};
+        const float sy[] = {0.0f,  -0.0f,    1.0f,      -1.0f, 2.0f,  3.0f,   -3.0f,    0.5f,
+                            -0.5f, INFINITY, -INFINITY, NAN,   1e10f, -1e10f, 0x1p-149f};
         for (float x : sx)
-            for (float y : sy) { a.push_back(x); b.push_back(y); }
+            for (float y : sy) {
+                a.push_back(x);
+                b.push_back(y);
+            }
         check_pow(a, b, "powf(random+special)");
     }
 
     // ---------------- (e) the hardware approximations on their own ----------------
     {
         std::vector<float> x;
-        for (uint64_t b = 0; b < (1ull << 32); b += quick ? 4099 : 61) x.push_back(u2f((uint32_t)b));
+        for (uint64_t b = 0; b < (1ull << 32); b += quick ? 4099 : 61)
+            x.push_back(u2f((uint32_t)b));
         for (int k = -140; k <= 140; k++)
             for (int h = 0; h < 2; h++) {
                 uint32_t u = f2u((float)k + (h ? 0.5f : 0.0f));
@@ -498,7 +579,8 @@ int main(int argc, char **argv)
             for (uint32_t f = 0; f < (1u << 23); f += quick ? 997 : 7)
                 x.push_back((float)ip + (ip < 0 ? -1.0f : 1.0f) * (float)f * 0x1p-23f);
         // RCP: every significand in [1,2), scaled
-        for (uint32_t m = 0; m < (1u << 23); m += quick ? 97 : 1) x.push_back(u2f(0x3f800000u | m) * (m & 1 ? -8.0f : 0.25f));
+        for (uint32_t m = 0; m < (1u << 23); m += quick ? 97 : 1)
+            x.push_back(u2f(0x3f800000u | m) * (m & 1 ? -8.0f : 0.25f));
         size_t n = x.size();
         g_dev.reserve(n);
         std::vector<float> ge(n), gr(n), he(n), hr(n);
@@ -516,14 +598,17 @@ int main(int argc, char **argv)
     }
 
     // ---------------- report ----------------
-    printf("%-22s %14s %12s  %s\n", "function", "inputs", "mismatches", "first mismatch: input -> gpu bits / cpu bits");
+    printf("%-22s %14s %12s  %s\n", "function", "inputs", "mismatches",
+           "first mismatch: input -> gpu bits / cpu bits");
     unsigned long long total_bad = 0;
     for (auto &s : g_stats) {
         total_bad += s.bad;
         printf("%-22s %14llu %12llu", s.name, s.n, s.bad);
         if (s.have) {
-            if (s.nin == 2) printf("  (%a, %a)", s.in0, s.in1);
-            else printf("  %a", s.in0);
+            if (s.nin == 2)
+                printf("  (%a, %a)", s.in0, s.in1);
+            else
+                printf("  %a", s.in0);
             printf(" -> 0x%08x / 0x%08x", s.gpu, s.cpu);
         }
         printf("\n");
