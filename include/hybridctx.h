@@ -291,6 +291,80 @@ HC_API int32_t hc_ctx_backend(const hc_ctx *c);
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_BAD_STATE. @since 0.1 */
 HC_API hc_status hc_ctx_reset(hc_ctx *c);
 
+/* ---------------------------------------------------------------------------------------------
+ * Sessions: save a context and restore it later, bit-exactly (format: docs/session-format.md)
+ * ------------------------------------------------------------------------------------------- */
+enum { HC_COMPRESS_DEFAULT = 0, HC_COMPRESS_NONE = 1, HC_COMPRESS_ZSTD = 2 }; /* hc_save_params.compression */
+
+typedef struct hc_save_params {
+    uint32_t struct_size; /**< sizeof(hc_save_params), set by hc_save_params_init() */
+    int32_t  compression; /**< HC_COMPRESS_DEFAULT (= NONE), HC_COMPRESS_NONE, HC_COMPRESS_ZSTD: zstd per
+                               chunk where it gains, raw where it does not */
+    int32_t  zstd_level;  /**< 1..19; 0 = 1 */
+    int32_t  n_threads;   /**< checksum / compression workers; 0 = all online cores (at most 16 are
+                               used; sessions under 2 MiB are saved on the calling thread) */
+    /* new members are only appended below */
+} hc_save_params;
+
+/** Fill *p with defaults. @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG. @since 0.1 */
+HC_API hc_status hc_save_params_init(hc_save_params *p, size_t struct_size);
+
+/** Save the context to path, atomically: a temporary file in the same directory is written,
+ *  synced and renamed over path, then the directory is synced. On any failure the previous
+ *  file at path is intact and no temporary file is left. Memory use is bounded (the cache is
+ *  streamed). The context must not have a chunk in progress.
+ *  Temporaries are named "<path>.tmp.<pid>.<16 hex>"; ones left by a killed process (pid not
+ *  alive) are removed by the next save to the same path. The one failure after the rename is
+ *  the directory sync: HC_ERR_IO is returned while path already holds the new, complete file.
+ *  Entries are stored in one canonical encoding whatever the cache format (docs/session-format.md);
+ *  sessions are little-endian and identical across thread counts.
+ *  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field
+ *  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file
+ *  that is not a session, which is never replaced); HC_ERR_UNSUPPORTED (params tail not zero);
+ *  HC_ERR_ORDER (a chunk is in progress); HC_ERR_IO (with errno text in the last error);
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA; HC_ERR_BAD_STATE. The context is never changed. @since 0.1 */
+HC_API hc_status hc_ctx_save(hc_ctx *c, const char *path, const hc_save_params *p);
+
+/** Replace the context's contents with the session in path. Everything is validated (format
+ *  version, model fingerprint, sizes, checksums) before the context changes: on any failure
+ *  the context is exactly as before. A session loads into a context of either cache format and
+ *  either backend, and decoding continues bitwise as if it had never been saved.
+ *  The load replaces everything: length, cache, metadata (none when the session has none), and
+ *  a chunk in progress is dropped (hc_ctx_next_layer() is 0 afterwards). The session must come
+ *  from a model with the same fingerprint (configuration and weights; a geometry-only model's
+ *  sessions load only into geometry-only models of the same configuration).
+ *  Memory: the new cache is built in fresh backend memory and swapped in at the end, so while
+ *  loading the context holds its old cache too (hc_ctx_reset() first avoids that); host memory
+ *  is bounded by a few MiB per worker thread.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_IO; HC_ERR_FORMAT (not a session file);
+ *  HC_ERR_VERSION (written by an incompatible format version, or needing a feature this build
+ *  lacks; the message names both); HC_ERR_MODEL_MISMATCH (the message names the first field that
+ *  differs); HC_ERR_CORRUPT (truncated, a checksum or consistency check failed);
+ *  HC_ERR_POSITION (longer than the context's max_tokens); HC_ERR_LIMIT; HC_ERR_OUT_OF_MEMORY;
+ *  HC_ERR_CUDA; HC_ERR_BAD_STATE. @since 0.1 */
+HC_API hc_status hc_ctx_load(hc_ctx *c, const char *path);
+
+/** Bytes that hc_ctx_save_buffer() needs with these params (exact without compression, an
+ *  upper bound with it). @return as hc_ctx_save(). @since 0.1 */
+HC_API hc_status hc_ctx_save_size(hc_ctx *c, const hc_save_params *p, uint64_t *size);
+/** Save into a caller buffer; *written receives the bytes used. buf may be NULL when cap is 0.
+ *  With compression the exact size is known only after compressing: a too small buffer is
+ *  reported with the exact size (the same params then fit). @return as hc_ctx_save(), plus
+ *  HC_ERR_BUFFER_TOO_SMALL (with the size needed in *written). @since 0.1 */
+HC_API hc_status hc_ctx_save_buffer(hc_ctx *c, void *buf, uint64_t cap, const hc_save_params *p,
+                                    uint64_t *written);
+/** Load from a caller buffer (the library does not keep it). @return as hc_ctx_load(). @since 0.1 */
+HC_API hc_status hc_ctx_load_buffer(hc_ctx *c, const void *buf, uint64_t len);
+
+/** Attach an opaque metadata blob (for example the token ids) that is saved with the session;
+ *  the bytes are copied. len 0 removes it. At most 1 GiB.
+ *  @return HC_OK, HC_ERR_NULL_ARG (c, or data with len > 0), HC_ERR_LIMIT, HC_ERR_OUT_OF_MEMORY. @since 0.1 */
+HC_API hc_status hc_ctx_set_metadata(hc_ctx *c, const void *data, uint64_t len);
+/** The metadata blob of the context (set, or restored by a load): *data is owned by the
+ *  context and valid until the next call that changes it or hc_ctx_free(); NULL with *len 0
+ *  when there is none. @return HC_OK, HC_ERR_NULL_ARG. @since 0.1 */
+HC_API hc_status hc_ctx_get_metadata(const hc_ctx *c, const void **data, uint64_t *len);
+
 /** Number of CUDA devices usable by this build (0 in CPU-only builds or without a driver).
  *  @return HC_OK, HC_ERR_NULL_ARG. Thread-safe. @since 0.1 */
 HC_API hc_status hc_cuda_device_count(int32_t *out);

@@ -1,0 +1,39 @@
+/*
+ * hybridctx_experimental.h - UNSTABLE functions of libhybridctx. They may change or disappear in
+ * any release; their symbols are exported under the HC_EXPERIMENTAL version node and are not
+ * covered by the ABI checks. Include after hybridctx.h.
+ */
+#ifndef HC_HYBRIDCTX_EXPERIMENTAL_H
+#define HC_HYBRIDCTX_EXPERIMENTAL_H
+#include "hybridctx.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Test and benchmark fast path: fill an empty context with n_tokens tokens of valid random
+ *  cache state (window, compressed entries and indexer keys on their FP8/FP4 grids, finite
+ *  compressor state) without computing it, as if n_tokens tokens had passed every layer. Used
+ *  to build 1M-token contexts for decode benchmarks and session tests in seconds.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_BAD_STATE (the context is not empty);
+ *  HC_ERR_POSITION (n_tokens over max_tokens); HC_ERR_INVALID_ARG (n_tokens < 0);
+ *  HC_ERR_OUT_OF_MEMORY. */
+HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n_tokens, uint64_t seed);
+
+enum { HC_X_INSPECT_JSON = 1, HC_X_INSPECT_VERIFY = 2 }; /* hc_x_session_inspect() flags */
+
+/** Describe the session file at path without a model (what `hybridctx inspect` prints): format,
+ *  model fingerprint and configuration, length, metadata size and every section. Text, or JSON
+ *  with HC_X_INSPECT_JSON; with HC_X_INSPECT_VERIFY every chunk is also read, decompressed and
+ *  checked (checksums, canonical entries), as a load would. The description is written into buf
+ *  (NUL-terminated, *len = its size including the NUL) even when the file is invalid: it then
+ *  holds the reason.
+ *  @return HC_OK (the file is valid, and verified when asked); HC_ERR_BUFFER_TOO_SMALL (*len says
+ *  how much is needed; call again); otherwise the status a load would give: HC_ERR_IO,
+ *  HC_ERR_FORMAT, HC_ERR_VERSION, HC_ERR_CORRUPT, HC_ERR_LIMIT, HC_ERR_OUT_OF_MEMORY. */
+HC_API hc_status hc_x_session_inspect(const char *path, int32_t flags, char *buf, uint64_t cap, uint64_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

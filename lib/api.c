@@ -266,6 +266,7 @@ HC_API void hc_ctx_free(hc_ctx *c)
         hci_ctx_free_caches(c);
         c->be->ops->destroy(c->be);
     }
+    free(c->meta);
     free(c);
 }
 

@@ -1,6 +1,10 @@
 /* hybridctx - command-line tool of libhybridctx.
  *   hybridctx demo [options]   run a long synthetic context through every layer of a model,
- *                              decode a few tokens, and report speed and cache memory. */
+ *                              decode a few tokens, and report speed and cache memory.
+ *   hybridctx inspect [--json] FILE   what a session file holds (no model needed).
+ *   hybridctx verify [--json] FILE    check every checksum and entry of a session file; the exit
+ *                              status says the result (0 valid, 1 damaged, 3 not a session file,
+ *                              4 unsupported version, 5 unreadable, 2 usage). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "hybridctx.h"
+#include "hybridctx_experimental.h"
 
 static double now_s(void)
 {
@@ -22,7 +27,10 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: hybridctx demo [--model PRESET|FILE] [--tokens N] [--chunk N] [--decode N]\n"
             "                      [--threads N] [--cache fp8|bf16] [--backend auto|cpu|cuda] [--seed N]\n"
-            "  PRESET: tiny (default), v4-flash, v4-pro; FILE: a checkpoint directory or .safetensors\n");
+            "  PRESET: tiny (default), v4-flash, v4-pro; FILE: a checkpoint directory or .safetensors\n"
+            "       hybridctx inspect [--json] FILE   describe a session file\n"
+            "       hybridctx verify [--json] FILE    check a session file (exit 0 valid, 1 damaged,\n"
+            "                                         3 not a session, 4 unsupported version, 5 unreadable)\n");
 }
 
 static const char *human(double b, char *buf, size_t n)
@@ -184,6 +192,47 @@ static int cmd_demo(int argc, char **argv)
     return rc;
 }
 
+/* inspect / verify: the library describes the file; the exit status classifies the result. */
+static int cmd_session(int argc, char **argv, int verify)
+{
+    int json = 0;
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!path && argv[i][0] != '-') path = argv[i];
+        else { usage(stderr); return 2; }
+    }
+    if (!path) { usage(stderr); return 2; }
+    int32_t flags = (json ? HC_X_INSPECT_JSON : 0) | (verify ? HC_X_INSPECT_VERIFY : 0);
+    uint64_t cap = 1 << 20, len = 0;
+    char *buf = NULL;
+    hc_status st;
+    for (;;) {
+        char *nb = realloc(buf, (size_t)cap);
+        if (!nb) { free(buf); fprintf(stderr, "hybridctx: out of memory\n"); return 5; }
+        buf = nb;
+        st = hc_x_session_inspect(path, flags, buf, cap, &len);
+        if (st != HC_ERR_BUFFER_TOO_SMALL || len <= cap) break;
+        cap = len;
+    }
+    if (st == HC_ERR_BUFFER_TOO_SMALL || st == HC_ERR_OUT_OF_MEMORY) {
+        free(buf);
+        fprintf(stderr, "hybridctx: %s: %s\n", path, hc_strerror(st));
+        return 5;
+    }
+    if (json) printf("%s\n", buf);
+    else printf("session %s\n%s", path, buf);
+    free(buf);
+    switch (st) {
+    case HC_OK: return 0;
+    case HC_ERR_CORRUPT:
+    case HC_ERR_LIMIT: return 1;
+    case HC_ERR_FORMAT: return 3;
+    case HC_ERR_VERSION: return 4;
+    default: return 5;
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -191,6 +240,8 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "demo")) return cmd_demo(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "inspect")) return cmd_session(argc - 2, argv + 2, 0);
+    if (!strcmp(argv[1], "verify")) return cmd_session(argc - 2, argv + 2, 1);
     if (!strcmp(argv[1], "--version")) {
         printf("hybridctx %s\n", hc_version_string());
         return 0;

@@ -26,6 +26,11 @@ typedef struct hci_backend_ops {
     /* Release pages beyond the first n_pages. */
     void (*pages_shrink)(hci_backend *be, hci_page_list *l, int n_pages);
 
+    /* Optional (NULL = nothing to do): make room for a layer call of `n` tokens whose piece
+     * sizes are at most n_piece and that ends at position end_pos (scratch buffers that grow with
+     * the context). Runs in the engine's preflight, before anything changes. */
+    int (*reserve)(hci_backend *be, int layer, int n_piece, int64_t end_pos);
+
     /* ---- input / output ---- */
     /* *bad = 1 when x (io_dtype, in host memory when from_host, else backend memory) holds NaN/Inf. */
     int (*check_input)(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
@@ -81,5 +86,7 @@ int hci_backend_cpu_create(const struct hc_model *m, int n_threads, int max_chun
 int hci_backend_cuda_create(const struct hc_model *m, int device, void *stream, int max_chunk,
                             char *err, size_t errsz, hci_backend **out);
 int hci_backend_cuda_device_count(void);
+/* The cudaStream_t (as void *) a CUDA backend runs on (benchmarks time ops with events on it). */
+void *hci_backend_cuda_stream(hci_backend *be);
 
 #endif

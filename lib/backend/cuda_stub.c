@@ -11,3 +11,9 @@ int hci_backend_cuda_create(const struct hc_model *m, int device, void *stream, 
     (void)m, (void)device, (void)stream, (void)max_chunk, (void)out;
     return hci_errf(err, errsz, HC_ERR_NO_DEVICE, "this build of libhybridctx has no CUDA backend");
 }
+
+void *hci_backend_cuda_stream(hci_backend *be)
+{
+    (void)be;
+    return NULL;
+}

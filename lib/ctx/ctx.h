@@ -29,6 +29,10 @@ struct hc_ctx {
     hci_workspace ws;
     int poisoned;
     char err[HCI_ERRLEN];
+    /* sessions (lib/session) */
+    void *meta;                 /* caller metadata blob saved with the context (hc_ctx_set_metadata) */
+    uint64_t meta_len;
+    uint64_t sess_generation;   /* generation of the session last loaded into the context, 0 if none */
 };
 
 int hci_ctx_init_caches(hc_ctx *c);

@@ -123,11 +123,15 @@ int hci_engine_layer(hc_ctx *c, int layer, const void *x, int64_t n, void *y)
         return hci_errf(c->err, sizeof c->err, st, "layer %d: out of memory for the rollback snapshot", layer);
     st = grow_for(be, comp_of(lc, 0), pos0 + n);
     if (!st) st = grow_for(be, comp_of(lc, 1), pos0 + n);
+    if (!st && be->ops->reserve)
+        st = be->ops->reserve(be, layer, (int)(n < c->ws.tokens ? n : c->ws.tokens), pos0 + n);
     if (st) {
         snap_restore(be, lc, &snap);
         snap_free(be, &snap);
-        return hci_errf(c->err, sizeof c->err, st, "layer %d: out of memory growing the cache to %lld tokens",
-                        layer, (long long)(pos0 + n));
+        if (!c->err[0])
+            hci_errf(c->err, sizeof c->err, st, "layer %d: out of memory growing the cache to %lld tokens",
+                     layer, (long long)(pos0 + n));
+        return st;
     }
     for (int64_t off = 0; off < n && !st; off += c->ws.tokens) {
         int pn = (int)(n - off < c->ws.tokens ? n - off : c->ws.tokens);

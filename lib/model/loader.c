@@ -48,6 +48,7 @@ typedef struct ld_src {
     ld_entry *table;        /* without index: every tensor of every file, sorted by name */
     size_t n_table;
     unsigned char *scratch; /* LD_SCRATCH bytes */
+    int dry;                /* check names, dtypes and shapes only; read and convert nothing */
 } ld_src;
 
 typedef struct ld_ref {     /* a tensor found by name */
@@ -537,6 +538,7 @@ static const char *conv_fp8_bf16(void *arg, const unsigned char *src, size_t fir
  * have checked that the dtype is one of whole bytes). */
 static int read_converted(ld_src *s, const ld_ref *r, ld_conv conv, void *arg, char *err, size_t errsz)
 {
+    if (s->dry) return HC_OK;
     size_t esz = hci_st_dtype_bits(r->t->dtype) / 8, per = LD_SCRATCH / esz;
     for (uint64_t i = 0; i < r->t->n_elems; i += per) {
         size_t n = r->t->n_elems - i < per ? (size_t)(r->t->n_elems - i) : per, bad = 0;
@@ -602,6 +604,7 @@ static int load_wo_a(ld_src *s, const char *base, hci_bf16_mat *m, char *err, si
     if (st) return st;
     if (r.t->dtype != HCI_ST_F8_E4M3)
         return read_converted(s, &r, r.t->dtype == HCI_ST_F32 ? conv_f32_bf16 : conv_bf16_bf16, m->w, err, errsz);
+    if (s->dry) return load_scale(s, base, m->rows, m->cols, NULL, err, errsz);
     ld_dequant q = {m->w, (size_t)m->cols, (size_t)blocks(m->cols), NULL};
     float *scale = malloc((size_t)(blocks(m->rows) * blocks(m->cols)) * sizeof *scale);
     if (!scale) return oom(name, err, errsz);
@@ -679,11 +682,17 @@ static int load_layer(ld_src *s, const hci_config *c, int i, hci_layer_w *L, cha
     return HC_OK;
 }
 
+/* Two passes: first every tensor is found and its dtype and shape checked, and only then are
+ * the weights allocated and read. The configuration alone cannot make a load allocate more
+ * than the tensors present can fill (a few times the checkpoint's bytes at most). */
 static int load_weights(ld_src *s, struct hc_model *m, char *err, size_t errsz)
 {
-    s->scratch = malloc(LD_SCRATCH);
-    if (!s->scratch) return oom("read buffer", err, errsz);
-    int st = hci_model_alloc(m, err, errsz);
+    int st = hci_model_shape(m, err, errsz);
+    s->dry = 1;
+    for (int i = 0; !st && i < m->cfg.n_layers; i++) st = load_layer(s, &m->cfg, i, &m->layers[i], err, errsz);
+    s->dry = 0;
+    if (!st) st = hci_model_alloc(m, err, errsz);
+    if (!st && !(s->scratch = malloc(LD_SCRATCH))) st = oom("read buffer", err, errsz);
     for (int i = 0; !st && i < m->cfg.n_layers; i++) st = load_layer(s, &m->cfg, i, &m->layers[i], err, errsz);
     if (!st) m->has_weights = 1;
     return st;

@@ -9,65 +9,71 @@
 #include "../util/numerics.h"
 #include "../util/threadpool.h"
 
-static int alloc_fp8(hci_fp8_mat *m, int rows, int cols, uint64_t *bytes)
+/* The helpers below set the dimensions and count the bytes; only with arrays do they allocate. */
+static int alloc_fp8(hci_fp8_mat *m, int rows, int cols, int arrays, uint64_t *bytes)
 {
     size_t sr = (size_t)(rows + 127) / 128, sc = (size_t)(cols + 127) / 128;
     m->rows = rows;
     m->cols = cols;
+    *bytes += (uint64_t)rows * (uint64_t)cols + sr * sc * sizeof(float);
+    if (!arrays) return 1;
     m->w = malloc((size_t)rows * (size_t)cols);
     m->scale = malloc(sr * sc * sizeof(float));
-    *bytes += (uint64_t)rows * (uint64_t)cols + sr * sc * sizeof(float);
     return m->w && m->scale;
 }
 
-static int alloc_bf16(hci_bf16_mat *m, int rows, int cols, uint64_t *bytes)
+static int alloc_bf16(hci_bf16_mat *m, int rows, int cols, int arrays, uint64_t *bytes)
 {
     m->rows = rows;
     m->cols = cols;
-    m->w = malloc((size_t)rows * (size_t)cols * 2);
     *bytes += (uint64_t)rows * (uint64_t)cols * 2;
+    if (!arrays) return 1;
+    m->w = malloc((size_t)rows * (size_t)cols * 2);
     return m->w != NULL;
 }
 
-static int alloc_f32(float **p, size_t n, uint64_t *bytes)
+static int alloc_f32(float **p, size_t n, int arrays, uint64_t *bytes)
 {
-    *p = malloc(n * sizeof(float));
     *bytes += n * sizeof(float);
+    if (!arrays) return 1;
+    *p = malloc(n * sizeof(float));
     return *p != NULL;
 }
 
-static int alloc_comp(hci_compressor_w *c, int ratio, int dc, int dim, uint64_t *bytes)
+static int alloc_comp(hci_compressor_w *c, int ratio, int dc, int dim, int arrays, uint64_t *bytes)
 {
     c->ratio = ratio;
     c->coff = hci_cfg_coff(ratio);
     c->dc = dc;
     int out = c->coff * dc;
-    return alloc_f32(&c->ape, (size_t)ratio * out, bytes) && alloc_bf16(&c->wkv, out, dim, bytes) &&
-           alloc_bf16(&c->wgate, out, dim, bytes) && alloc_f32(&c->norm, (size_t)dc, bytes);
+    return alloc_f32(&c->ape, (size_t)ratio * out, arrays, bytes) &&
+           alloc_bf16(&c->wkv, out, dim, arrays, bytes) && alloc_bf16(&c->wgate, out, dim, arrays, bytes) &&
+           alloc_f32(&c->norm, (size_t)dc, arrays, bytes);
 }
 
-int hci_model_alloc(struct hc_model *m, char *err, size_t errsz)
+static int alloc_layers(struct hc_model *m, int arrays, char *err, size_t errsz)
 {
     const hci_config *c = &m->cfg;
-    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for layer table");
     uint64_t b = 0;
     int d = c->head_dim, H = c->n_heads, G = c->o_groups;
     for (int i = 0; i < c->n_layers; i++) {
         hci_layer_w *L = &m->layers[i];
         L->ratio = c->ratios[i];
-        int ok = alloc_fp8(&L->wq_a, c->q_lora_rank, c->dim, &b) &&
-                 alloc_f32(&L->q_norm, (size_t)c->q_lora_rank, &b) &&
-                 alloc_fp8(&L->wq_b, H * d, c->q_lora_rank, &b) && alloc_fp8(&L->wkv, d, c->dim, &b) &&
-                 alloc_f32(&L->kv_norm, (size_t)d, &b) &&
-                 alloc_bf16(&L->wo_a, G * c->o_lora_rank, H / G * d, &b) &&
-                 alloc_fp8(&L->wo_b, c->dim, G * c->o_lora_rank, &b) &&
-                 alloc_f32(&L->attn_sink, (size_t)H, &b);
-        if (ok && L->ratio) ok = alloc_comp(&L->comp, L->ratio, d, c->dim, &b);
+        const int a = arrays;
+        int ok = alloc_fp8(&L->wq_a, c->q_lora_rank, c->dim, a, &b) &&
+                 alloc_f32(&L->q_norm, (size_t)c->q_lora_rank, a, &b) &&
+                 alloc_fp8(&L->wq_b, H * d, c->q_lora_rank, a, &b) && alloc_fp8(&L->wkv, d, c->dim, a, &b) &&
+                 alloc_f32(&L->kv_norm, (size_t)d, a, &b) &&
+                 alloc_bf16(&L->wo_a, G * c->o_lora_rank, H / G * d, a, &b) &&
+                 alloc_fp8(&L->wo_b, c->dim, G * c->o_lora_rank, a, &b) &&
+                 alloc_f32(&L->attn_sink, (size_t)H, a, &b);
+        if (ok && L->ratio) ok = alloc_comp(&L->comp, L->ratio, d, c->dim, a, &b);
         if (ok && L->ratio == 4)
-            ok = alloc_fp8(&L->idx_wq_b, c->index_n_heads * c->index_head_dim, c->q_lora_rank, &b) &&
-                 alloc_bf16(&L->idx_weights_proj, c->index_n_heads, c->dim, &b) &&
-                 alloc_comp(&L->idx_comp, 4, c->index_head_dim, c->dim, &b);
+            ok = alloc_fp8(&L->idx_wq_b, c->index_n_heads * c->index_head_dim, c->q_lora_rank, a, &b) &&
+                 alloc_bf16(&L->idx_weights_proj, c->index_n_heads, c->dim, a, &b) &&
+                 alloc_comp(&L->idx_comp, 4, c->index_head_dim, c->dim, a, &b);
         if (!ok)
             return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY,
                             "out of memory for the weights of layer %d (%llu bytes so far)", i,
@@ -76,6 +82,9 @@ int hci_model_alloc(struct hc_model *m, char *err, size_t errsz)
     m->weight_bytes = b;
     return HC_OK;
 }
+
+int hci_model_shape(struct hc_model *m, char *err, size_t errsz) { return alloc_layers(m, 0, err, errsz); }
+int hci_model_alloc(struct hc_model *m, char *err, size_t errsz) { return alloc_layers(m, 1, err, errsz); }
 
 static void free_comp(hci_compressor_w *c)
 {

@@ -60,7 +60,10 @@ struct hc_model {
     void (*dev_weights_free)(void *);
 };
 
-/* Allocate the weight arrays of every layer for cfg (uninitialised). */
+/* The layer table with every weight's dimensions and weight_bytes, but no arrays. */
+int hci_model_shape(struct hc_model *m, char *err, size_t errsz);
+/* Allocate the weight arrays of every layer for cfg (uninitialised); the layer table too unless
+ * hci_model_shape() made it. */
 int hci_model_alloc(struct hc_model *m, char *err, size_t errsz);
 void hci_model_destroy(struct hc_model *m);
 /* Fill all weights with seeded random values of sensible scale. */

@@ -18,7 +18,9 @@
 
 struct hci_st_file {
     char *path;
-    int fd;
+    int fd;                  /* -1 for a memory-backed file */
+    const unsigned char *mem; /* hci_st_open_mem(): the caller's bytes, else NULL */
+    uint64_t mem_size;
     uint64_t data_start;     /* 8 + header length */
     uint64_t data_size;      /* bytes after the header */
     json_t *header;          /* the parsed header; owns the tensor names */
@@ -90,6 +92,15 @@ static int pread_full(int fd, void *dst, size_t n, uint64_t pos)
     return 0;
 }
 
+/* Read exactly n bytes at pos from the file or its memory. Returns as pread_full(). */
+static int st_pread(const hci_st_file *f, void *dst, size_t n, uint64_t pos)
+{
+    if (!f->mem) return pread_full(f->fd, dst, n, pos);
+    if (pos > f->mem_size || n > f->mem_size - pos) return -1;
+    memcpy(dst, f->mem + pos, n);
+    return 0;
+}
+
 static int read_fail(const char *path, const char *what, int e, char *err, size_t errsz)
 {
     char eb[128];
@@ -105,7 +116,7 @@ int hci_st_read_at(hci_st_file *f, const hci_st_tensor *t, uint64_t off, void *d
     if (off > t->nbytes || n > t->nbytes - off)
         return hci_errf(err, errsz, HC_ERR_INTERNAL, "%s: read of %zu bytes at %" PRIu64 " outside tensor "
                         "\"%s\" (%" PRIu64 " bytes)", f->path, n, off, t->name, t->nbytes);
-    int e = pread_full(f->fd, dst, n, f->data_start + t->begin + off);
+    int e = st_pread(f, dst, n, f->data_start + t->begin + off);
     if (e) {
         char what[300];
         snprintf(what, sizeof what, "tensor \"%.200s\"", t->name);
@@ -303,7 +314,7 @@ static int load_header(hci_st_file *f, uint64_t file_size, char *err, size_t err
     if (file_size < 8)
         return FORMAT_ERR("%s: %" PRIu64 " bytes, too short for a safetensors file", f->path, file_size);
     uint8_t le[8];
-    int e = pread_full(f->fd, le, 8, 0);
+    int e = st_pread(f, le, 8, 0);
     if (e) return read_fail(f->path, "the header length", e, err, errsz);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | le[i];
@@ -316,7 +327,7 @@ static int load_header(hci_st_file *f, uint64_t file_size, char *err, size_t err
                         HCI_ST_MAX_HEADER);
     char *buf = malloc(n ? n : 1);
     if (!buf) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "%s: out of memory for the header", f->path);
-    e = pread_full(f->fd, buf, n, 8);
+    e = st_pread(f, buf, n, 8);
     if (e) {
         free(buf);
         return read_fail(f->path, "the header", e, err, errsz);
@@ -344,7 +355,8 @@ static int open_fd(hci_st_file *f, uint64_t *size, char *err, size_t errsz)
     return HC_OK;
 }
 
-int hci_st_open(const char *path, hci_st_file **out, char *err, size_t errsz)
+/* Shared by both openers: mem is NULL for a file on disk. */
+static int st_open(const char *path, const void *mem, size_t len, hci_st_file **out, char *err, size_t errsz)
 {
     *out = NULL;
     hci_st_file *f = calloc(1, sizeof *f);
@@ -353,8 +365,10 @@ int hci_st_open(const char *path, hci_st_file **out, char *err, size_t errsz)
         return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     f->fd = -1;
-    uint64_t size = 0;
-    int st = open_fd(f, &size, err, errsz);
+    f->mem = mem;
+    f->mem_size = len;
+    uint64_t size = len;
+    int st = mem ? HC_OK : open_fd(f, &size, err, errsz);
     if (!st) st = load_header(f, size, err, errsz);
     if (!st) st = parse_header(f, err, errsz);
     if (st) {
@@ -363,6 +377,17 @@ int hci_st_open(const char *path, hci_st_file **out, char *err, size_t errsz)
     }
     *out = f;
     return HC_OK;
+}
+
+int hci_st_open(const char *path, hci_st_file **out, char *err, size_t errsz)
+{
+    return st_open(path, NULL, 0, out, err, errsz);
+}
+
+int hci_st_open_mem(const void *buf, size_t len, const char *name, hci_st_file **out, char *err, size_t errsz)
+{
+    static const unsigned char empty[1];
+    return st_open(name, buf ? buf : empty, buf ? len : 0, out, err, errsz);
 }
 
 void hci_st_close(hci_st_file *f)

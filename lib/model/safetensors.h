@@ -41,6 +41,9 @@ typedef struct hci_st_file hci_st_file;
  * the file), HC_ERR_LIMIT (header or tensor count over the limits), HC_ERR_OUT_OF_MEMORY.
  * err names the file and, where one is at fault, the tensor. */
 int hci_st_open(const char *path, hci_st_file **out, char *err, size_t errsz);
+/* The same over len bytes in memory (fuzzing, tests); name stands for the path in messages.
+ * buf is borrowed: it must stay unchanged until hci_st_close(). */
+int hci_st_open_mem(const void *buf, size_t len, const char *name, hci_st_file **out, char *err, size_t errsz);
 void hci_st_close(hci_st_file *f);
 
 const char *hci_st_path(const hci_st_file *f);

@@ -9,70 +9,12 @@ static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
 static void build_tables(void)
 {
-    for (int c = 0; c < 256; c++) {
-        int s = c >> 7, e = (c >> 3) & 15, m = c & 7;
-        float v;
-        if (e == 15 && m == 7) v = NAN;               /* e4m3fn has no infinities, one NaN */
-        else if (e == 0) v = ldexpf((float)m, -9);    /* subnormal: m * 2^-9 */
-        else v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
-        e4m3_tab[c] = s ? -v : v;
-    }
-    static const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-    for (int c = 0; c < 16; c++) e2m1_tab[c] = (c & 8) ? -mag[c & 7] : mag[c & 7];
+    for (int c = 0; c < 256; c++) e4m3_tab[c] = hci_e4m3_value((uint8_t)c);
+    for (int c = 0; c < 16; c++) e2m1_tab[c] = hci_e2m1_value((uint8_t)c);
 }
 
 const float *hci_e4m3_table(void) { pthread_once(&tables_once, build_tables); return e4m3_tab; }
 const float *hci_e2m1_table(void) { pthread_once(&tables_once, build_tables); return e2m1_tab; }
-
-float hci_pow2(int e) { return hci_f32_from_bits((uint32_t)(e + 127) << 23); }
-
-/* Round |x| to a binary grid with mbits mantissa bits and minimum normal exponent emin, nearest
- * even; the scalings by powers of two are exact, so rintf sees the exact quotient. */
-static float round_grid(float x, int mbits, int emin, float maxv)
-{
-    float a = fabsf(x);
-    if (a >= maxv) return copysignf(maxv, x);
-    if (a == 0.0f) return x;
-    int e;
-    frexpf(a, &e);      /* a = f * 2^e, f in [0.5, 1) */
-    e -= 1;             /* a in [2^e, 2^(e+1)) */
-    if (e < emin) e = emin;
-    float ulp = ldexpf(1.0f, e - mbits);
-    float r = rintf(a / ulp) * ulp; /* default rounding mode: nearest even */
-    if (r > maxv) r = maxv;
-    return copysignf(r, x);
-}
-
-float hci_e4m3_round(float x) { return round_grid(x, 3, -6, HCI_E4M3_MAX); }
-float hci_e2m1_round(float x) { return round_grid(x, 1, 0, HCI_E2M1_MAX); }
-
-uint8_t hci_e4m3_encode(float x)
-{
-    uint8_t s = signbit(x) ? 0x80 : 0;
-    float a = fabsf(x);
-    if (a < 0x1p-6f) return (uint8_t)(s | (uint8_t)(a * 512.0f)); /* subnormal: a / 2^-9 */
-    int e;
-    float f = frexpf(a, &e); /* a = f * 2^e, f in [0.5,1) -> 2f in [1,2), exponent e-1 */
-    int m = (int)((2.0f * f - 1.0f) * 8.0f);
-    return (uint8_t)(s | (uint8_t)((e - 1 + 7) << 3) | (uint8_t)m);
-}
-
-uint8_t hci_e2m1_encode(float x)
-{
-    uint8_t s = signbit(x) ? 8 : 0;
-    float a = fabsf(x);
-    uint8_t c = 0;
-    for (uint8_t i = 0; i < 8; i++)
-        if (hci_e2m1_table()[i] == a) c = i;
-    return (uint8_t)(s | c);
-}
-
-int hci_pow2_ceil_exp(float amax, float inv_qmax)
-{
-    uint32_t b = hci_bits_from_f32(amax * inv_qmax);
-    int e = (int)((b >> 23) & 0xff) - 127;
-    return e + ((b & 0x7fffffu) != 0);
-}
 
 static float block_amax(const float *v, int n)
 {

@@ -6,9 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "bf16.h"
-
-#define HCI_E4M3_MAX 448.0f
-#define HCI_E2M1_MAX 6.0f
+#include "quant.h"
 
 /* Decode tables, filled once (thread-safe, lazy). */
 const float *hci_e4m3_table(void); /* [256] */
@@ -16,18 +14,6 @@ const float *hci_e2m1_table(void); /* [16]  */
 
 static inline float hci_e4m3_decode(uint8_t c) { return hci_e4m3_table()[c]; }
 static inline float hci_e2m1_decode(uint8_t c) { return hci_e2m1_table()[c & 15]; }
-
-/* Round to the e4m3fn / e2m1 grid (nearest even), saturating at the format's maximum. */
-float hci_e4m3_round(float x);
-float hci_e2m1_round(float x);
-/* Code of a value already on the grid (no rounding). */
-uint8_t hci_e4m3_encode(float x);
-uint8_t hci_e2m1_encode(float x);
-
-/* ue8m0 scale: 2^ceil(log2(fl32(amax * fl32(1/qmax)))) from the fp32 bits, as the reference.
- * Returns the unbiased exponent; the scale is hci_pow2(e). */
-int hci_pow2_ceil_exp(float amax, float inv_qmax);
-float hci_pow2(int e); /* 2^e for -126 <= e <= 127 */
 
 /* FP8 simulation in place on n = 64*k bf16-valued floats: per 64-block amax (floor 1e-4),
  * power-of-two scale, e4m3 round; the values stay exact bf16. Returns nothing; exps (may be

@@ -1,0 +1,3 @@
+module hybridctx
+
+go 1.19

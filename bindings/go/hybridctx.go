@@ -1,0 +1,195 @@
+// Package hybridctx is the Go binding of libhybridctx: DeepSeek V4's hybrid attention (sliding
+// window, compressed sparse attention and heavily compressed attention) with its compressed KV
+// cache.
+//
+// A Model holds the attention weights of every layer; it is immutable and safe for concurrent
+// use. A Context holds one token sequence; its methods are serialised by a mutex. A chunk of n
+// tokens enters layer 0, then 1, ..., then the last layer (Context.Append); the application runs
+// its own MLP between layers. x and y are row-major [n][dim] slices of float32 (or of uint16
+// bfloat16 bit patterns for a context created with IODtypeBF16).
+//
+// Objects own C memory: call Close when done (a finalizer is only a safety net). A Model is
+// freed once it is closed and all its contexts are closed, so closing it early is safe.
+//
+// Every failure is an *Error carrying the library's Status and message; errors.Is(err,
+// hybridctx.ErrOrder) tests the status. The C header include/hybridctx.h documents every call.
+//
+// The package links libhybridctx through pkg-config (PKG_CONFIG_PATH=<builddir>/meson-uninstalled
+// for an uninstalled build; LD_LIBRARY_PATH to run).
+package hybridctx
+
+/*
+#cgo pkg-config: hybridctx
+#include <stdlib.h>
+#include <hybridctx.h>
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// The library version these bindings were written for: a runtime library with the same major
+// and at least this minor version is accepted.
+const (
+	BindingVersionMajor = 0
+	BindingVersionMinor = 1
+)
+
+// Version returns the runtime library's version string, for example "0.1.0".
+func Version() string { return C.GoString(C.hc_version_string()) }
+
+// VersionNumber returns the runtime library's version as MAJOR*10000 + MINOR*100 + PATCH.
+func VersionNumber() uint32 { return uint32(C.hc_version_number()) }
+
+var versionErr = versionError(VersionNumber(), Version())
+
+// versionError returns the error for runtime version v (MAJOR*10000+MINOR*100+PATCH, printed as
+// text), or nil when these bindings accept it.
+func versionError(v uint32, text string) error {
+	major, minor := v/10000, v/100%100
+	if major == BindingVersionMajor && minor >= BindingVersionMinor {
+		return nil
+	}
+	return &Error{Status: ErrVersion, Message: fmt.Sprintf(
+		"libhybridctx %s is loaded, but these Go bindings need version %d.x with x >= %d "+
+			"(install a matching libhybridctx or matching bindings)",
+		text, BindingVersionMajor, BindingVersionMinor)}
+}
+
+// CheckVersion reports whether the loaded library is compatible with these bindings (checked
+// once when the package is initialised); every model constructor returns this error.
+func CheckVersion() error { return versionErr }
+
+// Status is a libhybridctx status code: 0 is success, negative codes are errors. Codes are fixed
+// forever. The error statuses are error values themselves, so errors.Is(err, ErrOrder) is true
+// for an *Error with that status.
+type Status int32
+
+// The status codes of hybridctx.h.
+const (
+	OK                Status = C.HC_OK
+	ErrNullArg        Status = C.HC_ERR_NULL_ARG
+	ErrInvalidArg     Status = C.HC_ERR_INVALID_ARG
+	ErrOutOfMemory    Status = C.HC_ERR_OUT_OF_MEMORY
+	ErrUnknownPreset  Status = C.HC_ERR_UNKNOWN_PRESET
+	ErrBadConfig      Status = C.HC_ERR_BAD_CONFIG
+	ErrLayerRange     Status = C.HC_ERR_LAYER_RANGE
+	ErrOrder          Status = C.HC_ERR_ORDER
+	ErrNTokens        Status = C.HC_ERR_N_TOKENS
+	ErrPosition       Status = C.HC_ERR_POSITION
+	ErrNonfinite      Status = C.HC_ERR_NONFINITE
+	ErrIO             Status = C.HC_ERR_IO
+	ErrFormat         Status = C.HC_ERR_FORMAT
+	ErrMissingTensor  Status = C.HC_ERR_MISSING_TENSOR
+	ErrTensor         Status = C.HC_ERR_TENSOR
+	ErrUnsupported    Status = C.HC_ERR_UNSUPPORTED
+	ErrNoDevice       Status = C.HC_ERR_NO_DEVICE
+	ErrCUDA           Status = C.HC_ERR_CUDA
+	ErrCUBLAS         Status = C.HC_ERR_CUBLAS
+	ErrBadState       Status = C.HC_ERR_BAD_STATE
+	ErrCorrupt        Status = C.HC_ERR_CORRUPT
+	ErrVersion        Status = C.HC_ERR_VERSION
+	ErrModelMismatch  Status = C.HC_ERR_MODEL_MISMATCH
+	ErrBufferTooSmall Status = C.HC_ERR_BUFFER_TOO_SMALL
+	ErrLimit          Status = C.HC_ERR_LIMIT
+	ErrInternal       Status = C.HC_ERR_INTERNAL
+)
+
+// Name returns the symbolic name, for example "HC_ERR_ORDER" ("HC_UNKNOWN" for unknown codes).
+func (s Status) Name() string { return C.GoString(C.hc_status_name(C.hc_status(s))) }
+
+// Description returns the library's static English description of the status.
+func (s Status) Description() string { return C.GoString(C.hc_strerror(C.hc_status(s))) }
+
+// String returns the symbolic name.
+func (s Status) String() string { return s.Name() }
+
+// Error returns the name and the description.
+func (s Status) Error() string { return s.Name() + ": " + s.Description() }
+
+// Error is a failed call: the status and the message (the context's last error, the model
+// loader's message, the binding's own check, or else the status description).
+type Error struct {
+	Status  Status
+	Message string
+}
+
+// Error returns "HC_ERR_NAME: message".
+func (e *Error) Error() string { return e.Status.Name() + ": " + e.Message }
+
+// Unwrap returns the Status, so that errors.Is(err, ErrOrder) works.
+func (e *Error) Unwrap() error { return e.Status }
+
+func newError(s Status, msg string) error {
+	if msg == "" {
+		msg = s.Description()
+	}
+	return &Error{Status: s, Message: msg}
+}
+
+func statusError(st C.hc_status) error {
+	if st == C.HC_OK {
+		return nil
+	}
+	return newError(Status(st), "")
+}
+
+func invalidArg(format string, args ...any) error {
+	return newError(ErrInvalidArg, fmt.Sprintf(format, args...))
+}
+
+// Backend selects where a context computes.
+type Backend int32
+
+// Backends.
+const (
+	BackendAuto Backend = C.HC_BACKEND_AUTO // CUDA when built and a GPU exists, else CPU
+	BackendCPU  Backend = C.HC_BACKEND_CPU  // the CPU reference backend (bitwise deterministic)
+	BackendCUDA Backend = C.HC_BACKEND_CUDA
+)
+
+// CacheFormat is the storage format of a context's cache; both give identical results.
+type CacheFormat int32
+
+// Cache formats.
+const (
+	CacheDefault CacheFormat = C.HC_CACHE_DEFAULT // FP8
+	CacheBF16    CacheFormat = C.HC_CACHE_BF16
+	CacheFP8     CacheFormat = C.HC_CACHE_FP8
+)
+
+// IODtype is the element type of x and y.
+type IODtype int32
+
+// I/O element types.
+const (
+	IODtypeF32  IODtype = C.HC_DTYPE_F32  // []float32
+	IODtypeBF16 IODtype = C.HC_DTYPE_BF16 // []uint16 holding bfloat16 bit patterns
+)
+
+// Compression of a saved session.
+type Compression int32
+
+// Compressions.
+const (
+	CompressDefault Compression = C.HC_COMPRESS_DEFAULT // none
+	CompressNone    Compression = C.HC_COMPRESS_NONE
+	CompressZstd    Compression = C.HC_COMPRESS_ZSTD // zstd per chunk where it gains
+)
+
+// CUDADeviceCount returns the number of CUDA devices usable by this build of the library.
+func CUDADeviceCount() int {
+	var n C.int32_t
+	C.hc_cuda_device_count(&n)
+	return int(n)
+}
+
+// cbytes returns a pointer to b's first byte, or nil for an empty slice.
+func cbytes(b []byte) unsafe.Pointer {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&b[0])
+}

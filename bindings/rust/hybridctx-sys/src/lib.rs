@@ -1,0 +1,10 @@
+//! Raw FFI declarations of libhybridctx, generated from `include/hybridctx.h` by the `bindgen`
+//! CLI (`bindgen.sh`) and committed. Use the safe `hybridctx` crate instead; the header is the
+//! reference for every item here.
+//!
+//! The crate links `libhybridctx` dynamically (see `build.rs`: `HYBRIDCTX_LIB_DIR` or
+//! `pkg-config hybridctx`). It has no dependencies.
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
+#![allow(clippy::all)]
+
+include!("bindings.rs");

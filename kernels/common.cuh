@@ -1,0 +1,135 @@
+/* common.cuh - device helpers shared by the kernels: bf16, the FP8/FP4 grids (lib/util/quant.h,
+ * the same code as the CPU backend), RoPE with CUDA's own sincosf, and cache entry access
+ * (layouts in lib/cache/format.h). */
+#ifndef HCI_KERNELS_COMMON_CUH
+#define HCI_KERNELS_COMMON_CUH
+#include <cuda_runtime.h>
+#include <stdint.h>
+extern "C" {
+#include "cache/format.h"
+#include "util/bf16.h"
+#include "util/quant.h"
+}
+
+#define HCI_CU_CHECK_LAUNCH() (cudaGetLastError() == cudaSuccess ? 0 : -17 /* HC_ERR_CUDA */)
+
+/* Element k of an entry (page table + entry number), as a float. */
+__device__ __forceinline__ float hci_dev_entry_value(const hci_entry_layout &l, uint8_t *const *pages,
+                                                     int64_t entry, int k)
+{
+    const uint8_t *page = pages[entry / HCI_PAGE_ENTRIES];
+    int slot = (int)(entry % HCI_PAGE_ENTRIES);
+    const uint8_t *d = page + (size_t)slot * l.data_bytes;
+    if (l.fmt == HCI_FMT_BF16) return hci_f32_from_bf16(((const uint16_t *)d)[k]);
+    if (k >= l.quant_dim) return hci_f32_from_bf16(((const uint16_t *)(d + l.quant_dim))[k - l.quant_dim]);
+    const uint8_t *sc = page + (size_t)HCI_PAGE_ENTRIES * l.data_bytes + (size_t)slot * l.scale_bytes;
+    float s = hci_pow2((int)sc[k / l.qblock] - 127);
+    float c = l.fp4 ? hci_e2m1_value((uint8_t)((k & 1) ? d[k / 2] >> 4 : d[k / 2] & 15)) : hci_e4m3_value(d[k]);
+    return c * s;
+}
+
+/* RoPE rotation of pair (a, b) at angle fl32(pos * f), as the reference: fp32 complex product
+ * a' = fma(a, c, -fl32(b*s)), b' = fma(a, s, fl32(b*c)), each rounded to bf16. */
+__device__ __forceinline__ void hci_dev_rope_pair(float &a, float &b, int64_t pos, float freq, int inverse)
+{
+    float theta = __fmul_rn((float)pos, freq);
+    float s, c;
+    sincosf(theta, &s, &c);
+    if (inverse) s = -s;
+    float bs = __fmul_rn(b, s), bc = __fmul_rn(b, c);
+    float na = fmaf(a, c, -bs), nb = fmaf(a, s, bc);
+    a = hci_round_bf16(na);
+    b = hci_round_bf16(nb);
+}
+
+/* Block-wide sum of a double (every thread gets the result). smem: blockDim.x doubles. The
+ * sums these kernels make (squares of bf16 values) are exact in double, so the order of the
+ * reduction does not matter. */
+__device__ __forceinline__ double hci_dev_block_sum(double v, double *smem)
+{
+    smem[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) smem[threadIdx.x] += smem[threadIdx.x + s];
+        __syncthreads();
+    }
+    double r = smem[0];
+    __syncthreads();
+    return r;
+}
+
+/* FP8 simulation (qblock 64, amax floor 1e-4) or FP4 simulation (qblock 32, floor 6*2^-126) of
+ * v[0..n) in place, one thread per block (callers sync around it). */
+__device__ __forceinline__ void hci_dev_quant_sim(float *v, int n, int fp4)
+{
+    int qb = fp4 ? 32 : 64;
+    for (int b = threadIdx.x; b * qb < n; b += blockDim.x) {
+        float *x = v + b * qb;
+        float amax = 0.0f;
+        for (int i = 0; i < qb; i++) amax = fmaxf(amax, fabsf(x[i]));
+        int e = fp4 ? hci_pow2_ceil_exp(fmaxf(amax, 6.0f * 0x1p-126f), 1.0f / HCI_E2M1_MAX)
+                    : hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
+        float s = hci_pow2(e);
+        for (int i = 0; i < qb; i++) {
+            float q = x[i] / s;
+            if (fp4) q = fminf(fmaxf(q, -HCI_E2M1_MAX), HCI_E2M1_MAX);
+            else q = fminf(fmaxf(q, -HCI_E4M3_MAX), HCI_E4M3_MAX);
+            x[i] = hci_round_bf16(__fmul_rn(fp4 ? hci_e2m1_round(q) : hci_e4m3_round(q), s));
+        }
+    }
+}
+
+/* Walsh-Hadamard transform of n (power of two) floats in place: fp32 butterflies with strides
+ * 1, 2, 4, ... (each a single add or subtract, so the order within a stage is irrelevant), then
+ * times scale, rounded to bf16. The whole block must call it. */
+__device__ __forceinline__ void hci_dev_hadamard(float *v, int n, float scale)
+{
+    for (int h = 1; h < n; h <<= 1) {
+        for (int p = threadIdx.x; p < n / 2; p += blockDim.x) {
+            int i = (p / h) * 2 * h + (p % h);
+            float a = v[i], b = v[i + h];
+            v[i] = __fadd_rn(a, b);
+            v[i + h] = __fsub_rn(a, b);
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) v[i] = hci_round_bf16(__fmul_rn(v[i], scale));
+    __syncthreads();
+}
+
+/* Write entry `slot` of a page from values on the cache grid (format.h). The whole block calls it;
+ * each quantization block picks its exponent with the simulation's rule (lossless). */
+__device__ __forceinline__ void hci_dev_pack_entry(const hci_entry_layout &l, uint8_t *page, int slot,
+                                                   const float *v)
+{
+    uint8_t *d = page + (size_t)slot * l.data_bytes;
+    if (l.fmt == HCI_FMT_BF16) {
+        for (int i = threadIdx.x; i < l.dim; i += blockDim.x) ((uint16_t *)d)[i] = hci_bf16_from_f32(v[i]);
+        return;
+    }
+    uint8_t *sc = page + (size_t)HCI_PAGE_ENTRIES * l.data_bytes + (size_t)slot * l.scale_bytes;
+    int nb = l.quant_dim / l.qblock;
+    for (int i = l.quant_dim + threadIdx.x; i < l.dim; i += blockDim.x)
+        ((uint16_t *)(d + l.quant_dim))[i - l.quant_dim] = hci_bf16_from_f32(v[i]);
+    for (int i = nb + threadIdx.x; i < l.scale_bytes; i += blockDim.x) sc[i] = 0;
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+        const float *x = v + b * l.qblock;
+        float amax = 0.0f;
+        for (int i = 0; i < l.qblock; i++) amax = fmaxf(amax, fabsf(x[i]));
+        int e = l.fp4 ? hci_pow2_ceil_exp(fmaxf(amax, 6.0f * 0x1p-126f), 1.0f / HCI_E2M1_MAX)
+                      : hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
+        float s = hci_pow2(e);
+        sc[b] = (uint8_t)(e + 127);
+        for (int i = 0; i < l.qblock; i++) {
+            int k = b * l.qblock + i;
+            if (l.fp4) {
+                if (i & 1) continue;
+                d[k / 2] = (uint8_t)(hci_e2m1_encode(x[i] / s) | (hci_e2m1_encode(x[i + 1] / s) << 4));
+            } else {
+                d[k] = hci_e4m3_encode(x[i] / s);
+            }
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,86 @@
+/* io.cu - input and output conversion, the finiteness check, and packing rows into cache
+ * entries (window ring writes). */
+#include "common.cuh"
+#include "backend/cuda/cuda_internal.h"
+#include "hybridctx.h"
+
+static unsigned blocks_for(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
+
+__global__ void check_finite_kernel(const void *x, int bf16, int64_t count, int *flag)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    int bad = bf16 ? ((((const uint16_t *)x)[i] & 0x7f80) == 0x7f80)
+                   : ((((const uint32_t *)x)[i] & 0x7f800000u) == 0x7f800000u);
+    if (bad) *flag = 1;
+}
+
+int hci_cu_check_finite(cudaStream_t s, const void *x, int bf16, int64_t count, int *flag_dev)
+{
+    if (count <= 0) return HC_OK;
+    check_finite_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, bf16, count, flag_dev);
+    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+}
+
+__global__ void to_bf16_kernel(const void *x, int bf16, int64_t count, uint16_t *out)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    out[i] = bf16 ? ((const uint16_t *)x)[i] : hci_bf16_from_f32(((const float *)x)[i]);
+}
+
+int hci_cu_to_bf16(cudaStream_t s, const void *x, int bf16, int64_t count, uint16_t *out)
+{
+    if (count <= 0) return HC_OK;
+    to_bf16_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, bf16, count, out);
+    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+}
+
+__global__ void from_bf16_kernel(const uint16_t *x, int bf16, int64_t count, void *out)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    if (bf16) ((uint16_t *)out)[i] = x[i];
+    else ((float *)out)[i] = hci_f32_from_bf16(x[i]);
+}
+
+int hci_cu_from_bf16(cudaStream_t s, const uint16_t *x, int bf16, int64_t count, void *out)
+{
+    if (count <= 0) return HC_OK;
+    from_bf16_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, bf16, count, out);
+    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+}
+
+__global__ void bf16_to_f64_kernel(const uint16_t *x, int64_t count, double *out)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) out[i] = (double)hci_f32_from_bf16(x[i]);
+}
+
+int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double *out)
+{
+    if (count <= 0) return HC_OK;
+    bf16_to_f64_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, count, out);
+    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+}
+
+/* One CTA per row: the values are already on the cache grid; see hci_dev_pack_entry. */
+__global__ void pack_rows_kernel(hci_entry_layout l, uint8_t *const *pages, const uint16_t *rows,
+                                 int64_t first, int64_t modulo)
+{
+    extern __shared__ float v[];
+    int r = blockIdx.x;
+    int64_t e = first + r;
+    if (modulo > 0) e %= modulo;
+    for (int i = threadIdx.x; i < l.dim; i += blockDim.x) v[i] = hci_f32_from_bf16(rows[(size_t)r * l.dim + i]);
+    __syncthreads();
+    hci_dev_pack_entry(l, pages[e / HCI_PAGE_ENTRIES], (int)(e % HCI_PAGE_ENTRIES), v);
+}
+
+int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, const uint16_t *rows,
+                     int n, int64_t first_entry, int64_t modulo)
+{
+    if (n <= 0) return HC_OK;
+    pack_rows_kernel<<<n, 64, (size_t)l->dim * sizeof(float), s>>>(*l, pages, rows, first_entry, modulo);
+    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+}

@@ -1,0 +1,502 @@
+/* reader.c - validation of a session file (docs/session-format.md §6, steps 1-5) and the
+ * checked chunk stream (step 7) that loads and verifies share. Nothing is allocated from a
+ * size before it is validated; every offset is checked against the file's real size. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+#include "entry.h"
+#include "io.h"
+#include "pipe.h"
+#include "session.h"
+#include "../util/error.h"
+
+#define FAIL(st, ...) return hci_errf(err, errsz, st, __VA_ARGS__)
+
+static int src_read(const hcs_src *s, uint64_t off, size_t n, uint8_t *tmp, const uint8_t **out, char *err,
+                    size_t errsz)
+{
+    if (off > s->size || n > s->size - off) FAIL(HC_ERR_CORRUPT, "read of %zu bytes at %" PRIu64 " past the end", n, off);
+    if (s->buf) {
+        *out = s->buf + off;
+        return HC_OK;
+    }
+    *out = tmp;
+    return hcs_pread_all(s->fd, tmp, n, off, s->name, err, errsz);
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+hcs_chunk hcs_file_chunk(const hcs_file *f, uint32_t i)
+{
+    hcs_chunk c;
+    hcs_chunk_decode(f->toc + HCS_TOC_HEAD + (size_t)f->n_sec * HCS_SEC_ENTRY + (size_t)i * HCS_CHUNK_ENTRY, &c);
+    return c;
+}
+
+void hcs_file_close(hcs_file *f)
+{
+    free(f->toc), free(f->sec), free(f->plan_of), free(f->plan);
+    memset(f, 0, sizeof *f);
+}
+
+/* Raw bytes of one chunk: decompress (when zstd) into rawbuf (raw_size bytes) and check the hash.
+ * Writes a short reason into why on failure. */
+static int decode_chunk(const hcs_chunk *ch, const uint8_t *stored, uint8_t *rawbuf, ZSTD_DCtx **dz,
+                        const uint8_t **raw, char *why, size_t whysz)
+{
+    if (ch->codec == HCS_CODEC_ZSTD) {
+        if (!*dz) {
+            *dz = ZSTD_createDCtx();
+            if (!*dz) return hci_errf(why, whysz, HC_ERR_OUT_OF_MEMORY, "out of memory for zstd");
+            ZSTD_DCtx_setParameter(*dz, ZSTD_d_windowLogMax, HCS_ZSTD_WINDOW_LOG_MAX);
+        }
+        unsigned long long fcs = ZSTD_getFrameContentSize(stored, ch->stored_size);
+        if (fcs != ch->raw_size)
+            return hci_errf(why, whysz, HC_ERR_CORRUPT, "the zstd frame does not declare the TOC's %u bytes",
+                            ch->raw_size);
+        size_t fsz = ZSTD_findFrameCompressedSize(stored, ch->stored_size);
+        if (ZSTD_isError(fsz) || fsz != ch->stored_size)
+            return hci_errf(why, whysz, HC_ERR_CORRUPT, "not exactly one zstd frame");
+        size_t n = ZSTD_decompressDCtx(*dz, rawbuf, ch->raw_size, stored, ch->stored_size);
+        if (ZSTD_isError(n) || n != ch->raw_size)
+            return hci_errf(why, whysz, HC_ERR_CORRUPT, "zstd: %s",
+                            ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame");
+        *raw = rawbuf;
+    } else {
+        *raw = stored;
+    }
+    if (hcs_hash(*raw, ch->raw_size) != ch->hash) return hci_errf(why, whysz, HC_ERR_CORRUPT, "checksum mismatch");
+    return HC_OK;
+}
+
+static const char *layer_text(const hcs_section *s, char *buf, size_t n)
+{
+    if (s->layer == HCS_NO_LAYER) snprintf(buf, n, "%s", hcs_section_name(s->type));
+    else snprintf(buf, n, "layer %u %s", s->layer, hcs_section_name(s->type));
+    return buf;
+}
+
+/* ---- steps 1-2: superblock and footer ---- */
+
+static int check_blocks(hcs_file *f, char *err, size_t errsz)
+{
+    const hcs_src *src = &f->src;
+    uint64_t size = src->size;
+    uint8_t tmp[HCS_BLOCK];
+    const uint8_t *sb;
+    if (size < 8) FAIL(HC_ERR_FORMAT, "not a session file (%" PRIu64 " bytes)", size);
+    int st = src_read(src, 0, size < HCS_BLOCK ? (size_t)size : HCS_BLOCK, tmp, &sb, err, errsz);
+    if (st) return st;
+    if (memcmp(sb, hcs_magic_sb, 8)) FAIL(HC_ERR_FORMAT, "not a session file (no session magic)");
+    if (size < 12) FAIL(HC_ERR_CORRUPT, "truncated: %" PRIu64 " bytes", size);
+    unsigned major = hcs_get16(sb + 8), minor = hcs_get16(sb + 10);
+    if (major != HCS_MAJOR)
+        FAIL(HC_ERR_VERSION, "written by session format %u.%u; this build reads %u.x (up to %u.%u)", major, minor,
+             HCS_MAJOR, HCS_MAJOR, HCS_MINOR);
+    if (size < 2 * HCS_BLOCK) FAIL(HC_ERR_CORRUPT, "truncated: %" PRIu64 " bytes, a session has at least %u", size, 2 * HCS_BLOCK);
+    if (hcs_get64(sb + HCS_SB_HASH_OFF) != hcs_hash(sb, HCS_SB_HASH_OFF)) FAIL(HC_ERR_CORRUPT, "superblock checksum mismatch");
+    hcs_record *r = &f->rec;
+    hcs_record_decode(sb + HCS_RECORD_OFF, r);
+    if (r->endian != HCS_ENDIAN) {
+        if (r->endian == 0x04030201u) FAIL(HC_ERR_VERSION, "written in big-endian byte order, which this build does not read");
+        FAIL(HC_ERR_CORRUPT, "bad byte-order marker 0x%08x", r->endian);
+    }
+    if (r->block != HCS_BLOCK || r->record_size != HCS_RECORD_SIZE)
+        FAIL(HC_ERR_CORRUPT, "block size %u / record size %u, expected %u / %u", r->block, r->record_size, HCS_BLOCK,
+             HCS_RECORD_SIZE);
+    if (r->required_flags)
+        FAIL(HC_ERR_VERSION, "the file needs features 0x%" PRIx64 " unknown to this build (written by format %u.%u)",
+             r->required_flags, major, minor);
+    int newer = minor > HCS_MINOR;
+    if (!newer && !all_zero(sb + HCS_RECORD_OFF + HCS_RECORD_SIZE, HCS_SB_HASH_OFF - HCS_RECORD_OFF - HCS_RECORD_SIZE))
+        FAIL(HC_ERR_CORRUPT, "superblock: reserved bytes are not zero");
+    uint8_t rec[HCS_RECORD_SIZE];
+    memcpy(rec, sb + HCS_RECORD_OFF, HCS_RECORD_SIZE);
+    if (r->file_length > size)
+        FAIL(HC_ERR_CORRUPT, "truncated: the file has %" PRIu64 " of its %" PRIu64 " bytes", size, r->file_length);
+    if (r->file_length < size)
+        FAIL(HC_ERR_CORRUPT, "%" PRIu64 " bytes of trailing data after the session", size - r->file_length);
+    if (size % HCS_BLOCK) FAIL(HC_ERR_CORRUPT, "length %" PRIu64 " is not a multiple of %u", size, HCS_BLOCK);
+
+    const uint8_t *ft;
+    if ((st = src_read(src, size - HCS_BLOCK, HCS_BLOCK, tmp, &ft, err, errsz))) return st;
+    if (memcmp(ft, hcs_magic_foot, 8) || memcmp(ft + HCS_END_MAGIC_OFF, hcs_magic_end, 8))
+        FAIL(HC_ERR_CORRUPT, "no footer at the end of the file");
+    if (hcs_get64(ft + HCS_FOOT_HASH_OFF) != hcs_hash(ft, HCS_FOOT_HASH_OFF)) FAIL(HC_ERR_CORRUPT, "footer checksum mismatch");
+    if (memcmp(ft + HCS_RECORD_OFF, rec, HCS_RECORD_SIZE)) FAIL(HC_ERR_CORRUPT, "footer and superblock disagree");
+    if (!newer && !all_zero(ft + HCS_RECORD_OFF + HCS_RECORD_SIZE, HCS_FOOT_HASH_OFF - HCS_RECORD_OFF - HCS_RECORD_SIZE))
+        FAIL(HC_ERR_CORRUPT, "footer: reserved bytes are not zero");
+    if (r->n_tokens < 0) FAIL(HC_ERR_CORRUPT, "negative token count");
+    if (r->n_layers < 1 || r->n_layers > HCI_MAX_LAYERS) FAIL(HC_ERR_CORRUPT, "%u layers", r->n_layers);
+    if (r->metadata_length > HCS_MAX_METADATA)
+        FAIL(HC_ERR_LIMIT, "metadata of %" PRIu64 " bytes, over the limit of 1 GiB", r->metadata_length);
+    return HC_OK;
+}
+
+/* ---- steps 3-4: TOC, section layout, chunk table ---- */
+
+static int read_toc(hcs_file *f, char *err, size_t errsz)
+{
+    const hcs_record *r = &f->rec;
+    uint64_t foot = f->src.size - HCS_BLOCK;
+    if (r->toc_length > HCS_MAX_TOC)
+        FAIL(HC_ERR_LIMIT, "TOC of %" PRIu64 " bytes, over the limit of %llu", r->toc_length, HCS_MAX_TOC);
+    if (r->toc_offset < HCS_BLOCK || r->toc_offset % HCS_BLOCK || r->toc_offset > foot || r->toc_length < HCS_TOC_HEAD ||
+        r->toc_length > foot - r->toc_offset || hcs_align(r->toc_offset + r->toc_length) != foot)
+        FAIL(HC_ERR_CORRUPT, "TOC at %" PRIu64 " (+%" PRIu64 ") is not where the layout puts it", r->toc_offset,
+             r->toc_length);
+    f->toc = malloc((size_t)r->toc_length);
+    if (!f->toc) FAIL(HC_ERR_OUT_OF_MEMORY, "out of memory for the TOC");
+    const uint8_t *p;
+    int st = src_read(&f->src, r->toc_offset, (size_t)r->toc_length, f->toc, &p, err, errsz);
+    if (st) return st;
+    if (p != f->toc) memcpy(f->toc, p, (size_t)r->toc_length);
+    if (hcs_hash(f->toc, (size_t)r->toc_length) != r->toc_hash) FAIL(HC_ERR_CORRUPT, "TOC checksum mismatch");
+    const uint8_t *t = f->toc;
+    if (memcmp(t, hcs_magic_toc, 8) || hcs_get32(t + 16) != HCS_SEC_ENTRY || hcs_get32(t + 20) != HCS_CHUNK_ENTRY ||
+        hcs_get64(t + 24))
+        FAIL(HC_ERR_CORRUPT, "malformed TOC header");
+    f->n_sec = hcs_get32(t + 8), f->n_chunks = hcs_get32(t + 12);
+    if (HCS_TOC_HEAD + (uint64_t)HCS_SEC_ENTRY * f->n_sec + (uint64_t)HCS_CHUNK_ENTRY * f->n_chunks != r->toc_length)
+        FAIL(HC_ERR_CORRUPT, "TOC length %" PRIu64 " does not fit %u sections and %u chunks", r->toc_length, f->n_sec,
+             f->n_chunks);
+    if (f->n_sec > HCS_MAX_SECTIONS) FAIL(HC_ERR_LIMIT, "%u sections, over the limit of %u", f->n_sec, HCS_MAX_SECTIONS);
+    if (f->n_sec == 0) FAIL(HC_ERR_CORRUPT, "no sections");
+    f->sec = malloc(sizeof *f->sec * f->n_sec);
+    f->plan_of = malloc(sizeof *f->plan_of * f->n_sec);
+    if (!f->sec || !f->plan_of) FAIL(HC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (uint32_t i = 0; i < f->n_sec; i++) hcs_section_decode(t + HCS_TOC_HEAD + (size_t)i * HCS_SEC_ENTRY, &f->sec[i]);
+    return HC_OK;
+}
+
+static int check_section(hcs_file *f, uint32_t i, uint64_t *pos, uint32_t *chunk, char *err, size_t errsz)
+{
+    const hcs_section *s = &f->sec[i];
+    char nm[64];
+    layer_text(s, nm, sizeof nm);
+    uint64_t want = hcs_align(*pos);
+    if (s->offset != want)
+        FAIL(HC_ERR_CORRUPT, "section %u (%s) at offset %" PRIu64 ", the layout puts it at %" PRIu64, i, nm, s->offset, want);
+    if (s->stored_length > f->rec.toc_offset - s->offset)
+        FAIL(HC_ERR_CORRUPT, "section %u (%s) runs past the TOC", i, nm);
+    *pos = s->offset + s->stored_length;
+    if (s->first_chunk != *chunk || s->n_chunks > f->n_chunks - *chunk)
+        FAIL(HC_ERR_CORRUPT, "section %u (%s): chunks %u+%u do not follow the previous section's", i, nm, s->first_chunk,
+             s->n_chunks);
+    *chunk += s->n_chunks;
+    if (!s->row_bytes || !s->rows_per_chunk) FAIL(HC_ERR_CORRUPT, "section %u (%s): zero row size", i, nm);
+    uint64_t chunk_raw = (uint64_t)s->rows_per_chunk * s->row_bytes;
+    if (chunk_raw > HCS_MAX_CHUNK_RAW)
+        FAIL(HC_ERR_LIMIT, "section %u (%s): chunks of %" PRIu64 " bytes, over the limit of %u", i, nm, chunk_raw,
+             HCS_MAX_CHUNK_RAW);
+    if (s->n_rows > UINT64_MAX / s->row_bytes || s->n_rows * s->row_bytes != s->raw_length)
+        FAIL(HC_ERR_CORRUPT, "section %u (%s): %" PRIu64 " rows of %u bytes are not %" PRIu64 " bytes", i, nm, s->n_rows,
+             s->row_bytes, s->raw_length);
+    uint64_t nch = s->n_rows / s->rows_per_chunk + (s->n_rows % s->rows_per_chunk != 0);
+    if (nch != s->n_chunks) FAIL(HC_ERR_CORRUPT, "section %u (%s): %u chunks, %" PRIu64 " expected", i, nm, s->n_chunks, nch);
+    uint64_t stored = 0;
+    for (uint32_t j = 0; j < s->n_chunks; j++) {
+        hcs_chunk c = hcs_file_chunk(f, s->first_chunk + j);
+        uint64_t rows = j + 1 < s->n_chunks ? s->rows_per_chunk : s->n_rows - (uint64_t)j * s->rows_per_chunk;
+        if (c.raw_size != rows * s->row_bytes)
+            FAIL(HC_ERR_CORRUPT, "section %u (%s) chunk %u: raw size %u, expected %" PRIu64, i, nm, j, c.raw_size,
+                 rows * s->row_bytes);
+        if (c.reserved) FAIL(HC_ERR_CORRUPT, "section %u (%s) chunk %u: reserved field set", i, nm, j);
+        if (c.codec == HCS_CODEC_RAW) {
+            if (c.stored_size != c.raw_size)
+                FAIL(HC_ERR_CORRUPT, "section %u (%s) chunk %u: raw chunk stored in %u bytes", i, nm, j, c.stored_size);
+        } else if (c.codec == HCS_CODEC_ZSTD) {
+            if (c.stored_size == 0 || c.stored_size >= c.raw_size)
+                FAIL(HC_ERR_CORRUPT, "section %u (%s) chunk %u: compressed size %u not below raw size %u", i, nm, j,
+                     c.stored_size, c.raw_size);
+        } else {
+            FAIL(HC_ERR_VERSION, "section %u (%s) chunk %u: codec %u unknown to this build", i, nm, j, c.codec);
+        }
+        stored += c.stored_size;
+        if (c.raw_size > f->max_raw) f->max_raw = c.raw_size;
+    }
+    if (stored != s->stored_length)
+        FAIL(HC_ERR_CORRUPT, "section %u (%s): chunks hold %" PRIu64 " bytes, the section %" PRIu64, i, nm, stored,
+             s->stored_length);
+    f->total_raw += s->raw_length, f->total_stored += s->stored_length;
+    return HC_OK;
+}
+
+static int check_gap(const hcs_file *f, uint64_t from, uint64_t to, char *err, size_t errsz)
+{
+    if (from >= to) return HC_OK;
+    uint8_t tmp[HCS_BLOCK];
+    const uint8_t *p;
+    int st = src_read(&f->src, from, (size_t)(to - from), tmp, &p, err, errsz);
+    if (st) return st;
+    if (!all_zero(p, (size_t)(to - from))) FAIL(HC_ERR_CORRUPT, "non-zero padding at offset %" PRIu64, from);
+    return HC_OK;
+}
+
+static int check_layout(hcs_file *f, char *err, size_t errsz)
+{
+    uint64_t pos = HCS_BLOCK;
+    uint32_t chunk = 0;
+    for (uint32_t i = 0; i < f->n_sec; i++) {
+        int st = check_section(f, i, &pos, &chunk, err, errsz);
+        if (!st && i + 1 < f->n_sec) st = check_gap(f, pos, hcs_align(pos), err, errsz);
+        if (st) return st;
+    }
+    if (chunk != f->n_chunks) FAIL(HC_ERR_CORRUPT, "%u chunks in the TOC, the sections use %u", f->n_chunks, chunk);
+    if (hcs_align(pos) != f->rec.toc_offset)
+        FAIL(HC_ERR_CORRUPT, "the TOC is at %" PRIu64 ", the sections end at %" PRIu64, f->rec.toc_offset, pos);
+    int st = check_gap(f, pos, f->rec.toc_offset, err, errsz);
+    if (!st) st = check_gap(f, f->rec.toc_offset + f->rec.toc_length, f->src.size - HCS_BLOCK, err, errsz);
+    return st;
+}
+
+/* ---- step 5: configuration and what each section must hold ---- */
+
+static int known_type(uint32_t t) { return t == HCS_SEC_CONFIG || t == HCS_SEC_METADATA || (t >= HCS_SEC_WINDOW && t <= HCS_SEC_INDEX_STATE); }
+
+static int read_config(hcs_file *f, const hcs_section *s, char *err, size_t errsz)
+{
+    uint32_t maxlen = hcs_config_size(HCI_MAX_LAYERS);
+    if (s->layer != HCS_NO_LAYER || s->dtype != HCS_DT_BYTES || s->row_bytes != 1 || s->n_rows > maxlen)
+        FAIL(HC_ERR_CORRUPT, "malformed CONFIG section");
+    uint8_t *rec = malloc(maxlen), *io = malloc(maxlen), *raw = malloc(maxlen); /* stored <= raw <= n_rows */
+    ZSTD_DCtx *dz = NULL;
+    int st = rec && io && raw ? HC_OK : hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
+    uint64_t off = s->offset, at = 0;
+    for (uint32_t j = 0; !st && j < s->n_chunks; j++) {
+        hcs_chunk c = hcs_file_chunk(f, s->first_chunk + j);
+        const uint8_t *stored, *r;
+        char why[160];
+        st = src_read(&f->src, off, c.stored_size, io, &stored, err, errsz);
+        if (!st && (st = decode_chunk(&c, stored, raw, &dz, &r, why, sizeof why)))
+            hci_errf(err, errsz, st, "CONFIG chunk %u: %s", j, why);
+        if (!st) memcpy(rec + at, r, c.raw_size);
+        off += c.stored_size, at += c.raw_size;
+    }
+    if (!st) st = hcs_config_decode(rec, s->n_rows, &f->cfg, err, errsz);
+    if (!st && (uint32_t)f->cfg.n_layers != f->rec.n_layers)
+        st = hci_errf(err, errsz, HC_ERR_CORRUPT, "superblock says %u layers, CONFIG %d", f->rec.n_layers, f->cfg.n_layers);
+    ZSTD_freeDCtx(dz);
+    free(rec), free(io), free(raw);
+    return st;
+}
+
+static int check_semantics(hcs_file *f, char *err, size_t errsz)
+{
+    int newer = f->rec.minor > HCS_MINOR;
+    const hcs_section *cfg_sec = NULL;
+    for (uint32_t i = 0; i < f->n_sec; i++) {
+        const hcs_section *s = &f->sec[i];
+        char nm[64];
+        if (!known_type(s->type)) {
+            if (!(s->flags & HCS_SEC_OPTIONAL))
+                FAIL(HC_ERR_VERSION, "section %u has type %u, unknown to this build (written by format %u.%u)", i, s->type,
+                     f->rec.major, f->rec.minor);
+            continue;
+        }
+        if (s->flags && !newer) FAIL(HC_ERR_CORRUPT, "section %u (%s): unknown flags 0x%x", i, layer_text(s, nm, sizeof nm), s->flags);
+        if (s->subversion != 1)
+            FAIL(HC_ERR_VERSION, "section %u (%s): version %u unknown to this build", i, layer_text(s, nm, sizeof nm),
+                 s->subversion);
+        if (!cfg_sec) {
+            if (s->type != HCS_SEC_CONFIG) FAIL(HC_ERR_CORRUPT, "the first section is %s, not CONFIG", hcs_section_name(s->type));
+            cfg_sec = s;
+        }
+    }
+    if (!cfg_sec) FAIL(HC_ERR_CORRUPT, "no CONFIG section");
+    int st = read_config(f, cfg_sec, err, errsz);
+    if (st) return st;
+    if (f->rec.n_tokens > f->cfg.max_positions)
+        FAIL(HC_ERR_CORRUPT, "%" PRId64 " tokens, over the model's max_position_embeddings %" PRId64, f->rec.n_tokens,
+             f->cfg.max_positions);
+    f->n_plan = hcs_plan_count(&f->cfg);
+    f->plan = malloc(sizeof *f->plan * f->n_plan);
+    if (!f->plan) FAIL(HC_ERR_OUT_OF_MEMORY, "out of memory");
+    hcs_plan_build(&f->cfg, f->rec.n_tokens, f->rec.metadata_length, f->plan);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < f->n_sec; i++) {
+        const hcs_section *s = &f->sec[i];
+        f->plan_of[i] = -1;
+        if (!known_type(s->type)) continue;
+        char nm[64], en[64];
+        layer_text(s, nm, sizeof nm);
+        if (k == f->n_plan) FAIL(HC_ERR_CORRUPT, "section %u (%s) is one too many", i, nm);
+        const hcs_plan_sec *p = &f->plan[k];
+        hcs_section ps = {.type = p->type, .layer = p->layer};
+        layer_text(&ps, en, sizeof en);
+        if (s->type != p->type || s->layer != p->layer) FAIL(HC_ERR_CORRUPT, "section %u is %s where %s belongs", i, nm, en);
+        if (s->dtype != p->dtype || s->row_bytes != p->row_bytes)
+            FAIL(HC_ERR_CORRUPT, "%s: dtype %u with %u-byte rows, expected dtype %u with %u-byte rows", nm, s->dtype,
+                 s->row_bytes, p->dtype, p->row_bytes);
+        if (s->n_rows != p->n_rows)
+            FAIL(HC_ERR_CORRUPT, "%s: %" PRIu64 " rows, %" PRIu64 " expected at %" PRId64 " tokens", nm, s->n_rows, p->n_rows,
+                 f->rec.n_tokens);
+        if ((p->dtype == HCS_DT_FP8_ENTRY || p->dtype == HCS_DT_FP4_ENTRY) && s->rows_per_chunk % HCI_PAGE_ENTRIES)
+            FAIL(HC_ERR_CORRUPT, "%s: %u rows per chunk is not a multiple of %d", nm, s->rows_per_chunk, HCI_PAGE_ENTRIES);
+        for (uint32_t j = 0; p->type == HCS_SEC_METADATA && j < s->n_chunks; j++)
+            if (hcs_file_chunk(f, s->first_chunk + j).codec != HCS_CODEC_RAW) FAIL(HC_ERR_CORRUPT, "METADATA must be stored raw");
+        f->plan_of[i] = (int32_t)k++;
+    }
+    if (k != f->n_plan) {
+        hcs_section ps = {.type = f->plan[k].type, .layer = f->plan[k].layer};
+        char en[64];
+        FAIL(HC_ERR_CORRUPT, "section %s is missing", layer_text(&ps, en, sizeof en));
+    }
+    return HC_OK;
+}
+
+int hcs_file_open(hcs_file *f, const hcs_src *src, char *err, size_t errsz)
+{
+    memset(f, 0, sizeof *f);
+    f->src = *src;
+    int st = check_blocks(f, err, errsz);
+    if (!st) st = read_toc(f, err, errsz);
+    if (!st) st = check_layout(f, err, errsz);
+    if (!st) st = check_semantics(f, err, errsz);
+    if (st) hcs_file_close(f);
+    return st;
+}
+
+/* ---- step 7: the chunk stream ---- */
+
+typedef struct rslot {
+    hcs_piece pc;
+    hcs_chunk ch;
+    const uint8_t *stored;
+    uint8_t *b_io, *b_raw, *b_pg;
+    int status;
+    char err[200];
+    ZSTD_DCtx *dz;
+} rslot;
+
+typedef struct reader {
+    const hcs_file *f;
+    int fmt;
+    hci_entry_layout cm, ci, xm, xi;
+    rslot *slots;
+    int n_slots;
+    hcs_pipe *pipe;
+} reader;
+
+static void load_work(void *arg, int si)
+{
+    reader *r = arg;
+    rslot *s = &r->slots[si];
+    const hcs_section *sec = &r->f->sec[s->pc.sec];
+    char nm[64], why[160];
+    s->pc.pages = NULL;
+    s->status = decode_chunk(&s->ch, s->stored, s->b_raw, &s->dz, &s->pc.raw, why, sizeof why);
+    if (s->status) {
+        hci_errf(s->err, sizeof s->err, s->status, "%s chunk %u: %s", layer_text(sec, nm, sizeof nm), s->pc.chunk, why);
+        return;
+    }
+    int32_t p = r->f->plan_of[s->pc.sec];
+    if (p < 0) return;
+    uint32_t dt = r->f->plan[p].dtype;
+    if (dt != HCS_DT_FP8_ENTRY && dt != HCS_DT_FP4_ENTRY) return;
+    const hci_entry_layout *cl = dt == HCS_DT_FP4_ENTRY ? &r->ci : &r->cm, *x = dt == HCS_DT_FP4_ENTRY ? &r->xi : &r->xm;
+    size_t bb = (size_t)HCI_PAGE_ENTRIES * cl->entry_bytes;
+    for (uint32_t b = 0; b * HCI_PAGE_ENTRIES < s->pc.rows; b++) {
+        int k = (int)(s->pc.rows - b * HCI_PAGE_ENTRIES < HCI_PAGE_ENTRIES ? s->pc.rows - b * HCI_PAGE_ENTRIES : HCI_PAGE_ENTRIES);
+        int bad = hcs_block_check(cl, s->pc.raw + b * bb, k);
+        if (bad >= 0) {
+            s->status = hci_errf(s->err, sizeof s->err, HC_ERR_CORRUPT, "%s row %" PRIu64 ": entry is not canonical",
+                                 layer_text(sec, nm, sizeof nm), s->pc.row0 + b * HCI_PAGE_ENTRIES + (uint64_t)bad);
+            return;
+        }
+    }
+    if (!r->fmt) return;
+    if (r->fmt == HCI_FMT_FP8 && s->pc.rows % HCI_PAGE_ENTRIES == 0) { /* a full block is a page */
+        s->pc.pages = s->pc.raw;
+        return;
+    }
+    size_t pb = hci_page_bytes(x);
+    for (uint32_t b = 0; b * HCI_PAGE_ENTRIES < s->pc.rows; b++) {
+        int k = (int)(s->pc.rows - b * HCI_PAGE_ENTRIES < HCI_PAGE_ENTRIES ? s->pc.rows - b * HCI_PAGE_ENTRIES : HCI_PAGE_ENTRIES);
+        hcs_page_from_block(cl, s->pc.raw + b * bb, k, x, s->b_pg + b * pb);
+    }
+    s->pc.pages = s->b_pg;
+}
+
+static int stream_finish(reader *r, rslot *s, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
+{
+    hcs_pipe_wait(r->pipe, (int)(s - r->slots));
+    if (s->status) return hci_errf(err, errsz, s->status, "%s", s->err);
+    return apply ? apply(arg, &s->pc, err, errsz) : HC_OK;
+}
+
+static void reader_free(reader *r)
+{
+    hcs_pipe_destroy(r->pipe);
+    for (int i = 0; r->slots && i < r->n_slots; i++) {
+        free(r->slots[i].b_io), free(r->slots[i].b_raw), free(r->slots[i].b_pg);
+        ZSTD_freeDCtx(r->slots[i].dz);
+    }
+    free(r->slots);
+}
+
+int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
+{
+    reader r;
+    memset(&r, 0, sizeof r);
+    r.f = f, r.fmt = fmt;
+    r.cm = hcs_canon_main(&f->cfg), r.ci = hcs_canon_index(&f->cfg);
+    r.xm = hci_layout_main(fmt ? fmt : HCI_FMT_FP8, f->cfg.head_dim, f->cfg.rope_dim);
+    r.xi = hci_layout_index(fmt ? fmt : HCI_FMT_FP8, f->cfg.index_head_dim);
+    size_t cap_pg = 1;
+    for (uint32_t i = 0; fmt && i < f->n_sec; i++) {
+        int32_t p = f->plan_of[i];
+        if (p < 0 || (f->plan[p].dtype != HCS_DT_FP8_ENTRY && f->plan[p].dtype != HCS_DT_FP4_ENTRY)) continue;
+        uint64_t rows = f->sec[i].rows_per_chunk < f->sec[i].n_rows ? f->sec[i].rows_per_chunk : f->sec[i].n_rows;
+        size_t pg = (size_t)((rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES) *
+                    hci_page_bytes(f->plan[p].dtype == HCS_DT_FP4_ENTRY ? &r.xi : &r.xm);
+        if (pg > cap_pg) cap_pg = pg;
+    }
+    r.n_slots = n_workers ? 2 * n_workers + 2 : 1;
+    r.slots = calloc((size_t)r.n_slots, sizeof *r.slots);
+    int st = r.slots ? HC_OK : HC_ERR_OUT_OF_MEMORY;
+    for (int i = 0; !st && i < r.n_slots; i++) {
+        rslot *s = &r.slots[i];
+        s->b_raw = malloc(f->max_raw ? f->max_raw : 1);
+        s->b_io = f->src.buf ? NULL : malloc(f->max_raw ? f->max_raw : 1);
+        s->b_pg = fmt ? malloc(cap_pg) : NULL;
+        if (!s->b_raw || (!f->src.buf && !s->b_io) || (fmt && !s->b_pg)) st = HC_ERR_OUT_OF_MEMORY;
+    }
+    if (!st && !(r.pipe = hcs_pipe_create(n_workers, r.n_slots, load_work, &r))) st = HC_ERR_OUT_OF_MEMORY;
+    if (st) {
+        reader_free(&r);
+        FAIL(st, "out of memory for the load buffers");
+    }
+    uint64_t seq = 0, fin = 0;
+    for (uint32_t i = 0; i < f->n_sec && !st; i++) {
+        const hcs_section *sec = &f->sec[i];
+        uint64_t off = sec->offset;
+        for (uint32_t j = 0; j < sec->n_chunks && !st; j++, seq++) {
+            rslot *s = &r.slots[seq % (uint64_t)r.n_slots];
+            if (seq >= (uint64_t)r.n_slots) {
+                fin++;
+                if ((st = stream_finish(&r, s, apply, arg, err, errsz))) break;
+            }
+            s->ch = hcs_file_chunk(f, sec->first_chunk + j);
+            s->pc.sec = i, s->pc.chunk = j, s->pc.row0 = (uint64_t)j * sec->rows_per_chunk;
+            s->pc.rows = s->ch.raw_size / sec->row_bytes;
+            if ((st = src_read(&f->src, off, s->ch.stored_size, s->b_io, &s->stored, err, errsz))) break;
+            off += s->ch.stored_size;
+            hcs_pipe_submit(r.pipe, (int)(seq % (uint64_t)r.n_slots));
+        }
+    }
+    for (; fin < seq; fin++) {
+        rslot *s = &r.slots[fin % (uint64_t)r.n_slots];
+        if (st) hcs_pipe_wait(r.pipe, (int)(fin % (uint64_t)r.n_slots));
+        else st = stream_finish(&r, s, apply, arg, err, errsz);
+    }
+    reader_free(&r);
+    return st;
+}

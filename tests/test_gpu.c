@@ -1,0 +1,354 @@
+/* test_gpu.c - the CUDA backend against the CPU backend, on fresh random inputs: whole layers
+ * (outputs within the documented tolerance, compressed entries and indexer keys identical, top-k
+ * sets equal), single ops fed identical inputs (top-k identical including ties; attention within
+ * tolerance), split invariance, both cache formats, device-memory I/O. Exits 77 (skipped) where
+ * there is no CUDA device. Tolerances: docs/cuda.md. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ctx/ctx.h"
+#include "testutil.h"
+
+static const char *g_geom;       /* preset or config JSON */
+static int64_t g_tokens;         /* context length of the whole-layer runs */
+
+static hc_ctx *make(hc_model *m, int backend, int fmt)
+{
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = backend;
+    p.cache_format = fmt;
+    p.max_chunk = 512;
+    hc_ctx *c = NULL;
+    ck_assert_int_eq(hc_ctx_create(m, &p, &c), HC_OK);
+    return c;
+}
+
+static void download(hc_ctx *c, void *dst, const void *src, size_t n)
+{
+    ck_assert_int_eq(c->be->ops->download(c->be, dst, src, n), HC_OK);
+}
+
+/* All values of entries [0, count) of a page list, through the backend. */
+static float *entries(hc_ctx *c, const hci_entry_layout *l, const hci_page_list *pl, int64_t count)
+{
+    float *v = malloc(sizeof(float) * (size_t)(count ? count : 1) * l->dim);
+    unsigned char *page = malloc(pl->page_bytes);
+    for (int64_t j = 0; j < count; j++) {
+        if (j % HCI_PAGE_ENTRIES == 0) download(c, page, pl->pages[j / HCI_PAGE_ENTRIES], pl->page_bytes);
+        hci_entry_unpack(l, page, (int)(j % HCI_PAGE_ENTRIES), v + (size_t)j * l->dim);
+    }
+    free(page);
+    return v;
+}
+
+static void run_chunks(hc_ctx *c, const float *x, int64_t total, const int *sizes, int ns, float *y, int32_t *sel)
+{
+    const hci_config *cfg = &c->model->cfg;
+    int D = cfg->dim, L = cfg->n_layers, K = cfg->index_topk;
+    int64_t t = 0;
+    for (int k = 0; t < total; k++) {
+        int64_t n = sizes[k % ns];
+        if (n > total - t) n = total - t;
+        for (int l = 0; l < L; l++) {
+            ck_assert_msg(hc_append(c, l, x + ((size_t)l * total + t) * D, n, y + ((size_t)l * total + t) * D) == HC_OK,
+                          "%s", hc_ctx_last_error(c));
+            /* the selections of the last piece of the chunk (pieces of max_chunk tokens) */
+            if (sel && cfg->ratios[l] == 4 && n <= c->ws.tokens)
+                download(c, sel + ((size_t)l * total + t) * K, c->ws.sel, sizeof(int32_t) * (size_t)n * K);
+        }
+        t += n;
+    }
+}
+
+static int same_set(const int32_t *a, const int32_t *b, int k)
+{
+    for (int i = 0; i < k; i++) {
+        if (a[i] < 0) continue;
+        int f = 0;
+        for (int j = 0; j < k; j++) f |= a[i] == b[j];
+        if (!f) return 0;
+    }
+    for (int i = 0; i < k; i++) if ((a[i] < 0) != (b[i] < 0)) return 0;
+    return 1;
+}
+
+/* Whole layers, CPU vs CUDA, chunks of mixed sizes (prefill pieces and decode steps). */
+static void compare_backends(int fmt)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, 11, NULL, &m), HC_OK);
+    const hci_config *cfg = &m->cfg;
+    int L = cfg->n_layers, D = cfg->dim, K = cfg->index_topk;
+    int64_t T = g_tokens;
+    size_t nx = (size_t)L * T * D;
+    float *x = malloc(nx * sizeof(float)), *yc = malloc(nx * sizeof(float)), *yg = malloc(nx * sizeof(float));
+    int32_t *sc = calloc((size_t)L * T * K, 4), *sg = calloc((size_t)L * T * K, 4);
+    tu_fill_normal(x, nx, 99, 1.0f);
+    static const int sizes[] = {300, 1, 1, 1, 129, 7, 500, 1, 2, 64};
+    hc_ctx *cc = make(m, HC_BACKEND_CPU, fmt), *cg = make(m, HC_BACKEND_CUDA, fmt);
+    run_chunks(cc, x, T, sizes, 10, yc, sc);
+    run_chunks(cg, x, T, sizes, 10, yg, sg);
+    printf("\n%s, %lld tokens, %s cache\n%-6s %-5s %10s %10s %12s %10s %10s\n", L == 4 ? "tiny" : "v4-flash geometry",
+           (long long)T, fmt == HC_CACHE_BF16 ? "bf16" : "fp8", "layer", "kind", "out relL2", "worst tok",
+           "topk equal", "entries", "idx keys");
+    int bad = 0;
+    for (int l = 0; l < L; l++) {
+        const float *a = yg + (size_t)l * T * D, *b = yc + (size_t)l * T * D;
+        double rel = tu_rel_l2(a, b, (size_t)T * D), worst = 0;
+        double first = tu_rel_l2(a, b, (size_t)300 * D); /* the first chunk sees no ring */
+        for (int64_t t = 0; t < T; t++) {
+            double e = tu_rel_l2(a + (size_t)t * D, b + (size_t)t * D, (size_t)D);
+            if (e > worst) worst = e;
+        }
+        int same = 0, total = 0;
+        if (cfg->ratios[l] == 4)
+            for (int64_t t = 0; t < T; t++, total++)
+                same += same_set(sg + ((size_t)l * T + t) * K, sc + ((size_t)l * T + t) * K, K);
+        const char *ent = "-", *keys = "-";
+        hci_layer_cache *lg = &cg->layers[l], *lcpu = &cc->layers[l];
+        if (lg->ratio) {
+            int64_t ne = T / lg->ratio;
+            float *eg = entries(cg, &lg->comp.layout, &lg->comp.entries, ne);
+            float *ec = entries(cc, &lcpu->comp.layout, &lcpu->comp.entries, ne);
+            size_t diff = 0;
+            for (size_t i = 0; i < (size_t)ne * cfg->head_dim; i++) diff += memcmp(&eg[i], &ec[i], 4) != 0;
+            ent = diff ? "DIFFER" : "identical";
+            bad |= diff != 0;
+            free(eg), free(ec);
+        }
+        if (lg->ratio == 4) {
+            int64_t ne = T / 4;
+            float *eg = entries(cg, &lg->idx.layout, &lg->idx.entries, ne);
+            float *ec = entries(cc, &lcpu->idx.layout, &lcpu->idx.entries, ne);
+            size_t diff = 0;
+            for (size_t i = 0; i < (size_t)ne * cfg->index_head_dim; i++) diff += memcmp(&eg[i], &ec[i], 4) != 0;
+            keys = diff ? "DIFFER" : "identical";
+            bad |= diff != 0;
+            free(eg), free(ec);
+        }
+        printf("%-6d %-5s %10.2e %10.2e %6d/%-5d %10s %10s  (first chunk %.2e)\n", l,
+               cfg->ratios[l] == 0 ? "SWA" : cfg->ratios[l] == 4 ? "CSA" : "HCA", rel, worst, same, total, ent, keys,
+               first);
+        bad |= rel >= 1e-2 || (total && same < 0.98 * total);
+    }
+    /* the window rings after the run (same positions on both) */
+    for (int l = 0; l < L; l++) {
+        hci_layer_cache *lg = &cg->layers[l], *lcpu = &cc->layers[l];
+        float *rg = entries(cg, &lg->win_layout, &lg->ring, lg->window);
+        float *rc = entries(cc, &lcpu->win_layout, &lcpu->ring, lg->window);
+        printf("layer %d window ring: rel L2 %.2e\n", l, tu_rel_l2(rg, rc, (size_t)lg->window * cfg->head_dim));
+        free(rg), free(rc);
+    }
+    hc_ctx_free(cc), hc_ctx_free(cg);
+    hc_model_free(m);
+    free(x), free(yc), free(yg), free(sc), free(sg);
+    ck_assert_msg(!bad, "CUDA and CPU disagree beyond tolerance (table above)");
+}
+
+START_TEST(layers_bf16_cache) { compare_backends(HC_CACHE_BF16); }
+END_TEST
+START_TEST(layers_fp8_cache) { compare_backends(HC_CACHE_FP8); }
+END_TEST
+
+/* Copy a CPU context's layer cache (same format) into a CUDA context's. */
+static void copy_pages(hc_ctx *from, hc_ctx *to, const hci_page_list *a, hci_page_list *b)
+{
+    ck_assert_int_eq(to->be->ops->pages_grow(to->be, b, a->n_pages), HC_OK);
+    for (int p = 0; p < a->n_pages; p++) ck_assert_int_eq(to->be->ops->upload(to->be, b->pages[p], a->pages[p], a->page_bytes), 0);
+    (void)from;
+}
+
+/* Relative L2 and the share of identical values of two bf16 arrays (one in device memory). */
+static double cmp_bf16(hc_ctx *cg, const uint16_t *dev, const uint16_t *host, size_t n, double *same)
+{
+    uint16_t *g = malloc(n * 2);
+    download(cg, g, dev, n * 2);
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    size_t eq = 0;
+    for (size_t i = 0; i < n; i++) a[i] = tu_bf16(g[i]), b[i] = tu_bf16(host[i]), eq += g[i] == host[i];
+    double r = tu_rel_l2(a, b, n);
+    *same = (double)eq / (double)n;
+    free(g), free(a), free(b);
+    return r;
+}
+
+/* Ops fed identical inputs: top-k selections identical (ties included), attention within 2e-3. */
+START_TEST(ops_identical_inputs)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, 5, NULL, &m), HC_OK);
+    const hci_config *cfg = &m->cfg;
+    int L = cfg->n_layers, D = cfg->dim, H = cfg->n_heads, d = cfg->head_dim, K = cfg->index_topk;
+    int IH = cfg->index_n_heads, ID = cfg->index_head_dim;
+    int64_t T = g_tokens, n = 64;
+    hc_ctx *cc = make(m, HC_BACKEND_CPU, HC_CACHE_FP8), *cg = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8);
+    float *x = malloc(sizeof(float) * (size_t)L * T * D), *y = malloc(sizeof(float) * (size_t)L * T * D);
+    tu_fill_normal(x, (size_t)L * T * D, 17, 1.0f);
+    int sizes[] = {(int)(T - n)};
+    run_chunks(cc, x, T - n, sizes, 1, y, NULL);
+    for (int l = 0; l < L; l++) {
+        hci_layer_cache *a = &cc->layers[l], *b = &cg->layers[l];
+        copy_pages(cc, cg, &a->ring, &b->ring);
+        if (a->ratio) copy_pages(cc, cg, &a->comp.entries, &b->comp.entries);
+        if (a->ratio == 4) copy_pages(cc, cg, &a->idx.entries, &b->idx.entries);
+    }
+    int64_t pos0 = T - n;
+    for (int l = 0; l < L; l++) {
+        hci_layer_cache *a = &cc->layers[l], *b = &cg->layers[l];
+        hci_workspace *wa = &cc->ws, *wb = &cg->ws;
+        const hci_backend_ops *ca = cc->be->ops, *cb = cg->be->ops;
+        ck_assert_int_eq(ca->load_input(cc->be, x + ((size_t)l * T + pos0) * D, HC_DTYPE_F32, 1, n * D, wa->x), 0);
+        ck_assert_int_eq(ca->q_path(cc->be, l, (int)n, pos0, wa->x, wa->c, wa->q), 0);
+        ck_assert_int_eq(ca->kv_path(cc->be, l, (int)n, pos0, wa->x, wa->kv), 0);
+        /* the projection paths on the same input */
+        {
+            double same, r;
+            ck_assert_int_eq(cb->reserve(cg->be, l, (int)n, pos0 + n), 0);
+            ck_assert_int_eq(cb->upload(cg->be, wb->x, wa->x, sizeof(uint16_t) * (size_t)n * D), 0);
+            ck_assert_int_eq(cb->q_path(cg->be, l, (int)n, pos0, wb->x, wb->c, wb->q), 0);
+            ck_assert_int_eq(cb->kv_path(cg->be, l, (int)n, pos0, wb->x, wb->kv), 0);
+            r = cmp_bf16(cg, wb->c, wa->c, (size_t)n * cfg->q_lora_rank, &same);
+            printf("layer %d q_path c:  rel L2 %.2e, %.4f identical\n", l, r, same);
+            ck_assert_msg(r < 1e-2, "layer %d c %.3g", l, r);
+            r = cmp_bf16(cg, wb->q, wa->q, (size_t)n * H * d, &same);
+            printf("layer %d q_path q:  rel L2 %.2e, %.4f identical\n", l, r, same);
+            ck_assert_msg(r < 2e-2, "layer %d q %.3g", l, r);
+            r = cmp_bf16(cg, wb->kv, wa->kv, (size_t)n * d, &same);
+            printf("layer %d kv_path:   rel L2 %.2e, %.4f identical\n", l, r, same);
+            ck_assert_msg(r < 2e-2, "layer %d kv %.3g", l, r);
+            /* out_path on identical o (the CPU's q as a stand-in) */
+            uint16_t *oa = malloc(sizeof(uint16_t) * (size_t)n * H * d);
+            memcpy(oa, wa->q, sizeof(uint16_t) * (size_t)n * H * d);
+            ck_assert_int_eq(cb->upload(cg->be, wb->o, oa, sizeof(uint16_t) * (size_t)n * H * d), 0);
+            ck_assert_int_eq(ca->out_path(cc->be, l, (int)n, pos0, oa, wa->y), 0);
+            ck_assert_int_eq(cb->out_path(cg->be, l, (int)n, pos0, wb->o, wb->y), 0);
+            r = cmp_bf16(cg, wb->y, wa->y, (size_t)n * D, &same);
+            printf("layer %d out_path:  rel L2 %.2e, %.4f identical\n", l, r, same);
+            ck_assert_msg(r < 2e-2, "layer %d y %.3g", l, r);
+            free(oa);
+        }
+        if (a->ratio) { /* grow both caches to the piece's end, fill the CPU's, mirror to the GPU */
+            hci_comp_cache *ccs[2] = {&a->comp, a->ratio == 4 ? &a->idx : NULL};
+            hci_comp_cache *cgs[2] = {&b->comp, a->ratio == 4 ? &b->idx : NULL};
+            for (int k = 0; k < 2; k++) {
+                if (!ccs[k]) continue;
+                int pages = (int)(((T / ccs[k]->ratio) + 63) / 64);
+                ck_assert_int_eq(ca->pages_grow(cc->be, &ccs[k]->entries, pages), 0);
+                ck_assert_int_eq(ca->compress(cc->be, l, k, ccs[k], (int)n, pos0, wa->x), 0);
+                copy_pages(cc, cg, &ccs[k]->entries, &cgs[k]->entries);
+            }
+        }
+        /* identical inputs for the GPU ops */
+        size_t bq = sizeof(uint16_t) * (size_t)n * H * d, bkv = sizeof(uint16_t) * (size_t)n * d;
+        ck_assert_int_eq(cb->upload(cg->be, wb->q, wa->q, bq), 0);
+        ck_assert_int_eq(cb->upload(cg->be, wb->kv, wa->kv, bkv), 0);
+        if (a->ratio == 4) {
+            ck_assert_int_eq(ca->index_q(cc->be, l, (int)n, pos0, wa->x, wa->c, wa->qi, wa->w), 0);
+            {
+                double same, r;
+                ck_assert_int_eq(cb->upload(cg->be, wb->c, wa->c, sizeof(uint16_t) * (size_t)n * cfg->q_lora_rank), 0);
+                ck_assert_int_eq(cb->index_q(cg->be, l, (int)n, pos0, wb->x, wb->c, wb->qi, wb->w), 0);
+                r = cmp_bf16(cg, wb->qi, wa->qi, (size_t)n * IH * ID, &same);
+                printf("layer %d index_q qi: rel L2 %.2e, %.4f identical\n", l, r, same);
+                r = cmp_bf16(cg, wb->w, wa->w, (size_t)n * IH, &same);
+                printf("layer %d index_q w:  rel L2 %.2e, %.4f identical\n", l, r, same);
+                ck_assert_msg(same == 1.0, "layer %d: indexer head weights differ", l);
+            }
+            ck_assert_int_eq(ca->index_topk(cc->be, l, &a->idx, (int)n, pos0, wa->qi, wa->w, wa->sel), 0);
+            ck_assert_int_eq(cb->upload(cg->be, wb->qi, wa->qi, sizeof(uint16_t) * (size_t)n * IH * ID), 0);
+            ck_assert_int_eq(cb->upload(cg->be, wb->w, wa->w, sizeof(uint16_t) * (size_t)n * IH), 0);
+            ck_assert_int_eq(cb->reserve(cg->be, l, (int)n, pos0 + n), 0);
+            ck_assert_int_eq(cb->index_topk(cg->be, l, &b->idx, (int)n, pos0, wb->qi, wb->w, wb->sel), 0);
+            int32_t *sg = malloc(sizeof(int32_t) * (size_t)n * K);
+            download(cg, sg, wb->sel, sizeof(int32_t) * (size_t)n * K);
+            ck_assert_msg(memcmp(sg, wa->sel, sizeof(int32_t) * (size_t)n * K) == 0, "layer %d: top-k differs", l);
+            free(sg);
+            ck_assert_int_eq(cb->upload(cg->be, wb->sel, wa->sel, sizeof(int32_t) * (size_t)n * K), 0);
+        }
+        ck_assert_int_eq(ca->attend(cc->be, l, a, (int)n, pos0, wa->q, wa->kv, a->ratio == 4 ? wa->sel : NULL, wa->o), 0);
+        ck_assert_int_eq(cb->reserve(cg->be, l, (int)n, pos0 + n), 0);
+        ck_assert_int_eq(cb->attend(cg->be, l, b, (int)n, pos0, wb->q, wb->kv, a->ratio == 4 ? wb->sel : NULL, wb->o), 0);
+        uint16_t *og = malloc(bq);
+        download(cg, og, wb->o, bq);
+        float *fa = malloc(sizeof(float) * (size_t)n * H * d), *fb = malloc(sizeof(float) * (size_t)n * H * d);
+        size_t same = 0;
+        for (size_t i = 0; i < (size_t)n * H * d; i++) {
+            fa[i] = tu_bf16(og[i]), fb[i] = tu_bf16(wa->o[i]);
+            same += og[i] == wa->o[i];
+        }
+        double rel = tu_rel_l2(fa, fb, (size_t)n * H * d);
+        printf("layer %d attend (identical inputs): rel L2 %.2e, %.4f of values identical\n", l, rel,
+               (double)same / ((double)n * H * d));
+        ck_assert_msg(rel < 2e-3, "layer %d: attention rel L2 %.3g", l, rel);
+        free(og), free(fa), free(fb);
+    }
+    free(x), free(y);
+    hc_ctx_free(cc), hc_ctx_free(cg);
+    hc_model_free(m);
+}
+END_TEST
+
+/* The same sequence split differently on the GPU: entries identical, outputs within tolerance. */
+START_TEST(split_invariance)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, 3, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim;
+    int64_t T = g_tokens;
+    size_t nx = (size_t)L * T * D;
+    float *x = malloc(nx * sizeof(float)), *y1 = malloc(nx * sizeof(float)), *y2 = malloc(nx * sizeof(float));
+    tu_fill_normal(x, nx, 123, 1.0f);
+    int whole[] = {(int)T}, parts[] = {1, 3, 4, 5, 127, 128, 129, 250};
+    hc_ctx *a = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8), *b = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8);
+    run_chunks(a, x, T, whole, 1, y1, NULL);
+    run_chunks(b, x, T, parts, 8, y2, NULL);
+    for (int l = 0; l < L; l++) {
+        double rel = tu_rel_l2(y2 + (size_t)l * T * D, y1 + (size_t)l * T * D, (size_t)T * D);
+        printf("split invariance layer %d: rel L2 %.2e\n", l, rel);
+        ck_assert_msg(rel < 1e-2, "layer %d: %.3g", l, rel);
+        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
+        if (la->ratio) {
+            int64_t ne = T / la->ratio;
+            float *ea = entries(a, &la->comp.layout, &la->comp.entries, ne);
+            float *eb = entries(b, &lb->comp.layout, &lb->comp.entries, ne);
+            ck_assert_msg(memcmp(ea, eb, sizeof(float) * (size_t)ne * m->cfg.head_dim) == 0, "layer %d entries", l);
+            free(ea), free(eb);
+        }
+    }
+    hc_ctx_free(a), hc_ctx_free(b);
+    hc_model_free(m);
+    free(x), free(y1), free(y2);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    int32_t nd = 0;
+    hc_cuda_device_count(&nd);
+    if (nd == 0) {
+        printf("gpu: no CUDA device, skipped\n");
+        return 77;
+    }
+    /* default: the tiny geometry; "flash": three layers (SWA, CSA, HCA) of the v4-flash geometry */
+    int flash = argc > 1 && !strcmp(argv[1], "flash");
+    g_geom = flash ? "{\"num_hidden_layers\": 3, \"compress_ratios\": [0, 4, 128]}" : "tiny";
+    g_tokens = flash ? 1200 : 900;
+    if (getenv("HC_TEST_QUICK")) g_tokens = 300;
+    Suite *s = suite_create(flash ? "gpu-flash" : "gpu");
+    TCase *tc = tcase_create("cuda-vs-cpu");
+    tcase_set_timeout(tc, 1800);
+    tcase_add_test(tc, ops_identical_inputs);
+    tcase_add_test(tc, layers_bf16_cache);
+    tcase_add_test(tc, layers_fp8_cache);
+    tcase_add_test(tc, split_invariance);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

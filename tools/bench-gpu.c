@@ -1,0 +1,292 @@
+/* bench-gpu - CUDA timings of the attention block for the V4-Flash geometry, each next to its
+ * floor (bytes / 4.3 TB/s, FLOPs / peak: 790 TFLOP/s bf16, 1481 TFLOP/s fp8, the planning
+ * ceilings of /shared/spec/performance.md). A program that prints numbers, not a test.
+ *   bench-gpu [--out FILE.md] [--quick]
+ * Decode (batch 1) per layer kind at 4K, 128K and 1M tokens, split into projections, compressors,
+ * indexer (scores + top-k), attention and the rest; contexts are filled by the documented fast
+ * path hc_x_ctx_fill_random (valid random cache state, not a real prefill). Prefill tokens/s at
+ * 8K and 128K from an empty context. The cache bytes of a whole V4-Flash context at 1M, and a
+ * decode step through all 43 layers of a 1M-token context. */
+#include <cuda_runtime.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "ctx/ctx.h"
+#include "hybridctx_experimental.h"
+
+#define BW 4.3e12
+#define BF16_PEAK 790e12
+#define FP8_PEAK 1481e12
+
+static FILE *g_out;
+static void emit(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (g_out) {
+        va_start(ap, fmt);
+        vfprintf(g_out, fmt, ap);
+        va_end(ap);
+    }
+    fflush(stdout);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return v[n / 2];
+}
+
+static hc_model *flash_model(const char *ratios, int layers, int geometry_only)
+{
+    char json[4096];
+    snprintf(json, sizeof json, "{\"num_hidden_layers\": %d, \"compress_ratios\": [%s]}", layers, ratios);
+    hc_model_params mp;
+    hc_model_params_init(&mp, sizeof mp);
+    if (geometry_only) mp.flags = HC_MODEL_GEOMETRY_ONLY;
+    hc_model *m = NULL;
+    if (hc_model_create_random(layers == 43 ? "v4-flash" : json, 1, &mp, &m)) {
+        fprintf(stderr, "bench-gpu: model failed\n");
+        exit(1);
+    }
+    return m;
+}
+
+static hc_ctx *cuda_ctx(hc_model *m)
+{
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = HC_BACKEND_CUDA;
+    p.cache_format = HC_CACHE_FP8;
+    hc_ctx *c = NULL;
+    hc_status st = hc_ctx_create(m, &p, &c);
+    if (st) {
+        fprintf(stderr, "bench-gpu: context: %s\n", hc_strerror(st));
+        exit(1);
+    }
+    return c;
+}
+
+static void fill(float *x, size_t n, uint64_t s)
+{
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((int64_t)(s >> 33) - (1ll << 30)) / (float)(1 << 30);
+    }
+}
+
+#define CHECK(call)                                                                 \
+    do {                                                                            \
+        int st_ = (call);                                                           \
+        if (st_) { fprintf(stderr, "bench-gpu: %s: %d %s\n", #call, st_, c->err); exit(1); } \
+    } while (0)
+
+enum { P_PROJ, P_COMP, P_INDEX, P_ATTN, P_OTHER, NPARTS };
+
+/* One decode step of layer 0 through the ops, with an event after each op. */
+static void timed_step(hc_ctx *c, const float *x, double ms[NPARTS])
+{
+    hci_backend *be = c->be;
+    const hci_backend_ops *op = be->ops;
+    hci_layer_cache *lc = &c->layers[0];
+    hci_workspace *w = &c->ws;
+    int64_t pos = c->n_tokens;
+    cudaStream_t s = (cudaStream_t)hci_backend_cuda_stream(be);
+    cudaEvent_t ev[16];
+    int part[16], ne = 0;
+    for (int i = 0; i < 16; i++) cudaEventCreate(&ev[i]);
+#define MARK(p) do { cudaEventRecord(ev[ne], s); part[ne++] = (p); } while (0)
+    CHECK(be->ops->reserve(be, 0, 1, pos + 1));
+    for (int k = 0; k < 2; k++) {
+        hci_comp_cache *cc = k ? (lc->ratio == 4 ? &lc->idx : NULL) : (lc->ratio ? &lc->comp : NULL);
+        if (cc) CHECK(op->pages_grow(be, &cc->entries, (int)(((pos + 1) / cc->ratio + 63) / 64)));
+    }
+    MARK(P_OTHER);
+    CHECK(op->load_input(be, x, HC_DTYPE_F32, 1, c->model->cfg.dim, w->x));
+    MARK(P_OTHER);
+    CHECK(op->q_path(be, 0, 1, pos, w->x, w->c, w->q));
+    CHECK(op->kv_path(be, 0, 1, pos, w->x, w->kv));
+    MARK(P_PROJ);
+    if (lc->ratio == 4) {
+        CHECK(op->index_q(be, 0, 1, pos, w->x, w->c, w->qi, w->w));
+        MARK(P_PROJ);
+        CHECK(op->compress(be, 0, 1, &lc->idx, 1, pos, w->x));
+        MARK(P_COMP);
+        CHECK(op->index_topk(be, 0, &lc->idx, 1, pos, w->qi, w->w, w->sel));
+        MARK(P_INDEX);
+    }
+    if (lc->ratio) {
+        CHECK(op->compress(be, 0, 0, &lc->comp, 1, pos, w->x));
+        MARK(P_COMP);
+    }
+    CHECK(op->attend(be, 0, lc, 1, pos, w->q, w->kv, lc->ratio == 4 ? w->sel : NULL, w->o));
+    MARK(P_ATTN);
+    CHECK(op->window_write(be, lc, 1, pos, w->kv));
+    MARK(P_OTHER);
+    CHECK(op->out_path(be, 0, 1, pos, w->o, w->y));
+    MARK(P_PROJ);
+    cudaEventSynchronize(ev[ne - 1]);
+    for (int p = 0; p < NPARTS; p++) ms[p] = 0;
+    for (int i = 1; i < ne; i++) {
+        float t = 0;
+        cudaEventElapsedTime(&t, ev[i - 1], ev[i]);
+        ms[part[i]] += t;
+    }
+    for (int i = 0; i < 16; i++) cudaEventDestroy(ev[i]);
+    /* the step is a real decode: count the token */
+    c->n_tokens++;
+}
+
+static void decode_table(int ratio, const int64_t *lens, int nlens, int steps)
+{
+    hc_model *m = flash_model(ratio == 4 ? "4" : "128", 1, 0);
+    const hci_config *g = &m->cfg;
+    emit("\n### Decode, one %s layer (V4-Flash geometry), batch 1, fp8 cache\n\n", ratio == 4 ? "CSA" : "HCA");
+    emit("| context | projections | compressors | indexer+top-k | attention | other | total ms | floor ms |\n");
+    emit("|---|---|---|---|---|---|---|---|\n");
+    float *x = malloc(sizeof(float) * g->dim);
+    for (int li = 0; li < nlens; li++) {
+        hc_ctx *c = cuda_ctx(m);
+        double t0 = now_s();
+        if (hc_x_ctx_fill_random(c, lens[li], 7)) { fprintf(stderr, "fill failed: %s\n", c->err); exit(1); }
+        double tf = now_s() - t0;
+        double acc[NPARTS][64], tot[64];
+        for (int s = 0; s < steps + 3; s++) {
+            double ms[NPARTS];
+            fill(x, (size_t)g->dim, (uint64_t)s);
+            timed_step(c, x, ms);
+            if (s < 3) continue;
+            tot[s - 3] = 0;
+            for (int p = 0; p < NPARTS; p++) acc[p][s - 3] = ms[p], tot[s - 3] += ms[p];
+        }
+        /* floors: weights read once (FP8 1 B, bf16 2 B, the double compressor copies 8 B), the
+         * indexer keys (68 B), the attended entries (584 B); FLOPs at the matching peak */
+        int64_t n = lens[li];
+        double wbytes = (double)g->q_lora_rank * g->dim + (double)g->n_heads * g->head_dim * g->q_lora_rank +
+                        (double)g->head_dim * g->dim + 2.0 * g->o_groups * g->o_lora_rank * g->n_heads / g->o_groups * g->head_dim +
+                        (double)g->dim * g->o_groups * g->o_lora_rank +
+                        (ratio ? 2.0 * 2 * (ratio == 4 ? 2 : 1) * g->head_dim * g->dim : 0) +
+                        (ratio == 4 ? 2.0 * 2 * 2 * g->index_head_dim * g->dim : 0);
+        double ent = g->window + (ratio == 4 ? g->index_topk : (double)(n / 128));
+        double abytes = ent * 584, aflops = 4.0 * g->n_heads * g->head_dim * ent;
+        double ibytes = ratio == 4 ? (double)(n / 4) * 68 + (double)g->index_n_heads * g->index_head_dim * g->q_lora_rank : 0;
+        double iflops = ratio == 4 ? 2.0 * g->index_n_heads * g->index_head_dim * (double)(n / 4) : 0;
+        double floor_ms = 1e3 * (wbytes / BW + (abytes / BW > aflops / BF16_PEAK ? abytes / BW : aflops / BF16_PEAK) +
+                                 (ibytes / BW > iflops / FP8_PEAK ? ibytes / BW : iflops / FP8_PEAK));
+        emit("| %lldK | %.3f | %.3f | %.3f | %.3f | %.3f | **%.3f** | %.4f |\n", (long long)(n / 1024),
+             median(acc[P_PROJ], steps), median(acc[P_COMP], steps), median(acc[P_INDEX], steps),
+             median(acc[P_ATTN], steps), median(acc[P_OTHER], steps), median(tot, steps), floor_ms);
+        fprintf(stderr, "  (fill of %lld tokens: %.2f s)\n", (long long)n, tf);
+        hc_ctx_free(c);
+    }
+    emit("\nFloor = every weight read once at its checkpoint width (FP8 1 B, bf16 2 B; the compressor's bf16) "
+         "+ max(entries x 584 B / BW, attention FLOPs / bf16 peak) + max(keys x 68 B / BW, indexer FLOPs / fp8 peak).\n");
+    free(x);
+    hc_model_free(m);
+}
+
+static void prefill_table(const int64_t *lens, int nlens)
+{
+    emit("\n### Prefill from an empty context, one layer (V4-Flash geometry), chunks of 2048\n\n");
+    emit("| kind | tokens | seconds | tokens/s | floor s (FLOPs at peak) |\n|---|---|---|---|---|\n");
+    int ratios[3] = {0, 4, 128};
+    for (int k = 0; k < 3; k++) {
+        char r[8];
+        snprintf(r, sizeof r, "%d", ratios[k]);
+        hc_model *m = flash_model(r, 1, 0);
+        const hci_config *g = &m->cfg;
+        float *x = malloc(sizeof(float) * 2048 * g->dim), *y = malloc(sizeof(float) * 2048 * g->dim);
+        fill(x, (size_t)2048 * g->dim, 5);
+        for (int li = 0; li < nlens; li++) {
+            hc_ctx *c = cuda_ctx(m);
+            int64_t n = lens[li];
+            double t0 = now_s();
+            for (int64_t done = 0; done < n; done += 2048)
+                if (hc_append(c, 0, x, 2048, y)) { fprintf(stderr, "prefill: %s\n", c->err); exit(1); }
+            double t = now_s() - t0;
+            /* FLOPs: projections 2 x params per token (fp8), indexer 2048 L^2 (fp8), attention */
+            double params = (double)g->q_lora_rank * g->dim + (double)g->n_heads * g->head_dim * g->q_lora_rank +
+                            (double)g->head_dim * g->dim + 2.0 * g->dim * g->o_groups * g->o_lora_rank;
+            double f8 = 2.0 * params * n + (ratios[k] == 4 ? 2048.0 * (double)n * n : 0);
+            double ent = ratios[k] == 4 ? g->window + g->index_topk : (ratios[k] ? g->window + n / 256.0 : g->window);
+            double f16 = 4.0 * g->n_heads * g->head_dim * ent * n;
+            emit("| %s | %lldK | %.2f | %.0f | %.3f |\n", ratios[k] == 0 ? "SWA" : ratios[k] == 4 ? "CSA" : "HCA",
+                 (long long)(n / 1024), t, (double)n / t, f8 / FP8_PEAK + f16 / BF16_PEAK);
+            hc_ctx_free(c);
+        }
+        free(x), free(y);
+        hc_model_free(m);
+    }
+}
+
+static void full_model_1m(int64_t n, int steps)
+{
+    hc_model *m = flash_model("", 43, 0);
+    uint64_t kv_fp8, st_fp8, kv_bf16;
+    hc_model_cache_bytes(m, n, HC_CACHE_FP8, &kv_fp8, &st_fp8);
+    hc_model_cache_bytes(m, n, HC_CACHE_BF16, &kv_bf16, NULL);
+    hc_ctx *c = cuda_ctx(m);
+    double t0 = now_s();
+    if (hc_x_ctx_fill_random(c, n, 3)) { fprintf(stderr, "fill: %s\n", c->err); exit(1); }
+    double tf = now_s() - t0;
+    emit("\n### Whole V4-Flash (43 layers) at %lld tokens on one GPU\n\n", (long long)n);
+    emit("- cache held by the context: %.3f GiB (formula: %.3f GiB fp8 KV + %.1f MiB compressor state; "
+         "bf16 format would be %.3f GiB)\n", (double)hc_ctx_memory_bytes(c) / (1 << 30), (double)kv_fp8 / (1 << 30),
+         (double)st_fp8 / (1 << 20), (double)kv_bf16 / (1 << 30));
+    emit("- filled by hc_x_ctx_fill_random in %.1f s\n", tf);
+    int D = m->cfg.dim;
+    float *x = malloc(sizeof(float) * D), *y = malloc(sizeof(float) * D);
+    double times[32];
+    for (int s = 0; s < steps + 1 && s < 32; s++) {
+        fill(x, (size_t)D, (uint64_t)s);
+        double t1 = now_s();
+        for (int l = 0; l < 43; l++)
+            if (hc_decode(c, l, x, y)) { fprintf(stderr, "decode: %s\n", c->err); exit(1); }
+        if (s) times[s - 1] = now_s() - t1;
+    }
+    emit("- decode, all 43 layers, batch 1: median %.2f ms per token over %d tokens\n", 1e3 * median(times, steps), steps);
+    free(x), free(y);
+    hc_ctx_free(c);
+    hc_model_free(m);
+}
+
+int main(int argc, char **argv)
+{
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) g_out = fopen(argv[++i], "w");
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+    }
+    int32_t nd = 0;
+    hc_cuda_device_count(&nd);
+    if (!nd) {
+        fprintf(stderr, "bench-gpu: no CUDA device\n");
+        return 77;
+    }
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    emit("## bench-gpu: %s, %d SMs, libhybridctx %s\n", prop.name, prop.multiProcessorCount, hc_version_string());
+    int64_t dl[3] = {4096, 131072, 1048576}, pl[2] = {8192, 131072};
+    decode_table(4, dl, quick ? 2 : 3, quick ? 5 : 20);
+    decode_table(128, dl, quick ? 2 : 3, quick ? 5 : 20);
+    prefill_table(pl, quick ? 1 : 2);
+    full_model_1m(quick ? 65536 : 1048576, quick ? 3 : 10);
+    if (g_out) fclose(g_out);
+    return 0;
+}

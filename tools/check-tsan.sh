@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# check-tsan.sh - ThreadSanitizer build (CPU backend) running tests/test_tsan.c: many threads,
+# each with its own context over one shared model; any race report fails.
+#   tools/check-tsan.sh [BUILDDIR]   (default build-tsan)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bdir="${1:-build-tsan}"
+if [ ! -f "$bdir/build.ninja" ]; then
+    meson setup "$bdir" -Dcuda=disabled -Db_sanitize=thread -Db_lundef=false >/dev/null
+fi
+ninja -C "$bdir" tests/test_tsan >/dev/null
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4"
+meson test -C "$bdir" --no-rebuild --print-errorlogs tsan

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# dev.sh - set up, build and run libhybridctx on a Debian machine (installs what it needs).
+#   tools/dev.sh demo [demo options]  build, then run the CLI demo on the embedded tiny model
+#   tools/dev.sh test                 build, then run every test suite (what CI runs)
+#   tools/dev.sh build                only install the dependencies and build into build/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEPS=(gcc pkg-config meson ninja-build check libzstd-dev libjansson-dev libxxhash-dev)
+# for the binding tests (tools/check-bindings.sh); Rust comes from the rustup toolchain in ~/.cargo/bin
+BINDING_DEPS=(golang-go python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel bindgen)
+
+install_deps() {
+    local missing=()
+    for p in "${DEPS[@]}" "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "dev.sh: installing ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+    # nvcc, where installed, enables the CUDA backend (the library still runs without a GPU)
+    [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+    [ -f build/build.ninja ] || meson setup build >/dev/null
+    ninja -C build
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    build)
+        install_deps
+        build
+        ;;
+    demo)
+        install_deps
+        build >/dev/null
+        exec build/tools/hybridctx demo "$@"
+        ;;
+    test)
+        install_deps "${BINDING_DEPS[@]}"
+        build
+        meson test -C build -v --print-errorlogs
+        # --- bindings: Rust, Go and Python tests against this build ---
+        tools/check-bindings.sh build
+        ;;
+    *)
+        echo "usage: tools/dev.sh demo|test|build" >&2
+        exit 2
+        ;;
+esac
