@@ -58,25 +58,38 @@ __device__ __forceinline__ double hci_dev_block_sum(double v, double *smem)
     return r;
 }
 
+/* Per-block max |v| of v[0..n) in blocks of qb (n/qb <= 32): threads strided over the elements,
+ * an atomic max on the float bits (order-free, so deterministic). The whole block calls it. */
+__device__ __forceinline__ void hci_dev_block_amax(const float *v, int n, int qb, unsigned *am)
+{
+    for (int i = threadIdx.x; i < n / qb; i += blockDim.x) am[i] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) atomicMax(&am[i / qb], __float_as_uint(fabsf(v[i])));
+    __syncthreads();
+}
+
+__device__ __forceinline__ int hci_dev_block_exp(unsigned amax_bits, int fp4)
+{
+    float amax = __uint_as_float(amax_bits);
+    return fp4 ? hci_pow2_ceil_exp(fmaxf(amax, 6.0f * 0x1p-126f), 1.0f / HCI_E2M1_MAX)
+               : hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
+}
+
 /* FP8 simulation (qblock 64, amax floor 1e-4) or FP4 simulation (qblock 32, floor 6*2^-126) of
- * v[0..n) in place, one thread per block (callers sync around it). */
+ * v[0..n) in place, one thread per element. The whole block calls it. */
 __device__ __forceinline__ void hci_dev_quant_sim(float *v, int n, int fp4)
 {
+    __shared__ unsigned am[32];
     int qb = fp4 ? 32 : 64;
-    for (int b = threadIdx.x; b * qb < n; b += blockDim.x) {
-        float *x = v + b * qb;
-        float amax = 0.0f;
-        for (int i = 0; i < qb; i++) amax = fmaxf(amax, fabsf(x[i]));
-        int e = fp4 ? hci_pow2_ceil_exp(fmaxf(amax, 6.0f * 0x1p-126f), 1.0f / HCI_E2M1_MAX)
-                    : hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
-        float s = hci_pow2(e);
-        for (int i = 0; i < qb; i++) {
-            float q = x[i] / s;
-            if (fp4) q = fminf(fmaxf(q, -HCI_E2M1_MAX), HCI_E2M1_MAX);
-            else q = fminf(fmaxf(q, -HCI_E4M3_MAX), HCI_E4M3_MAX);
-            x[i] = hci_round_bf16(__fmul_rn(fp4 ? hci_e2m1_round(q) : hci_e4m3_round(q), s));
-        }
+    hci_dev_block_amax(v, n, qb, am);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float s = hci_pow2(hci_dev_block_exp(am[i / qb], fp4));
+        float q = v[i] / s;
+        if (fp4) q = fminf(fmaxf(q, -HCI_E2M1_MAX), HCI_E2M1_MAX);
+        else q = fminf(fmaxf(q, -HCI_E4M3_MAX), HCI_E4M3_MAX);
+        v[i] = hci_round_bf16(__fmul_rn(fp4 ? hci_e2m1_round(q) : hci_e4m3_round(q), s));
     }
+    __syncthreads();
 }
 
 /* Walsh-Hadamard transform of n (power of two) floats in place: fp32 butterflies with strides
@@ -102,6 +115,7 @@ __device__ __forceinline__ void hci_dev_hadamard(float *v, int n, float scale)
 __device__ __forceinline__ void hci_dev_pack_entry(const hci_entry_layout &l, uint8_t *page, int slot,
                                                    const float *v)
 {
+    __shared__ unsigned am[32];
     uint8_t *d = page + (size_t)slot * l.data_bytes;
     if (l.fmt == HCI_FMT_BF16) {
         for (int i = threadIdx.x; i < l.dim; i += blockDim.x) ((uint16_t *)d)[i] = hci_bf16_from_f32(v[i]);
@@ -109,27 +123,23 @@ __device__ __forceinline__ void hci_dev_pack_entry(const hci_entry_layout &l, ui
     }
     uint8_t *sc = page + (size_t)HCI_PAGE_ENTRIES * l.data_bytes + (size_t)slot * l.scale_bytes;
     int nb = l.quant_dim / l.qblock;
+    hci_dev_block_amax(v, l.quant_dim, l.qblock, am);
     for (int i = l.quant_dim + threadIdx.x; i < l.dim; i += blockDim.x)
         ((uint16_t *)(d + l.quant_dim))[i - l.quant_dim] = hci_bf16_from_f32(v[i]);
-    for (int i = nb + threadIdx.x; i < l.scale_bytes; i += blockDim.x) sc[i] = 0;
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) {
-        const float *x = v + b * l.qblock;
-        float amax = 0.0f;
-        for (int i = 0; i < l.qblock; i++) amax = fmaxf(amax, fabsf(x[i]));
-        int e = l.fp4 ? hci_pow2_ceil_exp(fmaxf(amax, 6.0f * 0x1p-126f), 1.0f / HCI_E2M1_MAX)
-                      : hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
-        float s = hci_pow2(e);
-        sc[b] = (uint8_t)(e + 127);
-        for (int i = 0; i < l.qblock; i++) {
-            int k = b * l.qblock + i;
-            if (l.fp4) {
-                if (i & 1) continue;
-                d[k / 2] = (uint8_t)(hci_e2m1_encode(x[i] / s) | (hci_e2m1_encode(x[i + 1] / s) << 4));
-            } else {
-                d[k] = hci_e4m3_encode(x[i] / s);
-            }
+    for (int b = threadIdx.x; b < l.scale_bytes; b += blockDim.x)
+        sc[b] = b < nb ? (uint8_t)(hci_dev_block_exp(am[b], l.fp4) + 127) : 0;
+    if (l.fp4) {
+        for (int k = 2 * threadIdx.x; k < l.quant_dim; k += 2 * blockDim.x) {
+            float s = hci_pow2(hci_dev_block_exp(am[k / l.qblock], 1));
+            d[k / 2] = (uint8_t)(hci_e2m1_encode(v[k] / s) | (hci_e2m1_encode(v[k + 1] / s) << 4));
+        }
+    } else {
+        for (int k = threadIdx.x; k < l.quant_dim; k += blockDim.x) {
+            float s = hci_pow2(hci_dev_block_exp(am[k / l.qblock], 0));
+            d[k] = hci_e4m3_encode(v[k] / s);
         }
     }
+    __syncthreads();
 }
 
 #endif

@@ -13,7 +13,7 @@
 
 /* A chunk that wraps the 128-token window and completes a ratio-128 entry, a second chunk,
  * then single-token decode steps. */
-static const int64_t steps_full[] = {130, 20, 1, 1, 1, 1, 1, 1};
+static const int64_t steps_full[] = {100, 30, 1, 1, 1};
 static const int64_t steps_quick[] = {9, 1, 1};
 
 static const int64_t *steps;
@@ -75,7 +75,7 @@ int main(void)
 {
     int quick = getenv("HC_TEST_QUICK") && atoi(getenv("HC_TEST_QUICK")) > 0;
     steps = quick ? steps_quick : steps_full;
-    n_steps = quick ? 3 : 8;
+    n_steps = quick ? 3 : 5;
     int n_workers = quick ? 3 : 8;
     for (int s = 0; s < n_steps; s++) n_tok += (int)steps[s];
 

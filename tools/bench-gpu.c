@@ -1,7 +1,7 @@
 /* bench-gpu - CUDA timings of the attention block for the V4-Flash geometry, each next to its
  * floor (bytes / 4.3 TB/s, FLOPs / peak: 790 TFLOP/s bf16, 1481 TFLOP/s fp8, the planning
  * ceilings of /shared/spec/performance.md). A program that prints numbers, not a test.
- *   bench-gpu [--out FILE.md] [--quick]
+ *   bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile]
  * Decode (batch 1) per layer kind at 4K, 128K and 1M tokens, split into projections, compressors,
  * indexer (scores + top-k), attention and the rest; contexts are filled by the documented fast
  * path hc_x_ctx_fill_random (valid random cache state, not a real prefill). Prefill tokens/s at
@@ -243,9 +243,10 @@ static void full_model_1m(int64_t n, int steps)
     hc_model_cache_bytes(m, n, HC_CACHE_BF16, &kv_bf16, NULL);
     hc_ctx *c = cuda_ctx(m);
     double t0 = now_s();
-    if (hc_x_ctx_fill_random(c, n, 3)) { fprintf(stderr, "fill: %s\n", c->err); exit(1); }
+    /* leave room for the decode steps below the model's maximum length */
+    if (hc_x_ctx_fill_random(c, n - 64, 3)) { fprintf(stderr, "fill: %s\n", c->err); exit(1); }
     double tf = now_s() - t0;
-    emit("\n### Whole V4-Flash (43 layers) at %lld tokens on one GPU\n\n", (long long)n);
+    emit("\n### Whole V4-Flash (43 layers) at %lld tokens on one GPU\n\n", (long long)(n - 64));
     emit("- cache held by the context: %.3f GiB (formula: %.3f GiB fp8 KV + %.1f MiB compressor state; "
          "bf16 format would be %.3f GiB)\n", (double)hc_ctx_memory_bytes(c) / (1 << 30), (double)kv_fp8 / (1 << 30),
          (double)st_fp8 / (1 << 20), (double)kv_bf16 / (1 << 30));
@@ -266,12 +267,39 @@ static void full_model_1m(int64_t n, int steps)
     hc_model_free(m);
 }
 
+/* --profile: a few decode steps of one CSA layer at 4K, for a kernel profiler (ncu). */
+static void profile_decode(void)
+{
+    hc_model *m = flash_model("4", 1, 0);
+    hc_ctx *c = cuda_ctx(m);
+    if (hc_x_ctx_fill_random(c, 4096, 7)) exit(1);
+    float *x = malloc(sizeof(float) * m->cfg.dim);
+    for (int s = 0; s < 3; s++) {
+        double ms[NPARTS];
+        fill(x, (size_t)m->cfg.dim, (uint64_t)s);
+        double t0 = now_s();
+        timed_step(c, x, ms);
+        printf("step %d: host %.3f ms; device proj %.3f comp %.3f index %.3f attn %.3f other %.3f\n", s,
+               1e3 * (now_s() - t0), ms[P_PROJ], ms[P_COMP], ms[P_INDEX], ms[P_ATTN], ms[P_OTHER]);
+    }
+    free(x);
+    hc_ctx_free(c);
+    hc_model_free(m);
+}
+
 int main(int argc, char **argv)
 {
     int quick = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) g_out = fopen(argv[++i], "w");
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--profile")) {
+            profile_decode();
+            return 0;
+        } else if (!strcmp(argv[i], "--full-only")) {
+            full_model_1m(1048576, 10);
+            return 0;
+        }
     }
     int32_t nd = 0;
     hc_cuda_device_count(&nd);

@@ -9,7 +9,7 @@ rm -rf .carry/b
 mkdir -p .carry/b/tests .carry/b/tools .carry/b/rt
 cp -a "$B"/libhybridctx.so* .carry/b/
 cp "$B/tests/test_gpu" "$B/tests/test_golden" .carry/b/tests/
-cp "$B/tools/bench-gpu" "$B/tools/hybridctx" .carry/b/tools/
+cp "$B/tools/bench-gpu" "$B/tools/hybridctx" "$B/tools/session-bench" .carry/b/tools/
 for lib in libjansson.so.4 libxxhash.so.0 libzstd.so.1 libsubunit.so.0; do
     cp -L "/lib/x86_64-linux-gnu/$lib" .carry/b/rt/
 done

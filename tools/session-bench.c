@@ -7,7 +7,9 @@
  *   load        hc_ctx_load() of that file after its pages were dropped, into a second context
  * GB/s are 10^9 bytes of session (uncompressed size) per second. Files are removed at the end.
  *   session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]
- *                 [--cache fp8|bf16] [--zstd-level L] [--no-check] */
+ *                 [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]
+ * --no-check skips the round-trip comparison (it holds a third copy of the session in memory);
+ * --keep leaves the uncompressed session file in DIR (for `hybridctx verify`). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -119,18 +121,20 @@ static uint64_t digest(hc_ctx *c, uint8_t **buf, uint64_t *cap)
 
 int main(int argc, char **argv)
 {
-    const char *model = "v4-flash", *dir = ".", *cache = "fp8";
+    const char *model = "v4-flash", *dir = ".", *cache = "fp8", *backend = "cpu";
     int64_t tokens = 1 << 20;
-    int threads = 0, level = 1, check = 1;
+    int threads = 0, level = 1, check = 1, keep = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-check")) { check = 0; continue; }
+        if (!strcmp(a, "--keep")) { keep = 1; continue; }
         if (!v) goto usage;
         if (!strcmp(a, "--model")) model = v;
         else if (!strcmp(a, "--tokens")) tokens = atoll(v);
         else if (!strcmp(a, "--dir")) dir = v;
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "--cache")) cache = v;
+        else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--zstd-level")) level = atoi(v);
         else goto usage;
         i++;
@@ -145,7 +149,7 @@ int main(int argc, char **argv)
     if (st) die("model", st, NULL);
     hc_ctx_params cp;
     hc_ctx_params_init(&cp, sizeof cp);
-    cp.backend = HC_BACKEND_CPU;
+    cp.backend = !strcmp(backend, "cuda") ? HC_BACKEND_CUDA : HC_BACKEND_CPU;
     cp.n_threads = threads;
     cp.cache_format = !strcmp(cache, "bf16") ? HC_CACHE_BF16 : HC_CACHE_FP8;
     cp.max_tokens = tokens > 0 ? tokens : 1;
@@ -167,8 +171,9 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/session-bench.%ld.hcs", dir, (long)getpid());
     double la[3] = {0, 0, 0};
     getloadavg(la, 3);
-    printf("session-bench: %s geometry, %lld tokens, %s cache, CPU backend, %d threads (%ld cores online, load "
-           "average %.1f), %s\n", model, (long long)tokens, cache, threads, sysconf(_SC_NPROCESSORS_ONLN), la[0], dir);
+    printf("session-bench: %s geometry, %lld tokens, %s cache, %s backend, %d threads (%ld cores online, load "
+           "average %.1f), %s\n", model, (long long)tokens, cache, backend, threads, sysconf(_SC_NPROCESSORS_ONLN),
+           la[0], dir);
     printf("  session      %.3f GB (%llu bytes: cache %.3f GB, token ids %.3f GB), filled in %.2f s (%.2f s CPU)\n",
            (double)bytes / 1e9, (unsigned long long)bytes, (double)hc_ctx_memory_bytes(c) / 1e9,
            4.0 * (double)tokens / 1e9, t_fill, c_fill);
@@ -211,6 +216,11 @@ int main(int argc, char **argv)
             }
         }
         printf("\n");
+        if (keep && !z) {
+            char kept[4200];
+            snprintf(kept, sizeof kept, "%s/session-bench.hcs", dir);
+            if (rename(path, kept) == 0) printf("  kept         %s\n", kept);
+        }
         unlink(path);
     }
     free(buf);
@@ -218,7 +228,7 @@ int main(int argc, char **argv)
     hc_model_free(m);
     return 0;
 usage:
-    fprintf(stderr, "usage: session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]\n"
-                    "                     [--cache fp8|bf16] [--zstd-level L] [--no-check]\n");
+    fprintf(stderr, "usage: session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N] [--backend cpu|cuda]\n"
+                    "                     [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]\n");
     return 2;
 }

@@ -18,7 +18,7 @@ void hci_entry_pack(const hci_entry_layout *l, void *page, int slot, const float
     if (l->fmt == HCI_FMT_BF16) {
         for (int i = 0; i < l->dim; i++) {
             uint16_t h = hci_bf16_from_f32(v[i]);
-            memcpy(d + 2 * i, &h, 2);
+            memcpy(d + 2 * (size_t)i, &h, 2);
         }
         return;
     }
@@ -26,7 +26,7 @@ void hci_entry_pack(const hci_entry_layout *l, void *page, int slot, const float
     memset(sc, 0, (size_t)l->scale_bytes);
     int nb = l->quant_dim / l->qblock;
     for (int b = 0; b < nb; b++) {
-        const float *x = v + b * l->qblock;
+        const float *x = v + (size_t)b * l->qblock;
         int e;
         if (l->fp4) e = hci_pow2_ceil_exp(fmaxf(amax_of(x, l->qblock), 6.0f * 0x1p-126f), 1.0f / 6.0f);
         else e = hci_pow2_ceil_exp(fmaxf(amax_of(x, l->qblock), 1e-4f), 1.0f / 448.0f);
@@ -45,7 +45,7 @@ void hci_entry_pack(const hci_entry_layout *l, void *page, int slot, const float
     }
     for (int i = l->quant_dim; i < l->dim; i++) { /* rope dims stay bf16 (main entries only) */
         uint16_t h = hci_bf16_from_f32(v[i]);
-        memcpy(d + l->quant_dim + 2 * (i - l->quant_dim), &h, 2);
+        memcpy(d + l->quant_dim + 2 * (size_t)(i - l->quant_dim), &h, 2);
     }
 }
 
@@ -55,7 +55,7 @@ void hci_entry_unpack(const hci_entry_layout *l, const void *page, int slot, flo
     if (l->fmt == HCI_FMT_BF16) {
         for (int i = 0; i < l->dim; i++) {
             uint16_t h;
-            memcpy(&h, d + 2 * i, 2);
+            memcpy(&h, d + 2 * (size_t)i, 2);
             v[i] = hci_f32_from_bf16(h);
         }
         return;
@@ -69,7 +69,7 @@ void hci_entry_unpack(const hci_entry_layout *l, const void *page, int slot, flo
     }
     for (int i = l->quant_dim; i < l->dim; i++) {
         uint16_t h;
-        memcpy(&h, d + l->quant_dim + 2 * (i - l->quant_dim), 2);
+        memcpy(&h, d + l->quant_dim + 2 * (size_t)(i - l->quant_dim), 2);
         v[i] = hci_f32_from_bf16(h);
     }
 }
@@ -80,7 +80,8 @@ void hci_entry_unpack_bf16(const hci_entry_layout *l, const void *page, int slot
         memcpy(out, hci_entry_data(l, (void *)page, slot), (size_t)l->dim * 2);
         return;
     }
-    float v[1024];
+    float v[1024]; /* dim <= 1024: head_dim and index_head_dim are validated against it */
     hci_entry_unpack(l, page, slot, v);
+    /* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): hci_entry_unpack() writes v[0..dim) */
     for (int i = 0; i < l->dim; i++) out[i] = hci_bf16_from_f32(v[i]);
 }

@@ -61,13 +61,9 @@ static const char *errno_text(int e, char *buf, size_t n) { return strerror_r(e,
 
 static char *path_join(const char *dir, const char *name)
 {
-    size_t a = strlen(dir), b = strlen(name);
-    char *p = malloc(a + b + 2);
-    if (p) {
-        memcpy(p, dir, a);
-        p[a] = '/';
-        memcpy(p + a + 1, name, b + 1);
-    }
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
 
@@ -85,19 +81,19 @@ static int read_text(const char *path, size_t limit, char **out, char *err, size
     if (!fp) return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, errno_text(errno, eb, sizeof eb));
     struct stat sb;
     int st = HC_OK;
+    size_t n = 0;
+    char *text = NULL;
     if (fstat(fileno(fp), &sb) != 0)
         st = hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, errno_text(errno, eb, sizeof eb));
     else if (!S_ISREG(sb.st_mode)) st = hci_errf(err, errsz, HC_ERR_IO, "%s: not a regular file", path);
     else if ((uint64_t)sb.st_size > limit)
         st = hci_errf(err, errsz, HC_ERR_LIMIT, "%s: %lld bytes (at most %zu)", path, (long long)sb.st_size, limit);
-    size_t n = st ? 0 : (size_t)sb.st_size;
-    char *text = st ? NULL : malloc(n + 1);
-    if (!st && !text) st = oom(path, err, errsz);
-    if (!st && fread(text, 1, n, fp) != n)
+    else if (!(text = malloc((n = (size_t)sb.st_size) + 1))) st = oom(path, err, errsz);
+    else if (fread(text, 1, n, fp) != n)
         st = hci_errf(err, errsz, HC_ERR_IO, "%s: short read (%s)", path,
                       ferror(fp) ? errno_text(errno, eb, sizeof eb) : "file changed while read");
+    else if (memchr(text, 0, n)) st = hci_errf(err, errsz, HC_ERR_FORMAT, "%s: holds a NUL byte", path);
     fclose(fp);
-    if (!st && memchr(text, 0, n)) st = hci_errf(err, errsz, HC_ERR_FORMAT, "%s: holds a NUL byte", path);
     if (st) {
         free(text);
         return st;
@@ -203,9 +199,11 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 /* The *.safetensors names of dir, sorted (so that messages do not depend on readdir order). */
 static int list_shards(const char *dir, char ***out, size_t *count, char *err, size_t errsz)
 {
-    char eb[128];
     DIR *d = opendir(dir);
-    if (!d) return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", dir, errno_text(errno, eb, sizeof eb));
+    if (!d) {
+        char eb[128];
+        return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", dir, errno_text(errno, eb, sizeof eb));
+    }
     char **names = NULL;
     size_t n = 0, cap = 0;
     int st = HC_OK;
@@ -286,6 +284,7 @@ static int open_dir(ld_src *s, char *err, size_t errsz)
     s->index_path = path_join(s->dir, LD_INDEX_FILE);
     if (!s->index_path) return oom("path", err, errsz);
     struct stat sb;
+    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): index_path stays in s, src_close() frees it */
     if (stat(s->index_path, &sb) == 0) return load_index(s, s->index_path, err, errsz);
     if (errno != ENOENT) {
         char eb[128];
@@ -721,10 +720,11 @@ static int load_from_file(ld_src *s, const char *path, int with_weights, struct 
 /* On failure m may hold partly loaded weights: the caller destroys it (hci_model_destroy). */
 int hci_model_load_path(const char *path, int with_weights, struct hc_model *m, char *err, size_t errsz)
 {
-    char eb[128];
     struct stat sb;
-    if (stat(path, &sb) != 0)
+    if (stat(path, &sb) != 0) {
+        char eb[128];
         return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, errno_text(errno, eb, sizeof eb));
+    }
     ld_src s = {.where = path};
     int st;
     if (S_ISDIR(sb.st_mode)) {

@@ -137,7 +137,6 @@ typedef struct rnd_job {
     uint64_t key;
     int kind;        /* 0 fp8 codes, 1 bf16, 2 f32 */
     void *dst;
-    size_t n;
     float mean, std;
 } rnd_job;
 
@@ -155,7 +154,7 @@ static void rnd_fill_range(void *arg, int64_t lo, int64_t hi, int tid)
 
 static void rnd_fill(hci_pool *pool, uint64_t key, int kind, void *dst, size_t n, float mean, float std)
 {
-    rnd_job j = {key, kind, dst, n, mean, std};
+    rnd_job j = {key, kind, dst, mean, std};
     hci_pool_for(pool, (int64_t)n, 1 << 16, rnd_fill_range, &j);
 }
 

@@ -50,10 +50,10 @@ void hci_rope_cossin(const hci_rope *r, int64_t pos, float *cosv, float *sinv)
 void hci_rope_apply(float *x, const float *cosv, const float *sinv, int n_pairs, int inverse)
 {
     for (int i = 0; i < n_pairs; i++) {
-        float a = x[2 * i], b = x[2 * i + 1];
+        float a = x[2 * (size_t)i], b = x[2 * (size_t)i + 1];
         float c = cosv[i], s = inverse ? -sinv[i] : sinv[i];
         float bs = b * s, bc = b * c;
-        x[2 * i] = hci_round_bf16(fmaf(a, c, -bs));
-        x[2 * i + 1] = hci_round_bf16(fmaf(a, s, bc));
+        x[2 * (size_t)i] = hci_round_bf16(fmaf(a, c, -bs));
+        x[2 * (size_t)i + 1] = hci_round_bf16(fmaf(a, s, bc));
     }
 }

@@ -220,7 +220,7 @@ static int parse_entry(const hci_st_file *f, const char *name, json_t *v, hci_st
     const char *key;
     json_t *val;
     json_object_foreach(v, key, val) {
-        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
+        if (strcmp(key, "dtype") != 0 && strcmp(key, "shape") != 0 && strcmp(key, "data_offsets") != 0)
             return FORMAT_ERR("%s: tensor \"%.200s\": unknown field \"%.64s\"", f->path, name, key);
     }
     static const char *const required[] = {"dtype", "shape", "data_offsets"};
@@ -263,10 +263,11 @@ static int cmp_begin(const void *a, const void *b)
 static int check_overlaps(const hci_st_file *f, char *err, size_t errsz)
 {
     if (f->n_tensors < 2) return HC_OK;
-    const hci_st_tensor **by = malloc(f->n_tensors * sizeof *by);
+    /* an array of pointers: sizeof *by is meant to be the size of a pointer */
+    const hci_st_tensor **by = malloc(f->n_tensors * sizeof *by); // NOLINT(bugprone-sizeof-expression)
     if (!by) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "%s: out of memory", f->path);
     for (size_t i = 0; i < f->n_tensors; i++) by[i] = &f->tensors[i];
-    qsort(by, f->n_tensors, sizeof *by, cmp_begin);
+    qsort(by, f->n_tensors, sizeof *by, cmp_begin); // NOLINT(bugprone-sizeof-expression): as above
     int st = HC_OK;
     const hci_st_tensor *last = NULL; /* the non-empty tensor ending furthest so far */
     for (size_t i = 0; i < f->n_tensors && !st; i++) {

@@ -31,6 +31,8 @@
 #define HCS_MAX_METADATA (1ull << 30)
 #define HCS_TARGET_CHUNK (1u << 20)
 #define HCS_ZSTD_WINDOW_LOG_MAX 22
+#define HCS_READAHEAD (32ull << 20)  /* load: asynchronous read-ahead window */
+#define HCS_WRITEBEHIND (64ull << 20) /* save: start writeback every so many bytes */
 
 #define HCS_FLAG_OPT_ZSTD 1ull    /* optional_flags: some chunk is compressed */
 #define HCS_SEC_OPTIONAL 1u       /* section flags */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <zstd.h>
 #include "entry.h"
 #include "io.h"
@@ -488,6 +489,10 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn appl
             s->pc.sec = i, s->pc.chunk = j, s->pc.row0 = (uint64_t)j * sec->rows_per_chunk;
             s->pc.rows = s->ch.raw_size / sec->row_bytes;
             if ((st = src_read(&f->src, off, s->ch.stored_size, s->b_io, &s->stored, err, errsz))) break;
+            if (!f->src.buf && off / HCS_READAHEAD != (off + s->ch.stored_size) / HCS_READAHEAD)
+                /* keep the disk busy while this thread uploads: ask for the next window early */
+                posix_fadvise(f->src.fd, (off_t)((off + s->ch.stored_size) / HCS_READAHEAD + 1) * HCS_READAHEAD,
+                              HCS_READAHEAD, POSIX_FADV_WILLNEED);
             off += s->ch.stored_size;
             hcs_pipe_submit(r.pipe, (int)(seq % (uint64_t)r.n_slots));
         }

@@ -117,11 +117,13 @@ static hc_status open_file(const char *path, int *fd, uint64_t *size, char *err,
     *fd = hci_io()->open(path, O_RDONLY | O_CLOEXEC, 0);
     if (*fd < 0) return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat st;
-    if (hci_io()->fstat(*fd, &st) || !S_ISREG(st.st_mode)) {
-        int e = errno;
+    const char *why = NULL;
+    if (hci_io()->fstat(*fd, &st)) why = strerror(errno);
+    else if (!S_ISREG(st.st_mode)) why = "not a regular file";
+    if (why) {
         hci_io()->close(*fd);
         *fd = -1;
-        return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, S_ISREG(st.st_mode) ? strerror(e) : "not a regular file");
+        return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, why);
     }
     *size = (uint64_t)st.st_size;
     posix_fadvise(*fd, 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -2,6 +2,7 @@
  * backend's ops (host or device memory alike) and writes finished chunks in file order; worker
  * threads convert, hash and compress them. Host memory: the slots' chunk buffers, the TOC, and
  * one layer's window ring and compressor state. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,6 +288,10 @@ static int finish(writer *w, wslot *s)
     int st = open_sections(w, s->sec);
     if (!st) st = sink_write(w->sink, w->wpos, s->stored, s->stored_size, w->err, w->errsz);
     if (st) return st;
+    uint64_t end = w->wpos + s->stored_size, b = end / HCS_WRITEBEHIND * HCS_WRITEBEHIND;
+    if (w->sink->fd >= 0 && b > w->wpos) /* start writeback of the window just filled, so that the
+                                           final fsync is short (advisory: errors surface at fsync) */
+        sync_file_range(w->sink->fd, (off64_t)(b - HCS_WRITEBEHIND), (off64_t)HCS_WRITEBEHIND, SYNC_FILE_RANGE_WRITE);
     wsec *ws = &w->secs[s->sec];
     w->wpos += s->stored_size;
     ws->stored += s->stored_size;

@@ -1,28 +1,20 @@
 /* error.h - formatting an error message into a caller buffer while returning its status. */
 #ifndef HCI_ERROR_H
 #define HCI_ERROR_H
-#include <stdarg.h>
 #include <stddef.h>
 
+/* Format a message into buf (nothing when buf is NULL or bufsz 0). */
 #if defined(__GNUC__)
-__attribute__((format(printf, 3, 0)))
+__attribute__((format(printf, 3, 4)))
 #endif
-void hci_verrf(char *buf, size_t bufsz, const char *fmt, va_list ap);
+void hci_errmsg(char *buf, size_t bufsz, const char *fmt, ...);
 
-/* Format the message into buf (when buf and bufsz are non-zero) and return status. Inline so
- * that static analysers see that the status passed is the one returned: a failure path that
- * returns hci_errf(..., HC_ERR_X, ...) is then known to return non-zero. */
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static inline int hci_errf(char *buf, size_t bufsz, int status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    hci_verrf(buf, bufsz, fmt, ap);
-    va_end(ap);
-    return status;
-}
+static inline int hci_status_ret(int status) { return status; }
+
+/* int hci_errf(char *buf, size_t bufsz, int status, const char *fmt, ...): format the message
+ * into buf and evaluate to status. A macro so that static analysers, which do not follow
+ * variadic calls, see that the status passed is the one returned. */
+#define hci_errf(buf, bufsz, status, ...) hci_status_ret((hci_errmsg((buf), (bufsz), __VA_ARGS__), (status)))
 
 #define HCI_ERRLEN 512
 

@@ -18,7 +18,6 @@ typedef struct attn_run {
     int layer;
     const hci_layer_cache *lc;
     int64_t pos0;
-    int n;
     const uint16_t *q, *kv;
     const int32_t *sel;
     uint16_t *o;
@@ -73,9 +72,12 @@ static void attend_items(void *arg, int64_t lo, int64_t hi, int tid)
     float scale = (float)(1.0 / sqrt((double)d));
     const float *sink = r->m->layers[r->layer].attn_sink;
     char *s = r->scratch + (size_t)tid * r->scratch_per_thread;
+    /* the thread's scratch (malloc'd, 64-byte multiples) carved into typed arrays */
+    // cppcheck-suppress invalidPointerCast
     float *vb = (float *)s;                               /* [BLK][d] */
     float *qf = vb + (size_t)BLK * d;                     /* [HEADS_PER_ITEM][d] */
     float *acc = qf + (size_t)HEADS_PER_ITEM * d;         /* [HEADS_PER_ITEM][d] */
+    // cppcheck-suppress invalidPointerCast
     double *pv = (double *)(acc + (size_t)HEADS_PER_ITEM * d); /* [d] */
     int64_t ents[BLK];
     float lg[BLK], p[BLK];
@@ -144,7 +146,7 @@ int hci_cpu_attend(hci_backend *be, int layer, const hci_layer_cache *lc, int n,
     hci_pool *pool = hci_cpu_pool(be);
     size_t per = ((size_t)BLK * d + 2 * (size_t)HEADS_PER_ITEM * d) * sizeof(float) + (size_t)d * sizeof(double);
     per = (per + 63) / 64 * 64;
-    attn_run r = {m, layer, lc, pos0, n, q, kv, sel, o, (H + HEADS_PER_ITEM - 1) / HEADS_PER_ITEM, NULL, per};
+    attn_run r = {m, layer, lc, pos0, q, kv, sel, o, (H + HEADS_PER_ITEM - 1) / HEADS_PER_ITEM, NULL, per};
     r.scratch = malloc(per * (size_t)hci_pool_size(pool));
     if (!r.scratch) return HC_ERR_OUT_OF_MEMORY;
     hci_pool_for(pool, (int64_t)n * r.head_items, 1, attend_items, &r);

@@ -654,7 +654,8 @@ extern "C" int hci_backend_cuda_create(const struct hc_model *m, int device, voi
     }
     cu->lt_ws_bytes = 32u << 20;
     if (!st && (e = cudaMalloc(&cu->lt_ws, cu->lt_ws_bytes)) != cudaSuccess) st = hci_cu_fail(be, e, "workspace");
-    if (!st) st = get_weights(be, device, &cu->w);
+    /* a geometry-only model has no weights: its contexts are sized, filled and saved, never run */
+    if (!st && m->has_weights) st = get_weights(be, device, &cu->w);
     if (!st) st = cu_reserve(be, 0, be->max_chunk, 0);
     if (st) {
         cu_destroy(be);

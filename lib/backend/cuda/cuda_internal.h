@@ -121,8 +121,9 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch);
 
 /* ---- lib/backend/cuda/cuda_gemm.cu: projections ---- */
 /* y[t][r] (bf16, leading dim ldy) = W_fp8 . act_quant(x[t]) for t < n (x bf16, leading dim ldx).
- * Rows n .. round_up(n, 16) - 1 of y are written too (cuBLASLt needs N % 16 == 0): y must have
- * room for them. scratch: hci_cu_fp8_scratch_bytes(n, W->cols). */
+ * n <= 16: gemv.cu; more: gemm_fp8.cu, or cuBLASLt when HC_CUBLASLT_FP8=1 (for comparison),
+ * which writes rows n .. round_up(n, 16) - 1 of y too (it needs N % 16 == 0): y must have room
+ * for them. scratch: hci_cu_fp8_scratch_bytes(n, W->cols). */
 size_t hci_cu_fp8_scratch_bytes(int n, int cols);
 int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_t *x, int ldx, uint16_t *y,
                       int ldy, void *scratch);
@@ -139,6 +140,15 @@ int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, 
                     const float *xs, int np, int n, uint16_t *y, int ldy);
 int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx, int n,
                      double *outd, uint16_t *outb, int ldo);
+
+/* ---- kernels/gemm_fp8.cu: many tokens, the same arithmetic on the tensor cores ---- */
+/* y[t][r] (bf16, leading dim ldy) for t < n only: the block dots of e4m3 codes by f16 mma.sync
+ * (fp32 accumulation per 128-block), then fl32(acc + fl32(P * fl32(xs * ws))) in k order as the
+ * CPU backend. W [M][K] codes with scales Ws [M/128][sld]; xq [np][K] codes (rows n.. zero) with
+ * scales xs [K/128][np]; M % 128 == 0, K % 128 == 0, np % 16 == 0. HC_ERR_INVALID_ARG on a bad
+ * shape, HC_ERR_CUDA when the launch fails. */
+int hci_cu_gemm_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
+                    const float *xs, int np, int n, uint16_t *y, int ldy);
 
 /* ---- kernels/io.cu ---- */
 int hci_cu_check_finite(cudaStream_t s, const void *x, int bf16, int64_t count, int *flag_dev);
