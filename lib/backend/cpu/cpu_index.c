@@ -70,6 +70,24 @@ static void decode_keys(void *arg, int64_t lo, int64_t hi, int tid)
                          r->keys + (size_t)j * ID);
 }
 
+/* q . k for FP4-simulated vectors (e2m1 codes times a power of two per 32 values): within a
+ * 32-block every product is a multiple of 2^-2 * 2^(eq+ek) below 1152 * 2^(eq+ek), so the fp32
+ * block sum is exact in any order (eight vectorisable lanes); the blocks are combined in
+ * double, exactly. The result is the exact dot rounded once to fp32 -- the same bits as
+ * hci_dot_exact_f32, several times faster. Other vectors (ID % 32 != 0) take the general path. */
+static inline float fp4_dot(const float *q, const float *k, int n)
+{
+    if (n % 32) return (float)hci_dot_exact_f32(q, k, n);
+    double total = 0.0;
+    for (int b = 0; b < n; b += 32) {
+        float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int i = 0; i < 32; i += 8)
+            for (int l = 0; l < 8; l++) lane[l] += q[b + i + l] * k[b + i + l];
+        total += (double)(((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
+    }
+    return (float)total;
+}
+
 /* Item = (query row, chunk of keys): the scores of the visible keys in the chunk. */
 static void score_items(void *arg, int64_t lo, int64_t hi, int tid)
 {
@@ -94,7 +112,7 @@ static void score_items(void *arg, int64_t lo, int64_t hi, int tid)
             const float *kj = r->keys + (size_t)j * ID;
             double sum = 0.0;
             for (int h = 0; h < IH; h++) {
-                float d = hci_round_bf16((float)hci_dot_exact_f32(q + (size_t)h * ID, kj, ID));
+                float d = hci_round_bf16(fp4_dot(q + (size_t)h * ID, kj, ID));
                 if (d < 0.0f) d = 0.0f;
                 sum += (double)hci_round_bf16(d * hci_f32_from_bf16(w[h]));
             }
