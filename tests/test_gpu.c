@@ -4,6 +4,7 @@
  * tolerance), split invariance, both cache formats, device-memory I/O. Exits 77 (skipped) where
  * there is no CUDA device. Tolerances: docs/cuda.md. */
 #include <check.h>
+#include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +325,99 @@ START_TEST(split_invariance)
 }
 END_TEST
 
+/* x and y in device memory on the caller's own stream give the same bits as host buffers. */
+START_TEST(device_io_and_caller_stream)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random("tiny", 21, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim, n = 200;
+    size_t bytes = sizeof(float) * (size_t)n * D;
+    float *x = malloc(bytes), *yh = malloc(bytes), *yd = malloc(bytes);
+    tu_fill_normal(x, (size_t)n * D, 77, 1.0f);
+    cudaStream_t stream;
+    ck_assert_int_eq(cudaStreamCreate(&stream), cudaSuccess);
+    float *dx = NULL, *dy = NULL;
+    ck_assert_int_eq(cudaMalloc((void **)&dx, bytes), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc((void **)&dy, bytes), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(dx, x, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = HC_BACKEND_CUDA;
+    p.io_memory = HC_MEM_DEVICE;
+    p.cuda_stream = stream;
+    hc_ctx *cd = NULL, *ch = make(m, HC_BACKEND_CUDA, HC_CACHE_DEFAULT);
+    ck_assert_int_eq(hc_ctx_create(m, &p, &cd), HC_OK);
+    for (int step = 0; step < 2; step++) { /* a prefill chunk, then a decode step */
+        int k = step ? 1 : n;
+        for (int l = 0; l < L; l++) {
+            ck_assert_int_eq(hc_append(ch, l, x, k, yh), HC_OK);
+            ck_assert_msg(hc_append(cd, l, dx, k, dy) == HC_OK, "%s", hc_ctx_last_error(cd));
+            ck_assert_int_eq(cudaStreamSynchronize(stream), cudaSuccess);
+            ck_assert_int_eq(cudaMemcpy(yd, dy, sizeof(float) * (size_t)k * D, cudaMemcpyDeviceToHost), cudaSuccess);
+            ck_assert_mem_eq(yd, yh, sizeof(float) * (size_t)k * D);
+        }
+    }
+    /* a NaN in device memory is refused and changes nothing */
+    float nan = NAN;
+    ck_assert_int_eq(cudaMemcpy(dx + 5, &nan, sizeof nan, cudaMemcpyHostToDevice), cudaSuccess);
+    ck_assert_int_eq(hc_append(cd, 0, dx, 1, dy), HC_ERR_NONFINITE);
+    ck_assert_int_eq(hc_ctx_next_layer(cd), 0);
+    hc_ctx_free(cd), hc_ctx_free(ch);
+    cudaFree(dx), cudaFree(dy);
+    cudaStreamDestroy(stream);
+    hc_model_free(m);
+    free(x), free(yh), free(yd);
+}
+END_TEST
+
+/* With the GPU's memory nearly all taken, a long chunk fails with HC_ERR_OUT_OF_MEMORY in the
+ * preflight; the context stays usable and gives the same results afterwards. */
+START_TEST(out_of_memory_leaves_context_usable)
+{
+    /* under compute-sanitizer the intended failed allocation is reported as an API error */
+    if (getenv("HC_TEST_NO_OOM")) return;
+    hc_model *m = NULL; /* layer 0 compresses, so the chunk's first call must grow pages */
+    ck_assert_int_eq(hc_model_create_random("{\"hidden_size\": 512, \"num_hidden_layers\": 2, \"num_attention_heads\": 8,"
+                                            " \"head_dim\": 128, \"q_lora_rank\": 256, \"o_groups\": 2, \"o_lora_rank\": 256,"
+                                            " \"index_n_heads\": 8, \"index_topk\": 16, \"compress_ratios\": [4, 0]}",
+                                            31, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim;
+    hc_ctx *c = make(m, HC_BACKEND_CUDA, HC_CACHE_BF16), *ref = make(m, HC_BACKEND_CUDA, HC_CACHE_BF16);
+    int64_t big = m->cfg.max_positions - 64;
+    float *x = calloc((size_t)big, sizeof(float) * D), *y = malloc(sizeof(float) * (size_t)64 * D),
+          *y2 = malloc(sizeof(float) * (size_t)64 * D);
+    ck_assert_ptr_nonnull(x);
+    tu_fill_normal(x, (size_t)64 * D, 5, 1.0f);
+    for (int l = 0; l < L; l++) ck_assert_int_eq(hc_append(c, l, x, 64, y), HC_OK);
+    size_t fr = 0, total = 0;
+    ck_assert_int_eq(cudaMemGetInfo(&fr, &total), cudaSuccess);
+    void *hog = NULL;
+    size_t take = fr > (64u << 20) ? fr - (64u << 20) : 0;
+    while (take && cudaMalloc(&hog, take) != cudaSuccess) {
+        cudaGetLastError();
+        take -= 256u << 20;
+    }
+    /* a million-token chunk needs far more than the 64 MiB left for its pages */
+    hc_status st = hc_append(c, 0, x, big, x);
+    if (hog) cudaFree(hog);
+    ck_assert_msg(st == HC_ERR_OUT_OF_MEMORY, "status %d: %s", st, hc_ctx_last_error(c));
+    ck_assert_int_eq(hc_ctx_n_tokens(c), 64);
+    ck_assert_int_eq(hc_ctx_next_layer(c), 0);
+    /* still usable, and the same as a context that never failed */
+    tu_fill_normal(x, (size_t)64 * D, 5, 1.0f);
+    for (int l = 0; l < L; l++) ck_assert_int_eq(hc_append(ref, l, x, 64, y2), HC_OK);
+    tu_fill_normal(x, (size_t)64 * D, 6, 1.0f);
+    for (int l = 0; l < L; l++) {
+        ck_assert_msg(hc_append(c, l, x, 64, y) == HC_OK, "%s", hc_ctx_last_error(c));
+        ck_assert_int_eq(hc_append(ref, l, x, 64, y2), HC_OK);
+        ck_assert_mem_eq(y, y2, sizeof(float) * (size_t)64 * D);
+    }
+    free(x), free(y), free(y2);
+    hc_ctx_free(c), hc_ctx_free(ref);
+    hc_model_free(m);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     int32_t nd = 0;
@@ -344,6 +438,8 @@ int main(int argc, char **argv)
     tcase_add_test(tc, layers_bf16_cache);
     tcase_add_test(tc, layers_fp8_cache);
     tcase_add_test(tc, split_invariance);
+    tcase_add_test(tc, device_io_and_caller_stream);
+    tcase_add_test(tc, out_of_memory_leaves_context_usable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

@@ -16,6 +16,8 @@ int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what)
 {
     int st = e == cudaErrorMemoryAllocation ? HC_ERR_OUT_OF_MEMORY : HC_ERR_CUDA;
     hci_errf(be->err, be->errsz, st, "CUDA %s (%s) in %s", cudaGetErrorName(e), cudaGetErrorString(e), what);
+    /* clear a non-sticky error (a failed allocation) so that the next launch check does not see it */
+    cudaGetLastError();
     return st;
 }
 
