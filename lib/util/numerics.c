@@ -117,30 +117,6 @@ HCI_CLONES double hci_dot_exact_f32(const float *a, const float *b, int n)
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-HCI_CLONES double hci_dot_bf16_bf16(const uint16_t *a, const uint16_t *b, int n)
-{
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += (double)(hci_f32_from_bits((uint32_t)a[i + j] << 16) *
-                               hci_f32_from_bits((uint32_t)b[i + j] << 16));
-    for (int j = 0; i < n; i++, j++)
-        acc[j] += (double)(hci_f32_from_bf16(a[i]) * hci_f32_from_bf16(b[i]));
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-HCI_CLONES double hci_dot_f32_bf16(const float *a, const uint16_t *b, int n)
-{
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            acc[j] += (double)(a[i + j] * hci_f32_from_bits((uint32_t)b[i + j] << 16));
-    for (int j = 0; i < n; i++, j++) acc[j] += (double)(a[i] * hci_f32_from_bf16(b[i]));
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 void hci_e4m3_decode_n(const uint8_t *c, int n, float *out)
 {
     const float *t = hci_e4m3_table();

@@ -33,13 +33,9 @@ void hci_hadamard_bf16(float *v, int n);
 /* Weighted RMSNorm: out[i] = bf16(w[i] * (x[i] * 1/sqrt(mean(x^2) + eps))), fp32 inside. */
 void hci_rmsnorm_bf16(const float *x, const float *w, int n, float eps, uint16_t *out);
 
-/* Exact-order dot products: products are exact in fp32, sums are accumulated in double and
- * rounded once to fp32, so the result does not depend on vectorisation or thread count. */
-double hci_dot_bf16_bf16(const uint16_t *a, const uint16_t *b, int n);
-double hci_dot_f32_bf16(const float *a, const uint16_t *b, int n);
 /* Dot product of two float vectors whose pairwise products are exact in fp32 (bf16 or e4m3
- * values), accumulated in double in a fixed lane order. For e4m3 values and n <= 128 the result
- * is exact. */
+ * values), accumulated in double in a fixed lane order, so the result does not depend on
+ * vectorisation or thread count. For e4m3 values and n <= 128 the sum is exact. */
 double hci_dot_exact_f32(const float *a, const float *b, int n);
 /* e4m3 codes -> float values. */
 void hci_e4m3_decode_n(const uint8_t *c, int n, float *out);
