@@ -163,9 +163,12 @@ HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size);
  *  @param out   receives the new model; set to NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_IO (cannot read); HC_ERR_FORMAT (malformed safetensors,
  *  JSON or index); HC_ERR_BAD_CONFIG; HC_ERR_MISSING_TENSOR / HC_ERR_TENSOR (the message names the
- *  tensor); HC_ERR_LIMIT (header or tensor count over the limits below); HC_ERR_OUT_OF_MEMORY.
- *  Limits: a safetensors header of at most 100,000,000 bytes and 1,000,000 tensors; config text
- *  of at most 1 MiB; at most 1024 layers.
+ *  tensor); HC_ERR_LIMIT (a file over the limits below); HC_ERR_OUT_OF_MEMORY.
+ *  Limits: a safetensors header of at most 100,000,000 bytes, 1,000,000 tensors and 8 dimensions
+ *  per tensor; config.json of at most 1 MiB; model.safetensors.index.json of at most 64 MiB; at
+ *  most 1024 layers. Memory: every tensor the configuration needs is found and its dtype and
+ *  shape checked before the weights are allocated, so a load never allocates more than about 4x
+ *  the tensor bytes the files hold, plus the parsed headers.
  *  Ownership: the caller frees *out with hc_model_free(). Thread-safe. @since 0.1 */
 HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_model **out);
 
@@ -174,7 +177,8 @@ HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_mo
  *  @param preset_or_config_json "v4-flash", "v4-pro", "tiny", or the text of a HF config.json
  *               (a JSON object; missing fields take the v4-flash values).
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT
- *  (malformed JSON); HC_ERR_OUT_OF_MEMORY. Ownership and threads as hc_model_load(). @since 0.1 */
+ *  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY. Ownership and
+ *  threads as hc_model_load(). @since 0.1 */
 HC_API hc_status hc_model_create_random(const char *preset_or_config_json, uint64_t seed,
                                         const hc_model_params *p, hc_model **out);
 
@@ -287,7 +291,8 @@ HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c);
 /** The backend the context runs on: HC_BACKEND_CPU or HC_BACKEND_CUDA; -1 for NULL. @since 0.1 */
 HC_API int32_t hc_ctx_backend(const hc_ctx *c);
 
-/** Empty the context (length 0, no chunk in progress) and release its cache pages.
+/** Empty the context (length 0, no chunk in progress), release its cache pages and drop its
+ *  metadata blob.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_BAD_STATE. @since 0.1 */
 HC_API hc_status hc_ctx_reset(hc_ctx *c);
 

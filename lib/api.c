@@ -331,5 +331,9 @@ HC_API hc_status hc_ctx_reset(hc_ctx *c)
     c->n_tokens = 0;
     c->next_layer = 0;
     c->chunk_n = 0;
+    /* the metadata describes the sequence (token ids, say): it goes with it */
+    free(c->meta);
+    c->meta = NULL;
+    c->meta_len = 0;
     return HC_OK;
 }

@@ -418,6 +418,67 @@ START_TEST(out_of_memory_leaves_context_usable)
 }
 END_TEST
 
+/* A session saved by the CPU backend loads into a CUDA context and one saved by the CUDA backend
+ * into a CPU context; decoding then goes on as in a context of that backend that computed the
+ * tokens itself (bitwise), and within tolerance of the other backend. */
+static void decode_steps(hc_ctx *c, const float *x, int k, float *y)
+{
+    int L = c->model->cfg.n_layers, D = c->model->cfg.dim;
+    for (int s = 0; s < k; s++)
+        for (int l = 0; l < L; l++)
+            ck_assert_msg(hc_decode(c, l, x + (size_t)(s * L + l) * D, y + (size_t)(s * L + l) * D) == HC_OK, "%s",
+                          hc_ctx_last_error(c));
+}
+
+static void *save_buf(hc_ctx *c, uint64_t *len)
+{
+    uint64_t cap = 0;
+    ck_assert_int_eq(hc_ctx_save_size(c, NULL, &cap), HC_OK);
+    void *b = malloc(cap);
+    ck_assert_msg(hc_ctx_save_buffer(c, b, cap, NULL, len) == HC_OK, "%s", hc_ctx_last_error(c));
+    return b;
+}
+
+START_TEST(sessions_across_backends)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random("tiny", 41, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim, T = 300, K = 4;
+    float *x = malloc(sizeof(float) * (size_t)L * T * D), *y = malloc(sizeof(float) * (size_t)L * T * D);
+    float *xd = malloc(sizeof(float) * (size_t)K * L * D);
+    float *ya = malloc(sizeof(float) * (size_t)K * L * D), *yb = malloc(sizeof(float) * (size_t)K * L * D);
+    float *yc = malloc(sizeof(float) * (size_t)K * L * D), *yp = malloc(sizeof(float) * (size_t)K * L * D);
+    tu_fill_normal(x, (size_t)L * T * D, 51, 1.0f);
+    tu_fill_normal(xd, (size_t)K * L * D, 52, 1.0f);
+    int whole[] = {T};
+    hc_ctx *cpu = make(m, HC_BACKEND_CPU, HC_CACHE_FP8), *gself = make(m, HC_BACKEND_CUDA, HC_CACHE_BF16);
+    hc_ctx *gload = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8), *cload = make(m, HC_BACKEND_CPU, HC_CACHE_BF16);
+    run_chunks(cpu, x, T, whole, 1, y, NULL);
+    run_chunks(gself, x, T, whole, 1, y, NULL);
+    uint64_t la = 0, lb = 0;
+    void *from_cpu = save_buf(cpu, &la), *from_gpu = save_buf(gself, &lb);
+    ck_assert_msg(hc_ctx_load_buffer(gload, from_cpu, la) == HC_OK, "%s", hc_ctx_last_error(gload));
+    ck_assert_msg(hc_ctx_load_buffer(cload, from_gpu, lb) == HC_OK, "%s", hc_ctx_last_error(cload));
+    ck_assert_int_eq(hc_ctx_n_tokens(gload), T);
+    printf("sessions: CPU and CUDA sessions of %d tokens are %s\n", T,
+           la == lb && memcmp(from_cpu, from_gpu, la) == 0 ? "byte-identical" : "different");
+    decode_steps(cpu, xd, K, yp);
+    decode_steps(gself, xd, K, ya);
+    decode_steps(gload, xd, K, yb);
+    decode_steps(cload, xd, K, yc);
+    size_t n = (size_t)K * L * D;
+    ck_assert_msg(memcmp(ya, yb, n * sizeof(float)) == 0, "CUDA: loaded from a CPU session differs from computed");
+    ck_assert_msg(memcmp(yc, yp, n * sizeof(float)) == 0, "CPU: loaded from a CUDA session differs from computed");
+    double rel = tu_rel_l2(yb, yp, n);
+    printf("sessions: CUDA after a CPU session vs CPU: rel L2 %.2e\n", rel);
+    ck_assert(rel < 1e-2);
+    free(from_cpu), free(from_gpu);
+    hc_ctx_free(cpu), hc_ctx_free(gself), hc_ctx_free(gload), hc_ctx_free(cload);
+    hc_model_free(m);
+    free(x), free(y), free(xd), free(ya), free(yb), free(yc), free(yp);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     int32_t nd = 0;
@@ -439,6 +500,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, layers_fp8_cache);
     tcase_add_test(tc, split_invariance);
     tcase_add_test(tc, device_io_and_caller_stream);
+    tcase_add_test(tc, sessions_across_backends);
     tcase_add_test(tc, out_of_memory_leaves_context_usable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

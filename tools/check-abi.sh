@@ -19,9 +19,11 @@ export LC_ALL=C
 fail=0
 err() { echo "check-abi: $*" >&2; fail=1; }
 
-# 1. A prototype is a line at column 0 that names hc_...( and is not a typedef, macro or static
-#    inline; continuation lines are indented, so each prototype is checked once.
-missing=$(grep -nE '^[A-Za-z_].*\bhc_[a-z0-9_]+ *\(' "${headers[@]}" | grep -vE ':(HC_API |typedef |static |#)' || true)
+# 1. A prototype is a line at column 0 that names hc_...( outside a comment and is not a typedef,
+#    macro or static inline; continuation lines are indented, so each prototype is checked once.
+missing=$(awk '{ code = $0; gsub(/\/\*.*\*\/|\/\/.*/, "", code) }
+               code ~ /^[A-Za-z_].*hc_[a-z0-9_]+ *\(/ && code !~ /^(HC_API |typedef |static |#)/ {
+                   print FILENAME ":" FNR ": " $0 }' "${headers[@]}")
 [ -z "$missing" ] || err "public prototypes without HC_API:"$'\n'"$missing"
 
 # 2. Exported symbols, with their version nodes, exactly as committed.
@@ -34,7 +36,7 @@ constants=$(grep -hoE '\bHC_[A-Z0-9_]+ *= *-?[0-9]+' "${headers[@]}" | tr -d ' '
 if [ $update = 1 ]; then
     echo "$exported" >"$abi/symbols.txt"
     echo "$constants" >"$abi/constants.txt"
-    abidw --headers-dir include --no-corpus-path --no-comp-dir-path --type-id-style hash \
+    abidw --headers-dir include --drop-private-types --no-corpus-path --no-comp-dir-path --type-id-style hash \
         --out-file "$abi/libhybridctx.abi.xml" "$so"
     echo "check-abi: updated $abi/symbols.txt, constants.txt and libhybridctx.abi.xml from $so"
     exit $fail

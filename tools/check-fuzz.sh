@@ -18,9 +18,8 @@ if [ ! -f "$out/build.ninja" ]; then
         -Db_sanitize=address,undefined -Dc_args='-fsanitize=fuzzer-no-link -fno-sanitize-recover=all' \
         >/dev/null
 fi
-ninja -C "$out" libhybridctx_internal.a >/dev/null
-# shellcheck disable=SC2046
-libs=$(pkg-config --libs libzstd jansson libxxhash)
+ninja -C "$out" libhybridctx_internal.a >"$out/ninja.log" || { tail -n 30 "$out/ninja.log" >&2; exit 1; }
+read -ra libs <<<"$(pkg-config --libs libzstd jansson libxxhash)"
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -32,7 +31,7 @@ for name in "${targets[@]}"; do
     src="tests/fuzz/fuzz_$name.c"
     bin="$out/fuzz_$name"
     "$CLANG" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
-        -ffp-contract=off -Iinclude -Ilib "$src" "$out/libhybridctx_internal.a" $libs -lm -lpthread -o "$bin"
+        -ffp-contract=off -Iinclude -Ilib "$src" "$out/libhybridctx_internal.a" "${libs[@]}" -lm -lpthread -o "$bin"
     seeds=()
     for d in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/fuzz_$name"; do [ -d "$d" ] && seeds+=("$d"); done
     work="$out/corpus/$name"

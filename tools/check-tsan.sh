@@ -10,6 +10,6 @@ if [ ! -f "$bdir/build.ninja" ]; then
     # is up (a crash at load); the clones compute the same bits, so the plain version is tested
     meson setup "$bdir" -Dcuda=disabled -Db_sanitize=thread -Db_lundef=false -Dc_args=-DHCI_NO_CLONES >/dev/null
 fi
-ninja -C "$bdir" tests/test_tsan >/dev/null
+ninja -C "$bdir" tests/test_tsan >"$bdir/ninja.log" || { tail -n 30 "$bdir/ninja.log" >&2; exit 1; }
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=4"
 meson test -C "$bdir" --no-rebuild --print-errorlogs tsan

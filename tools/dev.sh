@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 DEPS=(gcc pkg-config meson ninja-build check libzstd-dev libjansson-dev libxxhash-dev)
 # for the binding tests (tools/check-bindings.sh); Rust comes from the rustup toolchain in ~/.cargo/bin
 BINDING_DEPS=(golang-go python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel bindgen)
+# for the hardening checks (run_hardening_checks, docs/hardening.md)
+HARDENING_DEPS=(g++ clang-14 libclang-rt-14-dev clang-tidy-14 cppcheck valgrind abigail-tools)
 
 install_deps() {
     local missing=()
@@ -30,6 +32,21 @@ build() {
     ninja -C build
 }
 
+# ABI, sanitizers, valgrind, fuzzing and static analysis (docs/hardening.md): every check runs,
+# each one's time is printed, and any failure fails the whole step at the end.
+run_hardening_checks() {
+    local failed=() t0 c
+    for c in "check-abi.sh build" "check-asan.sh" "check-tsan.sh" "check-valgrind.sh build" \
+             "check-fuzz.sh ${HC_FUZZ_SECONDS:-60}" "check-cppcheck.sh build" "check-clang-tidy.sh build"; do
+        t0=$SECONDS
+        echo "=== hardening: tools/$c" >&2
+        # shellcheck disable=SC2086 # $c is a script and its arguments
+        tools/$c || failed+=("$c")
+        echo "=== hardening: tools/$c: $((SECONDS - t0)) s" >&2
+    done
+    [ ${#failed[@]} -eq 0 ] || { echo "dev.sh: hardening checks failed: ${failed[*]}" >&2; return 1; }
+}
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -43,11 +60,13 @@ case "$cmd" in
         exec build/tools/hybridctx demo "$@"
         ;;
     test)
-        install_deps "${BINDING_DEPS[@]}"
+        install_deps "${BINDING_DEPS[@]}" "${HARDENING_DEPS[@]}"
         build
         meson test -C build -v --print-errorlogs
         # --- bindings: Rust, Go and Python tests against this build ---
         tools/check-bindings.sh build
+        # --- hardening: ABI, sanitizers, valgrind, fuzzing, static analysis ---
+        run_hardening_checks
         ;;
     *)
         echo "usage: tools/dev.sh demo|test|build" >&2

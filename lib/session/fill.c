@@ -16,6 +16,7 @@
 
 typedef struct tables {
     uint8_t e4m3[256];  /* codes of N(0,1) * 120 quantiles, |value| <= 416 */
+    uint16_t e4m3x2[65536]; /* two codes per 16 random bits */
     uint8_t e2m1x2[256]; /* two 4-bit codes of N(0,1) * 2 quantiles (16 levels each) */
     uint16_t bf16[256]; /* N(0,1) quantiles */
 } tables;
@@ -42,6 +43,7 @@ static void make_tables(tables *t)
         t->e4m3[i] = hci_e4m3_encode(fmaxf(fminf(a, 416.0f), -416.0f));
         t->bf16[i] = hci_bf16_from_f32((float)q);
     }
+    for (int i = 0; i < 65536; i++) t->e4m3x2[i] = (uint16_t)(t->e4m3[i & 255] | t->e4m3[i >> 8] << 8);
 }
 
 static uint64_t mix(uint64_t x)
@@ -51,7 +53,20 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static uint64_t next(uint64_t *s) { return mix(*s += 0x9e3779b97f4a7c15ull); }
+/* xorshift64*: cheap and plenty for benchmark data; *s is seeded through mix() (never 0) */
+static uint64_t next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    *s = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+static uint64_t seeded(uint64_t v)
+{
+    uint64_t x = mix(v);
+    return x ? x : 1;
+}
 
 /* One canonical entry (data d, scales s) of layout c: codes from the tables, and in each block
  * one code forced into the top binade (magnitude 256..416 for e4m3, 4 or 6 for e2m1; the
@@ -76,7 +91,7 @@ static void gen_entry(const tables *t, const hci_entry_layout *c, uint64_t *rs, 
             uint8_t *p = d + b * c->qblock;
             for (int i = 0; i < c->qblock; i += 8) {
                 uint64_t v = next(rs);
-                for (int j = 0; j < 8; j++) p[i + j] = t->e4m3[(v >> 8 * j) & 255];
+                for (int j = 0; j < 4; j++) memcpy(p + i + 2 * j, &t->e4m3x2[(v >> 16 * j) & 0xffff], 2);
             }
             p[k] = (uint8_t)((u >> 8 & 0x80) | (0x78 + (u >> 9) % 6));
             s[b] = (uint8_t)(127 - 6 + (int)(u >> 16 & 1) - (int)(u >> 17 & 1));
@@ -109,7 +124,7 @@ static void fill_pages(void *arg, int64_t lo, int64_t hi, int tid)
     for (int64_t p = lo; p < hi; p++) {
         int64_t page = j->page0 + p, e0 = page * HCI_PAGE_ENTRIES;
         int k = (int)(j->n_entries - e0 < HCI_PAGE_ENTRIES ? j->n_entries - e0 : HCI_PAGE_ENTRIES);
-        uint64_t rs = mix(j->seed ^ mix((uint64_t)page));
+        uint64_t rs = seeded(j->seed ^ mix((uint64_t)page));
         uint8_t *out = j->host + (size_t)p * pb;
         int direct = j->x->fmt == HCI_FMT_FP8 && k == HCI_PAGE_ENTRIES;
         uint8_t *blk = direct ? out : j->scratch + (size_t)tid * j->block_bytes;
@@ -152,7 +167,7 @@ static int fill_entries(filler *F, hci_comp_cache *cc, uint64_t seed, int64_t n)
     size_t nf = hci_comp_state_floats(cc), w2 = (size_t)cc->coff * cc->dc;
     for (size_t i = 0; i < nf; i++) F->kv[i] = 0.0f, F->sc[i] = -INFINITY;
     int rows[128], nr = hcs_state_rows(cc->ratio, n, rows);
-    uint64_t rs = mix(seed ^ 0x5157u);
+    uint64_t rs = seeded(seed ^ 0x5157u);
     for (int r = 0; r < nr; r++)
         for (size_t i = 0; i < w2; i++) {
             uint64_t v = next(&rs);
@@ -173,7 +188,7 @@ static int fill_window(filler *F, hci_layer_cache *lc, uint64_t seed, int64_t n)
     memset(ring, 0, pb * (size_t)lc->ring.n_pages);
     int64_t W = lc->window;
     for (int64_t pos = n > W ? n - W : 0; pos < n; pos++) {
-        uint64_t rs = mix(seed ^ mix((uint64_t)pos + 0x77));
+        uint64_t rs = seeded(seed ^ mix((uint64_t)pos + 0x77));
         gen_entry(F->t, &c, &rs, hcs_blk_data(&c, F->scratch, 1, 0), hcs_blk_scales(&c, F->scratch, 1, 0));
         hcs_entry_from_canon(&c, F->scratch, 1, 0, &lc->win_layout, ring + (size_t)(pos % W / HCI_PAGE_ENTRIES) * pb,
                              (int)(pos % W % HCI_PAGE_ENTRIES));
@@ -194,9 +209,10 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n, uint64_t seed)
         return hci_errf(c->err, sizeof c->err, HC_ERR_POSITION, "%lld tokens pass the maximum length %lld", (long long)n,
                         (long long)c->max_tokens);
     const hci_config *cfg = &c->model->cfg;
-    tables t;
-    make_tables(&t);
-    filler F = {c, &t, NULL, NULL, NULL, 0, NULL, NULL};
+    tables *t = malloc(sizeof *t); /* 130 KiB: not on the caller's stack */
+    if (!t) return hci_errf(c->err, sizeof c->err, HC_ERR_OUT_OF_MEMORY, "out of memory");
+    make_tables(t);
+    filler F = {c, t, NULL, NULL, NULL, 0, NULL, NULL};
     hci_pool *own = NULL;
     F.pool = c->be->kind == HC_BACKEND_CPU ? hci_cpu_pool(c->be) : (own = hci_pool_create(0));
     size_t page_max = c->layers[0].ring.page_bytes, ring = page_max * (size_t)c->layers[0].ring.n_pages, nf = 1;
@@ -221,7 +237,7 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n, uint64_t seed)
         if (!st && lc->ratio) st = fill_entries(&F, &lc->comp, ls ^ 2, n);
         if (!st && lc->ratio == 4) st = fill_entries(&F, &lc->idx, ls ^ 3, n);
     }
-    free(F.host), free(F.scratch), free(F.kv), free(F.sc);
+    free(F.host), free(F.scratch), free(F.kv), free(F.sc), free(t);
     hci_pool_destroy(own);
     if (st) {
         hci_ctx_clear_caches(c); /* back to empty: what is in the ring is never read at length 0 */

@@ -147,6 +147,11 @@ def main():
     bad = dict(index, weight_map=dict(index["weight_map"], **{ts[0][0]: "../a.safetensors"}))
     write("checkpoint", "index_escape", SEP.join([js(cfg0), js(bad), a, b]))
     write("checkpoint", "missing_shard", SEP.join([js(cfg0), js(index), a]))
+    # regression: the largest valid geometry with one small shard once made the loader allocate
+    # the weights (petabytes) before looking for them; now HC_ERR_MISSING_TENSOR, nothing allocated
+    huge = {"hidden_size": 65536, "num_hidden_layers": 1024, "num_attention_heads": 1024, "head_dim": 1024,
+            "q_lora_rank": 65536, "o_groups": 1024, "o_lora_rank": 65536}
+    write("checkpoint", "regress-config-sized-alloc", SEP.join([js(huge), b"", a]))
 
 
 if __name__ == "__main__":
