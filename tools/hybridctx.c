@@ -98,7 +98,7 @@ static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t
 static int cmd_demo(int argc, char **argv)
 {
     const char *model_name = "tiny", *cache = "fp8", *backend = "auto";
-    int64_t tokens = 32768, chunk = 1024, decode = 16;
+    int64_t tokens = 20000, chunk = 1024, decode = 16;
     int threads = 0;
     uint64_t seed = 1;
     for (int i = 0; i < argc; i++) {
