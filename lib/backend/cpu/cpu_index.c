@@ -102,7 +102,7 @@ static void score_items(void *arg, int64_t lo, int64_t hi, int tid)
         int64_t i = it / chunks, j0 = (it % chunks) * KEY_CHUNK;
         int64_t nv = (r->pos0 + i + 1) / 4, j1 = j0 + KEY_CHUNK < nv ? j0 + KEY_CHUNK : nv;
         if (j0 >= j1) continue;
-        if (qrow != i) {
+        if (it == lo || qrow != i) { /* (it == lo: lets the analyser see q is set before use) */
             hci_bf16_decode_n(r->qi + (size_t)i * IH * ID, IH * ID, q);
             qrow = i;
         }

@@ -247,9 +247,12 @@ extern "C" {
     #[doc = "  @param out   receives the new model; set to NULL on failure."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_IO (cannot read); HC_ERR_FORMAT (malformed safetensors,"]
     #[doc = "  JSON or index); HC_ERR_BAD_CONFIG; HC_ERR_MISSING_TENSOR / HC_ERR_TENSOR (the message names the"]
-    #[doc = "  tensor); HC_ERR_LIMIT (header or tensor count over the limits below); HC_ERR_OUT_OF_MEMORY."]
-    #[doc = "  Limits: a safetensors header of at most 100,000,000 bytes and 1,000,000 tensors; config text"]
-    #[doc = "  of at most 1 MiB; at most 1024 layers."]
+    #[doc = "  tensor); HC_ERR_LIMIT (a file over the limits below); HC_ERR_OUT_OF_MEMORY."]
+    #[doc = "  Limits: a safetensors header of at most 100,000,000 bytes, 1,000,000 tensors and 8 dimensions"]
+    #[doc = "  per tensor; config.json of at most 1 MiB; model.safetensors.index.json of at most 64 MiB; at"]
+    #[doc = "  most 1024 layers. Memory: every tensor the configuration needs is found and its dtype and"]
+    #[doc = "  shape checked before the weights are allocated, so a load never allocates more than about 4x"]
+    #[doc = "  the tensor bytes the files hold, plus the parsed headers."]
     #[doc = "  Ownership: the caller frees *out with hc_model_free(). Thread-safe. @since 0.1"]
     pub fn hc_model_load(
         path: *const ::std::os::raw::c_char,
@@ -263,7 +266,8 @@ extern "C" {
     #[doc = "  @param preset_or_config_json \"v4-flash\", \"v4-pro\", \"tiny\", or the text of a HF config.json"]
     #[doc = "               (a JSON object; missing fields take the v4-flash values)."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT"]
-    #[doc = "  (malformed JSON); HC_ERR_OUT_OF_MEMORY. Ownership and threads as hc_model_load(). @since 0.1"]
+    #[doc = "  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY. Ownership and"]
+    #[doc = "  threads as hc_model_load(). @since 0.1"]
     pub fn hc_model_create_random(
         preset_or_config_json: *const ::std::os::raw::c_char,
         seed: u64,
@@ -940,7 +944,8 @@ extern "C" {
     pub fn hc_ctx_backend(c: *const hc_ctx) -> i32;
 }
 extern "C" {
-    #[doc = " Empty the context (length 0, no chunk in progress) and release its cache pages."]
+    #[doc = " Empty the context (length 0, no chunk in progress), release its cache pages and drop its"]
+    #[doc = "  metadata blob."]
     #[doc = "  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_BAD_STATE. @since 0.1"]
     pub fn hc_ctx_reset(c: *mut hc_ctx) -> hc_status;
 }
@@ -957,7 +962,8 @@ pub struct hc_save_params {
     pub compression: i32,
     #[doc = "< 1..19; 0 = 1"]
     pub zstd_level: i32,
-    #[doc = "< checksum / compression workers; 0 = all online cores"]
+    #[doc = "< checksum / compression workers; 0 = all online cores (at most 16 are"]
+    #[doc = "used; sessions under 2 MiB are saved on the calling thread)"]
     pub n_threads: i32,
 }
 #[test]
@@ -1050,9 +1056,16 @@ extern "C" {
     #[doc = "  synced and renamed over path, then the directory is synced. On any failure the previous"]
     #[doc = "  file at path is intact and no temporary file is left. Memory use is bounded (the cache is"]
     #[doc = "  streamed). The context must not have a chunk in progress."]
-    #[doc = "  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG; HC_ERR_ORDER"]
-    #[doc = "  (a chunk is in progress); HC_ERR_IO (with errno text in the last error); HC_ERR_OUT_OF_MEMORY;"]
-    #[doc = "  HC_ERR_CUDA. The context is never changed. @since 0.1"]
+    #[doc = "  Temporaries are named \"<path>.tmp.<pid>.<16 hex>\"; ones left by a killed process (pid not"]
+    #[doc = "  alive) are removed by the next save to the same path. The one failure after the rename is"]
+    #[doc = "  the directory sync: HC_ERR_IO is returned while path already holds the new, complete file."]
+    #[doc = "  Entries are stored in one canonical encoding whatever the cache format (docs/session-format.md);"]
+    #[doc = "  sessions are little-endian and identical across thread counts."]
+    #[doc = "  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field"]
+    #[doc = "  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file"]
+    #[doc = "  that is not a session, which is never replaced); HC_ERR_UNSUPPORTED (params tail not zero);"]
+    #[doc = "  HC_ERR_ORDER (a chunk is in progress); HC_ERR_IO (with errno text in the last error);"]
+    #[doc = "  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA; HC_ERR_BAD_STATE. The context is never changed. @since 0.1"]
     pub fn hc_ctx_save(
         c: *mut hc_ctx,
         path: *const ::std::os::raw::c_char,
@@ -1064,11 +1077,19 @@ extern "C" {
     #[doc = "  version, model fingerprint, sizes, checksums) before the context changes: on any failure"]
     #[doc = "  the context is exactly as before. A session loads into a context of either cache format and"]
     #[doc = "  either backend, and decoding continues bitwise as if it had never been saved."]
-    #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_IO; HC_ERR_FORMAT (not a session file or malformed);"]
-    #[doc = "  HC_ERR_VERSION (written by an incompatible format version; the message names both);"]
-    #[doc = "  HC_ERR_MODEL_MISMATCH; HC_ERR_CORRUPT (a checksum or consistency check failed);"]
+    #[doc = "  The load replaces everything: length, cache, metadata (none when the session has none), and"]
+    #[doc = "  a chunk in progress is dropped (hc_ctx_next_layer() is 0 afterwards). The session must come"]
+    #[doc = "  from a model with the same fingerprint (configuration and weights; a geometry-only model's"]
+    #[doc = "  sessions load only into geometry-only models of the same configuration)."]
+    #[doc = "  Memory: the new cache is built in fresh backend memory and swapped in at the end, so while"]
+    #[doc = "  loading the context holds its old cache too (hc_ctx_reset() first avoids that); host memory"]
+    #[doc = "  is bounded by a few MiB per worker thread."]
+    #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_IO; HC_ERR_FORMAT (not a session file);"]
+    #[doc = "  HC_ERR_VERSION (written by an incompatible format version, or needing a feature this build"]
+    #[doc = "  lacks; the message names both); HC_ERR_MODEL_MISMATCH (the message names the first field that"]
+    #[doc = "  differs); HC_ERR_CORRUPT (truncated, a checksum or consistency check failed);"]
     #[doc = "  HC_ERR_POSITION (longer than the context's max_tokens); HC_ERR_LIMIT; HC_ERR_OUT_OF_MEMORY;"]
-    #[doc = "  HC_ERR_CUDA. @since 0.1"]
+    #[doc = "  HC_ERR_CUDA; HC_ERR_BAD_STATE. @since 0.1"]
     pub fn hc_ctx_load(c: *mut hc_ctx, path: *const ::std::os::raw::c_char) -> hc_status;
 }
 extern "C" {
@@ -1077,7 +1098,9 @@ extern "C" {
     pub fn hc_ctx_save_size(c: *mut hc_ctx, p: *const hc_save_params, size: *mut u64) -> hc_status;
 }
 extern "C" {
-    #[doc = " Save into a caller buffer; *written receives the bytes used. @return as hc_ctx_save(), plus"]
+    #[doc = " Save into a caller buffer; *written receives the bytes used. buf may be NULL when cap is 0."]
+    #[doc = "  With compression the exact size is known only after compressing: a too small buffer is"]
+    #[doc = "  reported with the exact size (the same params then fit). @return as hc_ctx_save(), plus"]
     #[doc = "  HC_ERR_BUFFER_TOO_SMALL (with the size needed in *written). @since 0.1"]
     pub fn hc_ctx_save_buffer(
         c: *mut hc_ctx,
