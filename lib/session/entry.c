@@ -42,9 +42,9 @@ int hcs_entry_canonical(const hci_entry_layout *c, const uint8_t *d, const uint8
         int e = (int)s[b] - 127, m;
         if (e < -126 || e > 127) return 0;
         if (c->fp4) {
-            m = max_e2m1_32(d + b * 16);
+            m = max_e2m1_32(d + (size_t)b * 16);
         } else {
-            m = max_e4m3_64(d + b * 64);
+            m = max_e4m3_64(d + (size_t)b * 64);
             if (m == 0x7f) return 0; /* e4m3fn NaN */
         }
         if (expected_exp(c, m, e) != e) return 0;
@@ -53,7 +53,7 @@ int hcs_entry_canonical(const hci_entry_layout *c, const uint8_t *d, const uint8
         if (s[b]) return 0;
     const uint8_t *rope = d + c->quant_dim; /* bf16 tail of main entries */
     for (int i = 0; i < c->dim - c->quant_dim; i++)
-        if ((rope[2 * i + 1] & 0x7f) == 0x7f && (rope[2 * i] & 0x80)) return 0; /* exponent all ones */
+        if ((rope[2 * (size_t)i + 1] & 0x7f) == 0x7f && (rope[2 * (size_t)i] & 0x80)) return 0; /* exponent all ones */
     return 1;
 }
 
@@ -81,12 +81,12 @@ int hcs_entry_to_canon(const hci_entry_layout *x, const void *page, int slot, co
     const uint8_t *src = hci_entry_data(x, (void *)page, slot);
     for (int i = 0; i < x->dim; i++) {
         uint16_t h;
-        memcpy(&h, src + 2 * i, 2);
+        memcpy(&h, src + 2 * (size_t)i, 2);
         v[i] = hci_f32_from_bf16(h);
     }
     hci_entry_pack(c, tmp, 0, v);
     hci_entry_unpack_bf16(c, tmp, 0, back);
-    if (memcmp(back, src, (size_t)x->dim * 2)) return -1;
+    if (memcmp(back, src, (size_t)x->dim * 2) != 0) return -1;
     memcpy(d, hci_entry_data(c, tmp, 0), (size_t)c->data_bytes);
     memcpy(s, hci_entry_scales(c, tmp, 0), (size_t)c->scale_bytes);
     return 0;

@@ -88,10 +88,10 @@ static void gen_entry(const tables *t, const hci_entry_layout *c, uint64_t *rs, 
             p[k / 2] = k & 1 ? (uint8_t)((p[k / 2] & 0x0f) | code << 4) : (uint8_t)((p[k / 2] & 0xf0) | code);
             s[b] = (uint8_t)(127 - 1 + (int)(u >> 16 & 1) - (int)(u >> 17 & 1));
         } else {
-            uint8_t *p = d + b * c->qblock;
+            uint8_t *p = d + (size_t)b * c->qblock;
             for (int i = 0; i < c->qblock; i += 8) {
                 uint64_t v = next(rs);
-                for (int j = 0; j < 4; j++) memcpy(p + i + 2 * j, &t->e4m3x2[(v >> 16 * j) & 0xffff], 2);
+                for (int j = 0; j < 4; j++) memcpy(p + i + 2 * (size_t)j, &t->e4m3x2[(v >> 16 * j) & 0xffff], 2);
             }
             p[k] = (uint8_t)((u >> 8 & 0x80) | (0x78 + (u >> 9) % 6));
             s[b] = (uint8_t)(127 - 6 + (int)(u >> 16 & 1) - (int)(u >> 17 & 1));
@@ -102,7 +102,7 @@ static void gen_entry(const tables *t, const hci_entry_layout *c, uint64_t *rs, 
         uint64_t v = next(rs);
         for (int j = 0; j < 4 && i + j < c->dim - c->quant_dim; j++) {
             uint16_t h = t->bf16[(v >> 16 * j) & 255];
-            memcpy(rope + 2 * (i + j), &h, 2);
+            memcpy(rope + 2 * (size_t)(i + j), &h, 2);
         }
     }
 }
@@ -127,9 +127,12 @@ static void fill_pages(void *arg, int64_t lo, int64_t hi, int tid)
         uint64_t rs = seeded(j->seed ^ mix((uint64_t)page));
         uint8_t *out = j->host + (size_t)p * pb;
         int direct = j->x->fmt == HCI_FMT_FP8 && k == HCI_PAGE_ENTRIES;
+        /* cppcheck (2.10) takes `direct` for always false; full FP8 pages are common */
+        // cppcheck-suppress knownConditionTrueFalse
         uint8_t *blk = direct ? out : j->scratch + (size_t)tid * j->block_bytes;
         for (int r = 0; r < k; r++)
             gen_entry(j->t, j->c, &rs, hcs_blk_data(j->c, blk, k, r), hcs_blk_scales(j->c, blk, k, r));
+        // cppcheck-suppress knownConditionTrueFalse
         if (!direct) hcs_page_from_block(j->c, blk, k, j->x, out);
     }
 }
@@ -139,7 +142,6 @@ typedef struct filler {
     const tables *t;
     hci_pool *pool;
     uint8_t *host, *scratch;
-    size_t host_pages;
     float *kv, *sc;
 } filler;
 
@@ -212,7 +214,7 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n, uint64_t seed)
     tables *t = malloc(sizeof *t); /* 130 KiB: not on the caller's stack */
     if (!t) return hci_errf(c->err, sizeof c->err, HC_ERR_OUT_OF_MEMORY, "out of memory");
     make_tables(t);
-    filler F = {c, t, NULL, NULL, NULL, 0, NULL, NULL};
+    filler F = {c, t, NULL, NULL, NULL, NULL, NULL};
     hci_pool *own = NULL;
     F.pool = c->be->kind == HC_BACKEND_CPU ? hci_cpu_pool(c->be) : (own = hci_pool_create(0));
     size_t page_max = c->layers[0].ring.page_bytes, ring = page_max * (size_t)c->layers[0].ring.n_pages, nf = 1;

@@ -43,7 +43,7 @@ static void put(sbuf *b, const char *fmt, ...)
 
 static void hex(const uint8_t *p, int n, char *out)
 {
-    for (int i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", p[i]);
+    for (int i = 0; i < n; i++) sprintf(out + 2 * (size_t)i, "%02x", p[i]);
 }
 
 static const char *human(double b, char *buf, size_t n)

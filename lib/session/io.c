@@ -101,7 +101,7 @@ static void sweep(const char *dir, const char *base)
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *n = e->d_name;
-        if (strncmp(n, base, bl) || strncmp(n + bl, ".tmp.", 5)) continue;
+        if (strncmp(n, base, bl) != 0 || strncmp(n + bl, ".tmp.", 5) != 0) continue;
         char *end;
         errno = 0;
         long pid = strtol(n + bl + 5, &end, 10);
@@ -137,7 +137,7 @@ static int check_target(const char *target, char *err, size_t errsz)
     int st2 = st.st_size >= 8 ? hcs_pread_all(fd, m, 8, 0, target, err, errsz) : HC_OK;
     hci_io()->close(fd);
     if (st2) return st2;
-    if (memcmp(m, hcs_magic_sb, 8))
+    if (memcmp(m, hcs_magic_sb, 8) != 0)
         return hci_errf(err, errsz, HC_ERR_INVALID_ARG, "%s exists and is not a session file; refusing to replace it",
                         target);
     return HC_OK;

@@ -162,7 +162,7 @@ static int apply(void *arg, const hcs_piece *p, char *err, size_t errsz)
 
 static void hex8(const uint8_t *p, char *out)
 {
-    for (int i = 0; i < 8; i++) sprintf(out + 2 * i, "%02x", p[i]);
+    for (int i = 0; i < 8; i++) sprintf(out + 2 * (size_t)i, "%02x", p[i]);
 }
 
 static int check_model(const hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
@@ -170,14 +170,14 @@ static int check_model(const hc_ctx *c, const hcs_file *f, char *err, size_t err
     const hc_model *m = c->model;
     int st = hcs_config_compare(&f->cfg, &m->cfg, err, errsz);
     if (st) return st;
-    if (memcmp(f->rec.fingerprint, m->fingerprint, 16))
+    if (memcmp(f->rec.fingerprint, m->fingerprint, 16) != 0)
         return hci_errf(err, errsz, HC_ERR_MODEL_MISMATCH, "the session's configuration fingerprint differs from this model's");
     if ((f->rec.has_weights != 0) != (m->has_weights != 0))
         return hci_errf(err, errsz, HC_ERR_MODEL_MISMATCH,
                         f->rec.has_weights ? "the session belongs to a model with weights; this model is geometry-only"
                                            : "the session was saved from a geometry-only model; it loads only into a "
                                              "geometry-only model of the same configuration");
-    if (memcmp(f->rec.fingerprint + 16, m->fingerprint + 16, 16)) {
+    if (memcmp(f->rec.fingerprint + 16, m->fingerprint + 16, 16) != 0) {
         char a[17], b[17];
         hex8(f->rec.fingerprint + 16, a), hex8(m->fingerprint + 16, b);
         return hci_errf(err, errsz, HC_ERR_MODEL_MISMATCH,

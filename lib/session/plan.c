@@ -88,6 +88,13 @@ static void ints_of(const hci_config *c, int64_t v[N_INTS])
     memcpy(v, t, sizeof t);
 }
 
+static uint64_t bits64(double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
 static void reals_of(const hci_config *c, double v[N_REALS])
 {
     double t[N_REALS] = {c->rope_theta, c->compress_rope_theta, c->yarn_factor, c->yarn_beta_fast,
@@ -110,13 +117,13 @@ void hcs_config_encode(const hci_config *c, uint8_t *o)
     double rv[N_REALS];
     ints_of(c, iv), reals_of(c, rv);
     hcs_put32(o, 1), hcs_put32(o + 4, (uint32_t)c->n_layers);
-    for (int i = 0; i < N_INTS; i++) hcs_put64(o + 8 + 8 * i, (uint64_t)iv[i]);
+    for (int i = 0; i < N_INTS; i++) hcs_put64(o + 8 + 8 * (size_t)i, (uint64_t)iv[i]);
     for (int i = 0; i < N_REALS; i++) {
         uint64_t u;
         memcpy(&u, &rv[i], 8);
-        hcs_put64(o + 8 + 8 * N_INTS + 8 * i, u);
+        hcs_put64(o + 8 + 8 * (size_t)N_INTS + 8 * (size_t)i, u);
     }
-    for (int l = 0; l < c->n_layers; l++) hcs_put32(o + 8 + 8 * (N_INTS + N_REALS) + 4 * l, (uint32_t)c->ratios[l]);
+    for (int l = 0; l < c->n_layers; l++) hcs_put32(o + 8 + 8 * (size_t)(N_INTS + N_REALS) + 4 * (size_t)l, (uint32_t)c->ratios[l]);
 }
 
 static int fits_int(int64_t v) { return v >= -2147483647 && v <= 2147483647; }
@@ -131,9 +138,9 @@ int hcs_config_decode(const uint8_t *in, uint64_t len, hci_config *c, char *err,
     memset(c, 0, sizeof *c);
     int64_t iv[N_INTS];
     double rv[N_REALS];
-    for (int i = 0; i < N_INTS; i++) iv[i] = (int64_t)hcs_get64(in + 8 + 8 * i);
+    for (int i = 0; i < N_INTS; i++) iv[i] = (int64_t)hcs_get64(in + 8 + 8 * (size_t)i);
     for (int i = 0; i < N_REALS; i++) {
-        uint64_t u = hcs_get64(in + 8 + 8 * N_INTS + 8 * i);
+        uint64_t u = hcs_get64(in + 8 + 8 * (size_t)N_INTS + 8 * (size_t)i);
         memcpy(&rv[i], &u, 8);
     }
     for (int i = 0; i < N_INTS - 2; i++)
@@ -146,7 +153,7 @@ int hcs_config_decode(const uint8_t *in, uint64_t len, hci_config *c, char *err,
     c->rope_theta = rv[0], c->compress_rope_theta = rv[1], c->yarn_factor = rv[2];
     c->yarn_beta_fast = rv[3], c->yarn_beta_slow = rv[4], c->norm_eps = rv[5];
     for (uint32_t l = 0; l < nl; l++) {
-        int64_t r = (int32_t)hcs_get32(in + 8 + 8 * (N_INTS + N_REALS) + 4 * l);
+        int64_t r = (int32_t)hcs_get32(in + 8 + 8 * (size_t)(N_INTS + N_REALS) + 4 * (size_t)l);
         c->ratios[l] = (int)r;
     }
     char why[HCI_ERRLEN];
@@ -165,7 +172,7 @@ int hcs_config_compare(const hci_config *f, const hci_config *m, char *err, size
             return hci_errf(err, errsz, HC_ERR_MODEL_MISMATCH, "the session is for a model with %s %lld, this model has %lld",
                             int_names[i], (long long)a[i], (long long)b[i]);
     for (int i = 0; i < N_REALS; i++)
-        if (memcmp(&x[i], &y[i], 8))
+        if (bits64(x[i]) != bits64(y[i])) /* bitwise: -0.0 and 0.0 differ */
             return hci_errf(err, errsz, HC_ERR_MODEL_MISMATCH, "the session is for a model with %s %.17g, this model has %.17g",
                             real_names[i], x[i], y[i]);
     for (int l = 0; l < f->n_layers; l++)

@@ -94,13 +94,13 @@ static int check_blocks(hcs_file *f, char *err, size_t errsz)
     if (size < 8) FAIL(HC_ERR_FORMAT, "not a session file (%" PRIu64 " bytes)", size);
     int st = src_read(src, 0, size < HCS_BLOCK ? (size_t)size : HCS_BLOCK, tmp, &sb, err, errsz);
     if (st) return st;
-    if (memcmp(sb, hcs_magic_sb, 8)) FAIL(HC_ERR_FORMAT, "not a session file (no session magic)");
+    if (memcmp(sb, hcs_magic_sb, 8) != 0) FAIL(HC_ERR_FORMAT, "not a session file (no session magic)");
     if (size < 12) FAIL(HC_ERR_CORRUPT, "truncated: %" PRIu64 " bytes", size);
     unsigned major = hcs_get16(sb + 8), minor = hcs_get16(sb + 10);
     if (major != HCS_MAJOR)
         FAIL(HC_ERR_VERSION, "written by session format %u.%u; this build reads %u.x (up to %u.%u)", major, minor,
              HCS_MAJOR, HCS_MAJOR, HCS_MINOR);
-    if (size < 2 * HCS_BLOCK) FAIL(HC_ERR_CORRUPT, "truncated: %" PRIu64 " bytes, a session has at least %u", size, 2 * HCS_BLOCK);
+    if (size < 2 * (uint64_t)HCS_BLOCK) FAIL(HC_ERR_CORRUPT, "truncated: %" PRIu64 " bytes, a session has at least %u", size, 2 * HCS_BLOCK);
     if (hcs_get64(sb + HCS_SB_HASH_OFF) != hcs_hash(sb, HCS_SB_HASH_OFF)) FAIL(HC_ERR_CORRUPT, "superblock checksum mismatch");
     hcs_record *r = &f->rec;
     hcs_record_decode(sb + HCS_RECORD_OFF, r);
@@ -127,10 +127,10 @@ static int check_blocks(hcs_file *f, char *err, size_t errsz)
 
     const uint8_t *ft;
     if ((st = src_read(src, size - HCS_BLOCK, HCS_BLOCK, tmp, &ft, err, errsz))) return st;
-    if (memcmp(ft, hcs_magic_foot, 8) || memcmp(ft + HCS_END_MAGIC_OFF, hcs_magic_end, 8))
+    if (memcmp(ft, hcs_magic_foot, 8) != 0 || memcmp(ft + HCS_END_MAGIC_OFF, hcs_magic_end, 8) != 0)
         FAIL(HC_ERR_CORRUPT, "no footer at the end of the file");
     if (hcs_get64(ft + HCS_FOOT_HASH_OFF) != hcs_hash(ft, HCS_FOOT_HASH_OFF)) FAIL(HC_ERR_CORRUPT, "footer checksum mismatch");
-    if (memcmp(ft + HCS_RECORD_OFF, rec, HCS_RECORD_SIZE)) FAIL(HC_ERR_CORRUPT, "footer and superblock disagree");
+    if (memcmp(ft + HCS_RECORD_OFF, rec, HCS_RECORD_SIZE) != 0) FAIL(HC_ERR_CORRUPT, "footer and superblock disagree");
     if (!newer && !all_zero(ft + HCS_RECORD_OFF + HCS_RECORD_SIZE, HCS_FOOT_HASH_OFF - HCS_RECORD_OFF - HCS_RECORD_SIZE))
         FAIL(HC_ERR_CORRUPT, "footer: reserved bytes are not zero");
     if (r->n_tokens < 0) FAIL(HC_ERR_CORRUPT, "negative token count");
@@ -160,7 +160,7 @@ static int read_toc(hcs_file *f, char *err, size_t errsz)
     if (p != f->toc) memcpy(f->toc, p, (size_t)r->toc_length);
     if (hcs_hash(f->toc, (size_t)r->toc_length) != r->toc_hash) FAIL(HC_ERR_CORRUPT, "TOC checksum mismatch");
     const uint8_t *t = f->toc;
-    if (memcmp(t, hcs_magic_toc, 8) || hcs_get32(t + 16) != HCS_SEC_ENTRY || hcs_get32(t + 20) != HCS_CHUNK_ENTRY ||
+    if (memcmp(t, hcs_magic_toc, 8) != 0 || hcs_get32(t + 16) != HCS_SEC_ENTRY || hcs_get32(t + 20) != HCS_CHUNK_ENTRY ||
         hcs_get64(t + 24))
         FAIL(HC_ERR_CORRUPT, "malformed TOC header");
     f->n_sec = hcs_get32(t + 8), f->n_chunks = hcs_get32(t + 12);
@@ -408,7 +408,7 @@ static void load_work(void *arg, int si)
         int bad = hcs_block_check(cl, s->pc.raw + b * bb, k);
         if (bad >= 0) {
             s->status = hci_errf(s->err, sizeof s->err, HC_ERR_CORRUPT, "%s row %" PRIu64 ": entry is not canonical",
-                                 layer_text(sec, nm, sizeof nm), s->pc.row0 + b * HCI_PAGE_ENTRIES + (uint64_t)bad);
+                                 layer_text(sec, nm, sizeof nm), s->pc.row0 + (uint64_t)b * HCI_PAGE_ENTRIES + (uint64_t)bad);
             return;
         }
     }
