@@ -29,7 +29,17 @@ __device__ __forceinline__ double warp_sum(double v)
     return v;
 }
 
-/* y[t][r] for t < n: W codes [M][K], scales [M/128][sld]; x codes [np][K], scales [K/128][np]. */
+/* Sixteen e4m3 codes (one 16-byte load) as floats. */
+__device__ __forceinline__ void e4m3x16(uint4 v, float f[16])
+{
+    e4m3x4(v.x, f), e4m3x4(v.y, f + 4), e4m3x4(v.z, f + 8), e4m3x4(v.w, f + 12);
+}
+
+/* y[t][r] for t < n: W codes [M][K], scales [M/128][sld]; x codes [np][K], scales [K/128][np].
+ * One warp per row, four 128-blocks per step: eight lanes share a block, each with 16 codes
+ * (16-byte loads). A block's dot is exact in double whatever the order (products of e4m3 are
+ * multiples of 2^-18 below 2^18, 128 of them need 43 bits), so the eight-lane sum equals the
+ * CPU's; the scaled block results are then added in block order on every lane, as the CPU does. */
 __global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                                 const float *xs, int np, int n, uint16_t *y, int ldy)
 {
@@ -40,52 +50,93 @@ __global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int 
     for (int t = 0; t < GV_MAX_N; t++) acc[t] = 0.0f;
     const uint8_t *wr = W + (size_t)r * K;
     const float *ws = Ws + (size_t)(r / 128) * sld;
-    for (int kb = 0; kb < K / 128; kb++) {
-        float w[4];
-        e4m3x4(*(const uint32_t *)(wr + kb * 128 + lane * 4), w);
-        float sw = ws[kb];
+    const int nb = K / 128, sub = lane / 8, off = (lane % 8) * 16;
+    for (int kb0 = 0; kb0 < nb; kb0 += 4) {
+        const int kb = kb0 + sub;
+        const bool on = kb < nb;
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        float w[16];
+        e4m3x16(on ? *(const uint4 *)(wr + (size_t)kb * 128 + off) : zero, w);
+        const float sw = on ? ws[kb] : 0.0f;
 #pragma unroll
         for (int t = 0; t < GV_MAX_N; t++) {
             if (t >= n) break;
-            float a[4];
-            e4m3x4(*(const uint32_t *)(xq + (size_t)t * K + kb * 128 + lane * 4), a);
-            double d = (double)__fmul_rn(w[0], a[0]) + (double)__fmul_rn(w[1], a[1]) +
-                       (double)__fmul_rn(w[2], a[2]) + (double)__fmul_rn(w[3], a[3]);
-            float partial = (float)warp_sum(d);
-            acc[t] = __fadd_rn(acc[t], __fmul_rn(partial, __fmul_rn(xs[(size_t)kb * np + t], sw)));
+            float a[16];
+            e4m3x16(on ? *(const uint4 *)(xq + (size_t)t * K + (size_t)kb * 128 + off) : zero, a);
+            double d = 0.0;
+#pragma unroll
+            for (int i = 0; i < 16; i++) d += (double)__fmul_rn(w[i], a[i]);
+#pragma unroll
+            for (int o = 4; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+            const float term = on ? __fmul_rn((float)d, __fmul_rn(xs[(size_t)kb * np + t], sw)) : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float tj = __shfl_sync(0xffffffffu, term, j * 8);
+                if (kb0 + j < nb) acc[t] = __fadd_rn(acc[t], tj);
+            }
         }
     }
     if (lane == 0)
         for (int t = 0; t < n; t++) y[(size_t)t * ldy + r] = hci_bf16_from_f32(acc[t]);
 }
 
+static bool aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15) == 0;
+}
+
 int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                     const float *xs, int np, int n, uint16_t *y, int ldy)
 {
     if (n <= 0) return HC_OK;
-    if (n > GV_MAX_N) return HC_ERR_INVALID_ARG;
+    if (n > GV_MAX_N || K % 128 || !aligned16(W) || !aligned16(xq)) return HC_ERR_INVALID_ARG;
     gemv_fp8_kernel<<<(M + GV_WARPS - 1) / GV_WARPS, GV_WARPS * 32, 0, s>>>(W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
     return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
 }
 
 /* out[t][g*Mg + r] = sum_k x[t][g*xoff + k] * W[g*Mg + r][k] in double, for `groups` groups of Mg
- * rows; written as double (outd, leading dim ldo) or rounded fl32 -> bf16 (outb). */
+ * rows; written as double (outd, leading dim ldo) or rounded fl32 -> bf16 (outb). Products are
+ * exact in fp32; each lane sums its share in double, then the warp. With 16-byte aligned rows
+ * (K, ldx, xoff multiples of 8) a lane reads 8 values per load and each weight load serves every
+ * token; otherwise one value at a time. */
 __global__ void gemv_bf16_kernel(const uint16_t *W, int M, int K, int Mg, int64_t xoff, const uint16_t *x, int ldx,
-                                 int n, double *outd, uint16_t *outb, int ldo)
+                                 int n, bool vec, double *outd, uint16_t *outb, int ldo)
 {
     int r = blockIdx.x * GV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= M) return;
     int g = r / Mg;
-    const uint16_t *wr = W + (size_t)r * K;
-    for (int t = 0; t < n; t++) {
-        const uint16_t *xr = x + (size_t)t * ldx + (size_t)g * xoff;
-        double d = 0.0;
+    const uint16_t *wr = W + (size_t)r * K, *xg = x + (size_t)g * xoff;
+    double d[GV_MAX_N];
+#pragma unroll
+    for (int t = 0; t < GV_MAX_N; t++) d[t] = 0.0;
+    if (vec) {
+        for (int k = lane * 8; k < K; k += 256) {
+            const uint4 wv = *(const uint4 *)(wr + k);
+            const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+            for (int t = 0; t < GV_MAX_N; t++) {
+                if (t >= n) break;
+                const uint4 xv = *(const uint4 *)(xg + (size_t)t * ldx + k);
+                const uint32_t xu[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    d[t] += (double)__fmul_rn(__uint_as_float(wu[i] << 16), __uint_as_float(xu[i] << 16));
+                    d[t] += (double)__fmul_rn(__uint_as_float(wu[i] & 0xffff0000u), __uint_as_float(xu[i] & 0xffff0000u));
+                }
+            }
+        }
+    } else {
         for (int k = lane; k < K; k += 32)
-            d += (double)__fmul_rn(hci_f32_from_bf16(wr[k]), hci_f32_from_bf16(xr[k]));
-        d = warp_sum(d);
+            for (int t = 0; t < n && t < GV_MAX_N; t++)
+                d[t] += (double)__fmul_rn(hci_f32_from_bf16(wr[k]), hci_f32_from_bf16(xg[(size_t)t * ldx + k]));
+    }
+#pragma unroll
+    for (int t = 0; t < GV_MAX_N; t++) {
+        if (t >= n) break;
+        const double v = warp_sum(d[t]);
         if (lane == 0) {
-            if (outd) outd[(size_t)t * ldo + r] = d;
-            else outb[(size_t)t * ldo + r] = hci_bf16_from_f32((float)d);
+            if (outd) outd[(size_t)t * ldo + r] = v;
+            else outb[(size_t)t * ldo + r] = hci_bf16_from_f32((float)v);
         }
     }
 }
@@ -94,8 +145,10 @@ int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups
                      double *outd, uint16_t *outb, int ldo)
 {
     if (n <= 0) return HC_OK;
+    if (n > GV_MAX_N) return HC_ERR_INVALID_ARG;
     int Mg = M / groups;
-    gemv_bf16_kernel<<<(M + GV_WARPS - 1) / GV_WARPS, GV_WARPS * 32, 0, s>>>(W, M, K, Mg, K, x, ldx, n, outd, outb,
-                                                                             ldo);
+    const bool vec = K % 8 == 0 && ldx % 8 == 0 && aligned16(W) && aligned16(x);
+    gemv_bf16_kernel<<<(M + GV_WARPS - 1) / GV_WARPS, GV_WARPS * 32, 0, s>>>(W, M, K, Mg, K, x, ldx, n, vec, outd,
+                                                                             outb, ldo);
     return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
 }

@@ -109,8 +109,9 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     act_quant_kernel<<<(unsigned)((items * 32 + 255) / 256), 256, 0, cu->stream>>>(x, ldx, n, np, K, q, qs);
     HCI_CU_TRY(be, cudaGetLastError());
     if (n <= HCI_CU_GEMV_MAX_N) {
-        if (hci_cu_gemv_fp8(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy))
-            return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8");
+        int st = hci_cu_gemv_fp8(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
+        if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8");
+        if (st) return hci_errf(be->err, be->errsz, st, "gemv_fp8: unsupported %dx%d weight layout", M, K);
         return HC_OK;
     }
     if (!fp8_use_cublaslt()) {

@@ -135,6 +135,7 @@ int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups
 int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double *xd, double *out);
 
 /* ---- kernels/gemv.cu: a few tokens (n <= 16), exact as the CPU backend ---- */
+/* fp8: K a multiple of 128, W and xq 16-byte aligned (else HC_ERR_INVALID_ARG). */
 #define HCI_CU_GEMV_MAX_N 16
 int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                     const float *xs, int np, int n, uint16_t *y, int ldy);
