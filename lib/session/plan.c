@@ -79,6 +79,10 @@ uint32_t hcs_plan_rows_per_chunk(const hcs_plan_sec *s)
 
 #define N_INTS 14
 #define N_REALS 6
+/* record layout: u32 version, u32 n_layers, then the ints, the reals (their bits) and the ratios */
+#define OFF_INTS ((size_t)8)
+#define OFF_REALS (OFF_INTS + 8 * (size_t)N_INTS)
+#define OFF_RATIOS (OFF_REALS + 8 * (size_t)N_REALS)
 
 static void ints_of(const hci_config *c, int64_t v[N_INTS])
 {
@@ -109,7 +113,7 @@ static const char *const int_names[N_INTS] = {
 static const char *const real_names[N_REALS] = {"rope_theta", "compress_rope_theta", "rope_scaling.factor",
                                                 "rope_scaling.beta_fast", "rope_scaling.beta_slow", "rms_norm_eps"};
 
-uint32_t hcs_config_size(int n_layers) { return 8 + 8 * N_INTS + 8 * N_REALS + 4 * (uint32_t)n_layers; }
+uint32_t hcs_config_size(int n_layers) { return (uint32_t)OFF_RATIOS + 4 * (uint32_t)n_layers; }
 
 void hcs_config_encode(const hci_config *c, uint8_t *o)
 {
@@ -117,13 +121,9 @@ void hcs_config_encode(const hci_config *c, uint8_t *o)
     double rv[N_REALS];
     ints_of(c, iv), reals_of(c, rv);
     hcs_put32(o, 1), hcs_put32(o + 4, (uint32_t)c->n_layers);
-    for (int i = 0; i < N_INTS; i++) hcs_put64(o + 8 + 8 * (size_t)i, (uint64_t)iv[i]);
-    for (int i = 0; i < N_REALS; i++) {
-        uint64_t u;
-        memcpy(&u, &rv[i], 8);
-        hcs_put64(o + 8 + 8 * (size_t)N_INTS + 8 * (size_t)i, u);
-    }
-    for (int l = 0; l < c->n_layers; l++) hcs_put32(o + 8 + 8 * (size_t)(N_INTS + N_REALS) + 4 * (size_t)l, (uint32_t)c->ratios[l]);
+    for (int i = 0; i < N_INTS; i++) hcs_put64(o + OFF_INTS + 8 * (size_t)i, (uint64_t)iv[i]);
+    for (int i = 0; i < N_REALS; i++) hcs_put64(o + OFF_REALS + 8 * (size_t)i, bits64(rv[i]));
+    for (int l = 0; l < c->n_layers; l++) hcs_put32(o + OFF_RATIOS + 4 * (size_t)l, (uint32_t)c->ratios[l]);
 }
 
 static int fits_int(int64_t v) { return v >= -2147483647 && v <= 2147483647; }
@@ -138,9 +138,9 @@ int hcs_config_decode(const uint8_t *in, uint64_t len, hci_config *c, char *err,
     memset(c, 0, sizeof *c);
     int64_t iv[N_INTS];
     double rv[N_REALS];
-    for (int i = 0; i < N_INTS; i++) iv[i] = (int64_t)hcs_get64(in + 8 + 8 * (size_t)i);
+    for (int i = 0; i < N_INTS; i++) iv[i] = (int64_t)hcs_get64(in + OFF_INTS + 8 * (size_t)i);
     for (int i = 0; i < N_REALS; i++) {
-        uint64_t u = hcs_get64(in + 8 + 8 * (size_t)N_INTS + 8 * (size_t)i);
+        uint64_t u = hcs_get64(in + OFF_REALS + 8 * (size_t)i);
         memcpy(&rv[i], &u, 8);
     }
     for (int i = 0; i < N_INTS - 2; i++)
@@ -153,7 +153,7 @@ int hcs_config_decode(const uint8_t *in, uint64_t len, hci_config *c, char *err,
     c->rope_theta = rv[0], c->compress_rope_theta = rv[1], c->yarn_factor = rv[2];
     c->yarn_beta_fast = rv[3], c->yarn_beta_slow = rv[4], c->norm_eps = rv[5];
     for (uint32_t l = 0; l < nl; l++) {
-        int64_t r = (int32_t)hcs_get32(in + 8 + 8 * (size_t)(N_INTS + N_REALS) + 4 * (size_t)l);
+        int64_t r = (int32_t)hcs_get32(in + OFF_RATIOS + 4 * (size_t)l);
         c->ratios[l] = (int)r;
     }
     char why[HCI_ERRLEN];

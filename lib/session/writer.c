@@ -15,6 +15,8 @@
 #include "../util/error.h"
 #include "../util/threadpool.h"
 
+#define HOOK_EXTRA_BYTES 5000 /* size of the optional section the test hook adds (hcs_hooks) */
+
 hcs_test_hooks hcs_hooks;
 
 typedef struct wsec {
@@ -95,7 +97,7 @@ static uint32_t build_secs(const hc_ctx *c, wsec *out, const hcs_plan_sec *plan,
             wsec *e = &out[k++];
             memset(e, 0, sizeof *e);
             e->p.type = hcs_hooks.extra_section, e->p.layer = HCS_NO_LAYER, e->p.dtype = HCS_DT_BYTES;
-            e->p.row_bytes = 1, e->p.n_rows = 5000, e->flags = HCS_SEC_OPTIONAL, e->rpc = 4096;
+            e->p.row_bytes = 1, e->p.n_rows = HOOK_EXTRA_BYTES, e->flags = HCS_SEC_OPTIONAL, e->rpc = 4096;
         }
     }
     for (uint32_t i = 0; i < k; i++) {
@@ -451,7 +453,7 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
     }
     w.chunks = malloc(sizeof *w.chunks * (w.n_chunks ? w.n_chunks : 1));
     w.cfg_rec = malloc(hcs_config_size(cfg->n_layers));
-    w.extra = hcs_hooks.extra_section ? malloc(5000) : NULL; /* the test hook's section */
+    w.extra = hcs_hooks.extra_section ? malloc(HOOK_EXTRA_BYTES) : NULL; /* the test hook's section */
     w.ring = malloc(ring_bytes ? ring_bytes : 1);
     w.st_kv = malloc(state_floats * sizeof(float));
     w.st_sc = malloc(state_floats * sizeof(float));
@@ -459,7 +461,7 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
         writer_free(&w);
         return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the save buffers");
     }
-    for (int i = 0; w.extra && i < 5000; i++) w.extra[i] = (uint8_t)(i * 7);
+    for (int i = 0; w.extra && i < HOOK_EXTRA_BYTES; i++) w.extra[i] = (uint8_t)(i * 7);
     hcs_config_encode(cfg, w.cfg_rec);
     w.pipe = hcs_pipe_create(workers, w.n_slots, save_work, &w);
     if (!w.pipe) {
