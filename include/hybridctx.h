@@ -239,6 +239,9 @@ typedef struct hc_ctx_params {
     void    *cuda_stream;  /**< cudaStream_t to run on (CUDA backend); NULL = the context makes its own */
     int64_t  max_chunk;    /**< tokens the backend processes at once inside a call (bounds workspace
                                 memory); 0 = backend default. Does not change results. */
+    char    *errbuf;       /**< optional: receives a NUL-terminated message when hc_ctx_create() fails
+                                (the context that would hold hc_ctx_last_error() does not exist). @since 0.2 */
+    uint64_t errbuf_size;  /**< capacity of errbuf in bytes. @since 0.2 */
     /* new members are only appended below */
 } hc_ctx_params;
 
@@ -249,8 +252,10 @@ HC_API hc_status hc_ctx_params_init(hc_ctx_params *p, size_t struct_size);
  *  @param p NULL for defaults. @param out receives the context, NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field out of range; HC_MEM_DEVICE
  *  with the CPU backend); HC_ERR_UNSUPPORTED (struct tail not zero); HC_ERR_NO_DEVICE (CUDA asked
- *  for, none usable or not built); HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_OUT_OF_MEMORY.
- *  Ownership: free with hc_ctx_free() before freeing the model. Thread-safe with respect to
+ *  for: not built, module missing or unloadable, or no device); HC_ERR_UNSUPPORTED (the CUDA
+ *  module is of another version or build); HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_OUT_OF_MEMORY.
+ *  On failure the detail goes to p->errbuf when given (hc_backend_info_get() explains a missing
+ *  CUDA backend too). Ownership: free with hc_ctx_free() before freeing the model. Thread-safe with respect to
  *  the model. @since 0.1 */
 HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out);
 
@@ -370,9 +375,67 @@ HC_API hc_status hc_ctx_set_metadata(hc_ctx *c, const void *data, uint64_t len);
  *  when there is none. @return HC_OK, HC_ERR_NULL_ARG. @since 0.1 */
 HC_API hc_status hc_ctx_get_metadata(const hc_ctx *c, const void **data, uint64_t *len);
 
-/** Number of CUDA devices usable by this build (0 in CPU-only builds or without a driver).
+/** Number of CUDA devices usable by this build (0 in CPU-only builds, without the CUDA module,
+ *  or without a driver). Loads the CUDA module on first use (see hc_backend_info_get()).
  *  @return HC_OK, HC_ERR_NULL_ARG. Thread-safe. @since 0.1 */
 HC_API hc_status hc_cuda_device_count(int32_t *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Backends
+ *
+ * The CPU backend is part of libhybridctx.so. The CUDA backend is a separate module,
+ * libhybridctx-cuda.so.0, that the library loads with dlopen() the first time a call needs it
+ * (creating a context with HC_BACKEND_AUTO or HC_BACKEND_CUDA, hc_cuda_device_count(),
+ * hc_backend_info_get()). It is looked for in the directory of libhybridctx.so itself, then
+ * by the dynamic linker's search path; the environment variable HYBRIDCTX_CUDA_MODULE, read
+ * at that first load, names the module file instead. A program that never asks for CUDA never
+ * loads it, and libhybridctx.so needs no CUDA library to load. A module that is missing or
+ * cannot be loaded (CUDA runtime absent) makes CUDA unavailable (HC_ERR_NO_DEVICE); a module
+ * from another version or build of the library is refused (HC_ERR_UNSUPPORTED). Either way the
+ * CPU backend works, and hc_backend_info_get() says why CUDA is not there.
+ * ------------------------------------------------------------------------------------------- */
+/** hc_backend_info.state: why a backend can or cannot be used. */
+enum {
+    HC_BACKEND_USABLE = 0,          /**< usable now */
+    HC_BACKEND_NOT_BUILT = 1,       /**< this build has no such backend (built without nvcc) */
+    HC_BACKEND_MODULE_MISSING = 2,  /**< its module file is missing or cannot be loaded */
+    HC_BACKEND_MODULE_INVALID = 3,  /**< its module is of another version or build */
+    HC_BACKEND_NO_DEVICE = 4        /**< loaded, but no usable device (driver missing, device absent) */
+};
+/** hc_backend_info.caps: what a backend offers. */
+enum {
+    HC_CAP_HOST_IO = 1,      /**< x and y in host memory (HC_MEM_HOST) */
+    HC_CAP_DEVICE_IO = 2,    /**< x and y in device memory (HC_MEM_DEVICE) */
+    HC_CAP_STREAM = 4,       /**< runs on a caller's stream (hc_ctx_params.cuda_stream) */
+    HC_CAP_THREADS = 8,      /**< uses hc_ctx_params.n_threads */
+    HC_CAP_BITWISE_CPU = 16  /**< results bitwise equal to the CPU backend's for every chunking */
+};
+
+/** What one backend can do on this machine. Filled by hc_backend_info_get(). */
+typedef struct hc_backend_info {
+    uint32_t struct_size;  /**< set by the caller to sizeof(hc_backend_info) */
+    int32_t  backend;      /**< the backend described (HC_BACKEND_CPU or HC_BACKEND_CUDA) */
+    int32_t  state;        /**< HC_BACKEND_USABLE or why not; for a query of HC_BACKEND_AUTO, why
+                                AUTO did not pick CUDA (HC_BACKEND_USABLE when it did) */
+    int32_t  n_devices;    /**< usable devices (1 for the CPU) */
+    uint32_t caps;         /**< HC_CAP_* flags; 0 when the backend is not usable */
+    uint32_t reserved0;    /**< 0 */
+    char     name[16];     /**< "cpu" or "cuda" */
+    char     detail[256];  /**< human-readable: the module file, and the reason it cannot be used */
+    /* new members are only appended below */
+} hc_backend_info;
+
+/** Describe a backend: whether it can be used here, and if not, why.
+ *  @param backend HC_BACKEND_CPU, HC_BACKEND_CUDA, or HC_BACKEND_AUTO: then info describes the
+ *                 backend that hc_ctx_create() with HC_BACKEND_AUTO and this device picks, and
+ *                 info->state says why it is not CUDA.
+ *  @param device  the CUDA device ordinal that AUTO or CUDA would use (>= 0).
+ *  @param info    info->struct_size set by the caller; the library writes min(struct_size,
+ *                 sizeof(hc_backend_info)) bytes.
+ *  May load the CUDA module (see above). @return HC_OK (also when the backend is not usable:
+ *  read info->state), HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (unknown backend, device < 0,
+ *  struct_size too small). Thread-safe. @since 0.2 */
+HC_API hc_status hc_backend_info_get(int32_t backend, int32_t device, hc_backend_info *info);
 
 #ifdef __cplusplus
 }

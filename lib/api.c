@@ -4,6 +4,7 @@
 #include <string.h>
 #include "hybridctx.h"
 #include "backend/backend.h"
+#include "backend/registry.h"
 #include "ctx/ctx.h"
 #include "model/loader.h"
 #include "model/model.h"
@@ -100,12 +101,7 @@ static hc_status model_fail(hc_model *m, const hc_model_params *mp, const char *
     return st;
 }
 
-static hc_model *model_new(void)
-{
-    hc_model *m = calloc(1, sizeof *m);
-    if (m) pthread_mutex_init(&m->dev_lock, NULL);
-    return m;
-}
+static hc_model *model_new(void) { return calloc(1, sizeof(hc_model)); }
 
 HC_API hc_status hc_model_create_random(const char *text, uint64_t seed, const hc_model_params *p,
                                         hc_model **out)
@@ -151,6 +147,7 @@ HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_mo
 HC_API void hc_model_free(hc_model *m)
 {
     if (!m) return;
+    hci_backends_model_release(m); /* weights on devices and the rest that contexts shared */
     hci_model_destroy(m);
     free(m);
 }
@@ -218,8 +215,36 @@ static const char null_ctx_msg[] = "NULL context";
 HC_API hc_status hc_cuda_device_count(int32_t *out)
 {
     if (!out) return HC_ERR_NULL_ARG;
-    *out = hci_backend_cuda_device_count();
+    *out = hci_backend_cuda_devices();
     return HC_OK;
+}
+
+HC_API hc_status hc_backend_info_get(int32_t backend, int32_t device, hc_backend_info *info)
+{
+    if (!info) return HC_ERR_NULL_ARG;
+    if (info->struct_size < sizeof(uint32_t) || backend < HC_BACKEND_AUTO || backend > HC_BACKEND_CUDA || device < 0)
+        return HC_ERR_INVALID_ARG;
+    hc_backend_info d = {.struct_size = sizeof d};
+    hci_backend_describe(backend, device, &d);
+    size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
+    d.struct_size = info->struct_size;
+    memcpy(info, &d, n);
+    return HC_OK;
+}
+
+/* A failed create: the detail goes to the caller's buffer, as the context that would hold it
+ * does not exist. */
+static hc_status create_fail(hc_ctx *c, const hc_ctx_params *cp, hc_status st)
+{
+    if (cp->errbuf && cp->errbuf_size) {
+        const char *msg = c && c->err[0] ? c->err : hc_strerror(st);
+        size_t n = strlen(msg);
+        if (n >= cp->errbuf_size) n = (size_t)cp->errbuf_size - 1;
+        memcpy(cp->errbuf, msg, n);
+        cp->errbuf[n] = 0;
+    }
+    hc_ctx_free(c);
+    return st;
 }
 
 HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out)
@@ -232,28 +257,26 @@ HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out
     if (cp.backend < HC_BACKEND_AUTO || cp.backend > HC_BACKEND_CUDA || cp.device < 0 || cp.n_threads < 0 ||
         cp.n_threads > 4096 || cp.cache_format < 0 || cp.cache_format > HC_CACHE_FP8 || cp.io_dtype < 0 ||
         cp.io_dtype > HC_DTYPE_BF16 || (cp.io_memory != HC_MEM_HOST && cp.io_memory != HC_MEM_DEVICE) ||
-        cp.flags || cp.max_tokens < 0 || cp.max_chunk < 0 || cp.max_chunk > 65536)
-        return HC_ERR_INVALID_ARG;
+        cp.flags || cp.max_tokens < 0 || cp.max_chunk < 0 || cp.max_chunk > 65536 ||
+        (cp.errbuf_size && !cp.errbuf))
+        return create_fail(NULL, &cp, HC_ERR_INVALID_ARG);
     hc_ctx *c = calloc(1, sizeof *c);
-    if (!c) return HC_ERR_OUT_OF_MEMORY;
+    if (!c) return create_fail(NULL, &cp, HC_ERR_OUT_OF_MEMORY);
     c->model = m;
     c->cache_fmt = resolve_format(cp.cache_format);
     c->io_dtype = cp.io_dtype == HC_DTYPE_BF16 ? HC_DTYPE_BF16 : HC_DTYPE_F32;
     c->io_memory = cp.io_memory;
     c->max_tokens = cp.max_tokens && cp.max_tokens < m->cfg.max_positions ? cp.max_tokens : m->cfg.max_positions;
-    int kind = cp.backend;
-    if (kind == HC_BACKEND_AUTO) kind = hci_backend_cuda_device_count() > cp.device ? HC_BACKEND_CUDA : HC_BACKEND_CPU;
-    if (kind == HC_BACKEND_CPU && cp.io_memory == HC_MEM_DEVICE) st = HC_ERR_INVALID_ARG;
-    else if (kind == HC_BACKEND_CPU)
-        st = hci_backend_cpu_create(m, cp.n_threads, (int)cp.max_chunk, c->err, sizeof c->err, &c->be);
-    else
-        st = hci_backend_cuda_create(m, cp.device, cp.cuda_stream, (int)cp.max_chunk, c->err, sizeof c->err, &c->be);
+    hci_backend_args args = {.kind = cp.backend, .device = cp.device, .stream = cp.cuda_stream,
+                             .n_threads = cp.n_threads, .max_chunk = (int)cp.max_chunk,
+                             .err = c->err, .errsz = sizeof c->err};
+    st = hci_backend_create(m, &args, &c->be);
+    if (!st && cp.io_memory == HC_MEM_DEVICE && !(c->be->caps & HC_CAP_DEVICE_IO))
+        st = hci_errf(c->err, sizeof c->err, HC_ERR_INVALID_ARG, "the %s backend takes no device-memory x and y",
+                      c->be->ops->name);
     if (!st) st = hci_ctx_init_caches(c);
     if (!st) st = hci_ctx_alloc_workspace(c, c->be->max_chunk);
-    if (st) {
-        hc_ctx_free(c);
-        return st;
-    }
+    if (st) return create_fail(c, &cp, st);
     *out = c;
     return HC_OK;
 }

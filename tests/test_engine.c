@@ -7,6 +7,7 @@
 #include <string.h>
 #include "hybridctx.h"
 #include "testutil.h"
+#include "runner.h"
 
 #define NTOK 600
 static hc_model *g_model;
@@ -358,8 +359,9 @@ START_TEST(ctx_memory_matches_formula)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("engine");
     TCase *tc = tcase_create("cpu");
     tcase_add_unchecked_fixture(tc, setup, teardown);
@@ -374,9 +376,5 @@ int main(void)
     tcase_add_test(tc, cache_bytes_formula);
     tcase_add_test(tc, ctx_memory_matches_formula);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

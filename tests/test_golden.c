@@ -16,6 +16,7 @@
 #include "model/safetensors.h"
 #include "testutil.h"
 #include "util/numerics.h"
+#include "runner.h"
 
 typedef struct gfile {
     hci_st_file *f;
@@ -312,15 +313,16 @@ START_TEST(golden_tiny_a_short)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     const char *b = getenv("HC_TEST_BACKEND");
     if (b && !strcmp(b, "cuda")) {
         int32_t nd = 0;
         hc_cuda_device_count(&nd);
         if (nd == 0) {
             printf("golden: no CUDA device, skipped\n");
-            return 77;
+            return NULL;
         }
         g_backend = HC_BACKEND_CUDA;
     }
@@ -330,9 +332,5 @@ int main(void)
     tcase_add_test(tc, golden_tiny_a);
     tcase_add_test(tc, golden_tiny_a_short);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

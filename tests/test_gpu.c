@@ -11,6 +11,7 @@
 #include <string.h>
 #include "ctx/ctx.h"
 #include "testutil.h"
+#include "runner.h"
 
 static const char *g_geom;       /* preset or config JSON */
 static int64_t g_tokens;         /* context length of the whole-layer runs */
@@ -479,13 +480,13 @@ START_TEST(sessions_across_backends)
 }
 END_TEST
 
-int main(int argc, char **argv)
+Suite *tu_suite(int argc, char **argv)
 {
     int32_t nd = 0;
     hc_cuda_device_count(&nd);
     if (nd == 0) {
         printf("gpu: no CUDA device, skipped\n");
-        return 77;
+        return NULL;
     }
     /* default: the tiny geometry; "flash": three layers (SWA, CSA, HCA) of the v4-flash geometry */
     int flash = argc > 1 && !strcmp(argv[1], "flash");
@@ -503,10 +504,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, sessions_across_backends);
     tcase_add_test(tc, out_of_memory_leaves_context_usable);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -12,6 +12,7 @@
 #include "model/safetensors.h"
 #include "st_writer.h"
 #include "testutil.h"
+#include "runner.h"
 
 static char *tmp;
 
@@ -142,8 +143,9 @@ START_TEST(memory_reader_matches_file_reader)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("limits");
     TCase *tc = tcase_create("limits");
     tcase_set_timeout(tc, 600);
@@ -153,9 +155,5 @@ int main(void)
     tcase_add_test(tc, config_text_limit);
     tcase_add_test(tc, memory_reader_matches_file_reader);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

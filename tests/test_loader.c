@@ -26,6 +26,7 @@
 #include "testutil.h"
 #include "util/bf16.h"
 #include "util/numerics.h"
+#include "runner.h"
 
 /* A small geometry with every layer kind, for the many error cases (a "tiny" checkpoint is
  * 10 MB, this one about 1 MB). */
@@ -1302,8 +1303,9 @@ static TCase *tcase(Suite *s, const char *name, int with_tmp)
     return tc;
 }
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("loader");
     TCase *tc = tcase(s, "golden", 1);
     tcase_add_test(tc, golden_public_load);
@@ -1347,10 +1349,5 @@ int main(void)
     tcase_add_test(tc, fuzz_loader_header);
     tc = tcase(s, "geometry_only", 1);
     tcase_add_test(tc, geometry_only);
-
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -9,6 +9,7 @@
 #include "model/rope.h"
 #include "testutil.h"
 #include "util/numerics.h"
+#include "runner.h"
 
 START_TEST(e4m3_grid)
 {
@@ -203,8 +204,9 @@ START_TEST(entry_pack_lossless)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("numerics");
     TCase *tc = tcase_create("rounding");
     tcase_add_test(tc, e4m3_grid);
@@ -216,9 +218,5 @@ int main(void)
     tcase_add_test(tc, rope_frequencies);
     tcase_add_test(tc, entry_pack_lossless);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -18,6 +18,7 @@
 #include "hybridctx_experimental.h"
 #include "test_session_util.h"
 #include "testutil.h"
+#include "runner.h"
 
 #define L 3
 #define D 128
@@ -529,8 +530,9 @@ START_TEST(test_fill_random)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("session");
     TCase *tc = tcase_create("public");
     tcase_add_unchecked_fixture(tc, setup, teardown);
@@ -547,9 +549,5 @@ int main(void)
     tcase_add_test(tc, test_concurrent_saves);
     tcase_add_test(tc, test_fill_random);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -18,6 +18,7 @@
 #include "session/session.h"
 #include "test_session_util.h"
 #include "testutil.h"
+#include "runner.h"
 
 static hc_model *g_model;
 static hc_ctx *g_target;
@@ -772,8 +773,9 @@ START_TEST(test_canonical_rule)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("session_adv");
     TCase *tc = tcase_create("adversarial");
     tcase_add_unchecked_fixture(tc, setup, teardown);
@@ -789,9 +791,5 @@ int main(void)
     tcase_add_test(tc, test_noncanonical_entries);
     tcase_add_test(tc, test_canonical_rule);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }

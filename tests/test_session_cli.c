@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include "testutil.h"
+#include "runner.h"
 
 static const char *g_tool;
 static char *g_dir;
@@ -87,24 +88,25 @@ START_TEST(test_cli)
 }
 END_TEST
 
-int main(int argc, char **argv)
+static void remove_dir(void)
+{
+    tu_rmtree(g_dir);
+    free(g_dir);
+}
+
+Suite *tu_suite(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: test_session_cli PATH-OF-hybridctx\n");
-        return 2;
+        exit(2);
     }
     g_tool = argv[1];
     g_dir = tu_tempdir();
+    atexit(remove_dir);
     Suite *s = suite_create("session_cli");
     TCase *tc = tcase_create("cli");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_cli);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    tu_rmtree(g_dir);
-    free(g_dir);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -11,6 +11,7 @@
 #include "hybridctx_experimental.h"
 #include "test_session_util.h"
 #include "testutil.h"
+#include "runner.h"
 
 #define GOLDEN_TOKENS 300
 #define GOLDEN_SEED 2024
@@ -114,17 +115,14 @@ START_TEST(test_golden_loads)
 }
 END_TEST
 
-int main(void)
+Suite *tu_suite(int argc, char **argv)
 {
+    (void)argc, (void)argv;
     Suite *s = suite_create("session_golden");
     TCase *tc = tcase_create("golden");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_golden_bytes);
     tcase_add_test(tc, test_golden_loads);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -20,6 +20,7 @@
 #include "session/io.h"
 #include "test_session_util.h"
 #include "testutil.h"
+#include "runner.h"
 
 enum { OP_OPEN, OP_CLOSE, OP_PREAD, OP_PWRITE, OP_FSYNC, OP_FSTAT, OP_LSTAT, OP_RENAME, OP_UNLINK, N_OPS };
 static const char *const op_names[N_OPS] = {"open", "close", "pread", "pwrite", "fsync", "fstat", "lstat", "rename", "unlink"};
@@ -394,9 +395,9 @@ START_TEST(test_kill_during_save)
 }
 END_TEST
 
-int main(int argc, char **argv)
+Suite *tu_suite(int argc, char **argv)
 {
-    if (argc == 3 && !strcmp(argv[1], "--saver")) return saver_main(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "--saver")) exit(saver_main(argv[2]));
     g_argv0 = argv[0];
     Suite *s = suite_create("session_io");
     TCase *tc = tcase_create("io");
@@ -407,9 +408,5 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_load_faults);
     tcase_add_test(tc, test_kill_during_save);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }

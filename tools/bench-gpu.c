@@ -107,7 +107,7 @@ static void timed_step(hc_ctx *c, const float *x, double ms[NPARTS])
     hci_layer_cache *lc = &c->layers[0];
     hci_workspace *w = &c->ws;
     int64_t pos = c->n_tokens;
-    cudaStream_t s = (cudaStream_t)hci_backend_cuda_stream(be);
+    cudaStream_t s = (cudaStream_t)be->ops->stream(be);
     cudaEvent_t ev[16];
     int part[16], ne = 0;
     for (int i = 0; i < 16; i++) cudaEventCreate(&ev[i]);

@@ -65,11 +65,16 @@ typedef struct hci_backend_ops {
     int (*window_write)(hci_backend *be, hci_layer_cache *lc, int n, int64_t pos0, const uint16_t *kv);
     /* y [n][D] = W_ob act_quant(W_oa · invRoPE(o)); o is overwritten. */
     int (*out_path)(hci_backend *be, int layer, int n, int64_t pos0, uint16_t *o, uint16_t *y);
+
+    /* ---- optional ---- */
+    /* The stream the backend runs on (cudaStream_t as void *), for benchmarks and tests. */
+    void *(*stream)(hci_backend *be);
 } hci_backend_ops;
 
 struct hci_backend {
     const hci_backend_ops *ops;
     int kind;                    /* HC_BACKEND_CPU / HC_BACKEND_CUDA */
+    uint32_t caps;               /* HC_CAP_* */
     const struct hc_model *model;
     int max_chunk;               /* tokens per piece */
     int ops_may_fail;            /* 1: an op may fail for lack of memory, so the engine snapshots the
@@ -80,13 +85,18 @@ struct hci_backend {
     void *impl;
 };
 
-/* Constructors. n_threads for CPU; device/stream for CUDA. */
-int hci_backend_cpu_create(const struct hc_model *m, int n_threads, int max_chunk, char *err,
-                           size_t errsz, hci_backend **out);
-int hci_backend_cuda_create(const struct hc_model *m, int device, void *stream, int max_chunk,
-                            char *err, size_t errsz, hci_backend **out);
-int hci_backend_cuda_device_count(void);
-/* The cudaStream_t (as void *) a CUDA backend runs on (benchmarks time ops with events on it). */
-void *hci_backend_cuda_stream(hci_backend *be);
+/* What a backend is created with (the context's params, already checked). */
+typedef struct hci_backend_args {
+    int kind;                    /* HC_BACKEND_CPU / HC_BACKEND_CUDA (AUTO is resolved by the registry) */
+    int device;                  /* CUDA device ordinal */
+    void *stream;                /* caller's cudaStream_t, or NULL */
+    int n_threads;               /* CPU threads, 0 = all cores */
+    int max_chunk;               /* tokens per piece, 0 = backend default */
+    char *err;                   /* the context's message buffer */
+    size_t errsz;
+} hci_backend_args;
+
+/* The CPU backend (always built; registry.c reaches the others). */
+int hci_backend_cpu_create(const struct hc_model *m, const hci_backend_args *a, hci_backend **out);
 
 #endif

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include "model.h"
 
-/* Fill m (zeroed, dev_lock initialised) from path: the configuration, and with with_weights the
+/* Fill m (zeroed) from path: the configuration, and with with_weights the
  * layers.{i}.attn.* tensors converted to the model's formats (m->has_weights = 1). Returns an
  * hc_status; err names the file / tensor at fault. */
 int hci_model_load_path(const char *path, int with_weights, struct hc_model *m, char *err, size_t errsz);

@@ -109,9 +109,6 @@ void hci_model_destroy(struct hc_model *m)
         }
         free(m->layers);
     }
-    for (int i = 0; i < HCI_MAX_DEVICES; i++)
-        if (m->dev_weights[i] && m->dev_weights_free) m->dev_weights_free(m->dev_weights[i]);
-    pthread_mutex_destroy(&m->dev_lock);
 }
 
 /* ---- seeded random weights: integer-only generator, identical on every machine ---- */

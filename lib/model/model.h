@@ -3,7 +3,6 @@
  * bf16 matrices, fp32 vectors. */
 #ifndef HCI_MODEL_H
 #define HCI_MODEL_H
-#include <pthread.h>
 #include <stdint.h>
 #include "config.h"
 #include "rope.h"
@@ -44,8 +43,6 @@ typedef struct hci_layer_w {
     hci_compressor_w idx_comp;
 } hci_layer_w;
 
-#define HCI_MAX_DEVICES 16
-
 struct hc_model {
     hci_config cfg;
     int has_weights;
@@ -54,10 +51,8 @@ struct hc_model {
     hci_rope rope_comp;    /* base compress_rope_theta with YaRN */
     uint64_t weight_bytes;
     uint8_t fingerprint[32];       /* identity of configuration + weights (sessions) */
-    /* Backend copies of the weights, made lazily once per device and kept until free. */
-    pthread_mutex_t dev_lock;
-    void *dev_weights[HCI_MAX_DEVICES];
-    void (*dev_weights_free)(void *);
+    /* Nothing else: device copies of the weights belong to the backends' device objects
+     * (lib/backend/cuda/device.cu), which hc_model_free() releases through the registry. */
 };
 
 /* The layer table with every weight's dimensions and weight_bytes, but no arrays. */

@@ -134,24 +134,24 @@ static const hci_backend_ops cpu_ops = {
     .out_path = hci_cpu_out_path,
 };
 
-int hci_backend_cpu_create(const struct hc_model *m, int n_threads, int max_chunk, char *err,
-                           size_t errsz, hci_backend **out)
+int hci_backend_cpu_create(const struct hc_model *m, const hci_backend_args *a, hci_backend **out)
 {
     hci_backend *be = calloc(1, sizeof *be);
     hci_cpu *c = calloc(1, sizeof *c);
-    if (c) c->pool = hci_pool_create(n_threads);
+    if (c) c->pool = hci_pool_create(a->n_threads);
     if (!be || !c || !c->pool) {
         if (c) hci_pool_destroy(c->pool);
         free(be), free(c);
-        return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory creating the CPU backend");
+        return hci_errf(a->err, a->errsz, HC_ERR_OUT_OF_MEMORY, "out of memory creating the CPU backend");
     }
     be->ops = &cpu_ops;
     be->kind = HC_BACKEND_CPU;
+    be->caps = HC_CAP_HOST_IO | HC_CAP_THREADS | HC_CAP_BITWISE_CPU;
     be->model = m;
-    be->max_chunk = max_chunk > 0 ? max_chunk : 256;
+    be->max_chunk = a->max_chunk > 0 ? a->max_chunk : 256;
     be->ops_may_fail = 1;
-    be->err = err;
-    be->errsz = errsz;
+    be->err = a->err;
+    be->errsz = a->errsz;
     be->impl = c;
     *out = be;
     return HC_OK;

@@ -1,12 +1,12 @@
 /* cuda_backend.cu - the CUDA backend: device and stream, the device copy of the weights, device
  * memory and cache pages, input/output, and the ops table that runs each step of the attention
- * block with cuBLASLt and the kernels of kernels/. Work is queued on the context's stream; a
- * call returns after its host-visible results are ready. */
+ * block with cuBLASLt and the kernel families of kernels/. Work is queued on the context's stream;
+ * a call returns after its host-visible results are ready. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
-#include "cuda_internal.h"
+#include "device.h"
 #include "hybridctx.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -27,178 +27,12 @@ int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what)
     return HC_ERR_CUBLAS;
 }
 
-namespace {
 /* Every entry point runs on the context's device and gives the caller's current device back. */
-struct DeviceGuard {
-    int prev = -1;
-    explicit DeviceGuard(int dev)
-    {
-        if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
-        if (prev != dev) cudaSetDevice(dev);
-    }
-    ~DeviceGuard()
-    {
-        int cur;
-        if (prev >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev) cudaSetDevice(prev);
-    }
-};
-}
+using DeviceGuard = hci_cu_device_guard;
 
-extern "C" void *hci_backend_cuda_stream(hci_backend *be) { return (void *)hci_cu(be)->stream; }
+static void *cu_stream(hci_backend *be) { return (void *)hci_cu(be)->stream; }
 
-extern "C" int hci_backend_cuda_device_count(void)
-{
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return n;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * weights: uploaded once per model and device
- * ------------------------------------------------------------------------------------------- */
-struct Uploader {
-    std::vector<void *> allocs;
-    size_t bytes = 0;
-    cudaError_t err = cudaSuccess;
-    void *put(const void *src, size_t n)
-    {
-        void *p = nullptr;
-        if (err != cudaSuccess || !n) return nullptr;
-        if ((err = cudaMalloc(&p, n)) != cudaSuccess) return nullptr;
-        allocs.push_back(p);
-        bytes += n;
-        if ((err = cudaMemcpy(p, src, n, cudaMemcpyHostToDevice)) != cudaSuccess) return nullptr;
-        return p;
-    }
-    hci_cu_fp8 fp8(const hci_fp8_mat &m)
-    {
-        int rb = (m.rows + 127) / 128, kb = (m.cols + 127) / 128, sld = (kb + 3) / 4 * 4;
-        hci_cu_fp8 d = {m.rows, m.cols, nullptr, nullptr, sld};
-        d.w = (uint8_t *)put(m.w, (size_t)m.rows * m.cols);
-        std::vector<float> s((size_t)rb * sld, 1.0f);
-        for (int r = 0; r < rb; r++)
-            for (int k = 0; k < kb; k++) s[(size_t)r * sld + k] = m.scale[(size_t)r * kb + k];
-        d.scale = (float *)put(s.data(), s.size() * sizeof(float));
-        return d;
-    }
-    hci_cu_bf16 bf16(const hci_bf16_mat &m)
-    {
-        hci_cu_bf16 d = {m.rows, m.cols, (uint16_t *)put(m.w, (size_t)m.rows * m.cols * 2)};
-        return d;
-    }
-    /* bf16 matrices stacked row-wise, widened to double */
-    hci_cu_f64 f64(const hci_bf16_mat *const *parts, int n_parts)
-    {
-        hci_cu_f64 d = {0, parts[0]->cols, nullptr};
-        for (int i = 0; i < n_parts; i++) d.rows += parts[i]->rows;
-        std::vector<double> h((size_t)d.rows * d.cols);
-        size_t k = 0;
-        for (int i = 0; i < n_parts; i++)
-            for (size_t e = 0; e < (size_t)parts[i]->rows * parts[i]->cols; e++)
-                h[k++] = (double)hci_f32_from_bf16(parts[i]->w[e]);
-        d.w = (double *)put(h.data(), h.size() * sizeof(double));
-        return d;
-    }
-    float *f32(const float *v, size_t n) { return (float *)put(v, n * sizeof(float)); }
-    hci_cu_bf16 stack16(const hci_bf16_mat *const *parts, int n_parts)
-    {
-        hci_cu_bf16 d = {0, parts[0]->cols, nullptr};
-        for (int i = 0; i < n_parts; i++) d.rows += parts[i]->rows;
-        std::vector<uint16_t> h;
-        for (int i = 0; i < n_parts; i++) h.insert(h.end(), parts[i]->w, parts[i]->w + (size_t)parts[i]->rows * parts[i]->cols);
-        d.w = (uint16_t *)put(h.data(), h.size() * 2);
-        return d;
-    }
-    hci_cu_comp comp(const hci_compressor_w &c, int dim)
-    {
-        (void)dim;
-        hci_cu_comp d;
-        d.ratio = c.ratio, d.coff = c.coff, d.dc = c.dc;
-        d.ape = f32(c.ape, (size_t)c.ratio * c.coff * c.dc);
-        const hci_bf16_mat *parts[2] = {&c.wkv, &c.wgate};
-        d.wkvg = f64(parts, 2);
-        d.wkvg16 = stack16(parts, 2);
-        d.norm = f32(c.norm, (size_t)c.dc);
-        return d;
-    }
-};
-
-struct weights_owner {
-    hci_cu_weights w;
-    std::vector<void *> allocs;
-};
-
-static void weights_free(void *p)
-{
-    weights_owner *o = (weights_owner *)p;
-    DeviceGuard g(o->w.device);
-    for (void *a : o->allocs) cudaFree(a);
-    delete[] o->w.layers;
-    delete o;
-}
-
-static int upload_weights(hci_backend *be, const hc_model *m, int device, const hci_cu_weights **out)
-{
-    const hci_config *c = &m->cfg;
-    Uploader u;
-    weights_owner *o = new (std::nothrow) weights_owner;
-    if (!o) return hci_errf(be->err, be->errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
-    o->w.device = device;
-    o->w.n_layers = c->n_layers;
-    o->w.layers = new (std::nothrow) hci_cu_layer[c->n_layers];
-    if (!o->w.layers) {
-        delete o;
-        return hci_errf(be->err, be->errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
-    }
-    o->w.rope_swa = u.f32(m->rope_swa.freq, (size_t)m->rope_swa.n_pairs);
-    o->w.rope_comp = u.f32(m->rope_comp.freq, (size_t)m->rope_comp.n_pairs);
-    for (int i = 0; i < c->n_layers && u.err == cudaSuccess; i++) {
-        const hci_layer_w &L = m->layers[i];
-        hci_cu_layer &d = o->w.layers[i];
-        memset(&d, 0, sizeof d);
-        d.ratio = L.ratio;
-        d.wq_a = u.fp8(L.wq_a), d.wq_b = u.fp8(L.wq_b), d.wkv = u.fp8(L.wkv), d.wo_b = u.fp8(L.wo_b);
-        d.q_norm = u.f32(L.q_norm, (size_t)c->q_lora_rank);
-        d.kv_norm = u.f32(L.kv_norm, (size_t)c->head_dim);
-        d.attn_sink = u.f32(L.attn_sink, (size_t)c->n_heads);
-        d.wo_a = u.bf16(L.wo_a);
-        if (L.ratio) d.comp = u.comp(L.comp, c->dim);
-        if (L.ratio == 4) {
-            d.idx_wq_b = u.fp8(L.idx_wq_b);
-            const hci_bf16_mat *wp[1] = {&L.idx_weights_proj};
-            d.idx_wproj = u.f64(wp, 1);
-            d.idx_wproj16 = u.stack16(wp, 1);
-            d.idx_comp = u.comp(L.idx_comp, c->dim);
-        }
-    }
-    o->allocs = u.allocs;
-    o->w.bytes = u.bytes;
-    if (u.err != cudaSuccess) {
-        int st = hci_cu_fail(be, u.err, "uploading the weights");
-        weights_free(o);
-        return st;
-    }
-    *out = &o->w;
-    ((hc_model *)m)->dev_weights[device] = o;
-    ((hc_model *)m)->dev_weights_free = weights_free;
-    return HC_OK;
-}
-
-/* The model's weights on this device: made by the first context, shared by the others. */
-static int get_weights(hci_backend *be, int device, const hci_cu_weights **out)
-{
-    hc_model *m = (hc_model *)be->model;
-    if (device >= HCI_MAX_DEVICES) return hci_errf(be->err, be->errsz, HC_ERR_UNSUPPORTED, "device %d", device);
-    pthread_mutex_lock(&m->dev_lock);
-    int st = HC_OK;
-    if (m->dev_weights[device]) *out = &((weights_owner *)m->dev_weights[device])->w;
-    else st = upload_weights(be, m, device, out);
-    pthread_mutex_unlock(&m->dev_lock);
-    return st;
-}
+extern "C" void hci_cu_set_options(hci_backend *be, const hci_cu_options *opt) { hci_cu(be)->opt = *opt; }
 
 /* ---------------------------------------------------------------------------------------------
  * memory
@@ -289,7 +123,7 @@ static int cu_pages_grow(hci_backend *be, hci_page_list *l, int n_pages)
     cudaError_t e = cudaSuccess;
     int i = have;
     for (; i < n_pages && e == cudaSuccess; i++) {
-        e = cudaMallocAsync(&l->pages[i], l->page_bytes, cu->stream);
+        e = cudaMallocFromPoolAsync(&l->pages[i], l->page_bytes, cu->dev->pool, cu->stream);
         if (e == cudaSuccess) e = cudaMemsetAsync(l->pages[i], 0, l->page_bytes, cu->stream);
         else l->pages[i] = nullptr;
     }
@@ -326,25 +160,23 @@ static void cu_pages_shrink(hci_backend *be, hci_page_list *l, int n_pages)
 /* ---------------------------------------------------------------------------------------------
  * scratch: one buffer, sized in the preflight for the largest need of any op of the call
  * ------------------------------------------------------------------------------------------- */
-static size_t a256(size_t b) { return (b + 255) & ~(size_t)255; }
-
 static size_t need_scratch(const hci_backend *be, int layer, int n, int64_t end_pos)
 {
     const hci_config *c = &be->model->cfg;
     int ratio = c->ratios[layer];
     int kmax = c->dim > c->q_lora_rank ? c->dim : c->q_lora_rank;
     if (c->o_groups * c->o_lora_rank > kmax) kmax = c->o_groups * c->o_lora_rank;
-    size_t io = a256((size_t)n * c->dim * 4) + 256;
+    size_t io = hci_align256((size_t)n * c->dim * 4) + 256;
     /* FP8 activations, plus the grouped output projection's z behind them (cu_out_path) */
-    size_t lin = hci_cu_fp8_scratch_bytes(n, kmax) + a256((size_t)n * c->o_groups * c->o_lora_rank * 2);
+    size_t lin = hci_cu_fp8_scratch_bytes(n, kmax) + hci_align256((size_t)n * c->o_groups * c->o_lora_rank * 2);
     size_t comp = 0, idx = 0;
     if (ratio) {
         int w2 = (ratio == 4 ? 2 : 1) * c->head_dim;
         size_t st = (size_t)(ratio == 4 ? 2 : 1) * ratio * w2 * sizeof(float);
-        comp = a256((size_t)n * c->dim * 8) + a256((size_t)n * 2 * w2 * 8) + 2 * a256((size_t)n * w2 * 4) + 2 * a256(st);
+        comp = hci_align256((size_t)n * c->dim * 8) + hci_align256((size_t)n * 2 * w2 * 8) + 2 * hci_align256((size_t)n * w2 * 4) + 2 * hci_align256(st);
     }
     if (ratio == 4) {
-        idx = a256((size_t)n * c->dim * 8) + a256((size_t)n * c->index_n_heads * 8);
+        idx = hci_align256((size_t)n * c->dim * 8) + hci_align256((size_t)n * c->index_n_heads * 8);
         size_t sel = hci_cu_index_scratch_bytes(n, end_pos / 4, c->index_topk);
         if (sel > idx) idx = sel;
     }
@@ -476,7 +308,7 @@ static int cu_index_q(hci_backend *be, int layer, int n, int64_t pos0, const uin
     int st = hci_cu_linear_fp8(be, &lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch);
     if (st) return st;
     double *xd = (double *)cu->scratch;
-    double *wd = (double *)((char *)cu->scratch + a256((size_t)n * cf->dim * 8));
+    double *wd = (double *)((char *)cu->scratch + hci_align256((size_t)n * cf->dim * 8));
     if (n <= HCI_CU_GEMV_MAX_N) {
         const hci_cu_bf16 &wp = lw(be, layer).idx_wproj16;
         KTRY(be, hci_cu_gemv_bf16(cu->stream, wp.w, wp.rows, wp.cols, 1, x, cf->dim, n, wd, nullptr, IH));
@@ -500,15 +332,15 @@ static int cu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc
     size_t st_bytes = hci_comp_state_floats(cc) * sizeof(float);
     char *s = (char *)cu->scratch;
     double *xd = (double *)s;
-    s += a256((size_t)n * cf->dim * 8);
+    s += hci_align256((size_t)n * cf->dim * 8);
     double *proj = (double *)s;
-    s += a256((size_t)n * 2 * w2 * 8);
+    s += hci_align256((size_t)n * 2 * w2 * 8);
     float *A = (float *)s;
-    s += a256((size_t)n * w2 * 4);
+    s += hci_align256((size_t)n * w2 * 4);
     float *Z = (float *)s;
-    s += a256((size_t)n * w2 * 4);
+    s += hci_align256((size_t)n * w2 * 4);
     float *nkv = (float *)s;
-    s += a256(st_bytes);
+    s += hci_align256(st_bytes);
     float *nsc = (float *)s;
     if (n <= HCI_CU_GEMV_MAX_N) {
         KTRY(be, hci_cu_gemv_bf16(cu->stream, w.wkvg16.w, w.wkvg16.rows, w.wkvg16.cols, 1, x, cf->dim, n, proj,
@@ -537,7 +369,8 @@ static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, 
     const hci_config *cf = &be->model->cfg;
     DeviceGuard g(cu->device);
     KTRY(be, hci_cu_index_topk(cu->stream, &idx->layout, (uint8_t *const *)idx->entries.dev_table, n, pos0,
-                               cf->index_n_heads, cf->index_head_dim, cf->index_topk, qi, w, sel, cu->scratch));
+                               cf->index_n_heads, cf->index_head_dim, cf->index_topk, qi, w, sel, cu->scratch,
+                               cu->opt.index_exact_only));
     return HC_OK;
 }
 
@@ -557,7 +390,7 @@ static int cu_attend(hci_backend *be, int layer, const hci_layer_cache *lc, int 
         a.comp = (uint8_t *const *)lc->comp.entries.dev_table;
     }
     a.sel = sel, a.sink = lw(be, layer).attn_sink, a.o = o;
-    KTRY(be, hci_cu_attend(cu->stream, &a, cu->scratch));
+    KTRY(be, hci_cu_attend(cu->stream, &a, cu->scratch, cu->opt.attend_simple));
     return HC_OK;
 }
 
@@ -596,19 +429,44 @@ static void cu_destroy(hci_backend *be)
         DeviceGuard g(cu->device);
         if (cu->stream) cudaStreamSynchronize(cu->stream);
         cudaFree(cu->scratch);
-        cudaFree(cu->lt_ws);
-        if (cu->lt) cublasLtDestroy(cu->lt);
-        if (cu->own_stream && cu->stream) cudaStreamDestroy(cu->stream);
+        if (cu->dev) {
+            if (cu->lt_ws) hci_cu_device_give_workspace(cu->dev, cu->lt_ws);
+            if (cu->own_stream && cu->stream) hci_cu_device_give_stream(cu->dev, cu->stream);
+            hci_cu_device_put(cu->dev);
+        }
         delete cu;
     }
     free(be);
 }
 
-static const hci_backend_ops cuda_ops = {
-    "cuda", cu_destroy, cu_alloc, cu_free, cu_upload, cu_download, cu_copy, cu_pages_grow, cu_pages_shrink,
-    cu_reserve, cu_check_input, cu_load_input, cu_store_output, cu_q_path, cu_kv_path, cu_index_q,
-    cu_compress, cu_index_topk, cu_attend, cu_window_write, cu_out_path,
-};
+static hci_backend_ops make_ops()
+{
+    hci_backend_ops o = {};
+    o.name = "cuda";
+    o.destroy = cu_destroy;
+    o.alloc = cu_alloc;
+    o.free = cu_free;
+    o.upload = cu_upload;
+    o.download = cu_download;
+    o.copy = cu_copy;
+    o.pages_grow = cu_pages_grow;
+    o.pages_shrink = cu_pages_shrink;
+    o.reserve = cu_reserve;
+    o.check_input = cu_check_input;
+    o.load_input = cu_load_input;
+    o.store_output = cu_store_output;
+    o.q_path = cu_q_path;
+    o.kv_path = cu_kv_path;
+    o.index_q = cu_index_q;
+    o.compress = cu_compress;
+    o.index_topk = cu_index_topk;
+    o.attend = cu_attend;
+    o.window_write = cu_window_write;
+    o.out_path = cu_out_path;
+    o.stream = cu_stream;
+    return o;
+}
+static const hci_backend_ops cuda_ops = make_ops();
 
 /* The projections' row counts that the cuBLASLt block-scaled path needs to be multiples of 128. */
 static int geometry_supported(const hci_config *c)
@@ -617,14 +475,17 @@ static int geometry_supported(const hci_config *c)
            c->dim % 128 == 0 && (c->index_n_heads * c->index_head_dim) % 128 == 0;
 }
 
-extern "C" int hci_backend_cuda_create(const struct hc_model *m, int device, void *stream, int max_chunk,
-                                       char *err, size_t errsz, hci_backend **out)
+int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a, hci_backend **out)
 {
-    int count = hci_backend_cuda_device_count();
-    if (device >= count)
-        return hci_errf(err, errsz, HC_ERR_NO_DEVICE, "CUDA device %d asked for, %d usable", device, count);
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        count = 0;
+    }
+    if (a->device >= count)
+        return hci_errf(a->err, a->errsz, HC_ERR_NO_DEVICE, "CUDA device %d asked for, %d usable", a->device, count);
     if (!geometry_supported(&m->cfg))
-        return hci_errf(err, errsz, HC_ERR_UNSUPPORTED,
+        return hci_errf(a->err, a->errsz, HC_ERR_UNSUPPORTED,
                         "the CUDA backend needs q_lora_rank, heads*head_dim, head_dim and index heads*dim to be "
                         "multiples of 128");
     hci_backend *be = (hci_backend *)calloc(1, sizeof *be);
@@ -632,32 +493,36 @@ extern "C" int hci_backend_cuda_create(const struct hc_model *m, int device, voi
     if (!be || !cu) {
         free(be);
         delete cu;
-        return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
+        return hci_errf(a->err, a->errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
     }
     be->ops = &cuda_ops;
     be->kind = HC_BACKEND_CUDA;
+    be->caps = HC_CAP_HOST_IO | HC_CAP_DEVICE_IO | HC_CAP_STREAM;
     be->model = m;
-    be->max_chunk = ((max_chunk > 0 ? max_chunk : 2048) + 15) & ~15;
+    be->max_chunk = ((a->max_chunk > 0 ? a->max_chunk : 2048) + 15) & ~15;
     be->ops_may_fail = 0;
-    be->err = err;
-    be->errsz = errsz;
+    be->err = a->err;
+    be->errsz = a->errsz;
     be->impl = cu;
-    cu->device = device;
-    DeviceGuard g(device);
-    int st = HC_OK;
-    cudaError_t e;
-    if (stream) cu->stream = (cudaStream_t)stream;
-    else if ((e = cudaStreamCreateWithFlags(&cu->stream, cudaStreamNonBlocking)) != cudaSuccess)
-        st = hci_cu_fail(be, e, "cudaStreamCreate");
-    else cu->own_stream = 1;
+    cu->device = a->device;
+    DeviceGuard g(a->device);
+    /* what the model's contexts on this GPU share: weights, cuBLASLt, pools (device.h) */
+    int st = hci_cu_device_get(m, a->device, a->err, a->errsz, &cu->dev);
     if (!st) {
-        cublasStatus_t bs = cublasLtCreate(&cu->lt);
-        if (bs != CUBLAS_STATUS_SUCCESS) st = hci_cu_blas_fail(be, bs, "cublasLtCreate");
+        cu->w = &cu->dev->w;
+        cu->lt = cu->dev->lt;
+        cu->lt_ws_bytes = cu->dev->workspace_bytes;
+        st = hci_cu_device_take_workspace(cu->dev, &cu->lt_ws);
+        if (st) hci_errf(a->err, a->errsz, st, "no cuBLASLt workspace of %zu bytes on device %d", cu->lt_ws_bytes,
+                         a->device);
     }
-    cu->lt_ws_bytes = 32u << 20;
-    if (!st && (e = cudaMalloc(&cu->lt_ws, cu->lt_ws_bytes)) != cudaSuccess) st = hci_cu_fail(be, e, "workspace");
-    /* a geometry-only model has no weights: its contexts are sized, filled and saved, never run */
-    if (!st && m->has_weights) st = get_weights(be, device, &cu->w);
+    if (!st && a->stream) {
+        cu->stream = (cudaStream_t)a->stream;
+    } else if (!st) {
+        st = hci_cu_device_take_stream(cu->dev, &cu->stream);
+        if (st) hci_errf(a->err, a->errsz, st, "cannot create a CUDA stream on device %d", a->device);
+        else cu->own_stream = 1;
+    }
     if (!st) st = cu_reserve(be, 0, be->max_chunk, 0);
     if (st) {
         cu_destroy(be);

@@ -1,51 +1,20 @@
-/* cuda_gemm.cu - the projections: FP8 block-scaled GEMMs with the DeepSeek recipe (1x128
- * activation scales, 128x128 weight scales) on kernels/gemv.cu and kernels/gemm_fp8.cu, with the
- * CPU backend's arithmetic, or on cuBLASLt for comparison (verified layouts in
- * /shared/spec/cuda-facts.md), grouped bf16 GEMMs (fp32 accumulation), and double GEMMs for the
+/* cuda_gemm.cu - the projections (host side): FP8 block-scaled GEMMs with the DeepSeek recipe
+ * (1x128 activation scales, 128x128 weight scales) as act_quant (kernels/quant) then the GEMV
+ * (kernels/gemv) or GEMM (kernels/gemm) family, with the CPU backend's arithmetic, or, with the
+ * option fp8_gemm_cublaslt, cuBLASLt's FP8 GEMM for comparison (verified layouts in
+ * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32 accumulation), and double GEMMs for the
  * projections whose fp32 result must match the CPU backend bit for bit. */
-#include <cuda_fp8.h>
-#include <stdlib.h>
-#include <string.h>
 #include "cuda_internal.h"
 #include "hybridctx.h"
-#include "util/quant.h"
 
-static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+/* Token rows of the quantized activations: the GEMM's and cuBLASLt's N must be a multiple of 16. */
 static int round16(int n) { return (n + 15) & ~15; }
+static_assert(AQ_ROW_MULT == 16 && GF_NP_MULT == 16, "round16 pads for the GEMM family");
 
 size_t hci_cu_fp8_scratch_bytes(int n, int cols)
 {
     int np = round16(n);
-    return align256((size_t)np * cols) + align256((size_t)np * (cols / 128) * sizeof(float));
-}
-
-/* One warp per (token, 128-block), four values per lane: amax (warp max), power-of-two scale,
- * e4m3 codes; padding rows get zero codes and scale 1. Scales are written K-block major
- * ([K/128][np], tokens contiguous). */
-__global__ void act_quant_kernel(const uint16_t *x, int ldx, int n, int np, int cols, uint8_t *q, float *s)
-{
-    int nkb = cols / 128, lane = threadIdx.x % 32;
-    int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
-    if (w >= (int64_t)np * nkb) return;
-    int t = (int)(w / nkb), kb = (int)(w % nkb);
-    uint32_t *qo = (uint32_t *)(q + (size_t)t * cols + (size_t)kb * 128) + lane;
-    if (t >= n) {
-        *qo = 0;
-        if (lane == 0) s[(size_t)kb * np + t] = 1.0f;
-        return;
-    }
-    const uint16_t *xr = x + (size_t)t * ldx + (size_t)kb * 128 + lane * 4;
-    float v[4], amax = 0.0f;
-    for (int i = 0; i < 4; i++) v[i] = hci_f32_from_bf16(xr[i]), amax = fmaxf(amax, fabsf(v[i]));
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    float sc = hci_pow2(hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX));
-    uint32_t packed = 0;
-    for (int i = 0; i < 4; i++) {
-        float u = fminf(fmaxf(v[i] / sc, -HCI_E4M3_MAX), HCI_E4M3_MAX);
-        packed |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(u)) << (8 * i);
-    }
-    *qo = packed;
-    if (lane == 0) s[(size_t)kb * np + t] = sc;
+    return hci_align256((size_t)np * cols) + hci_align256((size_t)np * (cols / AQ_BLOCK) * sizeof(float));
 }
 
 namespace {
@@ -87,34 +56,23 @@ static int lt_run(hci_backend *be, LtDesc &d, const void *alpha, const void *A, 
     return HC_OK;
 }
 
-/* HC_CUBLASLT_FP8=1 keeps the FP8 projections of more than 16 tokens on cuBLASLt (its FP8
- * tensor-core accumulation, not the CPU's arithmetic), to compare speed and results. Read once. */
-static bool fp8_use_cublaslt()
-{
-    static const bool on = [] {
-        const char *e = getenv("HC_CUBLASLT_FP8");
-        return e && !strcmp(e, "1");
-    }();
-    return on;
-}
-
 int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_t *x, int ldx, uint16_t *y,
                       int ldy, void *scratch)
 {
     hci_cuda *cu = hci_cu(be);
     int np = round16(n), K = W->cols, M = W->rows;
     uint8_t *q = (uint8_t *)scratch;
-    float *qs = (float *)((char *)scratch + align256((size_t)np * K));
-    int64_t items = (int64_t)np * (K / 128);
-    act_quant_kernel<<<(unsigned)((items * 32 + 255) / 256), 256, 0, cu->stream>>>(x, ldx, n, np, K, q, qs);
-    HCI_CU_TRY(be, cudaGetLastError());
+    float *qs = (float *)((char *)scratch + hci_align256((size_t)np * K));
+    if (hci_cu_act_quant(cu->stream, x, ldx, n, np, K, q, qs)) return hci_cu_fail(be, cudaGetLastError(), "act_quant");
     if (n <= HCI_CU_GEMV_MAX_N) {
         int st = hci_cu_gemv_fp8(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8");
         if (st) return hci_errf(be->err, be->errsz, st, "gemv_fp8: unsupported %dx%d weight layout", M, K);
         return HC_OK;
     }
-    if (!fp8_use_cublaslt()) {
+    /* the own GEMM, unless the option asks for cuBLASLt's FP8 GEMM (its FP8 tensor-core
+     * accumulation, not the CPU's arithmetic) to compare speed and results */
+    if (!cu->opt.fp8_gemm_cublaslt) {
         int st = hci_cu_gemm_fp8(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8");
         if (st) return hci_errf(be->err, be->errsz, st, "gemm_fp8: unsupported %dx%d weight for %d tokens", M, K, n);

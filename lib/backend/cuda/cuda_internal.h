@@ -1,7 +1,9 @@
-/* cuda_internal.h - private interface of the CUDA backend (C++, nvcc only): the backend state,
- * the device copy of the weights, and the kernel launchers of kernels/. Every launcher queues
- * work on the given stream and returns an hc_status (HC_ERR_CUDA when the launch fails); none
- * allocates memory: scratch comes from the caller, sized by the matching *_scratch_bytes(). */
+/* cuda_internal.h - private interface of the CUDA backend's host code (C++, nvcc only): the
+ * backend state, the device copy of the weights, error helpers and the projections of
+ * cuda_gemm.cu. The kernels are in kernels/<family>/, each family with its launcher header (the
+ * launchers queue work on the given stream and return an hc_status, HC_ERR_CUDA when the launch
+ * fails; none allocates memory: scratch comes from the caller, sized by the matching
+ * *_scratch_bytes()) and its compile-time config.h. */
 #ifndef HCI_CUDA_INTERNAL_H
 #define HCI_CUDA_INTERNAL_H
 #include <cublasLt.h>
@@ -13,6 +15,16 @@ extern "C" {
 #include "../../model/model.h"
 #include "../../util/error.h"
 }
+#include "cuda_options.h"
+#include "kernels/common.cuh" /* hci_align256 */
+#include "kernels/attend/attend.h"
+#include "kernels/compress/compress.h"
+#include "kernels/gemm/gemm.h"
+#include "kernels/gemv/gemv.h"
+#include "kernels/index/index.h"
+#include "kernels/io/io.h"
+#include "kernels/qkv/qkv.h"
+#include "kernels/quant/quant.h"
 
 /* ---- weights on the device (made once per model and device, shared by its contexts) ---- */
 struct hci_cu_fp8 {
@@ -58,20 +70,26 @@ struct hci_cu_weights {
 };
 
 /* ---- the backend ---- */
+struct hci_cu_device;
 struct hci_cuda {
     int device;
+    hci_cu_device *dev;  /* shared with the model's other contexts on this GPU (device.h) */
     cudaStream_t stream;
     int own_stream;
     cublasLtHandle_t lt;
     void *lt_ws;
     size_t lt_ws_bytes;
     const hci_cu_weights *w;
+    hci_cu_options opt; /* named alternative code paths (cuda_options.h), all off by default */
     /* scratch, grown by reserve() before a layer call runs */
     void *scratch;
     size_t scratch_bytes;
 };
 
 static inline hci_cuda *hci_cu(hci_backend *be) { return (hci_cuda *)be->impl; }
+
+/* The backend of one context (the module's create, module.cu). */
+int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a, hci_backend **out);
 
 /* Map a CUDA / cuBLAS failure to a status with a message in be->err. */
 int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what);
@@ -82,48 +100,11 @@ int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what);
         if (e_ != cudaSuccess) return hci_cu_fail((be), e_, #call);        \
     } while (0)
 
-/* ---- kernels/index.cu: lightning-indexer scores and top-k ---- */
-/* Queries i = 0..n-1 at positions pos0+i see keys j < (pos0+i+1)/4 of the indexer cache (pages
- * in device memory, layout l). qi [n][IH][ID] bf16 (Hadamard + FP4-exact values), w [n][IH] bf16.
- * Score: bf16( sum_h bf16( relu(bf16(qi_h . k_j)) * w_h ) ), the dot exact and the head sum
- * accumulated in double, so scores equal the CPU backend's bit for bit. Output sel [n][K]: the
- * min(K, visible) best entries in descending score order, ties broken by the lower entry
- * number, then -1 padding. */
-size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K);
-int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n,
-                      int64_t pos0, int IH, int ID, int K, const uint16_t *qi, const uint16_t *w,
-                      int32_t *sel, void *scratch);
-
-/* ---- kernels/attend.cu: sparse attention with the sink ---- */
-struct hci_cu_attn_args {
-    int n;                   /* queries in the piece */
-    int64_t pos0;            /* position of query 0 */
-    int H, d;                /* heads, head_dim */
-    int window;              /* W: window slots in every index row */
-    int ratio;               /* 0, 4 (sel gives the compressed part) or 128 (all visible entries) */
-    int K;                   /* sel row width (ratio 4) */
-    float scale;             /* fl32(d^-1/2) */
-    const uint16_t *q;       /* [n][H][d] bf16 */
-    const uint16_t *kv;      /* [n][d] bf16: window KV of the piece's own positions */
-    hci_entry_layout win_l;  /* ring layout; slot = position % window */
-    uint8_t *const *ring;    /* device table of the ring's pages */
-    hci_entry_layout comp_l;
-    uint8_t *const *comp;    /* device table of the compressed entries' pages */
-    const int32_t *sel;      /* [n][K] or NULL */
-    const float *sink;       /* [H] */
-    uint16_t *o;             /* [n][H][d] bf16 out */
-};
-/* Query t's index row: W window slots (positions max(0,t-W+1)..t ascending, then -1), then the
- * compressed part (sel row, or entries 0..(t+1)/128-1); o = softmax over the row with the
- * per-head sink in the denominator, times the entries (as in docs/numerics.md). */
-size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row);
-int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch);
-
-/* ---- lib/backend/cuda/cuda_gemm.cu: projections ---- */
+/* ---- cuda_gemm.cu: the projections ---- */
 /* y[t][r] (bf16, leading dim ldy) = W_fp8 . act_quant(x[t]) for t < n (x bf16, leading dim ldx).
- * n <= 16: gemv.cu; more: gemm_fp8.cu, or cuBLASLt when HC_CUBLASLT_FP8=1 (for comparison),
- * which writes rows n .. round_up(n, 16) - 1 of y too (it needs N % 16 == 0): y must have room
- * for them. scratch: hci_cu_fp8_scratch_bytes(n, W->cols). */
+ * n <= 16: the GEMV family; more: the GEMM family, or cuBLASLt with the option fp8_gemm_cublaslt
+ * (for comparison), which writes rows n .. round_up(n, 16) - 1 of y too (it needs N % 16 == 0):
+ * y must have room for them. scratch: hci_cu_fp8_scratch_bytes(n, W->cols). */
 size_t hci_cu_fp8_scratch_bytes(int n, int cols);
 int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_t *x, int ldx, uint16_t *y,
                       int ldy, void *scratch);
@@ -133,64 +114,5 @@ int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups
                                int ldx, uint16_t *z, int ldz);
 /* out[t][r] (double) = sum_k W[r][k] * xd[t][k], in double (exact to fp32 rounding for bf16 data). */
 int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double *xd, double *out);
-
-/* ---- kernels/gemv.cu: a few tokens (n <= 16), exact as the CPU backend ---- */
-/* fp8: K a multiple of 128, W and xq 16-byte aligned (else HC_ERR_INVALID_ARG). */
-#define HCI_CU_GEMV_MAX_N 16
-int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
-                    const float *xs, int np, int n, uint16_t *y, int ldy);
-int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx, int n,
-                     double *outd, uint16_t *outb, int ldo);
-
-/* ---- kernels/gemm_fp8.cu: many tokens, the same arithmetic on the tensor cores ---- */
-/* y[t][r] (bf16, leading dim ldy) for t < n only: the block dots of e4m3 codes by f16 mma.sync
- * (fp32 accumulation per 128-block), then fl32(acc + fl32(P * fl32(xs * ws))) in k order as the
- * CPU backend. W [M][K] codes with scales Ws [M/128][sld]; xq [np][K] codes (rows n.. zero) with
- * scales xs [K/128][np]; M % 128 == 0, K % 128 == 0, np % 16 == 0. HC_ERR_INVALID_ARG on a bad
- * shape, HC_ERR_CUDA when the launch fails. */
-int hci_cu_gemm_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
-                    const float *xs, int np, int n, uint16_t *y, int ldy);
-
-/* ---- kernels/io.cu ---- */
-int hci_cu_check_finite(cudaStream_t s, const void *x, int bf16, int64_t count, int *flag_dev);
-int hci_cu_to_bf16(cudaStream_t s, const void *x, int bf16, int64_t count, uint16_t *out);
-int hci_cu_from_bf16(cudaStream_t s, const uint16_t *x, int bf16, int64_t count, void *out);
-int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double *out);
-/* Pack rows [n][dim] (bf16) into entries first_entry.. of a page list (format.h layout). */
-int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, const uint16_t *rows,
-                     int n, int64_t first_entry, int64_t modulo);
-
-/* ---- kernels/qkv.cu ---- */
-/* Weighted RMSNorm of n bf16 rows of `dim` in place (fp32 inside, the sum of squares in double). */
-int hci_cu_rmsnorm_rows(cudaStream_t s, uint16_t *v, int n, int dim, const float *w, float eps);
-/* Per head: the weightless bf16 RMS norm, then RoPE on the last rope_dim dims at pos0 + t. */
-int hci_cu_q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq,
-                   int64_t pos0, float eps);
-/* RoPE on the last rope_dim dims, then the FP8 simulation (64-blocks) of the others. */
-int hci_cu_kv_rows(cudaStream_t s, uint16_t *kv, int n, int d, int rope_dim, const float *freq, int64_t pos0);
-/* Indexer queries in place: RoPE, Hadamard, FP4 simulation; head weights: bf16((float)wd) * wscale. */
-int hci_cu_index_q_heads(cudaStream_t s, uint16_t *qi, int n, int IH, int ID, int rope_dim, const float *freq,
-                         int64_t pos0, const double *wd, float wscale, uint16_t *w);
-/* Inverse RoPE of every head's last rope_dim dims at the query position. */
-int hci_cu_inverse_rope(cudaStream_t s, uint16_t *o, int n, int H, int d, int rope_dim, const float *freq,
-                        int64_t pos0);
-
-/* ---- kernels/compress.cu ---- */
-struct hci_cu_comp_args {
-    int ratio, coff, dc, rope_dim, rotate;
-    int64_t pos0;
-    int n;
-    const double *proj;  /* [n][2*coff*dc]: kv projections then gate projections, in double */
-    const float *ape;    /* [ratio][coff*dc] */
-    const float *norm;   /* [dc] */
-    const float *freq;   /* RoPE frequencies of the layer */
-    float eps;
-    float *state_kv, *state_score;   /* [coff*ratio][coff*dc] */
-    float *A, *Z;        /* scratch [n][coff*dc] each */
-    float *new_kv, *new_score;       /* scratch of the state's size */
-    hci_entry_layout l;
-    uint8_t *const *pages;
-};
-int hci_cu_compress(cudaStream_t s, const hci_cu_comp_args *a);
 
 #endif

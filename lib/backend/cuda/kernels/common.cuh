@@ -1,17 +1,55 @@
-/* common.cuh - device helpers shared by the kernels: bf16, the FP8/FP4 grids (lib/util/quant.h,
- * the same code as the CPU backend), RoPE with CUDA's own sincosf, and cache entry access
- * (layouts in lib/cache/format.h). */
+/* common.cuh - what the kernel families share (and nothing else): status of a launch, alignment
+ * helpers, bf16, the FP8/FP4 grids (lib/util/quant.h, the same code as the CPU backend), RoPE
+ * with CUDA's own sincosf, the quantization simulation, ldmatrix, and cache entry access
+ * (layouts in lib/cache/format.h). A family includes this file, its own config.h and launcher
+ * header, and format.h; nothing of the backend (cuda_internal.h). */
 #ifndef HCI_KERNELS_COMMON_CUH
 #define HCI_KERNELS_COMMON_CUH
 #include <cuda_runtime.h>
+#include <stddef.h>
 #include <stdint.h>
 extern "C" {
 #include "cache/format.h"
+#include "hybridctx.h"
 #include "util/bf16.h"
 #include "util/quant.h"
 }
 
-#define HCI_CU_CHECK_LAUNCH() (cudaGetLastError() == cudaSuccess ? 0 : -17 /* HC_ERR_CUDA */)
+/* HC_OK, or HC_ERR_CUDA when the last launch (or an earlier sticky fault) failed. */
+#define HCI_CU_CHECK_LAUNCH() (cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA)
+
+/* b rounded up to a multiple of 256 bytes: the start of every piece of a scratch buffer. */
+__host__ __device__ constexpr inline size_t hci_align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* x rounded up to a multiple of 16 bytes: offsets in a shared-memory plan. */
+__host__ __device__ constexpr inline unsigned hci_align16(unsigned x) { return (x + 15u) & ~15u; }
+
+/* p on a 16-byte boundary (uint4 loads and stores). */
+__host__ __device__ inline bool hci_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Streaming multiprocessors of the current device. */
+inline cudaError_t hci_cu_sm_count(int *n)
+{
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(n, cudaDevAttrMultiProcessorCount, dev);
+    return e;
+}
+
+/* ldmatrix.x4 of 16-bit elements: four 8x8 matrices, lane l giving the row address of row l % 8
+ * of matrix l / 8; saddr is a shared-state-space address, p a generic pointer into shared memory. */
+__device__ __forceinline__ void hci_dev_ldsm_x4(uint32_t (&r)[4], uint32_t saddr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr)
+                 : "memory");
+}
+
+__device__ __forceinline__ void hci_dev_ldsm_x4(uint32_t (&r)[4], const void *p)
+{
+    hci_dev_ldsm_x4(r, (uint32_t)__cvta_generic_to_shared(p));
+}
 
 /* Element k of an entry (page table + entry number), as a float. */
 __device__ __forceinline__ float hci_dev_entry_value(const hci_entry_layout &l, uint8_t *const *pages,
@@ -40,6 +78,18 @@ __device__ __forceinline__ void hci_dev_rope_pair(float &a, float &b, int64_t po
     float na = fmaf(a, c, -bs), nb = fmaf(a, s, bc);
     a = hci_round_bf16(na);
     b = hci_round_bf16(nb);
+}
+
+/* RoPE of the last rope_dim values of v[0..dim) (shared memory), pair p by thread p, at pos. */
+__device__ __forceinline__ void hci_dev_rope_tail(float *v, int dim, int rope_dim, const float *freq, int64_t pos,
+                                                  int inverse)
+{
+    for (int p = threadIdx.x; p < rope_dim / 2; p += blockDim.x) {
+        float a = v[dim - rope_dim + 2 * p], b = v[dim - rope_dim + 2 * p + 1];
+        hci_dev_rope_pair(a, b, pos, freq[p], inverse);
+        v[dim - rope_dim + 2 * p] = a;
+        v[dim - rope_dim + 2 * p + 1] = b;
+    }
 }
 
 /* Block-wide sum of a double (every thread gets the result). smem: blockDim.x doubles. The

@@ -1,8 +1,8 @@
 /* io.cu - input and output conversion, the finiteness check, and packing rows into cache
  * entries (window ring writes). */
-#include "common.cuh"
-#include "backend/cuda/cuda_internal.h"
-#include "hybridctx.h"
+#include "../common.cuh"
+#include "config.h"
+#include "io.h"
 
 static unsigned blocks_for(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
@@ -18,8 +18,8 @@ __global__ void check_finite_kernel(const void *x, int bf16, int64_t count, int 
 int hci_cu_check_finite(cudaStream_t s, const void *x, int bf16, int64_t count, int *flag_dev)
 {
     if (count <= 0) return HC_OK;
-    check_finite_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, bf16, count, flag_dev);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    check_finite_kernel<<<blocks_for(count, IO_THREADS), IO_THREADS, 0, s>>>(x, bf16, count, flag_dev);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 __global__ void to_bf16_kernel(const void *x, int bf16, int64_t count, uint16_t *out)
@@ -32,8 +32,8 @@ __global__ void to_bf16_kernel(const void *x, int bf16, int64_t count, uint16_t 
 int hci_cu_to_bf16(cudaStream_t s, const void *x, int bf16, int64_t count, uint16_t *out)
 {
     if (count <= 0) return HC_OK;
-    to_bf16_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, bf16, count, out);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    to_bf16_kernel<<<blocks_for(count, IO_THREADS), IO_THREADS, 0, s>>>(x, bf16, count, out);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 __global__ void from_bf16_kernel(const uint16_t *x, int bf16, int64_t count, void *out)
@@ -47,8 +47,8 @@ __global__ void from_bf16_kernel(const uint16_t *x, int bf16, int64_t count, voi
 int hci_cu_from_bf16(cudaStream_t s, const uint16_t *x, int bf16, int64_t count, void *out)
 {
     if (count <= 0) return HC_OK;
-    from_bf16_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, bf16, count, out);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    from_bf16_kernel<<<blocks_for(count, IO_THREADS), IO_THREADS, 0, s>>>(x, bf16, count, out);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 __global__ void bf16_to_f64_kernel(const uint16_t *x, int64_t count, double *out)
@@ -60,8 +60,8 @@ __global__ void bf16_to_f64_kernel(const uint16_t *x, int64_t count, double *out
 int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double *out)
 {
     if (count <= 0) return HC_OK;
-    bf16_to_f64_kernel<<<blocks_for(count, 256), 256, 0, s>>>(x, count, out);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    bf16_to_f64_kernel<<<blocks_for(count, IO_THREADS), IO_THREADS, 0, s>>>(x, count, out);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 /* One CTA per row: the values are already on the cache grid; see hci_dev_pack_entry. */
@@ -81,6 +81,6 @@ int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *
                      int n, int64_t first_entry, int64_t modulo)
 {
     if (n <= 0) return HC_OK;
-    pack_rows_kernel<<<n, 64, (size_t)l->dim * sizeof(float), s>>>(*l, pages, rows, first_entry, modulo);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    pack_rows_kernel<<<n, IO_PACK_THREADS, (size_t)l->dim * sizeof(float), s>>>(*l, pages, rows, first_entry, modulo);
+    return HCI_CU_CHECK_LAUNCH();
 }

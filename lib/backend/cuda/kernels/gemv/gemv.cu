@@ -3,14 +3,11 @@
  * double (exact), rounded to fp32, scaled by fl32(s_act * s_w) and accumulated in fp32 block by
  * block, then rounded to bf16 -- the same operations in the same order as cpu_linear.c, so
  * decode projections are bitwise equal to the CPU's. bf16 weights: products exact, sums in
- * double. For more tokens the cuBLASLt paths of cuda_gemm.cu are used. */
+ * double. More tokens go to the GEMM family (FP8) or cuBLASLt (bf16, double): cuda_gemm.cu. */
 #include <cuda_fp8.h>
-#include "common.cuh"
-#include "backend/cuda/cuda_internal.h"
-#include "hybridctx.h"
-
-#define GV_WARPS 8
-#define GV_MAX_N 16
+#include "../common.cuh"
+#include "config.h"
+#include "gemv.h"
 
 __device__ __forceinline__ void e4m3x4(uint32_t u, float f[4])
 {
@@ -49,29 +46,29 @@ __global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int 
 #pragma unroll
     for (int t = 0; t < GV_MAX_N; t++) acc[t] = 0.0f;
     const uint8_t *wr = W + (size_t)r * K;
-    const float *ws = Ws + (size_t)(r / 128) * sld;
-    const int nb = K / 128, sub = lane / 8, off = (lane % 8) * 16;
-    for (int kb0 = 0; kb0 < nb; kb0 += 4) {
+    const float *ws = Ws + (size_t)(r / GV_SCALE_BLOCK) * sld;
+    const int nb = K / GV_SCALE_BLOCK, sub = lane / GV_LANES_PER_BLOCK, off = (lane % GV_LANES_PER_BLOCK) * 16;
+    for (int kb0 = 0; kb0 < nb; kb0 += GV_BLOCKS_PER_STEP) {
         const int kb = kb0 + sub;
         const bool on = kb < nb;
         const uint4 zero = make_uint4(0, 0, 0, 0);
         float w[16];
-        e4m3x16(on ? *(const uint4 *)(wr + (size_t)kb * 128 + off) : zero, w);
+        e4m3x16(on ? *(const uint4 *)(wr + (size_t)kb * GV_SCALE_BLOCK + off) : zero, w);
         const float sw = on ? ws[kb] : 0.0f;
 #pragma unroll
         for (int t = 0; t < GV_MAX_N; t++) {
             if (t >= n) break;
             float a[16];
-            e4m3x16(on ? *(const uint4 *)(xq + (size_t)t * K + (size_t)kb * 128 + off) : zero, a);
+            e4m3x16(on ? *(const uint4 *)(xq + (size_t)t * K + (size_t)kb * GV_SCALE_BLOCK + off) : zero, a);
             double d = 0.0;
 #pragma unroll
             for (int i = 0; i < 16; i++) d += (double)__fmul_rn(w[i], a[i]);
 #pragma unroll
-            for (int o = 4; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+            for (int o = GV_LANES_PER_BLOCK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
             const float term = on ? __fmul_rn((float)d, __fmul_rn(xs[(size_t)kb * np + t], sw)) : 0.0f;
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const float tj = __shfl_sync(0xffffffffu, term, j * 8);
+            for (int j = 0; j < GV_BLOCKS_PER_STEP; j++) {
+                const float tj = __shfl_sync(0xffffffffu, term, j * GV_LANES_PER_BLOCK);
                 if (kb0 + j < nb) acc[t] = __fadd_rn(acc[t], tj);
             }
         }
@@ -80,18 +77,13 @@ __global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int 
         for (int t = 0; t < n; t++) y[(size_t)t * ldy + r] = hci_bf16_from_f32(acc[t]);
 }
 
-static bool aligned16(const void *p)
-{
-    return ((uintptr_t)p & 15) == 0;
-}
-
 int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                     const float *xs, int np, int n, uint16_t *y, int ldy)
 {
     if (n <= 0) return HC_OK;
-    if (n > GV_MAX_N || K % 128 || !aligned16(W) || !aligned16(xq)) return HC_ERR_INVALID_ARG;
+    if (n > GV_MAX_N || K % GV_SCALE_BLOCK || !hci_aligned16(W) || !hci_aligned16(xq)) return HC_ERR_INVALID_ARG;
     gemv_fp8_kernel<<<(M + GV_WARPS - 1) / GV_WARPS, GV_WARPS * 32, 0, s>>>(W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 /* out[t][g*Mg + r] = sum_k x[t][g*xoff + k] * W[g*Mg + r][k] in double, for `groups` groups of Mg
@@ -147,8 +139,8 @@ int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups
     if (n <= 0) return HC_OK;
     if (n > GV_MAX_N) return HC_ERR_INVALID_ARG;
     int Mg = M / groups;
-    const bool vec = K % 8 == 0 && ldx % 8 == 0 && aligned16(W) && aligned16(x);
+    const bool vec = K % 8 == 0 && ldx % 8 == 0 && hci_aligned16(W) && hci_aligned16(x);
     gemv_bf16_kernel<<<(M + GV_WARPS - 1) / GV_WARPS, GV_WARPS * 32, 0, s>>>(W, M, K, Mg, K, x, ldx, n, vec, outd,
                                                                              outb, ldo);
-    return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA;
+    return HCI_CU_CHECK_LAUNCH();
 }

@@ -2,9 +2,9 @@
  * fp32 projections (from the double GEMM), ape added to the scores, per-channel softmax pooling
  * over the candidate rows in the CPU's order, bf16 cast, RMSNorm, RoPE at m*j, then FP8 (main) or
  * Hadamard + FP4 (indexer), packed into the entry's page; then the state for the next piece. */
-#include "common.cuh"
-#include "backend/cuda/cuda_internal.h"
-#include "hybridctx.h"
+#include "../common.cuh"
+#include "compress.h"
+#include "config.h"
 
 struct rows_view {
     int ratio, coff, w2;
@@ -51,7 +51,7 @@ __global__ void emit_kernel(rows_view r, int dc, int rope_dim, int rotate, const
                             float eps, float hscale, int64_t j0, hci_entry_layout l, uint8_t *const *pages)
 {
     extern __shared__ float v[];
-    __shared__ double red[1024];
+    __shared__ double red[CP_EMIT_MAX_THREADS];
     int64_t j = j0 + blockIdx.x;
     int m = r.ratio, R = r.coff * m;
     for (int c = threadIdx.x; c < dc; c += blockDim.x) {
@@ -80,12 +80,7 @@ __global__ void emit_kernel(rows_view r, int dc, int rope_dim, int rotate, const
     float rs = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
     for (int c = threadIdx.x; c < dc; c += blockDim.x) v[c] = hci_round_bf16(__fmul_rn(norm[c], __fmul_rn(v[c], rs)));
     __syncthreads();
-    for (int p = threadIdx.x; p < rope_dim / 2; p += blockDim.x) {
-        float a = v[dc - rope_dim + 2 * p], b = v[dc - rope_dim + 2 * p + 1];
-        hci_dev_rope_pair(a, b, (int64_t)m * j, freq[p], 0);
-        v[dc - rope_dim + 2 * p] = a;
-        v[dc - rope_dim + 2 * p + 1] = b;
-    }
+    hci_dev_rope_tail(v, dc, rope_dim, freq, (int64_t)m * j, 0);
     __syncthreads();
     if (rotate) {
         hci_dev_hadamard(v, dc, hscale);
@@ -121,25 +116,26 @@ int hci_cu_compress(cudaStream_t s, const hci_cu_comp_args *a)
     int w2 = a->coff * a->dc;
     int64_t n_el = (int64_t)a->n * w2;
     if (a->n <= 0) return HC_OK;
-    prep_kernel<<<(unsigned)((n_el + 255) / 256), 256, 0, s>>>(a->proj, a->ape, a->pos0, a->n, a->ratio, w2, a->A,
-                                                               a->Z);
-    if (cudaGetLastError() != cudaSuccess) return HC_ERR_CUDA;
+    prep_kernel<<<(unsigned)((n_el + CP_THREADS - 1) / CP_THREADS), CP_THREADS, 0, s>>>(a->proj, a->ape, a->pos0, a->n,
+                                                                                       a->ratio, w2, a->A, a->Z);
+    if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
     rows_view r = {a->ratio, a->coff, w2, a->pos0, a->A, a->Z, a->state_kv, a->state_score};
     int64_t j0 = a->pos0 / a->ratio, j1 = (a->pos0 + a->n) / a->ratio;
-    int threads = a->dc < 1024 ? ((a->dc + 31) / 32) * 32 : 1024;
-    if (threads < 64) threads = 64;
+    int threads = a->dc < CP_EMIT_MAX_THREADS ? ((a->dc + 31) / 32) * 32 : CP_EMIT_MAX_THREADS;
+    if (threads < CP_EMIT_MIN_THREADS) threads = CP_EMIT_MIN_THREADS;
     /* hci_dev_block_sum needs a power-of-two block */
-    int p2 = 64;
+    int p2 = CP_EMIT_MIN_THREADS;
     while (p2 < threads) p2 *= 2;
     if (j1 > j0) {
         float hscale = (float)(1.0 / sqrt((double)a->dc));
         emit_kernel<<<(unsigned)(j1 - j0), p2, (size_t)a->dc * sizeof(float), s>>>(
             r, a->dc, a->rope_dim, a->rotate, a->norm, a->freq, a->eps, hscale, j0, a->l, a->pages);
-        if (cudaGetLastError() != cudaSuccess) return HC_ERR_CUDA;
+        if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
     }
     int64_t st_el = (int64_t)a->coff * a->ratio * w2;
-    state_kernel<<<(unsigned)((st_el + 255) / 256), 256, 0, s>>>(r, a->pos0 + a->n, a->new_kv, a->new_score);
-    if (cudaGetLastError() != cudaSuccess) return HC_ERR_CUDA;
+    state_kernel<<<(unsigned)((st_el + CP_THREADS - 1) / CP_THREADS), CP_THREADS, 0, s>>>(r, a->pos0 + a->n, a->new_kv,
+                                                                                          a->new_score);
+    if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
     if (cudaMemcpyAsync(a->state_kv, a->new_kv, (size_t)st_el * sizeof(float), cudaMemcpyDeviceToDevice, s) ||
         cudaMemcpyAsync(a->state_score, a->new_score, (size_t)st_el * sizeof(float), cudaMemcpyDeviceToDevice, s))
         return HC_ERR_CUDA;

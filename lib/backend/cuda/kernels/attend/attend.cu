@@ -10,7 +10,7 @@
  *     (fp32 accumulate; 8 warps = 2 head tiles x 4 entry quarters), a block max and a p sum
  *     across the 4 warps of a head tile via shared memory, P (bf16) to shared memory, then
  *     O += P.V with ldmatrix.trans (each warp 16 heads x d/4 columns kept in registers);
- *   - simple path (HC_ATTEND_SIMPLE=1, or any other d): the same block steps with fp32 FMA
+ *   - simple path (any other d, or the launcher's simple_only): the same block steps with fp32 FMA
  *     loops and the accumulator in shared memory (1 to 32 heads per CTA by the memory limit).
  * Logits are fl32(q.v) * scale, accurate expf, l = fma(l, alpha, sum p) with the unrounded p, the
  * sink enters only the final denominator: o = bf16(acc / (l + expf(sink - m))). The GPU sums in
@@ -29,22 +29,12 @@
  * entries (no sharing of KV across queries), so HCA prefill is gather/dequant bound. */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
-#include "backend/cuda/cuda_internal.h"
-#include "common.cuh"
-#include "hybridctx.h"
-
-#define AT_THREADS 256
-#define AT_BLK 64             /* entries per block */
-#define AT_HG 32              /* heads per CTA, tensor-core path */
-#define AT_PS 72              /* row stride of P (bf16): 64 entries + 8 pad */
-#define AT_TARGET_CTAS 264    /* below this many (query, head group) CTAs the rows are split */
-#define AT_MIN_BLKS 2         /* blocks per split at least */
-#define AT_MAX_SPLIT 256
-#define AT_MAX_SMEM (220 * 1024)
+#include "../common.cuh"
+#include "attend.h"
+#include "config.h"
 
 namespace {
 
@@ -102,8 +92,6 @@ __device__ at_desc at_resolve(const hci_cu_attn_args &a, int i, int64_t t, int64
     return e;
 }
 
-__device__ __forceinline__ bool at_al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 /* One entry -> d bf16 values in shared memory (row dst), by one warp. Padding gives zeros, so
  * that P = 0 times the row stays 0 in the P.V product. */
 __device__ void at_load_entry(const hci_cu_attn_args &a, const at_desc &e, uint16_t *dst, int lane)
@@ -114,7 +102,7 @@ __device__ void at_load_entry(const hci_cu_attn_args &a, const at_desc &e, uint1
         return;
     }
     if (e.kind == 1) {
-        if (at_al16(e.data)) {
+        if (hci_aligned16(e.data)) {
             for (int c = lane; c < d / 8; c += 32) ((uint4 *)dst)[c] = __ldg((const uint4 *)e.data + c);
         } else {
             for (int x = lane; x < d; x += 32) dst[x] = ((const uint16_t *)e.data)[x];
@@ -123,7 +111,7 @@ __device__ void at_load_entry(const hci_cu_attn_args &a, const at_desc &e, uint1
     }
     const hci_entry_layout &l = e.kind == 2 ? a.win_l : a.comp_l;
     int qd = l.quant_dim;
-    bool al = at_al16(e.data);
+    bool al = hci_aligned16(e.data);
     for (int c = lane; c < qd / 16; c += 32) { /* 16 codes; a 64-block never straddles */
         uint32_t w[4];
         if (al) {
@@ -203,15 +191,6 @@ struct at_out {
 
 /* ---------------------------------------------------------------- tensor-core path */
 
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p)
-{
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s)
-                 : "memory");
-}
-
 __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void *p)
 {
     uint32_t s = (uint32_t)__cvta_generic_to_shared(p);
@@ -235,31 +214,30 @@ struct at_mma_smem {
     unsigned q, v, p, pmax, psum, alpha, mnew, m, l, desc, total;
 };
 
-__host__ __device__ inline unsigned at_al(unsigned x) { return (x + 15u) & ~15u; }
-
-__host__ __device__ inline at_mma_smem at_plan_mma(int d)
+__host__ __device__ constexpr inline at_mma_smem at_plan_mma(int d)
 {
-    at_mma_smem s;
+    at_mma_smem s = {};
     unsigned o = 0, st = (unsigned)(d + 8) * 2;
-    s.q = o, o = at_al(o + AT_HG * st);
-    s.v = o, o = at_al(o + AT_BLK * st);
-    s.p = o, o = at_al(o + AT_HG * AT_PS * 2);
-    s.pmax = o, o = at_al(o + 4 * AT_HG * 4);
-    s.psum = o, o = at_al(o + 4 * AT_HG * 4);
-    s.alpha = o, o = at_al(o + AT_HG * 4);
-    s.mnew = o, o = at_al(o + AT_HG * 4);
-    s.m = o, o = at_al(o + AT_HG * 4);
-    s.l = o, o = at_al(o + AT_HG * 4);
-    s.desc = o, o = at_al(o + AT_BLK * (unsigned)sizeof(at_desc));
+    s.q = o, o = hci_align16(o + AT_HG * st);
+    s.v = o, o = hci_align16(o + AT_BLK * st);
+    s.p = o, o = hci_align16(o + AT_HG * AT_PS * 2);
+    s.pmax = o, o = hci_align16(o + 4 * AT_HG * 4);
+    s.psum = o, o = hci_align16(o + 4 * AT_HG * 4);
+    s.alpha = o, o = hci_align16(o + AT_HG * 4);
+    s.mnew = o, o = hci_align16(o + AT_HG * 4);
+    s.m = o, o = hci_align16(o + AT_HG * 4);
+    s.l = o, o = hci_align16(o + AT_HG * 4);
+    s.desc = o, o = hci_align16(o + AT_BLK * (unsigned)sizeof(at_desc));
     s.total = o;
     return s;
 }
+static_assert(at_plan_mma(512).total <= AT_MAX_SMEM, "the tensor-core kernel's plan for the largest d fits");
 
 /* Q rows of the head group into shared memory (bf16, zero rows past H). */
 __device__ void at_load_q(const hci_cu_attn_args &a, int i, int h0, int nh, uint16_t *Q, int qst)
 {
     int chunks = a.d / 8;
-    bool al = at_al16(a.q);
+    bool al = hci_aligned16(a.q);
     for (int it = threadIdx.x; it < nh * chunks; it += blockDim.x) {
         int r = it / chunks, c = it % chunks, h = h0 + r;
         uint4 v = make_uint4(0, 0, 0, 0);
@@ -310,8 +288,8 @@ __global__ void __launch_bounds__(AT_THREADS, 2) at_mma_kernel(hci_cu_attn_args 
         float sc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
         for (int k0 = 0; k0 < D; k0 += 16) {
             uint32_t af[4], bf[4];
-            ldsm_x4(af, Q + (size_t)(r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ST + k0 + (lane >> 4) * 8);
-            ldsm_x4(bf, V + (size_t)(n0 + (lane & 7) + (lane >> 4) * 8) * ST + k0 + ((lane >> 3) & 1) * 8);
+            hci_dev_ldsm_x4(af, Q + (size_t)(r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ST + k0 + (lane >> 4) * 8);
+            hci_dev_ldsm_x4(bf, V + (size_t)(n0 + (lane & 7) + (lane >> 4) * 8) * ST + k0 + ((lane >> 3) & 1) * 8);
             mma_bf16(sc[0], af, bf[0], bf[1]);
             mma_bf16(sc[1], af, bf[2], bf[3]);
         }
@@ -375,7 +353,7 @@ __global__ void __launch_bounds__(AT_THREADS, 2) at_mma_kernel(hci_cu_attn_args 
 #pragma unroll
         for (int e0 = 0; e0 < AT_BLK; e0 += 16) {
             uint32_t pf[4];
-            ldsm_x4(pf, P + (size_t)(r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * AT_PS + e0 + (lane >> 4) * 8);
+            hci_dev_ldsm_x4(pf, P + (size_t)(r0 + (lane & 7) + ((lane >> 3) & 1) * 8) * AT_PS + e0 + (lane >> 4) * 8);
 #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
                 uint32_t vf[4];
@@ -421,15 +399,15 @@ __host__ __device__ inline at_simple_smem at_plan_simple(int d, int hg)
 {
     at_simple_smem s;
     unsigned o = 0, st = (unsigned)(d + 8) * 2;
-    s.q = o, o = at_al(o + hg * st);
-    s.v = o, o = at_al(o + AT_BLK * st);
-    s.lg = o, o = at_al(o + hg * AT_BLK * 4);
-    s.p = o, o = at_al(o + hg * AT_BLK * 4);
-    s.acc = o, o = at_al(o + (unsigned)hg * d * 4);
-    s.alpha = o, o = at_al(o + hg * 4);
-    s.m = o, o = at_al(o + hg * 4);
-    s.l = o, o = at_al(o + hg * 4);
-    s.desc = o, o = at_al(o + AT_BLK * (unsigned)sizeof(at_desc));
+    s.q = o, o = hci_align16(o + hg * st);
+    s.v = o, o = hci_align16(o + AT_BLK * st);
+    s.lg = o, o = hci_align16(o + hg * AT_BLK * 4);
+    s.p = o, o = hci_align16(o + hg * AT_BLK * 4);
+    s.acc = o, o = hci_align16(o + (unsigned)hg * d * 4);
+    s.alpha = o, o = hci_align16(o + hg * 4);
+    s.m = o, o = hci_align16(o + hg * 4);
+    s.l = o, o = hci_align16(o + hg * 4);
+    s.desc = o, o = hci_align16(o + AT_BLK * (unsigned)sizeof(at_desc));
     s.total = o;
     return s;
 }
@@ -516,7 +494,7 @@ __global__ void __launch_bounds__(AT_THREADS) at_simple_kernel(hci_cu_attn_args 
 
 /* One CTA per (query, head): o = sum_s w_s acc_s / (sum_s w_s l_s + expf(sink - M)),
  * w_s = expf(m_s - M), M = max_s m_s over the splits that hold blocks of this row. */
-__global__ void __launch_bounds__(128) at_combine(hci_cu_attn_args a, at_out out)
+__global__ void __launch_bounds__(AT_COMBINE_THREADS) at_combine(hci_cu_attn_args a, at_out out)
 {
     __shared__ float w[AT_MAX_SPLIT];
     __shared__ float den;
@@ -546,8 +524,6 @@ __global__ void __launch_bounds__(128) at_combine(hci_cu_attn_args a, at_out out
 
 /* ---------------------------------------------------------------- host side */
 
-size_t at_al256(size_t x) { return (x + 255) & ~(size_t)255; }
-
 /* Splits per row: only when (query, 32-head group) CTAs alone would leave SMs idle. */
 int at_splits(int n, int H, int64_t max_row)
 {
@@ -558,16 +534,6 @@ int at_splits(int n, int H, int64_t max_row)
     if (s > cap) s = cap;
     if (s > AT_MAX_SPLIT) s = AT_MAX_SPLIT;
     return s < 1 ? 1 : (int)s;
-}
-
-int at_simple_env(void)
-{
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HC_ATTEND_SIMPLE");
-        v = (e && e[0] == '1') ? 1 : 0;
-    }
-    return v;
 }
 
 template <int NT>
@@ -591,13 +557,13 @@ size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row)
     for (int m = 1; m <= n && (int64_t)m * ((H + AT_HG - 1) / AT_HG) < AT_TARGET_CTAS; m++) {
         int S = at_splits(m, H, max_row);
         if (S <= 1) continue;
-        size_t rows = (size_t)S * m * H, b = 2 * at_al256(rows * 4) + at_al256(rows * (size_t)d * 4);
+        size_t rows = (size_t)S * m * H, b = 2 * hci_align256(rows * 4) + hci_align256(rows * (size_t)d * 4);
         if (b > need) need = b;
     }
     return need;
 }
 
-int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch)
+int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int simple_only)
 {
     if (!a) return HC_ERR_NULL_ARG;
     if (a->n <= 0) return HC_OK;
@@ -620,11 +586,11 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch)
     if (out.S > 1) { /* out.S <= S: fits the scratch sized for S */
         size_t rows = (size_t)out.S * a->n * a->H;
         out.pm = (float *)scratch;
-        out.pl = (float *)((uint8_t *)scratch + at_al256(rows * 4));
-        out.pacc = (float *)((uint8_t *)scratch + 2 * at_al256(rows * 4));
+        out.pl = (float *)((uint8_t *)scratch + hci_align256(rows * 4));
+        out.pacc = (float *)((uint8_t *)scratch + 2 * hci_align256(rows * 4));
     }
     int d = a->d, st = HC_OK;
-    int mma_ok = !at_simple_env() && (d == 64 || d == 128 || d == 256 || d == 512);
+    int mma_ok = !simple_only && (d == 64 || d == 128 || d == 256 || d == 512);
     if (mma_ok) {
         dim3 grid(out.S, (a->H + AT_HG - 1) / AT_HG, a->n);
         switch (d) {
@@ -646,6 +612,6 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch)
         st = HCI_CU_CHECK_LAUNCH() != 0 ? HC_ERR_CUDA : HC_OK;
     }
     if (st != HC_OK || out.S == 1) return st;
-    at_combine<<<a->n * a->H, 128, 0, s>>>(*a, out);
+    at_combine<<<a->n * a->H, AT_COMBINE_THREADS, 0, s>>>(*a, out);
     return HCI_CU_CHECK_LAUNCH() != 0 ? HC_ERR_CUDA : HC_OK;
 }

@@ -1,57 +1,42 @@
 /* qkv.cu - the element-wise parts of the query, window-KV, indexer-query and output paths.
  * Each kernel reproduces the CPU backend's arithmetic exactly (same roundings, same order where
  * order matters, no fused multiply-adds except where the reference has them). */
-#include "common.cuh"
-#include "backend/cuda/cuda_internal.h"
-#include "hybridctx.h"
-
-#define NT 128
-
-static int launched(void) { return cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA; }
+#include "../common.cuh"
+#include "config.h"
+#include "qkv.h"
 
 __global__ void rmsnorm_rows_kernel(uint16_t *v, int dim, const float *w, float eps)
 {
-    __shared__ double red[NT];
+    __shared__ double red[QKV_THREADS];
     uint16_t *r = v + (size_t)blockIdx.x * dim;
     double ss = 0.0;
-    for (int i = threadIdx.x; i < dim; i += NT) {
+    for (int i = threadIdx.x; i < dim; i += QKV_THREADS) {
         float a = hci_f32_from_bf16(r[i]);
         ss += (double)__fmul_rn(a, a);
     }
     ss = hci_dev_block_sum(ss, red);
     float var = __fdiv_rn((float)ss, (float)dim);
     float rs = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
-    for (int i = threadIdx.x; i < dim; i += NT)
+    for (int i = threadIdx.x; i < dim; i += QKV_THREADS)
         r[i] = hci_bf16_from_f32(__fmul_rn(w[i], __fmul_rn(hci_f32_from_bf16(r[i]), rs)));
 }
 
 int hci_cu_rmsnorm_rows(cudaStream_t s, uint16_t *v, int n, int dim, const float *w, float eps)
 {
     if (n <= 0) return HC_OK;
-    rmsnorm_rows_kernel<<<n, NT, 0, s>>>(v, dim, w, eps);
-    return launched();
-}
-
-/* RoPE of the last rope_dim values of v (shared memory), pair p by thread p. */
-__device__ void rope_tail(float *v, int dim, int rope_dim, const float *freq, int64_t pos, int inverse)
-{
-    for (int p = threadIdx.x; p < rope_dim / 2; p += blockDim.x) {
-        float a = v[dim - rope_dim + 2 * p], b = v[dim - rope_dim + 2 * p + 1];
-        hci_dev_rope_pair(a, b, pos, freq[p], inverse);
-        v[dim - rope_dim + 2 * p] = a;
-        v[dim - rope_dim + 2 * p + 1] = b;
-    }
+    rmsnorm_rows_kernel<<<n, QKV_THREADS, 0, s>>>(v, dim, w, eps);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 /* One CTA per (token, head): the reference's in-place bf16 q *= rsqrt(mean(q^2) + eps). */
 __global__ void q_heads_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq, int64_t pos0, float eps)
 {
     extern __shared__ float v[];
-    __shared__ double red[NT];
+    __shared__ double red[QKV_THREADS];
     int t = blockIdx.x / H;
     uint16_t *row = q + (size_t)blockIdx.x * d;
     double sum = 0.0;
-    for (int i = threadIdx.x; i < d; i += NT) {
+    for (int i = threadIdx.x; i < d; i += QKV_THREADS) {
         v[i] = hci_f32_from_bf16(row[i]);
         sum += (double)hci_round_bf16(__fmul_rn(v[i], v[i]));
     }
@@ -59,19 +44,19 @@ __global__ void q_heads_kernel(uint16_t *q, int H, int d, int rope_dim, const fl
     float m = hci_round_bf16(__fdiv_rn((float)sum, (float)d));
     float e = hci_round_bf16(__fadd_rn(m, eps));
     float r = hci_round_bf16(__fdiv_rn(1.0f, __fsqrt_rn(e)));
-    for (int i = threadIdx.x; i < d; i += NT) v[i] = hci_round_bf16(__fmul_rn(v[i], r));
+    for (int i = threadIdx.x; i < d; i += QKV_THREADS) v[i] = hci_round_bf16(__fmul_rn(v[i], r));
     __syncthreads();
-    rope_tail(v, d, rope_dim, freq, pos0 + t, 0);
+    hci_dev_rope_tail(v, d, rope_dim, freq, pos0 + t, 0);
     __syncthreads();
-    for (int i = threadIdx.x; i < d; i += NT) row[i] = hci_bf16_from_f32(v[i]);
+    for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
 }
 
 int hci_cu_q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq,
                    int64_t pos0, float eps)
 {
     if (n <= 0) return HC_OK;
-    q_heads_kernel<<<n * H, NT, (size_t)d * sizeof(float), s>>>(q, H, d, rope_dim, freq, pos0, eps);
-    return launched();
+    q_heads_kernel<<<n * H, QKV_THREADS, (size_t)d * sizeof(float), s>>>(q, H, d, rope_dim, freq, pos0, eps);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 /* One CTA per token: RoPE, then the FP8 simulation of the nope dims. */
@@ -79,20 +64,20 @@ __global__ void kv_rows_kernel(uint16_t *kv, int d, int rope_dim, const float *f
 {
     extern __shared__ float v[];
     uint16_t *row = kv + (size_t)blockIdx.x * d;
-    for (int i = threadIdx.x; i < d; i += NT) v[i] = hci_f32_from_bf16(row[i]);
+    for (int i = threadIdx.x; i < d; i += QKV_THREADS) v[i] = hci_f32_from_bf16(row[i]);
     __syncthreads();
-    rope_tail(v, d, rope_dim, freq, pos0 + blockIdx.x, 0);
+    hci_dev_rope_tail(v, d, rope_dim, freq, pos0 + blockIdx.x, 0);
     __syncthreads();
     hci_dev_quant_sim(v, d - rope_dim, 0);
     __syncthreads();
-    for (int i = threadIdx.x; i < d; i += NT) row[i] = hci_bf16_from_f32(v[i]);
+    for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
 }
 
 int hci_cu_kv_rows(cudaStream_t s, uint16_t *kv, int n, int d, int rope_dim, const float *freq, int64_t pos0)
 {
     if (n <= 0) return HC_OK;
-    kv_rows_kernel<<<n, NT, (size_t)d * sizeof(float), s>>>(kv, d, rope_dim, freq, pos0);
-    return launched();
+    kv_rows_kernel<<<n, QKV_THREADS, (size_t)d * sizeof(float), s>>>(kv, d, rope_dim, freq, pos0);
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 /* One CTA per (token, indexer head): RoPE, Hadamard, FP4; head 0's CTA also rounds the token's
@@ -103,16 +88,16 @@ __global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const
     extern __shared__ float v[];
     int t = blockIdx.x / IH, h = blockIdx.x % IH;
     uint16_t *row = qi + (size_t)blockIdx.x * ID;
-    for (int i = threadIdx.x; i < ID; i += NT) v[i] = hci_f32_from_bf16(row[i]);
+    for (int i = threadIdx.x; i < ID; i += QKV_THREADS) v[i] = hci_f32_from_bf16(row[i]);
     __syncthreads();
-    rope_tail(v, ID, rope_dim, freq, pos0 + t, 0);
+    hci_dev_rope_tail(v, ID, rope_dim, freq, pos0 + t, 0);
     __syncthreads();
     hci_dev_hadamard(v, ID, hscale);
     hci_dev_quant_sim(v, ID, 1);
     __syncthreads();
-    for (int i = threadIdx.x; i < ID; i += NT) row[i] = hci_bf16_from_f32(v[i]);
+    for (int i = threadIdx.x; i < ID; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
     if (h == 0)
-        for (int k = threadIdx.x; k < IH; k += NT) {
+        for (int k = threadIdx.x; k < IH; k += QKV_THREADS) {
             float wb = hci_round_bf16((float)wd[(size_t)t * IH + k]);
             w[(size_t)t * IH + k] = hci_bf16_from_f32(__fmul_rn(wb, wscale));
         }
@@ -123,9 +108,9 @@ int hci_cu_index_q_heads(cudaStream_t s, uint16_t *qi, int n, int IH, int ID, in
 {
     if (n <= 0) return HC_OK;
     float hscale = (float)(1.0 / sqrt((double)ID));
-    index_q_kernel<<<n * IH, NT, (size_t)ID * sizeof(float), s>>>(qi, IH, ID, rope_dim, freq, pos0, hscale, wd,
+    index_q_kernel<<<n * IH, QKV_THREADS, (size_t)ID * sizeof(float), s>>>(qi, IH, ID, rope_dim, freq, pos0, hscale, wd,
                                                                     wscale, w);
-    return launched();
+    return HCI_CU_CHECK_LAUNCH();
 }
 
 __global__ void inverse_rope_kernel(uint16_t *o, int H, int d, int rope_dim, const float *freq, int64_t pos0)
@@ -144,6 +129,6 @@ int hci_cu_inverse_rope(cudaStream_t s, uint16_t *o, int n, int H, int d, int ro
                         int64_t pos0)
 {
     if (n <= 0) return HC_OK;
-    inverse_rope_kernel<<<n * H, 32, 0, s>>>(o, H, d, rope_dim, freq, pos0);
-    return launched();
+    inverse_rope_kernel<<<n * H, QKV_ROPE_THREADS, 0, s>>>(o, H, d, rope_dim, freq, pos0);
+    return HCI_CU_CHECK_LAUNCH();
 }

@@ -1,15 +1,13 @@
-/* gemm_fp8_config.h - tile shapes of kernels/gemm_fp8.cu and the index maps that decide where
- * every code, fragment and output element goes. Plain C++ (host and device) so that a host
- * emulation can check the maps against a straightforward loop. */
-#ifndef HCI_GEMM_FP8_CONFIG_H
-#define HCI_GEMM_FP8_CONFIG_H
+/* gemm/config.h - tile shapes of the FP8 GEMM (gemm_fp8.cu) and the index maps that decide where
+ * every code, fragment and output element goes. Plain C (host and device: HCI_HD), so that a host
+ * test (tests/test_kernel_config.c) checks the maps against straightforward loops. */
+#ifndef HCI_KERNELS_GEMM_CONFIG_H
+#define HCI_KERNELS_GEMM_CONFIG_H
 #include <stdint.h>
+#include "util/bf16.h" /* HCI_HD */
 
-#ifdef __CUDACC__
-#define GF_HD __host__ __device__ __forceinline__
-#else
-#define GF_HD static inline
-#endif
+#define GF_SCALE_BLOCK 128    /* the recipe: 128x128 weight scales, 1x128 activation scales */
+#define GF_NP_MULT 16         /* token rows of the quantized activations: a multiple of this */
 
 /* ---- big-tile kernel: 128 weight rows x 128 tokens per CTA, 8 warps of 64 rows x 32 tokens ---- */
 #define GF_BM 128             /* = the weight-scale block: one scale per CTA and k-block */
@@ -26,22 +24,27 @@
  * take 8 consecutive k-blocks each round and the block sums are added in k order in smem ---- */
 #define GS_WARPS 8
 #define GS_THREADS (GS_WARPS * 32)
+#define GS_NT 4               /* n-tiles of 8 tokens per CTA tile */
+#define GS_MT_WIDE 4          /* m-tiles of 16 rows per CTA tile when that gives every SM a CTA ... */
+#define GS_MT_NARROW 2        /* ... else */
+/* the reduction buffer: one float4 per lane and fragment, for every warp (layout: gs_elem) */
+#define GS_SMEM_BYTES(MT, NT) (GS_WARPS * (MT) * (NT) * 32 * 16)
 
 /* f16 operand tile of the big kernel: row r (weight row or token) holds 128 k values = 256 bytes
  * = sixteen 16-byte chunks; chunk c is stored at c ^ (r & 7), so the 8 rows one ldmatrix matrix
  * reads fall in 8 different bank groups. */
-GF_HD int gf_tile_off(int row, int chunk) { return row * 256 + ((chunk ^ (row & 7)) << 4); }
+HCI_HD int gf_tile_off(int row, int chunk) { return row * 256 + ((chunk ^ (row & 7)) << 4); }
 
 /* Loading a tile: thread tid fetches 16 fp8 codes (chunk c8 = tid & 7 of 8 per 128-byte row) of
  * rows j * 32 + (tid >> 3), j = 0..3: a warp reads 4 whole rows, coalesced. */
-GF_HD int gf_ld_row(int tid, int j) { return j * 32 + (tid >> 3); }
-GF_HD int gf_ld_c8(int tid) { return tid & 7; }
+HCI_HD int gf_ld_row(int tid, int j) { return j * 32 + (tid >> 3); }
+HCI_HD int gf_ld_c8(int tid) { return tid & 7; }
 
 /* The 16 codes of chunk c8 become 32 bytes of f16 = logical chunks 2*c8 and 2*c8+1; threads with
  * c8 >= 4 write them in the other order, so that each 8-thread phase of an STS.128 (one row, c8 =
  * 0..7) hits 8 different bank groups. Any such placement is fine for the result: the weights and
  * the tokens go through the same map, so the same codes meet in the products. */
-GF_HD int gf_st_chunk(int c8, int half) { return 2 * c8 + (half ^ (c8 >> 2)); }
+HCI_HD int gf_st_chunk(int c8, int half) { return 2 * c8 + (half ^ (c8 >> 2)); }
 
 /* Four e4m3 codes (bytes b0..b3 of q) -> two f16x2 holding each value times 2^-8, exactly:
  * lo = (b0, b2), hi = (b1, b3), low half first. The f16 bits of v * 2^-8 are
@@ -49,61 +52,61 @@ GF_HD int gf_st_chunk(int c8, int half) { return 2 * c8 + (half ^ (c8 >> 2)); }
  * and f16 exponent biases differ by 8 (e4m3 subnormals become f16 subnormals). A few integer ops
  * instead of cvt.f16x2.e4m3x2, whose throughput on Hopper is low. NaN codes (0x7f, 0xff) become
  * 480 * 2^-8; act_quant never makes them and checkpoint weights hold none. */
-GF_HD void gf_e4m3x4_to_f16x2(uint32_t q, uint32_t &lo, uint32_t &hi)
+HCI_HD void gf_e4m3x4_to_f16x2(uint32_t q, uint32_t *lo, uint32_t *hi)
 {
-    uint32_t x = (q & 0x00ff00ffu) << 8;               /* b0, b2 in the high bytes: s<<15 | m<<8 */
-    lo = x - (q & 0x007f007fu) * 128u;                 /* minus m<<7: s<<15 | m<<7, no borrow */
-    hi = (q & 0x80008000u) + ((q & 0x7f007f00u) >> 1); /* b1, b3 are already in the high bytes */
+    uint32_t x = (q & 0x00ff00ffu) << 8;                /* b0, b2 in the high bytes: s<<15 | m<<8 */
+    *lo = x - (q & 0x007f007fu) * 128u;                 /* minus m<<7: s<<15 | m<<7, no borrow */
+    *hi = (q & 0x80008000u) + ((q & 0x7f007f00u) >> 1); /* b1, b3 are already in the high bytes */
 }
 
 /* ldmatrix.x4 row address of lane l for a 16x16 A tile (rows r0.., k 16*kk..) and for two 8-token
  * B tiles (tokens n0.., same k): row, and the logical chunk. Matrix order as mma.m16n8k16 wants
  * it: A = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15);
  * B = (tok 0-7, k 0-7), (tok 0-7, k 8-15), (tok 8-15, k 0-7), (tok 8-15, k 8-15). */
-GF_HD int gf_lda_row(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
-GF_HD int gf_lda_chunk(int lane, int kk) { return 2 * kk + (lane >> 4); }
-GF_HD int gf_ldb_row(int lane) { return (lane & 7) + (lane >> 4) * 8; }
-GF_HD int gf_ldb_chunk(int lane, int kk) { return 2 * kk + ((lane >> 3) & 1); }
+HCI_HD int gf_lda_row(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
+HCI_HD int gf_lda_chunk(int lane, int kk) { return 2 * kk + (lane >> 4); }
+HCI_HD int gf_ldb_row(int lane) { return (lane & 7) + (lane >> 4) * 8; }
+HCI_HD int gf_ldb_chunk(int lane, int kk) { return 2 * kk + ((lane >> 3) & 1); }
 
 /* The same as byte offsets in the tile, as the big kernel computes them: for rows r0 + 8i the
  * swizzle term is lane & 7, so step kk's chunk is (2 kk) ^ y with a per-lane constant y. */
-GF_HD uint32_t gf_lda_y(int lane) { return (uint32_t)((lane >> 4) ^ (lane & 7)); }
-GF_HD uint32_t gf_ldb_y(int lane) { return (uint32_t)(((lane >> 3) & 1) ^ (lane & 7)); }
-GF_HD uint32_t gf_lda_rowoff(int wm, int lane) { return (uint32_t)(wm * 64 + gf_lda_row(lane)) * 256u; }
-GF_HD uint32_t gf_ldb_rowoff(int wn, int lane) { return (uint32_t)(wn * 32 + gf_ldb_row(lane)) * 256u; }
-GF_HD uint32_t gf_lda_off(int wm, int mi, int lane, int kk)
+HCI_HD uint32_t gf_lda_y(int lane) { return (uint32_t)((lane >> 4) ^ (lane & 7)); }
+HCI_HD uint32_t gf_ldb_y(int lane) { return (uint32_t)(((lane >> 3) & 1) ^ (lane & 7)); }
+HCI_HD uint32_t gf_lda_rowoff(int wm, int lane) { return (uint32_t)(wm * 64 + gf_lda_row(lane)) * 256u; }
+HCI_HD uint32_t gf_ldb_rowoff(int wn, int lane) { return (uint32_t)(wn * 32 + gf_ldb_row(lane)) * 256u; }
+HCI_HD uint32_t gf_lda_off(int wm, int mi, int lane, int kk)
 {
     return gf_lda_rowoff(wm, lane) + mi * 16 * 256 + (((2u * kk) ^ gf_lda_y(lane)) << 4);
 }
-GF_HD uint32_t gf_ldb_off(int wn, int p, int lane, int kk)
+HCI_HD uint32_t gf_ldb_off(int wn, int p, int lane, int kk)
 {
     return gf_ldb_rowoff(wn, lane) + p * 16 * 256 + (((2u * kk) ^ gf_ldb_y(lane)) << 4);
 }
 
 /* Accumulator c of m-tile mi, n-tile ni of lane in warp (wm, wn) -> (row, token) in the CTA tile. */
-GF_HD void gf_out(int wm, int wn, int mi, int ni, int lane, int c, int &row, int &tok)
+HCI_HD void gf_out(int wm, int wn, int mi, int ni, int lane, int c, int *row, int *tok)
 {
-    row = wm * 64 + mi * 16 + (lane >> 2) + (c >> 1) * 8;
-    tok = wn * 32 + ni * 8 + (lane & 3) * 2 + (c & 1);
+    *row = wm * 64 + mi * 16 + (lane >> 2) + (c >> 1) * 8;
+    *tok = wn * 32 + ni * 8 + (lane & 3) * 2 + (c & 1);
 }
 
 /* Raster of the big kernel: CTA pid -> (row tile, token tile), GF_GROUP_M row tiles at a time. */
-GF_HD void gf_raster(int pid, int tiles_m, int tiles_n, int &mt, int &nt)
+HCI_HD void gf_raster(int pid, int tiles_m, int tiles_n, int *mt, int *nt)
 {
     int per_group = GF_GROUP_M * tiles_n, first = pid / per_group * GF_GROUP_M;
     int gsz = tiles_m - first < GF_GROUP_M ? tiles_m - first : GF_GROUP_M;
-    mt = first + pid % per_group % gsz;
-    nt = pid % per_group / gsz;
+    *mt = first + pid % per_group % gsz;
+    *nt = pid % per_group / gsz;
 }
 
 /* Sliced-K reduction buffer: slot w holds warp w's scaled block sums, fragment-major: float4
  * number (mi * NT + ni) * 32 + lane = the four accumulators of m-tile mi, n-tile ni of that lane.
  * gs_elem maps float4 f, component c back to the tile's (row, token). */
-GF_HD void gs_elem(int NT, int f, int c, int &row, int &tok)
+HCI_HD void gs_elem(int NT, int f, int c, int *row, int *tok)
 {
     int tile = f >> 5, lane = f & 31, mi = tile / NT, ni = tile % NT;
-    row = mi * 16 + (lane >> 2) + (c >> 1) * 8;
-    tok = ni * 8 + (lane & 3) * 2 + (c & 1);
+    *row = mi * 16 + (lane >> 2) + (c >> 1) * 8;
+    *tok = ni * 8 + (lane & 3) * 2 + (c & 1);
 }
 
 #endif

@@ -7,7 +7,7 @@
  * q.k = sum_b N_b * 2^(uq_b + uk_b). When the exponent spread of the pair is small (the normal
  * case after the Hadamard; ix_pair_fast) every partial sum is exact in fp32, so the fp32 combine
  * gives the exact dot, which is what the CPU's exact double sum rounds to. Any other pair (a
- * block that is not representable, extreme scales, HC_INDEX_SIMPLE=1, ID % 32 != 0) runs the
+ * block that is not representable, extreme scales, ID % 32 != 0, the launcher's exact_only) runs the
  * CPU's own computation (fp32 products, double accumulation in its lane order), so the result is
  * exact in every case. relu, the weight product and the head sum (double, h = 0..IH-1 in order)
  * are done as on the CPU.
@@ -34,11 +34,9 @@
  * expected ~25-35 us (target < 100 us). Prefill is tensor-core + epilogue bound, ~0.1 ns per
  * (query, key) pair with IH = 64. */
 #include <stdint.h>
-#include <stdlib.h>
-#include "backend/cuda/cuda_internal.h"
-#include "common.cuh"
-#include "hybridctx.h"
-#include "index_config.h"
+#include "../common.cuh"
+#include "config.h"
+#include "index.h"
 
 namespace {
 
@@ -57,11 +55,6 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, ui
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-
-/* The IMMA accumulators start at the bits of 1.5 * 2^23, so the int32 result read as a float is
- * 1.5 * 2^23 + N exactly (|N| < 2^22): the conversion is one exact subtraction. */
-#define IX_BIAS_BITS 0x4B400000
-#define IX_BIAS_VAL 12582912.0f
 
 /* The CPU's q_h . k_j: fp32 products, double sums in lanes i % 8, the same final tree. */
 __device__ __noinline__ float ix_dot_cpu(const uint16_t *q, const hci_entry_layout &l, uint8_t *const *pages, int64_t j,
@@ -105,8 +98,6 @@ struct ix_smem {
     unsigned terms, hist, total; /* [RP][IX_TS] u16, [QT][256] u32 */
 };
 
-__host__ __device__ inline unsigned ix_al16(unsigned x) { return (x + 15u) & ~15u; }
-
 __host__ __device__ inline ix_smem ix_plan_smem(int QT, int IH, int ID)
 {
     ix_smem s;
@@ -114,16 +105,16 @@ __host__ __device__ inline ix_smem ix_plan_smem(int QT, int IH, int ID)
     s.RP = (QT * IH + 15) / 16 * 16;
     s.KS = ID + 16;
     unsigned o = 0;
-    s.q = o, o = ix_al16(o + (unsigned)s.RP * s.KS);
-    s.qsc = o, o = ix_al16(o + (unsigned)nb * s.RP * 4);
-    s.qmeta = o, o = ix_al16(o + (unsigned)s.RP * 4);
-    s.w = o, o = ix_al16(o + (unsigned)s.RP * 4);
-    s.k = o, o = ix_al16(o + (unsigned)IX_TILE * s.KS);
-    s.ksc = o, o = ix_al16(o + (unsigned)nb * IX_TILE * 4);
-    s.kst = o, o = ix_al16(o + (unsigned)nb * IX_TILE * 4);
-    s.kmeta = o, o = ix_al16(o + (unsigned)IX_TILE * 4);
-    s.terms = o, o = ix_al16(o + (unsigned)s.RP * IX_TS * 2);
-    s.hist = o, o = ix_al16(o + (unsigned)QT * 256 * 4);
+    s.q = o, o = hci_align16(o + (unsigned)s.RP * s.KS);
+    s.qsc = o, o = hci_align16(o + (unsigned)nb * s.RP * 4);
+    s.qmeta = o, o = hci_align16(o + (unsigned)s.RP * 4);
+    s.w = o, o = hci_align16(o + (unsigned)s.RP * 4);
+    s.k = o, o = hci_align16(o + (unsigned)IX_TILE * s.KS);
+    s.ksc = o, o = hci_align16(o + (unsigned)nb * IX_TILE * 4);
+    s.kst = o, o = hci_align16(o + (unsigned)nb * IX_TILE * 4);
+    s.kmeta = o, o = hci_align16(o + (unsigned)IX_TILE * 4);
+    s.terms = o, o = hci_align16(o + (unsigned)s.RP * IX_TS * 2);
+    s.hist = o, o = hci_align16(o + (unsigned)QT * 256 * 4);
     s.total = o;
     return s;
 }
@@ -131,9 +122,10 @@ __host__ __device__ inline ix_smem ix_plan_smem(int QT, int IH, int ID)
 /* ---------------------------------------------------------------- 1. query preparation */
 
 /* Prepared row layout (qstride bytes per query): int8 [IH][ID], f32 scales [IH][nb], u32 meta [IH]. */
-__global__ void __launch_bounds__(256) ix_prep(const uint16_t *qi, int IH, int ID, size_t qstride, uint8_t *prep)
+__global__ void __launch_bounds__(IX_PREP_THREADS) ix_prep(const uint16_t *qi, int IH, int ID, size_t qstride,
+                                                           uint8_t *prep)
 {
-    __shared__ int st[512]; /* (status << 16) | (u + 512) per (head, block); IH * ID / 32 <= 512 */
+    __shared__ int st[IX_PREP_MAX_BLOCKS]; /* (status << 16) | (u + 512) per (head, block); IH * ID / 32 <= 512 */
     int nb = ID / 32, items = IH * nb;
     const uint16_t *q = qi + (size_t)blockIdx.x * IH * ID;
     uint8_t *base = prep + (size_t)blockIdx.x * qstride;
@@ -636,7 +628,7 @@ __global__ void __launch_bounds__(IX_SEL_THREADS) ix_compact(ix_sel_args a)
 }
 
 /* Sort the k candidates (bitonic, descending pick key = score desc, j asc) and write sel. */
-__global__ void __launch_bounds__(1024) ix_sort(ix_sel_args a, int row0)
+__global__ void __launch_bounds__(IX_SORT_MAX_THREADS) ix_sort(ix_sel_args a, int row0)
 {
     extern __shared__ __align__(16) uint8_t smraw[];
     uint64_t *s = (uint64_t *)smraw;
@@ -672,8 +664,6 @@ struct ix_plan {
     size_t scores, hist, seg, cand, prep, total;
 };
 
-size_t ix_al256(size_t x) { return (x + 255) & ~(size_t)255; }
-
 /* Scratch pieces; each grows monotonically with ne, so a caller sizing with n_entries >= the
  * launcher's (pos0+n)/4 always has room. */
 ix_plan ix_make_plan(int n, int64_t ne, int K)
@@ -688,29 +678,19 @@ ix_plan ix_make_plan(int n, int64_t ne, int K)
     p.nseg_stride = (int)(p.stride / IX_SEG + 1);
     int64_t sc = (int64_t)p.gcap * p.stride, cap = IX_SCORE_BUDGET > p.stride ? IX_SCORE_BUDGET : p.stride;
     size_t o = 0;
-    p.scores = o, o += ix_al256((size_t)(sc < cap ? sc : cap) * 2);
-    p.hist = o, o += ix_al256((size_t)p.gcap * 512 * 4);
-    p.seg = o, o += ix_al256((size_t)p.gcap * p.nseg_stride * 4);
-    p.cand = o, o += ix_al256((size_t)p.gcap * (K > 0 ? K : 1) * 8);
-    p.prep = o, o += ix_al256((size_t)p.gcap * IX_QPREP_MAX);
+    p.scores = o, o += hci_align256((size_t)(sc < cap ? sc : cap) * 2);
+    p.hist = o, o += hci_align256((size_t)p.gcap * 512 * 4);
+    p.seg = o, o += hci_align256((size_t)p.gcap * p.nseg_stride * 4);
+    p.cand = o, o += hci_align256((size_t)p.gcap * (K > 0 ? K : 1) * 8);
+    p.prep = o, o += hci_align256((size_t)p.gcap * IX_QPREP_MAX);
     p.total = o;
     return p;
 }
 
-int ix_simple_env(void)
-{
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HC_INDEX_SIMPLE");
-        v = (e && e[0] == '1') ? 1 : 0;
-    }
-    return v;
-}
-
 int ix_sm_count(void)
 {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    int n = 0;
+    if (hci_cu_sm_count(&n) != cudaSuccess) {
         (void)cudaGetLastError();
         return 132;
     }
@@ -725,12 +705,13 @@ size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K)
 }
 
 int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n, int64_t pos0,
-                      int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch)
+                      int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch,
+                      int exact_only)
 {
     if (n <= 0) return HC_OK;
     if (!l || !qi || !w || !sel || !scratch) return HC_ERR_NULL_ARG;
-    if (K < 1 || K > IX_MAX_K || IH < 1 || ID < 1 || IH > 512 || (int64_t)IH * ID > 16384 || pos0 < 0 ||
-        l->dim != ID)
+    if (K < 1 || K > IX_MAX_K || IH < 1 || ID < 1 || IH > IX_MAX_HEADS || (int64_t)IH * ID > IX_MAX_ROW_ELEMS ||
+        pos0 < 0 || l->dim != ID)
         return HC_ERR_INVALID_ARG;
     int64_t ne = (pos0 + n) / 4;
     if (ne > 0 && !pages) return HC_ERR_NULL_ARG;
@@ -739,13 +720,13 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
     int fp4_ok = l->fmt == HCI_FMT_FP8 && l->fp4 && l->qblock == 32 && l->data_bytes == ID / 2 &&
                  l->scale_bytes == ID / 32;
     int bf16_ok = l->fmt == HCI_FMT_BF16 && l->data_bytes == ID * 2;
-    int simple = ix_simple_env() || ID % 32 != 0 || !(fp4_ok || bf16_ok);
+    int simple = exact_only || ID % 32 != 0 || !(fp4_ok || bf16_ok);
     int nb = ID / 32, lg = 0;
     while ((1 << lg) < nb) lg++;
-    size_t qstride = ix_al256((size_t)IH * ID + (size_t)IH * nb * 4 + (size_t)IH * 4);
-    int QT = 256 / IH;
+    size_t qstride = hci_align256((size_t)IH * ID + (size_t)IH * nb * 4 + (size_t)IH * 4);
+    int QT = IX_QTILE_ROWS / IH;
     if (QT < 1) QT = 1;
-    while (QT > 1 && (int64_t)QT * IH * (ID + 16) > 65536) QT--;
+    while (QT > 1 && (int64_t)QT * IH * (ID + 16) > IX_QTILE_BYTES) QT--;
     if (QT > p.G) QT = p.G;
     while (QT > 1 && ix_plan_smem(QT, IH, ID).total > IX_MAX_SMEM) QT--;
     ix_smem L = ix_plan_smem(QT, IH, ID);
@@ -778,7 +759,7 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
         if (gne > 0) {
             if (cudaMemsetAsync(hist_hi, 0, (size_t)rows * 512 * 4, s) != cudaSuccess) return HC_ERR_CUDA;
             if (!simple) {
-                ix_prep<<<rows, 256, 0, s>>>(qi + (size_t)g0 * IH * ID, IH, ID, qstride, base + p.prep);
+                ix_prep<<<rows, IX_PREP_THREADS, 0, s>>>(qi + (size_t)g0 * IH * ID, IH, ID, qstride, base + p.prep);
                 if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;
             }
             ix_score_args a;
@@ -809,7 +790,7 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
         }
         int P = 1;
         while (P < K) P <<= 1;
-        int threads = P / 2 < 32 ? 32 : (P / 2 > 1024 ? 1024 : P / 2);
+        int threads = P / 2 < 32 ? 32 : (P / 2 > IX_SORT_MAX_THREADS ? IX_SORT_MAX_THREADS : P / 2);
         ix_sort<<<rows, threads, (size_t)P * 8, s>>>(sa, g0);
         if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;
     }

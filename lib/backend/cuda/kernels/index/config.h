@@ -1,7 +1,8 @@
-/* index_config.h - tuning constants and pure helpers of kernels/index.cu (host and device), kept
- * apart so that host-side harnesses can test them without a GPU. */
+/* index/config.h - tuning constants and pure helpers of the lightning indexer (index.cu), host
+ * and device, plain C: a host test (tests/test_kernel_config.c) checks them without a GPU. */
 #ifndef HCI_KERNELS_INDEX_CONFIG_H
 #define HCI_KERNELS_INDEX_CONFIG_H
+#include <stdbool.h>
 #include <stdint.h>
 #include "util/bf16.h"
 
@@ -14,7 +15,19 @@
 #define IX_QPREP_MAX 20480                 /* prepared query bytes per row: IH*ID <= 16384, IH <= 512 */
 #define IX_MAX_K 4096                      /* sort buffer of the last kernel: 32 KiB */
 #define IX_TS 72                           /* row stride of the head-term tile (64 keys + pad) */
-#define IX_MAX_SMEM (200 * 1024)
+#define IX_MAX_SMEM (200 * 1024)           /* dynamic shared memory of a score CTA at most */
+#define IX_MAX_HEADS 512                   /* IH: prepared summaries of a row fit IX_QPREP_MAX ... */
+#define IX_MAX_ROW_ELEMS 16384             /* ... and IH * ID: its int8 mantissas too */
+#define IX_PREP_THREADS 256                /* query preparation: one CTA per query row ... */
+#define IX_PREP_MAX_BLOCKS 512             /* ... with a status word per (head, 32-block) in smem */
+#define IX_QTILE_ROWS 256                  /* (query, head) rows of a score CTA: QT = IX_QTILE_ROWS / IH ... */
+#define IX_QTILE_BYTES 65536               /* ... fewer while their int8 rows (QT * IH * (ID + 16)) pass this */
+#define IX_SORT_MAX_THREADS 1024           /* last kernel: bitonic sort of K <= IX_MAX_K candidates */
+
+/* The IMMA accumulators start at the bits of 1.5 * 2^23, so the int32 result read as a float is
+ * 1.5 * 2^23 + N exactly (|N| < 2^22): the conversion is one exact subtraction. */
+#define IX_BIAS_BITS 0x4B400000
+#define IX_BIAS_VAL 12582912.0f
 
 /* A 32-value block of FP4-grid values as m_i * 2^u, |m_i| <= 15 (q side) or <= 12 (fp8 keys).
  * Block status: zero (all m = 0), ok, or bad (not representable: the slow exact path runs). */

@@ -7,7 +7,7 @@
  * P, the dot of the 128 e4m3 codes of one k-block, comes from mma.sync m16n8k16 with fp32
  * accumulation started from zero for every block. The codes enter the tensor cores as f16 (every
  * e4m3 value is exact in f16, and so is every product), scaled by 2^-8 each by the cheap integer
- * conversion of gemm_fp8_config.h; the 2^16 is given back in the scale (exact: a power of two).
+ * conversion of config.h; the 2^16 is given back in the scale (exact: a power of two).
  * f16 rather than bf16 only because that conversion is a few integer ops; the products are exact
  * either way. The CPU rounds the exact block dot once; here the tensor core's fp32 accumulation
  * of the 128 products may differ from that in the last bits. No FP8 mma (its accumulation keeps
@@ -29,10 +29,9 @@
  * bandwidth caps it near 500 TFLOP/s; issue (~5.5 instructions per HMMA, the conversion
  * included) is close behind. Expect roughly 250-450 TFLOP/s on the large prefill shapes. The
  * sliced kernel trades L2 traffic and per-warp conversion for parallelism on small grids. */
-#include "common.cuh"
-#include "backend/cuda/cuda_internal.h"
-#include "hybridctx.h"
-#include "gemm_fp8_config.h"
+#include "../common.cuh"
+#include "config.h"
+#include "gemm.h"
 
 namespace {
 
@@ -45,15 +44,7 @@ struct gf_args {
     int sld, M, K, np, n, ldy;
 };
 
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-/* d += a.b (f16 in, fp32 accumulate). Fragments as in kernels/attend.cu's mma_bf16. */
+/* d += a.b (f16 in, fp32 accumulate). Fragments as in attend/attend.cu's mma_bf16. */
 __device__ __forceinline__ void mma_acc(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 {
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -83,10 +74,10 @@ __device__ __forceinline__ float gf_scale(float xs, float ws) { return __fmul_rn
 __device__ __forceinline__ void gf_store16(uint8_t *tile, int row, int c8, const uint4 &v)
 {
     uint4 h0, h1;
-    gf_e4m3x4_to_f16x2(v.x, h0.x, h0.y);
-    gf_e4m3x4_to_f16x2(v.y, h0.z, h0.w);
-    gf_e4m3x4_to_f16x2(v.z, h1.x, h1.y);
-    gf_e4m3x4_to_f16x2(v.w, h1.z, h1.w);
+    gf_e4m3x4_to_f16x2(v.x, &h0.x, &h0.y);
+    gf_e4m3x4_to_f16x2(v.y, &h0.z, &h0.w);
+    gf_e4m3x4_to_f16x2(v.z, &h1.x, &h1.y);
+    gf_e4m3x4_to_f16x2(v.w, &h1.z, &h1.w);
     *(uint4 *)(tile + gf_tile_off(row, gf_st_chunk(c8, 0))) = h0;
     *(uint4 *)(tile + gf_tile_off(row, gf_st_chunk(c8, 1))) = h1;
 }
@@ -100,7 +91,7 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / GF_WN, wn = warp % GF_WN;
     int mt, nt;
-    gf_raster(blockIdx.x, a.M / GF_BM, (a.np + GF_BN - 1) / GF_BN, mt, nt);
+    gf_raster(blockIdx.x, a.M / GF_BM, (a.np + GF_BN - 1) / GF_BN, &mt, &nt);
     const int m0 = mt * GF_BM, n0 = nt * GF_BN, K = a.K, nkb = K / GF_BK;
 
     /* This thread's share of a tile: 16 codes of rows gf_ld_row(tid, j) of both operands, and
@@ -161,9 +152,9 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
         for (int kk = 0; kk < GF_BK / 16; kk++) {
             uint32_t af[4][4], bq[2][4];
 #pragma unroll
-            for (int mi = 0; mi < 4; mi++) ldsm_x4(af[mi], abase + mi * 16 * 256 + (((2u * kk) ^ ya) << 4));
+            for (int mi = 0; mi < 4; mi++) hci_dev_ldsm_x4(af[mi], abase + mi * 16 * 256 + (((2u * kk) ^ ya) << 4));
 #pragma unroll
-            for (int p = 0; p < 2; p++) ldsm_x4(bq[p], bbase + p * 16 * 256 + (((2u * kk) ^ yb) << 4));
+            for (int p = 0; p < 2; p++) hci_dev_ldsm_x4(bq[p], bbase + p * 16 * 256 + (((2u * kk) ^ yb) << 4));
 #pragma unroll
             for (int mi = 0; mi < 4; mi++)
 #pragma unroll
@@ -203,7 +194,7 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 int row, tok;
-                gf_out(wm, wn, mi, ni, lane, c, row, tok);
+                gf_out(wm, wn, mi, ni, lane, c, &row, &tok);
                 if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = hci_bf16_from_f32(acc[mi][ni][c]);
             }
 }
@@ -219,7 +210,7 @@ template <int MT, int NT>
 __global__ void __launch_bounds__(GS_THREADS, 1) gs_kernel(const gf_args a)
 {
     constexpr int BM = MT * 16, BN = NT * 8, F4 = MT * NT * 32, J = (F4 + GS_THREADS - 1) / GS_THREADS;
-    static_assert(128 % BM == 0, "a CTA tile must lie in one weight-scale block");
+    static_assert(GF_SCALE_BLOCK % BM == 0, "a CTA tile must lie in one weight-scale block");
     extern __shared__ __align__(16) float4 red[]; /* [GS_WARPS][F4], layout: gs_elem */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN, K = a.K, nkb = K / 128;
@@ -266,11 +257,11 @@ __global__ void __launch_bounds__(GS_THREADS, 1) gs_kernel(const gf_args a)
                     uint32_t af[MT][4], bf[NT][2];
 #pragma unroll
                     for (int mi = 0; mi < MT; mi++) {
-                        gf_e4m3x4_to_f16x2(u4w(ra[h][mi][0], s), af[mi][0], af[mi][2]);
-                        gf_e4m3x4_to_f16x2(u4w(ra[h][mi][1], s), af[mi][1], af[mi][3]);
+                        gf_e4m3x4_to_f16x2(u4w(ra[h][mi][0], s), &af[mi][0], &af[mi][2]);
+                        gf_e4m3x4_to_f16x2(u4w(ra[h][mi][1], s), &af[mi][1], &af[mi][3]);
                     }
 #pragma unroll
-                    for (int ni = 0; ni < NT; ni++) gf_e4m3x4_to_f16x2(u4w(rb[h][ni], s), bf[ni][0], bf[ni][1]);
+                    for (int ni = 0; ni < NT; ni++) gf_e4m3x4_to_f16x2(u4w(rb[h][ni], s), &bf[ni][0], &bf[ni][1]);
 #pragma unroll
                     for (int mi = 0; mi < MT; mi++)
 #pragma unroll
@@ -316,7 +307,7 @@ __global__ void __launch_bounds__(GS_THREADS, 1) gs_kernel(const gf_args a)
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             int row, tok;
-            gs_elem(NT, f, c, row, tok);
+            gs_elem(NT, f, c, &row, &tok);
             if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = hci_bf16_from_f32(acc[j][c]);
         }
     }
@@ -325,7 +316,8 @@ __global__ void __launch_bounds__(GS_THREADS, 1) gs_kernel(const gf_args a)
 template <int MT, int NT>
 int gs_launch(cudaStream_t s, const gf_args &a)
 {
-    constexpr int smem = GS_WARPS * MT * NT * 32 * (int)sizeof(float4);
+    constexpr int smem = GS_SMEM_BYTES(MT, NT);
+    static_assert(smem == GS_WARPS * MT * NT * 32 * (int)sizeof(float4), "one float4 per lane and fragment");
     if (smem > 48 * 1024 &&
         cudaFuncSetAttribute(gs_kernel<MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
         return HC_ERR_CUDA;
@@ -340,13 +332,12 @@ int hci_cu_gemm_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, 
                     const float *xs, int np, int n, uint16_t *y, int ldy)
 {
     if (n <= 0) return HC_OK;
-    if (M <= 0 || M % 128 || K <= 0 || K % 128 || np < n || np % 16 || ldy < M || sld < K / 128 ||
-        ((uintptr_t)W | (uintptr_t)xq) % 16 || (uintptr_t)xs % 8)
+    if (M <= 0 || M % GF_SCALE_BLOCK || K <= 0 || K % GF_SCALE_BLOCK || np < n || np % GF_NP_MULT || ldy < M ||
+        sld < K / GF_SCALE_BLOCK || ((uintptr_t)W | (uintptr_t)xq) % 16 || (uintptr_t)xs % 8)
         return HC_ERR_INVALID_ARG;
     const gf_args a = {W, Ws, xq, xs, y, sld, M, K, np, n, ldy};
-    int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        return HC_ERR_CUDA;
+    int sms = 0;
+    if (hci_cu_sm_count(&sms) != cudaSuccess) return HC_ERR_CUDA;
     /* Big tiles when they fill at least half the SMs; otherwise more, smaller CTAs (sliced K). */
     const int64_t big = (int64_t)(M / GF_BM) * ((np + GF_BN - 1) / GF_BN);
     if (2 * big >= sms) {
@@ -355,6 +346,7 @@ int hci_cu_gemm_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, 
         gf_big_kernel<<<(unsigned)big, GF_THREADS, GF_SMEM_BYTES, s>>>(a);
         return HCI_CU_CHECK_LAUNCH();
     }
-    if ((int64_t)(M / 64) * ((np + 31) / 32) >= sms) return gs_launch<4, 4>(s, a);
-    return gs_launch<2, 4>(s, a);
+    if ((int64_t)(M / (GS_MT_WIDE * 16)) * ((np + GS_NT * 8 - 1) / (GS_NT * 8)) >= sms)
+        return gs_launch<GS_MT_WIDE, GS_NT>(s, a);
+    return gs_launch<GS_MT_NARROW, GS_NT>(s, a);
 }

@@ -1,0 +1,32 @@
+/* cuda_options.h - named alternatives to the CUDA backend's code paths, for comparisons and
+ * cross-checks in tests and benchmarks (docs/cuda.md). All zero, the state of every new backend,
+ * is what the library runs; none is needed for correct results. C and C++. */
+#ifndef HCI_CUDA_OPTIONS_H
+#define HCI_CUDA_OPTIONS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct hci_backend;
+
+typedef struct hci_cu_options {
+    /* FP8 projections of more than 16 tokens on cuBLASLt's block-scaled FP8 GEMM instead of the
+     * own GEMM (kernels/gemm): faster on large prefill chunks, but FP8 tensor cores accumulate
+     * with fewer bits, so the results are not the CPU backend's (docs/cuda.md). */
+    int fp8_gemm_cublaslt;
+    /* Indexer: every (query head, key) dot by the exact fallback (the CPU's fp32 products and
+     * double sums) instead of the int8 tensor-core path; the selections must be the same. */
+    int index_exact_only;
+    /* Attention: the fp32 FMA kernel for every head_dim instead of the tensor-core kernel (d 64,
+     * 128, 256, 512); the outputs agree within rounding. */
+    int attend_simple;
+} hci_cu_options;
+
+/* Replace the options of a CUDA backend; the ops that run afterwards use them. */
+void hci_cu_set_options(struct hci_backend *be, const hci_cu_options *opt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,40 @@
+/* attend/attend.h - the attention family: sparse attention with the per-head sink over the
+ * window slots and the compressed entries, split-KV for small launches (attend.cu). */
+#ifndef HCI_KERNELS_ATTEND_H
+#define HCI_KERNELS_ATTEND_H
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+extern "C" {
+#include "cache/format.h"
+}
+
+struct hci_cu_attn_args {
+    int n;                   /* queries in the piece */
+    int64_t pos0;            /* position of query 0 */
+    int H, d;                /* heads, head_dim */
+    int window;              /* W: window slots in every index row */
+    int ratio;               /* 0, 4 (sel gives the compressed part) or 128 (all visible entries) */
+    int K;                   /* sel row width (ratio 4) */
+    float scale;             /* fl32(d^-1/2) */
+    const uint16_t *q;       /* [n][H][d] bf16 */
+    const uint16_t *kv;      /* [n][d] bf16: window KV of the piece's own positions */
+    hci_entry_layout win_l;  /* ring layout; slot = position % window */
+    uint8_t *const *ring;    /* device table of the ring's pages */
+    hci_entry_layout comp_l;
+    uint8_t *const *comp;    /* device table of the compressed entries' pages */
+    const int32_t *sel;      /* [n][K] or NULL */
+    const float *sink;       /* [H] */
+    uint16_t *o;             /* [n][H][d] bf16 out */
+};
+/* Scratch bytes of hci_cu_attend for pieces of up to n queries with rows of up to max_row entries. */
+size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row);
+/* Query t's index row: W window slots (positions max(0,t-W+1)..t ascending, then -1), then the
+ * compressed part (sel row, or entries 0..(t+1)/128-1); o = softmax over the row with the
+ * per-head sink in the denominator, times the entries (as in docs/numerics.md). The tensor-core
+ * kernel runs for d in {64, 128, 256, 512}, the fp32 FMA kernel for any other d, or for every d
+ * with simple_only (a cross-check; the two agree within rounding). */
+int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int simple_only);
+
+#endif

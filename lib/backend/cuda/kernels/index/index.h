@@ -1,0 +1,27 @@
+/* index/index.h - the indexer family: lightning-indexer scores of every visible key and the
+ * top-k, equal bit for bit to the CPU backend (index.cu; constants and exact helpers in config.h). */
+#ifndef HCI_KERNELS_INDEX_H
+#define HCI_KERNELS_INDEX_H
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+extern "C" {
+#include "cache/format.h"
+}
+
+/* Scratch bytes of hci_cu_index_topk for n queries over at most n_entries keys; grows with both. */
+size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K);
+/* Queries i = 0..n-1 at positions pos0+i see keys j < (pos0+i+1)/4 of the indexer cache (pages
+ * in device memory, layout l). qi [n][IH][ID] bf16 (Hadamard + FP4-exact values), w [n][IH] bf16.
+ * Score: bf16( sum_h bf16( relu(bf16(qi_h . k_j)) * w_h ) ), the dot exact and the head sum
+ * accumulated in double, so scores equal the CPU backend's bit for bit. Output sel [n][K]: the
+ * min(K, visible) best entries in descending score order, ties broken by the lower entry
+ * number, then -1 padding. exact_only: every dot by the exact fallback (the CPU's own
+ * computation) instead of the int8 tensor-core path, as a cross-check (the results are the same).
+ * K <= IX_MAX_K, IH <= IX_MAX_HEADS, IH * ID <= IX_MAX_ROW_ELEMS, l->dim == ID. */
+int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n, int64_t pos0,
+                      int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch,
+                      int exact_only);
+
+#endif

@@ -1,0 +1,25 @@
+/* io/io.h - the I/O family: input and output conversion, the finiteness check, and packing rows
+ * into cache entries (window ring writes) in the layouts of lib/cache/format.h (io.cu). */
+#ifndef HCI_KERNELS_IO_H
+#define HCI_KERNELS_IO_H
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include "config.h"
+extern "C" {
+#include "cache/format.h"
+}
+
+/* *flag_dev = 1 if any of count values (bf16 when bf16, else fp32) is inf or nan; it is not cleared. */
+int hci_cu_check_finite(cudaStream_t s, const void *x, int bf16, int64_t count, int *flag_dev);
+/* count values (bf16 or fp32) -> bf16 (round to nearest even). */
+int hci_cu_to_bf16(cudaStream_t s, const void *x, int bf16, int64_t count, uint16_t *out);
+/* count bf16 values -> bf16 or fp32. */
+int hci_cu_from_bf16(cudaStream_t s, const uint16_t *x, int bf16, int64_t count, void *out);
+/* count bf16 values -> double (exact). */
+int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double *out);
+/* Pack rows [n][dim] (bf16, values on the cache grid) into entries first_entry.. (mod modulo when
+ * modulo > 0) of a page list (format.h layout). */
+int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, const uint16_t *rows,
+                     int n, int64_t first_entry, int64_t modulo);
+
+#endif

@@ -1,0 +1,43 @@
+/* act_quant.cu - activations to FP8 for the block-scaled projections (the DeepSeek recipe: 1x128
+ * activation scales, powers of two): the CPU backend's act_quant (cpu_linear.c) on the GPU, code
+ * for code. */
+#include "../common.cuh"
+#include "config.h"
+#include "quant.h"
+
+/* One warp per (token, 128-block), four values per lane: amax (warp max), power-of-two scale,
+ * e4m3 codes; padding rows get zero codes and scale 1. Scales are written K-block major
+ * ([K/128][np], tokens contiguous). */
+__global__ void act_quant_kernel(const uint16_t *x, int ldx, int n, int np, int cols, uint8_t *q, float *s)
+{
+    int nkb = cols / AQ_BLOCK, lane = threadIdx.x % 32;
+    int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    if (w >= (int64_t)np * nkb) return;
+    int t = (int)(w / nkb), kb = (int)(w % nkb);
+    uint32_t *qo = (uint32_t *)(q + (size_t)t * cols + (size_t)kb * AQ_BLOCK) + lane;
+    if (t >= n) {
+        *qo = 0;
+        if (lane == 0) s[(size_t)kb * np + t] = 1.0f;
+        return;
+    }
+    const uint16_t *xr = x + (size_t)t * ldx + (size_t)kb * AQ_BLOCK + lane * AQ_PER_LANE;
+    float v[AQ_PER_LANE], amax = 0.0f;
+    for (int i = 0; i < AQ_PER_LANE; i++) v[i] = hci_f32_from_bf16(xr[i]), amax = fmaxf(amax, fabsf(v[i]));
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float sc = hci_pow2(hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX));
+    uint32_t packed = 0;
+    for (int i = 0; i < AQ_PER_LANE; i++) {
+        float u = fminf(fmaxf(v[i] / sc, -HCI_E4M3_MAX), HCI_E4M3_MAX);
+        packed |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(u)) << (8 * i);
+    }
+    *qo = packed;
+    if (lane == 0) s[(size_t)kb * np + t] = sc;
+}
+
+int hci_cu_act_quant(cudaStream_t s, const uint16_t *x, int ldx, int n, int np, int cols, uint8_t *q, float *scales)
+{
+    int64_t items = (int64_t)np * (cols / AQ_BLOCK);
+    act_quant_kernel<<<(unsigned)((items * 32 + AQ_THREADS - 1) / AQ_THREADS), AQ_THREADS, 0, s>>>(x, ldx, n, np,
+                                                                                                  cols, q, scales);
+    return HCI_CU_CHECK_LAUNCH();
+}

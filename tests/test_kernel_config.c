@@ -1,0 +1,540 @@
+/* test_kernel_config.c - the compile-time configuration of the CUDA kernel families
+ * (lib/backend/cuda/kernels/<family>/config.h) against the invariants the kernels rely on, on
+ * the host, without a GPU: thread counts, tiles that divide the V4 shapes, shared-memory budgets
+ * of sm_90, and the pure index maps and exact-arithmetic helpers that the GEMM and the indexer
+ * share with this test (swizzles, fragment maps, the e4m3 -> f16 trick, FP4 decoding, the
+ * indexer's fast-path exactness rule). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "backend/cuda/kernels/attend/config.h"
+#include "backend/cuda/kernels/compress/config.h"
+#include "backend/cuda/kernels/gemm/config.h"
+#include "backend/cuda/kernels/gemv/config.h"
+#include "backend/cuda/kernels/index/config.h"
+#include "backend/cuda/kernels/io/config.h"
+#include "backend/cuda/kernels/qkv/config.h"
+#include "backend/cuda/kernels/quant/config.h"
+#include "cache/format.h"
+#include "model/config.h"
+#include "runner.h"
+#include "util/quant.h"
+
+#define SM90_SMEM_PER_CTA (227 * 1024) /* opt-in dynamic shared memory of one CTA on sm_90 */
+#define DEFAULT_SMEM (48 * 1024)       /* without cudaFuncSetAttribute */
+#define QSIM_MAX_BLOCKS 32             /* common.cuh: hci_dev_quant_sim / hci_dev_pack_entry am[32] */
+
+static int is_pow2(long v) { return v > 0 && (v & (v - 1)) == 0; }
+
+static void check_threads(const char *what, int t)
+{
+    ck_assert_msg(t > 0 && t % 32 == 0 && t <= 1024, "%s = %d: whole warps, at most 1024", what, t);
+}
+
+static size_t up256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+static uint32_t lcg(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(*s >> 33);
+}
+
+/* f16 bits -> value (exact in double). */
+static double f16_value(uint16_t h)
+{
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e ? ldexp(1024 + m, e - 25) : ldexp(m, -24);
+    return (h & 0x8000) ? -v : v;
+}
+
+static float f32_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---------------------------------------------------------------- launch shapes and budgets */
+
+START_TEST(thread_counts)
+{
+    check_threads("GF_THREADS", GF_THREADS);
+    check_threads("GS_THREADS", GS_THREADS);
+    check_threads("GV_WARPS * 32", GV_WARPS * 32);
+    check_threads("AQ_THREADS", AQ_THREADS);
+    check_threads("QKV_THREADS", QKV_THREADS);
+    check_threads("QKV_ROPE_THREADS", QKV_ROPE_THREADS);
+    check_threads("CP_THREADS", CP_THREADS);
+    check_threads("CP_EMIT_MIN_THREADS", CP_EMIT_MIN_THREADS);
+    check_threads("CP_EMIT_MAX_THREADS", CP_EMIT_MAX_THREADS);
+    check_threads("IO_THREADS", IO_THREADS);
+    check_threads("IO_PACK_THREADS", IO_PACK_THREADS);
+    check_threads("IX_THREADS", IX_THREADS);
+    check_threads("IX_SEL_THREADS", IX_SEL_THREADS);
+    check_threads("IX_PREP_THREADS", IX_PREP_THREADS);
+    check_threads("IX_SORT_MAX_THREADS", IX_SORT_MAX_THREADS);
+    check_threads("AT_THREADS", AT_THREADS);
+    check_threads("AT_COMBINE_THREADS", AT_COMBINE_THREADS);
+    /* hci_dev_block_sum halves the block: a power of two */
+    ck_assert(is_pow2(QKV_THREADS));
+    ck_assert(is_pow2(CP_EMIT_MIN_THREADS) && is_pow2(CP_EMIT_MAX_THREADS));
+    ck_assert_int_le(CP_EMIT_MIN_THREADS, CP_EMIT_MAX_THREADS);
+}
+END_TEST
+
+START_TEST(shared_memory_budgets)
+{
+    ck_assert_int_le(GF_SMEM_BYTES, SM90_SMEM_PER_CTA);
+    ck_assert_int_eq(GF_SMEM_BYTES, 2 * GF_STAGE_BYTES + 2 * GF_BN * 4); /* two stages, two scale rows */
+    ck_assert_int_le(GS_SMEM_BYTES(GS_MT_WIDE, GS_NT), SM90_SMEM_PER_CTA);
+    ck_assert_int_le(GS_SMEM_BYTES(GS_MT_NARROW, GS_NT), SM90_SMEM_PER_CTA);
+    ck_assert_int_le(IX_MAX_SMEM, SM90_SMEM_PER_CTA);
+    ck_assert_int_le(AT_MAX_SMEM, SM90_SMEM_PER_CTA);
+    /* ix_sort's candidates (8 bytes each, K rounded up to a power of two) use the default limit */
+    ck_assert(is_pow2(IX_MAX_K));
+    ck_assert_int_le(IX_MAX_K * 8, DEFAULT_SMEM);
+    /* the query tile alone must leave room in the score CTA */
+    ck_assert_int_lt(IX_QTILE_BYTES, IX_MAX_SMEM);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- gemm */
+
+START_TEST(gemm_tiles)
+{
+    /* one weight-scale row and one scale block per CTA and pipeline step */
+    ck_assert_int_eq(GF_BM, GF_SCALE_BLOCK);
+    ck_assert_int_eq(GF_BK, GF_SCALE_BLOCK);
+    /* 8 warps: GF_THREADS / 32 / GF_WN along rows of 64, GF_WN along tokens of 32 */
+    ck_assert_int_eq(GF_THREADS / 32 / GF_WN * 64, GF_BM);
+    ck_assert_int_eq(GF_WN * 32, GF_BN);
+    /* loads: 8 threads of 16 codes per 128-code row, 4 parts of GF_THREADS / 8 rows per operand */
+    ck_assert_int_eq(8 * 16, GF_BK);
+    ck_assert_int_eq(4 * (GF_THREADS / 8), GF_BM);
+    ck_assert_int_eq(4 * (GF_THREADS / 8), GF_BN);
+    ck_assert_int_eq(GF_BK / 16 / 2, 4); /* part kk/2 is stored at every even mma step kk */
+    ck_assert_int_ge(GF_THREADS, GF_BN); /* thread tid < GF_BN loads token tid's scale */
+    ck_assert_int_eq(GF_TILE_BYTES, GF_BN * GF_BK * 2);
+    /* sliced K: a CTA tile inside one weight-scale block, whole 16-token halves of np */
+    ck_assert_int_eq(GS_THREADS, GS_WARPS * 32);
+    ck_assert_int_eq(GF_SCALE_BLOCK % (GS_MT_WIDE * 16), 0);
+    ck_assert_int_eq(GF_SCALE_BLOCK % (GS_MT_NARROW * 16), 0);
+    ck_assert_int_eq(GF_NP_MULT % 8, 0);
+    ck_assert_int_eq(GS_SMEM_BYTES(1, 1), GS_WARPS * 32 * 16);
+    /* the recipe is one: activation blocks, weight blocks, GEMV blocks */
+    ck_assert_int_eq(AQ_BLOCK, GF_SCALE_BLOCK);
+    ck_assert_int_eq(GV_SCALE_BLOCK, GF_SCALE_BLOCK);
+    ck_assert_int_eq(AQ_ROW_MULT, GF_NP_MULT);
+}
+END_TEST
+
+/* Every (row, chunk) of a tile has its own 16 bytes; ldmatrix phases and the f16 stores hit 8
+ * different bank groups; the precomputed offsets equal the swizzle of the logical fragments. */
+START_TEST(gemm_swizzle)
+{
+    static unsigned char seen[GF_TILE_BYTES / 16];
+    memset(seen, 0, sizeof seen);
+    for (int row = 0; row < GF_BM; row++)
+        for (int chunk = 0; chunk < 16; chunk++) {
+            int off = gf_tile_off(row, chunk);
+            ck_assert(off >= 0 && off < GF_TILE_BYTES && off % 16 == 0);
+            ck_assert_msg(!seen[off / 16]++, "row %d chunk %d collides", row, chunk);
+        }
+    int wm_n = GF_THREADS / 32 / GF_WN;
+    for (int kk = 0; kk < GF_BK / 16; kk++)
+        for (int lane = 0; lane < 32; lane++) {
+            int m = lane >> 3; /* ldmatrix matrix of this lane, in mma.m16n8k16 order */
+            ck_assert_int_eq(gf_lda_row(lane), (lane & 7) + (m & 1) * 8);
+            ck_assert_int_eq(gf_lda_chunk(lane, kk), 2 * kk + (m >> 1));
+            ck_assert_int_eq(gf_ldb_row(lane), (lane & 7) + (m >> 1) * 8);
+            ck_assert_int_eq(gf_ldb_chunk(lane, kk), 2 * kk + (m & 1));
+            for (int wm = 0; wm < wm_n; wm++)
+                for (int mi = 0; mi < 4; mi++)
+                    ck_assert_uint_eq(gf_lda_off(wm, mi, lane, kk),
+                                      (uint32_t)gf_tile_off(wm * 64 + mi * 16 + gf_lda_row(lane),
+                                                            gf_lda_chunk(lane, kk)));
+            for (int wn = 0; wn < GF_WN; wn++)
+                for (int p = 0; p < 2; p++)
+                    ck_assert_uint_eq(gf_ldb_off(wn, p, lane, kk),
+                                      (uint32_t)gf_tile_off(wn * 32 + p * 16 + gf_ldb_row(lane),
+                                                            gf_ldb_chunk(lane, kk)));
+        }
+    /* ldmatrix: the 8 row addresses of one matrix in 8 different 16-byte bank groups */
+    for (int kk = 0; kk < GF_BK / 16; kk++)
+        for (int m = 0; m < 4; m++) {
+            for (int wm = 0; wm < wm_n; wm++)
+                for (int mi = 0; mi < 4; mi++) {
+                    unsigned banks = 0;
+                    for (int l = 8 * m; l < 8 * m + 8; l++) banks |= 1u << ((gf_lda_off(wm, mi, l, kk) >> 4) & 7);
+                    ck_assert_uint_eq(banks, 0xff);
+                }
+            for (int wn = 0; wn < GF_WN; wn++)
+                for (int p = 0; p < 2; p++) {
+                    unsigned banks = 0;
+                    for (int l = 8 * m; l < 8 * m + 8; l++) banks |= 1u << ((gf_ldb_off(wn, p, l, kk) >> 4) & 7);
+                    ck_assert_uint_eq(banks, 0xff);
+                }
+        }
+    /* stores: each thread's 16 codes become logical chunks 2*c8 and 2*c8+1 of its rows; the whole
+     * tile is written once; an 8-thread phase (one STS.128) hits 8 bank groups */
+    memset(seen, 0, sizeof seen);
+    for (int j = 0; j < 4; j++)
+        for (int half = 0; half < 2; half++)
+            for (int t0 = 0; t0 < GF_THREADS; t0 += 8) {
+                unsigned banks = 0;
+                for (int tid = t0; tid < t0 + 8; tid++) {
+                    int row = gf_ld_row(tid, j), c8 = gf_ld_c8(tid), chunk = gf_st_chunk(c8, half);
+                    ck_assert(chunk == 2 * c8 || chunk == 2 * c8 + 1);
+                    ck_assert_int_ne(gf_st_chunk(c8, 0), gf_st_chunk(c8, 1));
+                    int off = gf_tile_off(row, chunk);
+                    ck_assert_msg(!seen[off / 16]++, "store of row %d chunk %d twice", row, chunk);
+                    banks |= 1u << ((off >> 4) & 7);
+                }
+                ck_assert_uint_eq(banks, 0xff);
+            }
+    for (size_t i = 0; i < sizeof seen; i++) ck_assert_int_eq(seen[i], 1);
+}
+END_TEST
+
+/* Four e4m3 codes -> f16 values times 2^-8, exactly, for every code but the two NaNs. */
+START_TEST(gemm_e4m3_to_f16)
+{
+    for (int c = 0; c < 256; c++)
+        for (int pos = 0; pos < 4; pos++) {
+            uint8_t b[4];
+            for (int i = 0; i < 4; i++) b[i] = (uint8_t)(c * 37 + i * 101 + pos * 13);
+            b[pos] = (uint8_t)c;
+            uint32_t q = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+            uint32_t lo, hi;
+            gf_e4m3x4_to_f16x2(q, &lo, &hi);
+            uint16_t h[4] = {(uint16_t)lo, (uint16_t)hi, (uint16_t)(lo >> 16), (uint16_t)(hi >> 16)};
+            for (int i = 0; i < 4; i++) {
+                if ((b[i] & 0x7f) == 0x7f) continue; /* NaN: act_quant and checkpoints make none */
+                double want = ldexp((double)hci_e4m3_value(b[i]), -8);
+                ck_assert_msg(f16_value(h[i]) == want, "code 0x%02x: f16 0x%04x, want %g", b[i], h[i], want);
+                ck_assert_int_eq(h[i] >> 15, b[i] >> 7); /* the sign of zeros too */
+            }
+        }
+}
+END_TEST
+
+/* The output maps cover every (row, token) of a tile exactly once; the raster every tile once. */
+START_TEST(gemm_maps)
+{
+    static unsigned char hit[GF_BM][GF_BN];
+    memset(hit, 0, sizeof hit);
+    for (int w = 0; w < GF_THREADS / 32; w++)
+        for (int mi = 0; mi < 4; mi++)
+            for (int ni = 0; ni < 4; ni++)
+                for (int lane = 0; lane < 32; lane++)
+                    for (int c = 0; c < 4; c++) {
+                        int row, tok;
+                        gf_out(w / GF_WN, w % GF_WN, mi, ni, lane, c, &row, &tok);
+                        ck_assert(row >= 0 && row < GF_BM && tok >= 0 && tok < GF_BN);
+                        ck_assert(!hit[row][tok]++);
+                    }
+    const int mts[3] = {GS_MT_WIDE, GS_MT_NARROW, 1};
+    for (int k = 0; k < 3; k++) {
+        int MT = mts[k], NT = GS_NT;
+        memset(hit, 0, sizeof hit);
+        for (int f = 0; f < MT * NT * 32; f++)
+            for (int c = 0; c < 4; c++) {
+                int row, tok;
+                gs_elem(NT, f, c, &row, &tok);
+                ck_assert(row >= 0 && row < MT * 16 && tok >= 0 && tok < NT * 8);
+                ck_assert(!hit[row][tok]++);
+            }
+    }
+    for (int tm = 1; tm <= 3 * GF_GROUP_M + 3; tm++)
+        for (int tn = 1; tn <= 9; tn++) {
+            unsigned char *seen = calloc((size_t)tm * tn, 1);
+            for (int pid = 0; pid < tm * tn; pid++) {
+                int mt, nt;
+                gf_raster(pid, tm, tn, &mt, &nt);
+                ck_assert(mt >= 0 && mt < tm && nt >= 0 && nt < tn);
+                ck_assert(!seen[mt * tn + nt]++);
+            }
+            free(seen);
+        }
+}
+END_TEST
+
+/* ---------------------------------------------------------------- gemv, quant, qkv, compress, io */
+
+START_TEST(gemv_quant_shapes)
+{
+    /* GEMV: a block is GV_LANES_PER_BLOCK lanes of one 16-byte load (16 codes) each, reduced by an
+     * xor tree inside the group; a warp holds whole groups */
+    ck_assert_int_eq(GV_SCALE_BLOCK, GV_LANES_PER_BLOCK * 16);
+    ck_assert(is_pow2(GV_LANES_PER_BLOCK) && 32 % GV_LANES_PER_BLOCK == 0);
+    ck_assert_int_eq(GV_BLOCKS_PER_STEP * GV_LANES_PER_BLOCK, 32);
+    ck_assert_int_ge(GV_MAX_N, 1);
+    /* act_quant: a warp per (token, block), one 32-bit word of codes per lane */
+    ck_assert_int_eq(AQ_PER_LANE, 4);
+    ck_assert_int_eq(AQ_BLOCK, 32 * AQ_PER_LANE);
+    ck_assert_int_eq(AQ_THREADS % 32, 0);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- index */
+
+START_TEST(index_limits)
+{
+    ck_assert_int_eq(IX_TILE, HCI_PAGE_ENTRIES); /* a score tile is one cache page: pages[tile] */
+    ck_assert_int_eq(IX_TILE * 4 % IX_THREADS, 0); /* bf16 tile decode: uniform loop (4-lane shuffles) */
+    ck_assert_int_eq(IX_SEL_THREADS, 256);         /* ix_find_bucket: a thread per histogram bin */
+    ck_assert_int_eq(IX_SEG, IX_SEL_THREADS * 8);
+    ck_assert_int_eq(IX_SEG % IX_TILE, 0);         /* 16-byte loads of 8 keys from 64-key rows */
+    ck_assert_int_lt(IX_SEG, 1 << 16);             /* per-segment counts in 16-bit halves */
+    ck_assert_int_ge(IX_TS, IX_TILE);
+    ck_assert_int_eq(IX_TS % 2, 0);                /* head terms stored in pairs (32-bit) */
+    ck_assert_int_ge(IX_PREP_MAX_BLOCKS, IX_MAX_ROW_ELEMS / 32);
+    /* the prepared row (int8 mantissas, block scales, head summaries) of every accepted IH, ID */
+    for (int IH = 1; IH <= IX_MAX_HEADS; IH++)
+        for (int ID = 32; (int64_t)IH * ID <= IX_MAX_ROW_ELEMS; ID += 32) {
+            size_t b = up256((size_t)IH * ID + (size_t)IH * (ID / 32) * 4 + (size_t)IH * 4);
+            ck_assert_msg(b <= IX_QPREP_MAX, "IH %d ID %d: %zu prepared bytes", IH, ID, b);
+        }
+    /* the IMMA bias: 1.5 * 2^23 + N read back exactly for every block dot N */
+    ck_assert_float_eq(f32_bits(IX_BIAS_BITS), IX_BIAS_VAL);
+    ck_assert_int_lt(32 * 15 * 15, 1 << 22);
+    for (int N = -(32 * 15 * 15); N <= 32 * 15 * 15; N++)
+        ck_assert_float_eq(f32_bits((uint32_t)(IX_BIAS_BITS + N)) - IX_BIAS_VAL, (float)N);
+}
+END_TEST
+
+/* ix_derive32 / ix_scan8 + ix_conv8 split FP4-grid bf16 blocks into m * 2^u exactly, and refuse
+ * what is not on the grid. */
+START_TEST(index_derive)
+{
+    uint64_t seed = 1;
+    for (int trial = 0; trial < 4000; trial++) {
+        uint16_t v[32];
+        int s = (int)(lcg(&seed) % 200) - 120, zero = trial % 50 == 0;
+        for (int i = 0; i < 32; i++) {
+            float x = zero ? 0.0f : ldexpf(hci_e2m1_value((uint8_t)(lcg(&seed) & 15)), s);
+            v[i] = hci_bf16_from_f32(x);
+            ck_assert_float_eq(hci_f32_from_bf16(v[i]), x);
+        }
+        int bad_case = trial % 7 == 3 && !zero;
+        if (bad_case) v[lcg(&seed) & 31] = (uint16_t)(hci_bf16_from_f32(ldexpf(1.0f, s + 2)) | 1); /* off grid */
+        uint32_t m[8];
+        int u, st = ix_derive32(v, m, &u);
+        int any = 0;
+        for (int i = 0; i < 32; i++) any |= (v[i] & 0x7fff) != 0;
+        if (bad_case) {
+            ck_assert_int_eq(st, IX_BAD);
+        } else {
+            ck_assert_int_eq(st, any ? IX_OK : IX_ZERO);
+            for (int i = 0; i < 32; i++) {
+                int mi = (int8_t)(m[i >> 2] >> (8 * (i & 3)));
+                ck_assert_int_le(abs(mi), 15);
+                ck_assert_msg(ldexp(mi, u) == (double)hci_f32_from_bf16(v[i]), "trial %d element %d", trial, i);
+            }
+        }
+        /* the 4-lane version: max / or over the parts, then the same words */
+        int emax = 0, bad = 0;
+        uint32_t x[4][4];
+        for (int p = 0; p < 4; p++) {
+            for (int w = 0; w < 4; w++) x[p][w] = v[8 * p + 2 * w] | (uint32_t)v[8 * p + 2 * w + 1] << 16;
+            int e, b;
+            ix_scan8(x[p], &e, &b);
+            emax = e > emax ? e : emax, bad |= b;
+        }
+        int ok = 1;
+        for (int p = 0; p < 4; p++) {
+            uint32_t w0, w1;
+            ok &= ix_conv8(x[p], emax, &w0, &w1);
+            if (st == IX_OK) {
+                ck_assert_uint_eq(w0, m[2 * p]);
+                ck_assert_uint_eq(w1, m[2 * p + 1]);
+            }
+        }
+        ck_assert_int_eq(bad || !ok ? IX_BAD : (emax == 0 ? IX_ZERO : IX_OK), st);
+    }
+    /* a subnormal is refused */
+    uint16_t sub[32] = {0};
+    sub[5] = 0x0001;
+    uint32_t m[8];
+    int u;
+    ck_assert_int_eq(ix_derive32(sub, m, &u), IX_BAD);
+}
+END_TEST
+
+/* FP4 keys: every nibble pattern decodes to 2 * e2m1; a block with its ue8m0 byte to m * 2^u. */
+START_TEST(index_fp4)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint32_t r = ix_fp4x4_to_s8(h);
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq((int8_t)(r >> (8 * i)), (int)(2.0f * hci_e2m1_value((uint8_t)((h >> (4 * i)) & 15))));
+    }
+    uint64_t seed = 7;
+    for (int byte = 0; byte < 256; byte++)
+        for (int trial = 0; trial < 8; trial++) {
+            uint32_t w[4];
+            for (int i = 0; i < 4; i++) w[i] = trial == 0 ? 0x76543210u + 0x88888888u * (i & 1) : lcg(&seed);
+            if (trial == 1) w[0] = w[1] = w[2] = w[3] = 0x88888888u; /* all -0 */
+            uint32_t m[8];
+            int u, st = ix_fp4_block(w, byte, m, &u);
+            if (byte == 255) {
+                ck_assert_int_eq(st, IX_BAD);
+                continue;
+            }
+            int nz = 0;
+            for (int i = 0; i < 32; i++) nz |= (w[i / 8] >> (4 * (i % 8)) & 7) != 0;
+            ck_assert_int_eq(st, byte == 0 || !nz ? IX_ZERO : IX_OK);
+            for (int i = 0; i < 32; i++) {
+                int mi = (int8_t)(m[i >> 2] >> (8 * (i & 3)));
+                double want = st == IX_ZERO ? 0.0
+                                            : ldexp(hci_e2m1_value((uint8_t)(w[i / 8] >> (4 * (i % 8)) & 15)), byte - 127);
+                ck_assert(ldexp(mi, u) == want);
+            }
+        }
+}
+END_TEST
+
+static int cmp_bf16(const void *a, const void *b)
+{
+    float x = hci_f32_from_bf16(*(const uint16_t *)a), y = hci_f32_from_bf16(*(const uint16_t *)b);
+    return x < y ? -1 : x > y;
+}
+
+/* The 16-bit score keys order as the scores do. */
+START_TEST(index_key_order)
+{
+    static uint16_t v[65536];
+    int n = 0;
+    for (uint32_t b = 0; b < 65536; b++)
+        if ((b & 0x7f80) != 0x7f80 || (b & 0x7f) == 0) v[n++] = (uint16_t)b; /* no NaN */
+    qsort(v, (size_t)n, sizeof v[0], cmp_bf16);
+    for (int i = 1; i < n; i++) {
+        float a = hci_f32_from_bf16(v[i - 1]), b = hci_f32_from_bf16(v[i]);
+        if (a < b) ck_assert_msg(ix_key16(v[i - 1]) < ix_key16(v[i]), "0x%04x 0x%04x", v[i - 1], v[i]);
+    }
+}
+END_TEST
+
+/* ix_pair_fast: when it accepts a pair, the fp32 combine of the block sums (fma of N_b with the
+ * exact 2^(uq_b + uk_b), as ix_mma_item does) is the exact dot. */
+START_TEST(index_fast_path_exact)
+{
+    uint64_t seed = 3;
+    int accepted = 0;
+    for (int trial = 0; trial < 200000; trial++) {
+        int nb = 1 + (int)(lcg(&seed) % 32), lg = 0;
+        while ((1 << lg) < nb) lg++;
+        int q0 = (int)(lcg(&seed) % 254) - 129, k0 = (int)(lcg(&seed) % 254) - 129;
+        int qr = (int)(lcg(&seed) % 14), kr = (int)(lcg(&seed) % 14);
+        int uq[32], uk[32], N[32], qmin = 1000, qmax = -1000, kmin = 1000, kmax = -1000;
+        for (int b = 0; b < nb; b++) {
+            uq[b] = q0 + (int)(lcg(&seed) % (unsigned)(qr + 1));
+            uk[b] = k0 + (int)(lcg(&seed) % (unsigned)(kr + 1));
+            if (uq[b] > 124) uq[b] = 124;
+            if (uk[b] > 126) uk[b] = 126;
+            N[b] = (int)(lcg(&seed) % 14401) - 7200;
+            qmin = uq[b] < qmin ? uq[b] : qmin, qmax = uq[b] > qmax ? uq[b] : qmax;
+            kmin = uk[b] < kmin ? uk[b] : kmin, kmax = uk[b] > kmax ? uk[b] : kmax;
+        }
+        if (!ix_pair_fast(ix_meta(0, qmin, qmax), ix_meta(0, kmin, kmax), lg)) continue;
+        accepted++;
+        float acc = 0.0f;
+        double exact = 0.0;
+        for (int b = 0; b < nb; b++) {
+            float s = ix_pow2(uq[b]) * ix_pow2(uk[b]);
+            ck_assert(ldexp(1.0, uq[b] + uk[b]) == (double)s);
+            acc = fmaf((float)N[b], s, acc);
+            exact += ldexp(N[b], uq[b] + uk[b]);
+        }
+        ck_assert_msg((double)acc == exact, "trial %d: %a vs %a", trial, (double)acc, exact);
+    }
+    ck_assert_int_gt(accepted, 1000);
+    /* a bad block is never fast */
+    ck_assert(!ix_pair_fast(ix_meta(1, 0, 0), ix_meta(0, 0, 0), 2));
+}
+END_TEST
+
+/* ---------------------------------------------------------------- attend */
+
+START_TEST(attend_layout)
+{
+    /* 8 warps = (AT_HG / 16) head tiles x 4 entry quarters of 16 */
+    ck_assert_int_eq(AT_HG % 16, 0);
+    ck_assert_int_eq(AT_THREADS / 32, AT_HG / 16 * 4);
+    ck_assert_int_eq(AT_BLK, 4 * 16);
+    ck_assert_int_eq(AT_BLK, 2 * 32); /* simple path: a lane holds entries lane and lane + 32 */
+    ck_assert_int_ge(AT_THREADS, AT_BLK); /* one thread resolves each entry of a block */
+    ck_assert_int_ge(AT_THREADS, AT_HG);  /* one thread keeps each head's running m, l */
+    ck_assert_int_ge(AT_PS, AT_BLK);
+    ck_assert_int_eq(AT_PS * 2 % 16, 0);  /* ldmatrix rows of P on 16 bytes */
+    ck_assert(AT_MAX_SPLIT >= 1 && AT_MIN_BLKS >= 1);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- the V4 shapes */
+
+START_TEST(v4_shapes)
+{
+    const char *names[] = {"v4-flash", "v4-pro", "tiny"};
+    for (int p = 0; p < 3; p++) {
+        static hci_config c;
+        char err[256];
+        ck_assert_int_eq(hci_config_from_text(names[p], &c, err, sizeof err), 0);
+        /* FP8 projections (rows x cols): q_a, q_b, kv, o_b, indexer q_b */
+        int mk[5][2] = {{c.q_lora_rank, c.dim},
+                        {c.n_heads * c.head_dim, c.q_lora_rank},
+                        {c.head_dim, c.dim},
+                        {c.dim, c.o_groups * c.o_lora_rank},
+                        {c.index_n_heads * c.index_head_dim, c.q_lora_rank}};
+        for (int i = 0; i < 5; i++) {
+            ck_assert_msg(mk[i][0] % GF_BM == 0 && mk[i][1] % GF_BK == 0, "%s: projection %d is %dx%d", names[p],
+                          i, mk[i][0], mk[i][1]);
+            ck_assert_int_eq(mk[i][1] % GV_SCALE_BLOCK, 0);
+            ck_assert_int_eq(mk[i][1] % AQ_BLOCK, 0);
+        }
+        /* attention: the tensor-core kernel's head dims */
+        int d = c.head_dim;
+        ck_assert_msg(d == 64 || d == 128 || d == 256 || d == 512, "%s: head_dim %d", names[p], d);
+        /* FP8 / FP4 simulations (main: 64-blocks of the nope dims; indexer: 32-blocks) */
+        ck_assert_int_le((c.head_dim - c.rope_dim) / 64, QSIM_MAX_BLOCKS);
+        ck_assert_int_le(c.index_head_dim / 32, QSIM_MAX_BLOCKS);
+        ck_assert(is_pow2(c.index_head_dim)); /* Hadamard */
+        /* indexer: within the launcher's limits, on the fast path, FP4 pages as index.cu reads them */
+        int IH = c.index_n_heads, ID = c.index_head_dim;
+        ck_assert_int_le(IH, IX_MAX_HEADS);
+        ck_assert_int_le(IH * ID, IX_MAX_ROW_ELEMS);
+        ck_assert_int_le(c.index_topk, IX_MAX_K);
+        ck_assert_int_eq(ID % 32, 0);
+        hci_entry_layout li = hci_layout_index(HCI_FMT_FP8, ID);
+        ck_assert(li.fp4 && li.qblock == 32 && li.data_bytes == ID / 2 && li.scale_bytes == ID / 32);
+        ck_assert_int_le(IH * (ID + 16), IX_QTILE_BYTES); /* one query's int8 rows within a score CTA's */
+        /* compressor emit blocks: one thread per channel within the block limit */
+        ck_assert_int_le((c.head_dim + 31) / 32 * 32, CP_EMIT_MAX_THREADS);
+        ck_assert_int_le((c.index_head_dim + 31) / 32 * 32, CP_EMIT_MAX_THREADS);
+    }
+}
+END_TEST
+
+Suite *tu_suite(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    Suite *s = suite_create("kernel_config");
+    TCase *tc = tcase_create("config");
+    tcase_add_test(tc, thread_counts);
+    tcase_add_test(tc, shared_memory_budgets);
+    tcase_add_test(tc, gemm_tiles);
+    tcase_add_test(tc, gemm_swizzle);
+    tcase_add_test(tc, gemm_e4m3_to_f16);
+    tcase_add_test(tc, gemm_maps);
+    tcase_add_test(tc, gemv_quant_shapes);
+    tcase_add_test(tc, index_limits);
+    tcase_add_test(tc, index_derive);
+    tcase_add_test(tc, index_fp4);
+    tcase_add_test(tc, index_key_order);
+    tcase_add_test(tc, index_fast_path_exact);
+    tcase_add_test(tc, attend_layout);
+    tcase_add_test(tc, v4_shapes);
+    suite_add_tcase(s, tc);
+    return s;
+}
