@@ -112,7 +112,8 @@ hci_cache_usage hci_cache_bytes(const hci_layer_cache *lcs, int n_layers);
 size_t hci_cache_max_state_floats(const hci_layer_cache *lcs, int n_layers);
 
 /* A new set with the same content, on backend be (of the same kind and device as src's): entry
- * pages are shared copy-on-write, ring and states copied. */
+ * pages are shared copy-on-write, ring and states copied. The copies are queued on be: src's
+ * backend must have finished its writes (CUDA: its stream synchronised). */
 int hci_cache_clone(struct hci_backend *be, const hci_layer_cache *src, int n_layers, hci_layer_cache **out);
 
 /* Preflight of a layer call that ends at position end_pos: every compressor's list covers its

@@ -151,10 +151,12 @@ int hci_pages_prepare(hci_backend *be, hci_page_list *l, int n_pages, int first_
 void hci_pages_drop(hci_backend *be, hci_page_list *l, int n_pages)
 {
     if (n_pages < 0) n_pages = 0;
+    /* the mirror first: its release (CUDA: after a stream sync) ends this list's queued reads
+     * before another holder may free a page */
+    if (n_pages == 0 && l->dev_table) be->ops->free(be, l->dev_table);
     for (int i = n_pages; i < l->n_pages; i++) page_release(be, l->pages[i], l->refs[i]);
     if (n_pages < l->n_pages) l->n_pages = n_pages;
     if (n_pages == 0) {
-        if (l->dev_table) be->ops->free(be, l->dev_table);
         free(l->pages), free(l->refs);
         l->pages = NULL, l->refs = NULL, l->dev_table = NULL;
         l->cap = l->dev_cap = 0;
