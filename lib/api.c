@@ -274,7 +274,7 @@ HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out
     if (!st && cp.io_memory == HC_MEM_DEVICE && !(c->be->caps & HC_CAP_DEVICE_IO))
         st = hci_errf(c->err, sizeof c->err, HC_ERR_INVALID_ARG, "the %s backend takes no device-memory x and y",
                       c->be->ops->name);
-    if (!st) st = hci_ctx_init_caches(c);
+    if (!st) st = hci_cache_create(c->be, &m->cfg, c->cache_fmt, &c->layers);
     if (!st) st = hci_ctx_alloc_workspace(c, c->be->max_chunk);
     if (st) return create_fail(c, &cp, st);
     *out = c;
@@ -286,7 +286,8 @@ HC_API void hc_ctx_free(hc_ctx *c)
     if (!c) return;
     if (c->be) {
         hci_ctx_free_workspace(c);
-        hci_ctx_free_caches(c);
+        hci_cache_free(c->be, c->layers, c->model->cfg.n_layers);
+        c->layers = NULL;
         c->be->ops->destroy(c->be);
     }
     free(c->meta);
@@ -341,7 +342,12 @@ HC_API hc_status hc_decode(hc_ctx *c, int layer, const void *x, void *y) { retur
 
 HC_API int64_t hc_ctx_n_tokens(const hc_ctx *c) { return c ? c->n_tokens : -1; }
 HC_API int hc_ctx_next_layer(const hc_ctx *c) { return c ? c->next_layer : -1; }
-HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c) { return c ? hci_ctx_cache_bytes(c) : 0; }
+HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c)
+{
+    if (!c) return 0;
+    hci_cache_usage u = hci_cache_bytes(c->layers, c->model->cfg.n_layers);
+    return u.own + u.shared;
+}
 HC_API int32_t hc_ctx_backend(const hc_ctx *c) { return c ? c->be->kind : -1; }
 
 HC_API hc_status hc_ctx_reset(hc_ctx *c)
@@ -349,7 +355,7 @@ HC_API hc_status hc_ctx_reset(hc_ctx *c)
     if (!c) return HC_ERR_NULL_ARG;
     c->err[0] = 0;
     if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
-    hc_status st = hci_ctx_clear_caches(c);
+    hc_status st = hci_cache_clear(c->be, c->layers, c->model->cfg.n_layers);
     if (st) return ctx_fail(c, st, "reset failed");
     c->n_tokens = 0;
     c->next_layer = 0;

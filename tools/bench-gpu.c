@@ -113,10 +113,7 @@ static void timed_step(hc_ctx *c, const float *x, double ms[NPARTS])
     for (int i = 0; i < 16; i++) cudaEventCreate(&ev[i]);
 #define MARK(p) do { cudaEventRecord(ev[ne], s); part[ne++] = (p); } while (0)
     CHECK(be->ops->reserve(be, 0, 1, pos + 1));
-    for (int k = 0; k < 2; k++) {
-        hci_comp_cache *cc = k ? (lc->ratio == 4 ? &lc->idx : NULL) : (lc->ratio ? &lc->comp : NULL);
-        if (cc) CHECK(op->pages_grow(be, &cc->entries, (int)(((pos + 1) / cc->ratio + 63) / 64)));
-    }
+    CHECK(hci_cache_prepare(be, lc, pos + 1));
     MARK(P_OTHER);
     CHECK(op->load_input(be, x, HC_DTYPE_F32, 1, c->model->cfg.dim, w->x));
     MARK(P_OTHER);

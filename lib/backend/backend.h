@@ -9,6 +9,7 @@
 #include "../cache/cache.h"
 
 struct hc_model;
+struct hci_pool;
 typedef struct hci_backend hci_backend;
 
 typedef struct hci_backend_ops {
@@ -21,11 +22,20 @@ typedef struct hci_backend_ops {
     int (*upload)(hci_backend *be, void *dst, const void *host_src, size_t bytes);
     int (*download)(hci_backend *be, void *host_dst, const void *src, size_t bytes);
     int (*copy)(hci_backend *be, void *dst, const void *src, size_t bytes); /* within the backend */
-    /* Make l->n_pages >= n_pages (new pages zero-filled). On failure l is unchanged. */
-    int (*pages_grow)(hci_backend *be, hci_page_list *l, int n_pages);
-    /* Release pages beyond the first n_pages. */
-    void (*pages_shrink)(hci_backend *be, hci_page_list *l, int n_pages);
 
+    /* ---- cache pages: single pages here, lists and reference counts in lib/cache; a page is
+     * copied with `copy` ---- */
+    /* One page, zero-filled. May complete asynchronously (CUDA: stream-ordered); pages_sync
+     * completes every pending allocation before kernels read the page table. */
+    int (*page_alloc)(hci_backend *be, size_t bytes, void **out);
+    void (*page_free)(hci_backend *be, void *p);
+    /* Optional (NULL: kernels read l->pages on the host): make the backend's mirror of the page
+     * table (l->dev_table, backend memory that ops->free releases) hold pages[first..n_pages)
+     * and complete pending page allocations. On failure l is still usable with its old mirror. */
+    int (*pages_sync)(hci_backend *be, hci_page_list *l, int first);
+
+    /* Optional: the backend's host thread pool, for host work beside it (NULL: none). */
+    struct hci_pool *(*host_pool)(hci_backend *be);
     /* Optional (NULL = nothing to do): make room for a layer call of `n` tokens whose piece
      * sizes are at most n_piece and that ends at position end_pos (scratch buffers that grow with
      * the context). Runs in the engine's preflight, before anything changes. */

@@ -1,19 +1,30 @@
 /* cache.h - the per-layer cache of a context: window ring, compressed entries, indexer keys and
  * compressor state, in backend memory (host for CPU, device for CUDA). Entries live in pages of
- * HCI_PAGE_ENTRIES entries (format.h) that are allocated as the sequence grows. */
+ * HCI_PAGE_ENTRIES entries (format.h) that are allocated as the sequence grows.
+ *
+ * lib/cache owns a cache's whole life: creation, clearing, size, clones that share entry pages,
+ * the engine's snapshot of one layer for all-or-nothing calls, and the shadow set that a
+ * session load fills and then commits. Backends provide single pages (page_alloc, page_free)
+ * and, where kernels need it, a device mirror of a page table (pages_sync); lists and reference
+ * counts are kept here (pages.c). */
 #ifndef HCI_CACHE_H
 #define HCI_CACHE_H
 #include <stdint.h>
 #include "format.h"
 
 struct hci_backend;
+struct hci_config;
+/* The reference count of one page, shared by every list that holds the page (pages.c; an atomic
+ * count, so it stays opaque to the C++ of the CUDA backend). */
+struct hci_page_ref;
 
 /* A growable list of pages. `pages` is the host-side table of page addresses (backend
  * memory); backends that need the table in device memory keep `dev_table` in sync. */
 typedef struct hci_page_list {
     void **pages;
+    struct hci_page_ref **refs; /* refs[i] counts the lists holding pages[i] */
     int n_pages, cap;
-    void *dev_table;       /* backend copy of pages[] (CUDA), or NULL */
+    void *dev_table;       /* backend copy of pages[] (CUDA), or NULL; released with ops->free */
     int dev_cap;
     size_t page_bytes;
 } hci_page_list;
@@ -50,5 +61,84 @@ static inline void *hci_pages_page(const hci_page_list *l, int64_t entry)
 {
     return l->pages[entry / HCI_PAGE_ENTRIES];
 }
+
+/* ---- the compressors of a layer: k = 0 main (ratio > 0), k = 1 indexer (ratio 4) ---- */
+#define HCI_CACHE_COMPS 2
+static inline hci_comp_cache *hci_cache_comp(hci_layer_cache *lc, int k)
+{
+    if (k == 0) return lc->ratio ? &lc->comp : NULL;
+    return k == 1 && lc->ratio == 4 ? &lc->idx : NULL;
+}
+static inline const hci_comp_cache *hci_cache_comp_const(const hci_layer_cache *lc, int k)
+{
+    if (k == 0) return lc->ratio ? &lc->comp : NULL;
+    return k == 1 && lc->ratio == 4 ? &lc->idx : NULL;
+}
+
+/* ---- page lists (pages.c) ---- */
+/* Before a writer changes pages [first_write, n_pages) of l: make l hold at least n_pages pages
+ * (new ones zero-filled), replace every page of that range that another list shares by a
+ * private copy (copy-on-write), and bring the backend's mirror up to date. On failure l holds
+ * what it held before. */
+int hci_pages_prepare(struct hci_backend *be, hci_page_list *l, int n_pages, int first_write);
+static inline int hci_pages_grow(struct hci_backend *be, hci_page_list *l, int n_pages)
+{
+    return hci_pages_prepare(be, l, n_pages, n_pages);
+}
+/* Release l's references to pages beyond the first n_pages (a page is freed with its last
+ * reference); n_pages = 0 releases the tables too. */
+void hci_pages_drop(struct hci_backend *be, hci_page_list *l, int n_pages);
+/* A second list holding the same pages (counts incremented), with its own tables. */
+int hci_pages_share(struct hci_backend *be, const hci_page_list *src, hci_page_list *dst);
+/* How many lists hold page i. */
+int hci_page_refcount(const hci_page_list *l, int i);
+
+/* ---- a context's caches: arrays of n_layers layer caches (cache.c) ---- */
+/* Empty caches for configuration cfg, entries in format fmt (HCI_FMT_*): ring pages zeroed,
+ * states (0, -inf). On failure *out is NULL and nothing is left allocated. */
+int hci_cache_create(struct hci_backend *be, const struct hci_config *cfg, int fmt, hci_layer_cache **out);
+void hci_cache_free(struct hci_backend *be, hci_layer_cache *lcs, int n_layers);
+/* Back to length 0: entry pages released, states (0, -inf); the ring is not read at length 0. */
+int hci_cache_clear(struct hci_backend *be, hci_layer_cache *lcs, int n_layers);
+
+/* Bytes held: pages that another set shares (reference count > 1) count as shared, everything
+ * else (private pages, ring, states) as own. */
+typedef struct hci_cache_usage {
+    uint64_t own, shared;
+} hci_cache_usage;
+hci_cache_usage hci_cache_bytes(const hci_layer_cache *lcs, int n_layers);
+/* Largest compressor state of the set, in floats (at least 1): the size of a host buffer that
+ * holds any of them. */
+size_t hci_cache_max_state_floats(const hci_layer_cache *lcs, int n_layers);
+
+/* A new set with the same content, on backend be (of the same kind and device as src's): entry
+ * pages are shared copy-on-write, ring and states copied. The copies are queued on be: src's
+ * backend must have finished its writes (CUDA: its stream synchronised). */
+int hci_cache_clone(struct hci_backend *be, const hci_layer_cache *src, int n_layers, hci_layer_cache **out);
+
+/* Preflight of a layer call that ends at position end_pos: every compressor's list covers its
+ * entries up to end_pos and the pages the call writes (from entry n_entries on) are private. */
+int hci_cache_prepare(struct hci_backend *be, hci_layer_cache *lc, int64_t end_pos);
+
+/* ---- rollback of one layer for all-or-nothing calls ---- */
+typedef struct hci_cache_snap {
+    void *ring;
+    void *state[HCI_CACHE_COMPS][2]; /* kv, score of each compressor */
+    size_t ring_bytes, state_bytes[HCI_CACHE_COMPS];
+    int64_t n_entries[HCI_CACHE_COMPS];
+    int n_pages[HCI_CACHE_COMPS];
+} hci_cache_snap;
+/* Record lc's entry counts and page counts; with `copy`, copies of its ring and states too (for
+ * backends whose ops may fail after the preflight). */
+int hci_cache_snap_take(struct hci_backend *be, const hci_layer_cache *lc, int copy, hci_cache_snap *s);
+/* Put lc back as recorded: pages grown since are dropped, ring and states copied back. */
+void hci_cache_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
+void hci_cache_snap_free(struct hci_backend *be, hci_cache_snap *s);
+
+/* ---- all-or-nothing replacement (session load) ---- */
+/* An empty set shaped like `like` (as hci_cache_create makes it), for the caller to fill. */
+int hci_cache_shadow(struct hci_backend *be, const hci_layer_cache *like, int n_layers, hci_layer_cache **out);
+/* Swap the filled shadow in for *lcs by pointer moves that cannot fail, then free the old set. */
+void hci_cache_commit(struct hci_backend *be, hci_layer_cache **lcs, hci_layer_cache *shadow, int n_layers);
 
 #endif

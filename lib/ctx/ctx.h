@@ -25,7 +25,7 @@ struct hc_ctx {
     int64_t n_tokens;           /* tokens that have passed every layer */
     int next_layer;             /* layer the next call must name */
     int64_t chunk_n;            /* tokens of the chunk in progress (next_layer > 0) */
-    hci_layer_cache *layers;
+    hci_layer_cache *layers;    /* [n_layers], lib/cache */
     hci_workspace ws;
     int poisoned;
     char err[HCI_ERRLEN];
@@ -35,11 +35,6 @@ struct hc_ctx {
     uint64_t sess_generation;   /* generation of the session last loaded into the context, 0 if none */
 };
 
-int hci_ctx_init_caches(hc_ctx *c);
-void hci_ctx_free_caches(hc_ctx *c);
-/* Empty every layer's cache (length 0). */
-int hci_ctx_clear_caches(hc_ctx *c);
-uint64_t hci_ctx_cache_bytes(const hc_ctx *c);
 int hci_ctx_alloc_workspace(hc_ctx *c, int tokens);
 void hci_ctx_free_workspace(hc_ctx *c);
 

@@ -9,7 +9,6 @@
 #include "entry.h"
 #include "session.h"
 #include "hybridctx_experimental.h"
-#include "../backend/cpu/cpu.h"
 #include "../util/error.h"
 #include "../util/numerics.h"
 #include "../util/threadpool.h"
@@ -152,7 +151,7 @@ static int fill_entries(filler *F, hci_comp_cache *cc, uint64_t seed, int64_t n)
     hci_backend *be = F->c->be;
     int64_t ne = n / cc->ratio, pages = (ne + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES;
     if (pages > 0x7fffffff) return HC_ERR_LIMIT;
-    int st = be->ops->pages_grow(be, &cc->entries, (int)pages);
+    int st = hci_pages_prepare(be, &cc->entries, (int)pages, 0); /* every page is written */
     hci_entry_layout c = cc->rotate ? hcs_canon_index(&F->c->model->cfg) : hcs_canon_main(&F->c->model->cfg);
     fill_job j = {F->t, &c, &cc->layout, F->host, F->scratch, (size_t)HCI_PAGE_ENTRIES * c.entry_bytes, 0, ne, seed};
     for (int64_t p0 = 0; !st && p0 < pages; p0 += BATCH_PAGES) {
@@ -216,33 +215,33 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n, uint64_t seed)
     make_tables(t);
     filler F = {c, t, NULL, NULL, NULL, NULL, NULL};
     hci_pool *own = NULL;
-    F.pool = c->be->kind == HC_BACKEND_CPU ? hci_cpu_pool(c->be) : (own = hci_pool_create(0));
-    size_t page_max = c->layers[0].ring.page_bytes, ring = page_max * (size_t)c->layers[0].ring.n_pages, nf = 1;
-    for (int l = 0; l < cfg->n_layers; l++) {
-        hci_layer_cache *lc = &c->layers[l];
-        if (lc->ratio && lc->comp.entries.page_bytes > page_max) page_max = lc->comp.entries.page_bytes;
-        if (lc->ratio == 4 && lc->idx.entries.page_bytes > page_max) page_max = lc->idx.entries.page_bytes;
-        if (lc->ratio && hci_comp_state_floats(&lc->comp) > nf) nf = hci_comp_state_floats(&lc->comp);
-        if (lc->ratio == 4 && hci_comp_state_floats(&lc->idx) > nf) nf = hci_comp_state_floats(&lc->idx);
-    }
+    F.pool = c->be->ops->host_pool ? c->be->ops->host_pool(c->be) : NULL;
+    if (!F.pool) F.pool = own = hci_pool_create(0);
+    size_t page_max = c->layers[0].ring.page_bytes, ring = page_max * (size_t)c->layers[0].ring.n_pages;
+    size_t nf = hci_cache_max_state_floats(c->layers, cfg->n_layers);
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (int k = 0; k < HCI_CACHE_COMPS; k++) {
+            const hci_comp_cache *cc = hci_cache_comp_const(&c->layers[l], k);
+            if (cc && cc->entries.page_bytes > page_max) page_max = cc->entries.page_bytes;
+        }
     size_t host = page_max * BATCH_PAGES > ring ? page_max * BATCH_PAGES : ring;
     int threads = hci_pool_size(F.pool);
     F.host = malloc(host);
     F.scratch = malloc((size_t)threads * HCI_PAGE_ENTRIES * 1200);
     F.kv = malloc(nf * sizeof(float));
     F.sc = malloc(nf * sizeof(float));
-    int st = (F.host && F.scratch && F.kv && F.sc && (c->be->kind == HC_BACKEND_CPU || own)) ? HC_OK : HC_ERR_OUT_OF_MEMORY;
+    int st = (F.pool && F.host && F.scratch && F.kv && F.sc) ? HC_OK : HC_ERR_OUT_OF_MEMORY;
     for (int l = 0; l < cfg->n_layers && !st; l++) {
         hci_layer_cache *lc = &c->layers[l];
         uint64_t ls = mix(seed + 0x1000193u * (uint64_t)(l + 1));
         st = fill_window(&F, lc, ls ^ 1, n);
-        if (!st && lc->ratio) st = fill_entries(&F, &lc->comp, ls ^ 2, n);
-        if (!st && lc->ratio == 4) st = fill_entries(&F, &lc->idx, ls ^ 3, n);
+        for (int k = 0; k < HCI_CACHE_COMPS && !st; k++)
+            if (hci_cache_comp(lc, k)) st = fill_entries(&F, hci_cache_comp(lc, k), ls ^ (uint64_t)(2 + k), n);
     }
     free(F.host), free(F.scratch), free(F.kv), free(F.sc), free(t);
     hci_pool_destroy(own);
     if (st) {
-        hci_ctx_clear_caches(c); /* back to empty: what is in the ring is never read at length 0 */
+        hci_cache_clear(c->be, c->layers, cfg->n_layers); /* back to empty: what is in the ring is never read at length 0 */
         return hci_errf(c->err, sizeof c->err, st, "filling %lld tokens failed", (long long)n);
     }
     c->n_tokens = n;

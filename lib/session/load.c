@@ -1,6 +1,7 @@
-/* load.c - all-or-nothing load: the checked chunk stream fills a shadow cache (new pages and
- * state buffers in backend memory, reached only through the backend's ops); when the last
- * chunk has passed, the shadow is swapped into the context by pointer moves that cannot fail. */
+/* load.c - all-or-nothing load: the checked chunk stream fills a shadow cache (an empty set of
+ * layer caches made by lib/cache, in backend memory, reached only through the backend's ops);
+ * when the last chunk has passed, lib/cache swaps it into the context by pointer moves that
+ * cannot fail. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,71 +12,16 @@
 #include "../util/error.h"
 #include "../util/threadpool.h"
 
-typedef struct shadow_layer {
-    hci_page_list ring;
-    hci_page_list ent[2];  /* comp, idx */
-    float *kv[2], *sc[2];
-} shadow_layer;
-
 typedef struct loader {
     hc_ctx *c;
     const hcs_file *f;
-    shadow_layer *sh;
+    hci_layer_cache *sh;        /* the shadow set (lib/cache) that the stream fills */
     uint8_t *meta;
     uint8_t *ring;              /* host ring of the current layer, context format */
     float *kv, *sc;             /* host state of the current compressor */
     int rows[128];
     hci_entry_layout cm, xm;
 } loader;
-
-static hci_comp_cache *comp_of(hci_layer_cache *lc, int k)
-{
-    if (k == 0) return lc->ratio ? &lc->comp : NULL;
-    return lc->ratio == 4 ? &lc->idx : NULL;
-}
-
-static void shadow_free(hc_ctx *c, shadow_layer *sh)
-{
-    hci_backend *be = c->be;
-    for (int l = 0; sh && l < c->model->cfg.n_layers; l++) {
-        be->ops->pages_shrink(be, &sh[l].ring, 0);
-        for (int k = 0; k < 2; k++) {
-            be->ops->pages_shrink(be, &sh[l].ent[k], 0);
-            if (sh[l].kv[k]) be->ops->free(be, sh[l].kv[k]);
-            if (sh[l].sc[k]) be->ops->free(be, sh[l].sc[k]);
-        }
-    }
-    free(sh);
-}
-
-/* Ring pages and compressor states of the empty context: zero ring, (0, -inf) states. */
-static int shadow_create(loader *ld, char *err, size_t errsz)
-{
-    hc_ctx *c = ld->c;
-    hci_backend *be = c->be;
-    int L = c->model->cfg.n_layers;
-    ld->sh = calloc((size_t)L, sizeof *ld->sh);
-    if (!ld->sh) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
-    int st = HC_OK;
-    for (int l = 0; l < L && !st; l++) {
-        hci_layer_cache *lc = &c->layers[l];
-        shadow_layer *s = &ld->sh[l];
-        s->ring.page_bytes = lc->ring.page_bytes;
-        st = be->ops->pages_grow(be, &s->ring, lc->ring.n_pages);
-        for (int k = 0; k < 2 && !st; k++) {
-            hci_comp_cache *cc = comp_of(lc, k);
-            if (!cc) continue;
-            s->ent[k].page_bytes = cc->entries.page_bytes;
-            size_t nf = hci_comp_state_floats(cc);
-            st = be->ops->alloc(be, nf * sizeof(float), (void **)&s->kv[k]);
-            if (!st) st = be->ops->alloc(be, nf * sizeof(float), (void **)&s->sc[k]);
-            for (size_t i = 0; i < nf; i++) ld->sc[i] = -INFINITY;
-            if (!st) st = be->ops->upload(be, s->sc[k], ld->sc, nf * sizeof(float));
-        }
-    }
-    if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", be->ops->name);
-    return HC_OK;
-}
 
 static int upload(loader *ld, void *dst, const void *src, size_t n, char *err, size_t errsz)
 {
@@ -87,7 +33,7 @@ static int upload(loader *ld, void *dst, const void *src, size_t n, char *err, s
 
 static int apply_window(loader *ld, const hcs_section *sec, const hcs_piece *p, int layer, char *err, size_t errsz)
 {
-    hci_layer_cache *lc = &ld->c->layers[layer];
+    hci_layer_cache *lc = &ld->sh[layer];
     size_t pb = lc->ring.page_bytes;
     if (p->row0 == 0) memset(ld->ring, 0, pb * (size_t)lc->ring.n_pages);
     int64_t n = ld->f->rec.n_tokens, W = lc->window, p0 = n > W ? n - W : 0;
@@ -101,7 +47,7 @@ static int apply_window(loader *ld, const hcs_section *sec, const hcs_piece *p, 
     }
     if (p->chunk + 1 < sec->n_chunks) return HC_OK;
     for (int i = 0; i < lc->ring.n_pages; i++) {
-        int st = upload(ld, ld->sh[layer].ring.pages[i], ld->ring + (size_t)i * pb, pb, err, errsz);
+        int st = upload(ld, lc->ring.pages[i], ld->ring + (size_t)i * pb, pb, err, errsz);
         if (st) return st;
     }
     return HC_OK;
@@ -110,7 +56,7 @@ static int apply_window(loader *ld, const hcs_section *sec, const hcs_piece *p, 
 static int apply_state(loader *ld, const hcs_section *sec, const hcs_piece *p, int layer, int k, char *err,
                        size_t errsz)
 {
-    hci_comp_cache *cc = comp_of(&ld->c->layers[layer], k);
+    hci_comp_cache *cc = hci_cache_comp(&ld->sh[layer], k);
     size_t nf = hci_comp_state_floats(cc), w2 = (size_t)cc->coff * cc->dc;
     if (p->row0 == 0) {
         for (size_t i = 0; i < nf; i++) ld->kv[i] = 0.0f, ld->sc[i] = -INFINITY;
@@ -123,18 +69,18 @@ static int apply_state(loader *ld, const hcs_section *sec, const hcs_piece *p, i
         memcpy(ld->sc + (size_t)row * w2, in + w2 * sizeof(float), w2 * sizeof(float));
     }
     if (p->chunk + 1 < sec->n_chunks) return HC_OK;
-    int st = upload(ld, ld->sh[layer].kv[k], ld->kv, nf * sizeof(float), err, errsz);
-    if (!st) st = upload(ld, ld->sh[layer].sc[k], ld->sc, nf * sizeof(float), err, errsz);
+    int st = upload(ld, cc->state_kv, ld->kv, nf * sizeof(float), err, errsz);
+    if (!st) st = upload(ld, cc->state_score, ld->sc, nf * sizeof(float), err, errsz);
     return st;
 }
 
 static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char *err, size_t errsz)
 {
     hci_backend *be = ld->c->be;
-    hci_page_list *pl = &ld->sh[layer].ent[k];
+    hci_page_list *pl = &hci_cache_comp(&ld->sh[layer], k)->entries;
     int nb = (int)((p->rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES), first = pl->n_pages;
     if ((uint64_t)first * HCI_PAGE_ENTRIES != p->row0) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages out of order");
-    int st = be->ops->pages_grow(be, pl, first + nb);
+    int st = hci_pages_grow(be, pl, first + nb);
     if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", be->ops->name);
     for (int b = 0; b < nb && !st; b++)
         st = upload(ld, pl->pages[first + b], p->pages + (size_t)b * pl->page_bytes, pl->page_bytes, err, errsz);
@@ -189,22 +135,13 @@ static int check_model(const hc_ctx *c, const hcs_file *f, char *err, size_t err
 static void commit(loader *ld)
 {
     hc_ctx *c = ld->c;
-    for (int l = 0; l < c->model->cfg.n_layers; l++) {
-        hci_layer_cache *lc = &c->layers[l];
-        shadow_layer *s = &ld->sh[l];
-        hci_page_list t = lc->ring;
-        lc->ring = s->ring, s->ring = t;
-        for (int k = 0; k < 2; k++) {
-            hci_comp_cache *cc = comp_of(lc, k);
-            if (!cc) continue;
-            t = cc->entries, cc->entries = s->ent[k], s->ent[k] = t;
-            float *p = cc->state_kv;
-            cc->state_kv = s->kv[k], s->kv[k] = p;
-            p = cc->state_score, cc->state_score = s->sc[k], s->sc[k] = p;
-            cc->n_entries = ld->f->rec.n_tokens / cc->ratio;
+    int L = c->model->cfg.n_layers;
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < HCI_CACHE_COMPS; k++) {
+            hci_comp_cache *cc = hci_cache_comp(&ld->sh[l], k);
+            if (cc) cc->n_entries = ld->f->rec.n_tokens / cc->ratio;
         }
-    }
-    shadow_free(c, ld->sh); /* now holds the old cache */
+    hci_cache_commit(c->be, &c->layers, ld->sh, L);
     ld->sh = NULL;
     free(c->meta);
     c->meta = ld->meta, c->meta_len = ld->f->rec.metadata_length;
@@ -227,12 +164,7 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
     const hci_config *cfg = &c->model->cfg;
     ld.cm = hcs_canon_main(cfg);
     ld.xm = hci_layout_main(c->cache_fmt, cfg->head_dim, cfg->rope_dim);
-    size_t nf = 1;
-    for (int l = 0; l < cfg->n_layers; l++)
-        for (int k = 0; k < 2; k++) {
-            hci_comp_cache *cc = comp_of(&c->layers[l], k);
-            if (cc && hci_comp_state_floats(cc) > nf) nf = hci_comp_state_floats(cc);
-        }
+    size_t nf = hci_cache_max_state_floats(c->layers, cfg->n_layers);
     size_t ring = c->layers[0].ring.page_bytes * (size_t)c->layers[0].ring.n_pages;
     ld.ring = malloc(ring ? ring : 1);
     ld.kv = malloc(nf * sizeof(float));
@@ -241,10 +173,11 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
     ld.meta = f->rec.metadata_length ? malloc((size_t)f->rec.metadata_length) : NULL;
     if (!ld.ring || !ld.kv || !ld.sc || (f->rec.metadata_length && !ld.meta))
         st = hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
-    if (!st) st = shadow_create(&ld, err, errsz);
+    if (!st && (st = hci_cache_shadow(c->be, c->layers, cfg->n_layers, &ld.sh)))
+        hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
     if (!st) st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), apply, &ld, err, errsz);
     if (!st) commit(&ld);
-    shadow_free(c, ld.sh);
+    hci_cache_free(c->be, ld.sh, cfg->n_layers);
     free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc);
     return st;
 }

@@ -90,8 +90,8 @@ static uint32_t build_secs(const hc_ctx *c, wsec *out, const hcs_plan_sec *plan,
         if (is_entry(s->p.dtype) && hcs_hooks.entry_rows_per_chunk) s->rpc = hcs_hooks.entry_rows_per_chunk;
         if (s->p.layer != HCS_NO_LAYER) {
             s->lc = &c->layers[s->p.layer];
-            if (s->p.type == HCS_SEC_COMP || s->p.type == HCS_SEC_COMP_STATE) s->cc = &s->lc->comp;
-            if (s->p.type == HCS_SEC_INDEX || s->p.type == HCS_SEC_INDEX_STATE) s->cc = &s->lc->idx;
+            if (s->p.type == HCS_SEC_COMP || s->p.type == HCS_SEC_COMP_STATE) s->cc = hci_cache_comp_const(s->lc, 0);
+            if (s->p.type == HCS_SEC_INDEX || s->p.type == HCS_SEC_INDEX_STATE) s->cc = hci_cache_comp_const(s->lc, 1);
         }
         if (i == 1 && hcs_hooks.extra_section) { /* test hook: an optional section of a future minor */
             wsec *e = &out[k++];
@@ -445,12 +445,7 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
     int workers = hcs_workers(n_threads, total_raw);
     w.n_slots = workers ? 2 * workers + 2 : 1;
     size_t ring_bytes = c->layers[0].ring.page_bytes * (size_t)c->layers[0].ring.n_pages;
-    size_t state_floats = 1;
-    for (int l = 0; l < cfg->n_layers; l++) {
-        const hci_layer_cache *lc = &c->layers[l];
-        if (lc->ratio && hci_comp_state_floats(&lc->comp) > state_floats) state_floats = hci_comp_state_floats(&lc->comp);
-        if (lc->ratio == 4 && hci_comp_state_floats(&lc->idx) > state_floats) state_floats = hci_comp_state_floats(&lc->idx);
-    }
+    size_t state_floats = hci_cache_max_state_floats(c->layers, cfg->n_layers);
     w.chunks = malloc(sizeof *w.chunks * (w.n_chunks ? w.n_chunks : 1));
     w.cfg_rec = malloc(hcs_config_size(cfg->n_layers));
     w.extra = hcs_hooks.extra_section ? malloc(HOOK_EXTRA_BYTES) : NULL; /* the test hook's section */

@@ -1,4 +1,5 @@
-/* cpu_backend.c - the CPU backend: host memory, pages, input conversion and the ops table. */
+/* cpu_backend.c - the CPU backend: host memory (cache pages too), input conversion and the ops
+ * table. Kernels read page tables on the host: no pages_sync. */
 #include <stdlib.h>
 #include <string.h>
 #include "cpu.h"
@@ -33,41 +34,7 @@ static int cpu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
     return HC_OK;
 }
 
-static int cpu_pages_grow(hci_backend *be, hci_page_list *l, int n_pages)
-{
-    (void)be;
-    if (n_pages <= l->n_pages) return HC_OK;
-    if (n_pages > l->cap) {
-        int cap = l->cap ? l->cap : 16;
-        while (cap < n_pages) cap *= 2;
-        void **np = realloc(l->pages, (size_t)cap * sizeof(void *));
-        if (!np) return HC_ERR_OUT_OF_MEMORY;
-        l->pages = np;
-        l->cap = cap;
-    }
-    int have = l->n_pages;
-    for (int i = have; i < n_pages; i++) {
-        l->pages[i] = calloc(1, l->page_bytes);
-        if (!l->pages[i]) {
-            for (int k = have; k < i; k++) free(l->pages[k]);
-            return HC_ERR_OUT_OF_MEMORY;
-        }
-    }
-    l->n_pages = n_pages;
-    return HC_OK;
-}
-
-static void cpu_pages_shrink(hci_backend *be, hci_page_list *l, int n_pages)
-{
-    (void)be;
-    for (int i = n_pages; i < l->n_pages; i++) free(l->pages[i]);
-    if (n_pages < l->n_pages) l->n_pages = n_pages;
-    if (n_pages == 0) {
-        free(l->pages);
-        l->pages = NULL;
-        l->cap = 0;
-    }
-}
+static hci_pool *cpu_host_pool(hci_backend *be) { return hci_cpu_pool(be); }
 
 static int cpu_check_input(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
                            int *bad)
@@ -119,8 +86,9 @@ static const hci_backend_ops cpu_ops = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .copy = cpu_copy,
-    .pages_grow = cpu_pages_grow,
-    .pages_shrink = cpu_pages_shrink,
+    .page_alloc = cpu_alloc, /* calloc: zero-filled */
+    .page_free = cpu_free,
+    .host_pool = cpu_host_pool,
     .check_input = cpu_check_input,
     .load_input = cpu_load_input,
     .store_output = cpu_store_output,

@@ -86,77 +86,6 @@ static int cu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
     return HC_OK;
 }
 
-/* Pages come from the stream-ordered pool (cheap, retained for reuse); the table of their
- * addresses is mirrored in device memory for the kernels. */
-static int cu_pages_grow(hci_backend *be, hci_page_list *l, int n_pages)
-{
-    if (n_pages <= l->n_pages) return HC_OK;
-    hci_cuda *cu = hci_cu(be);
-    DeviceGuard g(cu->device);
-    if (n_pages > l->cap) {
-        int cap = l->cap ? l->cap : 16;
-        while (cap < n_pages) cap *= 2;
-        void **np = (void **)realloc(l->pages, (size_t)cap * sizeof(void *));
-        if (!np) return hci_errf(be->err, be->errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for a page table");
-        l->pages = np;
-        l->cap = cap;
-    }
-    if (n_pages > l->dev_cap) {
-        int cap = l->dev_cap ? l->dev_cap : 16;
-        while (cap < n_pages) cap *= 2;
-        void *t = nullptr;
-        HCI_CU_TRY(be, cudaMalloc(&t, (size_t)cap * sizeof(void *)));
-        if (l->dev_table) {
-            cudaError_t e = cudaMemcpyAsync(t, l->dev_table, (size_t)l->n_pages * sizeof(void *),
-                                            cudaMemcpyDeviceToDevice, cu->stream);
-            if (e == cudaSuccess) e = cudaStreamSynchronize(cu->stream);
-            if (e != cudaSuccess) {
-                cudaFree(t);
-                return hci_cu_fail(be, e, "growing a page table");
-            }
-            cudaFree(l->dev_table);
-        }
-        l->dev_table = t;
-        l->dev_cap = cap;
-    }
-    int have = l->n_pages;
-    cudaError_t e = cudaSuccess;
-    int i = have;
-    for (; i < n_pages && e == cudaSuccess; i++) {
-        e = cudaMallocFromPoolAsync(&l->pages[i], l->page_bytes, cu->dev->pool, cu->stream);
-        if (e == cudaSuccess) e = cudaMemsetAsync(l->pages[i], 0, l->page_bytes, cu->stream);
-        else l->pages[i] = nullptr;
-    }
-    if (e == cudaSuccess)
-        e = cudaMemcpyAsync((void **)l->dev_table + have, l->pages + have, (size_t)(n_pages - have) * sizeof(void *),
-                            cudaMemcpyHostToDevice, cu->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(cu->stream);
-    if (e != cudaSuccess) {
-        for (int k = have; k < i; k++)
-            if (l->pages[k]) cudaFreeAsync(l->pages[k], cu->stream);
-        cudaStreamSynchronize(cu->stream);
-        return hci_cu_fail(be, e, "allocating cache pages");
-    }
-    l->n_pages = n_pages;
-    return HC_OK;
-}
-
-static void cu_pages_shrink(hci_backend *be, hci_page_list *l, int n_pages)
-{
-    hci_cuda *cu = hci_cu(be);
-    DeviceGuard g(cu->device);
-    for (int i = n_pages; i < l->n_pages; i++) cudaFreeAsync(l->pages[i], cu->stream);
-    if (n_pages < l->n_pages) l->n_pages = n_pages;
-    if (n_pages == 0) {
-        cudaStreamSynchronize(cu->stream);
-        cudaFree(l->dev_table);
-        free(l->pages);
-        l->pages = nullptr;
-        l->dev_table = nullptr;
-        l->cap = l->dev_cap = 0;
-    }
-}
-
 /* ---------------------------------------------------------------------------------------------
  * scratch: one buffer, sized in the preflight for the largest need of any op of the call
  * ------------------------------------------------------------------------------------------- */
@@ -449,8 +378,9 @@ static hci_backend_ops make_ops()
     o.upload = cu_upload;
     o.download = cu_download;
     o.copy = cu_copy;
-    o.pages_grow = cu_pages_grow;
-    o.pages_shrink = cu_pages_shrink;
+    o.page_alloc = hci_cu_page_alloc;
+    o.page_free = hci_cu_page_free;
+    o.pages_sync = hci_cu_pages_sync;
     o.reserve = cu_reserve;
     o.check_input = cu_check_input;
     o.load_input = cu_load_input;

@@ -91,6 +91,11 @@ static inline hci_cuda *hci_cu(hci_backend *be) { return (hci_cuda *)be->impl; }
 /* The backend of one context (the module's create, module.cu). */
 int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a, hci_backend **out);
 
+/* lib/backend/cuda/pages.cu: the page ops of backend.h (page_alloc, page_free, pages_sync). */
+int hci_cu_page_alloc(hci_backend *be, size_t bytes, void **out);
+void hci_cu_page_free(hci_backend *be, void *p);
+int hci_cu_pages_sync(hci_backend *be, hci_page_list *l, int first);
+
 /* Map a CUDA / cuBLAS failure to a status with a message in be->err. */
 int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what);
 int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what);
