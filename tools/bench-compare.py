@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""bench-compare.py BASE.md NEW.md - compare two outputs of tools/bench-gpu (the markdown they
-write with --out): every decode row (total ms per step), prefill row (tokens/s) and the
-whole-model decode line, as new/base. Prints a markdown table; exits 1 when a number is worse
+"""bench-compare.py BASE.md[,BASE2.md...] NEW.md[,NEW2.md...] - compare outputs of tools/bench-gpu
+(the markdown they write with --out): every decode row (total ms per step), prefill row
+(tokens/s) and the whole-model decode line, as new/base; with several files a side, each number
+is that side's best (rounds alternate on a shared machine: the best is the least disturbed). Prints a markdown table; exits 1 when a number is worse
 than the tolerance (default 5 %, --tol 0.05), 0 otherwise."""
 import re
 import sys
@@ -29,13 +30,22 @@ def parse(path):
     return rows
 
 
+def best(paths):
+    rows = {}
+    for p in paths.split(','):
+        for key, (v, better) in parse(p).items():
+            if key not in rows or (v < rows[key][0] if better == 'lower' else v > rows[key][0]):
+                rows[key] = (v, better)
+    return rows
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith('--')]
     tol = 0.05
     if '--tol' in sys.argv:
         tol = float(sys.argv[sys.argv.index('--tol') + 1])
         args.remove(sys.argv[sys.argv.index('--tol') + 1])
-    base, new = parse(args[0]), parse(args[1])
+    base, new = best(args[0]), best(args[1])
     worse = 0
     print('| what | layer | context | base | new | new/base | |\n|---|---|---|---|---|---|---|')
     for key in base:

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# gpu-carry.sh - pack what tools/gpu-check needs from a CUDA build into .carry/b (git-ignored),
-# with the runtime libraries the GPU machine's image may lack, so that one device call can run
-# it: `tools/gpu-check .carry/b`.
+# gpu-carry.sh [BUILD_DIR] [DEST] - pack what tools/gpu-check needs from a CUDA build into DEST
+# (default .carry/b, git-ignored), with the runtime libraries the GPU machine's image may lack,
+# so that one device call can run it: `tools/gpu-check .carry/b`. The core library, the CUDA
+# module beside it, the GPU test suites and the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B="${1:-build-gpu}"
-rm -rf .carry/b
-mkdir -p .carry/b/tests .carry/b/tools .carry/b/rt
-cp -a "$B"/libhybridctx.so* .carry/b/
-cp "$B/tests/test_gpu" "$B/tests/test_golden" .carry/b/tests/
-cp "$B/tools/bench-gpu" "$B/tools/hybridctx" "$B/tools/session-bench" .carry/b/tools/
-for lib in libjansson.so.4 libxxhash.so.0 libzstd.so.1 libsubunit.so.0; do
-    cp -L "/lib/x86_64-linux-gnu/$lib" .carry/b/rt/
+D="${2:-.carry/b}"
+rm -rf "$D"
+mkdir -p "$D/tests" "$D/tools" "$D/rt"
+# the core library and, from builds that have it, the CUDA module (files and their links)
+find "$B" -maxdepth 1 -name 'libhybridctx*.so*' ! -type d -exec cp -a {} "$D/" \;
+for t in test_gpu test_golden test_conformance test_cache; do
+    [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$D/tests/"
 done
-touch .carry/b/build.ninja   # gpu-check: a carried build, do not configure
-du -sh .carry/b
+for t in bench-gpu hybridctx session-bench; do
+    [ -f "$B/tools/$t" ] && cp "$B/tools/$t" "$D/tools/"
+done
+for lib in libjansson.so.4 libxxhash.so.0 libzstd.so.1 libsubunit.so.0; do
+    cp -L "/lib/x86_64-linux-gnu/$lib" "$D/rt/"
+done
+touch "$D/build.ninja"   # gpu-check: a carried build, do not configure
+du -sh "$D"

@@ -1,0 +1,252 @@
+/* test_conformance.c - every op of every available backend against the CPU backend, on fresh
+ * random inputs. A reference CPU context runs a prefix through the public API; each candidate
+ * context is given the same caches, then every op of the backend table runs on both with the same
+ * inputs, layer by layer, and each result is compared:
+ *   load_input, q_path, kv_path, out_path, index_q, compress (entries and state), index_topk,
+ *   attend, window_write (the ring), store_output.
+ * Candidates: a second CPU backend (one thread, other piece size), which must agree bitwise
+ * everywhere; CUDA when the module and a device are there (hc_backend_info_get), with the
+ * tolerances of docs/cuda.md and bitwise equality where the backend promises it (compressed
+ * entries, compressor state, indexer head weights, top-k sets, window). The seed comes from
+ * HC_TEST_SEED or the clock, and is printed. argv[1] "flash": three layers of V4-Flash geometry
+ * (the GPU run); default: the tiny model. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "ctx/ctx.h"
+#include "testutil.h"
+#include "runner.h"
+
+typedef struct candidate {
+    const char *name;
+    int backend, n_threads, max_chunk;
+    int bitwise;           /* every result bitwise equal to the CPU's */
+    double proj, out, att; /* otherwise: rel L2 bounds of the projections, out_path, attend */
+} candidate;
+
+static const candidate candidates[] = {
+    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, 1, 64, 1, 0, 0, 0},
+    {"cuda", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3},
+};
+
+static const char *g_geom;
+static int64_t g_tokens;
+static uint64_t g_seed;
+
+static hc_ctx *make(hc_model *m, int backend, int n_threads, int max_chunk)
+{
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = backend;
+    p.n_threads = n_threads;
+    p.max_chunk = max_chunk;
+    p.cache_format = HC_CACHE_FP8;
+    hc_ctx *c = NULL;
+    ck_assert_int_eq(hc_ctx_create(m, &p, &c), HC_OK);
+    return c;
+}
+
+/* A copy in host memory of n bytes of backend memory. */
+static void *fetch(hc_ctx *c, const void *src, size_t n)
+{
+    void *h = malloc(n ? n : 1);
+    ck_assert_int_eq(c->be->ops->download(c->be, h, src, n), HC_OK);
+    return h;
+}
+
+static void put(hc_ctx *c, void *dst, const void *host, size_t n)
+{
+    ck_assert_int_eq(c->be->ops->upload(c->be, dst, host, n), HC_OK);
+}
+
+/* Make b's page list hold a's pages' bytes (a in host memory: the reference is a CPU context). */
+static void mirror_pages(hc_ctx *cb, const hci_page_list *a, hci_page_list *b)
+{
+    ck_assert_int_eq(hci_pages_grow(cb->be, b, a->n_pages), HC_OK);
+    for (int p = 0; p < a->n_pages; p++) put(cb, b->pages[p], a->pages[p], a->page_bytes);
+}
+
+static void mirror_comp(hc_ctx *cb, const hci_comp_cache *a, hci_comp_cache *b)
+{
+    mirror_pages(cb, &a->entries, &b->entries);
+    size_t nf = hci_comp_state_floats(a) * sizeof(float);
+    put(cb, b->state_kv, a->state_kv, nf);
+    put(cb, b->state_score, a->state_score, nf);
+    b->n_entries = a->n_entries;
+}
+
+/* Relative L2 of bf16 values (b's in backend memory), and whether all bits agree. */
+static double cmp_bf16(hc_ctx *cb, const uint16_t *dev, const uint16_t *ref, size_t n, int *same)
+{
+    uint16_t *g = fetch(cb, dev, n * 2);
+    float *a = malloc(n * 4), *r = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) a[i] = tu_bf16(g[i]), r[i] = tu_bf16(ref[i]);
+    *same = memcmp(g, ref, n * 2) == 0;
+    double e = tu_rel_l2(a, r, n);
+    free(g), free(a), free(r);
+    return e;
+}
+
+/* One bf16 result against the reference: bitwise for bitwise candidates, else within bound. */
+static void check_bf16(const candidate *k, hc_ctx *cb, int l, const char *what, const uint16_t *dev,
+                       const uint16_t *ref, size_t n, double bound, int must_be_equal)
+{
+    int same = 0;
+    double e = cmp_bf16(cb, dev, ref, n, &same);
+    printf("  layer %d %-14s rel L2 %.2e %s\n", l, what, e, same ? "(bitwise equal)" : "");
+    if (k->bitwise || must_be_equal) ck_assert_msg(same, "%s: layer %d %s differs from the CPU's", k->name, l, what);
+    else ck_assert_msg(e < bound, "%s: layer %d %s rel L2 %.3g >= %.3g", k->name, l, what, e, bound);
+}
+
+/* Entries [0, count) of two page lists, unpacked: identical values. */
+static void check_entries(hc_ctx *cb, const hci_comp_cache *a, const hci_comp_cache *b, int l, const char *what)
+{
+    const hci_entry_layout *lay = &a->layout;
+    float *va = malloc(sizeof(float) * lay->dim), *vb = malloc(sizeof(float) * lay->dim);
+    size_t diff = 0;
+    for (int p = 0; p * (int64_t)HCI_PAGE_ENTRIES < a->n_entries; p++) {
+        unsigned char *pb = fetch(cb, b->entries.pages[p], b->entries.page_bytes);
+        for (int e = 0; e < HCI_PAGE_ENTRIES && p * (int64_t)HCI_PAGE_ENTRIES + e < a->n_entries; e++) {
+            hci_entry_unpack(lay, a->entries.pages[p], e, va);
+            hci_entry_unpack(&b->layout, pb, e, vb);
+            diff += memcmp(va, vb, sizeof(float) * lay->dim) != 0;
+        }
+        free(pb);
+    }
+    printf("  layer %d %-14s %lld entries, %zu differ\n", l, what, (long long)a->n_entries, diff);
+    ck_assert_msg(diff == 0, "layer %d %s: %zu entries differ", l, what, diff);
+    ck_assert_int_eq(a->n_entries, b->n_entries);
+    size_t nf = hci_comp_state_floats(a) * sizeof(float);
+    float *skv = fetch(cb, b->state_kv, nf), *ssc = fetch(cb, b->state_score, nf);
+    ck_assert_msg(memcmp(skv, a->state_kv, nf) == 0 && memcmp(ssc, a->state_score, nf) == 0,
+                  "layer %d %s: compressor state differs", l, what);
+    free(skv), free(ssc), free(va), free(vb);
+}
+
+static void check_ring(hc_ctx *cb, const hci_layer_cache *a, const hci_layer_cache *b, int l)
+{
+    for (int p = 0; p < a->ring.n_pages; p++) {
+        unsigned char *pb = fetch(cb, b->ring.pages[p], b->ring.page_bytes);
+        ck_assert_msg(memcmp(pb, a->ring.pages[p], a->ring.page_bytes) == 0, "layer %d: window ring page %d differs", l, p);
+        free(pb);
+    }
+}
+
+static void conform(const candidate *k)
+{
+    hc_backend_info info = {.struct_size = sizeof info};
+    ck_assert_int_eq(hc_backend_info_get(k->backend, 0, &info), HC_OK);
+    if (info.state != HC_BACKEND_USABLE) {
+        printf("%s: not available here (%s), skipped\n", k->name, info.detail);
+        return;
+    }
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, g_seed, NULL, &m), HC_OK);
+    const hci_config *cfg = &m->cfg;
+    int L = cfg->n_layers, D = cfg->dim, H = cfg->n_heads, d = cfg->head_dim, K = cfg->index_topk;
+    int IH = cfg->index_n_heads, ID = cfg->index_head_dim, n = 64;
+    int64_t T = g_tokens, pos0 = T - n;
+    hc_ctx *ca = make(m, HC_BACKEND_CPU, 0, 512), *cb = make(m, k->backend, k->n_threads, k->max_chunk);
+    size_t nx = (size_t)L * T * D;
+    float *x = malloc(nx * sizeof(float)), *y = malloc(nx * sizeof(float));
+    tu_fill_normal(x, nx, g_seed + 1, 1.0f);
+    /* the prefix through the public API, as one chunk per layer */
+    for (int l = 0; l < L; l++)
+        ck_assert_msg(hc_append(ca, l, x + (size_t)l * T * D, pos0, y + (size_t)l * T * D) == HC_OK, "%s",
+                      hc_ctx_last_error(ca));
+    printf("%s vs cpu: %s geometry, %lld-token prefix, a piece of %d tokens, seed %llu\n", k->name,
+           L == 4 ? "tiny" : "v4-flash", (long long)pos0, n, (unsigned long long)g_seed);
+    const hci_backend_ops *oa = ca->be->ops, *ob = cb->be->ops;
+    hci_workspace *wa = &ca->ws, *wb = &cb->ws;
+    for (int l = 0; l < L; l++) {
+        hci_layer_cache *a = &ca->layers[l], *b = &cb->layers[l];
+        mirror_pages(cb, &a->ring, &b->ring);
+        for (int c = 0; c < HCI_CACHE_COMPS; c++)
+            if (hci_cache_comp(a, c)) mirror_comp(cb, hci_cache_comp(a, c), hci_cache_comp(b, c));
+        if (ob->reserve) ck_assert_int_eq(ob->reserve(cb->be, l, n, T), HC_OK);
+        /* the input */
+        const float *xl = x + ((size_t)l * T + pos0) * D;
+        ck_assert_int_eq(oa->load_input(ca->be, xl, HC_DTYPE_F32, 1, (int64_t)n * D, wa->x), HC_OK);
+        ck_assert_int_eq(ob->load_input(cb->be, xl, HC_DTYPE_F32, 1, (int64_t)n * D, wb->x), HC_OK);
+        check_bf16(k, cb, l, "load_input", wb->x, wa->x, (size_t)n * D, 0, 1);
+        /* projections */
+        ck_assert_int_eq(oa->q_path(ca->be, l, n, pos0, wa->x, wa->c, wa->q), HC_OK);
+        ck_assert_int_eq(oa->kv_path(ca->be, l, n, pos0, wa->x, wa->kv), HC_OK);
+        ck_assert_int_eq(ob->q_path(cb->be, l, n, pos0, wb->x, wb->c, wb->q), HC_OK);
+        ck_assert_int_eq(ob->kv_path(cb->be, l, n, pos0, wb->x, wb->kv), HC_OK);
+        check_bf16(k, cb, l, "q_path c", wb->c, wa->c, (size_t)n * cfg->q_lora_rank, k->proj, 0);
+        check_bf16(k, cb, l, "q_path q", wb->q, wa->q, (size_t)n * H * d, k->proj, 0);
+        check_bf16(k, cb, l, "kv_path", wb->kv, wa->kv, (size_t)n * d, k->proj, 0);
+        /* from here on both take the CPU's results as inputs */
+        put(cb, wb->c, wa->c, sizeof(uint16_t) * (size_t)n * cfg->q_lora_rank);
+        put(cb, wb->q, wa->q, sizeof(uint16_t) * (size_t)n * H * d);
+        put(cb, wb->kv, wa->kv, sizeof(uint16_t) * (size_t)n * d);
+        if (a->ratio == 4) {
+            ck_assert_int_eq(oa->index_q(ca->be, l, n, pos0, wa->x, wa->c, wa->qi, wa->w), HC_OK);
+            ck_assert_int_eq(ob->index_q(cb->be, l, n, pos0, wb->x, wb->c, wb->qi, wb->w), HC_OK);
+            check_bf16(k, cb, l, "index_q qi", wb->qi, wa->qi, (size_t)n * IH * ID, k->proj, 0);
+            check_bf16(k, cb, l, "index_q w", wb->w, wa->w, (size_t)n * IH, 0, 1);
+            put(cb, wb->qi, wa->qi, sizeof(uint16_t) * (size_t)n * IH * ID);
+        }
+        ck_assert_int_eq(hci_cache_prepare(ca->be, a, T), HC_OK);
+        ck_assert_int_eq(hci_cache_prepare(cb->be, b, T), HC_OK);
+        for (int c = 0; c < HCI_CACHE_COMPS; c++) {
+            hci_comp_cache *cca = hci_cache_comp(a, c), *ccb = hci_cache_comp(b, c);
+            if (!cca) continue;
+            ck_assert_int_eq(oa->compress(ca->be, l, c, cca, n, pos0, wa->x), HC_OK);
+            ck_assert_int_eq(ob->compress(cb->be, l, c, ccb, n, pos0, wb->x), HC_OK);
+            check_entries(cb, cca, ccb, l, c ? "compress idx" : "compress main");
+        }
+        if (a->ratio == 4) {
+            ck_assert_int_eq(oa->index_topk(ca->be, l, &a->idx, n, pos0, wa->qi, wa->w, wa->sel), HC_OK);
+            ck_assert_int_eq(ob->index_topk(cb->be, l, &b->idx, n, pos0, wb->qi, wb->w, wb->sel), HC_OK);
+            int32_t *sb = fetch(cb, wb->sel, sizeof(int32_t) * (size_t)n * K);
+            ck_assert_msg(memcmp(sb, wa->sel, sizeof(int32_t) * (size_t)n * K) == 0, "%s: layer %d top-k differs", k->name, l);
+            printf("  layer %d %-14s %d x %d selections identical\n", l, "index_topk", n, K);
+            free(sb);
+        }
+        ck_assert_int_eq(oa->attend(ca->be, l, a, n, pos0, wa->q, wa->kv, a->ratio == 4 ? wa->sel : NULL, wa->o), HC_OK);
+        ck_assert_int_eq(ob->attend(cb->be, l, b, n, pos0, wb->q, wb->kv, a->ratio == 4 ? wb->sel : NULL, wb->o), HC_OK);
+        check_bf16(k, cb, l, "attend", wb->o, wa->o, (size_t)n * H * d, k->att, 0);
+        ck_assert_int_eq(oa->window_write(ca->be, a, n, pos0, wa->kv), HC_OK);
+        ck_assert_int_eq(ob->window_write(cb->be, b, n, pos0, wb->kv), HC_OK);
+        check_ring(cb, a, b, l);
+        put(cb, wb->o, wa->o, sizeof(uint16_t) * (size_t)n * H * d);
+        ck_assert_int_eq(oa->out_path(ca->be, l, n, pos0, wa->o, wa->y), HC_OK);
+        ck_assert_int_eq(ob->out_path(cb->be, l, n, pos0, wb->o, wb->y), HC_OK);
+        check_bf16(k, cb, l, "out_path", wb->y, wa->y, (size_t)n * D, k->out, 0);
+        /* the output conversion of the same bf16 values */
+        put(cb, wb->y, wa->y, sizeof(uint16_t) * (size_t)n * D);
+        float *ya = malloc(sizeof(float) * (size_t)n * D), *yb = malloc(sizeof(float) * (size_t)n * D);
+        ck_assert_int_eq(oa->store_output(ca->be, wa->y, HC_DTYPE_F32, 1, (int64_t)n * D, ya), HC_OK);
+        ck_assert_int_eq(ob->store_output(cb->be, wb->y, HC_DTYPE_F32, 1, (int64_t)n * D, yb), HC_OK);
+        ck_assert_msg(memcmp(ya, yb, sizeof(float) * (size_t)n * D) == 0, "layer %d: store_output differs", l);
+        free(ya), free(yb);
+    }
+    free(x), free(y);
+    hc_ctx_free(ca), hc_ctx_free(cb);
+    hc_model_free(m);
+}
+
+START_TEST(every_op)
+{
+    conform(&candidates[_i]);
+}
+END_TEST
+
+Suite *tu_suite(int argc, char **argv)
+{
+    int flash = argc > 1 && !strcmp(argv[1], "flash");
+    g_geom = flash ? "{\"num_hidden_layers\": 3, \"compress_ratios\": [0, 4, 128]}" : "tiny";
+    g_tokens = flash ? 1200 : 700;
+    const char *s = getenv("HC_TEST_SEED");
+    g_seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+    Suite *su = suite_create("conformance");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 1200);
+    tcase_add_loop_test(tc, every_op, 0, (int)(sizeof candidates / sizeof candidates[0]));
+    suite_add_tcase(su, tc);
+    return su;
+}
