@@ -68,6 +68,8 @@ case "$cmd" in
         meson test -C build -v --print-errorlogs
         # --- bindings: Rust, Go and Python tests against this build ---
         tools/check-bindings.sh build
+        tools/check-examples.sh build   # examples/ in C, Python, Rust and Go
+        tools/check-install.sh          # install into a temporary prefix, use it through pkg-config
         # --- hardening: ABI, sanitizers, valgrind, fuzzing, static analysis ---
         run_hardening_checks
         ;;
