@@ -4,12 +4,14 @@
 #
 # Uses the uninstalled library in BUILDDIR (PKG_CONFIG_PATH=BUILDDIR/meson-uninstalled,
 # LD_LIBRARY_PATH=BUILDDIR); needs go, cargo (~/.cargo/bin), /usr/bin/python3 with numpy, pytest,
-# pip and setuptools (tools/dev.sh test installs the Debian packages). No package registry is used.
+# pip and setuptools, and Debian's librust-pkg-config-dev (tools/dev.sh test installs the Debian
+# packages). No network registry is used: Rust's one crate comes from /usr/share/cargo/registry.
 # Steps, in an order that covers every pair of the cross-language session test (each language's
 # test writes <lang>.hcs into HC_XLANG_DIR and loads every session there):
 #   1. Python: pip install into a temporary directory, pytest, the quick-start example
 #   2. Go:     gofmt, go vet, go test (loads python's session), the example
-#   3. Rust:   bindgen drift check, cargo test --offline (loads python's and go's), clippy, example
+#   3. Rust:   bindgen drift check, cargo test --offline (loads python's and go's), clippy, example,
+#              DEP_HYBRIDCTX_INCLUDE for dependants, cargo package of both crates
 #   4. Python: the cross-language test again (loads go's and rust's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,8 @@ done
 PY=/usr/bin/python3
 command -v go >/dev/null || die "go is not installed (apt-get install golang-go)"
 command -v cargo >/dev/null || die "cargo is not installed (a rustup toolchain in ~/.cargo/bin is expected)"
+compgen -G "/usr/share/cargo/registry/pkg-config-0.3.*" >/dev/null ||
+    die "the pkg-config crate is not in /usr/share/cargo/registry (apt-get install librust-pkg-config-dev)"
 "$PY" -c 'import numpy, pytest, setuptools' 2>/dev/null ||
     die "$PY lacks numpy, pytest or setuptools (apt-get install python3-numpy python3-pytest python3-setuptools)"
 
@@ -68,7 +72,7 @@ step "go: gofmt, vet, test, example"
     go run ./examples/quickstart "$work/quick-go.hcs"
 )
 
-step "rust: bindings drift, cargo test --offline, clippy, example"
+step "rust: bindings drift, cargo test --offline, clippy, example, cargo package"
 (
     cd bindings/rust
     if command -v bindgen >/dev/null && command -v rustfmt >/dev/null; then
@@ -83,6 +87,37 @@ step "rust: bindings drift, cargo test --offline, clippy, example"
         cargo clippy --offline --quiet --all-targets -- -D warnings
     fi
     cargo run --offline --quiet --example quickstart "$work/quick-rs.hcs"
+
+    # a dependant's build script gets DEP_HYBRIDCTX_INCLUDE (hybridctx-sys's `cargo:include`)
+    dep=target/dep-check  # inside bindings/rust, so that .cargo/config.toml applies
+    rm -rf "$dep" && mkdir -p "$dep/src" && : >"$dep/src/lib.rs"
+    printf '%s\n' '[package]' 'name = "dep-check"' 'version = "0.0.0"' 'edition = "2021"' \
+        '[workspace]' '[dependencies]' 'hybridctx-sys = { path = "../../hybridctx-sys" }' >"$dep/Cargo.toml"
+    printf '%s\n' 'fn main() {' \
+        '    let inc = std::env::var_os("DEP_HYBRIDCTX_INCLUDE").expect("DEP_HYBRIDCTX_INCLUDE");' \
+        '    let found = std::env::split_paths(&inc).any(|d| d.join("hybridctx.h").is_file());' \
+        '    assert!(found, "no hybridctx.h in DEP_HYBRIDCTX_INCLUDE={inc:?}");' '}' >"$dep/build.rs"
+    (cd "$dep" && cargo build --offline --quiet) || die "DEP_HYBRIDCTX_INCLUDE does not lead to hybridctx.h"
+    echo "DEP_HYBRIDCTX_INCLUDE reaches dependants"
+
+    # cargo package (offline, from the Debian crate registry of .cargo/config.toml): hybridctx-sys
+    # first, packaged and verified (built from the .crate's contents alone). The safe crate's
+    # path dependency on hybridctx-sys becomes a registry dependency once packaged, and the -sys
+    # crate is on no registry this machine can reach (packaging both in one call would need a
+    # remote registry for the overlay cargo builds): [patch] points it at the -sys package that
+    # cargo just unpacked and verified, so the safe crate is verified too (no --no-verify),
+    # against exactly what would be published. --allow-dirty: the check is about the content.
+    cargo package --offline --quiet --allow-dirty -p hybridctx-sys
+    sys_version="$(cargo pkgid -p hybridctx-sys)" && sys_version="${sys_version##*[@#]}"
+    cargo package --offline --quiet --allow-dirty -p hybridctx \
+        --config "patch.crates-io.hybridctx-sys.path=\"$PWD/target/package/hybridctx-sys-$sys_version\""
+    for c in "hybridctx-sys-$sys_version" "hybridctx-$sys_version"; do
+        files="$(tar tzf "target/package/$c.crate")"
+        for f in LICENSE-APACHE LICENSE-MIT README.md; do
+            grep -qx "$c/$f" <<<"$files" || die "$c.crate lacks $f"
+        done
+        echo "packaged and verified target/package/$c.crate"
+    done
 )
 
 step "python: cross-language sessions (go, rust)"

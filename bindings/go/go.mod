@@ -1,3 +1,3 @@
-module hybridctx
+module libhybridctx.org/go/hybridctx
 
 go 1.19

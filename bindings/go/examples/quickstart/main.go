@@ -12,7 +12,7 @@ import (
 	"os"
 	"strings"
 
-	"hybridctx"
+	"libhybridctx.org/go/hybridctx"
 )
 
 // decode runs one token through every layer; the output of a layer is the next layer's input
