@@ -60,6 +60,28 @@ grep -q "libhybridctx.so.0 => $libdir/libhybridctx.so.0" <<<"$deps" ||
     { echo "$deps"; die "model_loop does not load the installed libhybridctx"; }
 "$work/model_loop" | tee "$work/c.out"
 
+step "the CUDA module beside the installed library"
+if [ -e "$work/build/libhybridctx-cuda.so.0" ]; then
+    [ -e "$libdir/libhybridctx-cuda.so.0" ] || die "the build has the CUDA module, the install does not"
+    cat >"$work/backend.c" <<'C'
+#include <hybridctx.h>
+#include <stdio.h>
+int main(void)
+{
+    hc_backend_info i = {.struct_size = sizeof i};
+    if (hc_backend_info_get(HC_BACKEND_CUDA, 0, &i) != HC_OK) return 2;
+    printf("cuda backend: state %d, %d devices: %s\n", i.state, i.n_devices, i.detail);
+    /* found and loaded: usable, or no device/driver on this machine; never missing or foreign */
+    return i.state == HC_BACKEND_USABLE || i.state == HC_BACKEND_NO_DEVICE ? 0 : 1;
+}
+C
+    # shellcheck disable=SC2046 # pkg-config's output is a list of flags
+    (cd "$work" && cc -std=c11 backend.c $(pkg-config --cflags --libs hybridctx) -Wl,-rpath,"$libdir" -o backend)
+    "$work/backend" || die "the installed library does not find its CUDA module"
+else
+    echo "a build without CUDA: no module to install"
+fi
+
 step "the installed CLI"
 export LD_LIBRARY_PATH="$libdir"  # installed executables carry no rpath
 "$prefix/bin/hybridctx" --help >"$work/help.txt" || { cat "$work/help.txt"; die "hybridctx --help failed"; }
