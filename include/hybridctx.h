@@ -242,6 +242,9 @@ typedef struct hc_ctx_params {
     char    *errbuf;       /**< optional: receives a NUL-terminated message when hc_ctx_create() fails
                                 (the context that would hold hc_ctx_last_error() does not exist). @since 0.2 */
     uint64_t errbuf_size;  /**< capacity of errbuf in bytes. @since 0.2 */
+    int64_t  max_rollback; /**< tokens that hc_ctx_truncate() can always take back, 0..65536; 0 = none
+                                (default). Costs memory per layer, fixed whatever the length (see
+                                "Serving" below; hc_ctx_memory_info.history_bytes). @since 0.2 */
     /* new members are only appended below */
 } hc_ctx_params;
 
@@ -379,6 +382,99 @@ HC_API hc_status hc_ctx_get_metadata(const hc_ctx *c, const void **data, uint64_
  *  or without a driver). Loads the CUDA module on first use (see hc_backend_info_get()).
  *  @return HC_OK, HC_ERR_NULL_ARG. Thread-safe. @since 0.1 */
 HC_API hc_status hc_cuda_device_count(int32_t *out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Serving: forks, bounded rollback, memory (@since 0.2)
+ *
+ * A fork is a second context holding its source's sequence. The two share the pages of compressed
+ * entries and indexer keys of their common prefix, reference-counted and copied on write, so a
+ * fork costs its own window ring, compressor states and rollback history (fixed per layer), then
+ * only the pages that it writes. Use forks for many continuations of one prompt, and to keep a
+ * point to return to that lies further back than max_rollback.
+ *
+ * Rollback: a context created with hc_ctx_params.max_rollback = R keeps a history from which
+ * hc_ctx_truncate() can take back any of its last R tokens (speculative decoding, a regenerated
+ * answer). Its memory, per layer, with E the bytes of a window entry (584 fp8, 1024 bf16 for the
+ * V4 models), dc = head_dim and di = index_head_dim:
+ *     roundup(R, 64) * E                           (window entries the ring overwrote)
+ *   + (R + 7)   * 16 * (dc + di) bytes             ratio-4 layers  (compressor state rows)
+ *   + (R + 127) *  8 * dc        bytes             ratio-128 layers
+ * that is about (R + 7) * 10 KiB per ratio-4 layer and (R + 127) * 4 KiB per ratio-128 layer for
+ * V4: 26.2 MiB for v4-pro at R = 16, plus about 0.45 MiB for each further token. The history is in the
+ * context's backend memory and not part of hc_ctx_memory_bytes().
+ * ------------------------------------------------------------------------------------------- */
+/** Create a new context with src's sequence: its length, caches, metadata blob and rollback
+ *  history (hc_ctx_truncate_limit() of the fork equals src's when both have the same max_rollback).
+ *  The fork and src share the pages of the common prefix copy-on-write and are independent
+ *  afterwards: either may be appended to, truncated, saved, loaded, reset, forked again or freed
+ *  first, and each continues bitwise like a context that computed its whole sequence itself on
+ *  the same backend.
+ *  @param p NULL: src's params (those it was created or forked with). Otherwise read as for
+ *           hc_ctx_create(), where these may differ from src's: n_threads, max_chunk, io_dtype,
+ *           io_memory, cuda_stream, max_tokens (at least src's length) and max_rollback (a fork
+ *           with another R keeps what of src's history its own R covers). The fork holds src's
+ *           pages, so backend must be HC_BACKEND_AUTO or src's backend, device 0 or src's
+ *           device, cache_format HC_CACHE_DEFAULT or src's format: those zero values mean "as
+ *           src", anything else is HC_ERR_INVALID_ARG.
+ *  @param out receives the fork; NULL on failure.
+ *  Cost: the fork's window ring, compressor states, history and workspace; on CUDA src's stream
+ *  is synchronised and the fork's copies are finished before the call returns.
+ *  Threads: src is only read, but must not be used by another thread during the call; afterwards
+ *  the two may run on different threads (the shared pages' counts are atomic).
+ *  @return HC_OK; HC_ERR_NULL_ARG (src, out); HC_ERR_INVALID_ARG (a params field out of range, or
+ *  a backend, device or cache format other than src's); HC_ERR_UNSUPPORTED (params tail not
+ *  zero); HC_ERR_ORDER (src has a chunk in progress: hc_ctx_next_layer(src) != 0);
+ *  HC_ERR_POSITION (max_tokens below src's length); HC_ERR_BAD_STATE (src poisoned);
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_NO_DEVICE / HC_ERR_CUDA / HC_ERR_CUBLAS. On failure src is
+ *  unchanged and the detail goes to p->errbuf (when p is given) and to hc_ctx_last_error(src).
+ *  Ownership: free the fork with hc_ctx_free() before the model. @since 0.2 */
+HC_API hc_status hc_ctx_fork(hc_ctx *src, const hc_ctx_params *p, hc_ctx **out);
+
+/** Shorten the sequence to n_tokens tokens: appending afterwards gives bitwise what appending to
+ *  a context that never took the discarded tokens would give (on the CPU; on CUDA the same as
+ *  that context on CUDA). Pages that only the discarded tokens used are released; the metadata
+ *  blob is kept as it is (update it when it describes the tokens). n_tokens equal to the current
+ *  length is a no-op that always succeeds.
+ *  How far back: down to hc_ctx_truncate_limit(c). The history covers the last max_rollback
+ *  tokens, but it starts when the context is created or reset (length 0), loaded or filled
+ *  (sessions hold no history: right after a load the limit is the loaded length), and a fork
+ *  starts with its source's. A truncation keeps the limit where it was: after going back k
+ *  tokens the limit only moves on once the length passes the old one.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (n_tokens < 0 or above the current length);
+ *  HC_ERR_LIMIT (n_tokens below hc_ctx_truncate_limit(c): further back than the history
+ *  reaches; with max_rollback 0 every truncation); HC_ERR_ORDER (a chunk is in progress);
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_BAD_STATE; HC_ERR_CUDA (a device fault, which poisons the
+ *  context). On any error but a device fault the context is unchanged. Threads: one thread at
+ *  a time per context. @since 0.2 */
+HC_API hc_status hc_ctx_truncate(hc_ctx *c, int64_t n_tokens);
+
+/** The shortest length hc_ctx_truncate() accepts now: max(hc_ctx_n_tokens(c) - max_rollback,
+ *  the length the history starts at), so hc_ctx_n_tokens(c) itself with max_rollback 0 or right
+ *  after a load; -1 for NULL. While a chunk is in progress truncate refuses with HC_ERR_ORDER;
+ *  this then tells the limit for the length before the chunk. @since 0.2 */
+HC_API int64_t hc_ctx_truncate_limit(const hc_ctx *c);
+
+/** What a context holds, in bytes of its backend's memory (host for CPU, device for CUDA). */
+typedef struct hc_ctx_memory_info {
+    uint32_t struct_size;     /**< set by the caller to sizeof(hc_ctx_memory_info) */
+    uint32_t reserved0;       /**< 0 */
+    uint64_t own_bytes;       /**< cache that this context alone holds: window ring, compressor states,
+                                   and the entry pages that no other context shares */
+    uint64_t shared_bytes;    /**< entry pages shared with other contexts (forks, copy-on-write); every
+                                   holder counts them, so count them once per family.
+                                   own_bytes + shared_bytes == hc_ctx_memory_bytes(c) */
+    uint64_t history_bytes;   /**< the rollback history (hc_ctx_params.max_rollback), fixed */
+    uint64_t workspace_bytes; /**< activations of one piece of max_chunk tokens, plus backend scratch
+                                   (CUDA: buffers that grow with the length, the cuBLASLt workspace) */
+    /* new members are only appended below */
+} hc_ctx_memory_info;
+
+/** Describe the memory a context holds. Which pages are shared is read at the call (atomically):
+ *  it changes when another holder writes, truncates or is freed. The library writes
+ *  min(info->struct_size, sizeof(hc_ctx_memory_info)) bytes.
+ *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size too small). Threads: as the
+ *  other calls on c. @since 0.2 */
+HC_API hc_status hc_ctx_memory_info_get(const hc_ctx *c, hc_ctx_memory_info *info);
 
 /* ---------------------------------------------------------------------------------------------
  * Backends

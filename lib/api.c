@@ -1,5 +1,6 @@
 /* api.c - the public entry points: argument checks, error text, the per-context last error,
  * and dispatch to the model, context and engine code. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "hybridctx.h"
@@ -232,18 +233,62 @@ HC_API hc_status hc_backend_info_get(int32_t backend, int32_t device, hc_backend
     return HC_OK;
 }
 
-/* A failed create: the detail goes to the caller's buffer, as the context that would hold it
- * does not exist. */
-static hc_status create_fail(hc_ctx *c, const hc_ctx_params *cp, hc_status st)
+/* A failed create or fork: the detail goes to the caller's buffer, as the context that would hold
+ * it does not exist. */
+static void put_errbuf(const hc_ctx_params *cp, const char *msg)
 {
     if (cp->errbuf && cp->errbuf_size) {
-        const char *msg = c && c->err[0] ? c->err : hc_strerror(st);
         size_t n = strlen(msg);
         if (n >= cp->errbuf_size) n = (size_t)cp->errbuf_size - 1;
         memcpy(cp->errbuf, msg, n);
         cp->errbuf[n] = 0;
     }
+}
+
+static hc_status create_fail(hc_ctx *c, const hc_ctx_params *cp, hc_status st)
+{
+    put_errbuf(cp, c && c->err[0] ? c->err : hc_strerror(st));
     hc_ctx_free(c);
+    return st;
+}
+
+#define HCI_MAX_ROLLBACK 65536
+
+/* The ranges of hc_ctx_params' fields (what hc_ctx_create and hc_ctx_fork both accept). */
+static int ctx_params_valid(const hc_ctx_params *cp)
+{
+    return !(cp->backend < HC_BACKEND_AUTO || cp->backend > HC_BACKEND_CUDA || cp->device < 0 || cp->n_threads < 0 ||
+             cp->n_threads > 4096 || cp->cache_format < 0 || cp->cache_format > HC_CACHE_FP8 || cp->io_dtype < 0 ||
+             cp->io_dtype > HC_DTYPE_BF16 || (cp->io_memory != HC_MEM_HOST && cp->io_memory != HC_MEM_DEVICE) ||
+             cp->flags || cp->max_tokens < 0 || cp->max_chunk < 0 || cp->max_chunk > 65536 ||
+             (cp->errbuf_size && !cp->errbuf) || cp->max_rollback < 0 || cp->max_rollback > HCI_MAX_ROLLBACK);
+}
+
+/* A context without caches: fields, backend, workspace. *out is set even on failure (with the
+ * message in its err) unless it could not be allocated. */
+static hc_status ctx_new(hc_model *m, const hc_ctx_params *cp, hc_ctx **out)
+{
+    hc_ctx *c = *out = calloc(1, sizeof *c);
+    if (!c) return HC_ERR_OUT_OF_MEMORY;
+    c->model = m;
+    c->cache_fmt = resolve_format(cp->cache_format);
+    c->io_dtype = cp->io_dtype == HC_DTYPE_BF16 ? HC_DTYPE_BF16 : HC_DTYPE_F32;
+    c->io_memory = cp->io_memory;
+    c->max_tokens = cp->max_tokens && cp->max_tokens < m->cfg.max_positions ? cp->max_tokens : m->cfg.max_positions;
+    c->max_rollback = cp->max_rollback;
+    hci_backend_args args = {.kind = cp->backend, .device = cp->device, .stream = cp->cuda_stream,
+                             .n_threads = cp->n_threads, .max_chunk = (int)cp->max_chunk,
+                             .err = c->err, .errsz = sizeof c->err};
+    hc_status st = hci_backend_create(m, &args, &c->be);
+    if (!st && cp->io_memory == HC_MEM_DEVICE && !(c->be->caps & HC_CAP_DEVICE_IO))
+        st = hci_errf(c->err, sizeof c->err, HC_ERR_INVALID_ARG, "the %s backend takes no device-memory x and y",
+                      c->be->ops->name);
+    if (!st) st = hci_ctx_alloc_workspace(c, c->be->max_chunk);
+    /* what a fork with NULL params gets: these params, resolved, without the caller's buffer */
+    c->params = *cp;
+    c->params.errbuf = NULL, c->params.errbuf_size = 0;
+    if (c->be) c->params.backend = c->be->kind;
+    c->params.cache_format = c->cache_fmt == HCI_FMT_BF16 ? HC_CACHE_BF16 : HC_CACHE_FP8;
     return st;
 }
 
@@ -254,28 +299,13 @@ HC_API hc_status hc_ctx_create(hc_model *m, const hc_ctx_params *p, hc_ctx **out
     hc_ctx_params cp;
     hc_status st = hci_read_params(p, sizeof cp, &cp);
     if (st) return st;
-    if (cp.backend < HC_BACKEND_AUTO || cp.backend > HC_BACKEND_CUDA || cp.device < 0 || cp.n_threads < 0 ||
-        cp.n_threads > 4096 || cp.cache_format < 0 || cp.cache_format > HC_CACHE_FP8 || cp.io_dtype < 0 ||
-        cp.io_dtype > HC_DTYPE_BF16 || (cp.io_memory != HC_MEM_HOST && cp.io_memory != HC_MEM_DEVICE) ||
-        cp.flags || cp.max_tokens < 0 || cp.max_chunk < 0 || cp.max_chunk > 65536 ||
-        (cp.errbuf_size && !cp.errbuf))
-        return create_fail(NULL, &cp, HC_ERR_INVALID_ARG);
-    hc_ctx *c = calloc(1, sizeof *c);
-    if (!c) return create_fail(NULL, &cp, HC_ERR_OUT_OF_MEMORY);
-    c->model = m;
-    c->cache_fmt = resolve_format(cp.cache_format);
-    c->io_dtype = cp.io_dtype == HC_DTYPE_BF16 ? HC_DTYPE_BF16 : HC_DTYPE_F32;
-    c->io_memory = cp.io_memory;
-    c->max_tokens = cp.max_tokens && cp.max_tokens < m->cfg.max_positions ? cp.max_tokens : m->cfg.max_positions;
-    hci_backend_args args = {.kind = cp.backend, .device = cp.device, .stream = cp.cuda_stream,
-                             .n_threads = cp.n_threads, .max_chunk = (int)cp.max_chunk,
-                             .err = c->err, .errsz = sizeof c->err};
-    st = hci_backend_create(m, &args, &c->be);
-    if (!st && cp.io_memory == HC_MEM_DEVICE && !(c->be->caps & HC_CAP_DEVICE_IO))
-        st = hci_errf(c->err, sizeof c->err, HC_ERR_INVALID_ARG, "the %s backend takes no device-memory x and y",
-                      c->be->ops->name);
+    if (!ctx_params_valid(&cp)) return create_fail(NULL, &cp, HC_ERR_INVALID_ARG);
+    hc_ctx *c = NULL;
+    st = ctx_new(m, &cp, &c);
     if (!st) st = hci_cache_create(c->be, &m->cfg, c->cache_fmt, &c->layers);
-    if (!st) st = hci_ctx_alloc_workspace(c, c->be->max_chunk);
+    if (!st && (st = hci_hist_alloc(c->be, c->layers, m->cfg.n_layers, c->max_rollback)))
+        hci_errf(c->err, sizeof c->err, st, "out of memory for a rollback history of %lld tokens",
+                 (long long)c->max_rollback);
     if (st) return create_fail(c, &cp, st);
     *out = c;
     return HC_OK;
@@ -360,9 +390,150 @@ HC_API hc_status hc_ctx_reset(hc_ctx *c)
     c->n_tokens = 0;
     c->next_layer = 0;
     c->chunk_n = 0;
+    c->hist_from = 0;
     /* the metadata describes the sequence (token ids, say): it goes with it */
     free(c->meta);
     c->meta = NULL;
     c->meta_len = 0;
+    return HC_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Serving: forks, rollback, memory
+ * ------------------------------------------------------------------------------------------- */
+
+/* A failed fork: the detail goes to src's last error and to the caller's buffer (the fork does
+ * not exist); f, if any, is freed. */
+static hc_status fork_fail(hc_ctx *src, const hc_ctx_params *cp, hc_ctx *f, hc_status st, const char *msg)
+{
+    if (!msg) msg = f && f->err[0] ? f->err : hc_strerror(st);
+    hci_errf(src->err, sizeof src->err, st, "fork: %s", msg);
+    if (cp) put_errbuf(cp, src->err);
+    hc_ctx_free(f);
+    return st;
+}
+
+HC_API hc_status hc_ctx_fork(hc_ctx *src, const hc_ctx_params *p, hc_ctx **out)
+{
+    if (out) *out = NULL;
+    if (!src || !out) return HC_ERR_NULL_ARG;
+    src->err[0] = 0;
+    hc_ctx_params cp;
+    hc_status st;
+    if (p && (st = hci_read_params(p, sizeof cp, &cp)))
+        return fork_fail(src, NULL, NULL, st, "hc_ctx_params: struct_size too small or unknown non-zero fields");
+    if (!p) cp = src->params;
+    const hc_ctx_params *ep = p ? &cp : NULL;
+    char msg[HCI_ERRLEN];
+    if (!ctx_params_valid(&cp)) return fork_fail(src, ep, NULL, HC_ERR_INVALID_ARG, "hc_ctx_params: a field is out of range");
+    if (src->poisoned)
+        return fork_fail(src, ep, NULL, HC_ERR_BAD_STATE, "the source was poisoned by an earlier device fault");
+    if (src->next_layer) {
+        snprintf(msg, sizeof msg, "the source has a chunk in progress (layer %d is next); finish it first", src->next_layer);
+        return fork_fail(src, ep, NULL, HC_ERR_ORDER, msg);
+    }
+    /* the fork holds src's pages: same backend, device and cache format (zero = src's) */
+    int kind = src->be->kind;
+    if (cp.backend != HC_BACKEND_AUTO && cp.backend != kind) {
+        snprintf(msg, sizeof msg, "a fork runs on its source's backend (%s)", src->be->ops->name);
+        return fork_fail(src, ep, NULL, HC_ERR_INVALID_ARG, msg);
+    }
+    if (kind == HC_BACKEND_CUDA && cp.device && cp.device != src->params.device) {
+        snprintf(msg, sizeof msg, "a fork runs on its source's device (%d)", src->params.device);
+        return fork_fail(src, ep, NULL, HC_ERR_INVALID_ARG, msg);
+    }
+    if (cp.cache_format != HC_CACHE_DEFAULT && resolve_format(cp.cache_format) != src->cache_fmt) {
+        snprintf(msg, sizeof msg, "a fork keeps its source's cache format (%s)", src->cache_fmt == HCI_FMT_BF16 ? "bf16" : "fp8");
+        return fork_fail(src, ep, NULL, HC_ERR_INVALID_ARG, msg);
+    }
+    const hci_config *cfg = &src->model->cfg;
+    int64_t max_tokens = cp.max_tokens && cp.max_tokens < cfg->max_positions ? cp.max_tokens : cfg->max_positions;
+    if (max_tokens < src->n_tokens) {
+        snprintf(msg, sizeof msg, "max_tokens %lld is below the source's length %lld", (long long)max_tokens,
+                 (long long)src->n_tokens);
+        return fork_fail(src, ep, NULL, HC_ERR_POSITION, msg);
+    }
+    cp.backend = kind, cp.device = src->params.device, cp.cache_format = src->params.cache_format;
+    hc_ctx *f = NULL;
+    if ((st = ctx_new(src->model, &cp, &f))) return fork_fail(src, ep, f, st, NULL);
+    /* the source's queued writes end before the clone's copies read its buffers */
+    if (src->be->ops->sync && (st = src->be->ops->sync(src->be)))
+        return fork_fail(src, ep, f, st, src->err[0] ? src->err : NULL);
+    int64_t n = src->n_tokens, lo = hci_ctx_truncate_limit(src);
+    st = hci_cache_clone(f->be, src->layers, cfg->n_layers, &f->layers);
+    if (!st && f->max_rollback != src->max_rollback) {
+        /* the history the fork can hold: what the source has, within the fork's own R */
+        int64_t flo = n - f->max_rollback > lo ? n - f->max_rollback : lo;
+        st = hci_hist_resize(f->be, f->layers, cfg->n_layers, f->max_rollback, flo, n);
+    }
+    if (!st && src->meta_len) {
+        if ((f->meta = malloc((size_t)src->meta_len))) {
+            memcpy(f->meta, src->meta, (size_t)src->meta_len);
+            f->meta_len = src->meta_len;
+        } else {
+            st = HC_ERR_OUT_OF_MEMORY;
+        }
+    }
+    /* the fork's copies end before the source may write again */
+    if (!st && f->be->ops->sync) st = f->be->ops->sync(f->be);
+    if (st) return fork_fail(src, ep, f, st, NULL);
+    f->n_tokens = n;
+    f->hist_from = lo;
+    f->sess_generation = src->sess_generation;
+    *out = f;
+    return HC_OK;
+}
+
+HC_API int64_t hc_ctx_truncate_limit(const hc_ctx *c) { return c ? hci_ctx_truncate_limit(c) : -1; }
+
+HC_API hc_status hc_ctx_truncate(hc_ctx *c, int64_t n_tokens)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
+    if (c->next_layer)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_ORDER,
+                        "a chunk is in progress (layer %d is next); finish it before truncating", c->next_layer);
+    if (n_tokens < 0 || n_tokens > c->n_tokens)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_INVALID_ARG, "length %lld outside 0..%lld (the current length)",
+                        (long long)n_tokens, (long long)c->n_tokens);
+    int64_t lim = hci_ctx_truncate_limit(c);
+    if (n_tokens < lim) {
+        if (!c->max_rollback)
+            return hci_errf(c->err, sizeof c->err, HC_ERR_LIMIT,
+                            "the context keeps no rollback history (hc_ctx_params.max_rollback is 0)");
+        return hci_errf(c->err, sizeof c->err, HC_ERR_LIMIT,
+                        "length %lld is further back than the rollback history reaches (%lld: max_rollback %lld%s)",
+                        (long long)n_tokens, (long long)lim, (long long)c->max_rollback,
+                        lim > c->n_tokens - c->max_rollback ? ", history started later (load, fork or truncation)" : "");
+    }
+    if (n_tokens == c->n_tokens) return HC_OK;
+    const hci_config *cfg = &c->model->cfg;
+    float *host = malloc(hci_cache_max_state_floats(c->layers, cfg->n_layers) * sizeof(float));
+    if (!host) return ctx_fail(c, HC_ERR_OUT_OF_MEMORY, "out of memory");
+    hc_status st = hci_hist_truncate(c->be, c->layers, cfg->n_layers, c->n_tokens, n_tokens, host);
+    free(host);
+    if (st) { /* a device fault half-way: the caches are neither length */
+        c->poisoned = 1;
+        return ctx_fail(c, st, "truncating failed on the device");
+    }
+    c->hist_from = lim; /* the discarded positions' history slots are gone: no further back than before */
+    c->n_tokens = n_tokens;
+    return HC_OK;
+}
+
+HC_API hc_status hc_ctx_memory_info_get(const hc_ctx *c, hc_ctx_memory_info *info)
+{
+    if (!c || !info) return HC_ERR_NULL_ARG;
+    if (info->struct_size < sizeof(uint32_t)) return HC_ERR_INVALID_ARG;
+    int L = c->model->cfg.n_layers;
+    hci_cache_usage u = hci_cache_bytes(c->layers, L);
+    hc_ctx_memory_info d = {0};
+    d.own_bytes = u.own, d.shared_bytes = u.shared;
+    d.history_bytes = hci_hist_bytes(c->layers, L);
+    d.workspace_bytes = hci_ctx_workspace_bytes(c) + (c->be->ops->scratch_bytes ? c->be->ops->scratch_bytes(c->be) : 0);
+    size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
+    d.struct_size = info->struct_size;
+    memcpy(info, &d, n);
     return HC_OK;
 }

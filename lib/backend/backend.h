@@ -22,6 +22,12 @@ typedef struct hci_backend_ops {
     int (*upload)(hci_backend *be, void *dst, const void *host_src, size_t bytes);
     int (*download)(hci_backend *be, void *host_dst, const void *src, size_t bytes);
     int (*copy)(hci_backend *be, void *dst, const void *src, size_t bytes); /* within the backend */
+    /* Optional (NULL: every op has finished when it returns): wait until the work queued on the
+     * backend has finished (CUDA: the stream synchronised). */
+    int (*sync)(hci_backend *be);
+    /* Optional (NULL: none): bytes of working memory the backend holds beside the context's
+     * workspace (CUDA: the scratch grown by reserve, the cuBLASLt workspace it borrows). */
+    uint64_t (*scratch_bytes)(hci_backend *be);
 
     /* ---- cache pages: single pages here, lists and reference counts in lib/cache; a page is
      * copied with `copy` ---- */

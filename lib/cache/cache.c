@@ -47,6 +47,7 @@ static void set_layer(hci_layer_cache *lc, const hci_config *cfg, int fmt, int i
     lc->window = cfg->window;
     lc->win_layout = hci_layout_main(fmt, cfg->head_dim, cfg->rope_dim);
     lc->ring.page_bytes = hci_page_bytes(&lc->win_layout);
+    lc->win_log.page_bytes = lc->ring.page_bytes;
     if (lc->ratio) set_comp(&lc->comp, lc->ratio, cfg->head_dim, 0, lc->win_layout);
     if (lc->ratio == 4)
         set_comp(&lc->idx, 4, cfg->index_head_dim, 1, hci_layout_index(fmt, cfg->index_head_dim));
@@ -63,17 +64,20 @@ static void copy_geometry(hci_layer_cache *dst, const hci_layer_cache *src)
 {
     *dst = *src;
     empty_list(&dst->ring);
+    empty_list(&dst->win_log); /* the history's sizes are geometry, its buffers are not */
     hci_comp_cache *ccs[2] = {&dst->comp, &dst->idx};
     for (int k = 0; k < 2; k++) {
         ccs[k]->state_kv = ccs[k]->state_score = NULL;
         empty_list(&ccs[k]->entries);
         ccs[k]->n_entries = 0;
+        ccs[k]->log.kv = ccs[k]->log.score = NULL;
+        ccs[k]->log.from = 0;
     }
 }
 
 /* ---- buffers ---- */
 
-/* Ring pages (zeroed) and state buffers of a layer whose geometry is set. */
+/* Ring pages (zeroed), state buffers and history of a layer whose geometry is set. */
 static int alloc_layer(hci_backend *be, hci_layer_cache *lc)
 {
     int st = hci_pages_grow(be, &lc->ring, ring_pages(lc));
@@ -83,11 +87,13 @@ static int alloc_layer(hci_backend *be, hci_layer_cache *lc)
         st = be->ops->alloc(be, state_bytes(cc), (void **)&cc->state_kv);
         if (!st) st = be->ops->alloc(be, state_bytes(cc), (void **)&cc->state_score);
     }
+    if (!st) st = hci_hist_alloc_layer(be, lc);
     return st;
 }
 
 static void free_layer(hci_backend *be, hci_layer_cache *lc)
 {
+    hci_hist_free_layer(be, lc);
     hci_pages_drop(be, &lc->ring, 0);
     for (int k = 0; k < HCI_CACHE_COMPS; k++) {
         hci_comp_cache *cc = hci_cache_comp(lc, k);
@@ -213,6 +219,7 @@ static int clone_layer(hci_backend *be, const hci_layer_cache *src, hci_layer_ca
         if (!st) st = hci_pages_share(be, &sc->entries, &dc->entries);
         if (!st) dc->n_entries = sc->n_entries;
     }
+    if (!st) st = hci_hist_copy_layer(be, dst, src);
     return st;
 }
 
@@ -251,9 +258,12 @@ int hci_cache_prepare(hci_backend *be, hci_layer_cache *lc, int64_t end_pos)
 void hci_cache_snap_free(hci_backend *be, hci_cache_snap *s)
 {
     if (s->ring) be->ops->free(be, s->ring);
+    if (s->hist_win) be->ops->free(be, s->hist_win);
     for (int k = 0; k < HCI_CACHE_COMPS; k++)
-        for (int h = 0; h < 2; h++)
+        for (int h = 0; h < 2; h++) {
             if (s->state[k][h]) be->ops->free(be, s->state[k][h]);
+            if (s->hist_rows[k][h]) be->ops->free(be, s->hist_rows[k][h]);
+        }
     memset(s, 0, sizeof *s);
 }
 
@@ -298,4 +308,5 @@ void hci_cache_snap_restore(hci_backend *be, hci_layer_cache *lc, const hci_cach
     }
     for (int p = 0; s->ring && p < lc->ring.n_pages; p++)
         be->ops->copy(be, lc->ring.pages[p], (char *)s->ring + (size_t)p * s->ring_bytes, s->ring_bytes);
+    hci_hist_snap_restore(be, lc, s);
 }

@@ -33,10 +33,24 @@ struct hc_ctx {
     void *meta;                 /* caller metadata blob saved with the context (hc_ctx_set_metadata) */
     uint64_t meta_len;
     uint64_t sess_generation;   /* generation of the session last loaded into the context, 0 if none */
+    /* forks and rollback */
+    hc_ctx_params params;       /* as created, backend/device/format resolved, errbuf cleared: what
+                                   hc_ctx_fork() with NULL params gives the fork */
+    int64_t max_rollback;       /* R: the history (lib/cache/history.c) covers R tokens */
+    int64_t hist_from;          /* the history reaches back to max(hist_from, n_tokens - R) */
 };
+
+/* The shortest length the context can be truncated to now (hc_ctx_truncate_limit()). */
+static inline int64_t hci_ctx_truncate_limit(const hc_ctx *c)
+{
+    int64_t lo = c->n_tokens - c->max_rollback;
+    return lo > c->hist_from ? lo : c->hist_from;
+}
 
 int hci_ctx_alloc_workspace(hc_ctx *c, int tokens);
 void hci_ctx_free_workspace(hc_ctx *c);
+/* Bytes of the workspace (one piece's activations). */
+uint64_t hci_ctx_workspace_bytes(const hc_ctx *c);
 
 /* Run n tokens of the current chunk through one layer (checks done by the caller). */
 int hci_engine_layer(hc_ctx *c, int layer, const void *x, int64_t n, void *y);

@@ -240,10 +240,12 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n, uint64_t seed)
     }
     free(F.host), free(F.scratch), free(F.kv), free(F.sc), free(t);
     hci_pool_destroy(own);
+    if (!st) st = hci_hist_seed(c->be, c->layers, cfg->n_layers, n); /* a rollback history starts here */
     if (st) {
         hci_cache_clear(c->be, c->layers, cfg->n_layers); /* back to empty: what is in the ring is never read at length 0 */
         return hci_errf(c->err, sizeof c->err, st, "filling %lld tokens failed", (long long)n);
     }
     c->n_tokens = n;
+    c->hist_from = n;
     return HC_OK;
 }

@@ -149,6 +149,7 @@ static void commit(loader *ld)
     c->n_tokens = ld->f->rec.n_tokens;
     c->next_layer = 0, c->chunk_n = 0;
     c->sess_generation = ld->f->rec.generation;
+    c->hist_from = c->n_tokens; /* sessions hold no rollback history: it starts here */
 }
 
 int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
@@ -176,6 +177,9 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
     if (!st && (st = hci_cache_shadow(c->be, c->layers, cfg->n_layers, &ld.sh)))
         hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
     if (!st) st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), apply, &ld, err, errsz);
+    /* a rollback history starts at the loaded length: the state rows go into it */
+    if (!st && (st = hci_hist_seed(c->be, ld.sh, cfg->n_layers, f->rec.n_tokens)))
+        hci_errf(err, errsz, st, "writing the rollback history to the %s backend failed", c->be->ops->name);
     if (!st) commit(&ld);
     hci_cache_free(c->be, ld.sh, cfg->n_layers);
     free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc);

@@ -110,6 +110,20 @@ static void update_state(const comp_run *r, float *nkv, float *nsc)
     memcpy(cc->state_score, nsc, (size_t)rows * w2 * sizeof(float));
 }
 
+/* The rollback history (lib/cache/history.c): the rows of the piece's positions >= log.from, as
+ * the state keeps them, into the row log at slot t % cap. */
+static void log_rows(hci_comp_cache *cc, int64_t pos0, int n, const float *A, const float *Z, int w2)
+{
+    int64_t t0 = pos0 + n - cc->log.cap;
+    if (t0 < pos0) t0 = pos0;
+    if (t0 < cc->log.from) t0 = cc->log.from;
+    for (int64_t t = t0; t < pos0 + n; t++) {
+        size_t slot = (size_t)(t % cc->log.cap) * (size_t)w2, row = (size_t)(t - pos0) * (size_t)w2;
+        memcpy(cc->log.kv + slot, A + row, (size_t)w2 * sizeof(float));
+        memcpy(cc->log.score + slot, Z + row, (size_t)w2 * sizeof(float));
+    }
+}
+
 int hci_cpu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
                      const uint16_t *x)
 {
@@ -130,6 +144,7 @@ int hci_cpu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc, 
             const float *ape = cw->ape + (size_t)((pos0 + t) % ratio) * w2;
             for (int c = 0; c < w2; c++) Z[(size_t)t * w2 + c] += ape[c];
         }
+        if (cc->log.cap) log_rows(cc, pos0, n, A, Z, w2);
         comp_run r = {m, cw, cc, hci_model_rope(m, layer), pos0, n, A, Z, pos0 / ratio};
         int64_t j1 = (pos0 + n) / ratio;
         hci_pool_for(pool, j1 - r.j0, 1, emit_entries, &r);

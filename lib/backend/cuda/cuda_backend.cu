@@ -78,6 +78,20 @@ static int cu_download(hci_backend *be, void *dst, const void *src, size_t bytes
     return HC_OK;
 }
 
+static int cu_sync(hci_backend *be)
+{
+    hci_cuda *cu = hci_cu(be);
+    DeviceGuard g(cu->device);
+    HCI_CU_TRY(be, cudaStreamSynchronize(cu->stream));
+    return HC_OK;
+}
+
+static uint64_t cu_scratch_bytes(hci_backend *be)
+{
+    hci_cuda *cu = hci_cu(be);
+    return (uint64_t)cu->scratch_bytes + (uint64_t)cu->lt_ws_bytes;
+}
+
 static int cu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
 {
     hci_cuda *cu = hci_cu(be);
@@ -285,6 +299,7 @@ static int cu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc
     a.eps = (float)cf->norm_eps, a.state_kv = cc->state_kv, a.state_score = cc->state_score;
     a.A = A, a.Z = Z, a.new_kv = nkv, a.new_score = nsc, a.l = cc->layout;
     a.pages = (uint8_t *const *)cc->entries.dev_table;
+    a.log_kv = cc->log.kv, a.log_score = cc->log.score, a.log_cap = cc->log.cap, a.log_from = cc->log.from;
     KTRY(be, hci_cu_compress(cu->stream, &a));
     cc->n_entries = (pos0 + n) / w.ratio;
     return HC_OK;
@@ -378,6 +393,8 @@ static hci_backend_ops make_ops()
     o.upload = cu_upload;
     o.download = cu_download;
     o.copy = cu_copy;
+    o.sync = cu_sync;
+    o.scratch_bytes = cu_scratch_bytes;
     o.page_alloc = hci_cu_page_alloc;
     o.page_free = hci_cu_page_free;
     o.pages_sync = hci_cu_pages_sync;

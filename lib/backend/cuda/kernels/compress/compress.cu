@@ -119,6 +119,19 @@ int hci_cu_compress(cudaStream_t s, const hci_cu_comp_args *a)
     prep_kernel<<<(unsigned)((n_el + CP_THREADS - 1) / CP_THREADS), CP_THREADS, 0, s>>>(a->proj, a->ape, a->pos0, a->n,
                                                                                        a->ratio, w2, a->A, a->Z);
     if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
+    if (a->log_cap > 0) { /* the rows as the state keeps them, into the rollback history */
+        int64_t t1 = a->pos0 + a->n, t0 = t1 - a->log_cap;
+        if (t0 < a->pos0) t0 = a->pos0;
+        if (t0 < a->log_from) t0 = a->log_from;
+        for (int64_t t = t0; t < t1;) {
+            int64_t slot = t % a->log_cap, k = t1 - t < a->log_cap - slot ? t1 - t : a->log_cap - slot;
+            size_t dst = (size_t)slot * w2, src = (size_t)(t - a->pos0) * w2, bytes = (size_t)k * w2 * sizeof(float);
+            if (cudaMemcpyAsync(a->log_kv + dst, a->A + src, bytes, cudaMemcpyDeviceToDevice, s) ||
+                cudaMemcpyAsync(a->log_score + dst, a->Z + src, bytes, cudaMemcpyDeviceToDevice, s))
+                return HC_ERR_CUDA;
+            t += k;
+        }
+    }
     rows_view r = {a->ratio, a->coff, w2, a->pos0, a->A, a->Z, a->state_kv, a->state_score};
     int64_t j0 = a->pos0 / a->ratio, j1 = (a->pos0 + a->n) / a->ratio;
     int threads = a->dc < CP_EMIT_MAX_THREADS ? ((a->dc + 31) / 32) * 32 : CP_EMIT_MAX_THREADS;

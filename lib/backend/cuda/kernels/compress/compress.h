@@ -24,10 +24,15 @@ struct hci_cu_comp_args {
     float *new_kv, *new_score;       /* scratch of the state's size */
     hci_entry_layout l;
     uint8_t *const *pages;
+    /* rollback history (lib/cache/history.c): the rows of positions >= log_from go to slot
+     * t % log_cap of the row log; log_cap 0 = none */
+    float *log_kv, *log_score;
+    int log_cap;
+    int64_t log_from;
 };
 /* Emit the entries that the piece closes (positions pos0..pos0+n-1; entry j covers positions
  * ratio*j .. ratio*j + ratio - 1, with the previous block as overlap when coff == 2) into their
- * pages, and replace the state by the rows the next piece needs. */
+ * pages, replace the state by the rows the next piece needs, and log the piece's rows. */
 int hci_cu_compress(cudaStream_t s, const hci_cu_comp_args *a);
 
 #endif
