@@ -2,8 +2,9 @@
  * reference counts and copy-on-write; clones that share entry pages (appending to one leaves
  * the other bitwise unchanged, each matches a context that computed its sequence itself, and
  * either may be freed first); the engine's snapshot and restore; the shadow set and its commit;
- * every backend allocation of a clone, a shadow and a layer call failing in turn. Comparisons
- * are bitwise: layer outputs and every byte of the caches. Run it under valgrind for leaks. */
+ * every backend allocation of a clone, a shadow and a layer call failing in turn; the rollback
+ * history (history.c) through the same failures. Comparisons are bitwise: layer outputs and
+ * every byte of the caches. Run it under valgrind for leaks. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -41,17 +42,19 @@ static void teardown(void)
     free(g_x), free(g_z);
 }
 
-static hc_ctx *make_ctx(void)
+static hc_ctx *make_ctx_r(int64_t max_rollback)
 {
     hc_ctx_params p;
     hc_ctx_params_init(&p, sizeof p);
     p.backend = HC_BACKEND_CPU;
     p.n_threads = 2;
     p.cache_format = HC_CACHE_FP8;
+    p.max_rollback = max_rollback;
     hc_ctx *c = NULL;
     ck_assert_int_eq(hc_ctx_create(g_model, &p, &c), HC_OK);
     return c;
 }
+static hc_ctx *make_ctx(void) { return make_ctx_r(0); }
 
 static float *new_y(void) { return calloc((size_t)g_layers * NT * g_dim, sizeof(float)); }
 
@@ -127,6 +130,25 @@ static dump dump_cache(hc_ctx *c)
             put_dev(&d, c, cc->state_kv, hci_comp_state_floats(cc) * sizeof(float));
             put_dev(&d, c, cc->state_score, hci_comp_state_floats(cc) * sizeof(float));
             put_pages(&d, c, &cc->entries);
+        }
+    }
+    return d;
+}
+
+/* Every byte of a context's rollback history. */
+static dump dump_history(hc_ctx *c)
+{
+    dump d = {NULL, 0};
+    for (int l = 0; l < g_layers; l++) {
+        hci_layer_cache *lc = &c->layers[l];
+        put(&d, &lc->win_log_slots, sizeof lc->win_log_slots);
+        put_pages(&d, c, &lc->win_log);
+        for (int k = 0; k < HCI_CACHE_COMPS; k++) {
+            hci_comp_cache *cc = hci_cache_comp(lc, k);
+            if (!cc) continue;
+            size_t b = (size_t)cc->log.cap * cc->coff * cc->dc * sizeof(float);
+            put(&d, &cc->log.cap, sizeof cc->log.cap);
+            if (b) put_dev(&d, c, cc->log.kv, b), put_dev(&d, c, cc->log.score, b);
         }
     }
     return d;
@@ -629,6 +651,123 @@ START_TEST(out_of_memory)
 }
 END_TEST
 
+/* ---- the rollback history ---- */
+
+/* Its geometry and bytes; a clone carries it (same bytes), a shadow has its geometry only, a
+ * resize keeps what the new size covers, and every allocation of a create, a clone, a shadow and
+ * a resize failing in turn leaves nothing behind (valgrind) and the history as it was. */
+START_TEST(history_geometry_and_copies)
+{
+    hc_ctx *a = make_ctx_r(70);
+    static const int caps[4][2] = {{0, 0}, {77, 77}, {197, 0}, {77, 77}};
+    for (int l = 0; l < g_layers; l++) {
+        ck_assert_int_eq(a->layers[l].win_log_slots, 128);
+        ck_assert_int_eq(a->layers[l].win_log.n_pages, 2);
+        for (int k = 0; k < HCI_CACHE_COMPS; k++) {
+            const hci_comp_cache *cc = hci_cache_comp_const(&a->layers[l], k);
+            ck_assert_int_eq(cc ? cc->log.cap : 0, caps[l][k]);
+        }
+    }
+    /* fp8 window entries of 200 bytes; rows of 2 x 128 (ratio 4) and 128 (ratio 128) floats */
+    uint64_t want = 4 * 128 * 200ull + 2 * 2 * 77 * 256 * 4ull * 2 + 2 * 197 * 128 * 4ull;
+    ck_assert_uint_eq(hci_hist_bytes(a->layers, g_layers), want);
+    float *y = new_y();
+    run(a, g_x, 0, T1, y);
+    dump h = dump_history(a);
+    hc_ctx *b = clone_ctx(a); /* make_ctx's set is replaced: no history, then the clone's */
+    ck_assert_uint_eq(hci_hist_bytes(b->layers, g_layers), want);
+    dump hb = dump_history(b);
+    assert_same_dump(hb, h, "the clone's history");
+    hci_layer_cache *sh = NULL;
+    ck_assert_int_eq(hci_cache_shadow(a->be, a->layers, g_layers, &sh), HC_OK);
+    ck_assert_uint_eq(hci_hist_bytes(sh, g_layers), want);
+    hci_cache_free(a->be, sh, g_layers);
+    /* out of memory in every allocation of a clone, a shadow, a resize */
+    for (int what = 0; what < 3; what++) {
+        int n_fail = 0;
+        for (int f = 1;; f++) {
+            hci_layer_cache *out = NULL;
+            arm(a, f);
+            int st = what == 0   ? hci_cache_clone(a->be, a->layers, g_layers, &out)
+                     : what == 1 ? hci_cache_shadow(a->be, a->layers, g_layers, &out)
+                                 : hci_hist_resize(a->be, a->layers, g_layers, 200, T1 - 70, T1);
+            disarm(a);
+            if (what < 2) hci_cache_free(a->be, out, g_layers);
+            if (st == HC_OK) break;
+            ck_assert_int_eq(st, HC_ERR_OUT_OF_MEMORY);
+            n_fail++;
+            dump d = dump_history(a);
+            assert_same_dump(d, h, "history after a failed allocation");
+            free(d.p);
+        }
+        ck_assert_int_ge(n_fail, 4);
+        if (what == 2) { /* the resize went through: 200 tokens now, back to 70 */
+            ck_assert_uint_gt(hci_hist_bytes(a->layers, g_layers), want);
+            ck_assert_int_eq(hci_hist_resize(a->be, a->layers, g_layers, 70, T1 - 70, T1), HC_OK);
+            a->hist_from = T1 - 70; /* what the resize kept */
+        }
+    }
+    /* after the round trip through 200 the history still takes T1 back to T1 - 70 */
+    hc_ctx *r = make_ctx();
+    float *yr = new_y();
+    run(r, g_x, 0, T1 - 70, yr);
+    ck_assert_int_eq(hc_ctx_truncate(a, T1 - 70), HC_OK);
+    /* entry slots past the count are not part of the state: compare once the same tokens
+     * have written them again */
+    run(a, g_z, T1 - 70, NT, y), run(r, g_z, T1 - 70, NT, yr);
+    assert_same_y(y, yr, T1 - 70, NT);
+    dump da = dump_cache(a), dr = dump_cache(r);
+    assert_same_dump(da, dr, "after the truncation and the same tokens");
+    hc_ctx_free(a), hc_ctx_free(b), hc_ctx_free(r);
+    free(h.p), free(hb.p), free(da.p), free(dr.p), free(y), free(yr);
+}
+END_TEST
+
+/* Layer calls that fail at every allocation in turn (chunks and single tokens) leave the history
+ * byte for byte as it was; afterwards the context still takes its last R tokens back exactly. */
+START_TEST(history_out_of_memory)
+{
+    const int64_t R = 40;
+    float *y = new_y(), *yr = new_y();
+    hc_ctx *a = make_ctx_r(R);
+    run(a, g_x, 0, T1, y);
+    const int64_t steps[] = {T2 / 2, 1, 1, T2 / 2 - 2};
+    int64_t t = T1;
+    for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        for (int l = 0; l < g_layers; l++) {
+            size_t off = ((size_t)l * NT + (size_t)t) * g_dim;
+            for (int f = 1;; f++) {
+                dump before = dump_cache(a), hb = dump_history(a);
+                arm(a, f);
+                int st = hc_append(a, l, g_z + off, steps[s], y + off);
+                disarm(a);
+                if (st == HC_OK) {
+                    free(before.p), free(hb.p);
+                    break;
+                }
+                ck_assert_int_eq(st, HC_ERR_OUT_OF_MEMORY);
+                dump after = dump_cache(a), ha = dump_history(a);
+                assert_same_dump(after, before, "cache after a failed call");
+                assert_same_dump(ha, hb, "history after a failed call");
+                free(before.p), free(after.p), free(hb.p), free(ha.p);
+            }
+        }
+        t += steps[s];
+    }
+    ck_assert_int_eq(hc_ctx_truncate_limit(a), NT - R);
+    ck_assert_int_eq(hc_ctx_truncate(a, NT - R), HC_OK);
+    hc_ctx *r = make_ctx();
+    run(r, g_x, 0, T1, yr), run(r, g_z, T1, NT - R, yr);
+    float *y2 = new_y(), *yr2 = new_y();
+    run(a, g_x, NT - R, NT, y2), run(r, g_x, NT - R, NT, yr2);
+    assert_same_y(y2, yr2, NT - R, NT);
+    dump da = dump_cache(a), dr = dump_cache(r);
+    assert_same_dump(da, dr, "after the truncation");
+    hc_ctx_free(a), hc_ctx_free(r);
+    free(da.p), free(dr.p), free(y), free(yr), free(y2), free(yr2);
+}
+END_TEST
+
 Suite *tu_suite(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -643,6 +782,8 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, snapshot_restore);
     tcase_add_test(tc, shadow_commit);
     tcase_add_test(tc, out_of_memory);
+    tcase_add_test(tc, history_geometry_and_copies);
+    tcase_add_test(tc, history_out_of_memory);
     suite_add_tcase(s, tc);
     return s;
 }

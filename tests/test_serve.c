@@ -3,7 +3,8 @@
  * Every comparison is bitwise, against contexts that computed their sequences themselves: the
  * layer outputs, and the context's whole state as its session bytes (tsu_digest: window,
  * compressed entries, indexer keys, used compressor state rows). The micro model has a window
- * layer, a ratio-4 layer and a ratio-128 layer, window 128. */
+ * layer, a ratio-4 layer and a ratio-128 layer, window 128. The "cuda" case runs every test on
+ * the CUDA backend (references computed on CUDA too) where a device exists. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #define NT 1100
 
 static hc_model *g_m;
+static int g_backend = HC_BACKEND_CPU;
 static int g_layers, g_dim;
 static float *g_x, *g_z; /* two sequences [layer][NT][dim] */
 static float *g_ref;     /* outputs of x over [0, NT) */
@@ -26,7 +28,7 @@ static hc_ctx *make(int64_t R, int fmt, int threads, int max_chunk)
 {
     hc_ctx_params p;
     hc_ctx_params_init(&p, sizeof p);
-    p.backend = HC_BACKEND_CPU;
+    p.backend = g_backend;
     p.n_threads = threads;
     p.cache_format = fmt;
     p.max_chunk = max_chunk;
@@ -69,7 +71,7 @@ static hc_ctx *reference(int64_t n, int64_t n2, int fmt)
     return c;
 }
 
-static void setup(void)
+static void setup_backend(void)
 {
     g_m = tsu_model(tsu_micro_json, 5, 0);
     g_layers = hc_model_n_layers(g_m);
@@ -82,6 +84,18 @@ static void setup(void)
     hc_ctx *c = make(0, HC_CACHE_FP8, 2, 0);
     run(c, g_x, 0, NT, g_ref);
     hc_ctx_free(c);
+}
+
+static void setup(void)
+{
+    g_backend = HC_BACKEND_CPU;
+    setup_backend();
+}
+
+static void setup_cuda(void)
+{
+    g_backend = HC_BACKEND_CUDA;
+    setup_backend();
 }
 
 static void teardown(void)
@@ -121,7 +135,7 @@ START_TEST(fork_continues_bitwise)
         ck_assert_int_eq(hc_ctx_fork(a, src_first ? NULL : &p, &f), HC_OK);
         ck_assert_ptr_nonnull(f);
         ck_assert_int_eq(hc_ctx_n_tokens(f), T1);
-        ck_assert_int_eq(hc_ctx_backend(f), HC_BACKEND_CPU);
+        ck_assert_int_eq(hc_ctx_backend(f), g_backend);
         const void *md;
         uint64_t ml;
         ck_assert_int_eq(hc_ctx_get_metadata(f, &md, &ml), HC_OK);
@@ -227,13 +241,14 @@ START_TEST(fork_refusals)
         p.errbuf = msg, p.errbuf_size = sizeof msg;
         msg[0] = 0;
         switch (cases[i].field) {
-        case 0: p.backend = HC_BACKEND_CUDA; break;
+        case 0: p.backend = g_backend == HC_BACKEND_CPU ? HC_BACKEND_CUDA : HC_BACKEND_CPU; break;
         case 1: p.cache_format = HC_CACHE_BF16; break;
         case 2: p.max_tokens = 149; break;
         case 3: p.max_rollback = -1; break;
         case 4: p.flags = 1; break;
         case 5: p.io_memory = HC_MEM_DEVICE; break;
         }
+        if (cases[i].field == 5 && g_backend == HC_BACKEND_CUDA) continue; /* device I/O is fine there */
         f = (hc_ctx *)&p;
         ck_assert_int_eq(hc_ctx_fork(a, &p, &f), cases[i].want);
         ck_assert_ptr_null(f);
@@ -250,7 +265,7 @@ START_TEST(fork_refusals)
     hc_ctx_free(f);
     /* the same backend and format, named: accepted */
     hc_ctx_params_init(&p, sizeof p);
-    p.backend = HC_BACKEND_CPU, p.cache_format = HC_CACHE_FP8, p.max_tokens = 150;
+    p.backend = g_backend, p.cache_format = HC_CACHE_FP8, p.max_tokens = 150;
     ck_assert_int_eq(hc_ctx_fork(a, &p, &f), HC_OK);
     ck_assert_int_eq(hc_append(f, 0, g_x, 1, y), HC_ERR_POSITION);
     hc_ctx_free(f);
@@ -574,12 +589,8 @@ START_TEST(fork_and_truncate)
 }
 END_TEST
 
-Suite *tu_suite(int argc, char **argv)
+static void add_tests(TCase *tc)
 {
-    (void)argc, (void)argv;
-    Suite *s = suite_create("serve");
-    TCase *tc = tcase_create("cpu");
-    tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 1200);
     tcase_add_test(tc, fork_continues_bitwise);
     tcase_add_test(tc, fork_of_fork_and_sessions);
@@ -591,6 +602,22 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, truncate_refusals);
     tcase_add_test(tc, truncate_after_load);
     tcase_add_test(tc, fork_and_truncate);
+}
+
+Suite *tu_suite(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    Suite *s = suite_create("serve");
+    TCase *tc = tcase_create("cpu");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    add_tests(tc);
     suite_add_tcase(s, tc);
+    int32_t nd = 0;
+    if (hc_cuda_device_count(&nd) == HC_OK && nd > 0) {
+        TCase *tg = tcase_create("cuda");
+        tcase_add_unchecked_fixture(tg, setup_cuda, teardown);
+        add_tests(tg);
+        suite_add_tcase(s, tg);
+    }
     return s;
 }
