@@ -399,9 +399,9 @@ HC_API hc_status hc_cuda_device_count(int32_t *out);
  *     roundup(R, 64) * E                           (window entries the ring overwrote)
  *   + (R + 7)   * 16 * (dc + di) bytes             ratio-4 layers  (compressor state rows)
  *   + (R + 127) *  8 * dc        bytes             ratio-128 layers
- * that is about (R + 7) * 10 KiB per ratio-4 layer and (R + 127) * 4 KiB per ratio-128 layer for
- * V4: 26.2 MiB for v4-pro at R = 16, plus about 0.45 MiB for each further token. The history is in the
- * context's backend memory and not part of hc_ctx_memory_bytes().
+ * that is about (R + 7) * 10 KiB per ratio-4 layer and (R + 127) * 4 KiB per ratio-128 layer
+ * for V4: 26.2 MiB for v4-pro at R = 16, plus about 0.45 MiB for each further token. The history
+ * is in the context's backend memory and not part of hc_ctx_memory_bytes(); a fork copies it.
  * ------------------------------------------------------------------------------------------- */
 /** Create a new context with src's sequence: its length, caches, metadata blob and rollback
  *  history (hc_ctx_truncate_limit() of the fork equals src's when both have the same max_rollback).
