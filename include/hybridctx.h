@@ -451,7 +451,8 @@ HC_API hc_status hc_ctx_truncate(hc_ctx *c, int64_t n_tokens);
 /** The shortest length hc_ctx_truncate() accepts now: max(hc_ctx_n_tokens(c) - max_rollback,
  *  the length the history starts at), so hc_ctx_n_tokens(c) itself with max_rollback 0 or right
  *  after a load; -1 for NULL. While a chunk is in progress truncate refuses with HC_ERR_ORDER;
- *  this then tells the limit for the length before the chunk. @since 0.2 */
+ *  this then tells the limit for the length before the chunk. Threads: as the other calls on c.
+ *  @since 0.2 */
 HC_API int64_t hc_ctx_truncate_limit(const hc_ctx *c);
 
 /** What a context holds, in bytes of its backend's memory (host for CPU, device for CUDA). */
