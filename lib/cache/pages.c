@@ -171,7 +171,7 @@ int hci_pages_share(hci_backend *be, const hci_page_list *src, hci_page_list *ds
     int st = reserve_tables(dst, src->n_pages);
     if (!st) {
         memcpy(dst->pages, src->pages, (size_t)src->n_pages * sizeof *dst->pages);
-        memcpy(dst->refs, src->refs, (size_t)src->n_pages * sizeof *dst->refs);
+        memcpy(dst->refs, src->refs, (size_t)src->n_pages * sizeof(struct hci_page_ref *));
         for (int i = 0; i < src->n_pages; i++) atomic_fetch_add_explicit(&dst->refs[i]->n, 1, memory_order_relaxed);
         dst->n_pages = src->n_pages;
         st = sync_from(be, dst, 0);
