@@ -672,12 +672,17 @@ pub struct hc_ctx_params {
     #[doc = "< tokens the backend processes at once inside a call (bounds workspace"]
     #[doc = "memory); 0 = backend default. Does not change results."]
     pub max_chunk: i64,
+    #[doc = "< optional: receives a NUL-terminated message when hc_ctx_create() fails"]
+    #[doc = "(the context that would hold hc_ctx_last_error() does not exist). @since 0.2"]
+    pub errbuf: *mut ::std::os::raw::c_char,
+    #[doc = "< capacity of errbuf in bytes. @since 0.2"]
+    pub errbuf_size: u64,
 }
 #[test]
 fn bindgen_test_layout_hc_ctx_params() {
     assert_eq!(
         ::std::mem::size_of::<hc_ctx_params>(),
-        56usize,
+        72usize,
         concat!("Size of: ", stringify!(hc_ctx_params))
     );
     assert_eq!(
@@ -872,6 +877,40 @@ fn bindgen_test_layout_hc_ctx_params() {
         );
     }
     test_field_max_chunk();
+    fn test_field_errbuf() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_ctx_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).errbuf) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_ctx_params),
+                "::",
+                stringify!(errbuf)
+            )
+        );
+    }
+    test_field_errbuf();
+    fn test_field_errbuf_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_ctx_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).errbuf_size) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_ctx_params),
+                "::",
+                stringify!(errbuf_size)
+            )
+        );
+    }
+    test_field_errbuf_size();
 }
 extern "C" {
     #[doc = " Fill *p with defaults. @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG. @since 0.1"]
@@ -882,8 +921,10 @@ extern "C" {
     #[doc = "  @param p NULL for defaults. @param out receives the context, NULL on failure."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field out of range; HC_MEM_DEVICE"]
     #[doc = "  with the CPU backend); HC_ERR_UNSUPPORTED (struct tail not zero); HC_ERR_NO_DEVICE (CUDA asked"]
-    #[doc = "  for, none usable or not built); HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_OUT_OF_MEMORY."]
-    #[doc = "  Ownership: free with hc_ctx_free() before freeing the model. Thread-safe with respect to"]
+    #[doc = "  for: not built, module missing or unloadable, or no device); HC_ERR_UNSUPPORTED (the CUDA"]
+    #[doc = "  module is of another version or build); HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_OUT_OF_MEMORY."]
+    #[doc = "  On failure the detail goes to p->errbuf when given (hc_backend_info_get() explains a missing"]
+    #[doc = "  CUDA backend too). Ownership: free with hc_ctx_free() before freeing the model. Thread-safe with respect to"]
     #[doc = "  the model. @since 0.1"]
     pub fn hc_ctx_create(m: *mut hc_model, p: *const hc_ctx_params, out: *mut *mut hc_ctx) -> hc_status;
 }
@@ -1131,7 +1172,215 @@ extern "C" {
     ) -> hc_status;
 }
 extern "C" {
-    #[doc = " Number of CUDA devices usable by this build (0 in CPU-only builds or without a driver)."]
+    #[doc = " Number of CUDA devices usable by this build (0 in CPU-only builds, without the CUDA module,"]
+    #[doc = "  or without a driver). Loads the CUDA module on first use (see hc_backend_info_get())."]
     #[doc = "  @return HC_OK, HC_ERR_NULL_ARG. Thread-safe. @since 0.1"]
     pub fn hc_cuda_device_count(out: *mut i32) -> hc_status;
+}
+#[doc = "< usable now"]
+pub const HC_BACKEND_USABLE: _bindgen_ty_8 = 0;
+#[doc = "< this build has no such backend (built without nvcc)"]
+pub const HC_BACKEND_NOT_BUILT: _bindgen_ty_8 = 1;
+#[doc = "< its module file is missing or cannot be loaded"]
+pub const HC_BACKEND_MODULE_MISSING: _bindgen_ty_8 = 2;
+#[doc = "< its module is of another version or build"]
+pub const HC_BACKEND_MODULE_INVALID: _bindgen_ty_8 = 3;
+#[doc = "< loaded, but no usable device (driver missing, device absent)"]
+pub const HC_BACKEND_NO_DEVICE: _bindgen_ty_8 = 4;
+#[doc = " hc_backend_info.state: why a backend can or cannot be used."]
+pub type _bindgen_ty_8 = u32;
+#[doc = "< x and y in host memory (HC_MEM_HOST)"]
+pub const HC_CAP_HOST_IO: _bindgen_ty_9 = 1;
+#[doc = "< x and y in device memory (HC_MEM_DEVICE)"]
+pub const HC_CAP_DEVICE_IO: _bindgen_ty_9 = 2;
+#[doc = "< runs on a caller's stream (hc_ctx_params.cuda_stream)"]
+pub const HC_CAP_STREAM: _bindgen_ty_9 = 4;
+#[doc = "< uses hc_ctx_params.n_threads"]
+pub const HC_CAP_THREADS: _bindgen_ty_9 = 8;
+#[doc = "< results bitwise equal to the CPU backend's for every chunking"]
+pub const HC_CAP_BITWISE_CPU: _bindgen_ty_9 = 16;
+#[doc = " hc_backend_info.caps: what a backend offers."]
+pub type _bindgen_ty_9 = u32;
+#[doc = " What one backend can do on this machine. Filled by hc_backend_info_get()."]
+#[repr(C)]
+pub struct hc_backend_info {
+    #[doc = "< set by the caller to sizeof(hc_backend_info)"]
+    pub struct_size: u32,
+    #[doc = "< the backend described (HC_BACKEND_CPU or HC_BACKEND_CUDA)"]
+    pub backend: i32,
+    #[doc = "< HC_BACKEND_USABLE or why not; for a query of HC_BACKEND_AUTO, why"]
+    #[doc = "AUTO did not pick CUDA (HC_BACKEND_USABLE when it did)"]
+    pub state: i32,
+    #[doc = "< usable devices (1 for the CPU)"]
+    pub n_devices: i32,
+    #[doc = "< HC_CAP_* flags; 0 when the backend is not usable"]
+    pub caps: u32,
+    #[doc = "< 0"]
+    pub reserved0: u32,
+    #[doc = "< \"cpu\" or \"cuda\""]
+    pub name: [::std::os::raw::c_char; 16usize],
+    #[doc = "< human-readable: the module file, and the reason it cannot be used"]
+    pub detail: [::std::os::raw::c_char; 256usize],
+}
+#[test]
+fn bindgen_test_layout_hc_backend_info() {
+    assert_eq!(
+        ::std::mem::size_of::<hc_backend_info>(),
+        296usize,
+        concat!("Size of: ", stringify!(hc_backend_info))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<hc_backend_info>(),
+        4usize,
+        concat!("Alignment of ", stringify!(hc_backend_info))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_backend() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).backend) as usize - ptr as usize
+            },
+            4usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(backend)
+            )
+        );
+    }
+    test_field_backend();
+    fn test_field_state() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).state) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(state)
+            )
+        );
+    }
+    test_field_state();
+    fn test_field_n_devices() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_devices) as usize - ptr as usize
+            },
+            12usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(n_devices)
+            )
+        );
+    }
+    test_field_n_devices();
+    fn test_field_caps() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).caps) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(caps)
+            )
+        );
+    }
+    test_field_caps();
+    fn test_field_reserved0() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).reserved0) as usize - ptr as usize
+            },
+            20usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(reserved0)
+            )
+        );
+    }
+    test_field_reserved0();
+    fn test_field_name() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).name) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(name)
+            )
+        );
+    }
+    test_field_name();
+    fn test_field_detail() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_backend_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).detail) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_backend_info),
+                "::",
+                stringify!(detail)
+            )
+        );
+    }
+    test_field_detail();
+}
+extern "C" {
+    #[doc = " Describe a backend: whether it can be used here, and if not, why."]
+    #[doc = "  @param backend HC_BACKEND_CPU, HC_BACKEND_CUDA, or HC_BACKEND_AUTO: then info describes the"]
+    #[doc = "                 backend that hc_ctx_create() with HC_BACKEND_AUTO and this device picks, and"]
+    #[doc = "                 info->state says why it is not CUDA."]
+    #[doc = "  @param device  the CUDA device ordinal that AUTO or CUDA would use (>= 0)."]
+    #[doc = "  @param info    info->struct_size set by the caller; the library writes min(struct_size,"]
+    #[doc = "                 sizeof(hc_backend_info)) bytes."]
+    #[doc = "  May load the CUDA module (see above). @return HC_OK (also when the backend is not usable:"]
+    #[doc = "  read info->state), HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (unknown backend, device < 0,"]
+    #[doc = "  struct_size too small). Thread-safe. @since 0.2"]
+    pub fn hc_backend_info_get(backend: i32, device: i32, info: *mut hc_backend_info) -> hc_status;
 }
