@@ -8,20 +8,20 @@
  *
  * Concepts
  * --------
- * hc_model   The attention weights of every layer plus the configuration (geometry, RoPE
+ * - hc_model: the attention weights of every layer plus the configuration (geometry, RoPE
  *            constants, per-layer compression ratio). Built by hc_model_load() or
  *            hc_model_create_random(); immutable afterwards and safe to share between any number
  *            of threads and contexts.
- * hc_ctx     One token sequence: per layer a 128-token window ring, the compressed entries,
+ * - hc_ctx:   one token sequence: per layer a 128-token window ring, the compressed entries,
  *            the indexer keys (ratio-4 layers) and the compressor state. A context is used by
  *            one thread at a time (it may move between threads); distinct contexts run
  *            concurrently. Memory grows with the sequence in pages; nothing is sized for the
  *            maximum length up front.
- * chunk      hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
+ * - chunk:    hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
  *            then 1, ..., then the last layer: the application runs its own MLP/MoE between
  *            layers and passes each layer's input. Once the last layer has taken the chunk, the
  *            context's length grows by n. hc_decode() is hc_append() with n = 1.
- * backend    CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
+ * - backend:  CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
  *            present). Both compute the same function; the CPU backend is bitwise deterministic:
  *            its results do not depend on the thread count or on how a sequence is split into
  *            calls.
