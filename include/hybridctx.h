@@ -1,4 +1,5 @@
-/*
+/**
+ * @file hybridctx.h
  * hybridctx.h - the public, stable C API of libhybridctx (SONAME libhybridctx.so.0).
  *
  * libhybridctx runs the attention block of DeepSeek V4 (sliding window + compressed sparse
@@ -7,20 +8,20 @@
  *
  * Concepts
  * --------
- * hc_model   The attention weights of every layer plus the configuration (geometry, RoPE
+ * - hc_model: the attention weights of every layer plus the configuration (geometry, RoPE
  *            constants, per-layer compression ratio). Built by hc_model_load() or
  *            hc_model_create_random(); immutable afterwards and safe to share between any number
  *            of threads and contexts.
- * hc_ctx     One token sequence: per layer a 128-token window ring, the compressed entries,
+ * - hc_ctx:   one token sequence: per layer a 128-token window ring, the compressed entries,
  *            the indexer keys (ratio-4 layers) and the compressor state. A context is used by
  *            one thread at a time (it may move between threads); distinct contexts run
  *            concurrently. Memory grows with the sequence in pages; nothing is sized for the
  *            maximum length up front.
- * chunk      hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
+ * - chunk:    hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
  *            then 1, ..., then the last layer: the application runs its own MLP/MoE between
  *            layers and passes each layer's input. Once the last layer has taken the chunk, the
  *            context's length grows by n. hc_decode() is hc_append() with n = 1.
- * backend    CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
+ * - backend:  CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
  *            present). Both compute the same function; the CPU backend is bitwise deterministic:
  *            its results do not depend on the thread count or on how a sequence is split into
  *            calls.
@@ -63,6 +64,10 @@
 #else
 #  define HC_API
 #endif
+/** @def HC_API
+ *  Marks the exported functions: visibility("default") when the library is built (HC_BUILDING)
+ *  with GCC or Clang, dllexport / dllimport on Windows, nothing for an application on other
+ *  systems. */
 
 #ifdef __cplusplus
 extern "C" {
@@ -76,6 +81,17 @@ extern "C" {
 #define HC_VERSION_PATCH 0
 #define HC_VERSION_NUMBER (HC_VERSION_MAJOR * 10000 + HC_VERSION_MINOR * 100 + HC_VERSION_PATCH)
 #define HC_VERSION_STRING "0.1.0"
+/** @def HC_VERSION_MAJOR
+ *  Major version of the header: changes only with an incompatible API or ABI (a new SONAME). */
+/** @def HC_VERSION_MINOR
+ *  Minor version of the header: grows with backward-compatible additions. */
+/** @def HC_VERSION_PATCH
+ *  Patch version of the header: fixes without API changes. */
+/** @def HC_VERSION_NUMBER
+ *  The header's version as MAJOR*10000 + MINOR*100 + PATCH; compare with hc_version_number() to
+ *  detect a runtime library older than the header. */
+/** @def HC_VERSION_STRING
+ *  The header's version as "MAJOR.MINOR.PATCH"; hc_version_string() gives the runtime's. */
 
 /** Runtime library version as MAJOR*10000 + MINOR*100 + PATCH; compare with HC_VERSION_NUMBER.
  *  Thread-safe. @since 0.1 */
@@ -86,9 +102,12 @@ HC_API const char *hc_version_string(void);
 /* ---------------------------------------------------------------------------------------------
  * Status codes
  * ------------------------------------------------------------------------------------------- */
+/** Result of every fallible call: HC_OK (0) or one of the negative HC_ERR_* codes below. Codes
+ *  are fixed forever; treat an unknown negative code as an error. */
 typedef int32_t hc_status;
+/** The status codes (values of hc_status). */
 enum {
-    HC_OK                   =   0,
+    HC_OK                   =   0, /**< success */
     HC_ERR_NULL_ARG         =  -1, /**< a required pointer argument is NULL */
     HC_ERR_INVALID_ARG      =  -2, /**< an argument or a params field is outside its documented range */
     HC_ERR_OUT_OF_MEMORY    =  -3, /**< host or device allocation failed; the object stays usable */
@@ -125,17 +144,51 @@ HC_API const char *hc_status_name(hc_status s);
 /* ---------------------------------------------------------------------------------------------
  * Constants stored in int32_t fields
  * ------------------------------------------------------------------------------------------- */
+/** Backends: values of hc_ctx_params.backend, returned by hc_ctx_backend(). */
 enum { HC_BACKEND_AUTO = 0, HC_BACKEND_CPU = 1, HC_BACKEND_CUDA = 2 };
+/** Cache formats: values of hc_ctx_params.cache_format and hc_model_cache_bytes()' cache_format. */
 enum { HC_CACHE_DEFAULT = 0, HC_CACHE_BF16 = 1, HC_CACHE_FP8 = 2 };
+/** Element types of x and y: values of hc_ctx_params.io_dtype. */
 enum { HC_DTYPE_DEFAULT = 0, HC_DTYPE_F32 = 1, HC_DTYPE_BF16 = 2 };
+/** Where x and y live: values of hc_ctx_params.io_memory. */
 enum { HC_MEM_HOST = 0, HC_MEM_DEVICE = 1 };
+/** Flags of hc_model_params.flags. */
 enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
+/** @var HC_BACKEND_AUTO
+ *  CUDA when the library was built with it and a usable GPU exists, else the CPU */
+/** @var HC_BACKEND_CPU
+ *  the CPU backend: the bitwise deterministic reference, always built */
+/** @var HC_BACKEND_CUDA
+ *  the CUDA backend (HC_ERR_NO_DEVICE when not built or no GPU is usable) */
+/** @var HC_CACHE_DEFAULT
+ *  the default format, HC_CACHE_FP8 */
+/** @var HC_CACHE_BF16
+ *  entries kept in bf16: about twice the memory of FP8, bitwise identical results */
+/** @var HC_CACHE_FP8
+ *  entries kept as their FP8 (e4m3) / FP4 codes with scales, as the reference numerics round
+ *  them */
+/** @var HC_DTYPE_DEFAULT
+ *  the default element type, HC_DTYPE_F32 */
+/** @var HC_DTYPE_F32
+ *  IEEE binary32 */
+/** @var HC_DTYPE_BF16
+ *  bfloat16 (the upper 16 bits of a binary32) */
+/** @var HC_MEM_HOST
+ *  x and y are host pointers (the default) */
+/** @var HC_MEM_DEVICE
+ *  x and y are CUDA device pointers, used in order on the context's stream (CUDA backend only) */
+/** @var HC_MODEL_GEOMETRY_ONLY
+ *  build the configuration without weights (see hc_model_params.flags) */
 
 /* ---------------------------------------------------------------------------------------------
  * Model
  * ------------------------------------------------------------------------------------------- */
+/** Opaque handle of a model: the attention weights of every layer and the configuration. Made by
+ *  hc_model_load() or hc_model_create_random(), freed by hc_model_free(); immutable, shared by
+ *  any number of threads and contexts. */
 typedef struct hc_model hc_model; /* opaque */
 
+/** Options of hc_model_load() and hc_model_create_random(); fill with hc_model_params_init(). */
 typedef struct hc_model_params {
     uint32_t struct_size; /**< sizeof(hc_model_params), set by hc_model_params_init() */
     int32_t  flags;       /**< HC_MODEL_GEOMETRY_ONLY: configuration without weights. Contexts of such a
@@ -148,7 +201,8 @@ typedef struct hc_model_params {
     /* new members are only appended below */
 } hc_model_params;
 
-/** Fill *p with defaults. @param struct_size sizeof(*p) as the caller compiled it.
+/** Fill *p with defaults. @param p the struct to fill. @param struct_size sizeof(*p) as the
+ *  caller compiled it.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size smaller than the first
  *  member). Thread-safe. @since 0.1 */
 HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size);
@@ -176,6 +230,9 @@ HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_mo
  *  weights on every machine and thread count).
  *  @param preset_or_config_json "v4-flash", "v4-pro", "tiny", or the text of a HF config.json
  *               (a JSON object; missing fields take the v4-flash values).
+ *  @param seed  the seed of the weights.
+ *  @param p     NULL for defaults (HC_MODEL_GEOMETRY_ONLY in p->flags: no weights at all).
+ *  @param out   receives the new model; set to NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT
  *  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY. Ownership and
  *  threads as hc_model_load(). @since 0.1 */
@@ -193,6 +250,8 @@ HC_API int hc_model_dim(const hc_model *m);
  *  a layer out of range. @since 0.1 */
 HC_API int hc_model_layer_ratio(const hc_model *m, int layer);
 
+/** A model's geometry, filled by hc_model_info_get(). The geometry fields carry the
+ *  configuration values of the same meaning (each is described after the struct). */
 typedef struct hc_model_info {
     uint32_t struct_size;   /**< set by the caller to sizeof(hc_model_info) */
     int32_t  n_layers, dim, n_heads, head_dim, rope_dim, q_lora_rank, o_groups, o_lora_rank;
@@ -203,12 +262,41 @@ typedef struct hc_model_info {
     uint64_t weight_bytes;  /**< host bytes held by the weights */
     /* new members are only appended below */
 } hc_model_info;
+/** @var hc_model_info::n_layers
+ *  attention layers (num_hidden_layers) */
+/** @var hc_model_info::dim
+ *  model width D: the length of one token's x and y (hidden_size) */
+/** @var hc_model_info::n_heads
+ *  query heads (num_attention_heads) */
+/** @var hc_model_info::head_dim
+ *  width of a head and of one cache entry (MQA: one key = value vector per entry) */
+/** @var hc_model_info::rope_dim
+ *  the rotary part of head_dim (qk_rope_head_dim) */
+/** @var hc_model_info::q_lora_rank
+ *  rank of the low-rank query projection */
+/** @var hc_model_info::o_groups
+ *  groups of the grouped output projection */
+/** @var hc_model_info::o_lora_rank
+ *  rank of each output projection group */
+/** @var hc_model_info::window
+ *  tokens of the sliding window (128 in DeepSeek V4) */
+/** @var hc_model_info::index_n_heads
+ *  heads of the lightning indexer (ratio-4 layers) */
+/** @var hc_model_info::index_head_dim
+ *  width of an indexer key */
+/** @var hc_model_info::index_topk
+ *  compressed entries each query attends to in a ratio-4 layer (index_topk) */
+/** @var hc_model_info::reserved0
+ *  0 */
 
 /** Describe a model. The library writes min(info->struct_size, sizeof(hc_model_info)) bytes.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size too small). @since 0.1 */
 HC_API hc_status hc_model_info_get(const hc_model *m, hc_model_info *info);
 
 /** Bytes a context of this model holds after n_tokens tokens in the given cache format.
+ *  @param m            the model.
+ *  @param n_tokens     context length, >= 0.
+ *  @param cache_format HC_CACHE_DEFAULT, HC_CACHE_BF16 or HC_CACHE_FP8.
  *  @param kv_bytes    windows + compressed entries + indexer keys, counted per entry (a context
  *                     allocates pages of 64 entries, so it matches exactly when every layer's entry
  *                     count is a multiple of 64, for example at 2^20 tokens);
@@ -221,8 +309,11 @@ HC_API hc_status hc_model_cache_bytes(const hc_model *m, int64_t n_tokens, int32
 /* ---------------------------------------------------------------------------------------------
  * Context
  * ------------------------------------------------------------------------------------------- */
+/** Opaque handle of a context: one token sequence and its compressed KV cache. Made by
+ *  hc_ctx_create(), freed by hc_ctx_free(); used by one thread at a time. */
 typedef struct hc_ctx hc_ctx; /* opaque */
 
+/** Options of hc_ctx_create(); fill with hc_ctx_params_init(). */
 typedef struct hc_ctx_params {
     uint32_t struct_size;  /**< sizeof(hc_ctx_params), set by hc_ctx_params_init() */
     int32_t  backend;      /**< HC_BACKEND_AUTO (CUDA when built and a GPU exists, else CPU), _CPU, _CUDA */
@@ -249,6 +340,7 @@ typedef struct hc_ctx_params {
 HC_API hc_status hc_ctx_params_init(hc_ctx_params *p, size_t struct_size);
 
 /** Create an empty context (length 0) for model m.
+ *  @param m the model; it must outlive the context.
  *  @param p NULL for defaults. @param out receives the context, NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field out of range; HC_MEM_DEVICE
  *  with the CPU backend); HC_ERR_UNSUPPORTED (struct tail not zero); HC_ERR_NO_DEVICE (CUDA asked
@@ -267,9 +359,11 @@ HC_API void hc_ctx_free(hc_ctx *c);
 HC_API const char *hc_ctx_last_error(const hc_ctx *c);
 
 /** Run a chunk of n_tokens tokens through one layer.
+ *  @param c       the context.
  *  @param layer   the next layer of the chunk: 0 starts a new chunk, then 1, 2, ... n_layers-1.
  *  @param x       [n_tokens][dim] of io_dtype, row-major (the layer's input after attn_norm);
  *                 rounded to bf16 on entry.
+ *  @param n_tokens tokens in the chunk, >= 1; the same for every layer of the chunk.
  *  @param y       [n_tokens][dim] of io_dtype: the attention block's output. May equal x.
  *  The tokens take positions hc_ctx_n_tokens(c) .. + n_tokens - 1.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_LAYER_RANGE; HC_ERR_ORDER (layer is not the one
@@ -304,8 +398,16 @@ HC_API hc_status hc_ctx_reset(hc_ctx *c);
 /* ---------------------------------------------------------------------------------------------
  * Sessions: save a context and restore it later, bit-exactly (format: docs/session-format.md)
  * ------------------------------------------------------------------------------------------- */
+/** Session compression: values of hc_save_params.compression. */
 enum { HC_COMPRESS_DEFAULT = 0, HC_COMPRESS_NONE = 1, HC_COMPRESS_ZSTD = 2 }; /* hc_save_params.compression */
+/** @var HC_COMPRESS_DEFAULT
+ *  the default, HC_COMPRESS_NONE */
+/** @var HC_COMPRESS_NONE
+ *  chunks stored raw */
+/** @var HC_COMPRESS_ZSTD
+ *  chunks compressed with zstd where it gains */
 
+/** Options of hc_ctx_save() and hc_ctx_save_buffer(); fill with hc_save_params_init(). */
 typedef struct hc_save_params {
     uint32_t struct_size; /**< sizeof(hc_save_params), set by hc_save_params_init() */
     int32_t  compression; /**< HC_COMPRESS_DEFAULT (= NONE), HC_COMPRESS_NONE, HC_COMPRESS_ZSTD: zstd per
@@ -328,6 +430,7 @@ HC_API hc_status hc_save_params_init(hc_save_params *p, size_t struct_size);
  *  the directory sync: HC_ERR_IO is returned while path already holds the new, complete file.
  *  Entries are stored in one canonical encoding whatever the cache format (docs/session-format.md);
  *  sessions are little-endian and identical across thread counts.
+ *  @param c the context. @param path the session file to write.
  *  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field
  *  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file
  *  that is not a session, which is never replaced); HC_ERR_UNSUPPORTED (params tail not zero);

@@ -1,4 +1,5 @@
-/*
+/**
+ * @file hybridctx_experimental.h
  * hybridctx_experimental.h - UNSTABLE functions of libhybridctx. They may change or disappear in
  * any release; their symbols are exported under the HC_EXPERIMENTAL version node and are not
  * covered by the ABI checks. Include after hybridctx.h.
@@ -20,7 +21,12 @@ extern "C" {
  *  HC_ERR_OUT_OF_MEMORY. */
 HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n_tokens, uint64_t seed);
 
+/** Flags of hc_x_session_inspect(). */
 enum { HC_X_INSPECT_JSON = 1, HC_X_INSPECT_VERIFY = 2 }; /* hc_x_session_inspect() flags */
+/** @var HC_X_INSPECT_JSON
+ *  describe the file as JSON instead of text */
+/** @var HC_X_INSPECT_VERIFY
+ *  also read, decompress and check every chunk */
 
 /** Describe the session file at path without a model (what `hybridctx inspect` prints): format,
  *  model fingerprint and configuration, length, metadata size and every section. Text, or JSON
