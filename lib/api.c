@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "hybridctx.h"
+#include "hybridctx_experimental.h"
 #include "backend/backend.h"
 #include "backend/registry.h"
 #include "ctx/ctx.h"
@@ -349,6 +350,17 @@ HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c)
     return u.own + u.shared;
 }
 HC_API int32_t hc_ctx_backend(const hc_ctx *c) { return c ? c->be->kind : -1; }
+
+HC_API hc_status hc_x_ctx_set_option(hc_ctx *c, const char *name, int64_t value)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (!name) return ctx_fail(c, HC_ERR_NULL_ARG, "name must not be NULL");
+    if (!c->be->ops->set_option)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_UNSUPPORTED, "the %s backend has no option \"%s\"",
+                        c->be->ops->name, name);
+    return c->be->ops->set_option(c->be, name, value);
+}
 
 HC_API hc_status hc_ctx_reset(hc_ctx *c)
 {

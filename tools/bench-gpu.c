@@ -69,6 +69,10 @@ static hc_model *flash_model(const char *ratios, int layers, int geometry_only)
     return m;
 }
 
+/* --option NAME=VALUE: backend options for every context (hc_x_ctx_set_option) */
+static struct { char name[64]; int64_t value; } g_options[8];
+static int g_n_options;
+
 static hc_ctx *cuda_ctx(hc_model *m)
 {
     hc_ctx_params p;
@@ -81,6 +85,11 @@ static hc_ctx *cuda_ctx(hc_model *m)
         fprintf(stderr, "bench-gpu: context: %s\n", hc_strerror(st));
         exit(1);
     }
+    for (int i = 0; i < g_n_options; i++)
+        if ((st = hc_x_ctx_set_option(c, g_options[i].name, g_options[i].value))) {
+            fprintf(stderr, "bench-gpu: --option %s: %s\n", g_options[i].name, hc_ctx_last_error(c));
+            exit(1);
+        }
     return c;
 }
 
@@ -286,7 +295,7 @@ static void profile_decode(void)
 }
 
 static const char usage[] =
-    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile]\n"
+    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--option NAME=0|1]...\n"
     "\n"
     "CUDA timings of the attention block for the V4-Flash geometry, each next to its floor: decode\n"
     "per layer kind at 4K, 128K and 1M tokens, prefill at 8K and 128K, the whole model at 1M.\n"
@@ -295,6 +304,7 @@ static const char usage[] =
     "  --quick             fewer contexts and steps (a smoke run)\n"
     "  --full-only         only the whole 43-layer model at 1M tokens\n"
     "  --profile           only a few decode steps of one CSA layer at 4K, for a kernel profiler\n"
+    "  --option NAME=V     a CUDA backend option for every context (docs/cuda.md, Options)\n"
     "  -h, --help          this text\n";
 
 int main(int argc, char **argv)
@@ -302,7 +312,8 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"out", required_argument, NULL, 'o'}, {"quick", no_argument, NULL, 'q'},
         {"full-only", no_argument, NULL, 'f'}, {"profile", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+        {"option", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int quick = 0, full_only = 0, profile = 0, o, bad = 0;
     const char *out = NULL;
@@ -312,6 +323,18 @@ int main(int argc, char **argv)
         case 'q': quick = 1; break;
         case 'f': full_only = 1; break;
         case 'p': profile = 1; break;
+        case 'O': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || (size_t)(eq - optarg) >= sizeof g_options[0].name || g_n_options == 8 ||
+                (strcmp(eq + 1, "0") && strcmp(eq + 1, "1"))) {
+                fprintf(stderr, "bench-gpu: invalid value '%s' for --option: expected NAME=0 or NAME=1\n", optarg);
+                bad = 1;
+                break;
+            }
+            snprintf(g_options[g_n_options].name, sizeof g_options[0].name, "%.*s", (int)(eq - optarg), optarg);
+            g_options[g_n_options++].value = eq[1] - '0';
+            break;
+        }
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
         }

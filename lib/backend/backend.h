@@ -79,6 +79,9 @@ typedef struct hci_backend_ops {
     /* ---- optional ---- */
     /* The stream the backend runs on (cudaStream_t as void *), for benchmarks and tests. */
     void *(*stream)(hci_backend *be);
+    /* Set a named option (the backend's alternative code paths, docs/cuda.md "Options");
+     * HC_ERR_UNSUPPORTED for a name the backend does not know, HC_ERR_INVALID_ARG for a value. */
+    int (*set_option)(hci_backend *be, const char *name, int64_t value);
 } hci_backend_ops;
 
 struct hci_backend {

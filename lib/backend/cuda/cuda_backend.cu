@@ -3,6 +3,7 @@
  * block with cuBLASLt and the kernel families of kernels/. Work is queued on the context's stream;
  * a call returns after its host-visible results are ready. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
@@ -32,7 +33,24 @@ using DeviceGuard = hci_cu_device_guard;
 
 static void *cu_stream(hci_backend *be) { return (void *)hci_cu(be)->stream; }
 
-extern "C" void hci_cu_set_options(hci_backend *be, const hci_cu_options *opt) { hci_cu(be)->opt = *opt; }
+/* The named options of cuda_options.h, by the names docs/cuda.md gives them. */
+static int cu_set_option(hci_backend *be, const char *name, int64_t value)
+{
+    hci_cu_options *o = &hci_cu(be)->opt;
+    static const struct { const char *name; size_t offset; } fields[] = {
+        {"fp8_gemm_cublaslt", offsetof(hci_cu_options, fp8_gemm_cublaslt)},
+        {"index_exact_only", offsetof(hci_cu_options, index_exact_only)},
+        {"attend_simple", offsetof(hci_cu_options, attend_simple)},
+    };
+    for (const auto &f : fields)
+        if (!strcmp(name, f.name)) {
+            if (value != 0 && value != 1)
+                return hci_errf(be->err, be->errsz, HC_ERR_INVALID_ARG, "option %s takes 0 or 1", name);
+            *(int *)((char *)o + f.offset) = (int)value;
+            return HC_OK;
+        }
+    return hci_errf(be->err, be->errsz, HC_ERR_UNSUPPORTED, "the CUDA backend has no option \"%s\"", name);
+}
 
 /* ---------------------------------------------------------------------------------------------
  * memory
@@ -394,6 +412,7 @@ static hci_backend_ops make_ops()
     o.window_write = cu_window_write;
     o.out_path = cu_out_path;
     o.stream = cu_stream;
+    o.set_option = cu_set_option;
     return o;
 }
 static const hci_backend_ops cuda_ops = make_ops();
