@@ -21,7 +21,6 @@ extern "C" {
  *  HC_ERR_OUT_OF_MEMORY. */
 HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n_tokens, uint64_t seed);
 
-/** Flags of hc_x_session_inspect(). */
 /** Set a named option of the context's backend: the alternative code paths a backend keeps for
  *  comparisons and cross-checks (docs/cuda.md, "Options": fp8_gemm_cublaslt, index_exact_only,
  *  attend_simple, each 0 or 1, all 0 by default). The calls that follow use it.
@@ -30,6 +29,7 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n_tokens, uint64_t seed
  *  hc_ctx_last_error(). Threads: as any call on c. @since 0.2 */
 HC_API hc_status hc_x_ctx_set_option(hc_ctx *c, const char *name, int64_t value);
 
+/** Flags of hc_x_session_inspect(). */
 enum { HC_X_INSPECT_JSON = 1, HC_X_INSPECT_VERIFY = 2 }; /* hc_x_session_inspect() flags */
 /** @var HC_X_INSPECT_JSON
  *  describe the file as JSON instead of text */
