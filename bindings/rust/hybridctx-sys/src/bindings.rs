@@ -14,7 +14,10 @@ extern "C" {
     #[doc = " Runtime library version as \"MAJOR.MINOR.PATCH\" (static string). Thread-safe. @since 0.1"]
     pub fn hc_version_string() -> *const ::std::os::raw::c_char;
 }
+#[doc = " Result of every fallible call: HC_OK (0) or one of the negative HC_ERR_* codes below. Codes"]
+#[doc = "  are fixed forever; treat an unknown negative code as an error."]
 pub type hc_status = i32;
+#[doc = "< success"]
 pub const HC_OK: _bindgen_ty_1 = 0;
 #[doc = "< a required pointer argument is NULL"]
 pub const HC_ERR_NULL_ARG: _bindgen_ty_1 = -1;
@@ -66,6 +69,7 @@ pub const HC_ERR_BUFFER_TOO_SMALL: _bindgen_ty_1 = -23;
 pub const HC_ERR_LIMIT: _bindgen_ty_1 = -24;
 #[doc = "< a bug in libhybridctx; please report it"]
 pub const HC_ERR_INTERNAL: _bindgen_ty_1 = -99;
+#[doc = " The status codes (values of hc_status)."]
 pub type _bindgen_ty_1 = i32;
 extern "C" {
     #[doc = " Static English text for a status; \"unknown status\" for codes this build does not know."]
@@ -79,25 +83,31 @@ extern "C" {
 pub const HC_BACKEND_AUTO: _bindgen_ty_2 = 0;
 pub const HC_BACKEND_CPU: _bindgen_ty_2 = 1;
 pub const HC_BACKEND_CUDA: _bindgen_ty_2 = 2;
+#[doc = " Backends: values of hc_ctx_params.backend, returned by hc_ctx_backend()."]
 pub type _bindgen_ty_2 = u32;
 pub const HC_CACHE_DEFAULT: _bindgen_ty_3 = 0;
 pub const HC_CACHE_BF16: _bindgen_ty_3 = 1;
 pub const HC_CACHE_FP8: _bindgen_ty_3 = 2;
+#[doc = " Cache formats: values of hc_ctx_params.cache_format and hc_model_cache_bytes()' cache_format."]
 pub type _bindgen_ty_3 = u32;
 pub const HC_DTYPE_DEFAULT: _bindgen_ty_4 = 0;
 pub const HC_DTYPE_F32: _bindgen_ty_4 = 1;
 pub const HC_DTYPE_BF16: _bindgen_ty_4 = 2;
+#[doc = " Element types of x and y: values of hc_ctx_params.io_dtype."]
 pub type _bindgen_ty_4 = u32;
 pub const HC_MEM_HOST: _bindgen_ty_5 = 0;
 pub const HC_MEM_DEVICE: _bindgen_ty_5 = 1;
+#[doc = " Where x and y live: values of hc_ctx_params.io_memory."]
 pub type _bindgen_ty_5 = u32;
 pub const HC_MODEL_GEOMETRY_ONLY: _bindgen_ty_6 = 1;
+#[doc = " Flags of hc_model_params.flags."]
 pub type _bindgen_ty_6 = u32;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct hc_model {
     _unused: [u8; 0],
 }
+#[doc = " Options of hc_model_load() and hc_model_create_random(); fill with hc_model_params_init()."]
 #[repr(C)]
 pub struct hc_model_params {
     #[doc = "< sizeof(hc_model_params), set by hc_model_params_init()"]
@@ -231,7 +241,8 @@ fn bindgen_test_layout_hc_model_params() {
     test_field_errbuf_size();
 }
 extern "C" {
-    #[doc = " Fill *p with defaults. @param struct_size sizeof(*p) as the caller compiled it."]
+    #[doc = " Fill *p with defaults. @param p the struct to fill. @param struct_size sizeof(*p) as the"]
+    #[doc = "  caller compiled it."]
     #[doc = "  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size smaller than the first"]
     #[doc = "  member). Thread-safe. @since 0.1"]
     pub fn hc_model_params_init(p: *mut hc_model_params, struct_size: usize) -> hc_status;
@@ -265,6 +276,9 @@ extern "C" {
     #[doc = "  weights on every machine and thread count)."]
     #[doc = "  @param preset_or_config_json \"v4-flash\", \"v4-pro\", \"tiny\", or the text of a HF config.json"]
     #[doc = "               (a JSON object; missing fields take the v4-flash values)."]
+    #[doc = "  @param seed  the seed of the weights."]
+    #[doc = "  @param p     NULL for defaults (HC_MODEL_GEOMETRY_ONLY in p->flags: no weights at all)."]
+    #[doc = "  @param out   receives the new model; set to NULL on failure."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT"]
     #[doc = "  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY. Ownership and"]
     #[doc = "  threads as hc_model_load(). @since 0.1"]
@@ -292,6 +306,8 @@ extern "C" {
     #[doc = "  a layer out of range. @since 0.1"]
     pub fn hc_model_layer_ratio(m: *const hc_model, layer: ::std::os::raw::c_int) -> ::std::os::raw::c_int;
 }
+#[doc = " A model's geometry, filled by hc_model_info_get(). The geometry fields carry the"]
+#[doc = "  configuration values of the same meaning (each is described after the struct)."]
 #[repr(C)]
 pub struct hc_model_info {
     #[doc = "< set by the caller to sizeof(hc_model_info)"]
@@ -625,6 +641,9 @@ extern "C" {
 }
 extern "C" {
     #[doc = " Bytes a context of this model holds after n_tokens tokens in the given cache format."]
+    #[doc = "  @param m            the model."]
+    #[doc = "  @param n_tokens     context length, >= 0."]
+    #[doc = "  @param cache_format HC_CACHE_DEFAULT, HC_CACHE_BF16 or HC_CACHE_FP8."]
     #[doc = "  @param kv_bytes    windows + compressed entries + indexer keys, counted per entry (a context"]
     #[doc = "                     allocates pages of 64 entries, so it matches exactly when every layer's entry"]
     #[doc = "                     count is a multiple of 64, for example at 2^20 tokens);"]
@@ -644,6 +663,7 @@ extern "C" {
 pub struct hc_ctx {
     _unused: [u8; 0],
 }
+#[doc = " Options of hc_ctx_create(); fill with hc_ctx_params_init()."]
 #[repr(C)]
 pub struct hc_ctx_params {
     #[doc = "< sizeof(hc_ctx_params), set by hc_ctx_params_init()"]
@@ -918,6 +938,7 @@ extern "C" {
 }
 extern "C" {
     #[doc = " Create an empty context (length 0) for model m."]
+    #[doc = "  @param m the model; it must outlive the context."]
     #[doc = "  @param p NULL for defaults. @param out receives the context, NULL on failure."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field out of range; HC_MEM_DEVICE"]
     #[doc = "  with the CPU backend); HC_ERR_UNSUPPORTED (struct tail not zero); HC_ERR_NO_DEVICE (CUDA asked"]
@@ -939,9 +960,11 @@ extern "C" {
 }
 extern "C" {
     #[doc = " Run a chunk of n_tokens tokens through one layer."]
+    #[doc = "  @param c       the context."]
     #[doc = "  @param layer   the next layer of the chunk: 0 starts a new chunk, then 1, 2, ... n_layers-1."]
     #[doc = "  @param x       [n_tokens][dim] of io_dtype, row-major (the layer's input after attn_norm);"]
     #[doc = "                 rounded to bf16 on entry."]
+    #[doc = "  @param n_tokens tokens in the chunk, >= 1; the same for every layer of the chunk."]
     #[doc = "  @param y       [n_tokens][dim] of io_dtype: the attention block's output. May equal x."]
     #[doc = "  The tokens take positions hc_ctx_n_tokens(c) .. + n_tokens - 1."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_LAYER_RANGE; HC_ERR_ORDER (layer is not the one"]
@@ -993,7 +1016,9 @@ extern "C" {
 pub const HC_COMPRESS_DEFAULT: _bindgen_ty_7 = 0;
 pub const HC_COMPRESS_NONE: _bindgen_ty_7 = 1;
 pub const HC_COMPRESS_ZSTD: _bindgen_ty_7 = 2;
+#[doc = " Session compression: values of hc_save_params.compression."]
 pub type _bindgen_ty_7 = u32;
+#[doc = " Options of hc_ctx_save() and hc_ctx_save_buffer(); fill with hc_save_params_init()."]
 #[repr(C)]
 pub struct hc_save_params {
     #[doc = "< sizeof(hc_save_params), set by hc_save_params_init()"]
@@ -1102,6 +1127,7 @@ extern "C" {
     #[doc = "  the directory sync: HC_ERR_IO is returned while path already holds the new, complete file."]
     #[doc = "  Entries are stored in one canonical encoding whatever the cache format (docs/session-format.md);"]
     #[doc = "  sessions are little-endian and identical across thread counts."]
+    #[doc = "  @param c the context. @param path the session file to write."]
     #[doc = "  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field"]
     #[doc = "  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file"]
     #[doc = "  that is not a session, which is never replaced); HC_ERR_UNSUPPORTED (params tail not zero);"]
