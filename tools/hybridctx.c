@@ -1,11 +1,17 @@
 /* hybridctx - command-line tool of libhybridctx.
  *   hybridctx demo [options]   run a long synthetic context through every layer of a model,
- *                              decode a few tokens, and report speed and cache memory.
+ *                              decode a few tokens, and report speed and cache memory; with
+ *                              --load FILE start from a saved session, with --save FILE save
+ *                              the context at the end.
  *   hybridctx inspect [--json] FILE   what a session file holds (no model needed).
  *   hybridctx verify [--json] FILE    check every checksum and entry of a session file; the exit
  *                              status says the result (0 valid, 1 damaged, 3 not a session file,
- *                              4 unsupported version, 5 unreadable, 2 usage). */
+ *                              4 unsupported version, 5 unreadable, 2 usage).
+ * Long steps (model load, prefill, save, load, verify) draw a progress bar on stderr when it is a
+ * terminal; Ctrl-C stops them through the library's progress callback (HC_ERR_ABORTED: nothing
+ * is changed, a saved file keeps its previous content) and exits with status 130. */
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +33,9 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: hybridctx demo [--model PRESET|FILE] [--tokens N] [--chunk N] [--decode N]\n"
             "                      [--threads N] [--cache fp8|bf16] [--backend auto|cpu|cuda] [--seed N]\n"
+            "                      [--load SESSION] [--save SESSION]\n"
             "  PRESET: tiny (default), v4-flash, v4-pro; FILE: a checkpoint directory or .safetensors\n"
+            "  --load: start from a saved session (--tokens may then be 0); --save: save the context\n"
             "       hybridctx inspect [--json] FILE   describe a session file\n"
             "       hybridctx verify [--json] FILE    check a session file (exit 0 valid, 1 damaged,\n"
             "                                         3 not a session, 4 unsupported version, 5 unreadable)\n");
@@ -70,22 +78,82 @@ static void next_input(float *x, const float *y, int64_t n, int dim)
     }
 }
 
-static void progress(int64_t done, int64_t total, double t0)
+/* ---- progress bars (stderr, terminals only) and Ctrl-C ---- */
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) { (void)sig, interrupted = 1; }
+
+static void catch_sigint(void)
 {
-    if (!isatty(2)) return;
-    int w = 40, f = (int)(w * done / total);
-    double el = now_s() - t0;
-    fprintf(stderr, "\r  [%.*s%*s] %3d%%  %lld/%lld tokens  %.0f tok/s ", f,
-            "########################################", w - f, "", (int)(100 * done / total),
-            (long long)done, (long long)total, el > 0 ? (double)done / el : 0.0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* One bar: what it counts, and when it was last drawn. */
+typedef struct bar {
+    const char *label;
+    const char *unit;   /* "tokens", "bytes", "layers" */
+    double t0, drawn;
+    int last_pct;
+} bar;
+
+static bar bar_new(const char *label, const char *unit) { return (bar){label, unit, now_s(), 0, -1}; }
+
+static void bar_draw(bar *b, uint64_t done, uint64_t total)
+{
+    if (!isatty(2) || !total) return;
+    int pct = (int)(100.0 * (double)done / (double)total);
+    double t = now_s();
+    if (done < total && pct == b->last_pct && t - b->drawn < 0.2) return;
+    b->last_pct = pct, b->drawn = t;
+    int w = 30, f = (int)((double)w * (double)done / (double)total);
+    double el = t - b->t0, rate = el > 0 ? (double)done / el : 0.0;
+    char amount[64];
+    if (!strcmp(b->unit, "bytes"))
+        snprintf(amount, sizeof amount, "%.1f/%.1f MiB  %.0f MiB/s", (double)done / 1048576.0,
+                 (double)total / 1048576.0, rate / 1048576.0);
+    else
+        snprintf(amount, sizeof amount, "%llu/%llu %s  %.0f %s/s", (unsigned long long)done,
+                 (unsigned long long)total, b->unit, rate, b->unit);
+    fprintf(stderr, "\r  %-8s [%.*s%*s] %3d%%  %s ", b->label, f, "##############################", w - f, "", pct,
+            amount);
     if (done == total) fputc('\n', stderr);
     fflush(stderr);
+}
+
+/* hc_progress_fn: draw the bar; a Ctrl-C stops the call. */
+static int bar_cb(void *user, uint64_t done, uint64_t total)
+{
+    bar_draw(user, done, total);
+    if (interrupted && isatty(2)) fputc('\n', stderr);
+    return interrupted;
+}
+
+/* hc_progress_fn of the prefill's layer calls: no bar of their own (the chunks draw it), only
+ * Ctrl-C. */
+static int stop_cb(void *user, uint64_t done, uint64_t total)
+{
+    (void)user, (void)done, (void)total;
+    return interrupted;
+}
+
+static void progress(int64_t done, int64_t total, double t0)
+{
+    static bar b;
+    if (done == 0 || b.t0 != t0) b = (bar){"prefill", "tokens", t0, 0, -1};
+    bar_draw(&b, (uint64_t)done, (uint64_t)total);
 }
 
 static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t n)
 {
     for (int l = 0; l < layers; l++) {
         hc_status st = hc_append(c, l, x, n, y);
+        if (st == HC_ERR_ABORTED) {
+            fprintf(stderr, "hybridctx: interrupted; the context keeps %lld tokens\n", (long long)hc_ctx_n_tokens(c));
+            return 130;
+        }
         if (st) {
             fprintf(stderr, "hybridctx: layer %d: %s (%s)\n", l, hc_strerror(st), hc_ctx_last_error(c));
             return 1;
@@ -97,7 +165,7 @@ static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t
 
 static int cmd_demo(int argc, char **argv)
 {
-    const char *model_name = "tiny", *cache = "fp8", *backend = "auto";
+    const char *model_name = "tiny", *cache = "fp8", *backend = "auto", *load = NULL, *save = NULL;
     int64_t tokens = 20000, chunk = 1024, decode = 16;
     int threads = 0;
     uint64_t seed = 1;
@@ -112,10 +180,13 @@ static int cmd_demo(int argc, char **argv)
         else if (!strcmp(a, "--cache")) cache = v;
         else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--load")) load = v;
+        else if (!strcmp(a, "--save")) save = v;
         else { usage(stderr); return 2; }
         i++;
     }
-    if (tokens < 1 || chunk < 1 || decode < 0) { usage(stderr); return 2; }
+    if (tokens < (load ? 0 : 1) || chunk < 1 || decode < 0) { usage(stderr); return 2; }
+    catch_sigint();
     hc_model *m = NULL;
     char err[512] = "";
     hc_model_params mp;
@@ -124,7 +195,14 @@ static int cmd_demo(int argc, char **argv)
     mp.errbuf_size = sizeof err;
     double t0 = now_s();
     int preset = !strcmp(model_name, "tiny") || !strcmp(model_name, "v4-flash") || !strcmp(model_name, "v4-pro");
+    bar mb = bar_new("model", preset ? "layers" : "bytes");
+    mp.progress = bar_cb;
+    mp.progress_user = &mb;
     hc_status st = preset ? hc_model_create_random(model_name, seed, &mp, &m) : hc_model_load(model_name, &mp, &m);
+    if (st == HC_ERR_ABORTED) {
+        fprintf(stderr, "hybridctx: interrupted\n");
+        return 130;
+    }
     if (st) {
         fprintf(stderr, "hybridctx: model %s: %s: %s\n", model_name, hc_strerror(st), err);
         return 1;
@@ -155,7 +233,22 @@ static int cmd_demo(int argc, char **argv)
     if (!x || !y) { fprintf(stderr, "hybridctx: out of memory\n"); return 1; }
     uint64_t rs = seed;
     int rc = 0;
-    printf("  prefill %lld tokens in chunks of %lld\n", (long long)tokens, (long long)chunk);
+    if (load) {
+        bar lb = bar_new("load", "bytes");
+        hc_ctx_set_progress(c, bar_cb, &lb);
+        t0 = now_s();
+        st = hc_ctx_load(c, load);
+        hc_ctx_set_progress(c, NULL, NULL);
+        if (st) {
+            fprintf(stderr, "hybridctx: load %s: %s (%s)\n", load, st == HC_ERR_ABORTED ? "interrupted" : hc_strerror(st),
+                    hc_ctx_last_error(c));
+            rc = st == HC_ERR_ABORTED ? 130 : 1;
+        } else {
+            printf("  loaded  %s: %lld tokens in %.2f s\n", load, (long long)hc_ctx_n_tokens(c), now_s() - t0);
+        }
+    }
+    if (!rc && tokens) printf("  prefill %lld tokens in chunks of %lld\n", (long long)tokens, (long long)chunk);
+    hc_ctx_set_progress(c, stop_cb, NULL); /* Ctrl-C stops a layer call between pieces */
     t0 = now_s();
     for (int64_t done = 0; done < tokens && !rc;) {
         int64_t n = tokens - done < chunk ? tokens - done : chunk;
@@ -165,8 +258,15 @@ static int cmd_demo(int argc, char **argv)
         progress(done, tokens, t0);
     }
     double tp = now_s() - t0;
+    if (tokens == 0) tp = 0;
+    hc_ctx_set_progress(c, NULL, NULL); /* decode: the lowest latency (no rollback copies on CUDA) */
     double td = 0;
     for (int64_t k = 0; k < decode && !rc; k++) {
+        if (interrupted) {
+            fprintf(stderr, "hybridctx: interrupted\n");
+            rc = 130;
+            break;
+        }
         synth_tokens(x, 1, D, &rs);
         double t1 = now_s();
         rc = run_chunk(c, L, D, x, y, 1);
@@ -178,13 +278,29 @@ static int cmd_demo(int argc, char **argv)
         int64_t n = hc_ctx_n_tokens(c);
         /* dense: one head_dim-wide bf16 vector per token per layer (MQA, K = V), no compression */
         double dense = (double)L * (double)n * info.head_dim * 2.0;
-        printf("  prefill %.1f tokens/s (%.2f s)\n", (double)tokens / tp, tp);
+        if (tokens) printf("  prefill %.1f tokens/s (%.2f s)\n", (double)tokens / tp, tp);
         if (decode) printf("  decode  %.2f ms/token over %lld tokens (all %d layers)\n", 1e3 * td / decode,
                            (long long)decode, L);
         printf("  context %lld tokens; cache %s (windows, compressed entries, indexer keys, compressor "
                "state)\n", (long long)n, human((double)bytes, a, sizeof a));
         printf("  a dense bf16 KV cache of the same length (one %d-wide vector per token and layer) would "
                "take %s: %.1fx more\n", info.head_dim, human(dense, b, sizeof b), dense / (double)bytes);
+    }
+    if (!rc && save) {
+        bar sb = bar_new("save", "bytes");
+        hc_ctx_set_progress(c, bar_cb, &sb);
+        t0 = now_s();
+        st = hc_ctx_save(c, save, NULL);
+        hc_ctx_set_progress(c, NULL, NULL);
+        if (st == HC_ERR_ABORTED) {
+            fprintf(stderr, "hybridctx: save interrupted; %s is as it was\n", save);
+            rc = 130;
+        } else if (st) {
+            fprintf(stderr, "hybridctx: save %s: %s (%s)\n", save, hc_strerror(st), hc_ctx_last_error(c));
+            rc = 1;
+        } else {
+            printf("  saved   %s: %lld tokens in %.2f s\n", save, (long long)hc_ctx_n_tokens(c), now_s() - t0);
+        }
     }
     free(x), free(y);
     hc_ctx_free(c);
@@ -207,13 +323,20 @@ static int cmd_session(int argc, char **argv, int verify)
     uint64_t cap = 1 << 20, len = 0;
     char *buf = NULL;
     hc_status st;
+    catch_sigint();
     for (;;) {
         char *nb = realloc(buf, (size_t)cap);
         if (!nb) { free(buf); fprintf(stderr, "hybridctx: out of memory\n"); return 5; }
         buf = nb;
-        st = hc_x_session_inspect(path, flags, buf, cap, &len);
+        bar vb = bar_new("verify", "bytes");
+        st = hc_x_session_inspect_progress(path, flags, bar_cb, &vb, buf, cap, &len);
         if (st != HC_ERR_BUFFER_TOO_SMALL || len <= cap) break;
         cap = len;
+    }
+    if (st == HC_ERR_ABORTED) {
+        free(buf);
+        fprintf(stderr, "hybridctx: %s: interrupted\n", path);
+        return 130;
     }
     if (st == HC_ERR_BUFFER_TOO_SMALL || st == HC_ERR_OUT_OF_MEMORY) {
         free(buf);
