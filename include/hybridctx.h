@@ -72,10 +72,10 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define HC_VERSION_MAJOR 0
-#define HC_VERSION_MINOR 1
+#define HC_VERSION_MINOR 2
 #define HC_VERSION_PATCH 0
 #define HC_VERSION_NUMBER (HC_VERSION_MAJOR * 10000 + HC_VERSION_MINOR * 100 + HC_VERSION_PATCH)
-#define HC_VERSION_STRING "0.1.0"
+#define HC_VERSION_STRING "0.2.0"
 
 /** Runtime library version as MAJOR*10000 + MINOR*100 + PATCH; compare with HC_VERSION_NUMBER.
  *  Thread-safe. @since 0.1 */
