@@ -9,7 +9,8 @@
  *    ops may not fail) poisons every context of the batch;
  *  - progress reports per piece, monotone and ending at the total; a stop at any report (the
  *    last one too) gives HC_ERR_ABORTED with the context, or every context of a batch, as it was;
- *  - streams: the CPU refuses a stream, a CUDA context moves between streams and back.
+ *  - streams: the CPU refuses a stream, a CUDA context moves between streams and back; on CUDA a
+ *    batch of device-memory x and y over contexts on several streams is ordered on the first one.
  * The contexts start from sessions saved once (so that each test starts at several lengths
  * without recomputing them). Internal headers: the cache digest and the injected failures. */
 #include <check.h>
@@ -748,6 +749,46 @@ START_TEST(set_stream)
 }
 END_TEST
 
+/* CUDA: device-memory x and y (HC_MEM_DEVICE), contexts on three streams, one of them the
+ * caller's: the batch is ordered on the first context's stream and gives the host-memory
+ * separate calls' bits. */
+START_TEST(device_memory_batch)
+{
+    if (g_backend == HC_BACKEND_CPU) return;
+    hc_ctx *a[K], *b[K];
+    for (int i = 0; i < K; i++) {
+        hc_ctx_params p;
+        hc_ctx_params_init(&p, sizeof p);
+        p.backend = g_backend;
+        p.max_chunk = PIECE;
+        p.io_memory = HC_MEM_DEVICE;
+        ck_assert_int_eq(hc_ctx_create(g_model, &p, &a[i]), HC_OK);
+        ck_assert_int_eq(hc_ctx_load_buffer(a[i], g_sess[i], g_sess_len[i]), HC_OK);
+        b[i] = fresh(i);
+    }
+    ck_assert_int_eq(hc_ctx_set_stream(a[3], a[1]->be->ops->stream(a[1]->be)), HC_OK);
+    static const int64_t ns[K] = {4, 33, 1, 2};
+    step sa = make_step(K, a, seq_id, ns), sb = make_step(K, b, seq_id, ns);
+    size_t bytes = sizeof(float) * (size_t)sa.rows * g_D;
+    float *x = alloc_rows(&sa), *ya = alloc_rows(&sa), *yb = calloc((size_t)g_L * sb.rows * g_D, sizeof(float));
+    void *dx = NULL, *dy = NULL;
+    hci_backend *be0 = a[0]->be;
+    ck_assert_int_eq(be0->ops->alloc(be0, bytes, &dx), HC_OK);
+    ck_assert_int_eq(be0->ops->alloc(be0, bytes, &dy), HC_OK);
+    run_separate(&sb, yb);
+    for (int l = 0; l < g_L; l++) {
+        pack(&sa, l, x);
+        ck_assert_int_eq(be0->ops->upload(be0, dx, x, bytes), HC_OK); /* on the first context's stream */
+        ck_assert_msg(hc_append_batch(a, K, l, dx, ns, dy) == HC_OK, "%s", hc_ctx_last_error(a[0]));
+        ck_assert_int_eq(be0->ops->download(be0, ya, dy, bytes), HC_OK); /* ready on that stream */
+        assert_same(ya, yb + (size_t)l * sb.rows * g_D, (size_t)sa.rows * g_D, "device-memory batch");
+    }
+    be0->ops->free(be0, dx), be0->ops->free(be0, dy);
+    free(x), free(ya), free(yb);
+    for (int i = 0; i < K; i++) hc_ctx_free(a[i]), hc_ctx_free(b[i]);
+}
+END_TEST
+
 Suite *tu_suite(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -773,6 +814,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, append_progress_and_abort);
     tcase_add_test(tc, batch_abort);
     tcase_add_test(tc, set_stream);
+    tcase_add_test(tc, device_memory_batch);
     suite_add_tcase(s, tc);
     return s;
 }
