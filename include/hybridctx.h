@@ -77,10 +77,10 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define HC_VERSION_MAJOR 0
-#define HC_VERSION_MINOR 1
+#define HC_VERSION_MINOR 2
 #define HC_VERSION_PATCH 0
 #define HC_VERSION_NUMBER (HC_VERSION_MAJOR * 10000 + HC_VERSION_MINOR * 100 + HC_VERSION_PATCH)
-#define HC_VERSION_STRING "0.1.0"
+#define HC_VERSION_STRING "0.2.0"
 /** @def HC_VERSION_MAJOR
  *  Major version of the header: changes only with an incompatible API or ABI (a new SONAME). */
 /** @def HC_VERSION_MINOR
@@ -132,6 +132,7 @@ enum {
     HC_ERR_MODEL_MISMATCH   = -22, /**< data belongs to another model or configuration */
     HC_ERR_BUFFER_TOO_SMALL = -23, /**< an output buffer is too small; the size needed is reported */
     HC_ERR_LIMIT            = -24, /**< an input exceeds a documented limit (header size, counts) */
+    HC_ERR_ABORTED          = -25, /**< a progress callback asked the call to stop; nothing changed. @since 0.2 */
     HC_ERR_INTERNAL         = -99  /**< a bug in libhybridctx; please report it */
 };
 
@@ -180,6 +181,14 @@ enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
 /** @var HC_MODEL_GEOMETRY_ONLY
  *  build the configuration without weights (see hc_model_params.flags) */
 
+/** Progress of a long call (hc_ctx_set_progress(), hc_model_params.progress). Called on the
+ *  thread that made the call, with done growing from report to report and the last report
+ *  having done == total (units: tokens, bytes or layers, as each call documents). Return 0 to
+ *  go on; any other value stops the call, which then returns HC_ERR_ABORTED and leaves its
+ *  objects as they were. The callback must not call libhybridctx functions on the objects of
+ *  the call in progress. @since 0.2 */
+typedef int (*hc_progress_fn)(void *user, uint64_t done, uint64_t total);
+
 /* ---------------------------------------------------------------------------------------------
  * Model
  * ------------------------------------------------------------------------------------------- */
@@ -198,6 +207,11 @@ typedef struct hc_model_params {
     int32_t  reserved0;   /**< must be 0 */
     char    *errbuf;      /**< optional: receives a NUL-terminated message when a model call fails */
     uint64_t errbuf_size; /**< capacity of errbuf in bytes */
+    hc_progress_fn progress; /**< optional: hc_model_load() reports the weight bytes read (total: the
+                                  bytes of every tensor the configuration needs, known before any is
+                                  read), hc_model_create_random() the layers initialised (none for a
+                                  geometry-only model). A stop gives HC_ERR_ABORTED and no model. @since 0.2 */
+    void    *progress_user;  /**< passed to progress as its first argument. @since 0.2 */
     /* new members are only appended below */
 } hc_model_params;
 
@@ -222,7 +236,8 @@ HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size);
  *  per tensor; config.json of at most 1 MiB; model.safetensors.index.json of at most 64 MiB; at
  *  most 1024 layers. Memory: every tensor the configuration needs is found and its dtype and
  *  shape checked before the weights are allocated, so a load never allocates more than about 4x
- *  the tensor bytes the files hold, plus the parsed headers.
+ *  the tensor bytes the files hold, plus the parsed headers. With p->progress set (@since 0.2)
+ *  the weight bytes read are reported and a stop gives HC_ERR_ABORTED.
  *  Ownership: the caller frees *out with hc_model_free(). Thread-safe. @since 0.1 */
 HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_model **out);
 
@@ -234,8 +249,9 @@ HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_mo
  *  @param p     NULL for defaults (HC_MODEL_GEOMETRY_ONLY in p->flags: no weights at all).
  *  @param out   receives the new model; set to NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT
- *  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY. Ownership and
- *  threads as hc_model_load(). @since 0.1 */
+ *  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY;
+ *  HC_ERR_ABORTED (p->progress stopped it, @since 0.2). Ownership and threads as
+ *  hc_model_load(). @since 0.1 */
 HC_API hc_status hc_model_create_random(const char *preset_or_config_json, uint64_t seed,
                                         const hc_model_params *p, hc_model **out);
 
@@ -369,8 +385,10 @@ HC_API const char *hc_ctx_last_error(const hc_ctx *c);
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_LAYER_RANGE; HC_ERR_ORDER (layer is not the one
  *  expected, or n_tokens differs from the chunk in progress); HC_ERR_N_TOKENS; HC_ERR_POSITION;
  *  HC_ERR_NONFINITE (x holds NaN/Inf); HC_ERR_UNSUPPORTED (geometry-only model);
- *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_BAD_STATE. On any error but a device
- *  fault the context is unchanged and y is unspecified; a device fault poisons the context.
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_BAD_STATE; HC_ERR_ABORTED (the
+ *  context's progress callback stopped the call, see hc_ctx_set_progress(); @since 0.2). On any
+ *  error but a device fault the context is unchanged and y is unspecified; a device fault
+ *  poisons the context.
  *  Threads: one thread at a time per context. @since 0.1 */
 HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens, void *y);
 
@@ -394,6 +412,101 @@ HC_API int32_t hc_ctx_backend(const hc_ctx *c);
  *  metadata blob.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_BAD_STATE. @since 0.1 */
 HC_API hc_status hc_ctx_reset(hc_ctx *c);
+
+/* ---------------------------------------------------------------------------------------------
+ * Serving: batches, progress and abort, streams
+ * ------------------------------------------------------------------------------------------- */
+/** One decode step (one token each) of n_ctx contexts through one layer: hc_decode() of every
+ *  context in one call. The results are bitwise those of hc_decode() on each context in turn,
+ *  on either backend.
+ *  @param ctxs  n_ctx distinct contexts of one model, each with `layer` as its next layer and,
+ *               for layer > 0, a chunk of 1 token in progress; all with the same backend,
+ *               device, io_dtype, io_memory and cache format.
+ *  @param n_ctx number of contexts, >= 1.
+ *  @param layer the layer every context runs next (see hc_append()).
+ *  @param x     [n_ctx][dim] of io_dtype: row i is the input of ctxs[i].
+ *  @param y     [n_ctx][dim] of io_dtype: row i receives the output of ctxs[i]. May equal x.
+ *  All or nothing: the whole batch is checked (arguments, layer order, positions, every row of
+ *  x for NaN/Inf) before any context changes, and a failure after that (out of memory in a
+ *  later context, a stop by a progress callback) undoes the contexts already done; only a
+ *  device fault does not: it poisons every context of the batch.
+ *  @return HC_OK; HC_ERR_NULL_ARG (ctxs, x or y, or an entry of ctxs is NULL); HC_ERR_INVALID_ARG
+ *  (n_ctx <= 0; a context twice; contexts that differ in backend, device, io_dtype, io_memory or
+ *  cache format); HC_ERR_MODEL_MISMATCH (contexts of two models); HC_ERR_LAYER_RANGE;
+ *  HC_ERR_ORDER (a context is not at `layer`, or its chunk in progress is not 1 token);
+ *  HC_ERR_POSITION; HC_ERR_NONFINITE (a row of x holds NaN/Inf); HC_ERR_UNSUPPORTED
+ *  (geometry-only model); HC_ERR_BAD_STATE (a context is poisoned); HC_ERR_OUT_OF_MEMORY;
+ *  HC_ERR_ABORTED (a context's progress callback stopped the batch); HC_ERR_CUDA / HC_ERR_CUBLAS
+ *  (device fault: every context of the batch is poisoned). On every error but a device fault no
+ *  context has changed and y is unspecified. Every context of a failed batch holds the detail
+ *  in hc_ctx_last_error(), which names the context at fault by its index in ctxs.
+ *  Progress: each context's callback (hc_ctx_set_progress()) reports that context's tokens; a
+ *  stop from any of them stops the whole batch.
+ *  Streams (CUDA): a batch is ordered on the stream of ctxs[0]. It starts after the work queued
+ *  there before the call (device-memory x must be ready on that stream); the other contexts'
+ *  streams wait on an event recorded there before they run their part, and that stream waits
+ *  on an event of each of them at the end, so device-memory y is ready on the stream of
+ *  ctxs[0] when the call returns, and work queued afterwards on it follows the whole batch.
+ *  (Each context's part runs on its own stream in this version; shared launches will not
+ *  change this contract.)
+ *  Threads: no context of the batch may be used by another thread during the call; batches of
+ *  disjoint contexts may run concurrently. @since 0.2 */
+HC_API hc_status hc_decode_batch(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x, void *y);
+
+/** Ragged batch: hc_append() of n_tokens[i] tokens on each ctxs[i] in one call, bitwise as the
+ *  separate calls would give. Contexts, layer order, all-or-nothing, errors, progress and
+ *  streams as hc_decode_batch().
+ *  @param ctxs     n_ctx distinct contexts of one model, as for hc_decode_batch().
+ *  @param n_ctx    number of contexts, >= 1.
+ *  @param layer    the layer every context runs next (see hc_append()).
+ *  @param x        the contexts' rows one after another: n_tokens[0] rows of ctxs[0], then
+ *                  n_tokens[1] rows of ctxs[1], ...; [sum of n_tokens][dim] of io_dtype.
+ *  @param n_tokens n_ctx token counts, each > 0; for layer > 0 each must equal the context's
+ *                  chunk in progress (else HC_ERR_ORDER). Not kept.
+ *  @param y        the outputs, laid out as x. May equal x.
+ *  @return as hc_decode_batch(), plus HC_ERR_NULL_ARG for a NULL n_tokens and HC_ERR_N_TOKENS
+ *  for a count <= 0. @since 0.2 */
+HC_API hc_status hc_append_batch(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x,
+                                 const int64_t *n_tokens, void *y);
+
+/** Set (fn not NULL) or clear (fn NULL) the progress callback of a context (hc_progress_fn). It
+ *  covers the context's long calls:
+ *  - hc_append(), hc_decode() and the batch calls: tokens of this context's chunk through the
+ *    layer, reported after each piece of at most max_chunk tokens (total = its n_tokens);
+ *  - hc_ctx_save(), hc_ctx_save_buffer(): session payload bytes written (total = the raw bytes
+ *    of every section);
+ *  - hc_ctx_load(), hc_ctx_load_buffer(): payload bytes read and checked (total from the file).
+ *  A stop makes the call return HC_ERR_ABORTED with the context as it was, also at the last
+ *  report (done == total): a layer call or a batch is rolled back; a save to a file leaves the
+ *  file that was at its path intact and no temporary file (a save to a buffer leaves the
+ *  buffer's content unspecified); a load keeps the context's previous contents.
+ *  Cost: none on the CPU backend. On CUDA, a layer call of a context with a callback (and every
+ *  context of a batch in which one has a callback) first copies that layer's window ring and
+ *  compressor states on the device (about window x entry bytes plus the states, into memory the
+ *  context keeps), so that a stop can undo the pieces already run: clear the callback when the
+ *  lowest decode latency matters. With device-memory x and y the reports of a layer call count
+ *  queued pieces.
+ *  @param c    the context.
+ *  @param fn   the callback, or NULL to clear it.
+ *  @param user passed to fn; not owned by the library.
+ *  @return HC_OK, HC_ERR_NULL_ARG (c). Threads: as any call on c. @since 0.2 */
+HC_API hc_status hc_ctx_set_progress(hc_ctx *c, hc_progress_fn fn, void *user);
+
+/** Move a CUDA context to another stream after creation.
+ *  @param c      the context.
+ *  @param stream the cudaStream_t (as void *) to run on from now on, owned by the caller and kept
+ *                alive while the context runs on it; NULL: back to a stream of the context's own
+ *                (lent by the library, as when hc_ctx_params.cuda_stream is NULL).
+ *  The switch is ordered without blocking the host: an event recorded on the old stream is
+ *  waited on by the new one, so every call queued before the switch completes before work
+ *  queued after it. A stream of the context's own that it leaves goes back to the library's
+ *  pool (its pending work still completes in order). Passing the stream already in use changes
+ *  nothing.
+ *  @return HC_OK; HC_ERR_NULL_ARG (c); HC_ERR_UNSUPPORTED (a CPU context and a non-NULL stream;
+ *  NULL is accepted and changes nothing); HC_ERR_BAD_STATE (poisoned context); HC_ERR_CUDA (the
+ *  ordering event failed: the context stays on its old stream). Threads: as any call on c.
+ *  @since 0.2 */
+HC_API hc_status hc_ctx_set_stream(hc_ctx *c, void *stream);
 
 /* ---------------------------------------------------------------------------------------------
  * Sessions: save a context and restore it later, bit-exactly (format: docs/session-format.md)
@@ -435,7 +548,9 @@ HC_API hc_status hc_save_params_init(hc_save_params *p, size_t struct_size);
  *  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file
  *  that is not a session, which is never replaced); HC_ERR_UNSUPPORTED (params tail not zero);
  *  HC_ERR_ORDER (a chunk is in progress); HC_ERR_IO (with errno text in the last error);
- *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA; HC_ERR_BAD_STATE. The context is never changed. @since 0.1 */
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA; HC_ERR_BAD_STATE; HC_ERR_ABORTED (the context's progress
+ *  callback stopped the save, see hc_ctx_set_progress(); @since 0.2). The context is never
+ *  changed. @since 0.1 */
 HC_API hc_status hc_ctx_save(hc_ctx *c, const char *path, const hc_save_params *p);
 
 /** Replace the context's contents with the session in path. Everything is validated (format
@@ -454,7 +569,8 @@ HC_API hc_status hc_ctx_save(hc_ctx *c, const char *path, const hc_save_params *
  *  lacks; the message names both); HC_ERR_MODEL_MISMATCH (the message names the first field that
  *  differs); HC_ERR_CORRUPT (truncated, a checksum or consistency check failed);
  *  HC_ERR_POSITION (longer than the context's max_tokens); HC_ERR_LIMIT; HC_ERR_OUT_OF_MEMORY;
- *  HC_ERR_CUDA; HC_ERR_BAD_STATE. @since 0.1 */
+ *  HC_ERR_CUDA; HC_ERR_BAD_STATE; HC_ERR_ABORTED (the context's progress callback stopped the
+ *  load, see hc_ctx_set_progress(); @since 0.2). @since 0.1 */
 HC_API hc_status hc_ctx_load(hc_ctx *c, const char *path);
 
 /** Bytes that hc_ctx_save_buffer() needs with these params (exact without compression, an

@@ -47,6 +47,12 @@ enum { HC_X_INSPECT_JSON = 1, HC_X_INSPECT_VERIFY = 2 }; /* hc_x_session_inspect
  *  HC_ERR_FORMAT, HC_ERR_VERSION, HC_ERR_CORRUPT, HC_ERR_LIMIT, HC_ERR_OUT_OF_MEMORY. */
 HC_API hc_status hc_x_session_inspect(const char *path, int32_t flags, char *buf, uint64_t cap, uint64_t *len);
 
+/** hc_x_session_inspect() watched by a progress callback (fn may be NULL): with
+ *  HC_X_INSPECT_VERIFY, fn reports the payload bytes checked (total: the file's payload bytes).
+ *  A stop gives HC_ERR_ABORTED, with the description and the reason in buf. */
+HC_API hc_status hc_x_session_inspect_progress(const char *path, int32_t flags, hc_progress_fn fn, void *user,
+                                               char *buf, uint64_t cap, uint64_t *len);
+
 #ifdef __cplusplus
 }
 #endif

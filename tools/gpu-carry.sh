@@ -17,7 +17,7 @@ rm -rf "$D"
 mkdir -p "$D/tests" "$D/tools" "$D/rt"
 # the core library and, from builds that have it, the CUDA module (files and their links)
 find "$B" -maxdepth 1 -name 'libhybridctx*.so*' ! -type d -exec cp -a {} "$D/" \;
-for t in test_gpu test_golden test_conformance test_cache; do
+for t in test_gpu test_golden test_conformance test_cache test_batch; do
     [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$D/tests/"
 done
 for t in bench-gpu hybridctx session-bench; do

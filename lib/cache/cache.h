@@ -127,12 +127,20 @@ typedef struct hci_cache_snap {
     size_t ring_bytes, state_bytes[HCI_CACHE_COMPS];
     int64_t n_entries[HCI_CACHE_COMPS];
     int n_pages[HCI_CACHE_COMPS];
+    int borrowed;                    /* the copies live in caller storage (snap_take_in) */
 } hci_cache_snap;
 /* Record lc's entry counts and page counts; with `copy`, copies of its ring and states too (for
  * backends whose ops may fail after the preflight). */
 int hci_cache_snap_take(struct hci_backend *be, const hci_layer_cache *lc, int copy, hci_cache_snap *s);
-/* Put lc back as recorded: pages grown since are dropped, ring and states copied back. */
-void hci_cache_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
+/* Bytes of storage that a copying snapshot of any layer of the set needs (hci_cache_snap_take_in). */
+size_t hci_cache_snap_bytes(const hci_layer_cache *lcs, int n_layers);
+/* hci_cache_snap_take with copies, into `store`: backend memory of at least
+ * hci_cache_snap_bytes() bytes that the caller keeps (and may reuse) until the snapshot is
+ * freed. Allocates nothing; on CUDA the copies are queued on be's stream. */
+int hci_cache_snap_take_in(struct hci_backend *be, const hci_layer_cache *lc, void *store, hci_cache_snap *s);
+/* Put lc back as recorded: pages grown since are dropped, ring and states copied back. Returns
+ * the first failure of a copy (a device fault; CPU copies cannot fail). */
+int hci_cache_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
 void hci_cache_snap_free(struct hci_backend *be, hci_cache_snap *s);
 
 /* ---- all-or-nothing replacement (session load) ---- */

@@ -52,6 +52,48 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
     return hci_errf(be->err, be->errsz, HC_ERR_UNSUPPORTED, "the CUDA backend has no option \"%s\"", name);
 }
 
+/* Work queued on `to` from now on runs after the work queued so far on from's stream. */
+static cudaError_t order_after(hci_cuda *from, cudaStream_t to)
+{
+    if (from->stream == to) return cudaSuccess;
+    cudaError_t e = cudaEventRecord(from->order, from->stream);
+    return e == cudaSuccess ? cudaStreamWaitEvent(to, from->order, 0) : e;
+}
+
+static int cu_stream_wait(hci_backend *be, hci_backend *on)
+{
+    hci_cuda *cu = hci_cu(be);
+    DeviceGuard g(cu->device);
+    HCI_CU_TRY(be, order_after(hci_cu(on), cu->stream));
+    return HC_OK;
+}
+
+/* hc_ctx_set_stream: the new stream waits for the old one's work; a lent stream goes back to the
+ * device object (its pending work completes in order, whoever takes it next). */
+static int cu_set_stream(hci_backend *be, void *stream)
+{
+    hci_cuda *cu = hci_cu(be);
+    cudaStream_t next = (cudaStream_t)stream, lent = nullptr;
+    if (next ? next == cu->stream : cu->own_stream) return HC_OK; /* already there */
+    DeviceGuard g(cu->device);
+    if (!next) {
+        int st = hci_cu_device_take_stream(cu->dev, &lent);
+        if (st) return hci_errf(be->err, be->errsz, st, "cannot create a CUDA stream on device %d", cu->device);
+        next = lent;
+    }
+    cudaError_t e = order_after(cu, next);
+    if (e != cudaSuccess) {
+        if (lent) hci_cu_device_give_stream(cu->dev, lent);
+        return hci_cu_fail(be, e, "ordering the new stream after the old one");
+    }
+    if (cu->own_stream) hci_cu_device_give_stream(cu->dev, cu->stream);
+    cu->stream = next;
+    cu->own_stream = lent != nullptr;
+    return HC_OK;
+}
+
+extern "C" void hci_cu_set_options(hci_backend *be, const hci_cu_options *opt) { hci_cu(be)->opt = *opt; }
+
 /* ---------------------------------------------------------------------------------------------
  * memory
  * ------------------------------------------------------------------------------------------- */
@@ -376,6 +418,7 @@ static void cu_destroy(hci_backend *be)
         DeviceGuard g(cu->device);
         if (cu->stream) cudaStreamSynchronize(cu->stream);
         cudaFree(cu->scratch);
+        if (cu->order) cudaEventDestroy(cu->order);
         if (cu->dev) {
             if (cu->lt_ws) hci_cu_device_give_workspace(cu->dev, cu->lt_ws);
             if (cu->own_stream && cu->stream) hci_cu_device_give_stream(cu->dev, cu->stream);
@@ -413,6 +456,8 @@ static hci_backend_ops make_ops()
     o.out_path = cu_out_path;
     o.stream = cu_stream;
     o.set_option = cu_set_option;
+    o.set_stream = cu_set_stream;
+    o.stream_wait = cu_stream_wait;
     return o;
 }
 static const hci_backend_ops cuda_ops = make_ops();
@@ -446,6 +491,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     }
     be->ops = &cuda_ops;
     be->kind = HC_BACKEND_CUDA;
+    be->device = a->device;
     be->caps = HC_CAP_HOST_IO | HC_CAP_DEVICE_IO | HC_CAP_STREAM;
     be->model = m;
     be->max_chunk = ((a->max_chunk > 0 ? a->max_chunk : 2048) + 15) & ~15;
@@ -471,6 +517,13 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
         st = hci_cu_device_take_stream(cu->dev, &cu->stream);
         if (st) hci_errf(a->err, a->errsz, st, "cannot create a CUDA stream on device %d", a->device);
         else cu->own_stream = 1;
+    }
+    if (!st) {
+        cudaError_t e = cudaEventCreateWithFlags(&cu->order, cudaEventDisableTiming);
+        if (e != cudaSuccess) {
+            cu->order = nullptr;
+            st = hci_cu_fail(be, e, "cudaEventCreateWithFlags");
+        }
     }
     if (!st) st = cu_reserve(be, 0, be->max_chunk, 0);
     if (st) {

@@ -45,8 +45,10 @@ use std::sync::{Arc, OnceLock};
 pub use hybridctx_sys as sys;
 
 /// The library version these bindings were written for: a runtime library with the same major
-/// and at least this minor version is accepted (checked when the first model is created).
-pub const BINDING_VERSION: (u32, u32) = (sys::HC_VERSION_MAJOR, sys::HC_VERSION_MINOR);
+/// and at least this minor version is accepted (checked when the first model is created). It is
+/// the API these bindings wrap (0.1), not the header hybridctx-sys was generated from, which
+/// may be newer.
+pub const BINDING_VERSION: (u32, u32) = (0, 1);
 
 /// `Result` with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
