@@ -29,7 +29,7 @@ static int reserve_tables(hci_page_list *l, int n_pages)
     void **p = realloc(l->pages, (size_t)cap * sizeof *p);
     if (!p) return HC_ERR_OUT_OF_MEMORY;
     l->pages = p;
-    struct hci_page_ref **r = realloc(l->refs, (size_t)cap * sizeof *r);
+    struct hci_page_ref **r = realloc(l->refs, (size_t)cap * sizeof(struct hci_page_ref *));
     if (!r) return HC_ERR_OUT_OF_MEMORY;
     l->refs = r;
     l->cap = (int)cap;
@@ -111,6 +111,10 @@ static int make_cows(hci_backend *be, const hci_page_list *l, int lo, int hi, co
     if (st) {
         release_cows(be, v, k);
         return st;
+    }
+    if (!k) { /* the sharers let go between the two loops: nothing to copy after all */
+        free(v);
+        return HC_OK;
     }
     *out = v, *n_out = k;
     return HC_OK;
