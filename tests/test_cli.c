@@ -2,7 +2,9 @@
  * and unknown options or commands are refused with exit 2 and a message naming them; --help of
  * every command prints usage on stdout and exits 0; `hybridctx info` (text and JSON, checked
  * against the library: weight bytes of a model with weights, cache bytes of a filled context);
- * --json of demo, bench and session-bench on tiny runs.
+ * --json of demo, bench and session-bench on tiny runs; demo --save and --load (a round trip, no
+ * progress bar on a stderr that is not a terminal, Ctrl-C during the prefill: exit 130 and the
+ * saved file as it was).
  * argv[1..3]: the hybridctx, bench and session-bench programs (meson passes them). */
 #include <check.h>
 #include <jansson.h>
@@ -33,18 +35,20 @@ static char *slurp(const char *path)
     return text;
 }
 
-/* Run "PROG ARGS" through the shell with stdout and stderr in separate files. */
-static run_result run(const char *prog, const char *args)
+/* Run "[WRAPPER] PROG ARGS" through the shell with stdout and stderr in separate files. */
+static run_result run_wrapped(const char *wrapper, const char *prog, const char *args)
 {
     char *o = tu_join(g_dir, "stdout.txt"), *e = tu_join(g_dir, "stderr.txt");
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2> '%s' < /dev/null", prog, args, o, e);
+    snprintf(cmd, sizeof cmd, "%s '%s' %s > '%s' 2> '%s' < /dev/null", wrapper, prog, args, o, e);
     int st = system(cmd);
     ck_assert_msg(WIFEXITED(st), "%s: did not exit", cmd);
     run_result r = {WEXITSTATUS(st), slurp(o), slurp(e)};
     free(o), free(e);
     return r;
 }
+
+static run_result run(const char *prog, const char *args) { return run_wrapped("", prog, args); }
 
 static void done(run_result *r) { free(r->out), free(r->err); }
 
@@ -85,6 +89,12 @@ START_TEST(test_malformed)
     refused(g_tool, "demo --tokens", "'--tokens' needs a value", NULL);
     refused(g_tool, "demo --json=yes", "'--json' takes no value", NULL);
     refused(g_tool, "demo extra", "unexpected argument 'extra'", NULL);
+    refused(g_tool, "demo --save", "'--save' needs a value", NULL);
+    refused(g_tool, "demo --load", "'--load' needs a value", NULL);
+    refused(g_tool, "demo --save ''", "--save", "empty");
+    refused(g_tool, "demo --load ''", "--load", "empty");
+    refused(g_tool, "demo --load /nonexistent/s.hcs", "--load", "no such file");
+    refused(g_tool, "demo --save /", "--save", "directory");
     refused(g_tool, "frobnicate", "unknown command 'frobnicate'", NULL);
     refused(g_tool, "--frobnicate", "unknown option '--frobnicate'", NULL);
     refused(g_tool, "", "no command", NULL);
@@ -311,6 +321,67 @@ START_TEST(test_json_runs)
 }
 END_TEST
 
+/* demo --save, then demo --load --tokens 0: the loaded context goes on decoding; no bar, no text on
+ * stderr (a file, not a terminal) */
+START_TEST(test_save_load)
+{
+    char *path = tu_join(g_dir, "demo.hcs"), args[4200];
+    snprintf(args, sizeof args, "demo --tokens 300 --chunk 128 --decode 2 --backend cpu --save '%s'", path);
+    run_result r = run(g_tool, args);
+    ck_assert_msg(r.rc == 0, "demo --save: exit %d\n%s%s", r.rc, r.out, r.err);
+    ck_assert_msg(strstr(r.out, "context 302 tokens") && strstr(r.out, "saved ") && strstr(r.out, path),
+                  "demo --save:\n%s", r.out);
+    ck_assert_msg(r.err[0] == 0 && !strchr(r.err, '\r'), "demo --save: stderr (not a terminal): %s", r.err);
+    done(&r);
+
+    snprintf(args, sizeof args, "demo --load '%s' --tokens 0 --decode 2 --backend cpu", path);
+    r = run(g_tool, args);
+    ck_assert_msg(r.rc == 0, "demo --load: exit %d\n%s%s", r.rc, r.out, r.err);
+    ck_assert_msg(strstr(r.out, "loaded ") && strstr(r.out, ": 302 tokens") && strstr(r.out, "context 304 tokens"),
+                  "demo --load:\n%s", r.out);
+    ck_assert_msg(r.err[0] == 0, "demo --load: stderr (not a terminal): %s", r.err);
+    done(&r);
+
+    /* JSON: the load and save fields; stdout is JSON alone */
+    char *path2 = tu_join(g_dir, "demo2.hcs");
+    snprintf(args, sizeof args, "demo --load '%s' --tokens 0 --decode 2 --backend cpu --save '%s' --json", path,
+             path2);
+    r = run(g_tool, args);
+    ck_assert_msg(r.rc == 0, "demo --load --save --json: exit %d\n%s%s", r.rc, r.out, r.err);
+    json_t *j = parse(r.out);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "load"), "file")), path);
+    ck_assert_int_eq(jint(j, "load.n_tokens"), 302);
+    ck_assert_int_eq(jint(j, "prefill.tokens"), 0);
+    ck_assert_int_eq(jint(j, "context.n_tokens"), 304);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "save"), "file")), path2);
+    ck_assert_int_eq(jint(j, "save.n_tokens"), 304);
+    ck_assert_int_gt(jint(j, "save.bytes"), 0);
+    ck_assert_msg(r.err[0] == 0, "--json: stderr: %s", r.err);
+    json_decref(j);
+    done(&r);
+    r = run(g_tool, "demo --tokens 10 --decode 0 --backend cpu --json");
+    j = parse(r.out);
+    ck_assert(json_is_null(json_object_get(j, "load")) && json_is_null(json_object_get(j, "save")));
+    json_decref(j);
+    done(&r);
+
+    /* Ctrl-C during a long prefill: exit 130, the file to save as it was */
+    size_t n0, n1;
+    char *before = tu_read_file(path, &n0);
+    ck_assert_ptr_nonnull(before);
+    snprintf(args, sizeof args, "demo --tokens 1000000 --chunk 4096 --backend cpu --save '%s'", path);
+    r = run_wrapped("timeout --preserve-status -s INT 1", g_tool, args);
+    ck_assert_msg(r.rc == 130, "demo, Ctrl-C: exit %d\n%s%s", r.rc, r.out, r.err);
+    ck_assert_msg(strstr(r.err, "interrupted"), "demo, Ctrl-C: stderr: %s", r.err);
+    ck_assert_msg(!strstr(r.out, "saved "), "demo, Ctrl-C: %s", r.out);
+    done(&r);
+    char *after = tu_read_file(path, &n1);
+    ck_assert_ptr_nonnull(after);
+    ck_assert_msg(n0 == n1 && !memcmp(before, after, n0), "demo, Ctrl-C: the saved file changed");
+    free(before), free(after), free(path), free(path2);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -329,6 +400,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, test_help);
     tcase_add_test(tc, test_info);
     tcase_add_test(tc, test_json_runs);
+    tcase_add_test(tc, test_save_load);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);

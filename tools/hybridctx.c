@@ -1,6 +1,8 @@
 /* hybridctx - command-line tool of libhybridctx.
  *   hybridctx demo [options]          run a long synthetic context through every layer of a model,
- *                                     decode a few tokens, and report speed and cache memory.
+ *                                     decode a few tokens, and report speed and cache memory; with
+ *                                     --load FILE start from a saved session (--tokens may then
+ *                                     be 0), with --save FILE save the context at the end.
  *   hybridctx info [options] [MODEL]  a model's geometry, weight bytes, cache bytes at a length
  *                                     and the device memory a context needs (nothing is run).
  *   hybridctx inspect [--json] FILE   what a session file holds (no model needed).
@@ -8,8 +10,13 @@
  *                                     status says the result (0 valid, 1 damaged, 3 not a session
  *                                     file, 4 unsupported version, 5 unreadable, 2 usage).
  * Every command takes --help (usage on stdout, exit 0). A usage error (unknown command or option,
- * missing or malformed value) prints a message naming it on stderr and exits with 2. */
+ * missing or malformed value) prints a message naming it on stderr and exits with 2.
+ * Long steps (model load or creation, prefill, session save, load and verify) draw a progress bar
+ * on stderr when stderr is a terminal and --json is not given. Ctrl-C stops the call in progress
+ * through the library's progress callback (HC_ERR_ABORTED: the call changes nothing, a file being
+ * saved keeps its previous content) and the program exits with status 130. */
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +50,11 @@ static const char usage_main[] =
     "  inspect   describe a session file (no model needed)\n"
     "  verify    check every checksum and entry of a session file\n"
     "\n"
-    "Exit status: 0 success, 1 failure, 2 usage error (verify has more, see its --help).\n";
+    "Long steps draw a progress bar on stderr when it is a terminal (not with --json); Ctrl-C stops\n"
+    "them, changing nothing, and exits with status 130.\n"
+    "\n"
+    "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted (verify has more, see its\n"
+    "--help).\n";
 
 static const char usage_model[] =
     "MODEL: a preset (tiny, v4-flash, v4-pro), a config.json file (random weights of its geometry),\n"
@@ -51,22 +62,30 @@ static const char usage_model[] =
 
 static const char usage_demo[] =
     "usage: hybridctx demo [--model MODEL] [--tokens N] [--chunk N] [--decode N] [--threads N]\n"
-    "                      [--cache fp8|bf16] [--backend auto|cpu|cuda] [--seed N] [--json]\n"
+    "                      [--cache fp8|bf16] [--backend auto|cpu|cuda] [--seed N]\n"
+    "                      [--load FILE] [--save FILE] [--json]\n"
     "\n"
     "Runs N synthetic tokens through every layer of the model in chunks (a stand-in MLP between\n"
     "layers), then decodes a few tokens one at a time, and reports prefill and decode speed and\n"
-    "the cache memory next to a dense bf16 KV cache.\n"
+    "the cache memory next to a dense bf16 KV cache. With --load the context starts from a saved\n"
+    "session (of the same model and seed); with --save it is saved at the end.\n"
     "\n"
     "  --model MODEL       the model (default tiny: random weights)\n"
-    "  --tokens N          prefill length, 1 .. the model's positions minus --decode (default 20000)\n"
+    "  --tokens N          prefill length, 1 .. the model's positions minus --decode and a loaded\n"
+    "                      session's tokens; 0 allowed with --load (default 20000)\n"
     "  --chunk N           tokens per hc_append() call, 1..1048576 (default 1024)\n"
     "  --decode N          tokens decoded after the prefill, 0..1000000 (default 16)\n"
     "  --threads N         CPU backend threads, 0..4096; 0 = all online cores (default 0)\n"
     "  --cache FMT         cache format: fp8 (default) or bf16\n"
     "  --backend B         auto (default: CUDA if present), cpu or cuda\n"
     "  --seed N            seed of the random weights and inputs, 0..2^64-1 (default 1)\n"
+    "  --load FILE         first load the session FILE (an existing file) into the context\n"
+    "  --save FILE         at the end save the context to FILE (replaced atomically)\n"
     "  --json              print the results as one JSON object on stdout (no progress, no text)\n"
-    "  -h, --help          this text\n";
+    "  -h, --help          this text\n"
+    "\n"
+    "Progress bars (model, load, prefill, save) go to stderr when it is a terminal. Ctrl-C stops\n"
+    "the step in progress (a file being saved keeps its previous content) and exits with 130.\n\n";
 
 static const char usage_info[] =
     "usage: hybridctx info [--model MODEL | MODEL] [--tokens N] [--chunk N] [--json]\n"
@@ -105,8 +124,10 @@ static const char usage_verify[] =
     "  --json              the result as JSON\n"
     "  -h, --help          this text\n"
     "\n"
+    "A progress bar goes to stderr when it is a terminal (not with --json); Ctrl-C stops the check.\n"
+    "\n"
     "Exit status: 0 valid, 1 damaged, 3 not a session file, 4 unsupported version, 5 unreadable,\n"
-    "2 usage error.\n";
+    "2 usage error, 130 interrupted.\n";
 
 /* A usage error of a command, whose message is printed already: its synopsis (the usage text up
  * to the first blank line) and where the rest is, on stderr. */
@@ -159,19 +180,111 @@ static char *read_text(const char *prog, const char *path)
     return buf;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * progress bars (stderr, terminals only) and Ctrl-C
+ * ------------------------------------------------------------------------------------------- */
+static volatile sig_atomic_t interrupted;
+static int bars_on; /* stderr is a terminal and no --json: draw bars */
+
+static void on_sigint(int sig) { (void)sig, interrupted = 1; }
+
+/* From now on Ctrl-C sets `interrupted`, which the progress callbacks turn into a stop. */
+static void catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* One bar: what it counts ("tokens", "layers" or "bytes"), when it was last drawn, and whether a
+ * line of it is open (drawn without its final newline). */
+typedef struct bar {
+    const char *label, *unit;
+    double t0, drawn;
+    int pct, open;
+} bar;
+
+static bar bar_new(const char *label, const char *unit) { return (bar){label, unit, now_s(), 0, -1, 0}; }
+
+/* End an open bar line, so that a message can follow on a line of its own. */
+static void bar_end(bar *b)
+{
+    if (b && b->open) fputc('\n', stderr), fflush(stderr), b->open = 0;
+}
+
+static void bar_draw(bar *b, uint64_t done, uint64_t total)
+{
+    if (!bars_on || !total) return;
+    int pct = (int)(100.0 * (double)done / (double)total);
+    double t = now_s();
+    if (done < total && pct == b->pct && t - b->drawn < 0.2) return;
+    b->pct = pct, b->drawn = t;
+    int w = 30, f = (int)((double)w * (double)done / (double)total);
+    double el = t - b->t0, rate = el > 0 ? (double)done / el : 0.0;
+    char amount[96];
+    if (!strcmp(b->unit, "bytes"))
+        snprintf(amount, sizeof amount, "%.1f/%.1f MiB  %.0f MiB/s", (double)done / 1048576.0,
+                 (double)total / 1048576.0, rate / 1048576.0);
+    else
+        snprintf(amount, sizeof amount, "%llu/%llu %s  %.0f %s/s", (unsigned long long)done,
+                 (unsigned long long)total, b->unit, rate, b->unit);
+    fprintf(stderr, "\r  %-8s [%.*s%*s] %3d%%  %s ", b->label, f, "##############################", w - f, "", pct,
+            amount);
+    b->open = 1;
+    if (done >= total) bar_end(b);
+    fflush(stderr);
+}
+
+/* hc_progress_fn drawing the bar `user`: a Ctrl-C stops the call. */
+static int bar_cb(void *user, uint64_t done, uint64_t total)
+{
+    if (interrupted) return bar_end(user), 1;
+    bar_draw(user, done, total);
+    return 0;
+}
+
+/* hc_progress_fn of the prefill's layer calls: no bar of their own (the chunks draw it), only
+ * Ctrl-C. */
+static int stop_cb(void *user, uint64_t done, uint64_t total)
+{
+    (void)user, (void)done, (void)total;
+    return interrupted;
+}
+
+/* A file name option: not empty; for a session to load, an existing regular file; for one to
+ * save, not a directory. 0, or -1 after a message. */
+static int path_value(const char *prog, const char *opt, const char *val, int must_exist)
+{
+    struct stat sb;
+    const char *why = NULL;
+    if (!*val) why = "empty file name";
+    else if (must_exist && stat(val, &sb) != 0) why = "no such file";
+    else if (must_exist && !S_ISREG(sb.st_mode)) why = "not a regular file";
+    else if (!must_exist && stat(val, &sb) == 0 && S_ISDIR(sb.st_mode)) why = "a directory";
+    if (!why) return 0;
+    fprintf(stderr, "%s: invalid value '%s' for %s: %s\n", prog, val, opt, why);
+    return -1;
+}
+
 /* Open the model named on the command line: a preset (random weights from seed), a config.json
  * file (random weights of its geometry), a checkpoint directory or a .safetensors file.
- * geometry_only: the configuration without weights. *source says which. Returns 0; 2 when the
- * name is neither a preset nor an existing path (a usage error); 1 when building it failed. */
+ * geometry_only: the configuration without weights. *source says which. A bar shows the layers
+ * created or the weight bytes read; Ctrl-C stops it. Returns 0; 2 when the name is neither a
+ * preset nor an existing path (a usage error); 1 when building it failed; 130 when interrupted. */
 static int open_model(const char *prog, const char *name, uint64_t seed, int geometry_only, hc_model **m,
                       const char **source)
 {
+    bar b = bar_new("model", "layers");
     char err[512] = "";
     hc_model_params mp;
     hc_model_params_init(&mp, sizeof mp);
     mp.errbuf = err;
     mp.errbuf_size = sizeof err;
     if (geometry_only) mp.flags = HC_MODEL_GEOMETRY_ONLY;
+    mp.progress = bar_cb;
+    mp.progress_user = &b;
     struct stat sb;
     hc_status st;
     *m = NULL;
@@ -190,7 +303,13 @@ static int open_model(const char *prog, const char *name, uint64_t seed, int geo
         free(text);
     } else {
         *source = S_ISDIR(sb.st_mode) ? "checkpoint" : "safetensors";
+        b.unit = "bytes";
         st = hc_model_load(name, &mp, m);
+    }
+    bar_end(&b);
+    if (st == HC_ERR_ABORTED) {
+        fprintf(stderr, "%s: model %s: interrupted\n", prog, name);
+        return 130;
     }
     if (st) {
         fprintf(stderr, "%s: model %s: %s: %s\n", prog, name, hc_strerror(st), err);
@@ -231,22 +350,15 @@ static void next_input(float *x, const float *y, int64_t n, int dim)
     }
 }
 
-static void progress(int64_t done, int64_t total, double t0)
-{
-    if (!isatty(2)) return;
-    int w = 40, f = (int)(w * done / total);
-    double el = now_s() - t0;
-    fprintf(stderr, "\r  [%.*s%*s] %3d%%  %lld/%lld tokens  %.0f tok/s ", f,
-            "########################################", w - f, "", (int)(100 * done / total),
-            (long long)done, (long long)total, el > 0 ? (double)done / el : 0.0);
-    if (done == total) fputc('\n', stderr);
-    fflush(stderr);
-}
-
 static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t n)
 {
     for (int l = 0; l < layers; l++) {
         hc_status st = hc_append(c, l, x, n, y);
+        if (st == HC_ERR_ABORTED) {
+            fprintf(stderr, "hybridctx: interrupted (the context holds %lld tokens)\n",
+                    (long long)hc_ctx_n_tokens(c));
+            return 130;
+        }
         if (st) {
             fprintf(stderr, "hybridctx: layer %d: %s (%s)\n", l, hc_strerror(st), hc_ctx_last_error(c));
             return 1;
@@ -261,7 +373,7 @@ static const char *const backend_names[] = {"auto", "cpu", "cuda", NULL};
 
 static int cmd_demo(int argc, char **argv)
 {
-    const char *prog = "hybridctx demo", *model_name = "tiny";
+    const char *prog = "hybridctx demo", *model_name = "tiny", *load = NULL, *save = NULL;
     int64_t tokens = 20000, chunk = 1024, decode = 16;
     int threads = 0, cache = 0, backend = 0, json = 0;
     uint64_t seed = 1;
@@ -270,6 +382,7 @@ static int cmd_demo(int argc, char **argv)
         {"chunk", required_argument, NULL, 'c'},   {"decode", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 'j'}, {"cache", required_argument, NULL, 'C'},
         {"backend", required_argument, NULL, 'b'}, {"seed", required_argument, NULL, 's'},
+        {"load", required_argument, NULL, 'L'},    {"save", required_argument, NULL, 'S'},
         {"json", no_argument, NULL, 'J'},          {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -278,21 +391,27 @@ static int cmd_demo(int argc, char **argv)
     while (!bad && (o = cli_getopt(prog, argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'm': model_name = optarg; break;
-        case 't': bad = cli_int64(prog, "--tokens", optarg, 1, (int64_t)1 << 40, &tokens); break;
+        case 't': bad = cli_int64(prog, "--tokens", optarg, 0, (int64_t)1 << 40, &tokens); break;
         case 'c': bad = cli_int64(prog, "--chunk", optarg, 1, 1 << 20, &chunk); break;
         case 'd': bad = cli_int64(prog, "--decode", optarg, 0, 1000000, &decode); break;
         case 'j': bad = cli_int(prog, "--threads", optarg, 0, 4096, &threads); break;
         case 'C': bad = (cache = cli_choice(prog, "--cache", optarg, cache_names)) < 0; break;
         case 'b': bad = (backend = cli_choice(prog, "--backend", optarg, backend_names)) < 0; break;
         case 's': bad = cli_uint64(prog, "--seed", optarg, &seed); break;
+        case 'L': bad = path_value(prog, "--load", load = optarg, 1); break;
+        case 'S': bad = path_value(prog, "--save", save = optarg, 0); break;
         case 'J': json = 1; break;
         case 'h': fputs(usage_demo, stdout), fputs(usage_model, stdout); return 0;
         default: bad = 1;
         }
     }
     if (!bad && optind < argc) cli_unexpected(prog, argv[optind]), bad = 1;
+    if (!bad && tokens == 0 && !load)
+        fprintf(stderr, "%s: invalid value '0' for --tokens: at least 1 (0 only with --load)\n", prog), bad = 1;
     if (bad) return usage_error("demo", usage_demo);
 
+    bars_on = !json && isatty(2);
+    catch_sigint();
     hc_model *m = NULL;
     const char *source;
     double t0 = now_s();
@@ -327,7 +446,6 @@ static int cmd_demo(int argc, char **argv)
         for (int l = 0; l < L; l++) printf("%s%s", l ? " " : "", kind_name(hc_model_layer_ratio(m, l)));
         printf("), dim %d, %d heads x %d, built in %.2f s\n", D, info.n_heads, info.head_dim, t_model);
         printf("  backend %s, %s cache\n", be_name, cache_names[cache]);
-        printf("  prefill %lld tokens in chunks of %lld\n", (long long)tokens, (long long)chunk);
         fflush(stdout);
     }
     float *x = malloc(sizeof(float) * (size_t)chunk * D), *y = malloc(sizeof(float) * (size_t)chunk * D);
@@ -338,64 +456,148 @@ static int cmd_demo(int argc, char **argv)
         hc_model_free(m);
         return 1;
     }
+    /* the session to start from */
+    int64_t loaded = 0;
+    double tl = 0;
+    if (load) {
+        bar b = bar_new("load", "bytes");
+        hc_ctx_set_progress(c, bar_cb, &b);
+        t0 = now_s();
+        st = hc_ctx_load(c, load);
+        tl = now_s() - t0;
+        hc_ctx_set_progress(c, NULL, NULL);
+        bar_end(&b);
+        if (st == HC_ERR_ABORTED) {
+            fprintf(stderr, "%s: load %s: interrupted; nothing loaded\n", prog, load);
+            rc = 130;
+        } else if (st) {
+            fprintf(stderr, "%s: load %s: %s (%s)\n", prog, load, hc_strerror(st), hc_ctx_last_error(c));
+            rc = 1;
+        } else if ((loaded = hc_ctx_n_tokens(c)) + tokens + decode > info.max_positions) {
+            fprintf(stderr, "%s: %s holds %lld tokens: plus --tokens %lld and --decode %lld it is over the model's "
+                            "%lld positions\n", prog, load, (long long)loaded, (long long)tokens, (long long)decode,
+                    (long long)info.max_positions);
+            rc = CLI_EXIT_USAGE;
+        } else if (!json) {
+            printf("  loaded  %s: %lld tokens in %.2f s\n", load, (long long)loaded, tl);
+        }
+    }
+    if (!rc && !json && tokens) {
+        printf("  prefill %lld tokens in chunks of %lld\n", (long long)tokens, (long long)chunk);
+        fflush(stdout);
+    }
     uint64_t rs = seed;
+    bar pb = bar_new("prefill", "tokens");
+    hc_ctx_set_progress(c, stop_cb, NULL); /* Ctrl-C stops a layer call between pieces */
     t0 = now_s();
     for (int64_t done = 0; done < tokens && !rc;) {
         int64_t n = tokens - done < chunk ? tokens - done : chunk;
         synth_tokens(x, n, D, &rs);
         rc = run_chunk(c, L, D, x, y, n);
-        done += n;
-        if (!json) progress(done, tokens, t0);
+        if (rc) bar_end(&pb);
+        else bar_draw(&pb, (uint64_t)(done += n), (uint64_t)tokens);
     }
     double tp = now_s() - t0;
+    hc_ctx_set_progress(c, NULL, NULL); /* decode: the lowest latency (no rollback copies on CUDA) */
     double td = 0;
     for (int64_t k = 0; k < decode && !rc; k++) {
+        if (interrupted) {
+            fprintf(stderr, "%s: interrupted (the context holds %lld tokens)\n", prog, (long long)hc_ctx_n_tokens(c));
+            rc = 130;
+            break;
+        }
         synth_tokens(x, 1, D, &rs);
         double t1 = now_s();
         rc = run_chunk(c, L, D, x, y, 1);
         td += now_s() - t1;
     }
-    if (!rc) {
-        uint64_t bytes = hc_ctx_memory_bytes(c);
-        int64_t n = hc_ctx_n_tokens(c);
-        /* dense: one head_dim-wide bf16 vector per token per layer (MQA, K = V), no compression */
-        double dense = (double)L * (double)n * info.head_dim * 2.0;
-        if (json) {
-            printf("{\n  \"command\": \"demo\",\n  \"version\": ");
-            cli_json_string(stdout, hc_version_string());
-            printf(",\n  \"model\": ");
-            cli_json_string(stdout, model_name);
-            printf(",\n  \"model_source\": \"%s\",\n  \"model_seconds\": ", source);
-            cli_json_number(stdout, t_model);
-            printf(",\n  \"layers\": [");
-            for (int l = 0; l < L; l++) printf("%s\"%s\"", l ? ", " : "", kind_name(hc_model_layer_ratio(m, l)));
-            printf("],\n  \"dim\": %d,\n  \"n_heads\": %d,\n  \"head_dim\": %d,\n", D, info.n_heads, info.head_dim);
-            printf("  \"backend\": \"%s\",\n  \"cache\": \"%s\",\n  \"threads\": %d,\n  \"seed\": %llu,\n", be_name,
-                   cache_names[cache], threads, (unsigned long long)seed);
-            printf("  \"prefill\": {\"tokens\": %lld, \"chunk\": %lld, \"seconds\": ", (long long)tokens,
-                   (long long)chunk);
-            cli_json_number(stdout, tp);
-            printf(", \"tokens_per_s\": ");
-            cli_json_number(stdout, tp > 0 ? (double)tokens / tp : NAN);
-            printf("},\n  \"decode\": {\"tokens\": %lld, \"seconds\": ", (long long)decode);
-            cli_json_number(stdout, td);
-            printf(", \"ms_per_token\": ");
-            cli_json_number(stdout, decode ? 1e3 * td / (double)decode : NAN);
-            printf("},\n  \"context\": {\"n_tokens\": %lld, \"cache_bytes\": %llu, \"dense_bf16_bytes\": %.0f, "
-                   "\"dense_ratio\": ", (long long)n, (unsigned long long)bytes, dense);
-            cli_json_number(stdout, bytes ? dense / (double)bytes : NAN);
-            printf("}\n}\n");
-        } else {
-            char a[32], b[32];
-            printf("  prefill %.1f tokens/s (%.2f s)\n", (double)tokens / tp, tp);
-            if (decode)
-                printf("  decode  %.2f ms/token over %lld tokens (all %d layers)\n", 1e3 * td / (double)decode,
-                       (long long)decode, L);
-            printf("  context %lld tokens; cache %s (windows, compressed entries, indexer keys, compressor "
-                   "state)\n", (long long)n, human((double)bytes, a, sizeof a));
+    uint64_t bytes = hc_ctx_memory_bytes(c);
+    int64_t n = hc_ctx_n_tokens(c);
+    /* dense: one head_dim-wide bf16 vector per token per layer (MQA, K = V), no compression */
+    double dense = (double)L * (double)n * info.head_dim * 2.0;
+    if (!rc && !json) {
+        char a[32], b[32];
+        if (tokens) printf("  prefill %.1f tokens/s (%.2f s)\n", (double)tokens / tp, tp);
+        if (decode)
+            printf("  decode  %.2f ms/token over %lld tokens (all %d layers)\n", 1e3 * td / (double)decode,
+                   (long long)decode, L);
+        printf("  context %lld tokens; cache %s (windows, compressed entries, indexer keys, compressor "
+               "state)\n", (long long)n, human((double)bytes, a, sizeof a));
+        if (bytes)
             printf("  a dense bf16 KV cache of the same length (one %d-wide vector per token and layer) would "
                    "take %s: %.1fx more\n", info.head_dim, human(dense, b, sizeof b), dense / (double)bytes);
+        fflush(stdout);
+    }
+    /* the session to save: atomically, so an interrupted or failed save leaves the old file */
+    double ts = 0;
+    uint64_t saved_bytes = 0;
+    if (!rc && save) {
+        bar b = bar_new("save", "bytes");
+        hc_ctx_set_progress(c, bar_cb, &b);
+        t0 = now_s();
+        st = hc_ctx_save(c, save, NULL);
+        ts = now_s() - t0;
+        hc_ctx_set_progress(c, NULL, NULL);
+        bar_end(&b);
+        struct stat sb;
+        if (st == HC_ERR_ABORTED) {
+            fprintf(stderr, "%s: save %s: interrupted; the file is as it was\n", prog, save);
+            rc = 130;
+        } else if (st) {
+            fprintf(stderr, "%s: save %s: %s (%s)\n", prog, save, hc_strerror(st), hc_ctx_last_error(c));
+            rc = 1;
+        } else {
+            if (stat(save, &sb) == 0) saved_bytes = (uint64_t)sb.st_size;
+            if (!json) printf("  saved   %s: %lld tokens, %llu bytes in %.2f s\n", save, (long long)n,
+                              (unsigned long long)saved_bytes, ts);
         }
+    }
+    if (!rc && json) {
+        printf("{\n  \"command\": \"demo\",\n  \"version\": ");
+        cli_json_string(stdout, hc_version_string());
+        printf(",\n  \"model\": ");
+        cli_json_string(stdout, model_name);
+        printf(",\n  \"model_source\": \"%s\",\n  \"model_seconds\": ", source);
+        cli_json_number(stdout, t_model);
+        printf(",\n  \"layers\": [");
+        for (int l = 0; l < L; l++) printf("%s\"%s\"", l ? ", " : "", kind_name(hc_model_layer_ratio(m, l)));
+        printf("],\n  \"dim\": %d,\n  \"n_heads\": %d,\n  \"head_dim\": %d,\n", D, info.n_heads, info.head_dim);
+        printf("  \"backend\": \"%s\",\n  \"cache\": \"%s\",\n  \"threads\": %d,\n  \"seed\": %llu,\n", be_name,
+               cache_names[cache], threads, (unsigned long long)seed);
+        printf("  \"load\": ");
+        if (load) {
+            printf("{\"file\": ");
+            cli_json_string(stdout, load);
+            printf(", \"n_tokens\": %lld, \"seconds\": ", (long long)loaded);
+            cli_json_number(stdout, tl);
+            printf("}");
+        } else {
+            printf("null");
+        }
+        printf(",\n  \"prefill\": {\"tokens\": %lld, \"chunk\": %lld, \"seconds\": ", (long long)tokens,
+               (long long)chunk);
+        cli_json_number(stdout, tp);
+        printf(", \"tokens_per_s\": ");
+        cli_json_number(stdout, tokens && tp > 0 ? (double)tokens / tp : NAN);
+        printf("},\n  \"decode\": {\"tokens\": %lld, \"seconds\": ", (long long)decode);
+        cli_json_number(stdout, td);
+        printf(", \"ms_per_token\": ");
+        cli_json_number(stdout, decode ? 1e3 * td / (double)decode : NAN);
+        printf("},\n  \"context\": {\"n_tokens\": %lld, \"cache_bytes\": %llu, \"dense_bf16_bytes\": %.0f, "
+               "\"dense_ratio\": ", (long long)n, (unsigned long long)bytes, dense);
+        cli_json_number(stdout, bytes ? dense / (double)bytes : NAN);
+        printf("},\n  \"save\": ");
+        if (save) {
+            printf("{\"file\": ");
+            cli_json_string(stdout, save);
+            printf(", \"n_tokens\": %lld, \"bytes\": %llu, \"seconds\": ", (long long)n,
+                   (unsigned long long)saved_bytes);
+            cli_json_number(stdout, ts);
+            printf("}");
+        } else {
+            printf("null");
+        }
+        printf("\n}\n");
     }
     free(x), free(y);
     hc_ctx_free(c);
@@ -656,13 +858,22 @@ static int cmd_session(int argc, char **argv, int verify)
     uint64_t cap = 1 << 20, len = 0;
     char *buf = NULL;
     hc_status st;
+    bars_on = !json && isatty(2); /* verify reports the payload bytes checked; inspect reads headers */
+    catch_sigint();
     for (;;) {
         char *nb = realloc(buf, (size_t)cap);
         if (!nb) { free(buf); fprintf(stderr, "hybridctx: out of memory\n"); return 5; }
         buf = nb;
-        st = hc_x_session_inspect(path, flags, buf, cap, &len);
+        bar b = bar_new("verify", "bytes");
+        st = hc_x_session_inspect_progress(path, flags, bar_cb, &b, buf, cap, &len);
+        bar_end(&b);
         if (st != HC_ERR_BUFFER_TOO_SMALL || len <= cap) break;
         cap = len;
+    }
+    if (st == HC_ERR_ABORTED) {
+        free(buf);
+        fprintf(stderr, "%s: %s: interrupted\n", prog, path);
+        return 130;
     }
     if (st == HC_ERR_BUFFER_TOO_SMALL || st == HC_ERR_OUT_OF_MEMORY) {
         free(buf);
