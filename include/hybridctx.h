@@ -1,4 +1,5 @@
-/*
+/**
+ * @file hybridctx.h
  * hybridctx.h - the public, stable C API of libhybridctx (SONAME libhybridctx.so.0).
  *
  * libhybridctx runs the attention block of DeepSeek V4 (sliding window + compressed sparse
@@ -7,20 +8,20 @@
  *
  * Concepts
  * --------
- * hc_model   The attention weights of every layer plus the configuration (geometry, RoPE
+ * - hc_model: the attention weights of every layer plus the configuration (geometry, RoPE
  *            constants, per-layer compression ratio). Built by hc_model_load() or
  *            hc_model_create_random(); immutable afterwards and safe to share between any number
  *            of threads and contexts.
- * hc_ctx     One token sequence: per layer a 128-token window ring, the compressed entries,
+ * - hc_ctx:   one token sequence: per layer a 128-token window ring, the compressed entries,
  *            the indexer keys (ratio-4 layers) and the compressor state. A context is used by
  *            one thread at a time (it may move between threads); distinct contexts run
  *            concurrently. Memory grows with the sequence in pages; nothing is sized for the
  *            maximum length up front.
- * chunk      hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
+ * - chunk:    hc_append() feeds n tokens ("a chunk") through ONE layer. A chunk enters layer 0,
  *            then 1, ..., then the last layer: the application runs its own MLP/MoE between
  *            layers and passes each layer's input. Once the last layer has taken the chunk, the
  *            context's length grows by n. hc_decode() is hc_append() with n = 1.
- * backend    CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
+ * - backend:  CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
  *            present). Both compute the same function; the CPU backend is bitwise deterministic:
  *            its results do not depend on the thread count or on how a sequence is split into
  *            calls.
@@ -63,6 +64,10 @@
 #else
 #  define HC_API
 #endif
+/** @def HC_API
+ *  Marks the exported functions: visibility("default") when the library is built (HC_BUILDING)
+ *  with GCC or Clang, dllexport / dllimport on Windows, nothing for an application on other
+ *  systems. */
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,10 +77,21 @@ extern "C" {
  * Version
  * ------------------------------------------------------------------------------------------- */
 #define HC_VERSION_MAJOR 0
-#define HC_VERSION_MINOR 1
+#define HC_VERSION_MINOR 2
 #define HC_VERSION_PATCH 0
 #define HC_VERSION_NUMBER (HC_VERSION_MAJOR * 10000 + HC_VERSION_MINOR * 100 + HC_VERSION_PATCH)
-#define HC_VERSION_STRING "0.1.0"
+#define HC_VERSION_STRING "0.2.0"
+/** @def HC_VERSION_MAJOR
+ *  Major version of the header: changes only with an incompatible API or ABI (a new SONAME). */
+/** @def HC_VERSION_MINOR
+ *  Minor version of the header: grows with backward-compatible additions. */
+/** @def HC_VERSION_PATCH
+ *  Patch version of the header: fixes without API changes. */
+/** @def HC_VERSION_NUMBER
+ *  The header's version as MAJOR*10000 + MINOR*100 + PATCH; compare with hc_version_number() to
+ *  detect a runtime library older than the header. */
+/** @def HC_VERSION_STRING
+ *  The header's version as "MAJOR.MINOR.PATCH"; hc_version_string() gives the runtime's. */
 
 /** Runtime library version as MAJOR*10000 + MINOR*100 + PATCH; compare with HC_VERSION_NUMBER.
  *  Thread-safe. @since 0.1 */
@@ -86,9 +102,12 @@ HC_API const char *hc_version_string(void);
 /* ---------------------------------------------------------------------------------------------
  * Status codes
  * ------------------------------------------------------------------------------------------- */
+/** Result of every fallible call: HC_OK (0) or one of the negative HC_ERR_* codes below. Codes
+ *  are fixed forever; treat an unknown negative code as an error. */
 typedef int32_t hc_status;
+/** The status codes (values of hc_status). */
 enum {
-    HC_OK                   =   0,
+    HC_OK                   =   0, /**< success */
     HC_ERR_NULL_ARG         =  -1, /**< a required pointer argument is NULL */
     HC_ERR_INVALID_ARG      =  -2, /**< an argument or a params field is outside its documented range */
     HC_ERR_OUT_OF_MEMORY    =  -3, /**< host or device allocation failed; the object stays usable */
@@ -113,6 +132,7 @@ enum {
     HC_ERR_MODEL_MISMATCH   = -22, /**< data belongs to another model or configuration */
     HC_ERR_BUFFER_TOO_SMALL = -23, /**< an output buffer is too small; the size needed is reported */
     HC_ERR_LIMIT            = -24, /**< an input exceeds a documented limit (header size, counts) */
+    HC_ERR_ABORTED          = -25, /**< a progress callback asked the call to stop; nothing changed. @since 0.2 */
     HC_ERR_INTERNAL         = -99  /**< a bug in libhybridctx; please report it */
 };
 
@@ -125,17 +145,59 @@ HC_API const char *hc_status_name(hc_status s);
 /* ---------------------------------------------------------------------------------------------
  * Constants stored in int32_t fields
  * ------------------------------------------------------------------------------------------- */
+/** Backends: values of hc_ctx_params.backend, returned by hc_ctx_backend(). */
 enum { HC_BACKEND_AUTO = 0, HC_BACKEND_CPU = 1, HC_BACKEND_CUDA = 2 };
+/** Cache formats: values of hc_ctx_params.cache_format and hc_model_cache_bytes()' cache_format. */
 enum { HC_CACHE_DEFAULT = 0, HC_CACHE_BF16 = 1, HC_CACHE_FP8 = 2 };
+/** Element types of x and y: values of hc_ctx_params.io_dtype. */
 enum { HC_DTYPE_DEFAULT = 0, HC_DTYPE_F32 = 1, HC_DTYPE_BF16 = 2 };
+/** Where x and y live: values of hc_ctx_params.io_memory. */
 enum { HC_MEM_HOST = 0, HC_MEM_DEVICE = 1 };
+/** Flags of hc_model_params.flags. */
 enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
+/** @var HC_BACKEND_AUTO
+ *  CUDA when the library was built with it and a usable GPU exists, else the CPU */
+/** @var HC_BACKEND_CPU
+ *  the CPU backend: the bitwise deterministic reference, always built */
+/** @var HC_BACKEND_CUDA
+ *  the CUDA backend (HC_ERR_NO_DEVICE when not built or no GPU is usable) */
+/** @var HC_CACHE_DEFAULT
+ *  the default format, HC_CACHE_FP8 */
+/** @var HC_CACHE_BF16
+ *  entries kept in bf16: about twice the memory of FP8, bitwise identical results */
+/** @var HC_CACHE_FP8
+ *  entries kept as their FP8 (e4m3) / FP4 codes with scales, as the reference numerics round
+ *  them */
+/** @var HC_DTYPE_DEFAULT
+ *  the default element type, HC_DTYPE_F32 */
+/** @var HC_DTYPE_F32
+ *  IEEE binary32 */
+/** @var HC_DTYPE_BF16
+ *  bfloat16 (the upper 16 bits of a binary32) */
+/** @var HC_MEM_HOST
+ *  x and y are host pointers (the default) */
+/** @var HC_MEM_DEVICE
+ *  x and y are CUDA device pointers, used in order on the context's stream (CUDA backend only) */
+/** @var HC_MODEL_GEOMETRY_ONLY
+ *  build the configuration without weights (see hc_model_params.flags) */
+
+/** Progress of a long call (hc_ctx_set_progress(), hc_model_params.progress). Called on the
+ *  thread that made the call, with done growing from report to report and the last report
+ *  having done == total (units: tokens, bytes or layers, as each call documents). Return 0 to
+ *  go on; any other value stops the call, which then returns HC_ERR_ABORTED and leaves its
+ *  objects as they were. The callback must not call libhybridctx functions on the objects of
+ *  the call in progress. @since 0.2 */
+typedef int (*hc_progress_fn)(void *user, uint64_t done, uint64_t total);
 
 /* ---------------------------------------------------------------------------------------------
  * Model
  * ------------------------------------------------------------------------------------------- */
+/** Opaque handle of a model: the attention weights of every layer and the configuration. Made by
+ *  hc_model_load() or hc_model_create_random(), freed by hc_model_free(); immutable, shared by
+ *  any number of threads and contexts. */
 typedef struct hc_model hc_model; /* opaque */
 
+/** Options of hc_model_load() and hc_model_create_random(); fill with hc_model_params_init(). */
 typedef struct hc_model_params {
     uint32_t struct_size; /**< sizeof(hc_model_params), set by hc_model_params_init() */
     int32_t  flags;       /**< HC_MODEL_GEOMETRY_ONLY: configuration without weights. Contexts of such a
@@ -145,10 +207,16 @@ typedef struct hc_model_params {
     int32_t  reserved0;   /**< must be 0 */
     char    *errbuf;      /**< optional: receives a NUL-terminated message when a model call fails */
     uint64_t errbuf_size; /**< capacity of errbuf in bytes */
+    hc_progress_fn progress; /**< optional: hc_model_load() reports the weight bytes read (total: the
+                                  bytes of every tensor the configuration needs, known before any is
+                                  read), hc_model_create_random() the layers initialised (none for a
+                                  geometry-only model). A stop gives HC_ERR_ABORTED and no model. @since 0.2 */
+    void    *progress_user;  /**< passed to progress as its first argument. @since 0.2 */
     /* new members are only appended below */
 } hc_model_params;
 
-/** Fill *p with defaults. @param struct_size sizeof(*p) as the caller compiled it.
+/** Fill *p with defaults. @param p the struct to fill. @param struct_size sizeof(*p) as the
+ *  caller compiled it.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size smaller than the first
  *  member). Thread-safe. @since 0.1 */
 HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size);
@@ -168,7 +236,8 @@ HC_API hc_status hc_model_params_init(hc_model_params *p, size_t struct_size);
  *  per tensor; config.json of at most 1 MiB; model.safetensors.index.json of at most 64 MiB; at
  *  most 1024 layers. Memory: every tensor the configuration needs is found and its dtype and
  *  shape checked before the weights are allocated, so a load never allocates more than about 4x
- *  the tensor bytes the files hold, plus the parsed headers.
+ *  the tensor bytes the files hold, plus the parsed headers. With p->progress set (@since 0.2)
+ *  the weight bytes read are reported and a stop gives HC_ERR_ABORTED.
  *  Ownership: the caller frees *out with hc_model_free(). Thread-safe. @since 0.1 */
 HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_model **out);
 
@@ -176,9 +245,13 @@ HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_mo
  *  weights on every machine and thread count).
  *  @param preset_or_config_json "v4-flash", "v4-pro", "tiny", or the text of a HF config.json
  *               (a JSON object; missing fields take the v4-flash values).
+ *  @param seed  the seed of the weights.
+ *  @param p     NULL for defaults (HC_MODEL_GEOMETRY_ONLY in p->flags: no weights at all).
+ *  @param out   receives the new model; set to NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNKNOWN_PRESET; HC_ERR_BAD_CONFIG; HC_ERR_FORMAT
- *  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY. Ownership and
- *  threads as hc_model_load(). @since 0.1 */
+ *  (malformed JSON); HC_ERR_LIMIT (config text over 1 MiB); HC_ERR_OUT_OF_MEMORY;
+ *  HC_ERR_ABORTED (p->progress stopped it, @since 0.2). Ownership and threads as
+ *  hc_model_load(). @since 0.1 */
 HC_API hc_status hc_model_create_random(const char *preset_or_config_json, uint64_t seed,
                                         const hc_model_params *p, hc_model **out);
 
@@ -193,6 +266,8 @@ HC_API int hc_model_dim(const hc_model *m);
  *  a layer out of range. @since 0.1 */
 HC_API int hc_model_layer_ratio(const hc_model *m, int layer);
 
+/** A model's geometry, filled by hc_model_info_get(). The geometry fields carry the
+ *  configuration values of the same meaning (each is described after the struct). */
 typedef struct hc_model_info {
     uint32_t struct_size;   /**< set by the caller to sizeof(hc_model_info) */
     int32_t  n_layers, dim, n_heads, head_dim, rope_dim, q_lora_rank, o_groups, o_lora_rank;
@@ -203,12 +278,41 @@ typedef struct hc_model_info {
     uint64_t weight_bytes;  /**< host bytes held by the weights */
     /* new members are only appended below */
 } hc_model_info;
+/** @var hc_model_info::n_layers
+ *  attention layers (num_hidden_layers) */
+/** @var hc_model_info::dim
+ *  model width D: the length of one token's x and y (hidden_size) */
+/** @var hc_model_info::n_heads
+ *  query heads (num_attention_heads) */
+/** @var hc_model_info::head_dim
+ *  width of a head and of one cache entry (MQA: one key = value vector per entry) */
+/** @var hc_model_info::rope_dim
+ *  the rotary part of head_dim (qk_rope_head_dim) */
+/** @var hc_model_info::q_lora_rank
+ *  rank of the low-rank query projection */
+/** @var hc_model_info::o_groups
+ *  groups of the grouped output projection */
+/** @var hc_model_info::o_lora_rank
+ *  rank of each output projection group */
+/** @var hc_model_info::window
+ *  tokens of the sliding window (128 in DeepSeek V4) */
+/** @var hc_model_info::index_n_heads
+ *  heads of the lightning indexer (ratio-4 layers) */
+/** @var hc_model_info::index_head_dim
+ *  width of an indexer key */
+/** @var hc_model_info::index_topk
+ *  compressed entries each query attends to in a ratio-4 layer (index_topk) */
+/** @var hc_model_info::reserved0
+ *  0 */
 
 /** Describe a model. The library writes min(info->struct_size, sizeof(hc_model_info)) bytes.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size too small). @since 0.1 */
 HC_API hc_status hc_model_info_get(const hc_model *m, hc_model_info *info);
 
 /** Bytes a context of this model holds after n_tokens tokens in the given cache format.
+ *  @param m            the model.
+ *  @param n_tokens     context length, >= 0.
+ *  @param cache_format HC_CACHE_DEFAULT, HC_CACHE_BF16 or HC_CACHE_FP8.
  *  @param kv_bytes    windows + compressed entries + indexer keys, counted per entry (a context
  *                     allocates pages of 64 entries, so it matches exactly when every layer's entry
  *                     count is a multiple of 64, for example at 2^20 tokens);
@@ -221,8 +325,11 @@ HC_API hc_status hc_model_cache_bytes(const hc_model *m, int64_t n_tokens, int32
 /* ---------------------------------------------------------------------------------------------
  * Context
  * ------------------------------------------------------------------------------------------- */
+/** Opaque handle of a context: one token sequence and its compressed KV cache. Made by
+ *  hc_ctx_create(), freed by hc_ctx_free(); used by one thread at a time. */
 typedef struct hc_ctx hc_ctx; /* opaque */
 
+/** Options of hc_ctx_create(); fill with hc_ctx_params_init(). */
 typedef struct hc_ctx_params {
     uint32_t struct_size;  /**< sizeof(hc_ctx_params), set by hc_ctx_params_init() */
     int32_t  backend;      /**< HC_BACKEND_AUTO (CUDA when built and a GPU exists, else CPU), _CPU, _CUDA */
@@ -252,6 +359,7 @@ typedef struct hc_ctx_params {
 HC_API hc_status hc_ctx_params_init(hc_ctx_params *p, size_t struct_size);
 
 /** Create an empty context (length 0) for model m.
+ *  @param m the model; it must outlive the context.
  *  @param p NULL for defaults. @param out receives the context, NULL on failure.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field out of range; HC_MEM_DEVICE
  *  with the CPU backend); HC_ERR_UNSUPPORTED (struct tail not zero); HC_ERR_NO_DEVICE (CUDA asked
@@ -270,16 +378,20 @@ HC_API void hc_ctx_free(hc_ctx *c);
 HC_API const char *hc_ctx_last_error(const hc_ctx *c);
 
 /** Run a chunk of n_tokens tokens through one layer.
+ *  @param c       the context.
  *  @param layer   the next layer of the chunk: 0 starts a new chunk, then 1, 2, ... n_layers-1.
  *  @param x       [n_tokens][dim] of io_dtype, row-major (the layer's input after attn_norm);
  *                 rounded to bf16 on entry.
+ *  @param n_tokens tokens in the chunk, >= 1; the same for every layer of the chunk.
  *  @param y       [n_tokens][dim] of io_dtype: the attention block's output. May equal x.
  *  The tokens take positions hc_ctx_n_tokens(c) .. + n_tokens - 1.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_LAYER_RANGE; HC_ERR_ORDER (layer is not the one
  *  expected, or n_tokens differs from the chunk in progress); HC_ERR_N_TOKENS; HC_ERR_POSITION;
  *  HC_ERR_NONFINITE (x holds NaN/Inf); HC_ERR_UNSUPPORTED (geometry-only model);
- *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_BAD_STATE. On any error but a device
- *  fault the context is unchanged and y is unspecified; a device fault poisons the context.
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA / HC_ERR_CUBLAS; HC_ERR_BAD_STATE; HC_ERR_ABORTED (the
+ *  context's progress callback stopped the call, see hc_ctx_set_progress(); @since 0.2). On any
+ *  error but a device fault the context is unchanged and y is unspecified; a device fault
+ *  poisons the context.
  *  Threads: one thread at a time per context. @since 0.1 */
 HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens, void *y);
 
@@ -305,10 +417,113 @@ HC_API int32_t hc_ctx_backend(const hc_ctx *c);
 HC_API hc_status hc_ctx_reset(hc_ctx *c);
 
 /* ---------------------------------------------------------------------------------------------
+ * Serving: batches, progress and abort, streams
+ * ------------------------------------------------------------------------------------------- */
+/** One decode step (one token each) of n_ctx contexts through one layer: hc_decode() of every
+ *  context in one call. The results are bitwise those of hc_decode() on each context in turn,
+ *  on either backend.
+ *  @param ctxs  n_ctx distinct contexts of one model, each with `layer` as its next layer and,
+ *               for layer > 0, a chunk of 1 token in progress; all with the same backend,
+ *               device, io_dtype, io_memory and cache format.
+ *  @param n_ctx number of contexts, >= 1.
+ *  @param layer the layer every context runs next (see hc_append()).
+ *  @param x     [n_ctx][dim] of io_dtype: row i is the input of ctxs[i].
+ *  @param y     [n_ctx][dim] of io_dtype: row i receives the output of ctxs[i]. May equal x.
+ *  All or nothing: the whole batch is checked (arguments, layer order, positions, every row of
+ *  x for NaN/Inf) before any context changes, and a failure after that (out of memory in a
+ *  later context, a stop by a progress callback) undoes the contexts already done; only a
+ *  device fault does not: it poisons every context of the batch.
+ *  @return HC_OK; HC_ERR_NULL_ARG (ctxs, x or y, or an entry of ctxs is NULL); HC_ERR_INVALID_ARG
+ *  (n_ctx <= 0; a context twice; contexts that differ in backend, device, io_dtype, io_memory or
+ *  cache format); HC_ERR_MODEL_MISMATCH (contexts of two models); HC_ERR_LAYER_RANGE;
+ *  HC_ERR_ORDER (a context is not at `layer`, or its chunk in progress is not 1 token);
+ *  HC_ERR_POSITION; HC_ERR_NONFINITE (a row of x holds NaN/Inf); HC_ERR_UNSUPPORTED
+ *  (geometry-only model); HC_ERR_BAD_STATE (a context is poisoned); HC_ERR_OUT_OF_MEMORY;
+ *  HC_ERR_ABORTED (a context's progress callback stopped the batch); HC_ERR_CUDA / HC_ERR_CUBLAS
+ *  (device fault: every context of the batch is poisoned). On every error but a device fault no
+ *  context has changed and y is unspecified. Every context of a failed batch holds the detail
+ *  in hc_ctx_last_error(), which names the context at fault by its index in ctxs.
+ *  Progress: each context's callback (hc_ctx_set_progress()) reports that context's tokens; a
+ *  stop from any of them stops the whole batch.
+ *  Streams (CUDA): a batch is ordered on the stream of ctxs[0]. It starts after the work queued
+ *  there before the call (device-memory x must be ready on that stream); the other contexts'
+ *  streams wait on an event recorded there before they run their part, and that stream waits
+ *  on an event of each of them at the end, so device-memory y is ready on the stream of
+ *  ctxs[0] when the call returns, and work queued afterwards on it follows the whole batch.
+ *  (Each context's part runs on its own stream in this version; shared launches will not
+ *  change this contract.)
+ *  Threads: no context of the batch may be used by another thread during the call; batches of
+ *  disjoint contexts may run concurrently. @since 0.2 */
+HC_API hc_status hc_decode_batch(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x, void *y);
+
+/** Ragged batch: hc_append() of n_tokens[i] tokens on each ctxs[i] in one call, bitwise as the
+ *  separate calls would give. Contexts, layer order, all-or-nothing, errors, progress and
+ *  streams as hc_decode_batch().
+ *  @param ctxs     n_ctx distinct contexts of one model, as for hc_decode_batch().
+ *  @param n_ctx    number of contexts, >= 1.
+ *  @param layer    the layer every context runs next (see hc_append()).
+ *  @param x        the contexts' rows one after another: n_tokens[0] rows of ctxs[0], then
+ *                  n_tokens[1] rows of ctxs[1], ...; [sum of n_tokens][dim] of io_dtype.
+ *  @param n_tokens n_ctx token counts, each > 0; for layer > 0 each must equal the context's
+ *                  chunk in progress (else HC_ERR_ORDER). Not kept.
+ *  @param y        the outputs, laid out as x. May equal x.
+ *  @return as hc_decode_batch(), plus HC_ERR_NULL_ARG for a NULL n_tokens and HC_ERR_N_TOKENS
+ *  for a count <= 0. @since 0.2 */
+HC_API hc_status hc_append_batch(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x,
+                                 const int64_t *n_tokens, void *y);
+
+/** Set (fn not NULL) or clear (fn NULL) the progress callback of a context (hc_progress_fn). It
+ *  covers the context's long calls:
+ *  - hc_append(), hc_decode() and the batch calls: tokens of this context's chunk through the
+ *    layer, reported after each piece of at most max_chunk tokens (total = its n_tokens);
+ *  - hc_ctx_save(), hc_ctx_save_buffer(): session payload bytes written (total = the raw bytes
+ *    of every section);
+ *  - hc_ctx_load(), hc_ctx_load_buffer(): payload bytes read and checked (total from the file).
+ *  A stop makes the call return HC_ERR_ABORTED with the context as it was, also at the last
+ *  report (done == total): a layer call or a batch is rolled back; a save to a file leaves the
+ *  file that was at its path intact and no temporary file (a save to a buffer leaves the
+ *  buffer's content unspecified); a load keeps the context's previous contents.
+ *  Cost: none on the CPU backend. On CUDA, a layer call of a context with a callback (and every
+ *  context of a batch in which one has a callback) first copies that layer's window ring and
+ *  compressor states on the device (about window x entry bytes plus the states, into memory the
+ *  context keeps), so that a stop can undo the pieces already run: clear the callback when the
+ *  lowest decode latency matters. With device-memory x and y the reports of a layer call count
+ *  queued pieces.
+ *  @param c    the context.
+ *  @param fn   the callback, or NULL to clear it.
+ *  @param user passed to fn; not owned by the library.
+ *  @return HC_OK, HC_ERR_NULL_ARG (c). Threads: as any call on c. @since 0.2 */
+HC_API hc_status hc_ctx_set_progress(hc_ctx *c, hc_progress_fn fn, void *user);
+
+/** Move a CUDA context to another stream after creation.
+ *  @param c      the context.
+ *  @param stream the cudaStream_t (as void *) to run on from now on, owned by the caller and kept
+ *                alive while the context runs on it; NULL: back to a stream of the context's own
+ *                (lent by the library, as when hc_ctx_params.cuda_stream is NULL).
+ *  The switch is ordered without blocking the host: an event recorded on the old stream is
+ *  waited on by the new one, so every call queued before the switch completes before work
+ *  queued after it. A stream of the context's own that it leaves goes back to the library's
+ *  pool (its pending work still completes in order). Passing the stream already in use changes
+ *  nothing.
+ *  @return HC_OK; HC_ERR_NULL_ARG (c); HC_ERR_UNSUPPORTED (a CPU context and a non-NULL stream;
+ *  NULL is accepted and changes nothing); HC_ERR_BAD_STATE (poisoned context); HC_ERR_CUDA (the
+ *  ordering event failed: the context stays on its old stream). Threads: as any call on c.
+ *  @since 0.2 */
+HC_API hc_status hc_ctx_set_stream(hc_ctx *c, void *stream);
+
+/* ---------------------------------------------------------------------------------------------
  * Sessions: save a context and restore it later, bit-exactly (format: docs/session-format.md)
  * ------------------------------------------------------------------------------------------- */
+/** Session compression: values of hc_save_params.compression. */
 enum { HC_COMPRESS_DEFAULT = 0, HC_COMPRESS_NONE = 1, HC_COMPRESS_ZSTD = 2 }; /* hc_save_params.compression */
+/** @var HC_COMPRESS_DEFAULT
+ *  the default, HC_COMPRESS_NONE */
+/** @var HC_COMPRESS_NONE
+ *  chunks stored raw */
+/** @var HC_COMPRESS_ZSTD
+ *  chunks compressed with zstd where it gains */
 
+/** Options of hc_ctx_save() and hc_ctx_save_buffer(); fill with hc_save_params_init(). */
 typedef struct hc_save_params {
     uint32_t struct_size; /**< sizeof(hc_save_params), set by hc_save_params_init() */
     int32_t  compression; /**< HC_COMPRESS_DEFAULT (= NONE), HC_COMPRESS_NONE, HC_COMPRESS_ZSTD: zstd per
@@ -331,11 +546,14 @@ HC_API hc_status hc_save_params_init(hc_save_params *p, size_t struct_size);
  *  the directory sync: HC_ERR_IO is returned while path already holds the new, complete file.
  *  Entries are stored in one canonical encoding whatever the cache format (docs/session-format.md);
  *  sessions are little-endian and identical across thread counts.
+ *  @param c the context. @param path the session file to write.
  *  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field
  *  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file
  *  that is not a session, which is never replaced); HC_ERR_UNSUPPORTED (params tail not zero);
  *  HC_ERR_ORDER (a chunk is in progress); HC_ERR_IO (with errno text in the last error);
- *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA; HC_ERR_BAD_STATE. The context is never changed. @since 0.1 */
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA; HC_ERR_BAD_STATE; HC_ERR_ABORTED (the context's progress
+ *  callback stopped the save, see hc_ctx_set_progress(); @since 0.2). The context is never
+ *  changed. @since 0.1 */
 HC_API hc_status hc_ctx_save(hc_ctx *c, const char *path, const hc_save_params *p);
 
 /** Replace the context's contents with the session in path. Everything is validated (format
@@ -354,7 +572,8 @@ HC_API hc_status hc_ctx_save(hc_ctx *c, const char *path, const hc_save_params *
  *  lacks; the message names both); HC_ERR_MODEL_MISMATCH (the message names the first field that
  *  differs); HC_ERR_CORRUPT (truncated, a checksum or consistency check failed);
  *  HC_ERR_POSITION (longer than the context's max_tokens); HC_ERR_LIMIT; HC_ERR_OUT_OF_MEMORY;
- *  HC_ERR_CUDA; HC_ERR_BAD_STATE. @since 0.1 */
+ *  HC_ERR_CUDA; HC_ERR_BAD_STATE; HC_ERR_ABORTED (the context's progress callback stopped the
+ *  load, see hc_ctx_set_progress(); @since 0.2). @since 0.1 */
 HC_API hc_status hc_ctx_load(hc_ctx *c, const char *path);
 
 /** Bytes that hc_ctx_save_buffer() needs with these params (exact without compression, an
@@ -409,6 +628,7 @@ HC_API hc_status hc_cuda_device_count(int32_t *out);
  *  afterwards: either may be appended to, truncated, saved, loaded, reset, forked again or freed
  *  first, and each continues bitwise like a context that computed its whole sequence itself on
  *  the same backend.
+ *  @param src the context to fork; only read (its stream is synchronised on CUDA).
  *  @param p NULL: src's params (those it was created or forked with). Otherwise read as for
  *           hc_ctx_create(), where these may differ from src's: n_threads, max_chunk, io_dtype,
  *           io_memory, cuda_stream, max_tokens (at least src's length) and max_rollback (a fork
@@ -435,6 +655,8 @@ HC_API hc_status hc_ctx_fork(hc_ctx *src, const hc_ctx_params *p, hc_ctx **out);
  *  that context on CUDA). Pages that only the discarded tokens used are released; the metadata
  *  blob is kept as it is (update it when it describes the tokens). n_tokens equal to the current
  *  length is a no-op that always succeeds.
+ *  @param c        the context.
+ *  @param n_tokens the new length, hc_ctx_truncate_limit(c) .. hc_ctx_n_tokens(c).
  *  How far back: down to hc_ctx_truncate_limit(c). The history covers the last max_rollback
  *  tokens, but it starts when the context is created or reset (length 0), loaded or filled
  *  (sessions hold no history: right after a load the limit is the loaded length), and a fork
@@ -452,6 +674,7 @@ HC_API hc_status hc_ctx_truncate(hc_ctx *c, int64_t n_tokens);
  *  the length the history starts at), so hc_ctx_n_tokens(c) itself with max_rollback 0 or right
  *  after a load; -1 for NULL. While a chunk is in progress truncate refuses with HC_ERR_ORDER;
  *  this then tells the limit for the length before the chunk. Threads: as the other calls on c.
+ *  @param c the context (NULL gives -1).
  *  @since 0.2 */
 HC_API int64_t hc_ctx_truncate_limit(const hc_ctx *c);
 
@@ -473,6 +696,8 @@ typedef struct hc_ctx_memory_info {
 /** Describe the memory a context holds. Which pages are shared is read at the call (atomically):
  *  it changes when another holder writes, truncates or is freed. The library writes
  *  min(info->struct_size, sizeof(hc_ctx_memory_info)) bytes.
+ *  @param c    the context.
+ *  @param info receives the report; the caller sets info->struct_size first.
  *  @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG (struct_size too small). Threads: as the
  *  other calls on c. @since 0.2 */
 HC_API hc_status hc_ctx_memory_info_get(const hc_ctx *c, hc_ctx_memory_info *info);

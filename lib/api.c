@@ -1,9 +1,11 @@
 /* api.c - the public entry points: argument checks, error text, the per-context last error,
  * and dispatch to the model, context and engine code. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "hybridctx.h"
+#include "hybridctx_experimental.h"
 #include "backend/backend.h"
 #include "backend/registry.h"
 #include "ctx/ctx.h"
@@ -41,6 +43,7 @@ static const struct { hc_status s; const char *name, *text; } status_table[] = {
     {HC_ERR_MODEL_MISMATCH, "HC_ERR_MODEL_MISMATCH", "data belongs to another model or configuration"},
     {HC_ERR_BUFFER_TOO_SMALL, "HC_ERR_BUFFER_TOO_SMALL", "buffer too small"},
     {HC_ERR_LIMIT, "HC_ERR_LIMIT", "input exceeds a documented limit"},
+    {HC_ERR_ABORTED, "HC_ERR_ABORTED", "stopped by a progress callback"},
     {HC_ERR_INTERNAL, "HC_ERR_INTERNAL", "internal error"},
 };
 
@@ -120,7 +123,8 @@ HC_API hc_status hc_model_create_random(const char *text, uint64_t seed, const h
     if (!(mp.flags & HC_MODEL_GEOMETRY_ONLY)) {
         if ((st = hci_model_alloc(m, err, sizeof err))) return model_fail(m, &mp, err, st);
         m->has_weights = 1;
-        hci_model_init_random(m, seed, mp.n_threads);
+        if (hci_model_init_random(m, seed, mp.n_threads, mp.progress, mp.progress_user))
+            return model_fail(m, &mp, "model creation stopped by the progress callback", HC_ERR_ABORTED);
     }
     if ((st = hci_model_finish(m))) return model_fail(m, &mp, "out of memory", st);
     *out = m;
@@ -138,7 +142,8 @@ HC_API hc_status hc_model_load(const char *path, const hc_model_params *p, hc_mo
     char err[HCI_ERRLEN] = "";
     hc_model *m = model_new();
     if (!m) return model_fail(NULL, &mp, "out of memory", HC_ERR_OUT_OF_MEMORY);
-    if ((st = hci_model_load_path(path, !(mp.flags & HC_MODEL_GEOMETRY_ONLY), m, err, sizeof err)))
+    if ((st = hci_model_load_path_progress(path, !(mp.flags & HC_MODEL_GEOMETRY_ONLY), mp.progress,
+                                           mp.progress_user, m, err, sizeof err)))
         return model_fail(m, &mp, err, st);
     if ((st = hci_model_finish(m))) return model_fail(m, &mp, "out of memory", st);
     *out = m;
@@ -315,6 +320,7 @@ HC_API void hc_ctx_free(hc_ctx *c)
 {
     if (!c) return;
     if (c->be) {
+        if (c->snap_store) c->be->ops->free(c->be, c->snap_store);
         hci_ctx_free_workspace(c);
         hci_cache_free(c->be, c->layers, c->model->cfg.n_layers);
         c->layers = NULL;
@@ -332,13 +338,11 @@ static hc_status ctx_fail(hc_ctx *c, hc_status st, const char *msg)
     return st;
 }
 
-HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens, void *y)
+/* The checks of a layer call that do not read x: why c refuses `n_tokens` tokens at `layer`. */
+static hc_status check_layer_call(hc_ctx *c, int layer, int64_t n_tokens)
 {
-    if (!c) return HC_ERR_NULL_ARG;
-    c->err[0] = 0;
-    if (!x || !y) return ctx_fail(c, HC_ERR_NULL_ARG, "x and y must not be NULL");
-    if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
     const hci_config *cfg = &c->model->cfg;
+    if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
     if (layer < 0 || layer >= cfg->n_layers)
         return hci_errf(c->err, sizeof c->err, HC_ERR_LAYER_RANGE, "layer %d outside 0..%d", layer,
                         cfg->n_layers - 1);
@@ -358,13 +362,29 @@ HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens
                         (long long)c->n_tokens, (long long)c->max_tokens);
     if (!c->model->has_weights)
         return ctx_fail(c, HC_ERR_UNSUPPORTED, "the model has no weights (HC_MODEL_GEOMETRY_ONLY)");
-    hc_status st = hci_engine_layer(c, layer, x, n_tokens, y);
-    if (st) return st;
+    return HC_OK;
+}
+
+/* A layer call has passed: the chunk moves on (and the context grows after the last layer). */
+static void advance(hc_ctx *c, int64_t n_tokens)
+{
     c->chunk_n = n_tokens;
-    if (++c->next_layer == cfg->n_layers) {
+    if (++c->next_layer == c->model->cfg.n_layers) {
         c->next_layer = 0;
         c->n_tokens += n_tokens;
     }
+}
+
+HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens, void *y)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (!x || !y) return ctx_fail(c, HC_ERR_NULL_ARG, "x and y must not be NULL");
+    hc_status st = check_layer_call(c, layer, n_tokens);
+    if (st) return st;
+    st = hci_engine_layer(c, layer, x, n_tokens, y);
+    if (st) return st;
+    advance(c, n_tokens);
     return HC_OK;
 }
 
@@ -379,6 +399,17 @@ HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c)
     return u.own + u.shared;
 }
 HC_API int32_t hc_ctx_backend(const hc_ctx *c) { return c ? c->be->kind : -1; }
+
+HC_API hc_status hc_x_ctx_set_option(hc_ctx *c, const char *name, int64_t value)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (!name) return ctx_fail(c, HC_ERR_NULL_ARG, "name must not be NULL");
+    if (!c->be->ops->set_option)
+        return hci_errf(c->err, sizeof c->err, HC_ERR_UNSUPPORTED, "the %s backend has no option \"%s\"",
+                        c->be->ops->name, name);
+    return c->be->ops->set_option(c->be, name, value);
+}
 
 HC_API hc_status hc_ctx_reset(hc_ctx *c)
 {
@@ -536,4 +567,140 @@ HC_API hc_status hc_ctx_memory_info_get(const hc_ctx *c, hc_ctx_memory_info *inf
     d.struct_size = info->struct_size;
     memcpy(info, &d, n);
     return HC_OK;
+}
+
+/* ---- serving: batches, progress, streams ------------------------------------------------ */
+
+/* A refused or failed batch: every context of it gets the detail, naming the context at fault
+ * by its index (at < 0: the batch as a whole). */
+static hc_status batch_fail(hc_ctx *const *ctxs, int32_t n_ctx, int32_t at, hc_status st, const char *msg)
+{
+    char m[HCI_ERRLEN];
+    snprintf(m, sizeof m, "%s", msg && msg[0] ? msg : hc_strerror(st));
+    for (int32_t i = 0; i < n_ctx; i++) {
+        if (!ctxs[i]) continue;
+        if (at >= 0) hci_errf(ctxs[i]->err, sizeof ctxs[i]->err, st, "batch of %d, context %d: %s", n_ctx, at, m);
+        else hci_errf(ctxs[i]->err, sizeof ctxs[i]->err, st, "batch of %d: %s", n_ctx, m);
+    }
+    return st;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const hci_engine_job *)a)->c, y = (uintptr_t)((const hci_engine_job *)b)->c;
+    return x < y ? -1 : x > y;
+}
+
+static const char *backend_name(const hc_ctx *c) { return c->be->ops->name; }
+
+/* Why the contexts cannot run as one batch (they must match what a shared launch needs). */
+static hc_status batch_mismatch(hc_ctx *const *ctxs, int32_t n_ctx, int32_t i)
+{
+    const hc_ctx *a = ctxs[0], *b = ctxs[i];
+    char m[HCI_ERRLEN];
+    if (a->be->kind != b->be->kind || a->be->device != b->be->device)
+        snprintf(m, sizeof m, "runs on %s device %d, context 0 on %s device %d", backend_name(b), b->be->device,
+                 backend_name(a), a->be->device);
+    else if (a->io_dtype != b->io_dtype)
+        snprintf(m, sizeof m, "has io_dtype %d, context 0 %d", b->io_dtype, a->io_dtype);
+    else if (a->io_memory != b->io_memory)
+        snprintf(m, sizeof m, "has io_memory %d, context 0 %d", b->io_memory, a->io_memory);
+    else if (a->cache_fmt != b->cache_fmt)
+        snprintf(m, sizeof m, "has another cache format than context 0");
+    else
+        return HC_OK;
+    return batch_fail(ctxs, n_ctx, i, HC_ERR_INVALID_ARG, m);
+}
+
+/* hc_decode_batch (n_tokens NULL: one token each) and hc_append_batch. */
+static hc_status batch_call(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x, const int64_t *n_tokens,
+                            int decode, void *y)
+{
+    if (!ctxs) return HC_ERR_NULL_ARG;
+    if (n_ctx <= 0) return HC_ERR_INVALID_ARG;
+    int32_t null_at = -1;
+    for (int32_t i = 0; i < n_ctx; i++) {
+        if (ctxs[i]) ctxs[i]->err[0] = 0;
+        else if (null_at < 0) null_at = i;
+    }
+    if (null_at >= 0) return batch_fail(ctxs, n_ctx, null_at, HC_ERR_NULL_ARG, "the context is NULL");
+    if (!x || !y) return batch_fail(ctxs, n_ctx, -1, HC_ERR_NULL_ARG, "x and y must not be NULL");
+    if (!decode && !n_tokens) return batch_fail(ctxs, n_ctx, -1, HC_ERR_NULL_ARG, "n_tokens must not be NULL");
+    hci_engine_job *jobs = calloc((size_t)n_ctx, sizeof *jobs);
+    if (!jobs) return batch_fail(ctxs, n_ctx, -1, HC_ERR_OUT_OF_MEMORY, "out of memory for the batch");
+    hc_status st = HC_OK;
+    /* the same context twice: sort a copy of the pointers */
+    for (int32_t i = 0; i < n_ctx; i++) jobs[i].c = ctxs[i];
+    qsort(jobs, (size_t)n_ctx, sizeof *jobs, cmp_ptr);
+    for (int32_t i = 1; i < n_ctx && !st; i++)
+        if (jobs[i].c == jobs[i - 1].c)
+            for (int32_t k = 0, first = -1; k < n_ctx && !st; k++)
+                if (ctxs[k] == jobs[i].c) {
+                    if (first < 0) first = k;
+                    else {
+                        char m[96];
+                        snprintf(m, sizeof m, "the same context as context %d", first);
+                        st = batch_fail(ctxs, n_ctx, k, HC_ERR_INVALID_ARG, m);
+                    }
+                }
+    for (int32_t i = 1; i < n_ctx && !st; i++)
+        if (ctxs[i]->model != ctxs[0]->model)
+            st = batch_fail(ctxs, n_ctx, i, HC_ERR_MODEL_MISMATCH, "belongs to another model than context 0");
+    for (int32_t i = 1; i < n_ctx && !st; i++) st = batch_mismatch(ctxs, n_ctx, i);
+    for (int32_t i = 0; i < n_ctx && !st; i++)
+        if ((st = check_layer_call(ctxs[i], layer, decode ? 1 : n_tokens[i])))
+            batch_fail(ctxs, n_ctx, i, st, ctxs[i]->err);
+    /* the rows of x and y, one context after another */
+    const hc_ctx *c0 = ctxs[0];
+    size_t row = (size_t)c0->model->cfg.dim * (c0->io_dtype == HC_DTYPE_BF16 ? 2 : 4), off = 0;
+    for (int32_t i = 0; i < n_ctx && !st; i++) {
+        int64_t n = decode ? 1 : n_tokens[i];
+        jobs[i] = (hci_engine_job){.c = ctxs[i], .x = (const char *)x + off, .y = (char *)y + off, .n = n};
+        if ((uint64_t)n > (SIZE_MAX - off) / row)
+            st = batch_fail(ctxs, n_ctx, i, HC_ERR_INVALID_ARG, "the batch's rows pass the address space");
+        else
+            off += (size_t)n * row;
+    }
+    if (!st) {
+        int32_t at = -1;
+        if ((st = hci_engine_batch(jobs, n_ctx, layer, &at)))
+            batch_fail(ctxs, n_ctx, at, st, at >= 0 ? ctxs[at]->err : NULL);
+        else
+            for (int32_t i = 0; i < n_ctx; i++) advance(ctxs[i], jobs[i].n);
+    }
+    free(jobs);
+    return st;
+}
+
+HC_API hc_status hc_decode_batch(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x, void *y)
+{
+    return batch_call(ctxs, n_ctx, layer, x, NULL, 1, y);
+}
+
+HC_API hc_status hc_append_batch(hc_ctx *const *ctxs, int32_t n_ctx, int layer, const void *x,
+                                 const int64_t *n_tokens, void *y)
+{
+    return batch_call(ctxs, n_ctx, layer, x, n_tokens, 0, y);
+}
+
+HC_API hc_status hc_ctx_set_progress(hc_ctx *c, hc_progress_fn fn, void *user)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    c->progress = fn;
+    c->progress_user = fn ? user : NULL;
+    return HC_OK;
+}
+
+HC_API hc_status hc_ctx_set_stream(hc_ctx *c, void *stream)
+{
+    if (!c) return HC_ERR_NULL_ARG;
+    c->err[0] = 0;
+    if (c->poisoned) return ctx_fail(c, HC_ERR_BAD_STATE, "context poisoned by an earlier device fault");
+    if (!c->be->ops->set_stream) {
+        if (!stream) return HC_OK;
+        return hci_errf(c->err, sizeof c->err, HC_ERR_UNSUPPORTED, "the %s backend runs on no stream",
+                        backend_name(c));
+    }
+    return c->be->ops->set_stream(c->be, stream);
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include "ctx/ctx.h"
+#include "hybridctx_experimental.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -24,11 +25,15 @@ typedef struct candidate {
     int backend, n_threads, max_chunk;
     int bitwise;           /* every result bitwise equal to the CPU's */
     double proj, out, att; /* otherwise: rel L2 bounds of the projections, out_path, attend */
+    const char *options[2]; /* backend options set to 1 (hc_x_ctx_set_option) */
 } candidate;
 
 static const candidate candidates[] = {
-    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, 1, 64, 1, 0, 0, 0},
-    {"cuda", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3},
+    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, 1, 64, 1, 0, 0, 0, {NULL}},
+    {"cuda", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}},
+    /* the CUDA backend's alternative paths (docs/cuda.md, Options) must conform as well */
+    {"cuda (index_exact_only, attend_simple)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"index_exact_only", "attend_simple"}},
 };
 
 static const char *g_geom;
@@ -149,6 +154,13 @@ static void conform(const candidate *k)
     int IH = cfg->index_n_heads, ID = cfg->index_head_dim, n = 64;
     int64_t T = g_tokens, pos0 = T - n;
     hc_ctx *ca = make(m, HC_BACKEND_CPU, 0, 512), *cb = make(m, k->backend, k->n_threads, k->max_chunk);
+    for (int i = 0; i < 2 && k->options[i]; i++)
+        ck_assert_msg(hc_x_ctx_set_option(cb, k->options[i], 1) == HC_OK, "%s", hc_ctx_last_error(cb));
+    /* the CPU backend has no options; unknown names and bad values are refused */
+    ck_assert_int_eq(hc_x_ctx_set_option(ca, "attend_simple", 1), HC_ERR_UNSUPPORTED);
+    ck_assert_int_eq(hc_x_ctx_set_option(cb, "no_such_option", 1), HC_ERR_UNSUPPORTED);
+    ck_assert_int_eq(hc_x_ctx_set_option(cb, NULL, 1), HC_ERR_NULL_ARG);
+    if (k->backend == HC_BACKEND_CUDA) ck_assert_int_eq(hc_x_ctx_set_option(cb, "attend_simple", 2), HC_ERR_INVALID_ARG);
     size_t nx = (size_t)L * T * D;
     float *x = malloc(nx * sizeof(float)), *y = malloc(nx * sizeof(float));
     tu_fill_normal(x, nx, g_seed + 1, 1.0f);

@@ -1,6 +1,7 @@
 /* test_header.c - the public headers compile on their own as pedantic C11 and, through
  * test_header_cxx.cpp, as C++11, and the library a program runs against is the one its header
- * describes: hc_version_*() equal the HC_VERSION_* macros. Exit status 0 = pass. */
+ * describes: hc_version_*() equal the HC_VERSION_* macros, which equal meson.build's version (0.2).
+ * Exit status 0 = pass. */
 #include "hybridctx.h"
 #include "hybridctx_experimental.h"
 #include <stddef.h>
@@ -26,6 +27,17 @@ int main(void)
     check(strcmp(mmp, HC_VERSION_STRING) == 0, "HC_VERSION_STRING == MAJOR.MINOR.PATCH");
     check(HC_VERSION_NUMBER == HC_VERSION_MAJOR * 10000 + HC_VERSION_MINOR * 100 + HC_VERSION_PATCH,
           "HC_VERSION_NUMBER encoding");
+    /* this release: 0.2 (meson.build's project version, the header's macros, the library) */
+    check(HC_VERSION_MAJOR == 0 && HC_VERSION_MINOR == 2, "HC_VERSION_MAJOR.MINOR == 0.2");
+    check(hc_version_number() / 100 == 2, "the library is 0.2");
+#ifdef HC_PROJECT_VERSION
+    check(strcmp(HC_VERSION_STRING, HC_PROJECT_VERSION) == 0, "HC_VERSION_STRING == meson.build's version");
+#endif
+    /* 0.2's additions: the status, and the progress members appended to hc_model_params */
+    check(HC_ERR_ABORTED == -25 && strcmp(hc_status_name(HC_ERR_ABORTED), "HC_ERR_ABORTED") == 0, "HC_ERR_ABORTED");
+    check(offsetof(hc_model_params, progress) >= offsetof(hc_model_params, errbuf_size) + sizeof(uint64_t) &&
+              offsetof(hc_model_params, progress_user) > offsetof(hc_model_params, progress),
+          "hc_model_params: progress members at the end");
     /* size-versioned structs: struct_size first, filled by the init functions */
     check(offsetof(hc_model_params, struct_size) == 0 && offsetof(hc_ctx_params, struct_size) == 0 &&
               offsetof(hc_save_params, struct_size) == 0 && offsetof(hc_model_info, struct_size) == 0,

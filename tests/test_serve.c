@@ -589,6 +589,76 @@ START_TEST(fork_and_truncate)
 }
 END_TEST
 
+/* Stops a call after its last piece, when it has written everything. */
+static int stop_at_last(void *user, uint64_t done, uint64_t total)
+{
+    ++*(int *)user;
+    return done >= total;
+}
+
+/* c (at L, no chunk in progress) holds the rollback history of x: a fork taken back to the limit
+ * is a context that computed x[0, limit) itself. */
+static void assert_history_intact(hc_ctx *c, int fmt, const char *what)
+{
+    hc_ctx *f = NULL;
+    ck_assert_msg(hc_ctx_fork(c, NULL, &f) == HC_OK, "%s", hc_ctx_last_error(c));
+    int64_t lim = hc_ctx_truncate_limit(f);
+    ck_assert_msg(hc_ctx_truncate(f, lim) == HC_OK, "%s", hc_ctx_last_error(f));
+    hc_ctx *r = reference(lim, 0, fmt);
+    ck_assert_msg(tsu_digest(f) == tsu_digest(r), "%s: state after taking the fork back to %lld", what, (long long)lim);
+    hc_ctx_free(f), hc_ctx_free(r);
+}
+
+/* Stopped single calls and a batch stopped in a later member (the earlier one already ran) roll
+ * the rollback history back with the rest of the layer: a truncation to the limit afterwards
+ * still gives a context that computed the shorter sequence itself. */
+START_TEST(stops_and_batches_keep_history)
+{
+    const int64_t R = 64, L = 300, n = 20;
+    const int fmt = HC_CACHE_FP8;
+    hc_ctx *c = make(R, fmt, 2, 7), *d = make(R, fmt, 2, 7);
+    float *y = new_y(), *junk = new_y();
+    size_t row = (size_t)g_dim;
+    float *bx = calloc(2 * (size_t)n * row, sizeof(float)), *by = calloc(2 * (size_t)n * row, sizeof(float));
+    run(c, g_x, 0, L, y);
+    /* layer 0 stopped after its last piece */
+    int calls = 0;
+    ck_assert_int_eq(hc_ctx_set_progress(c, stop_at_last, &calls), HC_OK);
+    ck_assert_int_eq(hc_append(c, 0, g_z + at(0, L), n, junk + at(0, L)), HC_ERR_ABORTED);
+    ck_assert_int_eq(calls, 3);
+    ck_assert_int_eq(hc_ctx_set_progress(c, NULL, NULL), HC_OK);
+    ck_assert_int_eq(hc_ctx_truncate_limit(c), L - R);
+    assert_history_intact(c, fmt, "stopped call");
+    /* layer 0 as a batch {c, d}: d stops after c has run */
+    memcpy(bx, g_z + at(0, L), (size_t)n * row * sizeof(float));
+    memcpy(bx + (size_t)n * row, g_x + at(0, 0), (size_t)n * row * sizeof(float));
+    hc_ctx *pair[2] = {c, d};
+    const int64_t ns[2] = {n, n};
+    calls = 0;
+    ck_assert_int_eq(hc_ctx_set_progress(d, stop_at_last, &calls), HC_OK);
+    ck_assert_int_eq(hc_append_batch(pair, 2, 0, bx, ns, by), HC_ERR_ABORTED);
+    ck_assert_int_eq(calls, 3);
+    ck_assert_int_eq(hc_ctx_set_progress(d, NULL, NULL), HC_OK);
+    ck_assert_int_eq(hc_ctx_n_tokens(c), L);
+    assert_history_intact(c, fmt, "stopped batch");
+    ck_assert_msg(hc_append_batch(pair, 2, 0, bx, ns, by) == HC_OK, "%s", hc_ctx_last_error(c));
+    for (int l = 1; l < g_layers; l++)
+        ck_assert_msg(hc_append(c, l, g_z + at(l, L), n, junk + at(l, L)) == HC_OK, "%s", hc_ctx_last_error(c));
+    ck_assert_int_eq(hc_ctx_n_tokens(c), L + n);
+    run_steps(c, g_z, L + n, L + n + 10, 1, junk);
+    /* back to the limit: as a context that computed x[0, limit) */
+    int64_t lim = L + n + 10 - R;
+    ck_assert_int_eq(hc_ctx_truncate_limit(c), lim);
+    ck_assert_msg(hc_ctx_truncate(c, lim) == HC_OK, "%s", hc_ctx_last_error(c));
+    hc_ctx *r = reference(lim, 0, fmt);
+    ck_assert_uint_eq(tsu_digest(c), tsu_digest(r));
+    run(c, g_x, lim, L + n + 10, y);
+    assert_same_y(y, g_ref, 0, L + n + 10, "after stops, a batch and a truncation");
+    hc_ctx_free(c), hc_ctx_free(d), hc_ctx_free(r);
+    free(y), free(junk), free(bx), free(by);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
     tcase_set_timeout(tc, 1200);
@@ -602,6 +672,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, truncate_refusals);
     tcase_add_test(tc, truncate_after_load);
     tcase_add_test(tc, fork_and_truncate);
+    tcase_add_test(tc, stops_and_batches_keep_history);
 }
 
 Suite *tu_suite(int argc, char **argv)

@@ -1,7 +1,7 @@
 /* bench-gpu - CUDA timings of the attention block for the V4-Flash geometry, each next to its
  * floor (bytes / 4.3 TB/s, FLOPs / peak: 790 TFLOP/s bf16, 1481 TFLOP/s fp8, the planning
  * ceilings of /shared/spec/performance.md). A program that prints numbers, not a test.
- *   bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile]
+ *   bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--help]
  * Decode (batch 1) per layer kind at 4K, 128K and 1M tokens, split into projections, compressors,
  * indexer (scores + top-k), attention and the rest; contexts are filled by the documented fast
  * path hc_x_ctx_fill_random (valid random cache state, not a real prefill). Prefill tokens/s at
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "cli.h"
 #include "ctx/ctx.h"
 #include "hybridctx_experimental.h"
 
@@ -68,6 +69,10 @@ static hc_model *flash_model(const char *ratios, int layers, int geometry_only)
     return m;
 }
 
+/* --option NAME=VALUE: backend options for every context (hc_x_ctx_set_option) */
+static struct { char name[64]; int64_t value; } g_options[8];
+static int g_n_options;
+
 static hc_ctx *cuda_ctx(hc_model *m)
 {
     hc_ctx_params p;
@@ -80,6 +85,11 @@ static hc_ctx *cuda_ctx(hc_model *m)
         fprintf(stderr, "bench-gpu: context: %s\n", hc_strerror(st));
         exit(1);
     }
+    for (int i = 0; i < g_n_options; i++)
+        if ((st = hc_x_ctx_set_option(c, g_options[i].name, g_options[i].value))) {
+            fprintf(stderr, "bench-gpu: --option %s: %s\n", g_options[i].name, hc_ctx_last_error(c));
+            exit(1);
+        }
     return c;
 }
 
@@ -284,19 +294,70 @@ static void profile_decode(void)
     hc_model_free(m);
 }
 
+static const char usage[] =
+    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--option NAME=0|1]...\n"
+    "\n"
+    "CUDA timings of the attention block for the V4-Flash geometry, each next to its floor: decode\n"
+    "per layer kind at 4K, 128K and 1M tokens, prefill at 8K and 128K, the whole model at 1M.\n"
+    "\n"
+    "  --out FILE.md       also write the tables (markdown) to FILE.md\n"
+    "  --quick             fewer contexts and steps (a smoke run)\n"
+    "  --full-only         only the whole 43-layer model at 1M tokens\n"
+    "  --profile           only a few decode steps of one CSA layer at 4K, for a kernel profiler\n"
+    "  --option NAME=V     a CUDA backend option for every context (docs/cuda.md, Options)\n"
+    "  -h, --help          this text\n";
+
 int main(int argc, char **argv)
 {
-    int quick = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--out") && i + 1 < argc) g_out = fopen(argv[++i], "w");
-        else if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--profile")) {
-            profile_decode();
-            return 0;
-        } else if (!strcmp(argv[i], "--full-only")) {
-            full_model_1m(1048576, 10);
-            return 0;
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, 'o'}, {"quick", no_argument, NULL, 'q'},
+        {"full-only", no_argument, NULL, 'f'}, {"profile", no_argument, NULL, 'p'},
+        {"option", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int quick = 0, full_only = 0, profile = 0, o, bad = 0;
+    const char *out = NULL;
+    while (!bad && (o = cli_getopt("bench-gpu", argc, argv, "h", opts)) != -1) {
+        switch (o) {
+        case 'o': out = optarg; break;
+        case 'q': quick = 1; break;
+        case 'f': full_only = 1; break;
+        case 'p': profile = 1; break;
+        case 'O': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || (size_t)(eq - optarg) >= sizeof g_options[0].name || g_n_options == 8 ||
+                (strcmp(eq + 1, "0") && strcmp(eq + 1, "1"))) {
+                fprintf(stderr, "bench-gpu: invalid value '%s' for --option: expected NAME=0 or NAME=1\n", optarg);
+                bad = 1;
+                break;
+            }
+            snprintf(g_options[g_n_options].name, sizeof g_options[0].name, "%.*s", (int)(eq - optarg), optarg);
+            g_options[g_n_options++].value = eq[1] - '0';
+            break;
         }
+        case 'h': fputs(usage, stdout); return 0;
+        default: bad = 1;
+        }
+    }
+    if (!bad && optind < argc) cli_unexpected("bench-gpu", argv[optind]), bad = 1;
+    if (!bad && full_only && profile)
+        fprintf(stderr, "bench-gpu: --full-only and --profile exclude each other\n"), bad = 1;
+    if (bad) {
+        fprintf(stderr, "%.*s\n(bench-gpu --help for details)\n", (int)(strstr(usage, "\n\n") - usage), usage);
+        return CLI_EXIT_USAGE;
+    }
+    if (out && !(g_out = fopen(out, "w"))) {
+        fprintf(stderr, "bench-gpu: %s: cannot open for writing\n", out);
+        return 1;
+    }
+    if (profile) {
+        profile_decode();
+        return 0;
+    }
+    if (full_only) {
+        full_model_1m(1048576, 10);
+        if (g_out) fclose(g_out);
+        return 0;
     }
     int32_t nd = 0;
     hc_cuda_device_count(&nd);

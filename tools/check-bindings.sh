@@ -25,7 +25,7 @@ if [ ! -f "$build/meson-uninstalled/hybridctx-uninstalled.pc" ] || [ ! -e "$buil
     die "$build holds no meson build of libhybridctx (run tools/dev.sh build)"
 fi
 missing=""
-for f in hc_ctx_save hc_ctx_load hc_ctx_save_buffer hc_ctx_load_buffer hc_ctx_set_metadata; do
+for f in hc_ctx_save hc_ctx_load hc_ctx_save_buffer hc_ctx_load_buffer hc_ctx_set_metadata hc_backend_info_get; do
     nm -D --defined-only "$build/libhybridctx.so.0" | grep -q " T $f@" || missing="$missing $f"
 done
 [ -z "$missing" ] || die "libhybridctx in $build does not export$missing (declared in hybridctx.h): the bindings cannot link"

@@ -85,7 +85,7 @@ fi
 step "the installed CLI"
 export LD_LIBRARY_PATH="$libdir"  # installed executables carry no rpath
 "$prefix/bin/hybridctx" --help >"$work/help.txt" || { cat "$work/help.txt"; die "hybridctx --help failed"; }
-grep -q "usage: hybridctx demo" "$work/help.txt" || die "unexpected hybridctx --help: $(cat "$work/help.txt")"
+grep -q "usage: hybridctx COMMAND" "$work/help.txt" || die "unexpected hybridctx --help: $(cat "$work/help.txt")"
 "$prefix/bin/hybridctx" demo --tokens 300 --decode 2 --backend cpu
 
 step "Rust and Go examples against the installed library"

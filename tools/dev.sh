@@ -13,7 +13,7 @@ DEPS=(gcc pkg-config meson ninja-build check libzstd-dev libjansson-dev libxxhas
 BINDING_DEPS=(golang-go python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel bindgen
               librust-pkg-config-dev)
 # for the hardening checks (run_hardening_checks, docs/hardening.md)
-HARDENING_DEPS=(g++ clang-14 libclang-rt-14-dev clang-tidy-14 cppcheck valgrind abigail-tools)
+HARDENING_DEPS=(g++ clang-14 libclang-rt-14-dev clang-tidy-14 cppcheck valgrind abigail-tools doxygen)
 
 install_deps() {
     local missing=()
@@ -35,12 +35,13 @@ build() {
     ninja -C build
 }
 
-# ABI, sanitizers, valgrind, fuzzing and static analysis (docs/hardening.md): every check runs,
-# each one's time is printed, and any failure fails the whole step at the end.
+# ABI, sanitizers, valgrind, fuzzing, static analysis and the API reference (docs/hardening.md):
+# every check runs, each one's time is printed, and any failure fails the whole step at the end.
 run_hardening_checks() {
     local failed=() t0 c
     for c in "check-abi.sh build" "check-asan.sh" "check-tsan.sh" "check-valgrind.sh build" \
-             "check-fuzz.sh ${HC_FUZZ_SECONDS:-60}" "check-cppcheck.sh build" "check-clang-tidy.sh build"; do
+             "check-fuzz.sh ${HC_FUZZ_SECONDS:-60}" "check-cppcheck.sh build" "check-clang-tidy.sh build" \
+             "check-apidoc.sh"; do
         t0=$SECONDS
         echo "=== hardening: tools/$c" >&2
         # shellcheck disable=SC2086 # $c is a script and its arguments

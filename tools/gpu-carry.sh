@@ -7,11 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B="${1:-build-gpu}"
 D="${2:-.carry/b}"
+# meson 1.0's nvcc rule writes no dependency file, so a header change leaves CUDA objects stale:
+# rebuild them all before packing (about a minute)
+if [ -f "$B/build.ninja" ] && grep -q '^rule cuda_COMPILER' "$B/build.ninja"; then
+    ninja -C "$B" -t clean -r cuda_COMPILER >/dev/null
+    ninja -C "$B" >/dev/null
+fi
 rm -rf "$D"
 mkdir -p "$D/tests" "$D/tools" "$D/rt"
 # the core library and, from builds that have it, the CUDA module (files and their links)
 find "$B" -maxdepth 1 -name 'libhybridctx*.so*' ! -type d -exec cp -a {} "$D/" \;
-for t in test_gpu test_golden test_conformance test_cache; do
+for t in test_gpu test_golden test_conformance test_cache test_batch; do
     [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$D/tests/"
 done
 for t in bench-gpu hybridctx session-bench; do

@@ -7,9 +7,11 @@
  *   load        hc_ctx_load() of that file after its pages were dropped, into a second context
  * GB/s are 10^9 bytes of session (uncompressed size) per second. Files are removed at the end.
  *   session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]
- *                 [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]
+ *                 [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]
+ *                 [--json] [--help]
  * --no-check skips the round-trip comparison (it holds a third copy of the session in memory);
- * --keep leaves the uncompressed session file in DIR (for `hybridctx verify`). */
+ * --keep leaves the uncompressed session file in DIR (for `hybridctx verify`); --json prints the
+ * results as one JSON object on stdout (the text then goes to stderr, as progress). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -19,6 +21,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include "cli.h"
 #include "hybridctx.h"
 #include "hybridctx_experimental.h"
 
@@ -119,27 +122,73 @@ static uint64_t digest(hc_ctx *c, uint8_t **buf, uint64_t *cap)
     return h;
 }
 
+static const char usage[] =
+    "usage: session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]\n"
+    "                     [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]\n"
+    "                     [--json]\n"
+    "\n"
+    "Save and load speed of a large session (geometry-only model, context filled with random valid\n"
+    "state) next to the raw speed of the disk, in DIR. GB/s are 10^9 bytes of session per second.\n"
+    "\n"
+    "  --model M           geometry: v4-flash (default), v4-pro or tiny\n"
+    "  --tokens N          context length, 0..16777216 (default 1048576)\n"
+    "  --dir DIR           where the files are written (default .); they are removed at the end\n"
+    "  --threads N         threads of the save and load, 0..4096; 0 = all online cores (default 0)\n"
+    "  --backend B         cpu (default) or cuda\n"
+    "  --cache FMT         fp8 (default) or bf16\n"
+    "  --zstd-level L      level of the compressed run, 1..19 (default 1)\n"
+    "  --no-check          skip the round-trip comparison (it holds a third copy in memory)\n"
+    "  --keep              leave the uncompressed session in DIR/session-bench.hcs\n"
+    "  --json              the results as one JSON object on stdout (the text goes to stderr)\n"
+    "  -h, --help          this text\n";
+
+/* The results of one save + load round. */
+typedef struct {
+    char name[32];
+    double save_s, save_cpu_s, load_s, load_cpu_s;
+    uint64_t file_bytes;
+    int same; /* -1: not checked */
+} round_result;
+
 int main(int argc, char **argv)
 {
-    const char *model = "v4-flash", *dir = ".", *cache = "fp8", *backend = "cpu";
+    static const char *const models[] = {"v4-flash", "v4-pro", "tiny", NULL};
+    static const char *const caches[] = {"fp8", "bf16", NULL};
+    static const char *const backends[] = {"cpu", "cuda", NULL};
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},      {"tokens", required_argument, NULL, 't'},
+        {"dir", required_argument, NULL, 'D'},        {"threads", required_argument, NULL, 'j'},
+        {"cache", required_argument, NULL, 'C'},      {"backend", required_argument, NULL, 'b'},
+        {"zstd-level", required_argument, NULL, 'z'}, {"no-check", no_argument, NULL, 'n'},
+        {"keep", no_argument, NULL, 'k'},             {"json", no_argument, NULL, 'J'},
+        {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+    };
+    const char *dir = ".";
     int64_t tokens = 1 << 20;
-    int threads = 0, level = 1, check = 1, keep = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--no-check")) { check = 0; continue; }
-        if (!strcmp(a, "--keep")) { keep = 1; continue; }
-        if (!v) goto usage;
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--tokens")) tokens = atoll(v);
-        else if (!strcmp(a, "--dir")) dir = v;
-        else if (!strcmp(a, "--threads")) threads = atoi(v);
-        else if (!strcmp(a, "--cache")) cache = v;
-        else if (!strcmp(a, "--backend")) backend = v;
-        else if (!strcmp(a, "--zstd-level")) level = atoi(v);
-        else goto usage;
-        i++;
+    int model_i = 0, cache_i = 0, backend_i = 0, threads = 0, level = 1, check = 1, keep = 0, json = 0, o, bad = 0;
+    while (!bad && (o = cli_getopt("session-bench", argc, argv, "h", opts)) != -1) {
+        switch (o) {
+        case 'm': bad = (model_i = cli_choice("session-bench", "--model", optarg, models)) < 0; break;
+        case 't': bad = cli_int64("session-bench", "--tokens", optarg, 0, 1 << 24, &tokens); break;
+        case 'D': dir = optarg; break;
+        case 'j': bad = cli_int("session-bench", "--threads", optarg, 0, 4096, &threads); break;
+        case 'C': bad = (cache_i = cli_choice("session-bench", "--cache", optarg, caches)) < 0; break;
+        case 'b': bad = (backend_i = cli_choice("session-bench", "--backend", optarg, backends)) < 0; break;
+        case 'z': bad = cli_int("session-bench", "--zstd-level", optarg, 1, 19, &level); break;
+        case 'n': check = 0; break;
+        case 'k': keep = 1; break;
+        case 'J': json = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: bad = 1;
+        }
     }
-    if (tokens < 0) goto usage;
+    if (!bad && optind < argc) cli_unexpected("session-bench", argv[optind]), bad = 1;
+    if (bad) {
+        fprintf(stderr, "%.*s\n(session-bench --help for details)\n", (int)(strstr(usage, "\n\n") - usage), usage);
+        return CLI_EXIT_USAGE;
+    }
+    const char *model = models[model_i], *cache = caches[cache_i], *backend = backends[backend_i];
+    FILE *txt = json ? stderr : stdout;
 
     hc_model_params mp;
     hc_model_params_init(&mp, sizeof mp);
@@ -149,9 +198,9 @@ int main(int argc, char **argv)
     if (st) die("model", st, NULL);
     hc_ctx_params cp;
     hc_ctx_params_init(&cp, sizeof cp);
-    cp.backend = !strcmp(backend, "cuda") ? HC_BACKEND_CUDA : HC_BACKEND_CPU;
+    cp.backend = backend_i == 1 ? HC_BACKEND_CUDA : HC_BACKEND_CPU;
     cp.n_threads = threads;
-    cp.cache_format = !strcmp(cache, "bf16") ? HC_CACHE_BF16 : HC_CACHE_FP8;
+    cp.cache_format = cache_i == 1 ? HC_CACHE_BF16 : HC_CACHE_FP8;
     cp.max_tokens = tokens > 0 ? tokens : 1;
     hc_ctx *c = NULL, *d = NULL;
     if ((st = hc_ctx_create(m, &cp, &c)) || (st = hc_ctx_create(m, &cp, &d))) die("context", st, NULL);
@@ -160,33 +209,40 @@ int main(int argc, char **argv)
     if ((st = hc_x_ctx_fill_random(c, tokens, 42))) die("fill", st, c);
     double t_fill = now_s() - t0, c_fill = cpu_s() - c0;
     uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(tokens ? tokens : 1)); /* token ids as metadata */
+    if (!ids) { fprintf(stderr, "session-bench: out of memory\n"); return 1; }
     for (int64_t i = 0; i < tokens; i++) ids[i] = (uint32_t)(i * 2654435761u % 129280u);
     if ((st = hc_ctx_set_metadata(c, ids, sizeof(uint32_t) * (uint64_t)tokens))) die("metadata", st, c);
     free(ids);
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, cache_bytes = hc_ctx_memory_bytes(c);
     if ((st = hc_ctx_save_size(c, NULL, &bytes))) die("save size", st, c);
 
-    char raw[4096], path[4096];
+    char raw[4096], path[4096], kept[4200] = "";
     snprintf(raw, sizeof raw, "%s/session-bench-raw.%ld", dir, (long)getpid());
     snprintf(path, sizeof path, "%s/session-bench.%ld.hcs", dir, (long)getpid());
     double la[3] = {0, 0, 0};
     getloadavg(la, 3);
-    printf("session-bench: %s geometry, %lld tokens, %s cache, %s backend, %d threads (%ld cores online, load "
-           "average %.1f), %s\n", model, (long long)tokens, cache, backend, threads, sysconf(_SC_NPROCESSORS_ONLN),
-           la[0], dir);
-    printf("  session      %.3f GB (%llu bytes: cache %.3f GB, token ids %.3f GB), filled in %.2f s (%.2f s CPU)\n",
-           (double)bytes / 1e9, (unsigned long long)bytes, (double)hc_ctx_memory_bytes(c) / 1e9,
-           4.0 * (double)tokens / 1e9, t_fill, c_fill);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    fprintf(txt, "session-bench: %s geometry, %lld tokens, %s cache, %s backend, %d threads (%ld cores online, load "
+                 "average %.1f), %s\n", model, (long long)tokens, cache, backend, threads, cores, la[0], dir);
+    fprintf(txt, "  session      %.3f GB (%llu bytes: cache %.3f GB, token ids %.3f GB), filled in %.2f s "
+                 "(%.2f s CPU)\n",
+            (double)bytes / 1e9, (unsigned long long)bytes, (double)cache_bytes / 1e9, 4.0 * (double)tokens / 1e9,
+            t_fill, c_fill);
+    fflush(txt);
 
     double w_s, r_s;
     raw_io(raw, bytes, &w_s, &r_s);
     unlink(raw);
-    printf("  raw write    %6.2f GB/s  (%.2f s, 8 MiB blocks + fsync)\n", (double)bytes / 1e9 / w_s, w_s);
-    printf("  raw read     %6.2f GB/s  (%.2f s, cold)\n", (double)bytes / 1e9 / r_s, r_s);
+    fprintf(txt, "  raw write    %6.2f GB/s  (%.2f s, 8 MiB blocks + fsync)\n", (double)bytes / 1e9 / w_s, w_s);
+    fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s, cold)\n", (double)bytes / 1e9 / r_s, r_s);
+    fflush(txt);
 
     uint8_t *buf = NULL;
     uint64_t cap = 0, want = check ? digest(c, &buf, &cap) : 0;
-    for (int z = 0; z < 2; z++) {
+    round_result res[2];
+    int failed = 0, ran = 0;
+    for (int z = 0; z < 2 && !failed; z++, ran++) {
+        round_result *r = &res[z];
         hc_save_params sp;
         hc_save_params_init(&sp, sizeof sp);
         sp.n_threads = threads;
@@ -194,41 +250,70 @@ int main(int argc, char **argv)
         sp.zstd_level = level;
         t0 = now_s(), c0 = cpu_s();
         if ((st = hc_ctx_save(c, path, &sp))) die("save", st, c);
-        double ts = now_s() - t0, cs = cpu_s() - c0;
-        uint64_t fsz = file_size(path);
+        r->save_s = now_s() - t0, r->save_cpu_s = cpu_s() - c0;
+        r->file_bytes = file_size(path);
         drop_cache(path);
         if ((st = hc_ctx_reset(d))) die("reset", st, d);
         t0 = now_s(), c0 = cpu_s();
         if ((st = hc_ctx_load(d, path))) die("load", st, d);
-        double tl = now_s() - t0, cl = cpu_s() - c0;
-        char name[32];
-        snprintf(name, sizeof name, z ? "zstd-%d" : "none", level);
-        printf("  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; file %.3f GB, %.3fx)\n", name, (double)bytes / 1e9 / ts, ts,
-               cs, (double)fsz / 1e9, (double)bytes / (double)fsz);
-        printf("  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU, cold)", name, (double)bytes / 1e9 / tl, tl, cl);
+        r->load_s = now_s() - t0, r->load_cpu_s = cpu_s() - c0;
+        snprintf(r->name, sizeof r->name, z ? "zstd-%d" : "none", level);
+        fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; file %.3f GB, %.3fx)\n", r->name,
+                (double)bytes / 1e9 / r->save_s, r->save_s, r->save_cpu_s, (double)r->file_bytes / 1e9,
+                (double)bytes / (double)r->file_bytes);
+        fprintf(txt, "  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU, cold)", r->name, (double)bytes / 1e9 / r->load_s,
+                r->load_s, r->load_cpu_s);
+        r->same = -1;
         if (check) {
-            int same = digest(d, &buf, &cap) == want && hc_ctx_n_tokens(d) == tokens;
-            printf(", round trip %s", same ? "identical" : "DIFFERENT");
-            if (!same) {
-                printf("\n");
-                unlink(path);
-                return 1;
-            }
+            r->same = digest(d, &buf, &cap) == want && hc_ctx_n_tokens(d) == tokens;
+            fprintf(txt, ", round trip %s", r->same ? "identical" : "DIFFERENT");
+            failed = !r->same;
         }
-        printf("\n");
-        if (keep && !z) {
-            char kept[4200];
+        fprintf(txt, "\n");
+        if (keep && !z && !failed) {
             snprintf(kept, sizeof kept, "%s/session-bench.hcs", dir);
-            if (rename(path, kept) == 0) printf("  kept         %s\n", kept);
+            if (rename(path, kept) == 0) fprintf(txt, "  kept         %s\n", kept);
+            else kept[0] = 0;
         }
         unlink(path);
+        fflush(txt);
+    }
+    if (json) {
+        printf("{\n  \"bench\": \"session-bench\",\n  \"version\": \"%s\",\n  \"model\": \"%s\",\n  \"tokens\": %lld,\n"
+               "  \"cache\": \"%s\",\n  \"backend\": \"%s\",\n  \"threads\": %d,\n  \"cores_online\": %ld,\n"
+               "  \"load_average\": ", hc_version_string(), model, (long long)tokens, cache, backend, threads, cores);
+        cli_json_number(stdout, la[0]);
+        printf(",\n  \"dir\": ");
+        cli_json_string(stdout, dir);
+        printf(",\n  \"session_bytes\": %llu,\n  \"cache_bytes\": %llu,\n  \"fill_s\": ", (unsigned long long)bytes,
+               (unsigned long long)cache_bytes);
+        cli_json_number(stdout, t_fill);
+        printf(",\n  \"fill_cpu_s\": ");
+        cli_json_number(stdout, c_fill);
+        printf(",\n  \"raw_write_s\": ");
+        cli_json_number(stdout, w_s);
+        printf(",\n  \"raw_read_s\": ");
+        cli_json_number(stdout, r_s);
+        printf(",\n  \"runs\": [");
+        for (int z = 0; z < ran; z++) { /* a failed round check ends the rounds */
+            const round_result *r = &res[z];
+            printf("%s\n    {\"compression\": \"%s\", \"save_s\": ", z ? "," : "", r->name);
+            cli_json_number(stdout, r->save_s);
+            printf(", \"save_cpu_s\": ");
+            cli_json_number(stdout, r->save_cpu_s);
+            printf(", \"file_bytes\": %llu, \"load_s\": ", (unsigned long long)r->file_bytes);
+            cli_json_number(stdout, r->load_s);
+            printf(", \"load_cpu_s\": ");
+            cli_json_number(stdout, r->load_cpu_s);
+            printf(", \"round_trip\": %s}", r->same < 0 ? "null" : r->same ? "\"identical\"" : "\"different\"");
+        }
+        printf("\n  ],\n  \"kept\": ");
+        if (kept[0]) cli_json_string(stdout, kept);
+        else printf("null");
+        printf("\n}\n");
     }
     free(buf);
     hc_ctx_free(c), hc_ctx_free(d);
     hc_model_free(m);
-    return 0;
-usage:
-    fprintf(stderr, "usage: session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N] [--backend cpu|cuda]\n"
-                    "                     [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]\n");
-    return 2;
+    return failed ? 1 : 0;
 }

@@ -43,7 +43,9 @@ type Context struct {
 	ioDtype IODtype
 }
 
-// NewContext creates an empty context for m; the context keeps m alive until it is closed.
+// NewContext creates an empty context for m; the context keeps m alive until it is closed. A
+// failure is an *Error with the library's detail (for a backend that cannot be used, what
+// Backend.Info reports too).
 func NewContext(m *Model, p *ContextParams) (*Context, error) {
 	if m == nil {
 		return nil, newError(ErrNullArg, "the model is nil")
@@ -69,6 +71,12 @@ func NewContext(m *Model, p *ContextParams) (*Context, error) {
 	if ioDtype == 0 {
 		ioDtype = IODtypeF32
 	}
+	const errLen = 1024
+	// C memory, so that the library may write the message into it.
+	errbuf := (*C.char)(C.calloc(errLen, 1))
+	defer C.free(unsafe.Pointer(errbuf))
+	cp.errbuf = errbuf
+	cp.errbuf_size = errLen
 	mp, err := m.acquire()
 	if err != nil {
 		return nil, err
@@ -76,7 +84,7 @@ func NewContext(m *Model, p *ContextParams) (*Context, error) {
 	var ptr *C.hc_ctx
 	if st := C.hc_ctx_create(mp, &cp, &ptr); st != C.HC_OK {
 		m.release()
-		return nil, statusError(st)
+		return nil, newError(Status(st), C.GoString(errbuf))
 	}
 	c := &Context{ptr: ptr, model: m, dim: m.dim, ioDtype: ioDtype}
 	runtime.SetFinalizer(c, (*Context).Close)

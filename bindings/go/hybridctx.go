@@ -12,7 +12,8 @@
 // freed once it is closed and all its contexts are closed, so closing it early is safe.
 //
 // Every failure is an *Error carrying the library's Status and message; errors.Is(err,
-// hybridctx.ErrOrder) tests the status. The C header include/hybridctx.h documents every call.
+// hybridctx.ErrOrder) tests the status. Backend.Info says whether a backend (BackendCPU,
+// BackendCUDA, or the one BackendAuto picks) can be used here, and if not, why. The C header include/hybridctx.h documents every call.
 //
 // The package links libhybridctx through pkg-config (PKG_CONFIG_PATH=<builddir>/meson-uninstalled
 // for an uninstalled build; LD_LIBRARY_PATH to run).
@@ -27,6 +28,7 @@ import "C"
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 )
 
@@ -149,6 +151,112 @@ const (
 	BackendCPU  Backend = C.HC_BACKEND_CPU  // the CPU reference backend (bitwise deterministic)
 	BackendCUDA Backend = C.HC_BACKEND_CUDA
 )
+
+// BackendState says why a backend can or cannot be used (BackendInfo.State).
+type BackendState int32
+
+// Backend states.
+const (
+	BackendUsable        BackendState = C.HC_BACKEND_USABLE         // usable now
+	BackendNotBuilt      BackendState = C.HC_BACKEND_NOT_BUILT      // this build has no such backend (built without nvcc)
+	BackendModuleMissing BackendState = C.HC_BACKEND_MODULE_MISSING // its module file is missing or cannot be loaded
+	BackendModuleInvalid BackendState = C.HC_BACKEND_MODULE_INVALID // its module is of another version or build
+	BackendNoDevice      BackendState = C.HC_BACKEND_NO_DEVICE      // loaded, but no usable device (driver missing, device absent)
+)
+
+var backendStateNames = map[BackendState]string{
+	BackendUsable:        "HC_BACKEND_USABLE",
+	BackendNotBuilt:      "HC_BACKEND_NOT_BUILT",
+	BackendModuleMissing: "HC_BACKEND_MODULE_MISSING",
+	BackendModuleInvalid: "HC_BACKEND_MODULE_INVALID",
+	BackendNoDevice:      "HC_BACKEND_NO_DEVICE",
+}
+
+// String returns the C name, for example "HC_BACKEND_NOT_BUILT" ("BackendState(n)" for a state
+// these bindings do not know).
+func (s BackendState) String() string {
+	if name, ok := backendStateNames[s]; ok {
+		return name
+	}
+	return fmt.Sprintf("BackendState(%d)", int32(s))
+}
+
+// BackendCaps are the HC_CAP_* flags: what a backend offers (BackendInfo.Caps).
+type BackendCaps uint32
+
+// Backend capabilities.
+const (
+	CapHostIO     BackendCaps = C.HC_CAP_HOST_IO     // x and y in host memory
+	CapDeviceIO   BackendCaps = C.HC_CAP_DEVICE_IO   // x and y in device memory
+	CapStream     BackendCaps = C.HC_CAP_STREAM      // runs on a caller's stream
+	CapThreads    BackendCaps = C.HC_CAP_THREADS     // uses ContextParams.NThreads
+	CapBitwiseCPU BackendCaps = C.HC_CAP_BITWISE_CPU // results bitwise equal to the CPU backend's for every chunking
+)
+
+// Has reports whether every flag of c is set.
+func (caps BackendCaps) Has(c BackendCaps) bool { return caps&c == c }
+
+// String returns the flags' C names joined by "|", for example "HC_CAP_HOST_IO|HC_CAP_THREADS"
+// ("0" for none; unknown bits in hex).
+func (caps BackendCaps) String() string {
+	if caps == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, f := range []struct {
+		c    BackendCaps
+		name string
+	}{{CapHostIO, "HC_CAP_HOST_IO"}, {CapDeviceIO, "HC_CAP_DEVICE_IO"}, {CapStream, "HC_CAP_STREAM"},
+		{CapThreads, "HC_CAP_THREADS"}, {CapBitwiseCPU, "HC_CAP_BITWISE_CPU"}} {
+		if caps&f.c != 0 {
+			parts = append(parts, f.name)
+			caps &^= f.c
+		}
+	}
+	if caps != 0 {
+		parts = append(parts, fmt.Sprintf("%#x", uint32(caps)))
+	}
+	return strings.Join(parts, "|")
+}
+
+// BackendInfo is what one backend can do on this machine (hc_backend_info in the header).
+type BackendInfo struct {
+	Backend Backend // the backend described: BackendCPU or BackendCUDA
+	// State is BackendUsable or why not; for a query of BackendAuto, why AUTO did not pick CUDA
+	// (BackendUsable when it did).
+	State    BackendState
+	NDevices int         // usable devices (1 for the CPU)
+	Caps     BackendCaps // what it offers; 0 when it is not usable
+	Name     string      // "cpu" or "cuda"
+	Detail   string      // human-readable: the module file, and the reason it cannot be used
+}
+
+// Info describes backend b: whether it can be used here, and if not, why (hc_backend_info_get).
+// For BackendAuto it describes the backend that NewContext with BackendAuto and this device
+// picks, and State says why that is not CUDA. device is the CUDA device ordinal that AUTO or
+// CUDA would use. It may load the CUDA module. A backend that cannot be used is not an error:
+// read State and Detail.
+func (b Backend) Info(device int) (BackendInfo, error) {
+	if b < BackendAuto || b > BackendCUDA {
+		return BackendInfo{}, invalidArg("backend %d is not BackendAuto, BackendCPU or BackendCUDA", int32(b))
+	}
+	if device < 0 || device > 1<<31-1 {
+		return BackendInfo{}, invalidArg("device %d is out of range", device)
+	}
+	var info C.hc_backend_info
+	info.struct_size = C.uint32_t(unsafe.Sizeof(info))
+	if err := statusError(C.hc_backend_info_get(C.int32_t(b), C.int32_t(device), &info)); err != nil {
+		return BackendInfo{}, err
+	}
+	return BackendInfo{
+		Backend:  Backend(info.backend),
+		State:    BackendState(info.state),
+		NDevices: int(info.n_devices),
+		Caps:     BackendCaps(info.caps),
+		Name:     C.GoString(&info.name[0]),
+		Detail:   C.GoString(&info.detail[0]),
+	}, nil
+}
 
 // CacheFormat is the storage format of a context's cache; both give identical results.
 type CacheFormat int32

@@ -6,6 +6,7 @@ package hybridctx
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -117,7 +118,9 @@ func TestVersion(t *testing.T) {
 	if err := CheckVersion(); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(Version(), "0.") || VersionNumber()/100 != BindingVersionMajor*100+BindingVersionMinor {
+	// a library of the bindings' major version and at least their minor (0.1 bindings load 0.2)
+	if !strings.HasPrefix(Version(), "0.") || VersionNumber()/10000 != BindingVersionMajor ||
+		VersionNumber()/100 < BindingVersionMajor*100+BindingVersionMinor {
 		t.Fatalf("version %s (%d)", Version(), VersionNumber())
 	}
 }
@@ -496,5 +499,128 @@ func TestCrossLanguageSessions(t *testing.T) {
 			t.Fatalf("%s: decode differs after loading", f)
 		}
 		t.Logf("checked %s", filepath.Base(f))
+	}
+}
+
+const cpuCaps = CapHostIO | CapThreads | CapBitwiseCPU
+
+// cudaAbsent reports whether s explains a CUDA backend missing on a machine without a GPU: a
+// CPU-only build (NotBuilt), a CUDA build without its module or the CUDA runtime
+// (ModuleMissing), or without a driver or device (NoDevice).
+func cudaAbsent(s BackendState) bool {
+	return s == BackendNotBuilt || s == BackendModuleMissing || s == BackendNoDevice
+}
+
+func backendInfo(t *testing.T, b Backend, device int) BackendInfo {
+	t.Helper()
+	info, err := b.Info(device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func TestBackendInfoCPU(t *testing.T) {
+	info := backendInfo(t, BackendCPU, 0)
+	want := BackendInfo{Backend: BackendCPU, State: BackendUsable, NDevices: 1, Caps: cpuCaps, Name: "cpu", Detail: info.Detail}
+	if info != want || info.Detail == "" {
+		t.Fatalf("CPU backend: %+v", info)
+	}
+	if uint32(info.Caps) != 1|8|16 || !info.Caps.Has(CapHostIO|CapBitwiseCPU) || info.Caps.Has(CapDeviceIO) {
+		t.Fatalf("CPU caps %v", info.Caps)
+	}
+	if s := info.Caps.String(); s != "HC_CAP_HOST_IO|HC_CAP_THREADS|HC_CAP_BITWISE_CPU" {
+		t.Fatalf("caps string %q", s)
+	}
+	if s := (CapStream | 64).String(); s != "HC_CAP_STREAM|0x40" {
+		t.Fatalf("caps string %q", s)
+	}
+	if info.State.String() != "HC_BACKEND_USABLE" || BackendState(9).String() != "BackendState(9)" {
+		t.Fatalf("state strings %v %v", info.State, BackendState(9))
+	}
+	if backendInfo(t, BackendCPU, 5) != info { // the CPU ignores the device
+		t.Fatal("the CPU backend depends on the device")
+	}
+}
+
+func TestBackendInfoCUDAAndAuto(t *testing.T) {
+	cuda := backendInfo(t, BackendCUDA, 0)
+	auto := backendInfo(t, BackendAuto, 0)
+	if cuda.Backend != BackendCUDA || cuda.Name != "cuda" || cuda.Detail == "" {
+		t.Fatalf("CUDA backend: %+v", cuda)
+	}
+	c := newCtx(t, tiny(t), nil)
+	if c.Backend() != auto.Backend {
+		t.Fatalf("a BackendAuto context runs on %d, Info said %+v", c.Backend(), auto)
+	}
+	if cuda.State == BackendUsable { // a GPU: AUTO picks it
+		if cuda.NDevices < 1 || cuda.NDevices != CUDADeviceCount() || !cuda.Caps.Has(CapHostIO|CapDeviceIO) || auto != cuda {
+			t.Fatalf("CUDA %+v, AUTO %+v", cuda, auto)
+		}
+		if s := backendInfo(t, BackendCUDA, cuda.NDevices).State; s != BackendNoDevice {
+			t.Fatalf("CUDA device %d: %v", cuda.NDevices, s)
+		}
+		return
+	}
+	if !cudaAbsent(cuda.State) || cuda.NDevices != 0 || cuda.Caps != 0 || CUDADeviceCount() != 0 {
+		t.Fatalf("CUDA backend: %+v", cuda)
+	}
+	if cuda.State == BackendNotBuilt && !strings.Contains(cuda.Detail, "no CUDA backend") {
+		t.Fatalf("CUDA detail %q", cuda.Detail)
+	}
+	// AUTO picks the CPU; its state says why not CUDA
+	want := BackendInfo{Backend: BackendCPU, State: cuda.State, NDevices: 1, Caps: cpuCaps, Name: "cpu", Detail: auto.Detail}
+	d := cuda.Detail
+	if len(d) > 200 {
+		d = d[:200]
+	}
+	if auto != want || !strings.HasPrefix(auto.Detail, "cuda not used: ") || !strings.Contains(auto.Detail, d) {
+		t.Fatalf("AUTO: %+v (CUDA: %+v)", auto, cuda)
+	}
+}
+
+func TestBackendInfoBadArgs(t *testing.T) {
+	for _, b := range []Backend{3, -1} {
+		_, err := b.Info(0)
+		if e := wantStatus(t, err, ErrInvalidArg); !strings.Contains(e.Message, "backend") {
+			t.Fatal(e)
+		}
+	}
+	devices := []int{-1}
+	if big := int64(math.MaxInt32) + 1; int64(int(big)) == big { // 64-bit int
+		devices = append(devices, int(big))
+	}
+	for _, d := range devices {
+		_, err := BackendCUDA.Info(d)
+		if e := wantStatus(t, err, ErrInvalidArg); !strings.Contains(e.Message, "device") {
+			t.Fatal(e)
+		}
+	}
+}
+
+func TestNewContextErrorCarriesDetail(t *testing.T) {
+	m := tiny(t)
+	cuda := backendInfo(t, BackendCUDA, 0)
+	if cuda.State != BackendUsable && !cudaAbsent(cuda.State) {
+		t.Fatalf("CUDA backend: %+v", cuda)
+	}
+	device := cuda.NDevices // none on a machine without a GPU; one past the last one with GPUs
+	_, err := NewContext(m, &ContextParams{Backend: BackendCUDA, Device: device})
+	e := wantStatus(t, err, ErrNoDevice)
+	if e.Message == ErrNoDevice.Description() || err.Error() != "HC_ERR_NO_DEVICE: "+e.Message {
+		t.Fatalf("no detail: %v", err)
+	}
+	switch cuda.State {
+	case BackendNotBuilt, BackendModuleMissing:
+		if e.Message != "CUDA backend: "+cuda.Detail {
+			t.Fatalf("message %q, backend detail %q", e.Message, cuda.Detail)
+		}
+		if cuda.State == BackendNotBuilt && !strings.Contains(e.Message, "no CUDA backend") {
+			t.Fatalf("message %q", e.Message)
+		}
+	default: // the module is loaded: it names the device asked for
+		if !strings.Contains(e.Message, fmt.Sprintf("CUDA device %d asked for", device)) {
+			t.Fatalf("message %q", e.Message)
+		}
 	}
 }

@@ -85,11 +85,23 @@ typedef struct hci_backend_ops {
     /* ---- optional ---- */
     /* The stream the backend runs on (cudaStream_t as void *), for benchmarks and tests. */
     void *(*stream)(hci_backend *be);
+    /* Set a named option (the backend's alternative code paths, docs/cuda.md "Options");
+     * HC_ERR_UNSUPPORTED for a name the backend does not know, HC_ERR_INVALID_ARG for a value. */
+    int (*set_option)(hci_backend *be, const char *name, int64_t value);
+    /* Run on `stream` from now on (NULL: a stream of the backend's own), ordered after the work
+     * queued on the old one without blocking the host (hc_ctx_set_stream). NULL op: the backend
+     * has no streams. On failure the backend stays on its old stream. */
+    int (*set_stream)(hci_backend *be, void *stream);
+    /* Order the work queued on be from now on after the work queued so far on `on` (a backend
+     * of the same kind and device): an event recorded on on's stream, waited on be's. Nothing
+     * when both run on one stream. NULL op: calls complete before they return (batches). */
+    int (*stream_wait)(hci_backend *be, hci_backend *on);
 } hci_backend_ops;
 
 struct hci_backend {
     const hci_backend_ops *ops;
     int kind;                    /* HC_BACKEND_CPU / HC_BACKEND_CUDA */
+    int device;                  /* device ordinal (CUDA); 0 for the CPU */
     uint32_t caps;               /* HC_CAP_* */
     const struct hc_model *model;
     int max_chunk;               /* tokens per piece */

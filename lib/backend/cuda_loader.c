@@ -30,9 +30,12 @@ static void fail(int status, int reason, const char *fmt, const char *a, const c
 }
 
 #ifdef HC_HAVE_CUDA
-/* The module file beside the library that holds this function, if it is there. */
-static const char *beside_core(char *buf, size_t n)
+/* The module file beside the library that holds this function, if it is there (load() runs
+ * once per process, so one static buffer serves). */
+static const char *beside_core(void)
 {
+    static char buf[4096];
+    const size_t n = sizeof buf;
     Dl_info info;
     if (!dladdr((void *)beside_core, &info) || !info.dli_fname) return NULL;
     const char *slash = strrchr(info.dli_fname, '/');
@@ -44,9 +47,8 @@ static const char *beside_core(char *buf, size_t n)
 
 static void load(void)
 {
-    char buf[4096];
     const char *path = getenv("HYBRIDCTX_CUDA_MODULE");
-    if (!path || !*path) path = beside_core(buf, sizeof buf);
+    if (!path || !*path) path = beside_core();
     if (!path) path = MODULE_SONAME;
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {

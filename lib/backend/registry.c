@@ -50,6 +50,11 @@ static int cuda_create(const struct hc_model *m, const hci_backend_args *a, hci_
     char detail[256];
     const hci_module *mod = hci_cuda_module(&status, &reason, detail, sizeof detail);
     if (!mod) return hci_errf(a->err, a->errsz, status, "CUDA backend: %s", detail);
+    char why[200] = "";
+    int n = mod->device_count(why, sizeof why);
+    if (a->device >= n)
+        return hci_errf(a->err, a->errsz, HC_ERR_NO_DEVICE, "CUDA device %d asked for, %d usable%s%s", a->device,
+                        n > 0 ? n : 0, why[0] ? ": " : "", why);
     return mod->create(m, a, out);
 }
 

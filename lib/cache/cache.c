@@ -257,14 +257,66 @@ int hci_cache_prepare(hci_backend *be, hci_layer_cache *lc, int64_t end_pos)
 
 void hci_cache_snap_free(hci_backend *be, hci_cache_snap *s)
 {
-    if (s->ring) be->ops->free(be, s->ring);
+    if (!s->borrowed) {
+        if (s->ring) be->ops->free(be, s->ring);
+        for (int k = 0; k < HCI_CACHE_COMPS; k++)
+            for (int h = 0; h < 2; h++)
+                if (s->state[k][h]) be->ops->free(be, s->state[k][h]);
+    }
+    /* the history parts are the snapshot's own, borrowed storage or not */
     if (s->hist_win) be->ops->free(be, s->hist_win);
     for (int k = 0; k < HCI_CACHE_COMPS; k++)
-        for (int h = 0; h < 2; h++) {
-            if (s->state[k][h]) be->ops->free(be, s->state[k][h]);
+        for (int h = 0; h < 2; h++)
             if (s->hist_rows[k][h]) be->ops->free(be, s->hist_rows[k][h]);
-        }
     memset(s, 0, sizeof *s);
+}
+
+/* Storage of a copying snapshot: the ring, then each compressor's kv and score states, each
+ * part 256-byte aligned. */
+static size_t snap_align(size_t n) { return (n + 255) & ~(size_t)255; }
+
+static size_t snap_layer_bytes(const hci_layer_cache *lc)
+{
+    size_t n = snap_align(lc->ring.page_bytes * (size_t)lc->ring.n_pages);
+    for (int k = 0; k < HCI_CACHE_COMPS; k++) {
+        const hci_comp_cache *cc = hci_cache_comp_const(lc, k);
+        if (cc) n += 2 * snap_align(state_bytes(cc));
+    }
+    return n;
+}
+
+size_t hci_cache_snap_bytes(const hci_layer_cache *lcs, int n_layers)
+{
+    size_t most = 256;
+    for (int i = 0; i < n_layers; i++)
+        if (snap_layer_bytes(&lcs[i]) > most) most = snap_layer_bytes(&lcs[i]);
+    return most;
+}
+
+int hci_cache_snap_take_in(hci_backend *be, const hci_layer_cache *lc, void *store, hci_cache_snap *s)
+{
+    int st = hci_cache_snap_take(be, lc, 0, s);
+    if (st) return st;
+    s->borrowed = 1;
+    char *p = store;
+    s->ring_bytes = lc->ring.page_bytes;
+    s->ring = p;
+    for (int q = 0; !st && q < lc->ring.n_pages; q++)
+        st = be->ops->copy(be, p + (size_t)q * s->ring_bytes, lc->ring.pages[q], s->ring_bytes);
+    p += snap_align(s->ring_bytes * (size_t)lc->ring.n_pages);
+    for (int k = 0; !st && k < HCI_CACHE_COMPS; k++) {
+        const hci_comp_cache *cc = hci_cache_comp_const(lc, k);
+        if (!cc) continue;
+        const float *src[2] = {cc->state_kv, cc->state_score};
+        s->state_bytes[k] = state_bytes(cc);
+        for (int h = 0; !st && h < 2; h++) {
+            s->state[k][h] = p;
+            p += snap_align(s->state_bytes[k]);
+            st = be->ops->copy(be, s->state[k][h], src[h], s->state_bytes[k]);
+        }
+    }
+    if (st) hci_cache_snap_free(be, s);
+    return st;
 }
 
 int hci_cache_snap_take(hci_backend *be, const hci_layer_cache *lc, int copy, hci_cache_snap *s)
@@ -295,8 +347,9 @@ int hci_cache_snap_take(hci_backend *be, const hci_layer_cache *lc, int copy, hc
     return st;
 }
 
-void hci_cache_snap_restore(hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s)
+int hci_cache_snap_restore(hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s)
 {
+    int first = HC_OK;
     for (int k = 0; k < HCI_CACHE_COMPS; k++) {
         hci_comp_cache *cc = hci_cache_comp(lc, k);
         if (!cc) continue;
@@ -304,9 +357,16 @@ void hci_cache_snap_restore(hci_backend *be, hci_layer_cache *lc, const hci_cach
         hci_pages_drop(be, &cc->entries, s->n_pages[k]);
         float *dst[2] = {cc->state_kv, cc->state_score};
         for (int h = 0; h < 2; h++)
-            if (s->state[k][h]) be->ops->copy(be, dst[h], s->state[k][h], s->state_bytes[k]);
+            if (s->state[k][h]) {
+                int st = be->ops->copy(be, dst[h], s->state[k][h], s->state_bytes[k]);
+                if (!first) first = st;
+            }
     }
-    for (int p = 0; s->ring && p < lc->ring.n_pages; p++)
-        be->ops->copy(be, lc->ring.pages[p], (char *)s->ring + (size_t)p * s->ring_bytes, s->ring_bytes);
-    hci_hist_snap_restore(be, lc, s);
+    for (int p = 0; s->ring && p < lc->ring.n_pages; p++) {
+        int st = be->ops->copy(be, lc->ring.pages[p], (char *)s->ring + (size_t)p * s->ring_bytes, s->ring_bytes);
+        if (!first) first = st;
+    }
+    int st = hci_hist_snap_restore(be, lc, s);
+    if (!first) first = st;
+    return first;
 }

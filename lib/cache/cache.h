@@ -148,13 +148,22 @@ typedef struct hci_cache_snap {
     void *hist_win;                       /* the window log's pages */
     void *hist_rows[HCI_CACHE_COMPS][2];  /* rows of positions [hist_r0, hist_r1), kv and score */
     int64_t hist_r0[HCI_CACHE_COMPS], hist_r1[HCI_CACHE_COMPS];
+    int borrowed;                    /* the copies live in caller storage (snap_take_in) */
 } hci_cache_snap;
 /* Record lc's entry counts and page counts; with `copy`, copies of its ring and states too (for
  * backends whose ops may fail after the preflight). */
 int hci_cache_snap_take(struct hci_backend *be, const hci_layer_cache *lc, int copy, hci_cache_snap *s);
+/* Bytes of storage that a copying snapshot of any layer of the set needs (hci_cache_snap_take_in):
+ * its ring and states. The history parts (hci_hist_snap_take) are allocated apart. */
+size_t hci_cache_snap_bytes(const hci_layer_cache *lcs, int n_layers);
+/* hci_cache_snap_take with copies, into `store`: backend memory of at least
+ * hci_cache_snap_bytes() bytes that the caller keeps (and may reuse) until the snapshot is
+ * freed. Allocates nothing; on CUDA the copies are queued on be's stream. */
+int hci_cache_snap_take_in(struct hci_backend *be, const hci_layer_cache *lc, void *store, hci_cache_snap *s);
 /* Put lc back as recorded: pages grown since are dropped, ring, states and the history parts
- * recorded copied back. */
-void hci_cache_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
+ * recorded copied back. Returns the first failure of a copy (a device fault; CPU copies cannot
+ * fail). */
+int hci_cache_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
 void hci_cache_snap_free(struct hci_backend *be, hci_cache_snap *s);
 
 /* ---- all-or-nothing replacement (session load) ---- */
@@ -197,7 +206,7 @@ int hci_hist_piece(struct hci_backend *be, hci_layer_cache *lc, int64_t ps, int 
  * overwrites (hci_cache_snap_restore puts them back, hci_cache_snap_free frees them). */
 int hci_hist_snap_take(struct hci_backend *be, const hci_layer_cache *lc, int64_t pos0, int64_t end,
                        hci_cache_snap *s);
-void hci_hist_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
+int hci_hist_snap_restore(struct hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s);
 /* A history that starts at length n: the rows the states hold go into the row logs. */
 int hci_hist_seed(struct hci_backend *be, hci_layer_cache *lcs, int n_layers, int64_t n);
 /* Take the set from length n back to length to (n - R <= to <= n, and the history complete for

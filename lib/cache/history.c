@@ -296,17 +296,22 @@ int hci_hist_snap_take(hci_backend *be, const hci_layer_cache *lc, int64_t pos0,
     return st;
 }
 
-void hci_hist_snap_restore(hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s)
+int hci_hist_snap_restore(hci_backend *be, hci_layer_cache *lc, const hci_cache_snap *s)
 {
-    for (int p = 0; s->hist_win && p < lc->win_log.n_pages; p++)
-        be->ops->copy(be, lc->win_log.pages[p], (char *)s->hist_win + (size_t)p * lc->win_log.page_bytes,
-                      lc->win_log.page_bytes);
+    int first = HC_OK;
+    for (int p = 0; s->hist_win && p < lc->win_log.n_pages; p++) {
+        int st = be->ops->copy(be, lc->win_log.pages[p], (char *)s->hist_win + (size_t)p * lc->win_log.page_bytes,
+                               lc->win_log.page_bytes);
+        if (!first) first = st;
+    }
     for (int k = 0; k < HCI_CACHE_COMPS; k++) {
         hci_comp_cache *cc = hci_cache_comp(lc, k);
         if (!cc || !s->hist_rows[k][1]) continue;
         rows_at saved = {s->hist_rows[k][0], s->hist_rows[k][1], INT64_MAX, s->hist_r0[k]};
-        copy_rows(be, log_rows(cc), saved, row_floats(cc), s->hist_r0[k], s->hist_r1[k]);
+        int st = copy_rows(be, log_rows(cc), saved, row_floats(cc), s->hist_r0[k], s->hist_r1[k]);
+        if (!first) first = st;
     }
+    return first;
 }
 
 /* ---- going back ---- */

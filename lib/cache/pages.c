@@ -29,7 +29,7 @@ static int reserve_tables(hci_page_list *l, int n_pages)
     void **p = realloc(l->pages, (size_t)cap * sizeof *p);
     if (!p) return HC_ERR_OUT_OF_MEMORY;
     l->pages = p;
-    struct hci_page_ref **r = realloc(l->refs, (size_t)cap * sizeof *r);
+    struct hci_page_ref **r = realloc(l->refs, (size_t)cap * sizeof(struct hci_page_ref *));
     if (!r) return HC_ERR_OUT_OF_MEMORY;
     l->refs = r;
     l->cap = (int)cap;
@@ -112,6 +112,10 @@ static int make_cows(hci_backend *be, const hci_page_list *l, int lo, int hi, co
         release_cows(be, v, k);
         return st;
     }
+    if (!k) { /* the sharers let go between the two loops: nothing to copy after all */
+        free(v);
+        return HC_OK;
+    }
     *out = v, *n_out = k;
     return HC_OK;
 }
@@ -171,7 +175,7 @@ int hci_pages_share(hci_backend *be, const hci_page_list *src, hci_page_list *ds
     int st = reserve_tables(dst, src->n_pages);
     if (!st) {
         memcpy(dst->pages, src->pages, (size_t)src->n_pages * sizeof *dst->pages);
-        memcpy(dst->refs, src->refs, (size_t)src->n_pages * sizeof *dst->refs);
+        memcpy(dst->refs, src->refs, (size_t)src->n_pages * sizeof(struct hci_page_ref *));
         for (int i = 0; i < src->n_pages; i++) atomic_fetch_add_explicit(&dst->refs[i]->n, 1, memory_order_relaxed);
         dst->n_pages = src->n_pages;
         st = sync_from(be, dst, 0);

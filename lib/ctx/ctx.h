@@ -38,6 +38,13 @@ struct hc_ctx {
                                    hc_ctx_fork() with NULL params gives the fork */
     int64_t max_rollback;       /* R: the history (lib/cache/history.c) covers R tokens */
     int64_t hist_from;          /* the history reaches back to max(hist_from, n_tokens - R) */
+    /* progress of long calls (hc_ctx_set_progress) */
+    hc_progress_fn progress;
+    void *progress_user;
+    /* backend memory for the engine's copying snapshot of one layer (hci_cache_snap_take_in),
+     * allocated on first use and kept: a layer call then allocates nothing for its rollback */
+    void *snap_store;
+    size_t snap_store_bytes;
 };
 
 /* The shortest length the context can be truncated to now (hc_ctx_truncate_limit()). */
@@ -52,7 +59,28 @@ void hci_ctx_free_workspace(hc_ctx *c);
 /* Bytes of the workspace (one piece's activations). */
 uint64_t hci_ctx_workspace_bytes(const hc_ctx *c);
 
-/* Run n tokens of the current chunk through one layer (checks done by the caller). */
+/* Run n tokens of the current chunk through one layer (checks done by the caller): a batch of one. */
 int hci_engine_layer(hc_ctx *c, int layer, const void *x, int64_t n, void *y);
+
+/* One context's part of a batched layer call. The caller fills c, x, y, n; the rest is the
+ * engine's. */
+typedef struct hci_engine_job {
+    hc_ctx *c;
+    const void *x;              /* n rows of dim, io_dtype, in io_memory */
+    void *y;
+    int64_t n;
+    hci_cache_snap snap;        /* the layer before the call, for the rollback */
+    int snapped;
+} hci_engine_job;
+
+/* Run every job's tokens through `layer` (contexts distinct, of one model, backend kind and
+ * device, each at that layer: checked by the caller), all or nothing: inputs are checked and
+ * every context's preflight is done before any op runs; a later failure (out of memory on the
+ * CPU, a stop by a progress callback) restores every context of the batch; a device fault
+ * poisons them all. On failure *at is the index of the job at fault (its context's err holds
+ * the detail), or -1. CUDA: ordered on the first job's stream (the others' streams joined to it
+ * by events at the start and at the end). Today the jobs run one after another; shared
+ * launches replace this function's body, not its contract. */
+int hci_engine_batch(hci_engine_job *jobs, int n_jobs, int layer, int *at);
 
 #endif

@@ -49,6 +49,9 @@ typedef struct ld_src {
     size_t n_table;
     unsigned char *scratch; /* LD_SCRATCH bytes */
     int dry;                /* check names, dtypes and shapes only; read and convert nothing */
+    hc_progress_fn progress;/* optional: bytes read of the tensors the dry pass counted */
+    void *progress_user;
+    uint64_t done, total;
 } ld_src;
 
 typedef struct ld_ref {     /* a tensor found by name */
@@ -535,9 +538,18 @@ static const char *conv_fp8_bf16(void *arg, const unsigned char *src, size_t fir
 
 /* Stream r's tensor through the scratch buffer into conv, whole elements at a time (callers
  * have checked that the dtype is one of whole bytes). */
+/* The dry pass counts the bytes that the second pass reads (the progress total). */
+static void count_dry(ld_src *s, const ld_ref *r)
+{
+    s->total += r->t->n_elems * (hci_st_dtype_bits(r->t->dtype) / 8);
+}
+
 static int read_converted(ld_src *s, const ld_ref *r, ld_conv conv, void *arg, char *err, size_t errsz)
 {
-    if (s->dry) return HC_OK;
+    if (s->dry) {
+        count_dry(s, r);
+        return HC_OK;
+    }
     size_t esz = hci_st_dtype_bits(r->t->dtype) / 8, per = LD_SCRATCH / esz;
     for (uint64_t i = 0; i < r->t->n_elems; i += per) {
         size_t n = r->t->n_elems - i < per ? (size_t)(r->t->n_elems - i) : per, bad = 0;
@@ -547,6 +559,11 @@ static int read_converted(ld_src *s, const ld_ref *r, ld_conv conv, void *arg, c
         if (why)
             return hci_errf(err, errsz, HC_ERR_TENSOR, "%.200s (in %s): %s at element %" PRIu64, r->name,
                             hci_st_path(r->st), why, i + bad);
+        s->done += n * esz;
+        if (s->progress && s->progress(s->progress_user, s->done, s->total))
+            return hci_errf(err, errsz, HC_ERR_ABORTED,
+                            "model load stopped by the progress callback after %" PRIu64 " of %" PRIu64 " bytes",
+                            s->done, s->total);
     }
     return HC_OK;
 }
@@ -603,7 +620,10 @@ static int load_wo_a(ld_src *s, const char *base, hci_bf16_mat *m, char *err, si
     if (st) return st;
     if (r.t->dtype != HCI_ST_F8_E4M3)
         return read_converted(s, &r, r.t->dtype == HCI_ST_F32 ? conv_f32_bf16 : conv_bf16_bf16, m->w, err, errsz);
-    if (s->dry) return load_scale(s, base, m->rows, m->cols, NULL, err, errsz);
+    if (s->dry) {
+        count_dry(s, &r);
+        return load_scale(s, base, m->rows, m->cols, NULL, err, errsz);
+    }
     ld_dequant q = {m->w, (size_t)m->cols, (size_t)blocks(m->cols), NULL};
     float *scale = malloc((size_t)(blocks(m->rows) * blocks(m->cols)) * sizeof *scale);
     if (!scale) return oom(name, err, errsz);
@@ -718,14 +738,15 @@ static int load_from_file(ld_src *s, const char *path, int with_weights, struct 
 }
 
 /* On failure m may hold partly loaded weights: the caller destroys it (hci_model_destroy). */
-int hci_model_load_path(const char *path, int with_weights, struct hc_model *m, char *err, size_t errsz)
+int hci_model_load_path_progress(const char *path, int with_weights, hc_progress_fn progress, void *progress_user,
+                                 struct hc_model *m, char *err, size_t errsz)
 {
     struct stat sb;
     if (stat(path, &sb) != 0) {
         char eb[128];
         return hci_errf(err, errsz, HC_ERR_IO, "%s: %s", path, errno_text(errno, eb, sizeof eb));
     }
-    ld_src s = {.where = path};
+    ld_src s = {.where = path, .progress = progress, .progress_user = progress_user};
     int st;
     if (S_ISDIR(sb.st_mode)) {
         s.dir = strdup(path);

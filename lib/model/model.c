@@ -184,11 +184,13 @@ static void rnd_comp(hci_pool *pool, uint64_t seed, int layer, int base, hci_com
     rnd_fill(pool, tensor_key(seed, layer, base + 3), 2, c->norm, (size_t)c->dc, 1.0f, 0.1f);
 }
 
-void hci_model_init_random(struct hc_model *m, uint64_t seed, int n_threads)
+int hci_model_init_random(struct hc_model *m, uint64_t seed, int n_threads,
+                          int (*progress)(void *user, uint64_t done, uint64_t total), void *progress_user)
 {
     hci_pool *pool = hci_pool_create(n_threads);
     const hci_config *c = &m->cfg;
-    for (int i = 0; i < c->n_layers; i++) {
+    int st = HC_OK;
+    for (int i = 0; i < c->n_layers && !st; i++) {
         hci_layer_w *L = &m->layers[i];
         rnd_fp8(pool, tensor_key(seed, i, 1), &L->wq_a);
         rnd_fill(pool, tensor_key(seed, i, 2), 2, L->q_norm, (size_t)c->q_lora_rank, 1.0f, 0.1f);
@@ -206,8 +208,10 @@ void hci_model_init_random(struct hc_model *m, uint64_t seed, int n_threads)
                      (size_t)c->index_n_heads * c->dim, 0.0f, 1.0f / sqrtf((float)c->dim));
             rnd_comp(pool, seed, i, 32, &L->idx_comp, c->dim);
         }
+        if (progress && progress(progress_user, (uint64_t)i + 1, (uint64_t)c->n_layers)) st = HC_ERR_ABORTED;
     }
     hci_pool_destroy(pool);
+    return st;
 }
 
 /* ---- fingerprint: XXH3-128 of the configuration, then of every weight array in order ---- */

@@ -61,8 +61,10 @@ int hci_model_shape(struct hc_model *m, char *err, size_t errsz);
  * hci_model_shape() made it. */
 int hci_model_alloc(struct hc_model *m, char *err, size_t errsz);
 void hci_model_destroy(struct hc_model *m);
-/* Fill all weights with seeded random values of sensible scale. */
-void hci_model_init_random(struct hc_model *m, uint64_t seed, int n_threads);
+/* Fill all weights with seeded random values of sensible scale. progress (hc_progress_fn, may
+ * be NULL) reports the layers done; a stop returns HC_ERR_ABORTED with the weights part filled. */
+int hci_model_init_random(struct hc_model *m, uint64_t seed, int n_threads,
+                          int (*progress)(void *user, uint64_t done, uint64_t total), void *progress_user);
 /* Finish a model after its weights are in place: RoPE tables, fingerprint. */
 int hci_model_finish(struct hc_model *m);
 static inline const hci_rope *hci_model_rope(const struct hc_model *m, int layer)

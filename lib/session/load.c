@@ -21,6 +21,7 @@ typedef struct loader {
     float *kv, *sc;             /* host state of the current compressor */
     int rows[128];
     hci_entry_layout cm, xm;
+    uint64_t done;              /* payload bytes applied (progress) */
 } loader;
 
 static int upload(loader *ld, void *dst, const void *src, size_t n, char *err, size_t errsz)
@@ -87,9 +88,24 @@ static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char 
     return st;
 }
 
+static int apply_piece(loader *ld, const hcs_piece *p, char *err, size_t errsz);
+
+/* Each piece, then a progress report: bytes of the file's payload checked and applied. */
 static int apply(void *arg, const hcs_piece *p, char *err, size_t errsz)
 {
     loader *ld = arg;
+    int st = apply_piece(ld, p, err, errsz);
+    if (st) return st;
+    ld->done += p->raw_bytes;
+    hc_ctx *c = ld->c;
+    if (c->progress && c->progress(c->progress_user, ld->done, ld->f->total_raw))
+        return hci_errf(err, errsz, HC_ERR_ABORTED, "load stopped by the progress callback after %llu of %llu bytes",
+                        (unsigned long long)ld->done, (unsigned long long)ld->f->total_raw);
+    return HC_OK;
+}
+
+static int apply_piece(loader *ld, const hcs_piece *p, char *err, size_t errsz)
+{
     int32_t pi = ld->f->plan_of[p->sec];
     if (pi < 0) return HC_OK; /* an optional section of a newer writer */
     const hcs_plan_sec *ps = &ld->f->plan[pi];

@@ -487,6 +487,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn appl
             s->ch = hcs_file_chunk(f, sec->first_chunk + j);
             s->pc.sec = i, s->pc.chunk = j, s->pc.row0 = (uint64_t)j * sec->rows_per_chunk;
             s->pc.rows = s->ch.raw_size / sec->row_bytes;
+            s->pc.raw_bytes = s->ch.raw_size;
             if ((st = src_read(&f->src, off, s->ch.stored_size, s->b_io, &s->stored, err, errsz))) break;
             if (!f->src.buf && off / HCS_READAHEAD != (off + s->ch.stored_size) / HCS_READAHEAD)
                 /* keep the disk busy while this thread uploads: ask for the next window early */

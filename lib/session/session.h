@@ -67,6 +67,7 @@ typedef struct hcs_piece {
     uint32_t chunk;            /* chunk number within the section */
     uint64_t row0;
     uint32_t rows;
+    uint32_t raw_bytes;        /* bytes of raw (the chunk's raw size) */
     const uint8_t *raw;        /* canonical bytes, checked */
     const uint8_t *pages;      /* entries: ceil(rows/64) pages of the target format, or NULL */
 } hcs_piece;

@@ -182,7 +182,30 @@ HC_API hc_status hc_ctx_get_metadata(const hc_ctx *c, const void **data, uint64_
     return HC_OK;
 }
 
+/* The verify stream's consumer when a progress callback watches it. */
+typedef struct verify_watch {
+    hc_progress_fn fn;
+    void *user;
+    uint64_t done, total;
+} verify_watch;
+
+static int verify_progress(void *arg, const hcs_piece *p, char *err, size_t errsz)
+{
+    verify_watch *v = arg;
+    v->done += p->raw_bytes;
+    if (v->fn(v->user, v->done, v->total))
+        return hci_errf(err, errsz, HC_ERR_ABORTED, "verify stopped by the progress callback after %llu of %llu bytes",
+                        (unsigned long long)v->done, (unsigned long long)v->total);
+    return HC_OK;
+}
+
 HC_API hc_status hc_x_session_inspect(const char *path, int32_t flags, char *buf, uint64_t cap, uint64_t *len)
+{
+    return hc_x_session_inspect_progress(path, flags, NULL, NULL, buf, cap, len);
+}
+
+HC_API hc_status hc_x_session_inspect_progress(const char *path, int32_t flags, hc_progress_fn fn, void *user,
+                                               char *buf, uint64_t cap, uint64_t *len)
 {
     if (!path || !len || (!buf && cap)) return HC_ERR_NULL_ARG;
     if (flags & ~(HC_X_INSPECT_JSON | HC_X_INSPECT_VERIFY)) return HC_ERR_INVALID_ARG;
@@ -196,7 +219,9 @@ HC_API hc_status hc_x_session_inspect(const char *path, int32_t flags, char *buf
         hcs_src src = {fd, path, NULL, size};
         st = hcs_file_open(&f, &src, err, sizeof err);
         if (!st) {
-            if (flags & HC_X_INSPECT_VERIFY) vst = hcs_file_stream(&f, 0, hcs_workers(0, f.total_raw), NULL, NULL, err, sizeof err);
+            verify_watch v = {fn, user, 0, f.total_raw};
+            if (flags & HC_X_INSPECT_VERIFY)
+                vst = hcs_file_stream(&f, 0, hcs_workers(0, f.total_raw), fn ? verify_progress : NULL, &v, err, sizeof err);
             st = hcs_describe(&f, flags & HC_X_INSPECT_JSON, flags & HC_X_INSPECT_VERIFY, vst, err, &text);
             hcs_file_close(&f);
             if (!st) st = vst;

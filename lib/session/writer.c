@@ -52,6 +52,7 @@ typedef struct writer {
     float *st_kv, *st_sc;            /* host copy of the current compressor state */
     int st_rows[128];
     uint64_t wpos;
+    uint64_t done, total_raw;        /* payload bytes written, of all (progress) */
     char *err;
     size_t errsz;
 } writer;
@@ -301,6 +302,10 @@ static int finish(writer *w, wslot *s)
     w->any_zstd |= s->codec == HCS_CODEC_ZSTD;
     hcs_chunk ch = {s->hash, s->stored_size, s->raw_size, s->codec, 0};
     w->chunks[ws->first_chunk + s->chunk] = ch;
+    w->done += s->raw_size;
+    if (w->c->progress && w->c->progress(w->c->progress_user, w->done, w->total_raw))
+        return hci_errf(w->err, w->errsz, HC_ERR_ABORTED, "save stopped by the progress callback after %llu of %llu bytes",
+                        (unsigned long long)w->done, (unsigned long long)w->total_raw);
     return HC_OK;
 }
 
@@ -442,6 +447,7 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
     if (st) return hci_errf(err, errsz, st, "out of memory");
     uint64_t total_raw = 0;
     for (uint32_t i = 0; i < w.n_secs; i++) total_raw += w.secs[i].p.n_rows * w.secs[i].p.row_bytes;
+    w.total_raw = total_raw;
     int workers = hcs_workers(n_threads, total_raw);
     w.n_slots = workers ? 2 * workers + 2 : 1;
     size_t ring_bytes = c->layers[0].ring.page_bytes * (size_t)c->layers[0].ring.n_pages;

@@ -7,6 +7,8 @@ sparse attention and heavily compressed attention) with its compressed KV cache.
   Inputs and outputs are numpy arrays of shape ``(n, dim)`` (or ``(dim,)`` for one token):
   float32, or uint16 holding bfloat16 bit patterns for a context made with ``io_dtype="bf16"``.
 - Every failure raises :class:`Error`, which carries the library's :class:`Status` and message.
+- :func:`backend_info` says whether a backend (CPU, CUDA, or the one ``Backend.AUTO`` picks) can
+  be used here, and if not, why.
 
 The shared object is found by its soname ``libhybridctx.so.0`` (``LD_LIBRARY_PATH``) or through
 ``$HYBRIDCTX_LIBRARY``; its version is checked at import. The C header ``hybridctx.h`` documents
@@ -28,6 +30,7 @@ import enum
 import os
 import threading
 import weakref
+from typing import Union
 
 import numpy as np
 
@@ -36,8 +39,8 @@ from ._capi import lib as _lib
 
 __version__ = "0.1.0"
 __all__ = ["Model", "Context", "ModelInfo", "Error", "Status", "Backend", "CacheFormat",
-           "IODtype", "Compression", "version", "version_number", "cuda_device_count",
-           "BINDING_VERSION"]
+           "IODtype", "Compression", "BackendState", "BackendCaps", "BackendInfo", "backend_info",
+           "version", "version_number", "cuda_device_count", "BINDING_VERSION"]
 
 BINDING_VERSION = _capi.BINDING_VERSION
 
@@ -86,8 +89,9 @@ class Error(Exception):
     """A failed call.
 
     Attributes: ``status`` (a :class:`Status`, or an int for a code this version does not know),
-    ``name`` (the C name, ``"HC_ERR_ORDER"``) and ``message`` (the context's last error, the model
-    loader's message, the binding's own check, or else the status description).
+    ``name`` (the C name, ``"HC_ERR_ORDER"``) and ``message`` (the context's last error, the
+    message of a failed model load or context creation, the binding's own check, or else the
+    status description).
     """
 
     def __init__(self, status, message=""):
@@ -115,6 +119,24 @@ class Backend(enum.IntEnum):
     AUTO = 0  #: CUDA when built and a GPU exists, else CPU
     CPU = 1   #: the CPU reference backend (bitwise deterministic)
     CUDA = 2
+
+
+class BackendState(enum.IntEnum):
+    """Why a backend can or cannot be used (``hc_backend_info.state``)."""
+    USABLE = 0          #: usable now
+    NOT_BUILT = 1       #: this build has no such backend (built without nvcc)
+    MODULE_MISSING = 2  #: its module file is missing or cannot be loaded
+    MODULE_INVALID = 3  #: its module is of another version or build
+    NO_DEVICE = 4       #: loaded, but no usable device (driver missing, device absent)
+
+
+class BackendCaps(enum.IntFlag):
+    """What a backend offers (``hc_backend_info.caps``, ``HC_CAP_*`` flags)."""
+    HOST_IO = 1       #: x and y in host memory
+    DEVICE_IO = 2     #: x and y in device memory
+    STREAM = 4        #: runs on a caller's stream
+    THREADS = 8       #: uses the context's ``n_threads``
+    BITWISE_CPU = 16  #: results bitwise equal to the CPU backend's for every chunking
 
 
 class CacheFormat(enum.IntEnum):
@@ -167,6 +189,49 @@ def cuda_device_count():
     n = ctypes.c_int32(0)
     _lib.hc_cuda_device_count(ctypes.byref(n))
     return n.value
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendInfo:
+    """What one backend can do on this machine (``hc_backend_info``); see :func:`backend_info`."""
+    #: the backend described: CPU or CUDA (an int for one these bindings do not know)
+    backend: Union[Backend, int]
+    #: USABLE, or why not; for a query of ``Backend.AUTO``, why AUTO did not pick CUDA (an int for
+    #: a state these bindings do not know)
+    state: Union[BackendState, int]
+    n_devices: int      #: usable devices (1 for the CPU)
+    caps: BackendCaps   #: what it offers; empty when it is not usable
+    name: str           #: ``"cpu"`` or ``"cuda"``
+    detail: str         #: human-readable: the module file, and the reason it cannot be used
+
+
+def _known(cls, value):
+    try:
+        return cls(value)
+    except ValueError:
+        return value
+
+
+def backend_info(backend: Union[Backend, int, str] = Backend.AUTO, device: int = 0) -> BackendInfo:
+    """Describe a backend: whether it can be used here, and if not, why (``hc_backend_info_get``).
+
+    ``backend`` is a :class:`Backend` or "auto"/"cpu"/"cuda"; for ``Backend.AUTO`` the result
+    describes the backend a context created with ``backend="auto"`` and this ``device`` runs on,
+    and ``state`` says why that is not CUDA (``BackendState.USABLE`` when it is). ``device`` is the
+    CUDA device ordinal AUTO or CUDA would use. May load the CUDA module. A backend that cannot be
+    used is not an error: read ``state`` and ``detail``.
+    """
+    b = _enum(Backend, backend, "backend")
+    if not isinstance(device, (int, np.integer)) or not 0 <= device < 1 << 31:
+        raise _bad_arg(f"device {device!r} is out of range")
+    info = _capi.hc_backend_info()
+    info.struct_size = ctypes.sizeof(info)
+    _check(_lib.hc_backend_info_get(b, int(device), ctypes.byref(info)))
+    return BackendInfo(backend=_known(Backend, info.backend),
+                       state=_known(BackendState, info.state),
+                       n_devices=info.n_devices, caps=BackendCaps(info.caps),
+                       name=info.name.decode(errors="replace"),
+                       detail=info.detail.decode(errors="replace"))
 
 
 def _path(path):
@@ -339,8 +404,10 @@ class Context:
     cores; results do not depend on it), ``cache_format`` (:class:`CacheFormat`), ``io_dtype``
     (:class:`IODtype` or "f32"/"bf16"), ``max_tokens`` (0: the model's maximum) and ``max_chunk``.
 
-    The context keeps its model alive. Calls are serialised by a lock (the library uses a context
-    from one thread at a time). ``close()``, a ``with`` block or garbage collection frees it.
+    A failed creation raises :class:`Error` with the library's detail (for a backend that cannot
+    be used, what :func:`backend_info` reports too). The context keeps its model alive. Calls are
+    serialised by a lock (the library uses a context from one thread at a time). ``close()``, a
+    ``with`` block or garbage collection frees it.
     """
 
     def __init__(self, model, *, backend=Backend.AUTO, device=0, n_threads=0,
@@ -358,6 +425,12 @@ class Context:
             if not isinstance(v, int) or v < 0 or v >= 1 << (62 if name == "max_tokens" else 31):
                 raise _bad_arg(f"{name} {v!r} is out of range")
             setattr(p, name, v)
+        errbuf = ctypes.create_string_buffer(1024)
+        if not getattr(_lib.hc_backend_info_get, "missing", False):
+            # a library older than hc_backend_info_get() does not know errbuf and would refuse
+            # the struct's non-zero tail
+            p.errbuf = ctypes.cast(errbuf, ctypes.POINTER(ctypes.c_char))
+            p.errbuf_size = len(errbuf)
         self._lock = threading.Lock()
         self._model = model
         self._dim = model.dim
@@ -367,7 +440,7 @@ class Context:
         st = _lib.hc_ctx_create(mptr, ctypes.byref(p), ctypes.byref(out))
         if st != 0:
             handle.release()
-            raise Error(st)
+            raise Error(st, errbuf.value.decode(errors="replace"))
         self._ptr = out.value
         self._finalizer = weakref.finalize(self, _free_ctx, out.value, handle)
 

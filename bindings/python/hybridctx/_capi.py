@@ -51,7 +51,8 @@ class hc_ctx_params(Structure):
     _fields_ = [("struct_size", c_uint32), ("backend", c_int32), ("device", c_int32),
                 ("n_threads", c_int32), ("cache_format", c_int32), ("io_dtype", c_int32),
                 ("io_memory", c_int32), ("flags", c_int32), ("max_tokens", c_int64),
-                ("cuda_stream", c_void_p), ("max_chunk", c_int64)]
+                ("cuda_stream", c_void_p), ("max_chunk", c_int64),
+                ("errbuf", POINTER(c_char)), ("errbuf_size", c_uint64)]
 
 
 class hc_save_params(Structure):
@@ -59,7 +60,13 @@ class hc_save_params(Structure):
                 ("n_threads", c_int32)]
 
 
-STRUCTS = (hc_model_params, hc_model_info, hc_ctx_params, hc_save_params)
+class hc_backend_info(Structure):
+    _fields_ = [("struct_size", c_uint32), ("backend", c_int32), ("state", c_int32),
+                ("n_devices", c_int32), ("caps", c_uint32), ("reserved0", c_uint32),
+                ("name", c_char * 16), ("detail", c_char * 256)]
+
+
+STRUCTS = (hc_model_params, hc_model_info, hc_ctx_params, hc_save_params, hc_backend_info)
 
 _P = c_void_p  # opaque handles and data pointers
 _PROTOTYPES = {
@@ -96,6 +103,7 @@ _PROTOTYPES = {
     "hc_ctx_set_metadata": (c_int32, [_P, _P, c_uint64]),
     "hc_ctx_get_metadata": (c_int32, [_P, POINTER(_P), POINTER(c_uint64)]),
     "hc_cuda_device_count": (c_int32, [POINTER(c_int32)]),
+    "hc_backend_info_get": (c_int32, [c_int32, c_int32, POINTER(hc_backend_info)]),
 }
 
 HC_ERR_UNSUPPORTED = -15

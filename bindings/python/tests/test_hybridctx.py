@@ -7,14 +7,17 @@ import gc
 import os
 import pathlib
 import shutil
+import dataclasses
 import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 import hybridctx
-from hybridctx import Backend, CacheFormat, Context, Error, Model, Status
+from hybridctx import (Backend, BackendCaps, BackendInfo, BackendState, CacheFormat, Context,
+                       Error, Model, Status)
 
 PREFIX = 150
 DECODE = 2
@@ -58,12 +61,15 @@ def same_bits(a, b):
 
 def test_version():
     assert hybridctx.version().startswith("0.")
-    assert hybridctx.version_number() // 100 == BINDING_MM()
+    # a library of the bindings' major version and at least their minor (0.1 bindings load 0.2)
+    assert hybridctx.version_number() // 10000 == hybridctx.BINDING_VERSION[0]
+    assert hybridctx.version_number() // 100 >= BINDING_MM()
     from hybridctx import _capi
     assert _capi.version_error(hybridctx.version_number(), hybridctx.version()) is None
     msg = _capi.version_error(10000, "1.0.0")
     assert "libhybridctx 1.0.0 is loaded" in msg and "0.x with x >= 1" in msg
     assert _capi.version_error(0, "0.0.0") is not None
+    assert _capi.version_error(200, "0.2.0") is None and _capi.version_error(299, "0.2.99") is None
     assert not _capi.lib.missing, f"functions missing from the library: {_capi.lib.missing}"
 
 
@@ -72,7 +78,9 @@ def BINDING_MM():
 
 
 def test_struct_layout_matches_header(tmp_path):
-    """The ctypes mirrors have the C layout (offsets and sizes from a compiled helper)."""
+    """The ctypes mirrors have the C layout (offsets and sizes from a compiled helper). A mirror
+    may be a prefix of a newer header's struct: size-versioned structs only grow at their end,
+    and the library reads struct_size bytes."""
     from hybridctx import _capi
     cc = shutil.which("cc") or shutil.which("gcc")
     include = pathlib.Path(__file__).parents[3] / "include"
@@ -91,7 +99,7 @@ def test_struct_layout_matches_header(tmp_path):
     out = subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True, text=True).stdout
     want = dict(line.rsplit(" ", 1) for line in out.splitlines())
     for s in _capi.STRUCTS:
-        assert int(want[s.__name__]) == __import__("ctypes").sizeof(s), s.__name__
+        assert int(want[s.__name__]) >= __import__("ctypes").sizeof(s), s.__name__
         for f, _ in s._fields_:
             assert int(want[f"{s.__name__}.{f}"]) == getattr(s, f).offset, f"{s.__name__}.{f}"
 
@@ -112,6 +120,94 @@ def test_model_info(tiny):
         with pytest.raises(Error) as e:
             c.decode(0, np.zeros(512, np.float32))
         assert e.value.status == Status.UNSUPPORTED
+
+
+CPU_CAPS = BackendCaps.HOST_IO | BackendCaps.THREADS | BackendCaps.BITWISE_CPU
+# why CUDA is not usable on a machine without a GPU: a CPU-only build (NOT_BUILT), a CUDA build
+# without its module or the CUDA runtime (MODULE_MISSING), or without a driver or device
+# (NO_DEVICE)
+CUDA_ABSENT = (BackendState.NOT_BUILT, BackendState.MODULE_MISSING, BackendState.NO_DEVICE)
+
+
+def test_backend_info_cpu():
+    info = hybridctx.backend_info(Backend.CPU)
+    assert isinstance(info, BackendInfo)
+    assert (info.backend, info.state, info.n_devices, info.caps, info.name) == (
+        Backend.CPU, BackendState.USABLE, 1, CPU_CAPS, "cpu")
+    assert int(info.caps) == 1 | 8 | 16 and BackendCaps.DEVICE_IO not in info.caps and info.detail
+    assert type(info.backend) is Backend and type(info.state) is BackendState
+    assert type(info.caps) is BackendCaps
+    assert hybridctx.backend_info("cpu", device=5) == info  # the CPU ignores the device
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.state = BackendState.NO_DEVICE
+
+
+def test_backend_info_cuda_and_auto(tiny):
+    cuda = hybridctx.backend_info("cuda")
+    auto = hybridctx.backend_info()
+    assert hybridctx.backend_info(Backend.AUTO, 0) == auto
+    assert (cuda.backend, cuda.name) == (Backend.CUDA, "cuda") and cuda.detail
+    with Context(tiny) as ctx:
+        assert ctx.backend == auto.backend
+    if cuda.state == BackendState.USABLE:  # a GPU: AUTO picks it
+        assert cuda.n_devices == hybridctx.cuda_device_count() >= 1
+        assert BackendCaps.HOST_IO in cuda.caps and BackendCaps.DEVICE_IO in cuda.caps
+        assert auto == cuda
+        assert hybridctx.backend_info("cuda", cuda.n_devices).state == BackendState.NO_DEVICE
+        return
+    assert cuda.state in CUDA_ABSENT, cuda
+    assert (cuda.n_devices, cuda.caps) == (0, BackendCaps(0))
+    assert hybridctx.cuda_device_count() == 0
+    if cuda.state == BackendState.NOT_BUILT:
+        assert "no CUDA backend" in cuda.detail
+    # AUTO picks the CPU; its state says why not CUDA
+    assert (auto.backend, auto.state, auto.n_devices, auto.caps, auto.name) == (
+        Backend.CPU, cuda.state, 1, CPU_CAPS, "cpu")
+    assert auto.detail.startswith("cuda not used: ") and cuda.detail[:200] in auto.detail
+
+
+def test_backend_info_bad_args():
+    for backend in ("rocm", 3, -1):
+        with pytest.raises(Error) as e:
+            hybridctx.backend_info(backend)
+        assert e.value.status == Status.INVALID_ARG and "backend" in e.value.message
+    for device in (-1, 1 << 31, 0.5):
+        with pytest.raises(Error) as e:
+            hybridctx.backend_info(Backend.CUDA, device)
+        assert e.value.status == Status.INVALID_ARG and "device" in e.value.message
+
+
+def test_context_error_carries_detail(tiny):
+    cuda = hybridctx.backend_info("cuda")
+    assert cuda.state in CUDA_ABSENT + (BackendState.USABLE,), cuda
+    device = cuda.n_devices  # none on a machine without a GPU; one past the last one with GPUs
+    with pytest.raises(Error) as e:
+        Context(tiny, backend="cuda", device=device)
+    err = e.value
+    assert err.status == Status.NO_DEVICE and err.name == "HC_ERR_NO_DEVICE"
+    assert err.message != Status.NO_DEVICE.description
+    assert str(err) == f"HC_ERR_NO_DEVICE: {err.message}"
+    if cuda.state == BackendState.NOT_BUILT:
+        assert "no CUDA backend" in err.message
+    if cuda.state in (BackendState.NOT_BUILT, BackendState.MODULE_MISSING):
+        assert err.message == f"CUDA backend: {cuda.detail}"
+    else:  # the module is loaded: it names the device asked for
+        assert f"CUDA device {device} asked for" in err.message
+
+
+def test_cuda_module_override(tmp_path):
+    """$HYBRIDCTX_CUDA_MODULE naming a missing file: MODULE_MISSING in a CUDA build."""
+    missing = tmp_path / "libhybridctx-cuda.so.0"
+    code = ("import hybridctx; i = hybridctx.backend_info('cuda'); "
+            "print(int(i.state)); print(i.detail)")
+    env = dict(os.environ, HYBRIDCTX_CUDA_MODULE=str(missing))
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                         text=True).stdout
+    state, detail = out.split("\n", 1)
+    if hybridctx.backend_info("cuda").state == BackendState.NOT_BUILT:
+        assert int(state) == BackendState.NOT_BUILT and "no CUDA backend" in detail
+    else:
+        assert int(state) == BackendState.MODULE_MISSING and str(missing) in detail
 
 
 def test_load_checkpoint():

@@ -3,6 +3,7 @@
  * block with cuBLASLt and the kernel families of kernels/. Work is queued on the context's stream;
  * a call returns after its host-visible results are ready. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
@@ -31,6 +32,65 @@ int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what)
 using DeviceGuard = hci_cu_device_guard;
 
 static void *cu_stream(hci_backend *be) { return (void *)hci_cu(be)->stream; }
+
+/* The named options of cuda_options.h, by the names docs/cuda.md gives them. */
+static int cu_set_option(hci_backend *be, const char *name, int64_t value)
+{
+    hci_cu_options *o = &hci_cu(be)->opt;
+    static const struct { const char *name; size_t offset; } fields[] = {
+        {"fp8_gemm_cublaslt", offsetof(hci_cu_options, fp8_gemm_cublaslt)},
+        {"index_exact_only", offsetof(hci_cu_options, index_exact_only)},
+        {"attend_simple", offsetof(hci_cu_options, attend_simple)},
+    };
+    for (const auto &f : fields)
+        if (!strcmp(name, f.name)) {
+            if (value != 0 && value != 1)
+                return hci_errf(be->err, be->errsz, HC_ERR_INVALID_ARG, "option %s takes 0 or 1", name);
+            *(int *)((char *)o + f.offset) = (int)value;
+            return HC_OK;
+        }
+    return hci_errf(be->err, be->errsz, HC_ERR_UNSUPPORTED, "the CUDA backend has no option \"%s\"", name);
+}
+
+/* Work queued on `to` from now on runs after the work queued so far on from's stream. */
+static cudaError_t order_after(hci_cuda *from, cudaStream_t to)
+{
+    if (from->stream == to) return cudaSuccess;
+    cudaError_t e = cudaEventRecord(from->order, from->stream);
+    return e == cudaSuccess ? cudaStreamWaitEvent(to, from->order, 0) : e;
+}
+
+static int cu_stream_wait(hci_backend *be, hci_backend *on)
+{
+    hci_cuda *cu = hci_cu(be);
+    DeviceGuard g(cu->device);
+    HCI_CU_TRY(be, order_after(hci_cu(on), cu->stream));
+    return HC_OK;
+}
+
+/* hc_ctx_set_stream: the new stream waits for the old one's work; a lent stream goes back to the
+ * device object (its pending work completes in order, whoever takes it next). */
+static int cu_set_stream(hci_backend *be, void *stream)
+{
+    hci_cuda *cu = hci_cu(be);
+    cudaStream_t next = (cudaStream_t)stream, lent = nullptr;
+    if (next ? next == cu->stream : cu->own_stream) return HC_OK; /* already there */
+    DeviceGuard g(cu->device);
+    if (!next) {
+        int st = hci_cu_device_take_stream(cu->dev, &lent);
+        if (st) return hci_errf(be->err, be->errsz, st, "cannot create a CUDA stream on device %d", cu->device);
+        next = lent;
+    }
+    cudaError_t e = order_after(cu, next);
+    if (e != cudaSuccess) {
+        if (lent) hci_cu_device_give_stream(cu->dev, lent);
+        return hci_cu_fail(be, e, "ordering the new stream after the old one");
+    }
+    if (cu->own_stream) hci_cu_device_give_stream(cu->dev, cu->stream);
+    cu->stream = next;
+    cu->own_stream = lent != nullptr;
+    return HC_OK;
+}
 
 extern "C" void hci_cu_set_options(hci_backend *be, const hci_cu_options *opt) { hci_cu(be)->opt = *opt; }
 
@@ -373,6 +433,7 @@ static void cu_destroy(hci_backend *be)
         DeviceGuard g(cu->device);
         if (cu->stream) cudaStreamSynchronize(cu->stream);
         cudaFree(cu->scratch);
+        if (cu->order) cudaEventDestroy(cu->order);
         if (cu->dev) {
             if (cu->lt_ws) hci_cu_device_give_workspace(cu->dev, cu->lt_ws);
             if (cu->own_stream && cu->stream) hci_cu_device_give_stream(cu->dev, cu->stream);
@@ -411,6 +472,9 @@ static hci_backend_ops make_ops()
     o.window_write = cu_window_write;
     o.out_path = cu_out_path;
     o.stream = cu_stream;
+    o.set_option = cu_set_option;
+    o.set_stream = cu_set_stream;
+    o.stream_wait = cu_stream_wait;
     return o;
 }
 static const hci_backend_ops cuda_ops = make_ops();
@@ -444,6 +508,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     }
     be->ops = &cuda_ops;
     be->kind = HC_BACKEND_CUDA;
+    be->device = a->device;
     be->caps = HC_CAP_HOST_IO | HC_CAP_DEVICE_IO | HC_CAP_STREAM;
     be->model = m;
     be->max_chunk = ((a->max_chunk > 0 ? a->max_chunk : 2048) + 15) & ~15;
@@ -469,6 +534,13 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
         st = hci_cu_device_take_stream(cu->dev, &cu->stream);
         if (st) hci_errf(a->err, a->errsz, st, "cannot create a CUDA stream on device %d", a->device);
         else cu->own_stream = 1;
+    }
+    if (!st) {
+        cudaError_t e = cudaEventCreateWithFlags(&cu->order, cudaEventDisableTiming);
+        if (e != cudaSuccess) {
+            cu->order = nullptr;
+            st = hci_cu_fail(be, e, "cudaEventCreateWithFlags");
+        }
     }
     if (!st) st = cu_reserve(be, 0, be->max_chunk, 0);
     if (st) {

@@ -75,7 +75,8 @@ struct hci_cuda {
     int device;
     hci_cu_device *dev;  /* shared with the model's other contexts on this GPU (device.h) */
     cudaStream_t stream;
-    int own_stream;
+    int own_stream;      /* stream lent by the device object (given back when the context leaves it) */
+    cudaEvent_t order;   /* recorded on this stream to order another stream after it (stream_wait, set_stream) */
     cublasLtHandle_t lt;
     void *lt_ws;
     size_t lt_ws_bytes;

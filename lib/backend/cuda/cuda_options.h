@@ -23,8 +23,7 @@ typedef struct hci_cu_options {
     int attend_simple;
 } hci_cu_options;
 
-/* Replace the options of a CUDA backend; the ops that run afterwards use them. */
-void hci_cu_set_options(struct hci_backend *be, const hci_cu_options *opt);
+/* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */
 
 #ifdef __cplusplus
 }

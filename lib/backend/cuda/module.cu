@@ -2,11 +2,12 @@
  * library (lib/backend/cuda_loader.c) reaches this backend, stamped with this build's id. */
 #include <stdio.h>
 #include "device.h"
-#include "hc_build_id.h"
 #include "hybridctx.h"
 extern "C" {
 #include "../module.h"
 }
+
+extern "C" const char hci_module_build_id[]; /* module_id.c */
 
 static int device_count(char *detail, size_t detail_size)
 {
@@ -22,7 +23,7 @@ static int device_count(char *detail, size_t detail_size)
 }
 
 static const hci_module cuda_module = {
-    HCI_MODULE_ABI, (uint32_t)sizeof(hci_module), HCI_BUILD_ID, "cuda", HC_BACKEND_CUDA,
+    HCI_MODULE_ABI, (uint32_t)sizeof(hci_module), hci_module_build_id, "cuda", HC_BACKEND_CUDA,
     HC_CAP_HOST_IO | HC_CAP_DEVICE_IO | HC_CAP_STREAM,
     device_count, hci_backend_cuda_create, hci_cu_devices_release_model,
 };

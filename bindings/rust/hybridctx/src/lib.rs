@@ -11,6 +11,8 @@
 //!   [`IoDtype::Bf16`]).
 //! - Every fallible call returns [`Result`]; an [`Error`] carries the library's [`Status`] and
 //!   its message.
+//! - [`backend_info`] says whether a backend (CPU, CUDA, or the one [`Backend::Auto`] picks) can
+//!   be used here, and if not, why.
 //!
 //! The C header `include/hybridctx.h` documents every function in detail.
 //!
@@ -34,6 +36,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fmt;
+use std::ops::{BitAnd, BitOr, BitOrAssign};
 use std::os::raw::{c_char, c_int, c_void};
 use std::path::Path;
 use std::ptr::{self, NonNull};
@@ -42,8 +45,10 @@ use std::sync::{Arc, OnceLock};
 pub use hybridctx_sys as sys;
 
 /// The library version these bindings were written for: a runtime library with the same major
-/// and at least this minor version is accepted (checked when the first model is created).
-pub const BINDING_VERSION: (u32, u32) = (sys::HC_VERSION_MAJOR, sys::HC_VERSION_MINOR);
+/// and at least this minor version is accepted (checked when the first model is created). It is
+/// the API these bindings wrap (0.1), not the header hybridctx-sys was generated from, which
+/// may be newer.
+pub const BINDING_VERSION: (u32, u32) = (0, 1);
 
 /// `Result` with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
@@ -238,6 +243,20 @@ mod tests {
         );
         assert!(version_error(0, "0.0.0").is_some());
     }
+
+    #[test]
+    fn raw_backend_values() {
+        for b in [Backend::Auto, Backend::Cpu, Backend::Cuda] {
+            assert_eq!(Backend::from_raw(b.raw()), Some(b));
+        }
+        assert_eq!(Backend::from_raw(3), None);
+        assert_eq!(BackendState::from_raw(0), BackendState::Usable);
+        assert_eq!(BackendState::from_raw(1), BackendState::NotBuilt);
+        assert_eq!(BackendState::from_raw(4), BackendState::NoDevice);
+        assert_eq!(BackendState::from_raw(9), BackendState::Other(9));
+        assert_eq!(c_text(b"cpu\0junk"), "cpu");
+        assert_eq!(c_text(b"no nul"), "no nul");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,6 +273,25 @@ pub enum Backend {
     Cpu,
     /// The CUDA backend.
     Cuda,
+}
+
+impl Backend {
+    fn raw(self) -> i32 {
+        (match self {
+            Backend::Auto => sys::HC_BACKEND_AUTO,
+            Backend::Cpu => sys::HC_BACKEND_CPU,
+            Backend::Cuda => sys::HC_BACKEND_CUDA,
+        }) as i32
+    }
+
+    fn from_raw(v: i32) -> Option<Backend> {
+        match u32::try_from(v).ok()? {
+            sys::HC_BACKEND_AUTO => Some(Backend::Auto),
+            sys::HC_BACKEND_CPU => Some(Backend::Cpu),
+            sys::HC_BACKEND_CUDA => Some(Backend::Cuda),
+            _ => None,
+        }
+    }
 }
 
 /// Storage format of a context's cache; both give bitwise identical results.
@@ -394,11 +432,7 @@ impl ContextParams {
         check(st)?;
         // SAFETY: zero-initialised then filled by hc_ctx_params_init; all fields are plain data.
         let mut p = unsafe { p.assume_init() };
-        p.backend = match self.backend {
-            Backend::Auto => sys::HC_BACKEND_AUTO,
-            Backend::Cpu => sys::HC_BACKEND_CPU,
-            Backend::Cuda => sys::HC_BACKEND_CUDA,
-        } as i32;
+        p.backend = self.backend.raw();
         let int =
             |v: u64, what: &str| i32::try_from(v).map_err(|_| bad_arg(format!("{what} {v} is out of range")));
         p.device = int(self.device.into(), "device")?;
@@ -481,6 +515,206 @@ fn check(st: sys::hc_status) -> Result<()> {
     } else {
         Err(Error::new(Status(st), ""))
     }
+}
+
+/// The NUL-terminated text at the start of `buf` (all of it without a NUL), lossily as UTF-8.
+fn c_text(buf: &[u8]) -> String {
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// The text of a fixed-size `char` array of a C struct.
+fn c_array_text(chars: &[c_char]) -> String {
+    let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).collect();
+    c_text(&bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// Why a backend can or cannot be used ([`BackendInfo::state`], `HC_BACKEND_*` in the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendState {
+    /// Usable now.
+    Usable,
+    /// This build has no such backend (built without nvcc).
+    NotBuilt,
+    /// Its module file is missing or cannot be loaded.
+    ModuleMissing,
+    /// Its module is of another version or build.
+    ModuleInvalid,
+    /// Loaded, but no usable device (driver missing, device absent).
+    NoDevice,
+    /// A state these bindings do not know (from a newer library): the raw value.
+    Other(i32),
+}
+
+impl BackendState {
+    fn from_raw(v: i32) -> BackendState {
+        match u32::try_from(v) {
+            Ok(sys::HC_BACKEND_USABLE) => BackendState::Usable,
+            Ok(sys::HC_BACKEND_NOT_BUILT) => BackendState::NotBuilt,
+            Ok(sys::HC_BACKEND_MODULE_MISSING) => BackendState::ModuleMissing,
+            Ok(sys::HC_BACKEND_MODULE_INVALID) => BackendState::ModuleInvalid,
+            Ok(sys::HC_BACKEND_NO_DEVICE) => BackendState::NoDevice,
+            _ => BackendState::Other(v),
+        }
+    }
+}
+
+/// What a backend offers: a set of `HC_CAP_*` flags ([`BackendInfo::caps`]).
+///
+/// Combine with `|`, test with [`BackendCaps::contains`]:
+/// `caps.contains(BackendCaps::HOST_IO | BackendCaps::THREADS)`.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct BackendCaps(u32);
+
+impl BackendCaps {
+    /// `x` and `y` in host memory.
+    pub const HOST_IO: BackendCaps = BackendCaps(sys::HC_CAP_HOST_IO);
+    /// `x` and `y` in device memory.
+    pub const DEVICE_IO: BackendCaps = BackendCaps(sys::HC_CAP_DEVICE_IO);
+    /// Runs on a caller's stream.
+    pub const STREAM: BackendCaps = BackendCaps(sys::HC_CAP_STREAM);
+    /// Uses [`ContextParams::n_threads`].
+    pub const THREADS: BackendCaps = BackendCaps(sys::HC_CAP_THREADS);
+    /// Results bitwise equal to the CPU backend's for every chunking.
+    pub const BITWISE_CPU: BackendCaps = BackendCaps(sys::HC_CAP_BITWISE_CPU);
+
+    const NAMES: [(BackendCaps, &'static str); 5] = [
+        (Self::HOST_IO, "HOST_IO"),
+        (Self::DEVICE_IO, "DEVICE_IO"),
+        (Self::STREAM, "STREAM"),
+        (Self::THREADS, "THREADS"),
+        (Self::BITWISE_CPU, "BITWISE_CPU"),
+    ];
+
+    /// No flag.
+    pub const fn empty() -> BackendCaps {
+        BackendCaps(0)
+    }
+    /// The flags as `HC_CAP_*` bits (unknown bits of a newer library included).
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+    /// Flags from `HC_CAP_*` bits; unknown bits are kept.
+    pub const fn from_bits(bits: u32) -> BackendCaps {
+        BackendCaps(bits)
+    }
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: BackendCaps) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl BitOr for BackendCaps {
+    type Output = BackendCaps;
+    fn bitor(self, rhs: BackendCaps) -> BackendCaps {
+        BackendCaps(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for BackendCaps {
+    fn bitor_assign(&mut self, rhs: BackendCaps) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl BitAnd for BackendCaps {
+    type Output = BackendCaps;
+    fn bitand(self, rhs: BackendCaps) -> BackendCaps {
+        BackendCaps(self.0 & rhs.0)
+    }
+}
+
+impl fmt::Debug for BackendCaps {
+    /// `BackendCaps(HOST_IO | THREADS)`; unknown bits in hex; `BackendCaps(empty)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        let mut parts: Vec<String> = Vec::new();
+        for (flag, name) in Self::NAMES {
+            if self.contains(flag) {
+                parts.push(name.to_string());
+                rest &= !flag.0;
+            }
+        }
+        if rest != 0 {
+            parts.push(format!("{rest:#x}"));
+        }
+        if parts.is_empty() {
+            parts.push("empty".to_string());
+        }
+        write!(f, "BackendCaps({})", parts.join(" | "))
+    }
+}
+
+/// What one backend can do on this machine (`hc_backend_info`); see [`backend_info`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendInfo {
+    /// The backend described: [`Backend::Cpu`] or [`Backend::Cuda`].
+    pub backend: Backend,
+    /// [`BackendState::Usable`] or why not; for a query of [`Backend::Auto`], why AUTO did not
+    /// pick CUDA ([`BackendState::Usable`] when it did).
+    pub state: BackendState,
+    /// Usable devices (1 for the CPU).
+    pub n_devices: u32,
+    /// What it offers; empty when it is not usable.
+    pub caps: BackendCaps,
+    /// `"cpu"` or `"cuda"`.
+    pub name: String,
+    /// Human-readable: the module file, and the reason it cannot be used.
+    pub detail: String,
+}
+
+/// Describe a backend: whether it can be used here, and if not, why (`hc_backend_info_get`).
+///
+/// For [`Backend::Auto`] the result describes the backend that a context created with
+/// [`Backend::Auto`] and this device runs on, and its `state` says why that is not CUDA.
+/// `device` is the CUDA device ordinal that AUTO or CUDA would use. May load the CUDA module.
+/// A backend that cannot be used is not an error: read `state` and `detail`.
+///
+/// ```no_run
+/// use hybridctx::{backend_info, Backend, BackendState};
+///
+/// let cuda = backend_info(Backend::Cuda, 0)?;
+/// if cuda.state != BackendState::Usable {
+///     println!("no CUDA: {}", cuda.detail);
+/// }
+/// # Ok::<(), hybridctx::Error>(())
+/// ```
+pub fn backend_info(backend: Backend, device: u32) -> Result<BackendInfo> {
+    let device = i32::try_from(device).map_err(|_| bad_arg(format!("device {device} is out of range")))?;
+    let mut i = std::mem::MaybeUninit::<sys::hc_backend_info>::zeroed();
+    // SAFETY: struct_size is the first member; the struct is zeroed, so writing it is fine.
+    unsafe { (*i.as_mut_ptr()).struct_size = std::mem::size_of::<sys::hc_backend_info>() as u32 };
+    // SAFETY: i points to a struct of the size it announces; the call is thread-safe.
+    check(unsafe { sys::hc_backend_info_get(backend.raw(), device, i.as_mut_ptr()) })?;
+    // SAFETY: zero-initialised and filled by the library; plain data.
+    let i = unsafe { i.assume_init() };
+    let described = Backend::from_raw(i.backend).ok_or_else(|| {
+        Error::new(
+            Status::UNSUPPORTED,
+            format!(
+                "the library describes backend {}, which these bindings do not know",
+                i.backend
+            ),
+        )
+    })?;
+    Ok(BackendInfo {
+        backend: described,
+        state: BackendState::from_raw(i.state),
+        n_devices: u32::try_from(i.n_devices).unwrap_or(0),
+        caps: BackendCaps(i.caps),
+        name: c_array_text(&i.name),
+        detail: c_array_text(&i.detail),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,8 +820,7 @@ impl Model {
         let mut raw = ptr::null_mut();
         let st = ctor(&p, &mut raw);
         if st != sys::HC_OK {
-            let len = errbuf.iter().position(|&b| b == 0).unwrap_or(errbuf.len());
-            return Err(Error::new(Status(st), String::from_utf8_lossy(&errbuf[..len])));
+            return Err(Error::new(Status(st), c_text(&errbuf)));
         }
         NonNull::new(raw)
             .map(|raw| Model { raw })
@@ -699,13 +932,20 @@ pub struct Context {
 unsafe impl Send for Context {}
 
 impl Context {
-    /// An empty context for `model`; it keeps the model alive.
+    /// An empty context for `model`; it keeps the model alive. A failure carries the library's
+    /// detail (for a backend that cannot be used, what [`backend_info`] reports too).
     pub fn new(model: &Arc<Model>, params: &ContextParams) -> Result<Context> {
-        let p = params.to_raw()?;
+        let mut p = params.to_raw()?;
+        let mut errbuf = vec![0u8; 1024];
+        p.errbuf = errbuf.as_mut_ptr().cast::<c_char>();
+        p.errbuf_size = errbuf.len() as u64;
         let mut raw = ptr::null_mut();
-        // SAFETY: model is live (we hold an Arc), p is a valid params struct, raw an out pointer.
+        // SAFETY: model is live (we hold an Arc), p is a valid params struct whose errbuf points
+        // to errbuf_size writable bytes that outlive the call, raw an out pointer.
         let st = unsafe { sys::hc_ctx_create(model.raw.as_ptr(), &p, &mut raw) };
-        check(st)?;
+        if st != sys::HC_OK {
+            return Err(Error::new(Status(st), c_text(&errbuf)));
+        }
         let raw = NonNull::new(raw)
             .ok_or_else(|| Error::new(Status::INTERNAL, "the library returned no context"))?;
         Ok(Context {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hybridctx::{
-    Backend, CacheFormat, Compression, Context, ContextParams, IoDtype, Model, ModelParams, SaveParams,
-    Status,
+    backend_info, Backend, BackendCaps, BackendInfo, BackendState, CacheFormat, Compression, Context,
+    ContextParams, IoDtype, Model, ModelParams, SaveParams, Status,
 };
 
 fn tiny() -> Arc<Model> {
@@ -70,9 +70,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn version_matches() {
     hybridctx::check_version().unwrap();
-    assert_eq!(
-        hybridctx::version_number() / 100,
-        hybridctx::BINDING_VERSION.0 * 100 + hybridctx::BINDING_VERSION.1
+    // a library of the bindings' major version and at least their minor (0.1 bindings load 0.2)
+    assert_eq!(hybridctx::version_number() / 10000, hybridctx::BINDING_VERSION.0);
+    assert!(
+        hybridctx::version_number() / 100
+            >= hybridctx::BINDING_VERSION.0 * 100 + hybridctx::BINDING_VERSION.1
     );
     assert!(hybridctx::version().starts_with("0."));
 }
@@ -374,4 +376,145 @@ fn cross_language_sessions() {
         checked.push(name);
     }
     eprintln!("cross-language sessions checked in {dir:?}: {checked:?}");
+}
+
+fn cpu_caps() -> BackendCaps {
+    BackendCaps::HOST_IO | BackendCaps::THREADS | BackendCaps::BITWISE_CPU
+}
+
+/// Why CUDA is not usable on a machine without a GPU: a CPU-only build (NotBuilt), a CUDA build
+/// without its module or the CUDA runtime (ModuleMissing), or without a driver or device (NoDevice).
+fn cuda_absent(s: BackendState) -> bool {
+    matches!(
+        s,
+        BackendState::NotBuilt | BackendState::ModuleMissing | BackendState::NoDevice
+    )
+}
+
+fn cuda_device_count() -> u32 {
+    let mut n = 0;
+    // SAFETY: n is a valid out pointer.
+    assert_eq!(unsafe { hybridctx::sys::hc_cuda_device_count(&mut n) }, 0);
+    n as u32
+}
+
+#[test]
+fn backend_info_of_the_cpu() {
+    let info: BackendInfo = backend_info(Backend::Cpu, 0).unwrap();
+    assert_eq!(
+        (
+            info.backend,
+            info.state,
+            info.n_devices,
+            info.caps,
+            info.name.as_str()
+        ),
+        (Backend::Cpu, BackendState::Usable, 1, cpu_caps(), "cpu")
+    );
+    assert!(!info.detail.is_empty());
+    assert_eq!(info.caps.bits(), 1 | 8 | 16);
+    assert_eq!(
+        info.caps,
+        BackendCaps::HOST_IO | BackendCaps::THREADS | BackendCaps::BITWISE_CPU
+    );
+    assert!(info
+        .caps
+        .contains(BackendCaps::HOST_IO | BackendCaps::BITWISE_CPU));
+    assert!(!info.caps.contains(BackendCaps::DEVICE_IO) && !info.caps.is_empty());
+    assert_eq!(
+        format!("{:?}", info.caps),
+        "BackendCaps(HOST_IO | THREADS | BITWISE_CPU)"
+    );
+    assert_eq!(
+        format!("{:?}", BackendCaps::STREAM | BackendCaps::from_bits(64)),
+        "BackendCaps(STREAM | 0x40)"
+    );
+    assert_eq!(format!("{:?}", BackendCaps::empty()), "BackendCaps(empty)");
+    assert_eq!(backend_info(Backend::Cpu, 5).unwrap(), info); // the CPU ignores the device
+}
+
+#[test]
+fn backend_info_of_cuda_and_auto() {
+    let cuda = backend_info(Backend::Cuda, 0).unwrap();
+    let auto = backend_info(Backend::Auto, 0).unwrap();
+    assert_eq!((cuda.backend, cuda.name.as_str()), (Backend::Cuda, "cuda"));
+    assert!(!cuda.detail.is_empty());
+    let ctx = Context::new(&tiny(), &ContextParams::new()).unwrap();
+    assert_eq!(ctx.backend(), auto.backend);
+    if cuda.state == BackendState::Usable {
+        // a GPU: AUTO picks it
+        assert!(
+            cuda.n_devices >= 1 && cuda.n_devices == cuda_device_count(),
+            "{cuda:?}"
+        );
+        assert!(
+            cuda.caps.contains(BackendCaps::HOST_IO | BackendCaps::DEVICE_IO),
+            "{cuda:?}"
+        );
+        assert_eq!(auto, cuda);
+        assert_eq!(
+            backend_info(Backend::Cuda, cuda.n_devices).unwrap().state,
+            BackendState::NoDevice
+        );
+        return;
+    }
+    assert!(cuda_absent(cuda.state), "{cuda:?}");
+    assert_eq!(
+        (cuda.n_devices, cuda.caps, cuda_device_count()),
+        (0, BackendCaps::empty(), 0)
+    );
+    if cuda.state == BackendState::NotBuilt {
+        assert!(cuda.detail.contains("no CUDA backend"), "{cuda:?}");
+    }
+    // AUTO picks the CPU; its state says why not CUDA
+    assert_eq!(
+        (
+            auto.backend,
+            auto.state,
+            auto.n_devices,
+            auto.caps,
+            auto.name.as_str()
+        ),
+        (Backend::Cpu, cuda.state, 1, cpu_caps(), "cpu")
+    );
+    let head: String = cuda.detail.chars().take(200).collect();
+    assert!(
+        auto.detail.starts_with("cuda not used: ") && auto.detail.contains(&head),
+        "{auto:?}"
+    );
+}
+
+#[test]
+fn backend_info_bad_device() {
+    let e = backend_info(Backend::Cuda, u32::MAX).unwrap_err();
+    assert_eq!(e.status(), Status::INVALID_ARG);
+    assert!(e.message().contains("device"), "{e}");
+}
+
+#[test]
+fn context_creation_error_carries_the_detail() {
+    let m = tiny();
+    let cuda = backend_info(Backend::Cuda, 0).unwrap();
+    assert!(
+        cuda.state == BackendState::Usable || cuda_absent(cuda.state),
+        "{cuda:?}"
+    );
+    let device = cuda.n_devices; // none on a machine without a GPU; one past the last one with GPUs
+    let e = Context::new(&m, &ContextParams::new().backend(Backend::Cuda).device(device)).unwrap_err();
+    assert_eq!(e.status(), Status::NO_DEVICE);
+    assert_ne!(e.message(), Status::NO_DEVICE.description());
+    assert_eq!(e.to_string(), format!("HC_ERR_NO_DEVICE: {}", e.message()));
+    match cuda.state {
+        BackendState::NotBuilt | BackendState::ModuleMissing => {
+            assert_eq!(e.message(), format!("CUDA backend: {}", cuda.detail));
+            if cuda.state == BackendState::NotBuilt {
+                assert!(e.message().contains("no CUDA backend"), "{e}");
+            }
+        }
+        // the module is loaded: it names the device asked for
+        _ => assert!(
+            e.message().contains(&format!("CUDA device {device} asked for")),
+            "{e}"
+        ),
+    }
 }
