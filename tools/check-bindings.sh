@@ -3,12 +3,14 @@
 #   tools/check-bindings.sh [BUILDDIR]     (default: build; `tools/dev.sh test` runs it)
 #
 # Uses the uninstalled library in BUILDDIR (PKG_CONFIG_PATH=BUILDDIR/meson-uninstalled,
-# LD_LIBRARY_PATH=BUILDDIR); needs go, cargo (~/.cargo/bin), /usr/bin/python3 with numpy, pytest,
-# pip and setuptools, and Debian's librust-pkg-config-dev (tools/dev.sh test installs the Debian
-# packages). No network registry is used: Rust's one crate comes from /usr/share/cargo/registry.
+# LD_LIBRARY_PATH=BUILDDIR); needs go, cargo (~/.cargo/bin), /usr/bin/python3 with numpy and
+# pytest, and Debian's librust-pkg-config-dev (tools/dev.sh test installs the Debian packages).
+# No network registry is used: Rust's one crate comes from /usr/share/cargo/registry. (The Python
+# package as users get it, with the library inside, is tools/check-wheel.sh's.)
 # Steps, in an order that covers every pair of the cross-language session test (each language's
 # test writes <lang>.hcs into HC_XLANG_DIR and loads every session there):
-#   1. Python: pip install into a temporary directory, pytest, the quick-start example
+#   1. Python: the package's sources (no library inside: it loads BUILDDIR's), pytest, the
+#              quick-start example
 #   2. Go:     gofmt, go vet, go test (loads python's session), the example
 #   3. Rust:   bindgen drift check, cargo test --offline (loads python's and go's), clippy, example,
 #              DEP_HYBRIDCTX_INCLUDE for dependants, cargo package of both crates
@@ -36,8 +38,8 @@ command -v go >/dev/null || die "go is not installed (apt-get install golang-go)
 command -v cargo >/dev/null || die "cargo is not installed (a rustup toolchain in ~/.cargo/bin is expected)"
 compgen -G "/usr/share/cargo/registry/pkg-config-0.3.*" >/dev/null ||
     die "the pkg-config crate is not in /usr/share/cargo/registry (apt-get install librust-pkg-config-dev)"
-"$PY" -c 'import numpy, pytest, setuptools' 2>/dev/null ||
-    die "$PY lacks numpy, pytest or setuptools (apt-get install python3-numpy python3-pytest python3-setuptools)"
+"$PY" -c 'import numpy, pytest' 2>/dev/null ||
+    die "$PY lacks numpy or pytest (apt-get install python3-numpy python3-pytest)"
 
 export PKG_CONFIG_PATH="$build/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export LD_LIBRARY_PATH="$build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -52,14 +54,13 @@ t0=$SECONDS
 
 step "library $(pkg-config --modversion hybridctx) from $build"
 
-step "python: pip install bindings/python (offline), pytest"
-cp -r bindings/python "$work/pysrc"
-rm -rf "$work/pysrc/build" "$work/pysrc"/*.egg-info
-"$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-build-isolation --no-deps --no-index --target "$work/py" "$work/pysrc" ||
-    die "pip install bindings/python failed"
+step "python: the package's sources with the library of $build, pytest"
+mkdir -p "$work/py"
+cp -r bindings/python/hybridctx "$work/py/"
+rm -rf "$work/py/hybridctx"/*.so* "$work/py/hybridctx/__pycache__"  # no library inside: $build's
 export PYTHONPATH="$work/py"
 "$PY" -c 'import hybridctx, sys; assert hybridctx.__file__.startswith(sys.argv[1]), hybridctx.__file__' "$work/py"
-HC_XLANG_REQUIRE="" "$PY" -m pytest -q -p no:cacheprovider bindings/python/tests
+HC_XLANG_REQUIRE="" HC_EXPECT_LIBRARY_DIR="$build" "$PY" -m pytest -q -p no:cacheprovider bindings/python/tests
 "$PY" bindings/python/examples/quickstart.py "$work/quick-py.hcs"
 
 step "go: gofmt, vet, test, example"

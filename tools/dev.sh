@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEPS=(gcc pkg-config meson ninja-build check libzstd-dev libjansson-dev libxxhash-dev)
-# for the binding tests and examples (tools/check-bindings.sh, check-examples.sh, check-install.sh);
+# for the binding tests and examples (tools/check-bindings.sh, check-examples.sh, check-install.sh,
+# check-wheel.sh: its venvs take meson-python, numpy, pytest and mypy from PyPI);
 # Rust comes from the rustup toolchain in ~/.cargo/bin, its one crate (pkg-config, a build
 # dependency of hybridctx-sys) from Debian's registry in /usr/share/cargo/registry
-BINDING_DEPS=(golang-go python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel bindgen
-              librust-pkg-config-dev)
+BINDING_DEPS=(golang-go python3-numpy python3-pytest python3-pip python3-venv bindgen librust-pkg-config-dev)
 # for the hardening checks (run_hardening_checks, docs/hardening.md)
 HARDENING_DEPS=(g++ clang-14 libclang-rt-14-dev clang-tidy-14 cppcheck valgrind abigail-tools doxygen)
 
@@ -71,6 +71,7 @@ case "$cmd" in
         tools/check-bindings.sh build
         tools/check-examples.sh build   # examples/ in C, Python, Rust and Go
         tools/check-install.sh          # install into a temporary prefix, use it through pkg-config
+        tools/check-wheel.sh            # the Python package with the library inside: venvs, wheel, pytest
         # --- hardening: ABI, sanitizers, valgrind, fuzzing, static analysis ---
         run_hardening_checks
         ;;

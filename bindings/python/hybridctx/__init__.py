@@ -10,9 +10,10 @@ sparse attention and heavily compressed attention) with its compressed KV cache.
 - :func:`backend_info` says whether a backend (CPU, CUDA, or the one ``Backend.AUTO`` picks) can
   be used here, and if not, why.
 
-The shared object is found by its soname ``libhybridctx.so.0`` (``LD_LIBRARY_PATH``) or through
-``$HYBRIDCTX_LIBRARY``; its version is checked at import. The C header ``hybridctx.h`` documents
-every call in detail.
+The shared object is ``$HYBRIDCTX_LIBRARY`` if set; else the one inside this package (a wheel,
+or ``pip install bindings/python``, puts it there); else ``libhybridctx.so.0`` found by its soname
+(an installed library, ``LD_LIBRARY_PATH``). Its version is checked at import. The C header
+``hybridctx.h`` documents every call in detail.
 
 Example::
 
@@ -30,9 +31,10 @@ import enum
 import os
 import threading
 import weakref
-from typing import Union
+from typing import Any, Callable, Optional, Tuple, Type, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _capi
 from ._capi import lib as _lib
@@ -43,6 +45,10 @@ __all__ = ["Model", "Context", "ModelInfo", "Error", "Status", "Backend", "Cache
            "version", "version_number", "cuda_device_count", "BINDING_VERSION"]
 
 BINDING_VERSION = _capi.BINDING_VERSION
+
+#: A path argument: str, bytes or an ``os.PathLike``.
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+_E = TypeVar("_E", bound=enum.IntEnum)
 
 
 class Status(enum.IntEnum):
@@ -75,14 +81,14 @@ class Status(enum.IntEnum):
     INTERNAL = -99
 
     @property
-    def c_name(self):
+    def c_name(self) -> str:
         """The C name, for example ``"HC_ERR_ORDER"``."""
-        return _lib.hc_status_name(self).decode()
+        return str(_lib.hc_status_name(self).decode())
 
     @property
-    def description(self):
+    def description(self) -> str:
         """The library's static English description."""
-        return _lib.hc_strerror(self).decode()
+        return str(_lib.hc_strerror(self).decode())
 
 
 class Error(Exception):
@@ -94,23 +100,23 @@ class Error(Exception):
     status description).
     """
 
-    def __init__(self, status, message=""):
-        try:
-            status = Status(status)
-        except ValueError:
-            pass
-        self.status = status
+    status: Union["Status", int]
+    name: str
+    message: str
+
+    def __init__(self, status: int, message: str = "") -> None:
+        self.status = _known(Status, status)
         self.name = _lib.hc_status_name(int(status)).decode()
         self.message = message or _lib.hc_strerror(int(status)).decode()
         super().__init__(f"{self.name}: {self.message}")
 
 
-def _check(st, message=""):
+def _check(st: int, message: str = "") -> None:
     if st != 0:
         raise Error(st, message)
 
 
-def _bad_arg(message):
+def _bad_arg(message: str) -> Error:
     return Error(Status.INVALID_ARG, message)
 
 
@@ -159,7 +165,7 @@ class Compression(enum.IntEnum):
     ZSTD = 2     #: zstd per chunk where it gains
 
 
-def _enum(cls, value, what):
+def _enum(cls: Type[_E], value: Union[_E, int, str], what: str) -> _E:
     """Accept an enum member, its int value or its name (case-insensitive)."""
     if isinstance(value, str):
         try:
@@ -174,21 +180,21 @@ def _enum(cls, value, what):
     raise _bad_arg(f"{what} {value!r} is not one of {', '.join(m.name.lower() for m in cls)}")
 
 
-def version():
+def version() -> str:
     """The runtime library's version string, for example ``"0.1.0"``."""
-    return _lib.hc_version_string().decode()
+    return str(_lib.hc_version_string().decode())
 
 
-def version_number():
+def version_number() -> int:
     """The runtime library's version as ``MAJOR*10000 + MINOR*100 + PATCH``."""
-    return _lib.hc_version_number()
+    return int(_lib.hc_version_number())
 
 
-def cuda_device_count():
+def cuda_device_count() -> int:
     """Number of CUDA devices usable by this build of the library."""
     n = ctypes.c_int32(0)
     _lib.hc_cuda_device_count(ctypes.byref(n))
-    return n.value
+    return int(n.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +211,7 @@ class BackendInfo:
     detail: str         #: human-readable: the module file, and the reason it cannot be used
 
 
-def _known(cls, value):
+def _known(cls: Type[_E], value: int) -> Union[_E, int]:
     try:
         return cls(value)
     except ValueError:
@@ -234,7 +240,7 @@ def backend_info(backend: Union[Backend, int, str] = Backend.AUTO, device: int =
                        detail=info.detail.decode(errors="replace"))
 
 
-def _path(path):
+def _path(path: PathLike) -> bytes:
     b = os.fsencode(path)
     if b"\0" in b:
         raise _bad_arg(f"path {path!r} contains a NUL byte")
@@ -264,30 +270,30 @@ class ModelInfo:
 class _ModelHandle:
     """Owns an ``hc_model*``: freed once the model is closed and none of its contexts is open."""
 
-    def __init__(self, ptr):
+    def __init__(self, ptr: Optional[int]) -> None:
         self.ptr = ptr
         self.refs = 0
         self.closed = False
         self.lock = threading.Lock()
 
-    def acquire(self):
+    def acquire(self) -> Optional[int]:
         with self.lock:
             if self.closed:
                 raise Error(Status.NULL_ARG, "the model is closed")
             self.refs += 1
             return self.ptr
 
-    def release(self):
+    def release(self) -> None:
         with self.lock:
             self.refs -= 1
             self._free_if_unused()
 
-    def close(self):
+    def close(self) -> None:
         with self.lock:
             self.closed = True
             self._free_if_unused()
 
-    def _free_if_unused(self):
+    def _free_if_unused(self) -> None:
         if self.closed and self.refs == 0 and self.ptr:
             _lib.hc_model_free(self.ptr)
             self.ptr = None
@@ -300,11 +306,16 @@ class Model:
     or garbage collection) releases it; the memory is freed once its contexts are closed too.
     """
 
-    def __init__(self, *_args, **_kwargs):
+    n_layers: int  #: number of attention layers
+    dim: int       #: model width: the length of one token's x and y
+    _handle: _ModelHandle
+    _finalizer: Callable[[], Any]
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         raise TypeError("use Model.random() or Model.load()")
 
     @classmethod
-    def _make(cls, ctor, geometry_only, n_threads):
+    def _make(cls, ctor: Callable[[Any, Any], int], geometry_only: bool, n_threads: int) -> "Model":
         if n_threads < 0:
             raise _bad_arg(f"n_threads {n_threads} must be >= 0")
         p = _capi.hc_model_params()
@@ -320,12 +331,13 @@ class Model:
         self = object.__new__(cls)
         self._handle = _ModelHandle(out.value)
         self._finalizer = weakref.finalize(self, self._handle.close)
-        self.n_layers = _lib.hc_model_n_layers(out.value)  #: number of attention layers
-        self.dim = _lib.hc_model_dim(out.value)  #: model width: the length of one token's x and y
+        self.n_layers = _lib.hc_model_n_layers(out.value)
+        self.dim = _lib.hc_model_dim(out.value)
         return self
 
     @classmethod
-    def random(cls, preset_or_config_json="tiny", seed=0, *, geometry_only=False, n_threads=0):
+    def random(cls, preset_or_config_json: str = "tiny", seed: int = 0, *, geometry_only: bool = False,
+               n_threads: int = 0) -> "Model":
         """A model with seeded random weights.
 
         ``preset_or_config_json`` is ``"tiny"``, ``"v4-flash"``, ``"v4-pro"`` or the text of a HF
@@ -342,24 +354,24 @@ class Model:
                          geometry_only, n_threads)
 
     @classmethod
-    def load(cls, path, *, geometry_only=False, n_threads=0):
+    def load(cls, path: PathLike, *, geometry_only: bool = False, n_threads: int = 0) -> "Model":
         """Load a checkpoint directory or a ``.safetensors`` file (see ``hc_model_load``)."""
         b = _path(path)
         return cls._make(lambda p, out: _lib.hc_model_load(b, p, out), geometry_only, n_threads)
 
-    def _ptr(self):
+    def _ptr(self) -> Optional[int]:
         if self._handle.closed:
             raise Error(Status.NULL_ARG, "the model is closed")
         return self._handle.ptr
 
-    def layer_ratio(self, layer):
+    def layer_ratio(self, layer: int) -> int:
         """Compression ratio of a layer: 0 (window only), 4 (CSA) or 128 (HCA)."""
         if not 0 <= layer < self.n_layers:
             raise Error(Status.LAYER_RANGE, f"layer {layer} outside 0..{self.n_layers - 1}")
-        return _lib.hc_model_layer_ratio(self._ptr(), layer)
+        return int(_lib.hc_model_layer_ratio(self._ptr(), layer))
 
     @property
-    def info(self):
+    def info(self) -> ModelInfo:
         """The model's geometry, a :class:`ModelInfo`."""
         i = _capi.hc_model_info()
         i.struct_size = ctypes.sizeof(i)
@@ -368,30 +380,31 @@ class Model:
         kw["has_weights"] = bool(kw["has_weights"])
         return ModelInfo(**kw)
 
-    def cache_bytes(self, n_tokens, cache_format=CacheFormat.DEFAULT):
+    def cache_bytes(self, n_tokens: int,
+                    cache_format: Union[CacheFormat, int, str] = CacheFormat.DEFAULT) -> Tuple[int, int]:
         """``(kv_bytes, state_bytes)`` a context holds after ``n_tokens`` tokens."""
         kv, state = ctypes.c_uint64(), ctypes.c_uint64()
         fmt = _enum(CacheFormat, cache_format, "cache_format")
         _check(_lib.hc_model_cache_bytes(self._ptr(), n_tokens, fmt, ctypes.byref(kv),
                                          ctypes.byref(state)))
-        return kv.value, state.value
+        return int(kv.value), int(state.value)
 
-    def close(self):
+    def close(self) -> None:
         """Release the model (freed once its contexts are closed too). Idempotent."""
         self._finalizer()
 
-    def __enter__(self):
+    def __enter__(self) -> "Model":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._handle.closed else f"{self.n_layers} layers, dim {self.dim}"
         return f"<hybridctx.Model {state}>"
 
 
-def _free_ctx(ptr, handle):
+def _free_ctx(ptr: Optional[int], handle: _ModelHandle) -> None:
     _lib.hc_ctx_free(ptr)
     handle.release()
 
@@ -410,8 +423,13 @@ class Context:
     ``with`` block or garbage collection frees it.
     """
 
-    def __init__(self, model, *, backend=Backend.AUTO, device=0, n_threads=0,
-                 cache_format=CacheFormat.DEFAULT, io_dtype=IODtype.F32, max_tokens=0, max_chunk=0):
+    _ptr: Optional[int]
+
+    def __init__(self, model: Model, *, backend: Union[Backend, int, str] = Backend.AUTO,
+                 device: int = 0, n_threads: int = 0,
+                 cache_format: Union[CacheFormat, int, str] = CacheFormat.DEFAULT,
+                 io_dtype: Union[IODtype, int, str] = IODtype.F32, max_tokens: int = 0,
+                 max_chunk: int = 0) -> None:
         if not isinstance(model, Model):
             raise TypeError("model must be a hybridctx.Model")
         p = _capi.hc_ctx_params()
@@ -446,7 +464,7 @@ class Context:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _call(self, fn, *args):
+    def _call(self, fn: Callable[..., int], *args: Any) -> None:
         """Call fn(ctx, *args) under the lock; raise Error with the last error on failure."""
         with self._lock:
             if self._ptr is None:
@@ -455,11 +473,11 @@ class Context:
             if st != 0:
                 raise Error(st, _lib.hc_ctx_last_error(self._ptr).decode(errors="replace"))
 
-    def _get(self, fn, closed):
+    def _get(self, fn: Callable[[int], int], closed: int) -> int:
         with self._lock:
             return closed if self._ptr is None else fn(self._ptr)
 
-    def _input(self, x):
+    def _input(self, x: npt.ArrayLike) -> "npt.NDArray[Any]":
         """x as a C-contiguous array of the context's dtype, shape (n, dim) or (dim,)."""
         x = np.asarray(x)
         if self._io_dtype == IODtype.F32:
@@ -480,7 +498,8 @@ class Context:
 
     # -- running tokens ------------------------------------------------------------------------
 
-    def append(self, layer, x, out=None):
+    def append(self, layer: int, x: npt.ArrayLike,
+               out: "Optional[npt.NDArray[Any]]" = None) -> "npt.NDArray[Any]":
         """Run a chunk through ``layer`` (0 starts a chunk, then 1, 2, ..., the last layer).
 
         ``x``: array of shape ``(n, dim)`` (or ``(dim,)`` for one token) of the context's dtype.
@@ -502,51 +521,53 @@ class Context:
         self._call(_lib.hc_append, layer, x.ctypes.data, n, out.ctypes.data)
         return out
 
-    def decode(self, layer, x, out=None):
+    def decode(self, layer: int, x: npt.ArrayLike,
+               out: "Optional[npt.NDArray[Any]]" = None) -> "npt.NDArray[Any]":
         """:meth:`append` with one token: ``x`` has shape ``(dim,)`` or ``(1, dim)``."""
         x = self._input(x)
         if x.size != self._dim:
             raise _bad_arg(f"decode takes one token: x has shape {x.shape}")
         return self.append(layer, x, out)
 
-    def reset(self):
+    def reset(self) -> None:
         """Empty the context (length 0, no chunk in progress)."""
         self._call(_lib.hc_ctx_reset)
 
     @property
-    def model(self):
+    def model(self) -> Model:
         """The context's :class:`Model`."""
         return self._model
 
     @property
-    def io_dtype(self):
+    def io_dtype(self) -> IODtype:
         """The :class:`IODtype` of ``x`` and ``y``."""
         return self._io_dtype
 
     @property
-    def n_tokens(self):
+    def n_tokens(self) -> int:
         """Tokens the context holds (chunks that have passed the last layer); -1 when closed."""
         return self._get(_lib.hc_ctx_n_tokens, -1)
 
     @property
-    def next_layer(self):
+    def next_layer(self) -> int:
         """The layer the next :meth:`append` must name (0 when no chunk is in progress)."""
         return self._get(_lib.hc_ctx_next_layer, -1)
 
     @property
-    def memory_bytes(self):
+    def memory_bytes(self) -> int:
         """Bytes of cache the context holds now."""
         return self._get(_lib.hc_ctx_memory_bytes, 0)
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         """The :class:`Backend` the context runs on (CPU or CUDA)."""
         return Backend(self._get(_lib.hc_ctx_backend, 0))
 
     # -- sessions ------------------------------------------------------------------------------
 
     @staticmethod
-    def _save_params(compression, zstd_level, n_threads):
+    def _save_params(compression: Union[Compression, int, str], zstd_level: int,
+                     n_threads: int) -> _capi.hc_save_params:
         p = _capi.hc_save_params()
         _check(_lib.hc_save_params_init(ctypes.byref(p), ctypes.sizeof(p)))
         p.compression = _enum(Compression, compression, "compression")
@@ -556,7 +577,8 @@ class Context:
             setattr(p, name, v)
         return p
 
-    def save(self, path, *, compression=Compression.DEFAULT, zstd_level=0, n_threads=0):
+    def save(self, path: PathLike, *, compression: Union[Compression, int, str] = Compression.DEFAULT,
+             zstd_level: int = 0, n_threads: int = 0) -> None:
         """Save the session to ``path`` atomically (no chunk may be in progress).
 
         ``compression``: :class:`Compression` or "none"/"zstd"; ``zstd_level`` 1..19 (0 = 1).
@@ -564,11 +586,12 @@ class Context:
         p = self._save_params(compression, zstd_level, n_threads)
         self._call(_lib.hc_ctx_save, _path(path), ctypes.byref(p))
 
-    def load(self, path):
+    def load(self, path: PathLike) -> None:
         """Replace the contents with the session in ``path``; on failure nothing changes."""
         self._call(_lib.hc_ctx_load, _path(path))
 
-    def save_bytes(self, *, compression=Compression.DEFAULT, zstd_level=0, n_threads=0):
+    def save_bytes(self, *, compression: Union[Compression, int, str] = Compression.DEFAULT,
+                   zstd_level: int = 0, n_threads: int = 0) -> bytes:
         """The session as ``bytes`` (the bytes :meth:`save` writes)."""
         p = self._save_params(compression, zstd_level, n_threads)
         size, written = ctypes.c_uint64(), ctypes.c_uint64()
@@ -577,13 +600,13 @@ class Context:
         self._call(_lib.hc_ctx_save_buffer, buf, size.value, ctypes.byref(p), ctypes.byref(written))
         return buf.raw[:written.value]
 
-    def load_bytes(self, data):
+    def load_bytes(self, data: Union[bytes, bytearray, memoryview]) -> None:
         """Replace the contents with a session held in a bytes-like object."""
         data = bytes(data)
         self._call(_lib.hc_ctx_load_buffer, data, len(data))
 
     @property
-    def metadata(self):
+    def metadata(self) -> bytes:
         """The metadata blob saved with the session (``bytes``; ``b""`` when none). Assign
         bytes to set it, ``b""`` to remove it."""
         data, n = ctypes.c_void_p(), ctypes.c_uint64()
@@ -594,25 +617,25 @@ class Context:
             return ctypes.string_at(data.value, n.value) if data.value and n.value else b""
 
     @metadata.setter
-    def metadata(self, value):
+    def metadata(self, value: Union[bytes, bytearray, memoryview]) -> None:
         value = bytes(value)
         self._call(_lib.hc_ctx_set_metadata, value if value else None, len(value))
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    def close(self):
+    def close(self) -> None:
         """Free the context. Idempotent."""
         with self._lock:
             self._finalizer()
             self._ptr = None
 
-    def __enter__(self):
+    def __enter__(self) -> "Context":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._ptr is None:
             return "<hybridctx.Context closed>"
         return f"<hybridctx.Context {self.n_tokens} tokens, next layer {self.next_layer}>"

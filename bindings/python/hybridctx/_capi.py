@@ -5,6 +5,7 @@ Internal: use the classes of the ``hybridctx`` package instead.
 import ctypes
 import ctypes.util
 import os
+from typing import Any, Callable, List, Optional, Tuple
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_int, c_int32, c_int64, c_size_t,
                     c_uint32, c_uint64, c_void_p)
 
@@ -15,22 +16,41 @@ BINDING_VERSION = (0, 1)
 SONAME = "libhybridctx.so.0"
 
 
-def _open():
-    """Open the shared object: $HYBRIDCTX_LIBRARY, else the soname, else what find_library sees."""
-    tried = []
+#: The directory of this package, where a wheel (or ``pip install``) puts the library.
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _candidates() -> List[str]:
+    """Where to look, in order: $HYBRIDCTX_LIBRARY alone if set; else the library inside this
+    package (a wheel's, which finds its CUDA module beside itself), then the soname (an installed
+    library, ``LD_LIBRARY_PATH``), then what ``ctypes.util.find_library`` sees."""
     override = os.environ.get("HYBRIDCTX_LIBRARY")
-    names = [override] if override else [SONAME, ctypes.util.find_library("hybridctx")]
-    for name in names:
-        if not name:
-            continue
+    if override:
+        return [override]
+    names: List[str] = []
+    bundled = os.path.join(PACKAGE_DIR, SONAME)
+    if os.path.exists(bundled):
+        names.append(bundled)
+    names.append(SONAME)
+    found = ctypes.util.find_library("hybridctx")
+    if found:
+        names.append(found)
+    return names
+
+
+def _open() -> Tuple[ctypes.CDLL, str]:
+    """Open the shared object (see :func:`_candidates`); returns it and the name it was opened by."""
+    tried: List[str] = []
+    for name in _candidates():
         try:
-            return ctypes.CDLL(name)
+            return ctypes.CDLL(name), name
         except OSError as e:
             tried.append(f"{name}: {e}")
     raise ImportError(
-        "hybridctx: cannot load libhybridctx (" + "; ".join(tried or ["not found"]) + "). "
-        "Install the library, add its directory to LD_LIBRARY_PATH, or set HYBRIDCTX_LIBRARY "
-        "to the path of libhybridctx.so.0.")
+        "hybridctx: cannot load libhybridctx (" + "; ".join(tried) + "). "
+        "Install the package from a wheel or with `pip install bindings/python` (it holds the "
+        "library), install the library, add its directory to LD_LIBRARY_PATH, or set "
+        "HYBRIDCTX_LIBRARY to the path of libhybridctx.so.0.")
 
 
 # --- structs mirrored from hybridctx.h (size-versioned: always filled by *_params_init) ---------
@@ -112,9 +132,9 @@ HC_ERR_UNSUPPORTED = -15
 class _Lib:
     """The loaded library: one attribute per C function, with argtypes and restype set."""
 
-    def __init__(self, cdll):
+    def __init__(self, cdll: ctypes.CDLL) -> None:
         self.cdll = cdll
-        self.missing = []
+        self.missing: List[str] = []
         for name, (restype, argtypes) in _PROTOTYPES.items():
             try:
                 fn = getattr(cdll, name)
@@ -126,16 +146,20 @@ class _Lib:
                 fn.restype, fn.argtypes = restype, argtypes
             setattr(self, name, fn)
 
+    def __getattr__(self, name: str) -> Any:
+        # for type checkers: the functions are set in __init__ (a missing one fails here)
+        raise AttributeError(f"libhybridctx has no function {name}")
 
-def _missing(name):
-    def call(*_args):
+
+def _missing(name: str) -> Callable[..., int]:
+    def call(*_args: Any) -> int:
         return HC_ERR_UNSUPPORTED
     call.__name__ = name
-    call.missing = True
+    call.missing = True  # type: ignore[attr-defined]
     return call
 
 
-def version_error(number, version_string):
+def version_error(number: int, version_string: str) -> Optional[str]:
     """The message for an incompatible runtime version ``number`` (MAJOR*10000+MINOR*100+PATCH),
     or None when it is compatible."""
     major, minor = number // 10000, number // 100 % 100
@@ -147,7 +171,9 @@ def version_error(number, version_string):
             f"bindings)")
 
 
-lib = _Lib(_open())
+_cdll, LIBRARY = _open()
+#: The loaded library; ``LIBRARY`` is the name or path it was loaded by.
+lib = _Lib(_cdll)
 _msg = version_error(lib.hc_version_number(), lib.hc_version_string().decode())
 if _msg:
     raise ImportError("hybridctx: " + _msg)

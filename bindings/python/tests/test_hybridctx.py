@@ -1,7 +1,11 @@
 """Tests of the Python bindings against the real library (CPU backend).
 
-Run with ``LD_LIBRARY_PATH=<builddir> /usr/bin/python3 -m pytest bindings/python``. The
-cross-language session test reads HC_XLANG_DIR and HC_XLANG_REQUIRE (see bindings/README.md).
+Run against an installed package (a wheel, or ``pip install bindings/python``, holds the library:
+``tools/check-wheel.sh``), or against a build directory with the package's sources:
+``LD_LIBRARY_PATH=<builddir> PYTHONPATH=bindings/python python3 -m pytest bindings/python``
+(``tools/check-bindings.sh``). $HC_EXPECT_LIBRARY_DIR, when set, is the directory the library
+must be loaded from. The cross-language session test reads HC_XLANG_DIR and HC_XLANG_REQUIRE (see
+bindings/README.md).
 """
 import gc
 import os
@@ -193,6 +197,59 @@ def test_context_error_carries_detail(tiny):
         assert err.message == f"CUDA backend: {cuda.detail}"
     else:  # the module is loaded: it names the device asked for
         assert f"CUDA device {device} asked for" in err.message
+
+
+def mapped(name):
+    """The real path of the loaded shared object whose file name starts with ``name``."""
+    with open("/proc/self/maps") as f:
+        paths = {line.split(None, 5)[-1].strip() for line in f if "/" in line}
+    found = [p for p in paths if os.path.basename(p).startswith(name)]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def run_python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
+                          capture_output=True, text=True)
+
+
+def test_library_search_order(tmp_path):
+    """$HYBRIDCTX_LIBRARY alone if set; else the library inside the package; else the soname."""
+    from hybridctx import _capi
+    core = mapped("libhybridctx.so")
+    assert core, "no libhybridctx.so in /proc/self/maps"
+    if "/" in _capi.LIBRARY:  # loaded by path, not by soname
+        assert os.path.samefile(core, _capi.LIBRARY)
+    expect = os.environ.get("HC_EXPECT_LIBRARY_DIR")
+    if expect:
+        assert os.path.samefile(os.path.dirname(core), expect), (core, expect)
+    bundled = os.path.join(_capi.PACKAGE_DIR, _capi.SONAME)
+    if os.environ.get("HYBRIDCTX_LIBRARY"):
+        assert _capi._candidates() == [os.environ["HYBRIDCTX_LIBRARY"]]
+    elif os.path.exists(bundled):  # an installed package: its own library comes first
+        assert _capi._candidates()[:2] == [bundled, _capi.SONAME] and _capi.LIBRARY == bundled
+    else:  # the package's sources: the soname (LD_LIBRARY_PATH, an installed library)
+        assert _capi._candidates()[0] == _capi.SONAME
+    # the override is the only place looked at: a missing file fails the import and is named
+    missing = tmp_path / "libhybridctx.so.0"
+    r = run_python("import hybridctx", HYBRIDCTX_LIBRARY=str(missing))
+    assert r.returncode != 0 and "ImportError" in r.stderr and str(missing) in r.stderr, r.stderr
+    code = "import hybridctx; from hybridctx import _capi; print(_capi.LIBRARY, hybridctx.version())"
+    r = run_python(code, HYBRIDCTX_LIBRARY=core)
+    assert r.returncode == 0 and r.stdout.split() == [core, hybridctx.version()], r.stderr
+
+
+def test_cuda_module_beside_the_core_library():
+    """A module that loads (CUDA usable, or no device here) is the one beside the core library
+    (dladdr), unless $HYBRIDCTX_CUDA_MODULE names another."""
+    state = hybridctx.backend_info("cuda").state
+    module = mapped("libhybridctx-cuda.so")
+    if state not in (BackendState.USABLE, BackendState.NO_DEVICE):
+        assert module is None
+        return
+    assert module, "the CUDA module is not loaded"
+    if not os.environ.get("HYBRIDCTX_CUDA_MODULE"):
+        assert os.path.dirname(module) == os.path.dirname(mapped("libhybridctx.so")), module
 
 
 def test_cuda_module_override(tmp_path):
