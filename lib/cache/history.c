@@ -99,7 +99,7 @@ static void set_capacity(hci_layer_cache *lc, int64_t R)
     lc->win_log_slots = R ? (int)((R + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES * HCI_PAGE_ENTRIES) : 0;
     for (int k = 0; k < HCI_CACHE_COMPS; k++) {
         hci_comp_cache *cc = hci_cache_comp(lc, k);
-        if (cc) cc->log.cap = R ? (int)(R + cc->coff * cc->ratio - 1) : 0;
+        if (cc) cc->log.cap = R ? (int)(R + (int64_t)cc->coff * cc->ratio - 1) : 0;
     }
 }
 

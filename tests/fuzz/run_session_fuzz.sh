@@ -15,9 +15,11 @@ work=${2:-${TMPDIR:-/tmp}/hc-session-fuzz}
 command -v clang >/dev/null 2>&1 || { echo "run_session_fuzz: no clang; skipped" >&2; exit 77; }
 mkdir -p "$work/corpus"
 srcs="$(ls "$root"/lib/*.c "$root"/lib/util/*.c "$root"/lib/model/*.c "$root"/lib/cache/*.c "$root"/lib/ctx/*.c \
-          "$root"/lib/engine/*.c "$root"/lib/backend/cpu/*.c "$root"/lib/session/*.c) $root/lib/backend/cuda_stub.c"
-flags="-g -O1 -std=c11 -D_GNU_SOURCE -DHC_BUILDING -ffp-contract=off -I$root/include -I$root/lib"
-libs="-lzstd -ljansson -lxxhash -lm -lpthread"
+          "$root"/lib/engine/*.c "$root"/lib/backend/*.c "$root"/lib/backend/cpu/*.c "$root"/lib/session/*.c)"
+# the registry's CUDA loader includes the build id that meson generates (CPU-only here: no module)
+python3 "$root/tools/gen-build-id.py" fuzz "$work/hc_build_id.h" "$work/hc_build_id.h.d" "$root"
+flags="-g -O1 -std=c11 -D_GNU_SOURCE -DHC_BUILDING -ffp-contract=off -I$root/include -I$root/lib -I$work"
+libs="-lzstd -ljansson -lxxhash -lm -lpthread -ldl"
 target="$root/tests/fuzz/fuzz_session_load.c"
 
 if [ "${SESSION_FUZZ_SEEDS:-}" = 1 ]; then
