@@ -90,14 +90,19 @@ static hc_status read_model_params(const hc_model_params *p, hc_model_params *ou
     return hci_read_params(p, sizeof *out, out);
 }
 
+/* A message into a caller's optional buffer (params' errbuf), truncated to fit. */
+static void copy_errbuf(char *buf, uint64_t size, const char *msg)
+{
+    if (!buf || !size) return;
+    size_t n = strlen(msg);
+    if (n >= size) n = (size_t)size - 1;
+    memcpy(buf, msg, n);
+    buf[n] = 0;
+}
+
 static hc_status model_fail(hc_model *m, const hc_model_params *mp, const char *err, hc_status st)
 {
-    if (mp->errbuf && mp->errbuf_size) {
-        size_t n = strlen(err);
-        if (n >= mp->errbuf_size) n = (size_t)mp->errbuf_size - 1;
-        memcpy(mp->errbuf, err, n);
-        mp->errbuf[n] = 0;
-    }
+    copy_errbuf(mp->errbuf, mp->errbuf_size, err);
     if (m) {
         hci_model_destroy(m);
         free(m);
@@ -240,15 +245,7 @@ HC_API hc_status hc_backend_info_get(int32_t backend, int32_t device, hc_backend
 
 /* A failed create or fork: the detail goes to the caller's buffer, as the context that would hold
  * it does not exist. */
-static void put_errbuf(const hc_ctx_params *cp, const char *msg)
-{
-    if (cp->errbuf && cp->errbuf_size) {
-        size_t n = strlen(msg);
-        if (n >= cp->errbuf_size) n = (size_t)cp->errbuf_size - 1;
-        memcpy(cp->errbuf, msg, n);
-        cp->errbuf[n] = 0;
-    }
-}
+static void put_errbuf(const hc_ctx_params *cp, const char *msg) { copy_errbuf(cp->errbuf, cp->errbuf_size, msg); }
 
 static hc_status create_fail(hc_ctx *c, const hc_ctx_params *cp, hc_status st)
 {

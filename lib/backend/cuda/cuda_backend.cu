@@ -13,14 +13,16 @@
 /* ---------------------------------------------------------------------------------------------
  * errors and the current device
  * ------------------------------------------------------------------------------------------- */
-int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what)
+int hci_cu_fail_msg(char *err, size_t errsz, cudaError_t e, const char *what)
 {
     int st = e == cudaErrorMemoryAllocation ? HC_ERR_OUT_OF_MEMORY : HC_ERR_CUDA;
-    hci_errf(be->err, be->errsz, st, "CUDA %s (%s) in %s", cudaGetErrorName(e), cudaGetErrorString(e), what);
+    hci_errf(err, errsz, st, "CUDA %s (%s) in %s", cudaGetErrorName(e), cudaGetErrorString(e), what);
     /* clear a non-sticky error (a failed allocation) so that the next launch check does not see it */
     cudaGetLastError();
     return st;
 }
+
+int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what) { return hci_cu_fail_msg(be->err, be->errsz, e, what); }
 
 int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what)
 {

@@ -99,6 +99,8 @@ int hci_cu_pages_sync(hci_backend *be, hci_page_list *l, int first);
 
 /* Map a CUDA / cuBLAS failure to a status with a message in be->err. */
 int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what);
+/* The same into a message buffer (for code that runs without a backend: device.cu). */
+int hci_cu_fail_msg(char *err, size_t errsz, cudaError_t e, const char *what);
 int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what);
 #define HCI_CU_TRY(be, call)                                               \
     do {                                                                   \

@@ -8,14 +8,6 @@ extern "C" {
 #include "../../util/bf16.h"
 }
 
-static int cu_err(char *err, size_t errsz, cudaError_t e, const char *what)
-{
-    int st = e == cudaErrorMemoryAllocation ? HC_ERR_OUT_OF_MEMORY : HC_ERR_CUDA;
-    hci_errf(err, errsz, st, "CUDA %s (%s) in %s", cudaGetErrorName(e), cudaGetErrorString(e), what);
-    cudaGetLastError(); /* a failed allocation is not sticky: keep the next launch check clean */
-    return st;
-}
-
 /* ---------------------------------------------------------------------------------------------
  * weights: uploaded once per model and device
  * ------------------------------------------------------------------------------------------- */
@@ -119,7 +111,7 @@ static int upload_weights(hci_cu_device *d, char *err, size_t errsz)
     }
     d->weight_allocs = u.allocs;
     d->w.bytes = u.bytes;
-    return u.err == cudaSuccess ? HC_OK : cu_err(err, errsz, u.err, "uploading the weights");
+    return u.err == cudaSuccess ? HC_OK : hci_cu_fail_msg(err, errsz, u.err, "uploading the weights");
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -162,7 +154,7 @@ static int create(const hc_model *m, int ordinal, char *err, size_t errsz, hci_c
         cudaError_t e = cudaMemPoolCreate(&d->pool, &props);
         if (e != cudaSuccess) {
             d->pool = nullptr;
-            st = cu_err(err, errsz, e, "cudaMemPoolCreate");
+            st = hci_cu_fail_msg(err, errsz, e, "cudaMemPoolCreate");
         }
     }
     /* a geometry-only model has no weights: its contexts are sized, filled and saved, never run */
