@@ -1,0 +1,161 @@
+/* prefill-ops - where the time of one prefill chunk goes, per op, on the CUDA backend: for each
+ * layer kind (V4-Flash geometry), a context filled to 64K tokens, then chunks of 2048 tokens:
+ * the wall time of hc_append (host input and output) and, for the same chunk through the ops
+ * with an event after each, the GPU time of each op. A program that prints numbers.
+ *   prefill-ops [CONTEXT_TOKENS]
+ * Built by hand against an internal tree (it reads ctx/ctx.h); -DHC_OLD_CACHE_API for trees
+ * before lib/cache (parent 26242f0 of the architecture change), so one source times both. */
+#define _POSIX_C_SOURCE 200809L
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "ctx/ctx.h"
+#include "hybridctx_experimental.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return v[n / 2];
+}
+#define CHECK(call)                                                                          \
+    do {                                                                                     \
+        int st_ = (call);                                                                    \
+        if (st_) { fprintf(stderr, "prefill-ops: %s: %d %s\n", #call, st_, c->err); exit(1); } \
+    } while (0)
+
+enum { T_PREP, T_IN, T_Q, T_KV, T_IDXQ, T_ICOMP, T_TOPK, T_COMP, T_ATT, T_WIN, T_OUT, T_STORE, NT };
+static const char *names[NT] = {"prepare", "input", "q_path", "kv_path", "index_q", "idx_comp", "topk",
+                                "compress", "attend", "window", "out_path", "output"};
+
+static void prepare(hc_ctx *c, int n)
+{
+    hci_backend *be = c->be;
+    hci_layer_cache *lc = &c->layers[0];
+    int64_t end = c->n_tokens + n;
+    CHECK(be->ops->reserve(be, 0, n, end));
+#ifdef HC_OLD_CACHE_API
+    hci_comp_cache *cc[2] = {lc->ratio ? &lc->comp : NULL, lc->ratio == 4 ? &lc->idx : NULL};
+    for (int k = 0; k < 2; k++)
+        if (cc[k]) CHECK(be->ops->pages_grow(be, &cc[k]->entries, (int)((end / cc[k]->ratio + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES)));
+#else
+    CHECK(hci_cache_prepare(be, lc, end));
+#endif
+}
+
+/* One chunk of n tokens through the ops of layer 0, an event after each. */
+static void timed_chunk(hc_ctx *c, const float *x, float *y, int n, double ms[NT])
+{
+    hci_backend *be = c->be;
+    const hci_backend_ops *op = be->ops;
+    hci_layer_cache *lc = &c->layers[0];
+    hci_workspace *w = &c->ws;
+    int64_t pos = c->n_tokens;
+#ifdef HC_OLD_CACHE_API
+    cudaStream_t s = (cudaStream_t)hci_backend_cuda_stream(be);
+#else
+    cudaStream_t s = (cudaStream_t)op->stream(be);
+#endif
+    cudaEvent_t ev[NT + 1];
+    for (int i = 0; i <= NT; i++) cudaEventCreate(&ev[i]);
+    for (int i = 0; i < NT; i++) ms[i] = 0;
+    int dim = c->model->cfg.dim;
+    cudaEventRecord(ev[0], s);
+    prepare(c, n);
+    cudaEventRecord(ev[T_PREP + 1], s);
+    CHECK(op->load_input(be, x, HC_DTYPE_F32, 1, (int64_t)n * dim, w->x));
+    cudaEventRecord(ev[T_IN + 1], s);
+    CHECK(op->q_path(be, 0, n, pos, w->x, w->c, w->q));
+    cudaEventRecord(ev[T_Q + 1], s);
+    CHECK(op->kv_path(be, 0, n, pos, w->x, w->kv));
+    cudaEventRecord(ev[T_KV + 1], s);
+    if (lc->ratio == 4) {
+        CHECK(op->index_q(be, 0, n, pos, w->x, w->c, w->qi, w->w));
+        cudaEventRecord(ev[T_IDXQ + 1], s);
+        CHECK(op->compress(be, 0, 1, &lc->idx, n, pos, w->x));
+        cudaEventRecord(ev[T_ICOMP + 1], s);
+        CHECK(op->index_topk(be, 0, &lc->idx, n, pos, w->qi, w->w, w->sel));
+        cudaEventRecord(ev[T_TOPK + 1], s);
+    } else {
+        for (int i = T_IDXQ; i <= T_TOPK; i++) cudaEventRecord(ev[i + 1], s);
+    }
+    if (lc->ratio) CHECK(op->compress(be, 0, 0, &lc->comp, n, pos, w->x));
+    cudaEventRecord(ev[T_COMP + 1], s);
+    CHECK(op->attend(be, 0, lc, n, pos, w->q, w->kv, lc->ratio == 4 ? w->sel : NULL, w->o));
+    cudaEventRecord(ev[T_ATT + 1], s);
+    CHECK(op->window_write(be, lc, n, pos, w->kv));
+    cudaEventRecord(ev[T_WIN + 1], s);
+    CHECK(op->out_path(be, 0, n, pos, w->o, w->y));
+    cudaEventRecord(ev[T_OUT + 1], s);
+    CHECK(op->store_output(be, w->y, HC_DTYPE_F32, 1, (int64_t)n * dim, y));
+    cudaEventRecord(ev[T_STORE + 1], s);
+    cudaEventSynchronize(ev[NT]);
+    for (int i = 0; i < NT; i++) {
+        float t = 0;
+        cudaEventElapsedTime(&t, ev[i], ev[i + 1]);
+        ms[i] = t;
+    }
+    for (int i = 0; i <= NT; i++) cudaEventDestroy(ev[i]);
+    c->n_tokens += n; /* a real chunk: count it */
+}
+
+int main(int argc, char **argv)
+{
+    int64_t ctx_len = argc > 1 ? atoll(argv[1]) : 65536;
+    const int n = 2048, reps = 7;
+    const char *kinds[3] = {"0", "4", "128"}, *label[3] = {"SWA", "CSA", "HCA"};
+    printf("| kind | wall ms/chunk (hc_append) | GPU ms (sum of ops) |");
+    for (int i = 0; i < NT; i++) printf(" %s |", names[i]);
+    printf("\n|---|---|---|");
+    for (int i = 0; i < NT; i++) printf("---|");
+    printf("\n");
+    for (int k = 0; k < 3; k++) {
+        char json[256];
+        snprintf(json, sizeof json, "{\"num_hidden_layers\": 1, \"compress_ratios\": [%s]}", kinds[k]);
+        hc_model_params mp;
+        hc_model_params_init(&mp, sizeof mp);
+        hc_model *m = NULL;
+        if (hc_model_create_random(json, 1, &mp, &m)) return 1;
+        hc_ctx_params p;
+        hc_ctx_params_init(&p, sizeof p);
+        p.backend = HC_BACKEND_CUDA;
+        p.cache_format = HC_CACHE_FP8;
+        hc_ctx *c = NULL;
+        if (hc_ctx_create(m, &p, &c)) return 1;
+        int dim = m->cfg.dim;
+        float *x = malloc(sizeof(float) * n * dim), *y = malloc(sizeof(float) * n * dim);
+        for (int64_t i = 0; i < (int64_t)n * dim; i++) x[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;
+        CHECK(hc_x_ctx_fill_random(c, ctx_len, 7));
+        double wall[16], ops[NT][16], gsum[16];
+        for (int r = 0; r < 3 + reps; r++) {
+            double t0 = now_s();
+            CHECK(hc_append(c, 0, x, n, y));
+            if (r >= 3) wall[r - 3] = 1e3 * (now_s() - t0);
+        }
+        for (int r = 0; r < reps; r++) {
+            double ms[NT];
+            timed_chunk(c, x, y, n, ms);
+            gsum[r] = 0;
+            for (int i = 0; i < NT; i++) ops[i][r] = ms[i], gsum[r] += ms[i];
+        }
+        printf("| %s | %.3f | %.3f |", label[k], median(wall, reps), median(gsum, reps));
+        for (int i = 0; i < NT; i++) printf(" %.3f |", median(ops[i], reps));
+        printf("\n");
+        fflush(stdout);
+        free(x), free(y);
+        hc_ctx_free(c);
+        hc_model_free(m);
+    }
+    return 0;
+}
