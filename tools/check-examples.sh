@@ -5,7 +5,8 @@
 # Uses the uninstalled library in BUILDDIR, like tools/check-bindings.sh (PKG_CONFIG_PATH=
 # BUILDDIR/meson-uninstalled, LD_LIBRARY_PATH=BUILDDIR); needs cc, /usr/bin/python3 with numpy,
 # go and cargo (~/.cargo/bin). No package registry is used.
-#   1. C:      examples/c/model_loop.c, cc -Wall -Wextra -Werror, flags from pkg-config
+#   1. C:      examples/c/model_loop.c, cc -Wall -Wextra -Werror, flags from pkg-config; and
+#              examples/c/batch_decode.c (exit 0 only when batched calls equal separate ones)
 #   2. Python: examples/python/model_loop.py (the package from bindings/python)
 #   3. Rust:   examples/rust (its own crate, hybridctx by path): fmt, clippy, run
 #   4. Go:     examples/go (its own module, replace directive): gofmt, vet, run
@@ -53,6 +54,11 @@ same_as_c() {  # LANG FILE
 }
 
 same_as_c examples/README.md "$work/readme.out"
+
+step "c: examples/c/batch_decode.c (forks, ragged and batched decode; checks itself)"
+# shellcheck disable=SC2046 # pkg-config's output is a list of flags
+cc -std=c11 -O2 -Wall -Wextra -Werror examples/c/batch_decode.c $(pkg-config --cflags --libs hybridctx) -o "$work/batch_decode_c"
+"$work/batch_decode_c"
 
 step "python: examples/python/model_loop.py"
 PYTHONPATH="$root/bindings/python" "$PY" examples/python/model_loop.py >"$work/py.out"
