@@ -34,6 +34,8 @@ static const candidate candidates[] = {
     /* the CUDA backend's alternative paths (docs/cuda.md, Options) must conform as well */
     {"cuda (index_exact_only, attend_simple)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"index_exact_only", "attend_simple"}},
+    /* the fast FP8 GEMV takes the 64-token pieces: also checked for batch invariance */
+    {"cuda (fp8_gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"fp8_gemv_fast"}},
 };
 
 static const char *g_geom;
@@ -103,6 +105,27 @@ static void check_bf16(const candidate *k, hc_ctx *cb, int l, const char *what, 
     printf("  layer %d %-14s rel L2 %.2e %s\n", l, what, e, same ? "(bitwise equal)" : "");
     if (k->bitwise || must_be_equal) ck_assert_msg(same, "%s: layer %d %s differs from the CPU's", k->name, l, what);
     else ck_assert_msg(e < bound, "%s: layer %d %s rel L2 %.3g >= %.3g", k->name, l, what, e, bound);
+}
+
+/* A token's projections must not depend on the other tokens of the call: q_path of the piece's
+ * first m tokens (m = 1, 5, 17, 40) gives bitwise the rows that the whole piece (already in ws.q)
+ * gave at the same positions. cb's ws.x holds the piece's input. */
+static void check_batch_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int qw)
+{
+    const hci_backend_ops *ob = cb->be->ops;
+    hci_workspace *w = &cb->ws;
+    uint16_t *all = fetch(cb, w->q, sizeof(uint16_t) * (size_t)n * qw);
+    static const int ms[] = {1, 5, 17, 40};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0] && ms[i] < n; i++) {
+        ck_assert_int_eq(ob->q_path(cb->be, l, ms[i], pos0, w->x, w->c, w->q), HC_OK);
+        uint16_t *part = fetch(cb, w->q, sizeof(uint16_t) * (size_t)ms[i] * qw);
+        ck_assert_msg(memcmp(part, all, sizeof(uint16_t) * (size_t)ms[i] * qw) == 0,
+                      "layer %d: q_path of the first %d tokens differs from theirs in a call of %d", l, ms[i], n);
+        free(part);
+    }
+    printf("  layer %d %-14s the rows of 1, 5, 17, 40 tokens equal theirs among %d (batch invariance)\n", l,
+           "q_path", n);
+    free(all);
 }
 
 /* Entries [0, count) of two page lists, unpacked: identical values. */
@@ -191,6 +214,7 @@ static void conform(const candidate *k)
         check_bf16(k, cb, l, "q_path c", wb->c, wa->c, (size_t)n * cfg->q_lora_rank, k->proj, 0);
         check_bf16(k, cb, l, "q_path q", wb->q, wa->q, (size_t)n * H * d, k->proj, 0);
         check_bf16(k, cb, l, "kv_path", wb->kv, wa->kv, (size_t)n * d, k->proj, 0);
+        if (k->options[0] && !strcmp(k->options[0], "fp8_gemv_fast")) check_batch_invariance(cb, l, n, pos0, H * d);
         /* from here on both take the CPU's results as inputs */
         put(cb, wb->c, wa->c, sizeof(uint16_t) * (size_t)n * cfg->q_lora_rank);
         put(cb, wb->q, wa->q, sizeof(uint16_t) * (size_t)n * H * d);

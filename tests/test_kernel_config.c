@@ -270,6 +270,18 @@ START_TEST(gemv_quant_shapes)
     ck_assert(is_pow2(GV_LANES_PER_BLOCK) && 32 % GV_LANES_PER_BLOCK == 0);
     ck_assert_int_eq(GV_BLOCKS_PER_STEP * GV_LANES_PER_BLOCK, 32);
     ck_assert_int_ge(GV_MAX_N, 1);
+    /* fast GEMV: two mma steps of k 32 per 64-byte span cover it once, and every logical k of
+     * lane t's registers lies in the 16 bytes that lane t loaded */
+    int hit[64] = {0};
+    for (int step = 0; step < 2; step++)
+        for (int k = 0; k < 32; k++) {
+            int b = gt_span_byte(step, k), t = (k & 15) >> 2;
+            ck_assert(b >= 16 * t && b < 16 * t + 16);
+            hit[b]++;
+        }
+    for (int b = 0; b < 64; b++) ck_assert_int_eq(hit[b], 1);
+    ck_assert_int_eq(GT_TOK * GT_MAX_MT, GT_MAX_N);
+    ck_assert_int_eq(GV_SCALE_BLOCK % GT_ROWS, 0); /* a CTA's rows share one weight-scale row */
     /* act_quant: a warp per (token, block), one 32-bit word of codes per lane */
     ck_assert_int_eq(AQ_PER_LANE, 4);
     ck_assert_int_eq(AQ_BLOCK, 32 * AQ_PER_LANE);

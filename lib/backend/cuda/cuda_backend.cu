@@ -43,6 +43,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"fp8_gemm_cublaslt", offsetof(hci_cu_options, fp8_gemm_cublaslt)},
         {"index_exact_only", offsetof(hci_cu_options, index_exact_only)},
         {"attend_simple", offsetof(hci_cu_options, attend_simple)},
+        {"fp8_gemv_fast", offsetof(hci_cu_options, fp8_gemv_fast)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {

@@ -64,6 +64,12 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     uint8_t *q = (uint8_t *)scratch;
     float *qs = (float *)((char *)scratch + hci_align256((size_t)np * K));
     if (hci_cu_act_quant(cu->stream, x, ldx, n, np, K, q, qs)) return hci_cu_fail(be, cudaGetLastError(), "act_quant");
+    if (cu->opt.fp8_gemv_fast && n <= HCI_CU_GEMV_FAST_MAX_N && M % GT_ROWS == 0) {
+        int st = hci_cu_gemv_fp8_fast(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
+        if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8_fast");
+        if (st) return hci_errf(be->err, be->errsz, st, "gemv_fp8_fast: unsupported %dx%d weight layout", M, K);
+        return HC_OK;
+    }
     if (n <= HCI_CU_GEMV_MAX_N) {
         int st = hci_cu_gemv_fp8(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8");

@@ -1,11 +1,39 @@
-/* gemv/config.h - launch shape of the GEMVs (gemv.cu): one warp per output row. */
+/* gemv/config.h - launch shapes of the GEMVs: the exact ones (gemv.cu, one warp per output row)
+ * and the fast FP8 one on tensor cores (gemv_fp8_tc.cu). Plain C (host and device: HCI_HD), so
+ * that tests/test_kernel_config.c checks the fast kernel's byte map on the host. */
 #ifndef HCI_KERNELS_GEMV_CONFIG_H
 #define HCI_KERNELS_GEMV_CONFIG_H
+#include "util/bf16.h" /* HCI_HD */
 
 #define GV_WARPS 8               /* rows (warps) per CTA */
 #define GV_MAX_N 16              /* tokens per call: one accumulator per token in registers */
 #define GV_SCALE_BLOCK 128       /* FP8: one scale per 128x128 weights and per 128 k of a token */
 #define GV_LANES_PER_BLOCK 8     /* FP8: eight lanes of 16 codes (one 16-byte load) share a block ... */
 #define GV_BLOCKS_PER_STEP (32 / GV_LANES_PER_BLOCK) /* ... so a warp takes four blocks per step */
+
+/* ---- fast FP8 GEMV (gemv_fp8_tc.cu): mma.m16n8k32 e4m3 with fp32 promotion per 128-k block.
+ * The tokens are the mma's M side (16 per m-tile, zero rows beyond n), the weight rows its N side
+ * (8 per CTA). The 8 warps of a CTA take the k-blocks kb = warp, warp + 8, ... and their sums are
+ * added in warp order: a fixed split, whatever the number of tokens, so that a token's result does
+ * not depend on the others in the call (batch invariance). ---- */
+#define GT_ROWS 8                /* weight rows per CTA = the mma's n */
+#define GT_WARPS 8               /* k-split: warps per CTA */
+#define GT_TOK 16                /* tokens per m-tile = the mma's m */
+#define GT_MAX_MT 4              /* m-tiles per call: 64 tokens */
+#define GT_MAX_N (GT_TOK * GT_MAX_MT)
+#define GT_UNROLL 4              /* k-blocks of a warp whose weights are loaded before any is used */
+
+/* Byte map. A k-block of 128 codes is two spans of 64; in each span lane (g, t) (g = lane / 4,
+ * t = lane % 4) loads the 16 bytes [16 t, 16 t + 16) of its weight row g and of its tokens g and
+ * g + 8 with one 16-byte load each, and feeds them to two mma steps of k = 32: step s takes bytes
+ * [16 t + 8 s, 16 t + 8 s + 8). mma's operand rule (PTX, m16n8k32 .e4m3) puts k = 4 t + i in the
+ * first register and 16 + 4 t + i in the second, for A and B alike; so logical k of step s maps
+ * to the span byte gt_span_byte(s, k). The map is the same for weights and tokens, so each step
+ * pairs equal bytes, and the two steps together cover the span once. */
+HCI_HD int gt_span_byte(int step, int k)
+{
+    int t = (k & 15) >> 2, half = k >> 4, i = k & 3;
+    return 16 * t + 8 * step + 4 * half + i;
+}
 
 #endif
