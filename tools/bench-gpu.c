@@ -36,6 +36,21 @@ static void emit(const char *fmt, ...)
     fflush(stdout);
 }
 
+/* --json FILE: the same numbers as series (docs/perf/README.md schema; tools/plot-perf.py) */
+static char g_js[4][16384]; /* decode, decode_model, prefill, memory: comma-separated objects */
+enum { J_DECODE, J_MODEL, J_PREFILL, J_MEMORY };
+static void jrow(int section, const char *fmt, ...)
+{
+    char row[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(row, sizeof row, fmt, ap);
+    va_end(ap);
+    size_t len = strlen(g_js[section]);
+    snprintf(g_js[section] + len, sizeof g_js[section] - len, "%s\n    %s", len ? "," : "", row);
+}
+static const char *g_numerics = "exact"; /* or the options that change the numerics */
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -196,9 +211,16 @@ static void decode_table(int ratio, const int64_t *lens, int nlens, int steps)
         double iflops = ratio == 4 ? 2.0 * g->index_n_heads * g->index_head_dim * (double)(n / 4) : 0;
         double floor_ms = 1e3 * (wbytes / BW + (abytes / BW > aflops / BF16_PEAK ? abytes / BW : aflops / BF16_PEAK) +
                                  (ibytes / BW > iflops / FP8_PEAK ? ibytes / BW : iflops / FP8_PEAK));
-        emit("| %lldK | %.3f | %.3f | %.3f | %.3f | %.3f | **%.3f** | %.4f |\n", (long long)(n / 1024),
-             median(acc[P_PROJ], steps), median(acc[P_COMP], steps), median(acc[P_INDEX], steps),
-             median(acc[P_ATTN], steps), median(acc[P_OTHER], steps), median(tot, steps), floor_ms);
+        double mp = median(acc[P_PROJ], steps), mc = median(acc[P_COMP], steps), mi = median(acc[P_INDEX], steps);
+        double ma = median(acc[P_ATTN], steps), mo = median(acc[P_OTHER], steps), mt = median(tot, steps);
+        emit("| %lldK | %.3f | %.3f | %.3f | %.3f | %.3f | **%.3f** | %.4f |\n", (long long)(n / 1024), mp, mc, mi, ma,
+             mo, mt, floor_ms);
+        jrow(J_DECODE,
+             "{\"layer\": \"%s\", \"ctx\": %lld, \"batch\": 1, \"io\": \"host f32\", \"numerics\": \"%s\", "
+             "\"us\": %.1f, \"floor_us\": %.1f, \"parts_us\": {\"projections\": %.1f, \"compressors\": %.1f, "
+             "\"indexer_topk\": %.1f, \"attention\": %.1f, \"other\": %.1f}}",
+             ratio == 4 ? "CSA" : "HCA", (long long)n, g_numerics, 1e3 * mt, 1e3 * floor_ms, 1e3 * mp, 1e3 * mc,
+             1e3 * mi, 1e3 * ma, 1e3 * mo);
         fprintf(stderr, "  (fill of %lld tokens: %.2f s)\n", (long long)n, tf);
         hc_ctx_free(c);
     }
@@ -233,8 +255,13 @@ static void prefill_table(const int64_t *lens, int nlens)
             double f8 = 2.0 * params * n + (ratios[k] == 4 ? 2048.0 * (double)n * n : 0);
             double ent = ratios[k] == 4 ? g->window + g->index_topk : (ratios[k] ? g->window + n / 256.0 : g->window);
             double f16 = 4.0 * g->n_heads * g->head_dim * ent * n;
-            emit("| %s | %lldK | %.2f | %.0f | %.3f |\n", ratios[k] == 0 ? "SWA" : ratios[k] == 4 ? "CSA" : "HCA",
-                 (long long)(n / 1024), t, (double)n / t, f8 / FP8_PEAK + f16 / BF16_PEAK);
+            const char *kind = ratios[k] == 0 ? "SWA" : ratios[k] == 4 ? "CSA" : "HCA";
+            emit("| %s | %lldK | %.2f | %.0f | %.3f |\n", kind, (long long)(n / 1024), t, (double)n / t,
+                 f8 / FP8_PEAK + f16 / BF16_PEAK);
+            jrow(J_PREFILL,
+                 "{\"layer\": \"%s\", \"ctx\": %lld, \"tokens\": %lld, \"chunk\": 2048, \"io\": \"host f32\", "
+                 "\"numerics\": \"%s\", \"s\": %.3f, \"tokens_per_s\": %.0f, \"floor_s\": %.4f}",
+                 kind, (long long)n, (long long)n, g_numerics, t, (double)n / t, f8 / FP8_PEAK + f16 / BF16_PEAK);
             hc_ctx_free(c);
         }
         free(x), free(y);
@@ -268,7 +295,14 @@ static void full_model_1m(int64_t n, int steps)
             if (hc_decode(c, l, x, y)) { fprintf(stderr, "decode: %s\n", c->err); exit(1); }
         if (s) times[s - 1] = now_s() - t1;
     }
-    emit("- decode, all 43 layers, batch 1: median %.2f ms per token over %d tokens\n", 1e3 * median(times, steps), steps);
+    double ms = 1e3 * median(times, steps);
+    emit("- decode, all 43 layers, batch 1: median %.2f ms per token over %d tokens\n", ms, steps);
+    jrow(J_MODEL,
+         "{\"layers\": 43, \"ctx\": %lld, \"batch\": 1, \"io\": \"host f32\", \"numerics\": \"%s\", "
+         "\"ms_per_step\": %.3f, \"floor_ms\": null}",
+         (long long)(n - 64), g_numerics, ms);
+    jrow(J_MEMORY, "{\"ctx\": %lld, \"bytes\": %llu, \"bf16_bytes\": %llu, \"source\": \"hc_ctx_memory_bytes\"}",
+         (long long)(n - 64), (unsigned long long)hc_ctx_memory_bytes(c), (unsigned long long)(kv_bf16 + st_fp8));
     free(x), free(y);
     hc_ctx_free(c);
     hc_model_free(m);
@@ -294,6 +328,27 @@ static void profile_decode(void)
     hc_model_free(m);
 }
 
+static int write_json(const char *path, const char *gpu, const char *commit)
+{
+    if (!path) return 0;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "bench-gpu: %s: cannot open for writing\n", path);
+        return 1;
+    }
+    time_t now = time(NULL);
+    char date[16];
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+    fprintf(f, "{\n  \"date\": \"%s\", \"gpu\": \"%s\", \"commit\": \"%s\", \"model\": \"V4-Flash geometry\",\n", date,
+            gpu, commit);
+    fprintf(f, "  \"ceilings\": {\"read_tb_s\": %.2f, \"bf16_tflops\": %.0f, \"fp8_tflops\": %.0f},\n", BW / 1e12,
+            BF16_PEAK / 1e12, FP8_PEAK / 1e12);
+    static const char *names[4] = {"decode", "decode_model", "prefill", "memory"};
+    for (int i = 0; i < 4; i++) fprintf(f, "  \"%s\": [%s\n  ],\n", names[i], g_js[i]);
+    fprintf(f, "  \"kernels\": []\n}\n");
+    return fclose(f) ? 1 : 0;
+}
+
 static const char usage[] =
     "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--option NAME=0|1]...\n"
     "\n"
@@ -305,6 +360,8 @@ static const char usage[] =
     "  --full-only         only the whole 43-layer model at 1M tokens\n"
     "  --profile           only a few decode steps of one CSA layer at 4K, for a kernel profiler\n"
     "  --option NAME=V     a CUDA backend option for every context (docs/cuda.md, Options)\n"
+    "  --json FILE         also write the numbers as JSON series (docs/perf/README.md)\n"
+    "  --commit ID         the commit measured, for the JSON\n"
     "  -h, --help          this text\n";
 
 int main(int argc, char **argv)
@@ -313,10 +370,11 @@ int main(int argc, char **argv)
         {"out", required_argument, NULL, 'o'}, {"quick", no_argument, NULL, 'q'},
         {"full-only", no_argument, NULL, 'f'}, {"profile", no_argument, NULL, 'p'},
         {"option", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
+        {"json", required_argument, NULL, 'j'}, {"commit", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
     int quick = 0, full_only = 0, profile = 0, o, bad = 0;
-    const char *out = NULL;
+    const char *out = NULL, *json = NULL, *commit = "unknown";
     while (!bad && (o = cli_getopt("bench-gpu", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'o': out = optarg; break;
@@ -335,6 +393,8 @@ int main(int argc, char **argv)
             g_options[g_n_options++].value = eq[1] - '0';
             break;
         }
+        case 'j': json = optarg; break;
+        case 'c': commit = optarg; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
         }
@@ -346,17 +406,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "%.*s\n(bench-gpu --help for details)\n", (int)(strstr(usage, "\n\n") - usage), usage);
         return CLI_EXIT_USAGE;
     }
+    static char numerics[600] = "exact";
+    for (int i = 0; i < g_n_options; i++)
+        if (g_options[i].value) {
+            size_t len = strlen(numerics);
+            snprintf(numerics + len, sizeof numerics - len, "+%s", g_options[i].name);
+        }
+    g_numerics = numerics;
     if (out && !(g_out = fopen(out, "w"))) {
         fprintf(stderr, "bench-gpu: %s: cannot open for writing\n", out);
         return 1;
     }
     if (profile) {
         profile_decode();
-        return 0;
-    }
-    if (full_only) {
-        full_model_1m(1048576, 10);
-        if (g_out) fclose(g_out);
         return 0;
     }
     int32_t nd = 0;
@@ -367,6 +429,11 @@ int main(int argc, char **argv)
     }
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
+    if (full_only) {
+        full_model_1m(1048576, 10);
+        if (g_out) fclose(g_out);
+        return write_json(json, prop.name, commit);
+    }
     emit("## bench-gpu: %s, %d SMs, libhybridctx %s\n", prop.name, prop.multiProcessorCount, hc_version_string());
     int64_t dl[3] = {4096, 131072, 1048576}, pl[2] = {8192, 131072};
     decode_table(4, dl, quick ? 2 : 3, quick ? 5 : 20);
@@ -374,5 +441,5 @@ int main(int argc, char **argv)
     prefill_table(pl, quick ? 1 : 2);
     full_model_1m(quick ? 65536 : 1048576, quick ? 3 : 10);
     if (g_out) fclose(g_out);
-    return 0;
+    return write_json(json, prop.name, commit);
 }
