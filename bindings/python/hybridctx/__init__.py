@@ -626,6 +626,7 @@ class Context:
         self._progress: Optional[_Progress] = None
         self._ptr = ptr
         self._finalizer = weakref.finalize(self, _free_ctx, ptr, model._handle)
+        self._on_cuda = _lib.hc_ctx_backend(ptr) == Backend.CUDA  # AUTO resolved
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -665,7 +666,10 @@ class Context:
     def _input(self, x: npt.ArrayLike) -> "npt.NDArray[Any]":
         """x as a C-contiguous array of the context's dtype, shape (n, dim) or (dim,)."""
         if not isinstance(x, np.ndarray) and hasattr(x, "__dlpack__"):
-            x = np.from_dlpack(x)  # type: ignore[arg-type]  # a host DLPack object
+            try:  # a host DLPack object (device ones do not come here)
+                x = np.from_dlpack(x)  # type: ignore[arg-type]
+            except Exception:
+                pass  # np.asarray may still read it (__array__, the buffer protocol)
         x = np.asarray(x)
         if self._io_dtype == IODtype.F32:
             if x.dtype != np.float32:
@@ -715,8 +719,7 @@ class Context:
                            f"{'float32' if want == 'f32' else 'bfloat16 (or its bits as uint16)'}")
         if len(a.shape) not in (1, 2) or a.shape[-1] != self._dim:
             raise _bad_arg(f"{name} has shape {a.shape}; expected (n, {self._dim}) or ({self._dim},)")
-        if a.device is not None and self._settings["backend"] == Backend.CUDA and \
-                a.device != self._settings["device"]:
+        if a.device is not None and self._on_cuda and a.device != self._settings["device"]:
             raise _bad_arg(f"{name} is on CUDA device {a.device}, the context on device "
                            f"{self._settings['device']}")
         if a.nbytes and not a.ptr:

@@ -283,6 +283,9 @@ def test_device_context_checks(dev_ctx):
     shifted = CAI((2, dim))
     shifted.iface["data"] = (x.buf.ctypes.data + 4, False)
     bad("overlaps", x, shifted)
+    c._on_cuda = True  # as a CUDA context on device 0
+    bad("on CUDA device 1, the context on device 0", DLPack((2, dim), device=(2, 1)), DLPack((2, dim)))
+    c._on_cuda = False
     with pytest.raises(Error) as e:
         c._device_io(CAI((0, dim)), CAI((0, dim)))
     assert e.value.status == Status.N_TOKENS
