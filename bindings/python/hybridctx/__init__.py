@@ -37,7 +37,6 @@ import ctypes
 import dataclasses
 import enum
 import os
-import sys
 import threading
 import weakref
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Type,
@@ -858,7 +857,7 @@ class Context:
                 detail = errbuf.value if errbuf is not None and errbuf.value else \
                     _lib.hc_ctx_last_error(ptr)
                 raise Error(st, detail.decode(errors="replace"))
-        f = object.__new__(Context)
+        f = object.__new__(type(self))
         f._setup(self._model, out.value, s)
         return f
 
