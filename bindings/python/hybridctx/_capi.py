@@ -55,9 +55,14 @@ def _open() -> Tuple[ctypes.CDLL, str]:
 
 # --- structs mirrored from hybridctx.h (size-versioned: always filled by *_params_init) ---------
 
+#: hc_progress_fn: int (*)(void *user, uint64_t done, uint64_t total)
+PROGRESS_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_uint64, c_uint64)
+
+
 class hc_model_params(Structure):
     _fields_ = [("struct_size", c_uint32), ("flags", c_int32), ("n_threads", c_int32),
-                ("reserved0", c_int32), ("errbuf", POINTER(c_char)), ("errbuf_size", c_uint64)]
+                ("reserved0", c_int32), ("errbuf", POINTER(c_char)), ("errbuf_size", c_uint64),
+                ("progress", PROGRESS_FN), ("progress_user", c_void_p)]
 
 
 class hc_model_info(Structure):
@@ -72,7 +77,14 @@ class hc_ctx_params(Structure):
                 ("n_threads", c_int32), ("cache_format", c_int32), ("io_dtype", c_int32),
                 ("io_memory", c_int32), ("flags", c_int32), ("max_tokens", c_int64),
                 ("cuda_stream", c_void_p), ("max_chunk", c_int64),
-                ("errbuf", POINTER(c_char)), ("errbuf_size", c_uint64)]
+                ("errbuf", POINTER(c_char)), ("errbuf_size", c_uint64),
+                ("max_rollback", c_int64)]
+
+
+class hc_ctx_memory_info(Structure):
+    _fields_ = [("struct_size", c_uint32), ("reserved0", c_uint32), ("own_bytes", c_uint64),
+                ("shared_bytes", c_uint64), ("history_bytes", c_uint64),
+                ("workspace_bytes", c_uint64)]
 
 
 class hc_save_params(Structure):
@@ -86,7 +98,8 @@ class hc_backend_info(Structure):
                 ("name", c_char * 16), ("detail", c_char * 256)]
 
 
-STRUCTS = (hc_model_params, hc_model_info, hc_ctx_params, hc_save_params, hc_backend_info)
+STRUCTS = (hc_model_params, hc_model_info, hc_ctx_params, hc_ctx_memory_info, hc_save_params,
+           hc_backend_info)
 
 _P = c_void_p  # opaque handles and data pointers
 _PROTOTYPES = {
@@ -124,9 +137,19 @@ _PROTOTYPES = {
     "hc_ctx_get_metadata": (c_int32, [_P, POINTER(_P), POINTER(c_uint64)]),
     "hc_cuda_device_count": (c_int32, [POINTER(c_int32)]),
     "hc_backend_info_get": (c_int32, [c_int32, c_int32, POINTER(hc_backend_info)]),
+    # serving (0.2)
+    "hc_decode_batch": (c_int32, [POINTER(_P), c_int32, c_int, _P, _P]),
+    "hc_append_batch": (c_int32, [POINTER(_P), c_int32, c_int, _P, POINTER(c_int64), _P]),
+    "hc_ctx_fork": (c_int32, [_P, POINTER(hc_ctx_params), POINTER(_P)]),
+    "hc_ctx_truncate": (c_int32, [_P, c_int64]),
+    "hc_ctx_truncate_limit": (c_int64, [_P]),
+    "hc_ctx_memory_info_get": (c_int32, [_P, POINTER(hc_ctx_memory_info)]),
+    "hc_ctx_set_progress": (c_int32, [_P, PROGRESS_FN, _P]),
+    "hc_ctx_set_stream": (c_int32, [_P, _P]),
 }
 
 HC_ERR_UNSUPPORTED = -15
+HC_ERR_ABORTED = -25
 
 
 class _Lib:
