@@ -15,8 +15,8 @@ import (
 // ProgressFunc receives the progress of a long call: done grows from report to report and the
 // last report has done == total (tokens, bytes or layers, as the call documents). Return true
 // to go on, false to stop the call, which then fails with ErrAborted and changes nothing. It runs
-// on the goroutine that made the call, while the call holds the context: it must not call
-// methods of that context (they would wait for the call to end). A panic in it is recovered
+// on the goroutine that made the call, while the call holds the context (for a batch, every
+// context of the batch): it must not call their methods (they would wait for the call to end). A panic in it is recovered
 // and stops the call; the error's message holds the panic's value.
 type ProgressFunc func(done, total uint64) bool
 
