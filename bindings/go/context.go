@@ -2,20 +2,22 @@ package hybridctx
 
 /*
 #include <stdlib.h>
-#include <hybridctx.h>
+#include "hcgo.h"
 */
 import "C"
 
 import (
 	"fmt"
 	"runtime"
+	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
-// ContextParams are the options of NewContext; the zero value (or nil) means defaults:
-// automatic backend, device 0, all cores, FP8 cache, float32 input and output, the model's
-// maximum length.
+// ContextParams are the options of NewContext and Context.Fork; the zero value (or nil) means
+// defaults: automatic backend, device 0, all cores, FP8 cache, float32 input and output in
+// host memory, the model's maximum length, no rollback.
 type ContextParams struct {
 	Backend     Backend
 	Device      int         // CUDA device ordinal
@@ -23,7 +25,51 @@ type ContextParams struct {
 	CacheFormat CacheFormat // the cache format
 	IODtype     IODtype     // IODtypeF32 (default) or IODtypeBF16
 	MaxTokens   int64       // maximum length; 0 = the model's maximum
-	MaxChunk    int         // tokens processed at once inside a call; 0 = backend default
+	MaxChunk    int         // tokens processed at once inside a call (and the step of progress reports); 0 = backend default
+	// IOMemory is where x and y live: IOMemoryHost (slices, the default) or IOMemoryDevice
+	// (DeviceSlice; CUDA backend only, a CPU context refuses it).
+	IOMemory IOMemory
+	// MaxRollback is the number of tokens Truncate can always take back, 0..65536; 0 = none.
+	// It costs a fixed amount of memory per layer (MemoryInfo.HistoryBytes).
+	MaxRollback int64
+	// CUDAStream is the cudaStream_t to run on (CUDA backend), as a number; 0 = a stream of the
+	// context's own. It must stay valid while the context runs on it.
+	CUDAStream uintptr
+}
+
+// cParams returns p as C params in C memory (freed by the caller with C.free): the stream is an
+// address Go must not keep in pointer-typed memory.
+func (p *ContextParams) cParams() (*C.hc_ctx_params, error) {
+	cp := (*C.hc_ctx_params)(C.calloc(1, C.sizeof_hc_ctx_params))
+	if cp == nil {
+		return nil, newError(ErrOutOfMemory, "out of memory for the context params")
+	}
+	if err := statusError(C.hc_ctx_params_init(cp, C.sizeof_hc_ctx_params)); err != nil {
+		C.free(unsafe.Pointer(cp))
+		return nil, err
+	}
+	cp.backend = C.int32_t(p.Backend)
+	cp.device = C.int32_t(p.Device)
+	cp.n_threads = C.int32_t(p.NThreads)
+	cp.cache_format = C.int32_t(p.CacheFormat)
+	cp.io_dtype = C.int32_t(p.IODtype)
+	cp.io_memory = C.int32_t(p.IOMemory)
+	cp.max_tokens = C.int64_t(p.MaxTokens)
+	cp.max_chunk = C.int64_t(p.MaxChunk)
+	cp.max_rollback = C.int64_t(p.MaxRollback)
+	C.hcgo_ctx_params_stream(cp, C.uintptr_t(p.CUDAStream))
+	if int(cp.device) != p.Device || int(cp.n_threads) != p.NThreads || int(cp.max_chunk) != p.MaxChunk {
+		C.free(unsafe.Pointer(cp))
+		return nil, invalidArg("Device, NThreads or MaxChunk out of range")
+	}
+	return cp, nil
+}
+
+func (p *ContextParams) ioDtype() IODtype {
+	if p.IODtype == 0 {
+		return IODtypeF32
+	}
+	return p.IODtype
 }
 
 // SaveOptions are the options of SaveWith and SaveBytes; nil means defaults (no compression).
@@ -36,11 +82,22 @@ type SaveOptions struct {
 // Context holds one token sequence and its compressed KV cache. Its methods may be called from
 // any goroutine; a mutex serialises them (the library uses a context from one thread at a time).
 type Context struct {
-	mu      sync.Mutex
-	ptr     *C.hc_ctx
-	model   *Model
-	dim     int
-	ioDtype IODtype
+	mu       sync.Mutex
+	ptr      *C.hc_ctx
+	model    *Model
+	dim      int
+	ioDtype  IODtype
+	ioMemory IOMemory
+	id       uint64     // the order in which batches lock their contexts
+	progress cgo.Handle // the registered ProgressFunc; 0: none
+}
+
+var contextIDs atomic.Uint64
+
+func newContextObject(ptr *C.hc_ctx, m *Model, dtype IODtype, memory IOMemory) *Context {
+	c := &Context{ptr: ptr, model: m, dim: m.dim, ioDtype: dtype, ioMemory: memory, id: contextIDs.Add(1)}
+	runtime.SetFinalizer(c, (*Context).Close)
+	return c
 }
 
 // NewContext creates an empty context for m; the context keeps m alive until it is closed. A
@@ -53,24 +110,11 @@ func NewContext(m *Model, p *ContextParams) (*Context, error) {
 	if p == nil {
 		p = &ContextParams{}
 	}
-	var cp C.hc_ctx_params
-	if err := statusError(C.hc_ctx_params_init(&cp, C.size_t(unsafe.Sizeof(cp)))); err != nil {
+	cp, err := p.cParams()
+	if err != nil {
 		return nil, err
 	}
-	cp.backend = C.int32_t(p.Backend)
-	cp.device = C.int32_t(p.Device)
-	cp.n_threads = C.int32_t(p.NThreads)
-	cp.cache_format = C.int32_t(p.CacheFormat)
-	cp.io_dtype = C.int32_t(p.IODtype)
-	cp.max_tokens = C.int64_t(p.MaxTokens)
-	cp.max_chunk = C.int64_t(p.MaxChunk)
-	if int(cp.device) != p.Device || int(cp.n_threads) != p.NThreads {
-		return nil, invalidArg("Device or NThreads out of range")
-	}
-	ioDtype := p.IODtype
-	if ioDtype == 0 {
-		ioDtype = IODtypeF32
-	}
+	defer C.free(unsafe.Pointer(cp))
 	const errLen = 1024
 	// C memory, so that the library may write the message into it.
 	errbuf := (*C.char)(C.calloc(errLen, 1))
@@ -82,16 +126,15 @@ func NewContext(m *Model, p *ContextParams) (*Context, error) {
 		return nil, err
 	}
 	var ptr *C.hc_ctx
-	if st := C.hc_ctx_create(mp, &cp, &ptr); st != C.HC_OK {
+	if st := C.hc_ctx_create(mp, cp, &ptr); st != C.HC_OK {
 		m.release()
 		return nil, newError(Status(st), C.GoString(errbuf))
 	}
-	c := &Context{ptr: ptr, model: m, dim: m.dim, ioDtype: ioDtype}
-	runtime.SetFinalizer(c, (*Context).Close)
-	return c, nil
+	return newContextObject(ptr, m, p.ioDtype(), p.IOMemory), nil
 }
 
-// Close frees the context. It is idempotent and always returns nil.
+// Close frees the context (and releases its progress callback). It is idempotent and always
+// returns nil.
 func (c *Context) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -100,6 +143,10 @@ func (c *Context) Close() error {
 		c.ptr = nil
 		runtime.SetFinalizer(c, nil)
 		c.model.release()
+		if c.progress != 0 {
+			c.progress.Delete()
+			c.progress = 0
+		}
 	}
 	return nil
 }
@@ -110,6 +157,9 @@ func (c *Context) Model() *Model { return c.model }
 // IODtype returns the element type of x and y.
 func (c *Context) IODtype() IODtype { return c.ioDtype }
 
+// IOMemory returns where x and y live: IOMemoryHost (slices) or IOMemoryDevice (DeviceSlice).
+func (c *Context) IOMemory() IOMemory { return c.ioMemory }
+
 // do runs f with the live C context under the mutex and turns a failure into an *Error with the
 // context's last error. The deferred unlock keeps c reachable (no finalizer) during the call.
 func (c *Context) do(f func(*C.hc_ctx) C.hc_status) error {
@@ -119,14 +169,42 @@ func (c *Context) do(f func(*C.hc_ctx) C.hc_status) error {
 		return newError(ErrNullArg, "the context is closed")
 	}
 	if st := f(c.ptr); st != C.HC_OK {
-		return newError(Status(st), C.GoString(C.hc_ctx_last_error(c.ptr)))
+		return c.fail(st)
+	}
+	return nil
+}
+
+// fail is the error of a failed call on c: its last error, and a panic of its progress
+// callback. c.mu must be held.
+func (c *Context) fail(st C.hc_status) error {
+	msg := C.GoString(C.hc_ctx_last_error(c.ptr))
+	if p := progressOf(c.progress).panicText(); p != "" {
+		msg += "; the progress callback panicked: " + p
+	}
+	return newError(Status(st), msg)
+}
+
+// checkIO says why c refuses x and y of type want in memory.
+func (c *Context) checkIO(want IODtype, memory IOMemory) error {
+	if memory != c.ioMemory {
+		if c.ioMemory == IOMemoryDevice {
+			return invalidArg("the context takes device memory (IOMemoryDevice): use DeviceSlice and the *Device calls")
+		}
+		return invalidArg("the context takes host slices (IOMemoryHost), not device memory")
+	}
+	if want != c.ioDtype {
+		return invalidArg("the context takes %s input, not %s", dtypeName(c.ioDtype), dtypeName(want))
 	}
 	return nil
 }
 
 func (c *Context) rows(want IODtype, nx, ny int) (int, error) {
-	if want != c.ioDtype {
-		return 0, invalidArg("the context takes %s input, not %s", dtypeName(c.ioDtype), dtypeName(want))
+	return c.rowsIn(want, IOMemoryHost, nx, ny)
+}
+
+func (c *Context) rowsIn(want IODtype, memory IOMemory, nx, ny int) (int, error) {
+	if err := c.checkIO(want, memory); err != nil {
+		return 0, err
 	}
 	if nx == 0 {
 		return 0, newError(ErrNTokens, "x holds no token")
@@ -140,12 +218,7 @@ func (c *Context) rows(want IODtype, nx, ny int) (int, error) {
 	return nx / c.dim, nil
 }
 
-func (c *Context) elemSize() int {
-	if c.ioDtype == IODtypeBF16 {
-		return 2
-	}
-	return 4
-}
+func (c *Context) elemSize() int { return dtypeSize(c.ioDtype) }
 
 func dtypeName(d IODtype) string {
 	if d == IODtypeBF16 {

@@ -15,6 +15,13 @@
 // hybridctx.ErrOrder) tests the status. Backend.Info says whether a backend (BackendCPU,
 // BackendCUDA, or the one BackendAuto picks) can be used here, and if not, why. The C header include/hybridctx.h documents every call.
 //
+// Serving: DecodeBatch and AppendBatch run several contexts of one model in one call,
+// Context.Fork shares a prefix copy-on-write, Context.Truncate takes back up to
+// ContextParams.MaxRollback tokens, Context.SetProgress reports and stops long calls
+// (ErrAborted), Context.MemoryInfo tells own and shared bytes apart. A CUDA context created with
+// IOMemoryDevice takes DeviceSlice values (Context.AppendDevice); Context.SetStream moves it to
+// another stream.
+//
 // The package links libhybridctx through pkg-config (PKG_CONFIG_PATH=<builddir>/meson-uninstalled
 // for an uninstalled build; LD_LIBRARY_PATH to run).
 package hybridctx
@@ -36,7 +43,7 @@ import (
 // and at least this minor version is accepted.
 const (
 	BindingVersionMajor = 0
-	BindingVersionMinor = 1
+	BindingVersionMinor = 2
 )
 
 // Version returns the runtime library's version string, for example "0.1.0".
@@ -96,6 +103,7 @@ const (
 	ErrModelMismatch  Status = C.HC_ERR_MODEL_MISMATCH
 	ErrBufferTooSmall Status = C.HC_ERR_BUFFER_TOO_SMALL
 	ErrLimit          Status = C.HC_ERR_LIMIT
+	ErrAborted        Status = C.HC_ERR_ABORTED // a progress callback stopped the call; nothing changed
 	ErrInternal       Status = C.HC_ERR_INTERNAL
 )
 
@@ -275,6 +283,15 @@ type IODtype int32
 const (
 	IODtypeF32  IODtype = C.HC_DTYPE_F32  // []float32
 	IODtypeBF16 IODtype = C.HC_DTYPE_BF16 // []uint16 holding bfloat16 bit patterns
+)
+
+// IOMemory is where a context's x and y live (hc_ctx_params.io_memory).
+type IOMemory int32
+
+// I/O memories.
+const (
+	IOMemoryHost   IOMemory = C.HC_MEM_HOST   // Go slices (the default)
+	IOMemoryDevice IOMemory = C.HC_MEM_DEVICE // CUDA device memory (DeviceSlice); CUDA backend only
 )
 
 // Compression of a saved session.

@@ -118,7 +118,7 @@ func TestVersion(t *testing.T) {
 	if err := CheckVersion(); err != nil {
 		t.Fatal(err)
 	}
-	// a library of the bindings' major version and at least their minor (0.1 bindings load 0.2)
+	// a library of the bindings' major version and at least their minor (0.2 bindings load 0.3)
 	if !strings.HasPrefix(Version(), "0.") || VersionNumber()/10000 != BindingVersionMajor ||
 		VersionNumber()/100 < BindingVersionMajor*100+BindingVersionMinor {
 		t.Fatalf("version %s (%d)", Version(), VersionNumber())
@@ -126,12 +126,15 @@ func TestVersion(t *testing.T) {
 }
 
 func TestVersionMismatch(t *testing.T) {
-	if versionError(100, "0.1.0") != nil || versionError(205, "0.2.5") != nil {
+	if versionError(200, "0.2.0") != nil || versionError(305, "0.3.5") != nil {
 		t.Fatal("a compatible version was refused")
+	}
+	if versionError(100, "0.1.0") == nil {
+		t.Fatal("0.1 accepted by bindings of 0.2")
 	}
 	err := versionError(10000, "1.0.0")
 	if !errors.Is(err, ErrVersion) || err.Error() != "HC_ERR_VERSION: libhybridctx 1.0.0 is loaded, "+
-		"but these Go bindings need version 0.x with x >= 1 (install a matching libhybridctx or matching bindings)" {
+		"but these Go bindings need version 0.x with x >= 2 (install a matching libhybridctx or matching bindings)" {
 		t.Fatalf("unexpected %v", err)
 	}
 	if versionError(0, "0.0.0") == nil {

@@ -2,7 +2,7 @@ package hybridctx
 
 /*
 #include <stdlib.h>
-#include <hybridctx.h>
+#include "hcgo.h"
 */
 import "C"
 
@@ -19,6 +19,10 @@ type ModelOptions struct {
 	GeometryOnly bool
 	// NThreads is the number of threads for loading or random initialisation; 0 = all cores.
 	NThreads int
+	// Progress, when set, receives the weight bytes read (LoadModel) or the layers initialised
+	// (NewRandomModel) on the calling goroutine; returning false stops with ErrAborted and no
+	// model (hc_model_params.progress).
+	Progress ProgressFunc
 }
 
 // Model holds the attention weights and configuration of every layer. It is immutable and safe
@@ -75,8 +79,13 @@ func newModel(opts *ModelOptions, ctor func(*C.hc_model_params, **C.hc_model) C.
 	// C memory, so that the library may write the message into it.
 	errbuf := (*C.char)(C.calloc(errLen, 1))
 	defer C.free(unsafe.Pointer(errbuf))
-	var p C.hc_model_params
-	if err := statusError(C.hc_model_params_init(&p, C.size_t(unsafe.Sizeof(p)))); err != nil {
+	// C memory: progress_user holds a cgo.Handle's number, which Go must not keep in a pointer
+	p := (*C.hc_model_params)(C.calloc(1, C.sizeof_hc_model_params))
+	if p == nil {
+		return nil, newError(ErrOutOfMemory, "out of memory for the model params")
+	}
+	defer C.free(unsafe.Pointer(p))
+	if err := statusError(C.hc_model_params_init(p, C.sizeof_hc_model_params)); err != nil {
 		return nil, err
 	}
 	if opts.GeometryOnly {
@@ -85,9 +94,20 @@ func newModel(opts *ModelOptions, ctor func(*C.hc_model_params, **C.hc_model) C.
 	p.n_threads = C.int32_t(opts.NThreads)
 	p.errbuf = errbuf
 	p.errbuf_size = errLen
+	progress := newProgress(opts.Progress)
+	if progress != 0 {
+		defer progress.Delete() // the library calls it only during ctor
+		C.hcgo_model_params_progress(p, C.uintptr_t(progress))
+	}
 	var ptr *C.hc_model
-	if st := ctor(&p, &ptr); st != C.HC_OK {
-		return nil, newError(Status(st), C.GoString(errbuf))
+	if st := ctor(p, &ptr); st != C.HC_OK {
+		msg := C.GoString(errbuf)
+		if progress != 0 {
+			if text := progressOf(progress).panicText(); text != "" {
+				msg += "; the progress callback panicked: " + text
+			}
+		}
+		return nil, newError(Status(st), msg)
 	}
 	m := &Model{ptr: ptr, nLayers: int(C.hc_model_n_layers(ptr)), dim: int(C.hc_model_dim(ptr))}
 	runtime.SetFinalizer(m, (*Model).Close)
@@ -124,6 +144,14 @@ func (m *Model) acquire() (*C.hc_model, error) {
 	}
 	m.refs++
 	return m.ptr, nil
+}
+
+// retain registers a new context of a context of m (a fork), which holds m alive already, so
+// that it succeeds even when m was closed.
+func (m *Model) retain() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refs++
 }
 
 func (m *Model) release() {

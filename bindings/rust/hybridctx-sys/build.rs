@@ -2,7 +2,7 @@
 //!
 //! - `HYBRIDCTX_LIB_DIR=/path/to/dir` links `libhybridctx.so` from that directory (the headers
 //!   are taken from `HYBRIDCTX_INCLUDE_DIR`, else `<dir>/../include`);
-//! - otherwise the `pkg-config` crate asks `pkg-config` for `hybridctx` (at least 0.1; set
+//! - otherwise the `pkg-config` crate asks `pkg-config` for `hybridctx` (at least 0.2; set
 //!   `PKG_CONFIG_PATH`, for example to `<builddir>/meson-uninstalled` for an uninstalled meson
 //!   build, or to `<prefix>/lib/<triplet>/pkgconfig` for an installed one). Its environment
 //!   variables apply (`PKG_CONFIG`, `PKG_CONFIG_PATH`, `PKG_CONFIG_SYSROOT_DIR`, ...).
@@ -17,7 +17,7 @@
 use std::env;
 use std::path::PathBuf;
 
-const MIN_VERSION: &str = "0.1";
+const MIN_VERSION: &str = "0.2";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=HYBRIDCTX_LIB_DIR");

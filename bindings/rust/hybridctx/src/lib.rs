@@ -13,6 +13,12 @@
 //!   its message.
 //! - [`backend_info`] says whether a backend (CPU, CUDA, or the one [`Backend::Auto`] picks) can
 //!   be used here, and if not, why.
+//! - Serving: [`Context::decode_batch`] and [`Context::append_batch`] run several contexts in one
+//!   call; [`Context::fork`] shares a prefix copy-on-write; [`Context::truncate`] takes back up to
+//!   [`ContextParams::max_rollback`] tokens; [`Context::set_progress`] reports and stops long
+//!   calls ([`Status::ABORTED`]); [`Context::memory_info`] tells own and shared bytes apart.
+//! - Device I/O: a CUDA context created with [`IoMemory::Device`] takes [`DeviceSlice`]s
+//!   ([`Context::append_device`]); [`CudaStream`] names the stream it runs on.
 //!
 //! The C header `include/hybridctx.h` documents every function in detail.
 //!
@@ -36,7 +42,7 @@
 
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::ops::{BitAnd, BitOr, BitOrAssign};
+use std::ops::{BitAnd, BitOr, BitOrAssign, ControlFlow};
 use std::os::raw::{c_char, c_int, c_void};
 use std::path::Path;
 use std::ptr::{self, NonNull};
@@ -44,11 +50,18 @@ use std::sync::{Arc, OnceLock};
 
 pub use hybridctx_sys as sys;
 
+mod device;
+mod progress;
+mod serving;
+
+pub use device::{CudaStream, DeviceSlice};
+pub use serving::MemoryInfo;
+
 /// The library version these bindings were written for: a runtime library with the same major
 /// and at least this minor version is accepted (checked when the first model is created). It is
-/// the API these bindings wrap (0.1), not the header hybridctx-sys was generated from, which
-/// may be newer.
-pub const BINDING_VERSION: (u32, u32) = (0, 1);
+/// the API these bindings wrap (0.2: batches, forks, rollback, progress, device I/O), not the
+/// header hybridctx-sys was generated from, which may be newer.
+pub const BINDING_VERSION: (u32, u32) = (0, 2);
 
 /// `Result` with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
@@ -79,7 +92,8 @@ statuses! {
     TENSOR = HC_ERR_TENSOR, UNSUPPORTED = HC_ERR_UNSUPPORTED, NO_DEVICE = HC_ERR_NO_DEVICE,
     CUDA = HC_ERR_CUDA, CUBLAS = HC_ERR_CUBLAS, BAD_STATE = HC_ERR_BAD_STATE,
     CORRUPT = HC_ERR_CORRUPT, VERSION = HC_ERR_VERSION, MODEL_MISMATCH = HC_ERR_MODEL_MISMATCH,
-    BUFFER_TOO_SMALL = HC_ERR_BUFFER_TOO_SMALL, LIMIT = HC_ERR_LIMIT, INTERNAL = HC_ERR_INTERNAL,
+    BUFFER_TOO_SMALL = HC_ERR_BUFFER_TOO_SMALL, LIMIT = HC_ERR_LIMIT, ABORTED = HC_ERR_ABORTED,
+    INTERNAL = HC_ERR_INTERNAL,
 }
 
 impl Status {
@@ -231,15 +245,16 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_a_clear_error() {
-        assert!(version_error(100, "0.1.0").is_none());
-        assert!(version_error(199, "0.1.99").is_none());
+        assert!(version_error(100, "0.1.0").is_some());
         assert!(version_error(200, "0.2.0").is_none());
+        assert!(version_error(299, "0.2.99").is_none());
+        assert!(version_error(300, "0.3.0").is_none());
         let e = version_error(10000, "1.0.0").unwrap();
         assert_eq!(e.status(), Status::VERSION);
         assert_eq!(
             e.to_string(),
             "HC_ERR_VERSION: libhybridctx 1.0.0 is loaded, but these Rust bindings need version 0.x \
-             with x >= 1 (install a matching libhybridctx or matching bindings)"
+             with x >= 2 (install a matching libhybridctx or matching bindings)"
         );
         assert!(version_error(0, "0.0.0").is_some());
     }
@@ -256,6 +271,34 @@ mod tests {
         assert_eq!(BackendState::from_raw(9), BackendState::Other(9));
         assert_eq!(c_text(b"cpu\0junk"), "cpu");
         assert_eq!(c_text(b"no nul"), "no nul");
+    }
+
+    /// A device-I/O context needs CUDA; its refusal of host slices is the binding's own check,
+    /// made before the library is called, so a CPU context marked as one exercises it.
+    #[test]
+    fn device_io_context_refuses_host_slices() {
+        let m = Arc::new(Model::create_random("tiny", 42).unwrap());
+        let dim = m.dim();
+        let mut c = Context::new(&m, &ContextParams::new().backend(Backend::Cpu)).unwrap();
+        c.io_memory = IoMemory::Device;
+        let (x, mut y) = (vec![0.5f32; dim], vec![0f32; dim]);
+        let errors = [
+            c.decode(0, &x, &mut y).unwrap_err(),
+            c.append(0, &x, &mut y).unwrap_err(),
+            c.append_in_place(0, &mut y).unwrap_err(),
+            Context::decode_batch(&mut [&mut c], 0, &x, &mut y).unwrap_err(),
+            Context::append_batch(&mut [&mut c], 0, &x, &[1], &mut y).unwrap_err(),
+        ];
+        for e in errors {
+            assert_eq!(e.status(), Status::INVALID_ARG, "{e}");
+            assert!(e.message().contains("device memory (IoMemory::Device)"), "{e}");
+        }
+        assert_eq!((c.n_tokens(), c.next_layer()), (0, 0));
+        // a fork without params keeps the source's I/O memory
+        let f = c.fork(None).unwrap();
+        assert_eq!(f.io_memory(), IoMemory::Device);
+        c.io_memory = IoMemory::Host;
+        c.decode(0, &x, &mut y).unwrap();
     }
 }
 
@@ -326,6 +369,17 @@ pub enum IoDtype {
     Bf16,
 }
 
+/// Where a context's `x` and `y` live (`hc_ctx_params.io_memory`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IoMemory {
+    /// Host slices ([`Context::append`]): the default.
+    #[default]
+    Host,
+    /// CUDA device memory ([`DeviceSlice`], [`Context::append_device`]); CUDA backend only, used
+    /// in order on the context's stream.
+    Device,
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -378,8 +432,11 @@ pub struct ContextParams {
     n_threads: u32,
     cache_format: CacheFormat,
     io_dtype: IoDtype,
+    io_memory: IoMemory,
     max_tokens: u64,
     max_chunk: u32,
+    max_rollback: u32,
+    cuda_stream: Option<CudaStream>,
 }
 
 impl ContextParams {
@@ -419,8 +476,27 @@ impl ContextParams {
         self
     }
     /// Tokens processed at once inside a call (bounds workspace memory); 0 = backend default.
+    /// It is also the step of the progress reports of a layer call ([`Context::set_progress`]).
     pub fn max_chunk(mut self, n: u32) -> Self {
         self.max_chunk = n;
+        self
+    }
+    /// Where `x` and `y` live: [`IoMemory::Device`] needs the CUDA backend (a CPU context
+    /// refuses it with [`Status::INVALID_ARG`]).
+    pub fn io_memory(mut self, m: IoMemory) -> Self {
+        self.io_memory = m;
+        self
+    }
+    /// Tokens that [`Context::truncate`] can always take back, 0..=65536; 0 (the default) =
+    /// none. Costs a fixed amount of memory per layer ([`MemoryInfo::history_bytes`]).
+    pub fn max_rollback(mut self, n: u32) -> Self {
+        self.max_rollback = n;
+        self
+    }
+    /// The CUDA stream to run on (CUDA backend); `None` (the default): a stream of the
+    /// context's own. Ignored by the CPU backend.
+    pub fn cuda_stream(mut self, stream: Option<CudaStream>) -> Self {
+        self.cuda_stream = stream;
         self
     }
 
@@ -445,6 +521,12 @@ impl ContextParams {
         p.max_tokens = i64::try_from(self.max_tokens)
             .map_err(|_| bad_arg(format!("max_tokens {} is out of range", self.max_tokens)))?;
         p.max_chunk = self.max_chunk.into();
+        p.io_memory = match self.io_memory {
+            IoMemory::Host => sys::HC_MEM_HOST,
+            IoMemory::Device => sys::HC_MEM_DEVICE,
+        } as i32;
+        p.max_rollback = self.max_rollback.into();
+        p.cuda_stream = self.cuda_stream.map_or(ptr::null_mut(), CudaStream::as_raw);
         Ok(p)
     }
 }
@@ -776,9 +858,34 @@ impl Model {
 
     /// [`Model::create_random`] with options.
     pub fn create_random_with(preset_or_config_json: &str, seed: u64, params: &ModelParams) -> Result<Model> {
+        Self::create_random_inner(preset_or_config_json, seed, params, None)
+    }
+
+    /// [`Model::create_random_with`], reporting the layers initialised to `progress`
+    /// (`hc_model_params.progress`; called on this thread). [`ControlFlow::Break`] stops the
+    /// creation with [`Status::ABORTED`], as does a panic of the callback (caught: it does not
+    /// unwind through the library; the error's message holds it).
+    pub fn create_random_with_progress<F>(
+        preset_or_config_json: &str,
+        seed: u64,
+        params: &ModelParams,
+        mut progress: F,
+    ) -> Result<Model>
+    where
+        F: FnMut(u64, u64) -> ControlFlow<()>,
+    {
+        Self::create_random_inner(preset_or_config_json, seed, params, Some(&mut progress))
+    }
+
+    fn create_random_inner(
+        preset_or_config_json: &str,
+        seed: u64,
+        params: &ModelParams,
+        progress: Option<&mut dyn FnMut(u64, u64) -> ControlFlow<()>>,
+    ) -> Result<Model> {
         let text = CString::new(preset_or_config_json)
             .map_err(|_| bad_arg("the preset or config text contains a NUL byte"))?;
-        Self::make(params, |p, out| {
+        Self::make(params, progress, |p, out| {
             // SAFETY: text is a valid C string, p a valid params struct, out a valid out pointer.
             unsafe { sys::hc_model_create_random(text.as_ptr(), seed, p, out) }
         })
@@ -791,14 +898,39 @@ impl Model {
 
     /// [`Model::load`] with options.
     pub fn load_with(path: impl AsRef<Path>, params: &ModelParams) -> Result<Model> {
-        let path = path_cstring(path.as_ref())?;
-        Self::make(params, |p, out| {
+        Self::load_inner(path.as_ref(), params, None)
+    }
+
+    /// [`Model::load_with`], reporting the weight bytes read to `progress` (as
+    /// [`Model::create_random_with_progress`]).
+    pub fn load_with_progress<F>(
+        path: impl AsRef<Path>,
+        params: &ModelParams,
+        mut progress: F,
+    ) -> Result<Model>
+    where
+        F: FnMut(u64, u64) -> ControlFlow<()>,
+    {
+        Self::load_inner(path.as_ref(), params, Some(&mut progress))
+    }
+
+    fn load_inner(
+        path: &Path,
+        params: &ModelParams,
+        progress: Option<&mut dyn FnMut(u64, u64) -> ControlFlow<()>>,
+    ) -> Result<Model> {
+        let path = path_cstring(path)?;
+        Self::make(params, progress, |p, out| {
             // SAFETY: path is a valid C string, p a valid params struct, out a valid out pointer.
             unsafe { sys::hc_model_load(path.as_ptr(), p, out) }
         })
     }
 
-    fn make<F>(params: &ModelParams, ctor: F) -> Result<Model>
+    fn make<F>(
+        params: &ModelParams,
+        progress: Option<&mut dyn FnMut(u64, u64) -> ControlFlow<()>>,
+        ctor: F,
+    ) -> Result<Model>
     where
         F: FnOnce(*const sys::hc_model_params, *mut *mut sys::hc_model) -> sys::hc_status,
     {
@@ -817,10 +949,20 @@ impl Model {
         p.n_threads = i32::try_from(params.n_threads).map_err(|_| bad_arg("n_threads is out of range"))?;
         p.errbuf = errbuf.as_mut_ptr().cast::<c_char>();
         p.errbuf_size = errbuf.len() as u64;
+        // lives on this frame for the whole call: the library calls it only during ctor
+        let mut slot = progress.map(progress::Progress::new);
+        if let Some(slot) = slot.as_mut() {
+            p.progress = Some(progress::trampoline::<&mut dyn FnMut(u64, u64) -> ControlFlow<()>>);
+            p.progress_user = (slot as *mut progress::Progress<_>).cast::<c_void>();
+        }
         let mut raw = ptr::null_mut();
         let st = ctor(&p, &mut raw);
         if st != sys::HC_OK {
-            return Err(Error::new(Status(st), c_text(&errbuf)));
+            let mut msg = c_text(&errbuf);
+            if let Some(panic) = slot.and_then(|s| s.panicked) {
+                msg.push_str(&format!("; the progress callback panicked: {panic}"));
+            }
+            return Err(Error::new(Status(st), msg));
         }
         NonNull::new(raw)
             .map(|raw| Model { raw })
@@ -923,12 +1065,17 @@ pub struct Context {
     raw: NonNull<sys::hc_ctx>,
     model: Arc<Model>,
     io_dtype: IoDtype,
+    io_memory: IoMemory,
     dim: usize,
+    /// The registered progress callback (Box::into_raw): the library holds this pointer as its
+    /// `user`, so it is freed only after the registration is replaced or the context is freed.
+    progress: Option<NonNull<progress::ContextProgress>>,
 }
 
 // SAFETY: the header allows a context to move between threads ("used by one thread at a time
 // (it may move between threads)"). It is not Sync: calls that can fail write the context's
-// last-error buffer and take &mut self; the &self getters only read plain fields.
+// last-error buffer and take &mut self; the &self getters only read plain fields. The progress
+// closure it owns is Send, and is called only on the thread that makes a call on the context.
 unsafe impl Send for Context {}
 
 impl Context {
@@ -946,13 +1093,25 @@ impl Context {
         if st != sys::HC_OK {
             return Err(Error::new(Status(st), c_text(&errbuf)));
         }
+        Context::wrap(raw, model, params.io_dtype, params.io_memory)
+    }
+
+    /// Owns a context the library just made.
+    fn wrap(
+        raw: *mut sys::hc_ctx,
+        model: &Arc<Model>,
+        io_dtype: IoDtype,
+        io_memory: IoMemory,
+    ) -> Result<Context> {
         let raw = NonNull::new(raw)
             .ok_or_else(|| Error::new(Status::INTERNAL, "the library returned no context"))?;
         Ok(Context {
             raw,
             model: Arc::clone(model),
-            io_dtype: params.io_dtype,
+            io_dtype,
+            io_memory,
             dim: model.dim(),
+            progress: None,
         })
     }
 
@@ -966,11 +1125,25 @@ impl Context {
         self.io_dtype
     }
 
-    fn fail(&self, st: sys::hc_status) -> Error {
+    /// Where `x` and `y` live: host slices or [`DeviceSlice`]s.
+    pub fn io_memory(&self) -> IoMemory {
+        self.io_memory
+    }
+
+    /// The context's last error, copied.
+    fn last_error(&self) -> String {
         // SAFETY: self.raw is live; the returned string is owned by the context and copied
         // before any other call on it.
         let msg = unsafe { CStr::from_ptr(sys::hc_ctx_last_error(self.raw.as_ptr())) };
-        Error::new(Status(st), msg.to_string_lossy())
+        msg.to_string_lossy().into_owned()
+    }
+
+    fn fail(&mut self, st: sys::hc_status) -> Error {
+        let mut msg = self.last_error();
+        if let Some(p) = self.take_progress_panic() {
+            msg.push_str(&format!("; the progress callback panicked: {p}"));
+        }
+        Error::new(Status(st), msg)
     }
 
     fn call(&mut self, st: sys::hc_status) -> Result<()> {
@@ -981,7 +1154,16 @@ impl Context {
         }
     }
 
-    fn rows<T: IoElement>(&self, len: usize) -> Result<i64> {
+    /// The tokens of `len` elements of `T` in `memory`, or why this context refuses them.
+    fn rows_in<T: IoElement>(&self, memory: IoMemory, len: usize) -> Result<i64> {
+        if memory != self.io_memory {
+            return Err(bad_arg(match self.io_memory {
+                IoMemory::Host => "the context takes host slices (IoMemory::Host), not device memory",
+                IoMemory::Device => {
+                    "the context takes device memory (IoMemory::Device): use DeviceSlice and the *_device calls"
+                }
+            }));
+        }
         if T::DTYPE != self.io_dtype {
             let want = if self.io_dtype == IoDtype::F32 {
                 "f32"
@@ -1004,6 +1186,10 @@ impl Context {
             )));
         }
         Ok((len / self.dim) as i64)
+    }
+
+    fn rows<T: IoElement>(&self, len: usize) -> Result<i64> {
+        self.rows_in::<T>(IoMemory::Host, len)
     }
 
     /// Run a chunk of `x.len() / dim` tokens through `layer` (0 starts a chunk, then 1, 2, ...,
@@ -1176,6 +1362,7 @@ impl fmt::Debug for Context {
             .field("n_tokens", &self.n_tokens())
             .field("next_layer", &self.next_layer())
             .field("io_dtype", &self.io_dtype)
+            .field("io_memory", &self.io_memory)
             .finish()
     }
 }
@@ -1184,5 +1371,7 @@ impl Drop for Context {
     fn drop(&mut self) {
         // SAFETY: we own the context; its model is still alive (self.model is dropped after).
         unsafe { sys::hc_ctx_free(self.raw.as_ptr()) }
+        // the library, which held the callback's pointer, is gone: free the callback
+        progress::free(self.progress.take());
     }
 }

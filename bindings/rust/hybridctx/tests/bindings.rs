@@ -70,7 +70,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn version_matches() {
     hybridctx::check_version().unwrap();
-    // a library of the bindings' major version and at least their minor (0.1 bindings load 0.2)
+    // a library of the bindings' major version and at least their minor (0.2 bindings load 0.3)
     assert_eq!(hybridctx::version_number() / 10000, hybridctx::BINDING_VERSION.0);
     assert!(
         hybridctx::version_number() / 100
