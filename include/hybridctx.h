@@ -153,6 +153,8 @@ enum { HC_CACHE_DEFAULT = 0, HC_CACHE_BF16 = 1, HC_CACHE_FP8 = 2 };
 enum { HC_DTYPE_DEFAULT = 0, HC_DTYPE_F32 = 1, HC_DTYPE_BF16 = 2 };
 /** Where x and y live: values of hc_ctx_params.io_memory. */
 enum { HC_MEM_HOST = 0, HC_MEM_DEVICE = 1 };
+/** Numerics: values of hc_ctx_params.numerics, returned by hc_ctx_numerics() (docs/numerics.md). */
+enum { HC_NUMERICS_DEFAULT = 0, HC_NUMERICS_FAST = 1, HC_NUMERICS_EXACT = 2 };
 /** Flags of hc_model_params.flags. */
 enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
 /** @var HC_BACKEND_AUTO
@@ -178,6 +180,12 @@ enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
  *  x and y are host pointers (the default) */
 /** @var HC_MEM_DEVICE
  *  x and y are CUDA device pointers, used in order on the context's stream (CUDA backend only) */
+/** @var HC_NUMERICS_DEFAULT
+ *  the backend's default numerics: EXACT on every backend in 0.2 (hc_ctx_params.numerics) */
+/** @var HC_NUMERICS_FAST
+ *  the official kernels' structure: deterministic, batch-invariant, within the faithful tolerance */
+/** @var HC_NUMERICS_EXACT
+ *  caches, entries, keys and top-k sets bitwise equal to the CPU backend's */
 /** @var HC_MODEL_GEOMETRY_ONLY
  *  build the configuration without weights (see hc_model_params.flags) */
 
@@ -352,6 +360,17 @@ typedef struct hc_ctx_params {
     int64_t  max_rollback; /**< tokens that hc_ctx_truncate() can always take back, 0..65536; 0 = none
                                 (default). Costs memory per layer, fixed whatever the length (see
                                 "Serving" below; hc_ctx_memory_info.history_bytes). @since 0.2 */
+    int32_t  numerics;     /**< HC_NUMERICS_DEFAULT, _FAST or _EXACT (docs/numerics.md). EXACT: caches,
+                                compressed entries, indexer keys and top-k sets bitwise equal to the
+                                CPU backend's, outputs within 6e-4..3.3e-3 rel. L2 of it. FAST: the
+                                official kernels' structure (native FP8 tensor cores, fp32 promotion
+                                per 128-k block), deterministic and batch-invariant, within the
+                                faithful tolerance of docs/golden.md; in this version it covers the
+                                projections of up to 64 tokens on CUDA. The CPU backend computes EXACT
+                                for every value. DEFAULT is EXACT on every backend in 0.2; it becomes
+                                FAST on CUDA once the fast kernels cover decode and prefill (a later
+                                minor version says so here). @since 0.2 */
+    int32_t  reserved;     /**< must be 0. @since 0.2 */
     /* new members are only appended below */
 } hc_ctx_params;
 
@@ -376,6 +395,10 @@ HC_API void hc_ctx_free(hc_ctx *c);
 /** The detail of the last failure of a call on c ("" after a success, or if none). Owned by c,
  *  valid until the next call on c. Never NULL (a static string for a NULL c). @since 0.1 */
 HC_API const char *hc_ctx_last_error(const hc_ctx *c);
+
+/** The numerics the context computes with: HC_NUMERICS_FAST or HC_NUMERICS_EXACT (DEFAULT resolved
+ *  for its backend; hc_ctx_params.numerics). HC_ERR_NULL_ARG for a NULL c. Thread-safe. @since 0.2 */
+HC_API int32_t hc_ctx_numerics(const hc_ctx *c);
 
 /** Run a chunk of n_tokens tokens through one layer.
  *  @param c       the context.
@@ -424,7 +447,7 @@ HC_API hc_status hc_ctx_reset(hc_ctx *c);
  *  on either backend.
  *  @param ctxs  n_ctx distinct contexts of one model, each with `layer` as its next layer and,
  *               for layer > 0, a chunk of 1 token in progress; all with the same backend,
- *               device, io_dtype, io_memory and cache format.
+ *               device, io_dtype, io_memory, cache format and numerics.
  *  @param n_ctx number of contexts, >= 1.
  *  @param layer the layer every context runs next (see hc_append()).
  *  @param x     [n_ctx][dim] of io_dtype: row i is the input of ctxs[i].
@@ -434,8 +457,8 @@ HC_API hc_status hc_ctx_reset(hc_ctx *c);
  *  later context, a stop by a progress callback) undoes the contexts already done; only a
  *  device fault does not: it poisons every context of the batch.
  *  @return HC_OK; HC_ERR_NULL_ARG (ctxs, x or y, or an entry of ctxs is NULL); HC_ERR_INVALID_ARG
- *  (n_ctx <= 0; a context twice; contexts that differ in backend, device, io_dtype, io_memory or
- *  cache format); HC_ERR_MODEL_MISMATCH (contexts of two models); HC_ERR_LAYER_RANGE;
+ *  (n_ctx <= 0; a context twice; contexts that differ in backend, device, io_dtype, io_memory,
+ *  cache format or numerics); HC_ERR_MODEL_MISMATCH (contexts of two models); HC_ERR_LAYER_RANGE;
  *  HC_ERR_ORDER (a context is not at `layer`, or its chunk in progress is not 1 token);
  *  HC_ERR_POSITION; HC_ERR_NONFINITE (a row of x holds NaN/Inf); HC_ERR_UNSUPPORTED
  *  (geometry-only model); HC_ERR_BAD_STATE (a context is poisoned); HC_ERR_OUT_OF_MEMORY;

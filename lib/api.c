@@ -263,7 +263,8 @@ static int ctx_params_valid(const hc_ctx_params *cp)
              cp->n_threads > 4096 || cp->cache_format < 0 || cp->cache_format > HC_CACHE_FP8 || cp->io_dtype < 0 ||
              cp->io_dtype > HC_DTYPE_BF16 || (cp->io_memory != HC_MEM_HOST && cp->io_memory != HC_MEM_DEVICE) ||
              cp->flags || cp->max_tokens < 0 || cp->max_chunk < 0 || cp->max_chunk > 65536 ||
-             (cp->errbuf_size && !cp->errbuf) || cp->max_rollback < 0 || cp->max_rollback > HCI_MAX_ROLLBACK);
+             (cp->errbuf_size && !cp->errbuf) || cp->max_rollback < 0 || cp->max_rollback > HCI_MAX_ROLLBACK ||
+             cp->numerics < HC_NUMERICS_DEFAULT || cp->numerics > HC_NUMERICS_EXACT || cp->reserved);
 }
 
 /* A context without caches: fields, backend, workspace. *out is set even on failure (with the
@@ -279,7 +280,7 @@ static hc_status ctx_new(hc_model *m, const hc_ctx_params *cp, hc_ctx **out)
     c->max_tokens = cp->max_tokens && cp->max_tokens < m->cfg.max_positions ? cp->max_tokens : m->cfg.max_positions;
     c->max_rollback = cp->max_rollback;
     hci_backend_args args = {.kind = cp->backend, .device = cp->device, .stream = cp->cuda_stream,
-                             .n_threads = cp->n_threads, .max_chunk = (int)cp->max_chunk,
+                             .n_threads = cp->n_threads, .max_chunk = (int)cp->max_chunk, .numerics = cp->numerics,
                              .err = c->err, .errsz = sizeof c->err};
     hc_status st = hci_backend_create(m, &args, &c->be);
     if (!st && cp->io_memory == HC_MEM_DEVICE && !(c->be->caps & HC_CAP_DEVICE_IO))
@@ -388,6 +389,8 @@ HC_API hc_status hc_append(hc_ctx *c, int layer, const void *x, int64_t n_tokens
 HC_API hc_status hc_decode(hc_ctx *c, int layer, const void *x, void *y) { return hc_append(c, layer, x, 1, y); }
 
 HC_API int64_t hc_ctx_n_tokens(const hc_ctx *c) { return c ? c->n_tokens : -1; }
+
+HC_API int32_t hc_ctx_numerics(const hc_ctx *c) { return c ? c->be->numerics : HC_ERR_NULL_ARG; }
 HC_API int hc_ctx_next_layer(const hc_ctx *c) { return c ? c->next_layer : -1; }
 HC_API uint64_t hc_ctx_memory_bytes(const hc_ctx *c)
 {
@@ -589,6 +592,7 @@ static int cmp_ptr(const void *a, const void *b)
 }
 
 static const char *backend_name(const hc_ctx *c) { return c->be->ops->name; }
+static const char *numerics_name(const hc_ctx *c) { return c->be->numerics == HC_NUMERICS_FAST ? "fast" : "exact"; }
 
 /* Why the contexts cannot run as one batch (they must match what a shared launch needs). */
 static hc_status batch_mismatch(hc_ctx *const *ctxs, int32_t n_ctx, int32_t i)
@@ -604,6 +608,8 @@ static hc_status batch_mismatch(hc_ctx *const *ctxs, int32_t n_ctx, int32_t i)
         snprintf(m, sizeof m, "has io_memory %d, context 0 %d", b->io_memory, a->io_memory);
     else if (a->cache_fmt != b->cache_fmt)
         snprintf(m, sizeof m, "has another cache format than context 0");
+    else if (a->be->numerics != b->be->numerics)
+        snprintf(m, sizeof m, "computes with %s numerics, context 0 with %s", numerics_name(b), numerics_name(a));
     else
         return HC_OK;
     return batch_fail(ctxs, n_ctx, i, HC_ERR_INVALID_ARG, m);

@@ -35,11 +35,12 @@ static uint64_t g_sess_len[K];
 
 static const float *xin(int i, int l, int64_t t) { return g_seq[i] + ((size_t)l * NT + (size_t)t) * g_D; }
 
-static hc_ctx *make_ctx_of(hc_model *m, int fmt, int io_dtype)
+static hc_ctx *make_ctx_num(hc_model *m, int fmt, int io_dtype, int numerics)
 {
     hc_ctx_params p;
     hc_ctx_params_init(&p, sizeof p);
     p.backend = g_backend;
+    p.numerics = numerics;
     p.n_threads = 2;
     p.cache_format = fmt;
     p.io_dtype = io_dtype;
@@ -49,6 +50,7 @@ static hc_ctx *make_ctx_of(hc_model *m, int fmt, int io_dtype)
     return c;
 }
 
+static hc_ctx *make_ctx_of(hc_model *m, int fmt, int io_dtype) { return make_ctx_num(m, fmt, io_dtype, 0); }
 static hc_ctx *make_ctx(void) { return make_ctx_of(g_model, HC_CACHE_FP8, HC_DTYPE_F32); }
 
 /* Context i at its starting length g_len[i]. */
@@ -225,6 +227,49 @@ static void compare_step(hc_ctx **a, hc_ctx **b, int n, const int *seq, const in
 
 static const int seq_id[K] = {0, 1, 2, 3};
 
+/* hc_ctx_params.numerics: checked, resolved per backend, inherited by forks; fast contexts
+ * decode in batches bitwise as separately (batch invariance of the fast kernels) */
+START_TEST(numerics_modes)
+{
+    char msg[256];
+    hc_ctx_params p;
+    hc_ctx *c = NULL;
+    for (int bad = 0; bad < 3; bad++) {
+        hc_ctx_params_init(&p, sizeof p);
+        p.backend = g_backend;
+        p.errbuf = msg, p.errbuf_size = sizeof msg;
+        if (bad == 0) p.numerics = 3;
+        if (bad == 1) p.numerics = -1;
+        if (bad == 2) p.reserved = 1;
+        ck_assert_int_eq(hc_ctx_create(g_model, &p, &c), HC_ERR_INVALID_ARG);
+        ck_assert_ptr_null(c);
+    }
+    ck_assert_int_eq(hc_ctx_numerics(NULL), HC_ERR_NULL_ARG);
+    int want_fast = g_backend == HC_BACKEND_CUDA ? HC_NUMERICS_FAST : HC_NUMERICS_EXACT;
+    static const int modes[3] = {HC_NUMERICS_DEFAULT, HC_NUMERICS_FAST, HC_NUMERICS_EXACT};
+    for (int i = 0; i < 3; i++) {
+        c = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, modes[i]);
+        int want = modes[i] == HC_NUMERICS_FAST ? want_fast : HC_NUMERICS_EXACT; /* DEFAULT: EXACT in 0.2 */
+        ck_assert_int_eq(hc_ctx_numerics(c), want);
+        hc_ctx *f = NULL;
+        ck_assert_int_eq(hc_ctx_fork(c, NULL, &f), HC_OK);
+        ck_assert_int_eq(hc_ctx_numerics(f), want);
+        hc_ctx_free(f), hc_ctx_free(c);
+    }
+    /* fast decode batches: bitwise as the same contexts one at a time */
+    hc_ctx *a[K], *b[K];
+    for (int i = 0; i < K; i++) {
+        a[i] = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, HC_NUMERICS_FAST);
+        b[i] = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, HC_NUMERICS_FAST);
+        ck_assert_int_eq(hc_ctx_load_buffer(a[i], g_sess[i], g_sess_len[i]), HC_OK);
+        ck_assert_int_eq(hc_ctx_load_buffer(b[i], g_sess[i], g_sess_len[i]), HC_OK);
+    }
+    static const int64_t ones[K] = {1, 1, 1, 1};
+    for (int step_i = 0; step_i < 2; step_i++) compare_step(a, b, K, seq_id, ones, 1);
+    for (int i = 0; i < K; i++) hc_ctx_free(a[i]), hc_ctx_free(b[i]);
+}
+END_TEST
+
 START_TEST(decode_batch_bitwise)
 {
     hc_ctx *a[K], *b[K];
@@ -360,6 +405,16 @@ START_TEST(refusals_change_nothing)
     assert_detail(m2, K, "context 1: has another cache format", "cache format");
     assert_unchanged(a, K, &s0, "mixed");
     hc_ctx_free(bf), hc_ctx_free(c16);
+    /* other numerics (only CUDA computes FAST; the CPU resolves every value to EXACT) */
+    hc_ctx *fast = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, HC_NUMERICS_FAST);
+    if (hc_ctx_numerics(fast) == HC_NUMERICS_FAST) {
+        hc_ctx *m3[K] = {a[0], a[1], fast, a[3]};
+        ck_assert_int_eq(hc_decode_batch(m3, K, 0, x, y), HC_ERR_INVALID_ARG);
+        assert_detail(m3, K, "context 2: computes with fast numerics, context 0 with exact", "numerics");
+        assert_unchanged(a, K, &s0, "numerics");
+        ck_assert_int_eq(hc_ctx_n_tokens(fast), 0);
+    }
+    hc_ctx_free(fast);
     /* another backend (CUDA and CPU, where both exist) */
     int32_t ndev = 0;
     hc_cuda_device_count(&ndev);
@@ -806,6 +861,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, decode_batch_bitwise);
+    tcase_add_test(tc, numerics_modes);
     tcase_add_test(tc, append_batch_ragged);
     tcase_add_test(tc, batch_order_and_one);
     tcase_add_test(tc, refusals_change_nothing);

@@ -105,6 +105,7 @@ struct hci_backend {
     uint32_t caps;               /* HC_CAP_* */
     const struct hc_model *model;
     int max_chunk;               /* tokens per piece */
+    int numerics;                /* HC_NUMERICS_FAST or _EXACT: what the backend computes with */
     int ops_may_fail;            /* 1: an op may fail for lack of memory, so the engine snapshots the
                                     layer's mutable state to roll back (CPU); 0: failures after the
                                     engine's preflight are device faults that poison the context */
@@ -120,6 +121,7 @@ typedef struct hci_backend_args {
     void *stream;                /* caller's cudaStream_t, or NULL */
     int n_threads;               /* CPU threads, 0 = all cores */
     int max_chunk;               /* tokens per piece, 0 = backend default */
+    int numerics;                /* hc_ctx_params.numerics as given (the backend resolves DEFAULT) */
     char *err;                   /* the context's message buffer */
     size_t errsz;
 } hci_backend_args;

@@ -117,6 +117,7 @@ int hci_backend_cpu_create(const struct hc_model *m, const hci_backend_args *a, 
     be->caps = HC_CAP_HOST_IO | HC_CAP_THREADS | HC_CAP_BITWISE_CPU;
     be->model = m;
     be->max_chunk = a->max_chunk > 0 ? a->max_chunk : 256;
+    be->numerics = HC_NUMERICS_EXACT; /* the CPU has one arithmetic, the reference's */
     be->ops_may_fail = 1;
     be->err = a->err;
     be->errsz = a->errsz;
