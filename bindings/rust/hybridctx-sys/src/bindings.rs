@@ -101,9 +101,14 @@ pub const HC_MEM_HOST: _bindgen_ty_5 = 0;
 pub const HC_MEM_DEVICE: _bindgen_ty_5 = 1;
 #[doc = " Where x and y live: values of hc_ctx_params.io_memory."]
 pub type _bindgen_ty_5 = u32;
-pub const HC_MODEL_GEOMETRY_ONLY: _bindgen_ty_6 = 1;
-#[doc = " Flags of hc_model_params.flags."]
+pub const HC_NUMERICS_DEFAULT: _bindgen_ty_6 = 0;
+pub const HC_NUMERICS_FAST: _bindgen_ty_6 = 1;
+pub const HC_NUMERICS_EXACT: _bindgen_ty_6 = 2;
+#[doc = " Numerics: values of hc_ctx_params.numerics, returned by hc_ctx_numerics() (docs/numerics.md)."]
 pub type _bindgen_ty_6 = u32;
+pub const HC_MODEL_GEOMETRY_ONLY: _bindgen_ty_7 = 1;
+#[doc = " Flags of hc_model_params.flags."]
+pub type _bindgen_ty_7 = u32;
 #[doc = " Progress of a long call (hc_ctx_set_progress(), hc_model_params.progress). Called on the"]
 #[doc = "  thread that made the call, with done growing from report to report and the last report"]
 #[doc = "  having done == total (units: tokens, bytes or layers, as each call documents). Return 0 to"]
@@ -755,12 +760,25 @@ pub struct hc_ctx_params {
     #[doc = "(default). Costs memory per layer, fixed whatever the length (see"]
     #[doc = "\"Serving\" below; hc_ctx_memory_info.history_bytes). @since 0.2"]
     pub max_rollback: i64,
+    #[doc = "< HC_NUMERICS_DEFAULT, _FAST or _EXACT (docs/numerics.md). EXACT: caches,"]
+    #[doc = "compressed entries, indexer keys and top-k sets bitwise equal to the"]
+    #[doc = "CPU backend's, outputs within 6e-4..3.3e-3 rel. L2 of it. FAST: the"]
+    #[doc = "official kernels' structure (native FP8 tensor cores, fp32 promotion"]
+    #[doc = "per 128-k block), deterministic and batch-invariant, within the"]
+    #[doc = "faithful tolerance of docs/golden.md; in this version it covers the"]
+    #[doc = "projections of up to 64 tokens on CUDA. The CPU backend computes EXACT"]
+    #[doc = "for every value. DEFAULT is EXACT on every backend in 0.2; it becomes"]
+    #[doc = "FAST on CUDA once the fast kernels cover decode and prefill (a later"]
+    #[doc = "minor version says so here). @since 0.2"]
+    pub numerics: i32,
+    #[doc = "< must be 0. @since 0.2"]
+    pub reserved: i32,
 }
 #[test]
 fn bindgen_test_layout_hc_ctx_params() {
     assert_eq!(
         ::std::mem::size_of::<hc_ctx_params>(),
-        80usize,
+        88usize,
         concat!("Size of: ", stringify!(hc_ctx_params))
     );
     assert_eq!(
@@ -1006,6 +1024,40 @@ fn bindgen_test_layout_hc_ctx_params() {
         );
     }
     test_field_max_rollback();
+    fn test_field_numerics() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_ctx_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).numerics) as usize - ptr as usize
+            },
+            80usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_ctx_params),
+                "::",
+                stringify!(numerics)
+            )
+        );
+    }
+    test_field_numerics();
+    fn test_field_reserved() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<hc_ctx_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).reserved) as usize - ptr as usize
+            },
+            84usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(hc_ctx_params),
+                "::",
+                stringify!(reserved)
+            )
+        );
+    }
+    test_field_reserved();
 }
 extern "C" {
     #[doc = " Fill *p with defaults. @return HC_OK, HC_ERR_NULL_ARG, HC_ERR_INVALID_ARG. @since 0.1"]
@@ -1032,6 +1084,11 @@ extern "C" {
     #[doc = " The detail of the last failure of a call on c (\"\" after a success, or if none). Owned by c,"]
     #[doc = "  valid until the next call on c. Never NULL (a static string for a NULL c). @since 0.1"]
     pub fn hc_ctx_last_error(c: *const hc_ctx) -> *const ::std::os::raw::c_char;
+}
+extern "C" {
+    #[doc = " The numerics the context computes with: HC_NUMERICS_FAST or HC_NUMERICS_EXACT (DEFAULT resolved"]
+    #[doc = "  for its backend; hc_ctx_params.numerics). HC_ERR_NULL_ARG for a NULL c. Thread-safe. @since 0.2"]
+    pub fn hc_ctx_numerics(c: *const hc_ctx) -> i32;
 }
 extern "C" {
     #[doc = " Run a chunk of n_tokens tokens through one layer."]
@@ -1096,7 +1153,7 @@ extern "C" {
     #[doc = "  on either backend."]
     #[doc = "  @param ctxs  n_ctx distinct contexts of one model, each with `layer` as its next layer and,"]
     #[doc = "               for layer > 0, a chunk of 1 token in progress; all with the same backend,"]
-    #[doc = "               device, io_dtype, io_memory and cache format."]
+    #[doc = "               device, io_dtype, io_memory, cache format and numerics."]
     #[doc = "  @param n_ctx number of contexts, >= 1."]
     #[doc = "  @param layer the layer every context runs next (see hc_append())."]
     #[doc = "  @param x     [n_ctx][dim] of io_dtype: row i is the input of ctxs[i]."]
@@ -1106,8 +1163,8 @@ extern "C" {
     #[doc = "  later context, a stop by a progress callback) undoes the contexts already done; only a"]
     #[doc = "  device fault does not: it poisons every context of the batch."]
     #[doc = "  @return HC_OK; HC_ERR_NULL_ARG (ctxs, x or y, or an entry of ctxs is NULL); HC_ERR_INVALID_ARG"]
-    #[doc = "  (n_ctx <= 0; a context twice; contexts that differ in backend, device, io_dtype, io_memory or"]
-    #[doc = "  cache format); HC_ERR_MODEL_MISMATCH (contexts of two models); HC_ERR_LAYER_RANGE;"]
+    #[doc = "  (n_ctx <= 0; a context twice; contexts that differ in backend, device, io_dtype, io_memory,"]
+    #[doc = "  cache format or numerics); HC_ERR_MODEL_MISMATCH (contexts of two models); HC_ERR_LAYER_RANGE;"]
     #[doc = "  HC_ERR_ORDER (a context is not at `layer`, or its chunk in progress is not 1 token);"]
     #[doc = "  HC_ERR_POSITION; HC_ERR_NONFINITE (a row of x holds NaN/Inf); HC_ERR_UNSUPPORTED"]
     #[doc = "  (geometry-only model); HC_ERR_BAD_STATE (a context is poisoned); HC_ERR_OUT_OF_MEMORY;"]
@@ -1202,11 +1259,11 @@ extern "C" {
     #[doc = "  @since 0.2"]
     pub fn hc_ctx_set_stream(c: *mut hc_ctx, stream: *mut ::std::os::raw::c_void) -> hc_status;
 }
-pub const HC_COMPRESS_DEFAULT: _bindgen_ty_7 = 0;
-pub const HC_COMPRESS_NONE: _bindgen_ty_7 = 1;
-pub const HC_COMPRESS_ZSTD: _bindgen_ty_7 = 2;
+pub const HC_COMPRESS_DEFAULT: _bindgen_ty_8 = 0;
+pub const HC_COMPRESS_NONE: _bindgen_ty_8 = 1;
+pub const HC_COMPRESS_ZSTD: _bindgen_ty_8 = 2;
 #[doc = " Session compression: values of hc_save_params.compression."]
-pub type _bindgen_ty_7 = u32;
+pub type _bindgen_ty_8 = u32;
 #[doc = " Options of hc_ctx_save() and hc_ctx_save_buffer(); fill with hc_save_params_init()."]
 #[repr(C)]
 pub struct hc_save_params {
@@ -1600,29 +1657,29 @@ extern "C" {
     pub fn hc_ctx_memory_info_get(c: *const hc_ctx, info: *mut hc_ctx_memory_info) -> hc_status;
 }
 #[doc = "< usable now"]
-pub const HC_BACKEND_USABLE: _bindgen_ty_8 = 0;
+pub const HC_BACKEND_USABLE: _bindgen_ty_9 = 0;
 #[doc = "< this build has no such backend (built without nvcc)"]
-pub const HC_BACKEND_NOT_BUILT: _bindgen_ty_8 = 1;
+pub const HC_BACKEND_NOT_BUILT: _bindgen_ty_9 = 1;
 #[doc = "< its module file is missing or cannot be loaded"]
-pub const HC_BACKEND_MODULE_MISSING: _bindgen_ty_8 = 2;
+pub const HC_BACKEND_MODULE_MISSING: _bindgen_ty_9 = 2;
 #[doc = "< its module is of another version or build"]
-pub const HC_BACKEND_MODULE_INVALID: _bindgen_ty_8 = 3;
+pub const HC_BACKEND_MODULE_INVALID: _bindgen_ty_9 = 3;
 #[doc = "< loaded, but no usable device (driver missing, device absent)"]
-pub const HC_BACKEND_NO_DEVICE: _bindgen_ty_8 = 4;
+pub const HC_BACKEND_NO_DEVICE: _bindgen_ty_9 = 4;
 #[doc = " hc_backend_info.state: why a backend can or cannot be used."]
-pub type _bindgen_ty_8 = u32;
-#[doc = "< x and y in host memory (HC_MEM_HOST)"]
-pub const HC_CAP_HOST_IO: _bindgen_ty_9 = 1;
-#[doc = "< x and y in device memory (HC_MEM_DEVICE)"]
-pub const HC_CAP_DEVICE_IO: _bindgen_ty_9 = 2;
-#[doc = "< runs on a caller's stream (hc_ctx_params.cuda_stream)"]
-pub const HC_CAP_STREAM: _bindgen_ty_9 = 4;
-#[doc = "< uses hc_ctx_params.n_threads"]
-pub const HC_CAP_THREADS: _bindgen_ty_9 = 8;
-#[doc = "< results bitwise equal to the CPU backend's for every chunking"]
-pub const HC_CAP_BITWISE_CPU: _bindgen_ty_9 = 16;
-#[doc = " hc_backend_info.caps: what a backend offers."]
 pub type _bindgen_ty_9 = u32;
+#[doc = "< x and y in host memory (HC_MEM_HOST)"]
+pub const HC_CAP_HOST_IO: _bindgen_ty_10 = 1;
+#[doc = "< x and y in device memory (HC_MEM_DEVICE)"]
+pub const HC_CAP_DEVICE_IO: _bindgen_ty_10 = 2;
+#[doc = "< runs on a caller's stream (hc_ctx_params.cuda_stream)"]
+pub const HC_CAP_STREAM: _bindgen_ty_10 = 4;
+#[doc = "< uses hc_ctx_params.n_threads"]
+pub const HC_CAP_THREADS: _bindgen_ty_10 = 8;
+#[doc = "< results bitwise equal to the CPU backend's for every chunking"]
+pub const HC_CAP_BITWISE_CPU: _bindgen_ty_10 = 16;
+#[doc = " hc_backend_info.caps: what a backend offers."]
+pub type _bindgen_ty_10 = u32;
 #[doc = " What one backend can do on this machine. Filled by hc_backend_info_get()."]
 #[repr(C)]
 pub struct hc_backend_info {
