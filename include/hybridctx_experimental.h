@@ -23,7 +23,7 @@ HC_API hc_status hc_x_ctx_fill_random(hc_ctx *c, int64_t n_tokens, uint64_t seed
 
 /** Set a named option of the context's backend: the alternative code paths a backend keeps for
  *  comparisons and cross-checks (docs/cuda.md, "Options": fp8_gemm_cublaslt, index_exact_only,
- *  attend_simple, fp8_gemv_fast, each 0 or 1, all 0 by default). The calls that follow use it.
+ *  attend_simple, gemv_fast, each 0 or 1, all 0 by default). The calls that follow use it.
  *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_UNSUPPORTED (the backend has no such option; the CPU
  *  backend has none); HC_ERR_INVALID_ARG (a value outside the option's range); the detail is in
  *  hc_ctx_last_error(). Threads: as any call on c. @since 0.2 */

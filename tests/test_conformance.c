@@ -35,7 +35,7 @@ static const candidate candidates[] = {
     {"cuda (index_exact_only, attend_simple)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"index_exact_only", "attend_simple"}},
     /* the fast FP8 GEMV takes the 64-token pieces: also checked for batch invariance */
-    {"cuda (fp8_gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"fp8_gemv_fast"}},
+    {"cuda (gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}},
 };
 
 static const char *g_geom;
@@ -214,7 +214,7 @@ static void conform(const candidate *k)
         check_bf16(k, cb, l, "q_path c", wb->c, wa->c, (size_t)n * cfg->q_lora_rank, k->proj, 0);
         check_bf16(k, cb, l, "q_path q", wb->q, wa->q, (size_t)n * H * d, k->proj, 0);
         check_bf16(k, cb, l, "kv_path", wb->kv, wa->kv, (size_t)n * d, k->proj, 0);
-        if (k->options[0] && !strcmp(k->options[0], "fp8_gemv_fast")) check_batch_invariance(cb, l, n, pos0, H * d);
+        if (k->options[0] && !strcmp(k->options[0], "gemv_fast")) check_batch_invariance(cb, l, n, pos0, H * d);
         /* from here on both take the CPU's results as inputs */
         put(cb, wb->c, wa->c, sizeof(uint16_t) * (size_t)n * cfg->q_lora_rank);
         put(cb, wb->q, wa->q, sizeof(uint16_t) * (size_t)n * H * d);

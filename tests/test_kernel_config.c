@@ -281,6 +281,15 @@ START_TEST(gemv_quant_shapes)
         }
     for (int b = 0; b < 64; b++) ck_assert_int_eq(hit[b], 1);
     ck_assert_int_eq(GT_TOK * GT_MAX_MT, GT_MAX_N);
+    /* the bf16 map: two k-16 steps per 32-element span, lane t's elements in its own 8 */
+    int hit16[GT_BF16_SPAN] = {0};
+    for (int step = 0; step < 2; step++)
+        for (int k = 0; k < 16; k++) {
+            int e = gt_span_elem(step, k), t = (k & 7) >> 1;
+            ck_assert(e >= 8 * t && e < 8 * t + 8);
+            hit16[e]++;
+        }
+    for (int e = 0; e < GT_BF16_SPAN; e++) ck_assert_int_eq(hit16[e], 1);
     ck_assert_int_eq(GV_SCALE_BLOCK % GT_ROWS, 0); /* a CTA's rows share one weight-scale row */
     /* act_quant: a warp per (token, block), one 32-bit word of codes per lane */
     ck_assert_int_eq(AQ_PER_LANE, 4);

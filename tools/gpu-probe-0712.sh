@@ -13,5 +13,5 @@ for i in 1 2; do for s in base b; do
 done; done
 GPU_CHECK_SKIP="racecheck memcheck bench" timeout 200 tools/gpu-check .carry/b > "$o/gpu-check.out" 2>&1
 echo "gpu-check rc=$?" >> "$o/summary.txt"
-LD_LIBRARY_PATH=$PWD/.carry/b:$rt timeout 100 .carry/b/tools/bench-gpu --quick --option fp8_gemv_fast=1 --json "$o/bench-fast.json" --commit "$(cat .carry/commit 2>/dev/null)" --out "$o/bench-fast.md" > "$o/bench-fast.log" 2>&1; echo "bench-fast rc=$?" >> "$o/summary.txt"
+LD_LIBRARY_PATH=$PWD/.carry/b:$rt timeout 100 .carry/b/tools/bench-gpu --quick --option gemv_fast=1 --json "$o/bench-fast.json" --commit "$(cat .carry/commit 2>/dev/null)" --out "$o/bench-fast.md" > "$o/bench-fast.log" 2>&1; echo "bench-fast rc=$?" >> "$o/summary.txt"
 LD_LIBRARY_PATH=$PWD/.carry/b:$rt timeout 180 .carry/b/tools/fork-bench --json "$o/fork.json" > "$o/fork.log" 2>&1; echo "fork rc=$?" >> "$o/summary.txt"

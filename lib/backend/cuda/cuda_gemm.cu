@@ -64,7 +64,7 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     uint8_t *q = (uint8_t *)scratch;
     float *qs = (float *)((char *)scratch + hci_align256((size_t)np * K));
     if (hci_cu_act_quant(cu->stream, x, ldx, n, np, K, q, qs)) return hci_cu_fail(be, cudaGetLastError(), "act_quant");
-    if (cu->opt.fp8_gemv_fast && n <= HCI_CU_GEMV_FAST_MAX_N && M % GT_ROWS == 0) {
+    if (cu->opt.gemv_fast && n <= HCI_CU_GEMV_FAST_MAX_N && M % GT_ROWS == 0) {
         int st = hci_cu_gemv_fp8_fast(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8_fast");
         if (st) return hci_errf(be->err, be->errsz, st, "gemv_fp8_fast: unsupported %dx%d weight layout", M, K);
@@ -106,6 +106,11 @@ int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups
                                int ldx, uint16_t *z, int ldz)
 {
     int M = W->rows / groups, K = W->cols;
+    if (hci_cu(be)->opt.gemv_fast && n <= HCI_CU_GEMV_FAST_MAX_N) {
+        int st = hci_cu_gemv_bf16_fast(hci_cu(be)->stream, W->w, W->rows, K, groups, x, ldx, n, z, ldz);
+        if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_bf16_fast");
+        if (!st) return HC_OK; /* else a shape it does not take: the exact paths below */
+    }
     if (n <= HCI_CU_GEMV_MAX_N) {
         if (hci_cu_gemv_bf16(hci_cu(be)->stream, W->w, W->rows, K, groups, x, ldx, n, nullptr, z, ldz))
             return hci_cu_fail(be, cudaGetLastError(), "gemv_bf16");

@@ -21,11 +21,12 @@ typedef struct hci_cu_options {
     /* Attention: the fp32 FMA kernel for every head_dim instead of the tensor-core kernel (d 64,
      * 128, 256, 512); the outputs agree within rounding. */
     int attend_simple;
-    /* FP8 projections of up to 64 tokens (decode, batched decode) on the fast tensor-core GEMV
-     * (kernels/gemv/gemv_fp8_tc.cu: native e4m3 MMA, fp32 promotion per 128-k block) instead of
-     * the exact GEMV and GEMM: faster, batch-invariant, within the faithful tolerance, not the
-     * CPU's bits. The first piece of the fast numerics mode (docs/cuda.md). */
-    int fp8_gemv_fast;
+    /* Projections of up to 64 tokens (decode, batched decode) on the fast tensor-core GEMVs
+     * (kernels/gemv/gemv_{fp8,bf16}_tc.cu: native e4m3 MMA with fp32 promotion per 128-k block;
+     * bf16 MMA for the grouped output projection) instead of the exact GEMVs and GEMMs: faster,
+     * batch-invariant, within the faithful tolerance, not the CPU's bits. Set by
+     * HC_NUMERICS_FAST (docs/numerics.md). */
+    int gemv_fast;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */

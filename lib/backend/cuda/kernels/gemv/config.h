@@ -23,6 +23,16 @@
 #define GT_MAX_N (GT_TOK * GT_MAX_MT)
 #define GT_UNROLL 4              /* k-blocks of a warp whose weights are loaded before any is used */
 
+/* bf16 (gemv_bf16_tc.cu): a span is 32 elements (64 bytes); lane t loads elements [8 t, 8 t + 8)
+ * and step s of k = 16 takes [8 t + 4 s, 8 t + 4 s + 4): element gt_span_elem(s, k) for the
+ * logical k of mma.m16n8k16 (2 t, 2 t + 1 in the first register, 8 + 2 t, 9 + 2 t in the second). */
+#define GT_BF16_SPAN 32
+HCI_HD int gt_span_elem(int step, int k)
+{
+    int t = (k & 7) >> 1, half = k >> 3, i = k & 1;
+    return 8 * t + 4 * step + 2 * half + i;
+}
+
 /* Byte map. A k-block of 128 codes is two spans of 64; in each span lane (g, t) (g = lane / 4,
  * t = lane % 4) loads the 16 bytes [16 t, 16 t + 16) of its weight row g and of its tokens g and
  * g + 8 with one 16-byte load each, and feeds them to two mma steps of k = 32: step s takes bytes

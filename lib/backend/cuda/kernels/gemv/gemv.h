@@ -8,7 +8,7 @@
 
 /* The most tokens a GEMV call takes; more go to the GEMM paths. */
 #define HCI_CU_GEMV_MAX_N GV_MAX_N
-/* The most tokens the fast FP8 GEMV takes (option fp8_gemv_fast). */
+/* The most tokens the fast GEMVs take (option gemv_fast). */
 #define HCI_CU_GEMV_FAST_MAX_N GT_MAX_N
 
 /* y[t][r] (bf16, leading dim ldy) for t < n <= 16: W codes [M][K] with scales [M/128][sld], x codes
@@ -21,6 +21,11 @@ int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, 
  * within the faithful tolerance of the exact result, not bitwise equal to it. */
 int hci_cu_gemv_fp8_fast(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                          const float *xs, int np, int n, uint16_t *y, int ldy);
+/* The fast variant of the grouped bf16 GEMV for n <= GT_MAX_N tokens, bf16 out only: mma.m16n8k16
+ * with fp32 accumulation (gemv_bf16_tc.cu), deterministic and batch-invariant. Rows per group a
+ * multiple of 8, K of 32, ldx of 8. */
+int hci_cu_gemv_bf16_fast(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx,
+                          int n, uint16_t *out, int ldo);
 /* For g < groups: out[t][g*Mg + r] = sum_k x[t][g*K + k] * W[g*Mg + r][k] (Mg = M / groups), exact
  * products summed in double; written as double (outd) or bf16 (outb), leading dim ldo. n <= 16. */
 int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx, int n,
