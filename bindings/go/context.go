@@ -17,7 +17,7 @@ import (
 
 // ContextParams are the options of NewContext and Context.Fork; the zero value (or nil) means
 // defaults: automatic backend, device 0, all cores, FP8 cache, float32 input and output in
-// host memory, the model's maximum length, no rollback.
+// host memory, the model's maximum length, no rollback, the backend's default numerics.
 type ContextParams struct {
 	Backend     Backend
 	Device      int         // CUDA device ordinal
@@ -35,6 +35,10 @@ type ContextParams struct {
 	// CUDAStream is the cudaStream_t to run on (CUDA backend), as a number; 0 = a stream of the
 	// context's own. It must stay valid while the context runs on it.
 	CUDAStream uintptr
+	// Numerics is the arithmetic to compute with: NumericsDefault (the backend's), NumericsFast
+	// or NumericsExact. The CPU backend computes NumericsExact for every value; Context.Numerics
+	// tells what a context got. A batch takes contexts of one numerics only.
+	Numerics Numerics
 }
 
 // cParams returns p as C params in C memory (freed by the caller with C.free): the stream is an
@@ -57,6 +61,7 @@ func (p *ContextParams) cParams() (*C.hc_ctx_params, error) {
 	cp.max_tokens = C.int64_t(p.MaxTokens)
 	cp.max_chunk = C.int64_t(p.MaxChunk)
 	cp.max_rollback = C.int64_t(p.MaxRollback)
+	cp.numerics = C.int32_t(p.Numerics)
 	C.hcgo_ctx_params_stream(cp, C.uintptr_t(p.CUDAStream))
 	if int(cp.device) != p.Device || int(cp.n_threads) != p.NThreads || int(cp.max_chunk) != p.MaxChunk {
 		C.free(unsafe.Pointer(cp))
@@ -304,6 +309,18 @@ func (c *Context) Backend() Backend {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Backend(C.hc_ctx_backend(c.ptr))
+}
+
+// Numerics returns the numerics the context computes with, NumericsFast or NumericsExact
+// (hc_ctx_numerics: ContextParams.Numerics resolved for the backend; always NumericsExact on the
+// CPU), or -1 when it is closed.
+func (c *Context) Numerics() Numerics {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ptr == nil {
+		return -1
+	}
+	return Numerics(C.hc_ctx_numerics(c.ptr))
 }
 
 // Reset empties the context (length 0, no chunk in progress).

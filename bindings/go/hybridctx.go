@@ -294,6 +294,17 @@ const (
 	IOMemoryDevice IOMemory = C.HC_MEM_DEVICE // CUDA device memory (DeviceSlice); CUDA backend only
 )
 
+// Numerics is the arithmetic a context computes with (hc_ctx_params.numerics; docs/numerics.md).
+type Numerics int32
+
+// Numerics modes. Context.Numerics returns NumericsFast or NumericsExact: NumericsDefault
+// resolved for the backend.
+const (
+	NumericsDefault Numerics = C.HC_NUMERICS_DEFAULT // the backend's default: NumericsExact on every backend in 0.2
+	NumericsFast    Numerics = C.HC_NUMERICS_FAST    // the official kernels' structure (CUDA): deterministic, batch-invariant, faithful
+	NumericsExact   Numerics = C.HC_NUMERICS_EXACT   // caches, entries, keys and top-k sets bitwise equal to the CPU backend's
+)
+
 // Compression of a saved session.
 type Compression int32
 

@@ -175,8 +175,8 @@ func slicePtr[T any](s []T) unsafe.Pointer {
 // results are bitwise those of Decode on each context in turn.
 //
 // Every context must have layer next (with a one-token chunk in progress for layer > 0); all
-// must belong to one model and share backend, device, I/O type and cache format; none may
-// appear twice. All or nothing: on an error no context has changed (but a device fault, which
+// must belong to one model and share backend, device, I/O type, cache format and Numerics();
+// none may appear twice. All or nothing: on an error no context has changed (but a device fault, which
 // poisons them all), and the error carries the detail, naming the context at fault by index.
 // The contexts are locked for the call, in an order that lets concurrent batches share them.
 func DecodeBatch(ctxs []*Context, layer int, x, y []float32) error {
@@ -213,8 +213,9 @@ func AppendBatchBF16(ctxs []*Context, layer int, x []uint16, nTokens []int, y []
 //
 // p nil: c's own parameters. Otherwise read as for NewContext, where Backend, Device and
 // CacheFormat must be zero or c's (a fork holds its source's pages), and MaxTokens at least the
-// current length. The fork has no progress callback. A chunk in progress is refused with
-// ErrOrder; on failure c is unchanged and the error has the detail.
+// current length; the fork computes with p.Numerics (nil p: c's numerics). The fork has no
+// progress callback. A chunk in progress is refused with ErrOrder; on failure c is unchanged and
+// the error has the detail.
 func (c *Context) Fork(p *ContextParams) (*Context, error) {
 	dtype, memory := c.ioDtype, c.ioMemory
 	var cp *C.hc_ctx_params

@@ -1,7 +1,7 @@
 package hybridctx
 
-// Tests of the serving calls (batches, forks, rollback, progress, memory, device I/O and
-// streams) against the real library, on the CPU backend. Every comparison is bitwise.
+// Tests of the serving calls (batches, forks, rollback, progress, memory, device I/O,
+// streams and numerics) against the real library, on the CPU backend. Every comparison is bitwise.
 
 import (
 	"bytes"
@@ -739,4 +739,58 @@ func TestStreams(t *testing.T) {
 	// a stream in the params of a CPU context is not used
 	s := newCtx(t, m, &ContextParams{Backend: BackendCPU, CUDAStream: 0x7f0000001000})
 	wantSame(t, chunk(t, c, 1, 2), chunk(t, s, 1, 2), "after SetStream")
+}
+
+func TestNumericsResolveToExactOnTheCPUAndForksKeepThem(t *testing.T) {
+	m := tiny(t)
+	dim := m.Dim()
+	for _, n := range []Numerics{NumericsDefault, NumericsFast, NumericsExact} {
+		c := newCtx(t, m, &ContextParams{Backend: BackendCPU, Numerics: n, MaxRollback: 4})
+		if got := c.Numerics(); got != NumericsExact {
+			t.Fatalf("numerics %d: the CPU context computes %d, want NumericsExact", n, got)
+		}
+		chunk(t, c, 1, 20)
+		f, err := c.Fork(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		g, err := c.Fork(&ContextParams{Numerics: n, MaxRollback: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if f.Numerics() != NumericsExact || g.Numerics() != NumericsExact {
+			t.Fatalf("numerics %d: forks compute %d and %d", n, f.Numerics(), g.Numerics())
+		}
+		wantSame(t, chunk(t, f, 1, 2), chunk(t, g, 1, 2), "forks")
+		c.Close()
+		if c.Numerics() != -1 {
+			t.Fatalf("a closed context's numerics: %d", c.Numerics())
+		}
+	}
+	// contexts created with different values compute one numerics on the CPU: one batch
+	a := newCtx(t, m, &ContextParams{Backend: BackendCPU, Numerics: NumericsFast})
+	b := newCtx(t, m, &ContextParams{Backend: BackendCPU, Numerics: NumericsExact})
+	x := seqRows(1, 0, 0, 2, dim)
+	if err := DecodeBatch([]*Context{a, b}, 0, x, make([]float32, len(x))); err != nil {
+		t.Fatal(err)
+	}
+	if a.NextLayer() != 1 || b.NextLayer() != 1 {
+		t.Fatalf("after the batch: %v %v", a, b)
+	}
+}
+
+func TestNumericsOutOfRangeAreRefused(t *testing.T) {
+	m := tiny(t)
+	for _, n := range []Numerics{3, -1, 1 << 20} {
+		_, err := NewContext(m, &ContextParams{Backend: BackendCPU, Numerics: n})
+		wantStatus(t, err, ErrInvalidArg)
+	}
+	c := newCtx(t, m, cpu)
+	chunk(t, c, 1, 5)
+	wantStatus(t, second(c.Fork(&ContextParams{Numerics: 3})), ErrInvalidArg)
+	if c.NTokens() != 5 || c.Numerics() != NumericsExact {
+		t.Fatalf("source changed: %v", c)
+	}
 }

@@ -50,9 +50,9 @@ from ._capi import lib as _lib
 
 __version__ = "0.2.0"
 __all__ = ["Model", "Context", "ModelInfo", "MemoryInfo", "Error", "Status", "Backend",
-           "CacheFormat", "IODtype", "IOMemory", "Compression", "BackendState", "BackendCaps",
-           "BackendInfo", "backend_info", "decode_batch", "append_batch", "ProgressFn", "version",
-           "version_number", "cuda_device_count", "BINDING_VERSION"]
+           "CacheFormat", "IODtype", "IOMemory", "Numerics", "Compression", "BackendState",
+           "BackendCaps", "BackendInfo", "backend_info", "decode_batch", "append_batch",
+           "ProgressFn", "version", "version_number", "cuda_device_count", "BINDING_VERSION"]
 
 BINDING_VERSION = _capi.BINDING_VERSION
 
@@ -215,6 +215,14 @@ class IOMemory(enum.IntEnum):
     """Where ``x`` and ``y`` live (``hc_ctx_params.io_memory``)."""
     HOST = 0    #: numpy arrays in host memory
     DEVICE = 1  #: CUDA device memory (CUDA backend): torch tensors, __cuda_array_interface__, __dlpack__
+
+
+class Numerics(enum.IntEnum):
+    """The arithmetic a context computes with (``hc_ctx_params.numerics``; docs/numerics.md).
+    :attr:`Context.numerics` is FAST or EXACT: DEFAULT resolved for the backend."""
+    DEFAULT = 0  #: the backend's default: EXACT on every backend in 0.2
+    FAST = 1     #: the official kernels' structure (CUDA): deterministic, batch-invariant, faithful
+    EXACT = 2    #: caches, entries, keys and top-k sets bitwise equal to the CPU backend's
 
 
 class Compression(enum.IntEnum):
@@ -530,7 +538,8 @@ def _stream_handle(stream: Any) -> Optional[int]:
 def _resolve_settings(backend: Union[Backend, int, str], device: int, n_threads: int,
                       cache_format: Union[CacheFormat, int, str], io_dtype: Union[IODtype, int, str],
                       io_memory: Union[IOMemory, int, str], max_tokens: int, max_chunk: int,
-                      max_rollback: int, cuda_stream: Any) -> Dict[str, Any]:
+                      max_rollback: int, cuda_stream: Any,
+                      numerics: Union[Numerics, int, str]) -> Dict[str, Any]:
     """The checked values of an hc_ctx_params, as a Context records them (for forks)."""
     return dict(backend=_enum(Backend, backend, "backend"), device=_int(device, "device", 31),
                 n_threads=_int(n_threads, "n_threads", 31),
@@ -540,7 +549,8 @@ def _resolve_settings(backend: Union[Backend, int, str], device: int, n_threads:
                 max_tokens=_int(max_tokens, "max_tokens", 62),
                 max_chunk=_int(max_chunk, "max_chunk", 31),
                 max_rollback=_int(max_rollback, "max_rollback", 62),
-                cuda_stream=_stream_handle(cuda_stream))
+                cuda_stream=_stream_handle(cuda_stream),
+                numerics=_enum(Numerics, numerics, "numerics"))
 
 
 def _ctx_params(s: Dict[str, Any]) -> Tuple[_capi.hc_ctx_params, Any]:
@@ -548,7 +558,7 @@ def _ctx_params(s: Dict[str, Any]) -> Tuple[_capi.hc_ctx_params, Any]:
     p = _capi.hc_ctx_params()
     _check(_lib.hc_ctx_params_init(ctypes.byref(p), ctypes.sizeof(p)))
     for name in ("backend", "device", "n_threads", "cache_format", "io_dtype", "io_memory",
-                 "max_tokens", "max_chunk", "max_rollback"):
+                 "max_tokens", "max_chunk", "max_rollback", "numerics"):
         setattr(p, name, int(s[name]))
     p.cuda_stream = s["cuda_stream"]
     errbuf = ctypes.create_string_buffer(1024)
@@ -569,8 +579,10 @@ class Context:
     (:class:`IODtype` or "f32"/"bf16"), ``io_memory`` (:class:`IOMemory`: "host" for numpy
     arrays, "device" for GPU tensors, CUDA backend only), ``max_tokens`` (0: the model's
     maximum), ``max_chunk``, ``max_rollback`` (tokens :meth:`truncate` can always take back; 0:
-    none) and ``cuda_stream`` (a ``cudaStream_t`` as an int, or a torch/CuPy stream object;
-    None: a stream of the context's own).
+    none), ``cuda_stream`` (a ``cudaStream_t`` as an int, or a torch/CuPy stream object;
+    None: a stream of the context's own) and ``numerics`` (:class:`Numerics` or
+    "default"/"fast"/"exact"; the CPU backend computes EXACT for every value, see
+    :attr:`numerics`).
 
     A failed creation raises :class:`Error` with the library's detail (for a backend that cannot
     be used, what :func:`backend_info` reports too). The context keeps its model alive. Calls are
@@ -598,11 +610,12 @@ class Context:
                  cache_format: Union[CacheFormat, int, str] = CacheFormat.DEFAULT,
                  io_dtype: Union[IODtype, int, str] = IODtype.F32,
                  io_memory: Union[IOMemory, int, str] = IOMemory.HOST, max_tokens: int = 0,
-                 max_chunk: int = 0, max_rollback: int = 0, cuda_stream: Any = None) -> None:
+                 max_chunk: int = 0, max_rollback: int = 0, cuda_stream: Any = None,
+                 numerics: Union[Numerics, int, str] = Numerics.DEFAULT) -> None:
         if not isinstance(model, Model):
             raise TypeError("model must be a hybridctx.Model")
         settings = _resolve_settings(backend, device, n_threads, cache_format, io_dtype, io_memory,
-                                     max_tokens, max_chunk, max_rollback, cuda_stream)
+                                     max_tokens, max_chunk, max_rollback, cuda_stream, numerics)
         p, errbuf = _ctx_params(settings)
         handle = model._handle
         mptr = handle.acquire()
@@ -626,6 +639,9 @@ class Context:
         self._ptr = ptr
         self._finalizer = weakref.finalize(self, _free_ctx, ptr, model._handle)
         self._on_cuda = _lib.hc_ctx_backend(ptr) == Backend.CUDA  # AUTO resolved
+        # DEFAULT resolved; a library without hc_ctx_numerics (before 0.2) has EXACT only
+        self._numerics = Numerics.EXACT if getattr(_lib.hc_ctx_numerics, "missing", False) \
+            else Numerics(_lib.hc_ctx_numerics(ptr))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -829,8 +845,9 @@ class Context:
         afterwards; each continues bitwise like a context that computed the whole sequence
         itself. Without arguments the fork has this context's settings (those it was created or
         forked with); each argument given replaces one (None: as this context; ``cuda_stream=0``:
-        a stream of the fork's own). Backend, device and cache format are always this context's.
-        No chunk may be in progress (``Status.ORDER``); on failure this context is unchanged.
+        a stream of the fork's own). Backend, device, cache format and numerics are always this
+        context's. No chunk may be in progress (``Status.ORDER``); on failure this context is
+        unchanged.
         """
         over = dict(n_threads=n_threads, max_chunk=max_chunk, io_dtype=io_dtype,
                     io_memory=io_memory, cuda_stream=cuda_stream, max_tokens=max_tokens,
@@ -944,6 +961,13 @@ class Context:
     def io_memory(self) -> IOMemory:
         """Where ``x`` and ``y`` live: :class:`IOMemory`."""
         return self._io_memory
+
+    @property
+    def numerics(self) -> Numerics:
+        """The :class:`Numerics` the context computes with, ``FAST`` or ``EXACT``
+        (``hc_ctx_numerics``: ``numerics="default"`` resolved for the backend; the CPU backend
+        always gives EXACT). A batch takes contexts of one numerics only."""
+        return self._numerics
 
     @property
     def n_tokens(self) -> int:
@@ -1140,9 +1164,9 @@ def decode_batch(ctxs: Sequence[Context], layer: int, x: Any, out: Any = None) -
     its output. Bitwise what :meth:`Context.decode` on each context gives. All or nothing: on any
     refusal (a NaN in a row, contexts of two models, a context twice, mixed backends or I/O,
     one not at ``layer``) no context changes, and :class:`Error` carries the detail. The
-    contexts share backend, device, io_dtype, io_memory and cache format; with device memory the
-    batch runs on the stream of x (the first context switches to it) and y is ready there.
-    ``out`` as for :meth:`Context.append`."""
+    contexts share backend, device, io_dtype, io_memory, cache format and
+    :attr:`Context.numerics`; with device memory the batch runs on the stream of x (the first
+    context switches to it) and y is ready there. ``out`` as for :meth:`Context.append`."""
     return _batch(ctxs, layer, x, None, out)
 
 

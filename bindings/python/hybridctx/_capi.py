@@ -78,7 +78,7 @@ class hc_ctx_params(Structure):
                 ("io_memory", c_int32), ("flags", c_int32), ("max_tokens", c_int64),
                 ("cuda_stream", c_void_p), ("max_chunk", c_int64),
                 ("errbuf", POINTER(c_char)), ("errbuf_size", c_uint64),
-                ("max_rollback", c_int64)]
+                ("max_rollback", c_int64), ("numerics", c_int32), ("reserved", c_int32)]
 
 
 class hc_ctx_memory_info(Structure):
@@ -146,6 +146,7 @@ _PROTOTYPES = {
     "hc_ctx_memory_info_get": (c_int32, [_P, POINTER(hc_ctx_memory_info)]),
     "hc_ctx_set_progress": (c_int32, [_P, PROGRESS_FN, _P]),
     "hc_ctx_set_stream": (c_int32, [_P, _P]),
+    "hc_ctx_numerics": (c_int32, [_P]),
 }
 
 HC_ERR_UNSUPPORTED = -15

@@ -1,14 +1,16 @@
 """The serving calls of 0.2 through the Python binding, on the CPU backend: batches, forks,
-rollback, memory info, progress and abort, streams, creation errors.
+rollback, memory info, progress and abort, streams, creation errors, numerics.
 
 Every comparison is bitwise: the CPU backend's results do not depend on how a sequence is split
 into calls, so a batch, a fork or a truncated context must give exactly the bits of plain calls.
 """
+import ctypes
+
 import numpy as np
 import pytest
 
 import hybridctx
-from hybridctx import Context, Error, IOMemory, MemoryInfo, Model, Status
+from hybridctx import Context, Error, IOMemory, MemoryInfo, Model, Numerics, Status, _capi
 
 
 @pytest.fixture(scope="module")
@@ -441,3 +443,39 @@ def test_creation_errors_keep_their_detail(tiny):
     assert e.value.status == Status.INVALID_ARG and "io_memory" in e.value.message
     with cpu(tiny, max_rollback=65536) as c:
         assert c.max_rollback == 65536 and c.memory_info().history_bytes > 0
+
+
+# -- numerics ---------------------------------------------------------------------------------
+
+def test_numerics_resolve_to_exact_on_the_cpu_and_forks_keep_them(tiny):
+    dim = tiny.dim
+    for value in (Numerics.DEFAULT, Numerics.FAST, Numerics.EXACT, "default", "Fast", 2):
+        with cpu(tiny, numerics=value, max_rollback=4) as c:
+            assert c.numerics is Numerics.EXACT  # the CPU computes EXACT for every value
+            feed(c, rows(0, 20, dim))
+            with c.fork() as f, c.fork(max_rollback=2) as g:  # without and with params
+                assert f.numerics is Numerics.EXACT and g.numerics is Numerics.EXACT
+                assert same(tail(f, 20), tail(g, 20))
+    # contexts created with different values compute one numerics on the CPU: one batch
+    with cpu(tiny, numerics="fast") as a, cpu(tiny, numerics="exact") as b:
+        x = rows(0, 2, dim)
+        hybridctx.decode_batch([a, b], 0, x)
+        assert (a.next_layer, b.next_layer) == (1, 1)
+
+
+def test_numerics_out_of_range_are_refused(tiny):
+    for bad in (3, -1, "turbo", None):
+        with pytest.raises(Error) as e:
+            cpu(tiny, numerics=bad)
+        assert e.value.status == Status.INVALID_ARG and "numerics" in e.value.message
+    # the library's own check, past the binding's: the mirror's numerics and reserved fields
+    lib = _capi.lib
+    for field, value in (("numerics", 3), ("numerics", -1), ("reserved", 1)):
+        p = _capi.hc_ctx_params()
+        assert lib.hc_ctx_params_init(ctypes.byref(p), ctypes.sizeof(p)) == 0
+        assert p.struct_size == ctypes.sizeof(p) and (p.numerics, p.reserved) == (0, 0)
+        p.backend = hybridctx.Backend.CPU
+        setattr(p, field, value)
+        out = ctypes.c_void_p()
+        st = lib.hc_ctx_create(tiny._handle.ptr, ctypes.byref(p), ctypes.byref(out))
+        assert st == Status.INVALID_ARG and out.value is None

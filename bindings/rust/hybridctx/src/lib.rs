@@ -265,6 +265,10 @@ mod tests {
             assert_eq!(Backend::from_raw(b.raw()), Some(b));
         }
         assert_eq!(Backend::from_raw(3), None);
+        for n in [Numerics::Default, Numerics::Fast, Numerics::Exact] {
+            assert_eq!(Numerics::from_raw(n.raw()), Some(n));
+        }
+        assert_eq!((Numerics::from_raw(3), Numerics::from_raw(-1)), (None, None));
         assert_eq!(BackendState::from_raw(0), BackendState::Usable);
         assert_eq!(BackendState::from_raw(1), BackendState::NotBuilt);
         assert_eq!(BackendState::from_raw(4), BackendState::NoDevice);
@@ -380,6 +384,40 @@ pub enum IoMemory {
     Device,
 }
 
+/// The arithmetic a context computes with (`hc_ctx_params.numerics`; `docs/numerics.md`).
+/// [`Context::numerics`] tells which one a context got: `Fast` or `Exact`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Numerics {
+    /// The backend's default: [`Numerics::Exact`] on every backend in 0.2.
+    #[default]
+    Default,
+    /// The official kernels' structure (CUDA): deterministic and batch-invariant, within the
+    /// faithful tolerance of the CPU reference. The CPU backend computes `Exact` instead.
+    Fast,
+    /// Caches, compressed entries, indexer keys and top-k sets bitwise equal to the CPU
+    /// backend's.
+    Exact,
+}
+
+impl Numerics {
+    fn raw(self) -> i32 {
+        (match self {
+            Numerics::Default => sys::HC_NUMERICS_DEFAULT,
+            Numerics::Fast => sys::HC_NUMERICS_FAST,
+            Numerics::Exact => sys::HC_NUMERICS_EXACT,
+        }) as i32
+    }
+
+    fn from_raw(v: i32) -> Option<Numerics> {
+        match u32::try_from(v).ok()? {
+            sys::HC_NUMERICS_DEFAULT => Some(Numerics::Default),
+            sys::HC_NUMERICS_FAST => Some(Numerics::Fast),
+            sys::HC_NUMERICS_EXACT => Some(Numerics::Exact),
+            _ => None,
+        }
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -437,11 +475,12 @@ pub struct ContextParams {
     max_chunk: u32,
     max_rollback: u32,
     cuda_stream: Option<CudaStream>,
+    numerics: Numerics,
 }
 
 impl ContextParams {
     /// Defaults: automatic backend, device 0, all cores, FP8 cache, `f32` input and output,
-    /// the model's maximum length.
+    /// the model's maximum length, the backend's default numerics.
     pub fn new() -> Self {
         Self::default()
     }
@@ -499,6 +538,13 @@ impl ContextParams {
         self.cuda_stream = stream;
         self
     }
+    /// The numerics to compute with ([`Numerics::Default`]: the backend's). The CPU backend
+    /// computes [`Numerics::Exact`] for every value; [`Context::numerics`] tells what a context
+    /// got. A batch takes contexts of one numerics only.
+    pub fn numerics(mut self, n: Numerics) -> Self {
+        self.numerics = n;
+        self
+    }
 
     fn to_raw(&self) -> Result<sys::hc_ctx_params> {
         let mut p = std::mem::MaybeUninit::<sys::hc_ctx_params>::zeroed();
@@ -527,6 +573,7 @@ impl ContextParams {
         } as i32;
         p.max_rollback = self.max_rollback.into();
         p.cuda_stream = self.cuda_stream.map_or(ptr::null_mut(), CudaStream::as_raw);
+        p.numerics = self.numerics.raw();
         Ok(p)
     }
 }
@@ -1130,6 +1177,17 @@ impl Context {
         self.io_memory
     }
 
+    /// The numerics the context computes with, [`Numerics::Fast`] or [`Numerics::Exact`]
+    /// (`hc_ctx_numerics`: [`ContextParams::numerics`] resolved for the backend; always `Exact`
+    /// on the CPU).
+    pub fn numerics(&self) -> Numerics {
+        // SAFETY: self.raw is live.
+        match Numerics::from_raw(unsafe { sys::hc_ctx_numerics(self.raw.as_ptr()) }) {
+            Some(Numerics::Fast) => Numerics::Fast,
+            _ => Numerics::Exact, // the library resolves Default; nothing else is returned
+        }
+    }
+
     /// The context's last error, copied.
     fn last_error(&self) -> String {
         // SAFETY: self.raw is live; the returned string is owned by the context and copied
@@ -1363,6 +1421,7 @@ impl fmt::Debug for Context {
             .field("next_layer", &self.next_layer())
             .field("io_dtype", &self.io_dtype)
             .field("io_memory", &self.io_memory)
+            .field("numerics", &self.numerics())
             .finish()
     }
 }

@@ -125,8 +125,8 @@ impl Context {
     /// Bitwise the results of [`Context::decode`] on each context in turn.
     ///
     /// Every context must have `layer` next (with a one-token chunk in progress for
-    /// `layer > 0`), and all must belong to one model and share backend, device, I/O type and
-    /// cache format. All or nothing: on an error no context has changed (but a device fault,
+    /// `layer > 0`), and all must belong to one model and share backend, device, I/O type,
+    /// cache format and [`Context::numerics`]. All or nothing: on an error no context has changed (but a device fault,
     /// which poisons them all), and the error carries the detail, naming the context at fault
     /// by its index. Take the contexts as `&mut` references, so that none can be named twice:
     ///
@@ -185,7 +185,8 @@ impl Context {
     /// `params`: `None` for this context's own parameters; otherwise read as for
     /// [`Context::new`], where the backend, device and cache format must be the defaults or
     /// this context's (a fork holds its source's pages), and `max_tokens` at least the current
-    /// length. The fork has no progress callback. Refused with [`Status::ORDER`] while a chunk
+    /// length; the fork computes with the params' [`ContextParams::numerics`] (`None`: this
+    /// context's). The fork has no progress callback. Refused with [`Status::ORDER`] while a chunk
     /// is in progress; on failure this context is unchanged and the error has the detail.
     pub fn fork(&mut self, params: Option<&ContextParams>) -> Result<Context> {
         let raw_params = params.map(ContextParams::to_raw).transpose()?;

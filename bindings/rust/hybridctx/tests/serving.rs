@@ -1,12 +1,12 @@
-//! Tests of the serving calls (batches, forks, rollback, progress, memory, device I/O and
-//! streams) against the real library, on the CPU backend. Every comparison is bitwise.
+//! Tests of the serving calls (batches, forks, rollback, progress, memory, device I/O,
+//! streams and numerics) against the real library, on the CPU backend. Every comparison is bitwise.
 use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
 use hybridctx::{
     backend_info, Backend, BackendState, CacheFormat, Context, ContextParams, CudaStream, DeviceSlice,
-    IoDtype, IoMemory, Model, ModelParams, Status,
+    IoDtype, IoMemory, Model, ModelParams, Numerics, Status,
 };
 
 fn tiny() -> Arc<Model> {
@@ -701,4 +701,65 @@ fn streams() {
         &chunk(&mut new_ctx(&m, &cpu()), 1, 2),
         "after set_stream",
     );
+}
+
+#[test]
+fn numerics_resolve_to_exact_on_the_cpu_and_forks_keep_them() {
+    let m = tiny();
+    let dim = m.dim();
+    for n in [Numerics::Default, Numerics::Fast, Numerics::Exact] {
+        let mut c = new_ctx(&m, &cpu().numerics(n).max_rollback(4));
+        assert_eq!(
+            c.numerics(),
+            Numerics::Exact,
+            "{n:?}: the CPU computes Exact for every value"
+        );
+        chunk(&mut c, 1, 20);
+        let mut f = c.fork(None).unwrap();
+        let mut g = c.fork(Some(&cpu().numerics(n).max_rollback(2))).unwrap();
+        assert_eq!(
+            (f.numerics(), g.numerics()),
+            (Numerics::Exact, Numerics::Exact),
+            "{n:?}"
+        );
+        assert_same(&chunk(&mut f, 1, 2), &chunk(&mut g, 1, 2), "forks");
+    }
+    // contexts created with different values compute one numerics on the CPU: one batch
+    let mut a = new_ctx(&m, &cpu().numerics(Numerics::Fast));
+    let mut b = new_ctx(&m, &cpu().numerics(Numerics::Exact));
+    let x = rows(1, 0, 0, 2, dim);
+    let mut y = vec![0f32; x.len()];
+    Context::decode_batch(&mut [&mut a, &mut b], 0, &x, &mut y).unwrap();
+    assert_eq!((a.next_layer(), b.next_layer()), (1, 1));
+}
+
+/// Numerics cannot hold an out-of-range value; the library refuses one passed through the raw
+/// params (the mirror's numerics and reserved fields).
+#[test]
+fn numerics_out_of_range_are_refused_by_the_library() {
+    use hybridctx::sys;
+    let m = tiny();
+    for (numerics, reserved) in [(3, 0), (-1, 0), (0, 1)] {
+        let mut p = std::mem::MaybeUninit::<sys::hc_ctx_params>::zeroed();
+        let size = std::mem::size_of::<sys::hc_ctx_params>();
+        // SAFETY: p points to size writable bytes; the library fills them.
+        assert_eq!(
+            unsafe { sys::hc_ctx_params_init(p.as_mut_ptr(), size) },
+            sys::HC_OK
+        );
+        // SAFETY: zero-initialised then filled by hc_ctx_params_init; plain data.
+        let mut p = unsafe { p.assume_init() };
+        assert_eq!((p.numerics, p.reserved), (0, 0));
+        p.backend = sys::HC_BACKEND_CPU as i32;
+        p.numerics = numerics;
+        p.reserved = reserved;
+        let mut out = std::ptr::null_mut();
+        // SAFETY: the model is live, p a valid params struct, out an out pointer.
+        let st = unsafe { sys::hc_ctx_create(m.as_ptr(), &p, &mut out) };
+        assert_eq!(
+            (st, out.is_null()),
+            (sys::HC_ERR_INVALID_ARG, true),
+            "{numerics} {reserved}"
+        );
+    }
 }
