@@ -654,8 +654,9 @@ HC_API hc_status hc_cuda_device_count(int32_t *out);
  *  @param src the context to fork; only read (its stream is synchronised on CUDA).
  *  @param p NULL: src's params (those it was created or forked with). Otherwise read as for
  *           hc_ctx_create(), where these may differ from src's: n_threads, max_chunk, io_dtype,
- *           io_memory, cuda_stream, max_tokens (at least src's length) and max_rollback (a fork
- *           with another R keeps what of src's history its own R covers). The fork holds src's
+ *           io_memory, cuda_stream, max_tokens (at least src's length), max_rollback (a fork
+ *           with another R keeps what of src's history its own R covers) and numerics
+ *           (HC_NUMERICS_DEFAULT = as src; the caches are valid in either mode). The fork holds src's
  *           pages, so backend must be HC_BACKEND_AUTO or src's backend, device 0 or src's
  *           device, cache_format HC_CACHE_DEFAULT or src's format: those zero values mean "as
  *           src", anything else is HC_ERR_INVALID_ARG.

@@ -485,6 +485,7 @@ HC_API hc_status hc_ctx_fork(hc_ctx *src, const hc_ctx_params *p, hc_ctx **out)
         return fork_fail(src, ep, NULL, HC_ERR_POSITION, msg);
     }
     cp.backend = kind, cp.device = src->params.device, cp.cache_format = src->params.cache_format;
+    if (cp.numerics == HC_NUMERICS_DEFAULT) cp.numerics = src->params.numerics;
     hc_ctx *f = NULL;
     if ((st = ctx_new(src->model, &cp, &f))) return fork_fail(src, ep, f, st, NULL);
     /* the source's queued writes end before the clone's copies read its buffers */

@@ -251,10 +251,18 @@ START_TEST(numerics_modes)
         c = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, modes[i]);
         int want = modes[i] == HC_NUMERICS_FAST ? want_fast : HC_NUMERICS_EXACT; /* DEFAULT: EXACT in 0.2 */
         ck_assert_int_eq(hc_ctx_numerics(c), want);
-        hc_ctx *f = NULL;
+        hc_ctx *f = NULL, *f2 = NULL, *f3 = NULL;
         ck_assert_int_eq(hc_ctx_fork(c, NULL, &f), HC_OK);
         ck_assert_int_eq(hc_ctx_numerics(f), want);
-        hc_ctx_free(f), hc_ctx_free(c);
+        /* with params: DEFAULT keeps src's mode, EXACT switches */
+        hc_ctx_params_init(&p, sizeof p);
+        p.max_rollback = 4;
+        ck_assert_int_eq(hc_ctx_fork(c, &p, &f2), HC_OK);
+        ck_assert_int_eq(hc_ctx_numerics(f2), want);
+        p.numerics = HC_NUMERICS_EXACT;
+        ck_assert_int_eq(hc_ctx_fork(c, &p, &f3), HC_OK);
+        ck_assert_int_eq(hc_ctx_numerics(f3), HC_NUMERICS_EXACT);
+        hc_ctx_free(f3), hc_ctx_free(f2), hc_ctx_free(f), hc_ctx_free(c);
     }
     /* fast decode batches: bitwise as the same contexts one at a time */
     hc_ctx *a[K], *b[K];

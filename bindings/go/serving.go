@@ -213,7 +213,7 @@ func AppendBatchBF16(ctxs []*Context, layer int, x []uint16, nTokens []int, y []
 //
 // p nil: c's own parameters. Otherwise read as for NewContext, where Backend, Device and
 // CacheFormat must be zero or c's (a fork holds its source's pages), and MaxTokens at least the
-// current length; the fork computes with p.Numerics (nil p: c's numerics). The fork has no
+// current length; the fork computes with p.Numerics (nil p or NumericsDefault: c's numerics). The fork has no
 // progress callback. A chunk in progress is refused with ErrOrder; on failure c is unchanged and
 // the error has the detail.
 func (c *Context) Fork(p *ContextParams) (*Context, error) {

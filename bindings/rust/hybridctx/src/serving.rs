@@ -185,8 +185,8 @@ impl Context {
     /// `params`: `None` for this context's own parameters; otherwise read as for
     /// [`Context::new`], where the backend, device and cache format must be the defaults or
     /// this context's (a fork holds its source's pages), and `max_tokens` at least the current
-    /// length; the fork computes with the params' [`ContextParams::numerics`] (`None`: this
-    /// context's). The fork has no progress callback. Refused with [`Status::ORDER`] while a chunk
+    /// length; the fork computes with the params' [`ContextParams::numerics`] (`None`, or
+    /// `Numerics::Default`: this context's). The fork has no progress callback. Refused with [`Status::ORDER`] while a chunk
     /// is in progress; on failure this context is unchanged and the error has the detail.
     pub fn fork(&mut self, params: Option<&ContextParams>) -> Result<Context> {
         let raw_params = params.map(ContextParams::to_raw).transpose()?;
