@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "timing.h"
 #include "cli.h"
 #include "ctx/ctx.h"
 #include "hybridctx_experimental.h"
@@ -50,24 +51,6 @@ static void jrow(int section, const char *fmt, ...)
     snprintf(g_js[section] + len, sizeof g_js[section] - len, "%s\n    %s", len ? "," : "", row);
 }
 static const char *g_numerics = "exact"; /* or the options that change the numerics */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return v[n / 2];
-}
 
 static hc_model *flash_model(const char *ratios, int layers, int geometry_only)
 {

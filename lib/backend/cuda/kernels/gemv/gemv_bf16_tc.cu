@@ -3,9 +3,8 @@
  * fast FP8 GEMV (gemv_fp8_tc.cu, config.h) with elements of 2 bytes: a 16-byte load holds 8
  * elements, feeding two k-16 steps (gt_span_elem). Deterministic and batch-invariant; within the
  * faithful tolerance of the exact GEMV (gemv.cu), not its bits. */
-#include "../common.cuh"
-#include "config.h"
 #include "gemv.h"
+#include "tc.cuh"
 
 namespace {
 
@@ -17,18 +16,6 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-
-__device__ __forceinline__ uint4 ld_stream(const uint16_t *p)
-{
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ uint32_t lo_reg(const uint4 &v, int step) { return step ? v.z : v.x; }
-__device__ __forceinline__ uint32_t hi_reg(const uint4 &v, int step) { return step ? v.w : v.y; }
 
 /* CTA: GT_ROWS rows of one group; warp w takes the 32-element spans w, w + 8, ... of K. */
 template <int MT>
@@ -50,7 +37,7 @@ __global__ void __launch_bounds__(GT_WARPS * 32) gemv_bf16_tc_kernel(const uint1
 #pragma unroll
         for (int u = 0; u < GT_UNROLL; u++) {
             const int s = s0 + u * GT_WARPS;
-            wv[u] = s < ns ? ld_stream(wrow + (size_t)s * GT_BF16_SPAN) : zero;
+            wv[u] = s < ns ? gt_ld_stream(wrow + (size_t)s * GT_BF16_SPAN) : zero;
         }
 #pragma unroll
         for (int u = 0; u < GT_UNROLL; u++) {
@@ -63,26 +50,12 @@ __global__ void __launch_bounds__(GT_WARPS * 32) gemv_bf16_tc_kernel(const uint1
                 const uint4 a1 = m1 < n ? *(const uint4 *)(xg + (size_t)m1 * ldx + (size_t)s * GT_BF16_SPAN) : zero;
 #pragma unroll
                 for (int step = 0; step < 2; step++)
-                    mma_bf16(acc[mi], lo_reg(a0, step), lo_reg(a1, step), hi_reg(a0, step), hi_reg(a1, step),
-                             lo_reg(wv[u], step), hi_reg(wv[u], step));
+                    mma_bf16(acc[mi], gt_lo(a0, step), gt_lo(a1, step), gt_hi(a0, step), gt_hi(a1, step),
+                             gt_lo(wv[u], step), gt_hi(wv[u], step));
             }
         }
     }
-#pragma unroll
-    for (int mi = 0; mi < MT; mi++) red[warp][mi][lane] = make_float4(acc[mi][0], acc[mi][1], acc[mi][2], acc[mi][3]);
-    __syncthreads();
-    for (int e = threadIdx.x; e < MT * 32; e += GT_WARPS * 32) {
-        const int mi = e / 32, l = e % 32;
-        float4 v = red[0][mi][l];
-#pragma unroll
-        for (int w = 1; w < GT_WARPS; w++) {
-            const float4 o = red[w][mi][l];
-            v.x += o.x, v.y += o.y, v.z += o.z, v.w += o.w;
-        }
-        const int m0 = mi * GT_TOK + (l >> 2), m1 = m0 + 8, r = r0 + 2 * (l & 3);
-        if (m0 < n) out[(size_t)m0 * ldo + r] = hci_bf16_from_f32(v.x), out[(size_t)m0 * ldo + r + 1] = hci_bf16_from_f32(v.y);
-        if (m1 < n) out[(size_t)m1 * ldo + r] = hci_bf16_from_f32(v.z), out[(size_t)m1 * ldo + r + 1] = hci_bf16_from_f32(v.w);
-    }
+    gt_reduce_store<MT>(red, acc, r0, n, out, ldo);
 }
 
 template <int MT>

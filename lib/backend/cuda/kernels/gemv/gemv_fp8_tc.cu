@@ -5,9 +5,8 @@
  * from the same operations whatever the other tokens and their number (config.h). Memory-bound
  * for decode: every weight byte is read once with 16-byte streaming loads, GT_UNROLL k-blocks
  * in flight per warp. */
-#include "../common.cuh"
-#include "config.h"
 #include "gemv.h"
+#include "tc.cuh"
 
 namespace {
 
@@ -19,20 +18,6 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-
-/* weights are read once: do not keep them in L1 */
-__device__ __forceinline__ uint4 ld_stream(const uint8_t *p)
-{
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
-/* the first (step 0) or second (step 1) 8 bytes of a lane's 16: the two registers of one step */
-__device__ __forceinline__ uint32_t lo_reg(const uint4 &v, int step) { return step ? v.z : v.x; }
-__device__ __forceinline__ uint32_t hi_reg(const uint4 &v, int step) { return step ? v.w : v.y; }
 
 template <int MT>
 __global__ void __launch_bounds__(GT_WARPS * 32) gemv_fp8_tc_kernel(const uint8_t *W, const float *Ws, int sld, int K,
@@ -55,8 +40,8 @@ __global__ void __launch_bounds__(GT_WARPS * 32) gemv_fp8_tc_kernel(const uint8_
         for (int u = 0; u < GT_UNROLL; u++) {
             const int kb = kb0 + u * GT_WARPS;
             const bool on = kb < nb;
-            wv[u][0] = on ? ld_stream(wrow + (size_t)kb * GV_SCALE_BLOCK) : zero;
-            wv[u][1] = on ? ld_stream(wrow + (size_t)kb * GV_SCALE_BLOCK + 64) : zero;
+            wv[u][0] = on ? gt_ld_stream(wrow + (size_t)kb * GV_SCALE_BLOCK) : zero;
+            wv[u][1] = on ? gt_ld_stream(wrow + (size_t)kb * GV_SCALE_BLOCK + 64) : zero;
         }
 #pragma unroll
         for (int u = 0; u < GT_UNROLL; u++) {
@@ -79,8 +64,8 @@ __global__ void __launch_bounds__(GT_WARPS * 32) gemv_fp8_tc_kernel(const uint8_
                 for (int s = 0; s < 2; s++)
 #pragma unroll
                     for (int step = 0; step < 2; step++)
-                        mma_e4m3(d, lo_reg(a[0][s], step), lo_reg(a[1][s], step), hi_reg(a[0][s], step),
-                                 hi_reg(a[1][s], step), lo_reg(wv[u][s], step), hi_reg(wv[u][s], step));
+                        mma_e4m3(d, gt_lo(a[0][s], step), gt_lo(a[1][s], step), gt_hi(a[0][s], step),
+                                 gt_hi(a[1][s], step), gt_lo(wv[u][s], step), gt_hi(wv[u][s], step));
                 /* promotion: d[0..1] are token m0's, d[2..3] token m1's, weight rows 2t, 2t + 1 */
                 const float s0 = m0 < n ? __fmul_rn(xs[(size_t)kb * np + m0], sw) : 0.0f;
                 const float s1 = m1 < n ? __fmul_rn(xs[(size_t)kb * np + m1], sw) : 0.0f;
@@ -91,22 +76,7 @@ __global__ void __launch_bounds__(GT_WARPS * 32) gemv_fp8_tc_kernel(const uint8_
             }
         }
     }
-#pragma unroll
-    for (int mi = 0; mi < MT; mi++) red[warp][mi][lane] = make_float4(acc[mi][0], acc[mi][1], acc[mi][2], acc[mi][3]);
-    __syncthreads();
-    /* the warps' sums in warp order, one thread per (m-tile, lane) */
-    for (int e = threadIdx.x; e < MT * 32; e += GT_WARPS * 32) {
-        const int mi = e / 32, l = e % 32;
-        float4 v = red[0][mi][l];
-#pragma unroll
-        for (int w = 1; w < GT_WARPS; w++) {
-            const float4 o = red[w][mi][l];
-            v.x += o.x, v.y += o.y, v.z += o.z, v.w += o.w;
-        }
-        const int m0 = mi * GT_TOK + (l >> 2), m1 = m0 + 8, r = r0 + 2 * (l & 3);
-        if (m0 < n) y[(size_t)m0 * ldy + r] = hci_bf16_from_f32(v.x), y[(size_t)m0 * ldy + r + 1] = hci_bf16_from_f32(v.y);
-        if (m1 < n) y[(size_t)m1 * ldy + r] = hci_bf16_from_f32(v.z), y[(size_t)m1 * ldy + r + 1] = hci_bf16_from_f32(v.w);
-    }
+    gt_reduce_store<MT>(red, acc, r0, n, y, ldy);
 }
 
 template <int MT>
