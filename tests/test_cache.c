@@ -567,6 +567,7 @@ static void arm(hc_ctx *c, int fail_at)
     g_real = c->be->ops == &g_failing ? g_real : c->be->ops;
     g_failing = *g_real;
     g_failing.alloc = failing_alloc, g_failing.page_alloc = failing_page_alloc;
+    g_failing.pages_alloc = NULL; /* every page through page_alloc, which fails in turn */
     c->be->ops = &g_failing;
     g_fail_at = fail_at, g_count = 0;
 }

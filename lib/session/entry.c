@@ -51,17 +51,29 @@ static int max_e2m1_32(const uint8_t *p)
     return m;
 }
 
-/* Non-zero when a bf16 value of p[0..n) has an all-ones exponent (Inf or NaN): 16-bit lanes and
- * no early exit, so that it vectorizes (it was a byte loop, a third of a load's check time). */
-static int any_nonfinite_bf16(const uint8_t *p, int n)
+/* Non-zero when a bf16 value of p[0..n) has an all-ones exponent (Inf or NaN). The exponent
+ * field plus one carries into bit 15 exactly when it is all ones, so the test is an add and an
+ * or per value with no branch and no compare: it vectorizes (a byte loop with an early exit was
+ * a third of a load's check time). */
+static uint16_t nonfinite_acc(const uint8_t *p, int n)
 {
-    unsigned bad = 0;
+    uint16_t acc = 0;
     for (int i = 0; i < n; i++) {
         uint16_t h;
         memcpy(&h, p + 2 * (size_t)i, 2);
-        bad |= (h & 0x7f80u) == 0x7f80u;
+        acc |= (uint16_t)((h & 0x7f80u) + 0x0080u);
     }
-    return (int)bad;
+    return acc;
+}
+
+/* blocks of a fixed 16 values (gcc -O2 vectorizes only loops of a known count), then the rest */
+static int any_nonfinite_bf16(const uint8_t *p, int n)
+{
+    uint16_t acc = 0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) acc |= nonfinite_acc(p + 2 * (size_t)i, 16);
+    acc |= nonfinite_acc(p + 2 * (size_t)i, n - i);
+    return (acc & 0x8000u) != 0;
 }
 
 static int canonical(const hci_entry_layout *c, const uint8_t *d, const uint8_t *s)
