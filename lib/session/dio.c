@@ -104,8 +104,6 @@ int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz)
     return u->status;
 }
 
-int hcs_dio_is_direct(const hcs_dio *d) { return atomic_load(&((hcs_dio *)d)->direct); }
-
 void hcs_dio_destroy(hcs_dio *d)
 {
     if (!d) return;

@@ -32,8 +32,6 @@ hcs_unit *hcs_dio_unit(hcs_dio *d, int i);
 void hcs_dio_submit(hcs_dio *d, int i);
 /* Wait for unit i's transfer (no-op when none is queued); its status, with its message in err. */
 int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz);
-/* 1 while transfers go through O_DIRECT. */
-int hcs_dio_is_direct(const hcs_dio *d);
 /* Wait for every queued transfer, restore the descriptor's flags, free. NULL is a no-op. */
 void hcs_dio_destroy(hcs_dio *d);
 

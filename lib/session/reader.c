@@ -441,7 +441,7 @@ static void load_work(void *arg, int si)
 }
 
 /* Units of about `target` bytes (at least one chunk each) covering every chunk in file order;
- * *cap receives the largest. Returns their number, or 0 when out of memory. */
+ * *cap receives the largest. Returns their number; *out is NULL when out of memory. */
 static uint32_t plan_units(const hcs_file *f, uint64_t target, runit **out, size_t *cap)
 {
     runit *u = malloc(sizeof *u * (f->n_chunks ? f->n_chunks : 1));
@@ -464,7 +464,7 @@ static uint32_t plan_units(const hcs_file *f, uint64_t target, runit **out, size
             off = end;
         }
     }
-    return n ? n : 1; /* no chunk: one empty unit, never read */
+    return n;
 }
 
 /* Queue unit reads while buffers are free. */
