@@ -266,6 +266,39 @@ END_TEST
 
 /* The list primitives: sharing counts references, prepare copies exactly the shared pages that
  * will be written, drop frees a page with its last reference. */
+/* Growth by many pages at once goes through the backend's bulk op (the CPU backend makes the
+ * pages resident on its pool's threads): pages of several sizes, on a heap full of dirty freed
+ * memory, come back zero-filled with one reference each, as page by page. */
+START_TEST(bulk_pages)
+{
+    hc_ctx *c = make_ctx();
+    hci_backend *be = c->be;
+    ck_assert_ptr_nonnull(be->ops->pages_alloc);
+    static const size_t sizes[] = {1000, 4096, 37376, 100000};
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        void *dirty[64];
+        for (int i = 0; i < 64; i++) {
+            dirty[i] = malloc(sizes[z]);
+            memset(dirty[i], 0xa5, sizes[z]);
+        }
+        for (int i = 0; i < 64; i++) free(dirty[i]);
+        hci_page_list l;
+        memset(&l, 0, sizeof l);
+        l.page_bytes = sizes[z];
+        ck_assert_int_eq(hci_pages_grow(be, &l, 1), HC_OK); /* one page: page_alloc */
+        ck_assert_int_eq(hci_pages_grow(be, &l, 70), HC_OK);
+        ck_assert_int_eq(l.n_pages, 70);
+        for (int i = 0; i < 70; i++) {
+            const uint8_t *p = l.pages[i];
+            for (size_t j = 0; j < sizes[z]; j++) ck_assert_int_eq(p[j], 0);
+            ck_assert_int_eq(hci_page_refcount(&l, i), 1);
+        }
+        hci_pages_drop(be, &l, 0);
+    }
+    hc_ctx_free(c);
+}
+END_TEST
+
 START_TEST(page_lists)
 {
     hc_ctx *c = make_ctx();
@@ -567,6 +600,7 @@ static void arm(hc_ctx *c, int fail_at)
     g_real = c->be->ops == &g_failing ? g_real : c->be->ops;
     g_failing = *g_real;
     g_failing.alloc = failing_alloc, g_failing.page_alloc = failing_page_alloc;
+    g_failing.pages_alloc = NULL; /* every page through page_alloc, which fails in turn */
     c->be->ops = &g_failing;
     g_fail_at = fail_at, g_count = 0;
 }
@@ -777,6 +811,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, create_clear_bytes);
     tcase_add_test(tc, page_lists);
+    tcase_add_test(tc, bulk_pages);
     tcase_add_test(tc, clone_shares_entries);
     tcase_add_test(tc, clone_copy_on_write);
     tcase_add_test(tc, snapshot_restore);

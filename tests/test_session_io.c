@@ -18,13 +18,14 @@
 #include "hybridctx.h"
 #include "hybridctx_experimental.h"
 #include "session/io.h"
+#include "session/session.h"
 #include "test_session_util.h"
 #include "testutil.h"
 #include "runner.h"
 
 enum { OP_OPEN, OP_CLOSE, OP_PREAD, OP_PWRITE, OP_FSYNC, OP_FSTAT, OP_LSTAT, OP_RENAME, OP_UNLINK, N_OPS };
 static const char *const op_names[N_OPS] = {"open", "close", "pread", "pwrite", "fsync", "fstat", "lstat", "rename", "unlink"};
-enum { FAIL, SHORT, EINTR_ONCE, EOF_READ };
+enum { FAIL, SHORT, EINTR_ONCE, EOF_READ, NO_DIRECT };
 
 static struct {
     int op, mode, err;
@@ -43,6 +44,7 @@ static void arm(int op, long at, int mode, int err)
 static int trigger(int op)
 {
     long k = F.count[op]++;
+    if (op == F.op && F.mode == NO_DIRECT) return 0; /* decided by the caller, per descriptor */
     if (op != F.op || (!F.every && k != F.at)) return 0;
     if (F.every && F.mode == EINTR_ONCE && (k & 1)) return 0; /* every other call, so that it progresses */
     F.hit = 1;
@@ -62,8 +64,17 @@ static int f_close(int fd)
     }
     return hci_io_posix.close(fd);
 }
+/* NO_DIRECT: a file system that refuses O_DIRECT transfers (EINVAL), as some do */
+static int refuse_direct(int op, int fd)
+{
+    if (F.op != op || F.mode != NO_DIRECT || !(fcntl(fd, F_GETFL) & O_DIRECT)) return 0;
+    F.hit = 1;
+    return 1;
+}
+
 static ssize_t f_pread(int fd, void *b, size_t n, off_t o)
 {
+    if (refuse_direct(OP_PREAD, fd)) return errno = EINVAL, -1;
     if (trigger(OP_PREAD)) {
         if (F.mode == FAIL) return errno = F.err, -1;
         if (F.mode == EINTR_ONCE) return errno = EINTR, -1;
@@ -74,6 +85,7 @@ static ssize_t f_pread(int fd, void *b, size_t n, off_t o)
 }
 static ssize_t f_pwrite(int fd, const void *b, size_t n, off_t o)
 {
+    if (refuse_direct(OP_PWRITE, fd)) return errno = EINVAL, -1;
     if (trigger(OP_PWRITE)) {
         if (F.mode == FAIL) return errno = F.err, -1;
         if (F.mode == EINTR_ONCE) return errno = EINTR, -1;
@@ -216,36 +228,109 @@ START_TEST(test_save_faults)
 }
 END_TEST
 
+/* The file transfers of save and load: units of `unit` bytes (0: the default), O_DIRECT forced
+ * (1), never (-1) or by size (0). */
+static void io_mode(uint32_t unit, int direct)
+{
+    hcs_hooks.io_unit = unit, hcs_hooks.direct_io = direct;
+}
+
 START_TEST(test_transient_faults)
 {
     hc_ctx *c = filled(900, 3);
     uint64_t d = tsu_digest(c);
     hc_save_params sp;
     hc_save_params_init(&sp, sizeof sp);
-    for (int mode = SHORT; mode <= EINTR_ONCE; mode++) {
-        for (int comp = 0; comp < 2; comp++) {
-            sp.compression = comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE;
-            arm(OP_PWRITE, 0, mode, 0);
-            F.every = 1;
-            hci_io_set(&faulty);
-            hc_status st = hc_ctx_save(c, g_path, &sp);
-            hci_io_set(NULL);
-            ck_assert_msg(st == HC_OK, "pwrite %s: %s", mode == SHORT ? "short" : "EINTR", hc_ctx_last_error(c));
-            ck_assert_int_gt(F.count[OP_PWRITE], 10);
-            ck_assert_uint_eq(file_digest(g_path), d);
-            /* and reading back through short reads / EINTR */
-            hc_ctx *e = tsu_ctx(g_model, HC_CACHE_BF16, 0);
-            arm(OP_PREAD, 0, mode, 0);
-            F.every = 1;
-            hci_io_set(&faulty);
-            st = hc_ctx_load(e, g_path);
-            hci_io_set(NULL);
-            ck_assert_msg(st == HC_OK, "pread %s: %s", mode == SHORT ? "short" : "EINTR", hc_ctx_last_error(e));
-            ck_assert_uint_eq(tsu_digest(e), d);
-            hc_ctx_free(e);
+    /* default units (one or two transfers for this session), and units of 8 KiB (many); with
+     * O_DIRECT a halved transfer leaves an unaligned rest, which goes on buffered */
+    static const struct { uint32_t unit; int direct; } modes[] = {{0, 0}, {8192, -1}, {8192, 1}, {0, 1}};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++)
+        for (int mode = SHORT; mode <= EINTR_ONCE; mode++) {
+            for (int comp = 0; comp < 2; comp++) {
+                io_mode(modes[m].unit, modes[m].direct);
+                sp.compression = comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE;
+                arm(OP_PWRITE, 0, mode, 0);
+                F.every = 1;
+                hci_io_set(&faulty);
+                hc_status st = hc_ctx_save(c, g_path, &sp);
+                hci_io_set(NULL);
+                ck_assert_msg(st == HC_OK, "pwrite %s: %s", mode == SHORT ? "short" : "EINTR", hc_ctx_last_error(c));
+                ck_assert_int_gt(F.count[OP_PWRITE], modes[m].unit ? 10 : 2);
+                ck_assert_uint_eq(file_digest(g_path), d);
+                /* and reading back through short reads / EINTR */
+                hc_ctx *e = tsu_ctx(g_model, HC_CACHE_BF16, 0);
+                arm(OP_PREAD, 0, mode, 0);
+                F.every = 1;
+                hci_io_set(&faulty);
+                st = hc_ctx_load(e, g_path);
+                hci_io_set(NULL);
+                ck_assert_msg(st == HC_OK, "pread %s: %s", mode == SHORT ? "short" : "EINTR", hc_ctx_last_error(e));
+                ck_assert_uint_eq(tsu_digest(e), d);
+                hc_ctx_free(e);
+            }
         }
-    }
+    io_mode(0, 0);
     hc_ctx_free(c);
+}
+END_TEST
+
+/* Save and load through units of every size against chunks of every size (a unit holds whole
+ * chunks and may be larger than asked for, chunks do not start on a 4 KiB boundary, nor do
+ * sections end on one), with and without O_DIRECT, and on a file system that refuses O_DIRECT:
+ * the same file and the same state each time. */
+static void units_and_direct(int64_t n_tokens, int all)
+{
+    hc_ctx *c = filled(n_tokens, 6);
+    uint64_t d = tsu_digest(c);
+    uint64_t refn;
+    uint8_t *ref = tsu_save(c, HC_COMPRESS_NONE, &refn);
+    static const uint32_t units[] = {4096, 12288, 65536, 1u << 20, 0};
+    static const uint32_t rpc[] = {64, 192, 0};
+    for (size_t r = all ? 0 : 2; r < sizeof rpc / sizeof rpc[0]; r++)
+        for (size_t u = all ? 0 : 2; u < sizeof units / sizeof units[0]; u++)
+            for (int direct = -1; direct <= 1; direct += 2)
+                for (int refuse = 0; refuse < 2; refuse++) {
+                    hcs_hooks.entry_rows_per_chunk = rpc[r];
+                    io_mode(units[u], direct);
+                    arm(OP_PWRITE, -1, refuse ? NO_DIRECT : FAIL, 0);
+                    hci_io_set(&faulty);
+                    hc_status st = hc_ctx_save(c, g_path, NULL);
+                    int hit = F.hit;
+                    hci_io_set(NULL);
+                    ck_assert_msg(st == HC_OK, "save, unit %u direct %d: %s", units[u], direct, hc_ctx_last_error(c));
+                    ck_assert_int_eq(hit, refuse && direct > 0);
+                    size_t n;
+                    uint8_t *got = tu_read_file(g_path, &n);
+                    uint64_t where = 0;
+                    if (!rpc[r]) /* the writer's own chunk size: the bytes of a buffer save */
+                        ck_assert_msg(tsu_same_session(ref, refn, got, n, &where), "unit %u direct %d: differs at %llu",
+                                      units[u], direct, (unsigned long long)where);
+                    free(got);
+                    for (int fmt = 0; fmt < 2; fmt++) {
+                        hc_ctx *e = tsu_ctx(g_model, fmt ? HC_CACHE_BF16 : HC_CACHE_FP8, 0);
+                        arm(OP_PREAD, -1, refuse ? NO_DIRECT : FAIL, 0);
+                        hci_io_set(&faulty);
+                        st = hc_ctx_load(e, g_path);
+                        hit = F.hit;
+                        hci_io_set(NULL);
+                        ck_assert_msg(st == HC_OK, "load, unit %u direct %d: %s", units[u], direct, hc_ctx_last_error(e));
+                        ck_assert_int_eq(hit, refuse && direct > 0);
+                        hcs_hooks.entry_rows_per_chunk = 0; /* the digest is a session of the default layout */
+                        ck_assert_uint_eq(tsu_digest(e), d);
+                        hcs_hooks.entry_rows_per_chunk = rpc[r];
+                        hc_ctx_free(e);
+                    }
+                }
+    hcs_hooks.entry_rows_per_chunk = 0;
+    io_mode(0, 0);
+    free(ref);
+    hc_ctx_free(c);
+}
+
+START_TEST(test_units_and_direct)
+{
+    units_and_direct(2000, 1);
+    units_and_direct(40000, 0); /* several MiB: worker threads check chunks while units are read */
 }
 END_TEST
 
@@ -257,7 +342,9 @@ START_TEST(test_load_faults)
     static const struct { int op, mode, err; } plan[] = {
         {OP_PREAD, FAIL, EIO}, {OP_PREAD, EOF_READ, 0}, {OP_OPEN, FAIL, ENOENT}, {OP_FSTAT, FAIL, EIO},
     };
-    for (size_t p = 0; p < sizeof plan / sizeof plan[0]; p++) {
+    for (size_t q = 0; q < 2 * sizeof plan / sizeof plan[0]; q++) {
+        size_t p = q / 2;
+        io_mode(q % 2 ? 8192 : 0, q % 2 ? 1 : 0); /* default units; 8 KiB units through O_DIRECT */
         int failures = 0;
         for (long k = 0;; k++) {
             arm(plan[p].op, k, plan[p].mode, plan[p].err);
@@ -279,6 +366,7 @@ START_TEST(test_load_faults)
         }
         ck_assert_int_gt(failures, 0);
     }
+    io_mode(0, 0);
     hc_ctx_free(c), hc_ctx_free(t);
 }
 END_TEST
@@ -405,6 +493,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_save_faults);
     tcase_add_test(tc, test_transient_faults);
+    tcase_add_test(tc, test_units_and_direct);
     tcase_add_test(tc, test_load_faults);
     tcase_add_test(tc, test_kill_during_save);
     suite_add_tcase(s, tc);

@@ -1,14 +1,18 @@
 /* session-bench - save and load speed of a large session next to the raw speed of the disk.
  * Builds a context of the v4-flash geometry (geometry-only model) filled with random valid state
  * by hc_x_ctx_fill_random(), then times, in one directory:
- *   raw write   the session's byte count written in 8 MiB blocks, then fsync (like dd conv=fsync)
- *   raw read    the same file read back after its pages were dropped from the page cache
+ *   raw write   the session's byte count written in 8 MiB blocks, then fsync (like dd conv=fsync),
+ *               once through the page cache and once with O_DIRECT; the faster is the disk's speed
+ *   raw read    the same file read back in 8 MiB blocks after its pages were dropped from the page
+ *               cache, buffered and with O_DIRECT; the faster is the disk's speed
  *   save        hc_ctx_save() (temporary, fsync, rename, directory fsync), without and with zstd
  *   load        hc_ctx_load() of that file after its pages were dropped, into a second context
- * GB/s are 10^9 bytes of session (uncompressed size) per second. Files are removed at the end.
+ * With --rounds N all of it runs N times, interleaved (the disk of a shared machine changes speed
+ * from minute to minute), and the medians are reported. GB/s are 10^9 bytes of session
+ * (uncompressed size) per second. Files are removed at the end.
  *   session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]
- *                 [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]
- *                 [--json] [--help]
+ *                 [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-zstd] [--rounds N]
+ *                 [--no-check] [--keep] [--json] [--help]
  * --no-check skips the round-trip comparison (it holds a third copy of the session in memory);
  * --keep leaves the uncompressed session file in DIR (for `hybridctx verify`); --json prints the
  * results as one JSON object on stdout (the text then goes to stderr, as progress). */
@@ -57,40 +61,73 @@ static void drop_cache(const char *path)
     close(fd);
 }
 
-/* dd-like: write n bytes in 8 MiB blocks and fsync; then read them back cold. */
-static void raw_io(const char *path, uint64_t n, double *w_s, double *r_s)
+/* dd-like: write n bytes (a multiple of 4096, as sessions are) in 8 MiB blocks and fsync, through
+ * the page cache or with O_DIRECT (an aligned buffer). Returns the seconds. */
+static double raw_write(const char *path, uint64_t n, int direct)
 {
     size_t bs = 8u << 20;
-    uint8_t *buf = malloc(bs);
-    if (!buf) exit(1);
+    void *b = NULL;
+    if (posix_memalign(&b, 4096, bs)) exit(1);
+    uint8_t *buf = b;
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (size_t i = 0; i < bs; i += 8) { /* incompressible, like the codes of a cache */
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         memcpy(buf + i, &x, 8);
     }
+    unlink(path);
     double t0 = now_s();
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0), 0644);
     if (fd < 0) { perror(path); exit(1); }
     for (uint64_t off = 0; off < n;) {
         size_t k = n - off < bs ? (size_t)(n - off) : bs;
         ssize_t w = pwrite(fd, buf, k, (off_t)off);
-        if (w <= 0) { perror("write"); exit(1); }
+        if (w <= 0) { perror(direct ? "write (O_DIRECT)" : "write"); exit(1); }
         off += (uint64_t)w;
     }
     if (fsync(fd) || close(fd)) { perror("fsync"); exit(1); }
-    *w_s = now_s() - t0;
+    double s = now_s() - t0;
+    free(buf);
+    return s;
+}
+
+/* Read a file in 8 MiB blocks after dropping its pages (cold), buffered or with O_DIRECT. */
+static double raw_read(const char *path, int direct)
+{
+    size_t bs = 8u << 20;
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, bs)) exit(1);
     drop_cache(path);
-    t0 = now_s();
-    fd = open(path, O_RDONLY);
+    double t0 = now_s();
+    int fd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
+    if (fd < 0) { perror(path); exit(1); }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    for (uint64_t off = 0; off < n;) {
+    for (uint64_t off = 0;;) {
         ssize_t r = pread(fd, buf, bs, (off_t)off);
-        if (r <= 0) { perror("read"); exit(1); }
+        if (r < 0) { perror(direct ? "read (O_DIRECT)" : "read"); exit(1); }
+        if (r == 0) break;
         off += (uint64_t)r;
     }
     close(fd);
-    *r_s = now_s() - t0;
+    double s = now_s() - t0;
     free(buf);
+    return s;
+}
+
+static double dmin(double a, double b) { return a < b ? a : b; }
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of n values (the mean of the middle two for even n). */
+static double median(const double *v, int n)
+{
+    double t[64];
+    memcpy(t, v, sizeof *v * (size_t)n);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
 static uint64_t file_size(const char *path)
@@ -124,11 +161,12 @@ static uint64_t digest(hc_ctx *c, uint8_t **buf, uint64_t *cap)
 
 static const char usage[] =
     "usage: session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]\n"
-    "                     [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-check] [--keep]\n"
-    "                     [--json]\n"
+    "                     [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-zstd]\n"
+    "                     [--rounds N] [--no-check] [--keep] [--json]\n"
     "\n"
     "Save and load speed of a large session (geometry-only model, context filled with random valid\n"
-    "state) next to the raw speed of the disk, in DIR. GB/s are 10^9 bytes of session per second.\n"
+    "state) next to the raw speed of the disk (the faster of buffered and O_DIRECT transfers of the\n"
+    "same size, cold), in DIR. GB/s are 10^9 bytes of session per second.\n"
     "\n"
     "  --model M           geometry: v4-flash (default), v4-pro or tiny\n"
     "  --tokens N          context length, 0..16777216 (default 1048576)\n"
@@ -137,6 +175,8 @@ static const char usage[] =
     "  --backend B         cpu (default) or cuda\n"
     "  --cache FMT         fp8 (default) or bf16\n"
     "  --zstd-level L      level of the compressed run, 1..19 (default 1)\n"
+    "  --no-zstd           no compressed run\n"
+    "  --rounds N          run everything N times, interleaved, and report medians, 1..51 (default 1)\n"
     "  --no-check          skip the round-trip comparison (it holds a third copy in memory)\n"
     "  --keep              leave the uncompressed session in DIR/session-bench.hcs\n"
     "  --json              the results as one JSON object on stdout (the text goes to stderr)\n"
@@ -150,6 +190,13 @@ typedef struct {
     int same; /* -1: not checked */
 } round_result;
 
+/* The raw transfers of one round: write and read, buffered [0] and O_DIRECT [1]. */
+typedef struct {
+    double write_s[2], read_s[2];
+} raw_result;
+
+#define MAX_ROUNDS 51
+
 int main(int argc, char **argv)
 {
     static const char *const models[] = {"v4-flash", "v4-pro", "tiny", NULL};
@@ -161,11 +208,13 @@ int main(int argc, char **argv)
         {"cache", required_argument, NULL, 'C'},      {"backend", required_argument, NULL, 'b'},
         {"zstd-level", required_argument, NULL, 'z'}, {"no-check", no_argument, NULL, 'n'},
         {"keep", no_argument, NULL, 'k'},             {"json", no_argument, NULL, 'J'},
+        {"no-zstd", no_argument, NULL, 'Z'},          {"rounds", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
     };
     const char *dir = ".";
     int64_t tokens = 1 << 20;
     int model_i = 0, cache_i = 0, backend_i = 0, threads = 0, level = 1, check = 1, keep = 0, json = 0, o, bad = 0;
+    int zstd = 1, rounds = 1;
     while (!bad && (o = cli_getopt("session-bench", argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 'm': bad = (model_i = cli_choice("session-bench", "--model", optarg, models)) < 0; break;
@@ -176,6 +225,8 @@ int main(int argc, char **argv)
         case 'b': bad = (backend_i = cli_choice("session-bench", "--backend", optarg, backends)) < 0; break;
         case 'z': bad = cli_int("session-bench", "--zstd-level", optarg, 1, 19, &level); break;
         case 'n': check = 0; break;
+        case 'Z': zstd = 0; break;
+        case 'r': bad = cli_int("session-bench", "--rounds", optarg, 1, MAX_ROUNDS, &rounds); break;
         case 'k': keep = 1; break;
         case 'J': json = 1; break;
         case 'h': fputs(usage, stdout); return 0;
@@ -230,53 +281,107 @@ int main(int argc, char **argv)
             t_fill, c_fill);
     fflush(txt);
 
-    double w_s, r_s;
-    raw_io(raw, bytes, &w_s, &r_s);
-    unlink(raw);
-    fprintf(txt, "  raw write    %6.2f GB/s  (%.2f s, 8 MiB blocks + fsync)\n", (double)bytes / 1e9 / w_s, w_s);
-    fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s, cold)\n", (double)bytes / 1e9 / r_s, r_s);
-    fflush(txt);
-
     uint8_t *buf = NULL;
     uint64_t cap = 0, want = check ? digest(c, &buf, &cap) : 0;
-    round_result res[2];
-    int failed = 0, ran = 0;
-    for (int z = 0; z < 2 && !failed; z++, ran++) {
-        round_result *r = &res[z];
-        hc_save_params sp;
-        hc_save_params_init(&sp, sizeof sp);
-        sp.n_threads = threads;
-        sp.compression = z ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE;
-        sp.zstd_level = level;
-        t0 = now_s(), c0 = cpu_s();
-        if ((st = hc_ctx_save(c, path, &sp))) die("save", st, c);
-        r->save_s = now_s() - t0, r->save_cpu_s = cpu_s() - c0;
-        r->file_bytes = file_size(path);
-        drop_cache(path);
-        if ((st = hc_ctx_reset(d))) die("reset", st, d);
-        t0 = now_s(), c0 = cpu_s();
-        if ((st = hc_ctx_load(d, path))) die("load", st, d);
-        r->load_s = now_s() - t0, r->load_cpu_s = cpu_s() - c0;
-        snprintf(r->name, sizeof r->name, z ? "zstd-%d" : "none", level);
-        fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; file %.3f GB, %.3fx)\n", r->name,
-                (double)bytes / 1e9 / r->save_s, r->save_s, r->save_cpu_s, (double)r->file_bytes / 1e9,
-                (double)bytes / (double)r->file_bytes);
-        fprintf(txt, "  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU, cold)", r->name, (double)bytes / 1e9 / r->load_s,
-                r->load_s, r->load_cpu_s);
-        r->same = -1;
-        if (check) {
-            r->same = digest(d, &buf, &cap) == want && hc_ctx_n_tokens(d) == tokens;
-            fprintf(txt, ", round trip %s", r->same ? "identical" : "DIFFERENT");
-            failed = !r->same;
-        }
-        fprintf(txt, "\n");
-        if (keep && !z && !failed) {
-            snprintf(kept, sizeof kept, "%s/session-bench.hcs", dir);
-            if (rename(path, kept) == 0) fprintf(txt, "  kept         %s\n", kept);
-            else kept[0] = 0;
-        }
-        unlink(path);
+    int n_modes = zstd ? 2 : 1;
+    static raw_result raws[MAX_ROUNDS];
+    static round_result res[MAX_ROUNDS][2];
+    int failed = 0, done = 0;
+    for (int k = 0; k < rounds && !failed; k++, done++) {
+        raw_result *rw = &raws[k];
+        for (int dio = 0; dio < 2; dio++) rw->write_s[dio] = raw_write(raw, bytes, dio);
+        for (int dio = 0; dio < 2; dio++) rw->read_s[dio] = raw_read(raw, dio);
+        unlink(raw);
+        if (rounds > 1) fprintf(txt, "  round %d\n", k + 1);
+        fprintf(txt, "  raw write    %6.2f GB/s  (%.2f s, 8 MiB blocks + fsync; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n",
+                (double)bytes / 1e9 / dmin(rw->write_s[0], rw->write_s[1]), dmin(rw->write_s[0], rw->write_s[1]),
+                (double)bytes / 1e9 / rw->write_s[0], (double)bytes / 1e9 / rw->write_s[1]);
+        fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s, cold, 8 MiB blocks; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n",
+                (double)bytes / 1e9 / dmin(rw->read_s[0], rw->read_s[1]), dmin(rw->read_s[0], rw->read_s[1]),
+                (double)bytes / 1e9 / rw->read_s[0], (double)bytes / 1e9 / rw->read_s[1]);
         fflush(txt);
+        for (int z = 0; z < n_modes && !failed; z++) {
+            round_result *r = &res[k][z];
+            hc_save_params sp;
+            hc_save_params_init(&sp, sizeof sp);
+            sp.n_threads = threads;
+            sp.compression = z ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE;
+            sp.zstd_level = level;
+            t0 = now_s(), c0 = cpu_s();
+            if ((st = hc_ctx_save(c, path, &sp))) die("save", st, c);
+            r->save_s = now_s() - t0, r->save_cpu_s = cpu_s() - c0;
+            r->file_bytes = file_size(path);
+            drop_cache(path);
+            if ((st = hc_ctx_reset(d))) die("reset", st, d);
+            t0 = now_s(), c0 = cpu_s();
+            if ((st = hc_ctx_load(d, path))) die("load", st, d);
+            r->load_s = now_s() - t0, r->load_cpu_s = cpu_s() - c0;
+            snprintf(r->name, sizeof r->name, z ? "zstd-%d" : "none", level);
+            fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; file %.3f GB, %.3fx)\n", r->name,
+                    (double)bytes / 1e9 / r->save_s, r->save_s, r->save_cpu_s, (double)r->file_bytes / 1e9,
+                    (double)bytes / (double)r->file_bytes);
+            fprintf(txt, "  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU, cold)", r->name, (double)bytes / 1e9 / r->load_s,
+                    r->load_s, r->load_cpu_s);
+            r->same = -1;
+            if (check) {
+                r->same = digest(d, &buf, &cap) == want && hc_ctx_n_tokens(d) == tokens;
+                fprintf(txt, ", round trip %s", r->same ? "identical" : "DIFFERENT");
+                failed = !r->same;
+            }
+            fprintf(txt, "\n");
+            if (keep && !z && !failed && k + 1 == rounds) {
+                snprintf(kept, sizeof kept, "%s/session-bench.hcs", dir);
+                if (rename(path, kept) == 0) fprintf(txt, "  kept         %s\n", kept);
+                else kept[0] = 0;
+            }
+            unlink(path);
+            fflush(txt);
+        }
+    }
+    /* medians over the rounds; the disk's speed is the faster way of each round */
+    double v[MAX_ROUNDS], w_s, r_s, raw_m[2][2];
+    for (int dio = 0; dio < 2; dio++) {
+        for (int k = 0; k < done; k++) v[k] = raws[k].write_s[dio];
+        raw_m[0][dio] = median(v, done);
+        for (int k = 0; k < done; k++) v[k] = raws[k].read_s[dio];
+        raw_m[1][dio] = median(v, done);
+    }
+    for (int k = 0; k < done; k++) v[k] = dmin(raws[k].write_s[0], raws[k].write_s[1]);
+    w_s = median(v, done);
+    for (int k = 0; k < done; k++) v[k] = dmin(raws[k].read_s[0], raws[k].read_s[1]);
+    r_s = median(v, done);
+    round_result med[2];
+    int ran = 0; /* compression modes reported */
+    if (failed) { /* a failed round check ends the rounds: report that round as it went */
+        for (int z = 0; z < n_modes && (!z || res[done - 1][z - 1].same); z++) med[z] = res[done - 1][z], ran = z + 1;
+    } else {
+        for (int z = 0; z < n_modes; z++, ran++) {
+            med[z] = res[0][z];
+            for (int k = 0; k < done; k++) v[k] = res[k][z].save_s;
+            med[z].save_s = median(v, done);
+            for (int k = 0; k < done; k++) v[k] = res[k][z].save_cpu_s;
+            med[z].save_cpu_s = median(v, done);
+            for (int k = 0; k < done; k++) v[k] = res[k][z].load_s;
+            med[z].load_s = median(v, done);
+            for (int k = 0; k < done; k++) v[k] = res[k][z].load_cpu_s;
+            med[z].load_cpu_s = median(v, done);
+            uint64_t fb = 0; /* zstd sizes vary a little with the data's order of chunks: the largest */
+            for (int k = 0; k < done; k++) fb = res[k][z].file_bytes > fb ? res[k][z].file_bytes : fb;
+            med[z].file_bytes = fb;
+        }
+    }
+    if (rounds > 1 && !failed) {
+        fprintf(txt, "  median of %d rounds\n", rounds);
+        fprintf(txt, "  raw write    %6.2f GB/s  (%.2f s; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n", (double)bytes / 1e9 / w_s,
+                w_s, (double)bytes / 1e9 / raw_m[0][0], (double)bytes / 1e9 / raw_m[0][1]);
+        fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n", (double)bytes / 1e9 / r_s,
+                r_s, (double)bytes / 1e9 / raw_m[1][0], (double)bytes / 1e9 / raw_m[1][1]);
+        for (int z = 0; z < ran; z++) {
+            fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; %.0f%% of raw write)\n", med[z].name,
+                    (double)bytes / 1e9 / med[z].save_s, med[z].save_s, med[z].save_cpu_s, 100.0 * w_s / med[z].save_s);
+            fprintf(txt, "  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; %.0f%% of raw read)\n", med[z].name,
+                    (double)bytes / 1e9 / med[z].load_s, med[z].load_s, med[z].load_cpu_s, 100.0 * r_s / med[z].load_s);
+        }
     }
     if (json) {
         printf("{\n  \"bench\": \"session-bench\",\n  \"version\": \"%s\",\n  \"model\": \"%s\",\n  \"tokens\": %lld,\n"
@@ -294,9 +399,15 @@ int main(int argc, char **argv)
         cli_json_number(stdout, w_s);
         printf(",\n  \"raw_read_s\": ");
         cli_json_number(stdout, r_s);
-        printf(",\n  \"runs\": [");
-        for (int z = 0; z < ran; z++) { /* a failed round check ends the rounds */
-            const round_result *r = &res[z];
+        static const char *const raw_keys[2][2] = {{"raw_write_buffered_s", "raw_write_direct_s"},
+                                                   {"raw_read_buffered_s", "raw_read_direct_s"}};
+        for (int i = 0; i < 4; i++) {
+            printf(",\n  \"%s\": ", raw_keys[i / 2][i % 2]);
+            cli_json_number(stdout, raw_m[i / 2][i % 2]);
+        }
+        printf(",\n  \"rounds\": %d,\n  \"runs\": [", done);
+        for (int z = 0; z < ran; z++) { /* medians over the rounds */
+            const round_result *r = &med[z];
             printf("%s\n    {\"compression\": \"%s\", \"save_s\": ", z ? "," : "", r->name);
             cli_json_number(stdout, r->save_s);
             printf(", \"save_cpu_s\": ");

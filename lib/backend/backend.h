@@ -35,6 +35,10 @@ typedef struct hci_backend_ops {
      * completes every pending allocation before kernels read the page table. */
     int (*page_alloc)(hci_backend *be, size_t bytes, void **out);
     void (*page_free)(hci_backend *be, void *p);
+    /* Optional (NULL: page_alloc n times): n pages at once into out[0..n), as page_alloc would
+     * make them (each freed by page_free); on failure none is left. For work per page that is
+     * better done in bulk (CPU: making the memory resident on the host pool's threads). */
+    int (*pages_alloc)(hci_backend *be, size_t bytes, int n, void **out);
     /* Optional (NULL: kernels read l->pages on the host): make the backend's mirror of the page
      * table (l->dev_table, backend memory that ops->free releases) hold pages[first..n_pages)
      * and complete pending page allocations. On failure l is still usable with its old mirror. */

@@ -50,6 +50,20 @@ static int page_new(hci_backend *be, size_t bytes, void **page, struct hci_page_
     return HC_OK;
 }
 
+/* Pages [lo, hi) of l (its tables hold them) through the backend's bulk op. */
+static int pages_new_bulk(hci_backend *be, hci_page_list *l, int lo, int hi)
+{
+    int i = lo;
+    for (; i < hi; i++)
+        if (!(l->refs[i] = malloc(sizeof *l->refs[i]))) break;
+    int st = i < hi ? HC_ERR_OUT_OF_MEMORY : be->ops->pages_alloc(be, l->page_bytes, hi - lo, &l->pages[lo]);
+    for (int k = lo; k < i; k++) {
+        if (st) free(l->refs[k]), l->refs[k] = NULL;
+        else atomic_init(&l->refs[k]->n, 1);
+    }
+    return st;
+}
+
 static void page_release(hci_backend *be, void *page, struct hci_page_ref *ref)
 {
     /* acq_rel: the last holder frees only after every other holder's release */
@@ -133,6 +147,9 @@ int hci_pages_prepare(hci_backend *be, hci_page_list *l, int n_pages, int first_
     int i = have;
     if (n_pages > have) {
         st = reserve_tables(l, n_pages);
+        if (!st && be->ops->pages_alloc && n_pages - have > 1) {
+            if (!(st = pages_new_bulk(be, l, have, n_pages))) i = n_pages;
+        }
         for (; !st && i < n_pages; i++) st = page_new(be, l->page_bytes, &l->pages[i], &l->refs[i]);
     }
     int first = n_cow ? v[0].i : have;

@@ -31,8 +31,10 @@
 #define HCS_MAX_METADATA (1ull << 30)
 #define HCS_TARGET_CHUNK (1u << 20)
 #define HCS_ZSTD_WINDOW_LOG_MAX 22
-#define HCS_READAHEAD (32ull << 20)  /* load: asynchronous read-ahead window */
-#define HCS_WRITEBEHIND (64ull << 20) /* save: start writeback every so many bytes */
+#define HCS_IO_UNIT (8u << 20)       /* file transfers of save and load: about this many bytes each */
+#define HCS_IO_UNITS 4               /* ... with this many in flight or buffered (lib/session/dio.h) */
+#define HCS_DIRECT_MIN (64ull << 20) /* sessions this large go through O_DIRECT (small ones stay
+                                        buffered: their reads are mostly page-cache hits) */
 
 #define HCS_FLAG_OPT_ZSTD 1ull    /* optional_flags: some chunk is compressed */
 #define HCS_SEC_OPTIONAL 1u       /* section flags */

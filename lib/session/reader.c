@@ -7,6 +7,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <zstd.h>
+#include "dio.h"
 #include "entry.h"
 #include "io.h"
 #include "pipe.h"
@@ -370,11 +371,19 @@ typedef struct rslot {
     hcs_piece pc;
     hcs_chunk ch;
     const uint8_t *stored;
-    uint8_t *b_io, *b_raw, *b_pg;
-    int status;
+    uint8_t *b_raw, *b_pg;
+    int last_in_unit, status;
     char err[200];
     ZSTD_DCtx *dz;
 } rslot;
+
+/* A unit of a file stream: chunks first .. first+n-1 (stream order), read as the bytes
+ * [off, end) of the file, both multiples of HCS_DIO_ALIGN (the chunks themselves are not). */
+typedef struct runit {
+    uint64_t off, end;
+    uint64_t first;
+    uint32_t n;
+} runit;
 
 typedef struct reader {
     const hcs_file *f;
@@ -383,6 +392,12 @@ typedef struct reader {
     rslot *slots;
     int n_slots;
     hcs_pipe *pipe;
+    /* file streams */
+    hcs_dio *dio;
+    runit *units;
+    uint32_t n_units, n_ubuf;   /* units, and buffers: unit u is read into buffer u % n_ubuf */
+    uint32_t u_read, u_done;    /* units queued for reading / whose chunks have all been applied */
+    uint64_t seq, fin;          /* chunks submitted / applied */
 } reader;
 
 static void load_work(void *arg, int si)
@@ -425,21 +440,66 @@ static void load_work(void *arg, int si)
     s->pc.pages = s->b_pg;
 }
 
-static int stream_finish(reader *r, rslot *s, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
+/* Units of about `target` bytes (at least one chunk each) covering every chunk in file order;
+ * *cap receives the largest. Returns their number; *out is NULL when out of memory. */
+static uint32_t plan_units(const hcs_file *f, uint64_t target, runit **out, size_t *cap)
 {
+    runit *u = malloc(sizeof *u * (f->n_chunks ? f->n_chunks : 1));
+    uint32_t n = 0;
+    *out = u, *cap = HCS_DIO_ALIGN;
+    if (!u) return 0;
+    uint64_t g = 0;
+    for (uint32_t i = 0; i < f->n_sec; i++) {
+        uint64_t off = f->sec[i].offset;
+        for (uint32_t j = 0; j < f->sec[i].n_chunks; j++, g++) {
+            uint64_t end = off + hcs_file_chunk(f, f->sec[i].first_chunk + j).stored_size;
+            uint64_t lo = off / HCS_DIO_ALIGN * HCS_DIO_ALIGN, hi = hcs_align(end); /* HCS_BLOCK == HCS_DIO_ALIGN */
+            if (n && hi - u[n - 1].off <= target) {
+                u[n - 1].end = hi, u[n - 1].n++;
+            } else {
+                u[n].off = lo, u[n].end = hi, u[n].first = g, u[n].n = 1;
+                n++;
+            }
+            if (u[n - 1].end - u[n - 1].off > *cap) *cap = (size_t)(u[n - 1].end - u[n - 1].off);
+            off = end;
+        }
+    }
+    return n;
+}
+
+/* Queue unit reads while buffers are free. */
+static void read_ahead(reader *r)
+{
+    while (r->u_read < r->n_units && r->u_read < r->u_done + r->n_ubuf) {
+        hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_ubuf));
+        b->off = r->units[r->u_read].off, b->len = (size_t)(r->units[r->u_read].end - b->off);
+        hcs_dio_submit(r->dio, (int)(r->u_read % r->n_ubuf));
+        r->u_read++;
+    }
+}
+
+/* Apply the oldest submitted chunk; a unit whose chunks are all applied frees its buffer. */
+static int finish_one(reader *r, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
+{
+    rslot *s = &r->slots[r->fin++ % (uint64_t)r->n_slots];
     hcs_pipe_wait(r->pipe, (int)(s - r->slots));
-    if (s->status) return hci_errf(err, errsz, s->status, "%s", s->err);
-    return apply ? apply(arg, &s->pc, err, errsz) : HC_OK;
+    int st = s->status ? hci_errf(err, errsz, s->status, "%s", s->err) : apply ? apply(arg, &s->pc, err, errsz) : HC_OK;
+    if (!st && r->dio && s->last_in_unit) {
+        r->u_done++;
+        read_ahead(r);
+    }
+    return st;
 }
 
 static void reader_free(reader *r)
 {
     hcs_pipe_destroy(r->pipe);
+    hcs_dio_destroy(r->dio);
     for (int i = 0; r->slots && i < r->n_slots; i++) {
-        free(r->slots[i].b_io), free(r->slots[i].b_raw), free(r->slots[i].b_pg);
+        free(r->slots[i].b_raw), free(r->slots[i].b_pg);
         ZSTD_freeDCtx(r->slots[i].dz);
     }
-    free(r->slots);
+    free(r->slots), free(r->units);
 }
 
 int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
@@ -465,42 +525,59 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn appl
     for (int i = 0; !st && i < r.n_slots; i++) {
         rslot *s = &r.slots[i];
         s->b_raw = malloc(f->max_raw ? f->max_raw : 1);
-        s->b_io = f->src.buf ? NULL : malloc(f->max_raw ? f->max_raw : 1);
         s->b_pg = fmt ? malloc(cap_pg) : NULL;
-        if (!s->b_raw || (!f->src.buf && !s->b_io) || (fmt && !s->b_pg)) st = HC_ERR_OUT_OF_MEMORY;
+        if (!s->b_raw || (fmt && !s->b_pg)) st = HC_ERR_OUT_OF_MEMORY;
+    }
+    if (!st && !f->src.buf) { /* a file: read in units, ahead of the workers */
+        size_t cap = 0;
+        uint64_t target = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
+        r.n_units = plan_units(f, target, &r.units, &cap);
+        r.n_ubuf = HCS_IO_UNITS;
+        int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
+        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_ubuf, cap)))
+            st = HC_ERR_OUT_OF_MEMORY;
     }
     if (!st && !(r.pipe = hcs_pipe_create(n_workers, r.n_slots, load_work, &r))) st = HC_ERR_OUT_OF_MEMORY;
     if (st) {
         reader_free(&r);
         FAIL(st, "out of memory for the load buffers");
     }
-    uint64_t seq = 0, fin = 0;
+    if (r.dio) read_ahead(&r);
+    uint32_t cu = 0; /* the unit of the next chunk */
     for (uint32_t i = 0; i < f->n_sec && !st; i++) {
         const hcs_section *sec = &f->sec[i];
         uint64_t off = sec->offset;
-        for (uint32_t j = 0; j < sec->n_chunks && !st; j++, seq++) {
-            rslot *s = &r.slots[seq % (uint64_t)r.n_slots];
-            if (seq >= (uint64_t)r.n_slots) {
-                fin++;
-                if ((st = stream_finish(&r, s, apply, arg, err, errsz))) break;
+        for (uint32_t j = 0; j < sec->n_chunks && !st; j++) {
+            hcs_chunk ch = hcs_file_chunk(f, sec->first_chunk + j);
+            const uint8_t *stored = NULL;
+            int last = 0;
+            if (r.dio) {
+                const runit *u = &r.units[cu];
+                if (r.seq == u->first) { /* the unit's first chunk: its buffer must be free, then read */
+                    while (!st && cu >= r.u_done + r.n_ubuf) st = finish_one(&r, apply, arg, err, errsz);
+                    if (st) break;
+                    read_ahead(&r);
+                    if ((st = hcs_dio_wait(r.dio, (int)(cu % r.n_ubuf), err, errsz))) break;
+                }
+                stored = hcs_dio_unit(r.dio, (int)(cu % r.n_ubuf))->buf + (off - u->off);
+                last = r.seq + 1 == u->first + u->n;
+            } else if ((st = src_read(&f->src, off, ch.stored_size, NULL, &stored, err, errsz))) {
+                break;
             }
-            s->ch = hcs_file_chunk(f, sec->first_chunk + j);
+            if (r.seq - r.fin == (uint64_t)r.n_slots && (st = finish_one(&r, apply, arg, err, errsz))) break;
+            rslot *s = &r.slots[r.seq % (uint64_t)r.n_slots];
+            s->ch = ch, s->stored = stored, s->last_in_unit = last;
             s->pc.sec = i, s->pc.chunk = j, s->pc.row0 = (uint64_t)j * sec->rows_per_chunk;
-            s->pc.rows = s->ch.raw_size / sec->row_bytes;
-            s->pc.raw_bytes = s->ch.raw_size;
-            if ((st = src_read(&f->src, off, s->ch.stored_size, s->b_io, &s->stored, err, errsz))) break;
-            if (!f->src.buf && off / HCS_READAHEAD != (off + s->ch.stored_size) / HCS_READAHEAD)
-                /* keep the disk busy while this thread uploads: ask for the next window early */
-                posix_fadvise(f->src.fd, (off_t)((off + s->ch.stored_size) / HCS_READAHEAD + 1) * HCS_READAHEAD,
-                              HCS_READAHEAD, POSIX_FADV_WILLNEED);
-            off += s->ch.stored_size;
-            hcs_pipe_submit(r.pipe, (int)(seq % (uint64_t)r.n_slots));
+            s->pc.rows = ch.raw_size / sec->row_bytes;
+            s->pc.raw_bytes = ch.raw_size;
+            off += ch.stored_size;
+            cu += last;
+            hcs_pipe_submit(r.pipe, (int)(r.seq++ % (uint64_t)r.n_slots));
         }
     }
-    for (; fin < seq; fin++) {
-        rslot *s = &r.slots[fin % (uint64_t)r.n_slots];
-        if (st) hcs_pipe_wait(r.pipe, (int)(fin % (uint64_t)r.n_slots));
-        else st = stream_finish(&r, s, apply, arg, err, errsz);
+    while (r.fin < r.seq) { /* drain in order; after an error only wait */
+        if (st) hcs_pipe_wait(r.pipe, (int)(r.fin++ % (uint64_t)r.n_slots));
+        else st = finish_one(&r, apply, arg, err, errsz);
     }
     reader_free(&r);
     return st;

@@ -32,6 +32,8 @@ typedef struct hcs_test_hooks {
     uint64_t optional_flags;
     uint16_t extra_section;     /* != 0: add a section of this type, OPTIONAL, 5000 bytes, after METADATA */
     uint32_t entry_rows_per_chunk; /* != 0: chunk size of entry sections, in rows (a multiple of 64) */
+    uint32_t io_unit;           /* != 0: file transfers of about this many bytes (a multiple of 4096) */
+    int direct_io;              /* 0: O_DIRECT for large sessions only; 1: always; -1: never */
 } hcs_test_hooks;
 extern hcs_test_hooks hcs_hooks;
 

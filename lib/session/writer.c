@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <zstd.h>
+#include "dio.h"
 #include "entry.h"
 #include "io.h"
 #include "pipe.h"
@@ -53,6 +54,10 @@ typedef struct writer {
     int st_rows[128];
     uint64_t wpos;
     uint64_t done, total_raw;        /* payload bytes written, of all (progress) */
+    hcs_dio *dio;                    /* file sinks: the bytes from offset 4096 on are staged in units */
+    int ucur;                        /* the unit being filled */
+    uint64_t uoff;                   /* its file offset */
+    size_t ufill, ucap;
     char *err;
     size_t errsz;
 } writer;
@@ -69,11 +74,61 @@ int hcs_workers(int n_threads, uint64_t total_raw)
 static int sink_write(hcs_sink *s, uint64_t off, const void *p, size_t n, char *err, size_t errsz)
 {
     if (off + n > s->end) s->end = off + n;
-    if (s->fd < 0) { /* a caller buffer */
-        if (off <= s->cap && n <= s->cap - off) memcpy(s->buf + off, p, n);
-        return HC_OK;
+    if (off <= s->cap && n <= s->cap - off) memcpy(s->buf + off, p, n); /* a caller buffer */
+    (void)err, (void)errsz;
+    return HC_OK;
+}
+
+/* Hand the unit being filled to the I/O thread and take the next one (once its previous
+ * transfer has finished: a failure of that one surfaces here). */
+static int stage_flush(writer *w)
+{
+    hcs_unit *u = hcs_dio_unit(w->dio, w->ucur);
+    u->off = w->uoff, u->len = w->ufill;
+    hcs_dio_submit(w->dio, w->ucur);
+    w->uoff += w->ufill, w->ufill = 0;
+    w->ucur = (w->ucur + 1) % HCS_IO_UNITS;
+    return hcs_dio_wait(w->dio, w->ucur, w->err, w->errsz);
+}
+
+/* Everything after the superblock is written in file order: file sinks copy it into units of
+ * ucap bytes (a multiple of 4096, so every unit but the last starts and ends aligned, as
+ * O_DIRECT wants) that the I/O thread writes while this thread produces the next chunks. */
+static int out_write(writer *w, uint64_t off, const void *p, size_t n)
+{
+    if (w->sink->fd < 0) return sink_write(w->sink, off, p, n, w->err, w->errsz);
+    if (off != w->uoff + w->ufill)
+        return hci_errf(w->err, w->errsz, HC_ERR_INTERNAL, "save: write at %llu out of order",
+                        (unsigned long long)off);
+    const uint8_t *b = p;
+    while (n) {
+        size_t k = w->ucap - w->ufill < n ? w->ucap - w->ufill : n;
+        memcpy(hcs_dio_unit(w->dio, w->ucur)->buf + w->ufill, b, k);
+        w->ufill += k, b += k, n -= k;
+        if (w->ufill == w->ucap) {
+            int st = stage_flush(w);
+            if (st) return st;
+        }
     }
-    return hcs_pwrite_all(s->fd, p, n, off, s->name, err, errsz);
+    return HC_OK;
+}
+
+/* The last unit, every transfer finished, then the superblock (last: a file without it is not
+ * a session). */
+static int out_close(writer *w, const uint8_t *superblock)
+{
+    if (w->sink->fd < 0) return sink_write(w->sink, 0, superblock, HCS_BLOCK, w->err, w->errsz);
+    int st = w->ufill ? stage_flush(w) : HC_OK;
+    for (int i = 0; i < HCS_IO_UNITS; i++) {
+        int s2 = hcs_dio_wait(w->dio, i, st ? NULL : w->err, st ? 0 : w->errsz);
+        if (!st) st = s2;
+    }
+    if (st) return st;
+    hcs_unit *u = hcs_dio_unit(w->dio, 0);
+    memcpy(u->buf, superblock, HCS_BLOCK);
+    u->off = 0, u->len = HCS_BLOCK;
+    hcs_dio_submit(w->dio, 0);
+    return hcs_dio_wait(w->dio, 0, w->err, w->errsz);
 }
 
 /* ---- the sections of a context ---- */
@@ -276,7 +331,7 @@ static int open_sections(writer *w, uint32_t upto)
     while (w->opened <= upto && w->opened < w->n_secs) {
         uint64_t off = hcs_align(w->wpos);
         if (off > w->wpos) {
-            int st = sink_write(w->sink, w->wpos, zeros, (size_t)(off - w->wpos), w->err, w->errsz);
+            int st = out_write(w, w->wpos, zeros, (size_t)(off - w->wpos));
             if (st) return st;
         }
         w->wpos = off;
@@ -290,12 +345,8 @@ static int finish(writer *w, wslot *s)
     hcs_pipe_wait(w->pipe, (int)(s - w->slots));
     if (s->status) return hci_errf(w->err, w->errsz, s->status, "%s", s->err);
     int st = open_sections(w, s->sec);
-    if (!st) st = sink_write(w->sink, w->wpos, s->stored, s->stored_size, w->err, w->errsz);
+    if (!st) st = out_write(w, w->wpos, s->stored, s->stored_size);
     if (st) return st;
-    uint64_t end = w->wpos + s->stored_size, b = end / HCS_WRITEBEHIND * HCS_WRITEBEHIND;
-    if (w->sink->fd >= 0 && b > w->wpos) /* start writeback of the window just filled, so that the
-                                           final fsync is short (advisory: errors surface at fsync) */
-        sync_file_range(w->sink->fd, (off64_t)(b - HCS_WRITEBEHIND), (off64_t)HCS_WRITEBEHIND, SYNC_FILE_RANGE_WRITE);
     wsec *ws = &w->secs[s->sec];
     w->wpos += s->stored_size;
     ws->stored += s->stored_size;
@@ -380,13 +431,13 @@ static int write_tail(writer *w, uint64_t *total)
     snprintf(r.writer, sizeof r.writer, "libhybridctx %s", HC_VERSION_STRING);
 
     uint8_t block[HCS_BLOCK];
-    int st = sink_write(w->sink, w->wpos, zeros, (size_t)(toc_off - w->wpos), w->err, w->errsz);
-    if (!st) st = sink_write(w->sink, toc_off, toc, tl, w->err, w->errsz);
-    if (!st) st = sink_write(w->sink, toc_off + tl, zeros, (size_t)(foot_off - toc_off - tl), w->err, w->errsz);
+    int st = out_write(w, w->wpos, zeros, (size_t)(toc_off - w->wpos));
+    if (!st) st = out_write(w, toc_off, toc, tl);
+    if (!st) st = out_write(w, toc_off + tl, zeros, (size_t)(foot_off - toc_off - tl));
     hcs_footer_build(&r, block);
-    if (!st) st = sink_write(w->sink, foot_off, block, HCS_BLOCK, w->err, w->errsz);
-    hcs_superblock_build(&r, block); /* last: a file without it is not a session */
-    if (!st) st = sink_write(w->sink, 0, block, HCS_BLOCK, w->err, w->errsz);
+    if (!st) st = out_write(w, foot_off, block, HCS_BLOCK);
+    hcs_superblock_build(&r, block);
+    if (!st) st = out_close(w, block);
     free(toc);
     *total = r.file_length;
     return st;
@@ -423,6 +474,7 @@ static int alloc_slots(writer *w)
 static void writer_free(writer *w)
 {
     hcs_pipe_destroy(w->pipe);
+    hcs_dio_destroy(w->dio);
     for (int i = 0; w->slots && i < w->n_slots; i++) {
         free(w->slots[i].b_raw), free(w->slots[i].b_pg), free(w->slots[i].b_io);
         ZSTD_freeCCtx(w->slots[i].zc);
@@ -461,6 +513,14 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
     if (!w.chunks || !w.cfg_rec || (hcs_hooks.extra_section && !w.extra) || !w.ring || !w.st_kv || !w.st_sc || alloc_slots(&w)) {
         writer_free(&w);
         return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the save buffers");
+    }
+    if (sink->fd >= 0) {
+        w.uoff = HCS_BLOCK, w.ucap = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
+        int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : total_raw >= HCS_DIRECT_MIN;
+        if (!(w.dio = hcs_dio_create(sink->fd, sink->name, 1, direct, HCS_IO_UNITS, w.ucap))) {
+            writer_free(&w);
+            return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the save buffers");
+        }
     }
     for (int i = 0; w.extra && i < HOOK_EXTRA_BYTES; i++) w.extra[i] = (uint8_t)(i * 7);
     hcs_config_encode(cfg, w.cfg_rec);

@@ -1,0 +1,114 @@
+/* dio.c - unit transfers on one background thread (a one-worker hcs_pipe: FIFO order, and with
+ * no thread the transfer runs inside hcs_dio_submit), O_DIRECT with a buffered fallback. */
+#include "dio.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "hybridctx.h"
+#include "io.h"
+#include "pipe.h"
+#include "../util/error.h"
+
+struct hcs_dio {
+    int fd, write, flags0; /* flags0: the descriptor's flags before, restored at the end */
+    atomic_int direct;
+    const char *name;
+    hcs_unit *units;
+    int n_units;
+    hcs_pipe *pipe;
+};
+
+static void set_direct(hcs_dio *d, int on)
+{
+    int fl = on ? d->flags0 | O_DIRECT : d->flags0 & ~O_DIRECT;
+    if (fcntl(d->fd, F_SETFL, fl) != 0) on = 0;
+    atomic_store(&d->direct, on);
+}
+
+static void transfer(void *arg, int i)
+{
+    hcs_dio *d = arg;
+    hcs_unit *u = &d->units[i];
+    uint8_t *p = u->buf;
+    size_t n = u->len;
+    uint64_t off = u->off;
+    const char *verb = d->write ? "writing" : "reading";
+    u->status = HC_OK;
+    while (n) {
+        size_t step = n < (1u << 30) ? n : (1u << 30);
+        ssize_t r = d->write ? hci_io()->pwrite(d->fd, p, step, (off_t)off) : hci_io()->pread(d->fd, p, step, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EINVAL && atomic_load(&d->direct)) {
+            set_direct(d, 0); /* refused as a direct transfer: buffered from now on */
+            if (atomic_load(&d->direct)) break; /* the flag did not come off: report EINVAL */
+            continue;
+        }
+        if (r <= 0) {
+            int e = r < 0 ? errno : d->write ? EIO : 0;
+            if (e)
+                u->status = hci_errf(u->err, sizeof u->err, HC_ERR_IO, "%s %s at offset %" PRIu64 ": %s", verb, d->name,
+                                     off, strerror(e));
+            else
+                u->status = hci_errf(u->err, sizeof u->err, HC_ERR_IO, "reading %s: unexpected end of file at offset %" PRIu64,
+                                     d->name, off);
+            return;
+        }
+        p += r, n -= (size_t)r, off += (uint64_t)r;
+    }
+    if (n)
+        u->status = hci_errf(u->err, sizeof u->err, HC_ERR_IO, "%s %s at offset %" PRIu64 ": %s", verb, d->name, off,
+                             strerror(EINVAL));
+    else if (d->write && !atomic_load(&d->direct) && u->len)
+        /* buffered: start writeback of what was just written, so that the final fsync is short
+         * (advisory: errors surface at fsync) */
+        sync_file_range(d->fd, (off64_t)u->off, (off64_t)u->len, SYNC_FILE_RANGE_WRITE);
+}
+
+hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap)
+{
+    hcs_dio *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->fd = fd, d->write = write, d->name = name, d->n_units = n_units;
+    d->units = calloc((size_t)n_units, sizeof *d->units);
+    int ok = d->units != NULL;
+    for (int i = 0; ok && i < n_units; i++) {
+        void *b = NULL;
+        ok = posix_memalign(&b, HCS_DIO_ALIGN, cap ? cap : HCS_DIO_ALIGN) == 0;
+        if (ok) d->units[i].buf = b;
+    }
+    if (ok) d->pipe = hcs_pipe_create(1, n_units, transfer, d);
+    if (!ok || !d->pipe) {
+        d->pipe = NULL;
+        hcs_dio_destroy(d);
+        return NULL;
+    }
+    d->flags0 = fcntl(fd, F_GETFL);
+    atomic_init(&d->direct, 0);
+    if (d->flags0 == -1) d->flags0 = 0;
+    else if (direct) set_direct(d, 1);
+    return d;
+}
+
+hcs_unit *hcs_dio_unit(hcs_dio *d, int i) { return &d->units[i]; }
+
+void hcs_dio_submit(hcs_dio *d, int i) { hcs_pipe_submit(d->pipe, i); }
+
+int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz)
+{
+    hcs_pipe_wait(d->pipe, i);
+    hcs_unit *u = &d->units[i];
+    if (u->status) hci_errf(err, errsz, u->status, "%s", u->err);
+    return u->status;
+}
+
+void hcs_dio_destroy(hcs_dio *d)
+{
+    if (!d) return;
+    hcs_pipe_destroy(d->pipe);
+    if (d->pipe && atomic_load(&d->direct)) fcntl(d->fd, F_SETFL, d->flags0);
+    for (int i = 0; d->units && i < d->n_units; i++) free(d->units[i].buf);
+    free(d->units), free(d);
+}

@@ -1,0 +1,38 @@
+/* dio.h - the file side of the session streams: large transfers ("units" of a few MiB, with
+ * 4096-aligned buffers, offsets and lengths) done in file order by one background thread, so
+ * that the disk works while the calling thread and the workers copy, hash and check. Units go
+ * through O_DIRECT where the file system takes it: no page-cache copy and no page-cache pages to
+ * fill, which on a virtual disk is most of the CPU a buffered transfer costs. A direct transfer
+ * that the kernel refuses (EINVAL: a file system without O_DIRECT, or a short transfer that
+ * left an unaligned rest) switches the descriptor to buffered I/O for good and is redone. */
+#ifndef HCS_DIO_H
+#define HCS_DIO_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define HCS_DIO_ALIGN 4096u
+
+typedef struct hcs_unit {
+    uint8_t *buf;       /* cap bytes, HCS_DIO_ALIGN-aligned */
+    uint64_t off;       /* file offset of buf[0] */
+    size_t len;         /* bytes to transfer */
+    int status;         /* of the last transfer (HC_OK or HC_ERR_IO) */
+    char err[256];
+} hcs_unit;
+
+typedef struct hcs_dio hcs_dio;
+
+/* n_units buffers of cap bytes for fd (write: 1 = pwrite, 0 = pread); direct asks for O_DIRECT
+ * (silently buffered when the descriptor does not take it). NULL when out of memory. The
+ * descriptor's O_DIRECT flag is cleared again by hcs_dio_destroy. */
+hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap);
+hcs_unit *hcs_dio_unit(hcs_dio *d, int i);
+/* Queue the transfer of unit i (off, len set by the caller); units are transferred in the order
+ * they are queued. The unit belongs to the I/O thread until hcs_dio_wait(d, i). */
+void hcs_dio_submit(hcs_dio *d, int i);
+/* Wait for unit i's transfer (no-op when none is queued); its status, with its message in err. */
+int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz);
+/* Wait for every queued transfer, restore the descriptor's flags, free. NULL is a no-op. */
+void hcs_dio_destroy(hcs_dio *d);
+
+#endif
