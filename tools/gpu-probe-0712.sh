@@ -19,3 +19,5 @@ for s in base b; do  # a second round when time is left
   echo "== $s 2" >> "$o/prefill-ops.log"
   LD_LIBRARY_PATH=$PWD/.carry/$s:$rt timeout 60 .carry/$s/tools/prefill-ops 131072 >> "$o/prefill-ops.log" 2>&1
 done
+# sessions from and into a CUDA context (issue 12, item 7), when time is left
+LD_LIBRARY_PATH=$PWD/.carry/b:$rt timeout 150 .carry/b/tools/session-bench --backend cuda --dir /tmp --rounds 3 > "$o/session-cuda.log" 2>&1; echo "session-cuda rc=$?" >> "$o/summary.txt"
