@@ -97,7 +97,7 @@ with zipfile.ZipFile(wheel) as z:
         print(f"  {i.file_size:>9}  {i.filename}")
     names = set(z.namelist())
     z.extractall(out)
-want = {"hybridctx/__init__.py", "hybridctx/_capi.py", "hybridctx/py.typed", "hybridctx/libhybridctx.so.0"}
+want = {"hybridctx/__init__.py", "hybridctx/_capi.py", "hybridctx/_devarray.py", "hybridctx/py.typed", "hybridctx/libhybridctx.so.0"}
 if cuda == "yes":
     want.add("hybridctx/libhybridctx-cuda.so.0")
 elif "hybridctx/libhybridctx-cuda.so.0" in names:
