@@ -68,6 +68,7 @@ START_TEST(test_malformed)
     /* the three of the issue: formerly 10 tokens, an FP8 cache and the auto backend */
     refused(g_tool, "demo --tokens 10k", "--tokens", "'10k'");
     refused(g_tool, "demo --cache fp16", "--cache", "'fp16'");
+    refused(g_tool, "demo --numerics turbo", "--numerics", "'turbo'");
     refused(g_tool, "demo --backend gpu", "--backend", "'gpu'");
     /* numbers: empty, signs, fractions, overflow, out of range, trailing text, spaces */
     refused(g_tool, "demo --tokens ''", "--tokens", NULL);
@@ -278,6 +279,7 @@ START_TEST(test_json_runs)
     ck_assert_str_eq(json_string_value(json_object_get(j, "command")), "demo");
     ck_assert_str_eq(json_string_value(json_object_get(j, "backend")), "cpu");
     ck_assert_str_eq(json_string_value(json_object_get(j, "cache")), "fp8");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "numerics")), "exact");
     ck_assert_int_eq((int)json_array_size(json_object_get(j, "layers")), 4);
     ck_assert_int_eq(jint(j, "prefill.tokens"), 300);
     ck_assert_int_eq(jint(j, "prefill.chunk"), 128);
@@ -289,8 +291,8 @@ START_TEST(test_json_runs)
     json_decref(j);
     done(&r);
     /* without --json: the human text */
-    r = run(g_tool, "demo --tokens 200 --chunk 100 --decode 1 --backend cpu --cache bf16");
-    ck_assert_msg(r.rc == 0 && strstr(r.out, "backend cpu, bf16 cache") && strstr(r.out, "context 201 tokens"),
+    r = run(g_tool, "demo --tokens 200 --chunk 100 --decode 1 --backend cpu --cache bf16 --numerics fast");
+    ck_assert_msg(r.rc == 0 && strstr(r.out, "backend cpu, bf16 cache, exact numerics") && strstr(r.out, "context 201 tokens"),
                   "demo: exit %d\n%s%s", r.rc, r.out, r.err);
     done(&r);
 

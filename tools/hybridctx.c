@@ -63,7 +63,7 @@ static const char usage_model[] =
 static const char usage_demo[] =
     "usage: hybridctx demo [--model MODEL] [--tokens N] [--chunk N] [--decode N] [--threads N]\n"
     "                      [--cache fp8|bf16] [--backend auto|cpu|cuda] [--seed N]\n"
-    "                      [--load FILE] [--save FILE] [--json]\n"
+    "                      [--numerics default|fast|exact] [--load FILE] [--save FILE] [--json]\n"
     "\n"
     "Runs N synthetic tokens through every layer of the model in chunks (a stand-in MLP between\n"
     "layers), then decodes a few tokens one at a time, and reports prefill and decode speed and\n"
@@ -79,6 +79,7 @@ static const char usage_demo[] =
     "  --cache FMT         cache format: fp8 (default) or bf16\n"
     "  --backend B         auto (default: CUDA if present), cpu or cuda\n"
     "  --seed N            seed of the random weights and inputs, 0..2^64-1 (default 1)\n"
+    "  --numerics N        default, fast or exact (docs/numerics.md; the CPU computes exact)\n"
     "  --load FILE         first load the session FILE (an existing file) into the context\n"
     "  --save FILE         at the end save the context to FILE (replaced atomically)\n"
     "  --json              print the results as one JSON object on stdout (no progress, no text)\n"
@@ -370,14 +371,16 @@ static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t
 
 static const char *const cache_names[] = {"fp8", "bf16", NULL};
 static const char *const backend_names[] = {"auto", "cpu", "cuda", NULL};
+static const char *const numerics_names[] = {"default", "fast", "exact", NULL}; /* = HC_NUMERICS_* */
 
 static int cmd_demo(int argc, char **argv)
 {
     const char *prog = "hybridctx demo", *model_name = "tiny", *load = NULL, *save = NULL;
     int64_t tokens = 20000, chunk = 1024, decode = 16;
-    int threads = 0, cache = 0, backend = 0, json = 0;
+    int threads = 0, cache = 0, backend = 0, json = 0, numerics = 0;
     uint64_t seed = 1;
     static const struct option opts[] = {
+        {"numerics", required_argument, NULL, 'n'},
         {"model", required_argument, NULL, 'm'},   {"tokens", required_argument, NULL, 't'},
         {"chunk", required_argument, NULL, 'c'},   {"decode", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 'j'}, {"cache", required_argument, NULL, 'C'},
@@ -398,6 +401,7 @@ static int cmd_demo(int argc, char **argv)
         case 'C': bad = (cache = cli_choice(prog, "--cache", optarg, cache_names)) < 0; break;
         case 'b': bad = (backend = cli_choice(prog, "--backend", optarg, backend_names)) < 0; break;
         case 's': bad = cli_uint64(prog, "--seed", optarg, &seed); break;
+        case 'n': bad = (numerics = cli_choice(prog, "--numerics", optarg, numerics_names)) < 0; break;
         case 'L': bad = path_value(prog, "--load", load = optarg, 1); break;
         case 'S': bad = path_value(prog, "--save", save = optarg, 0); break;
         case 'J': json = 1; break;
@@ -431,6 +435,7 @@ static int cmd_demo(int argc, char **argv)
     p.n_threads = threads;
     p.cache_format = cache == 1 ? HC_CACHE_BF16 : HC_CACHE_FP8;
     p.backend = backend == 1 ? HC_BACKEND_CPU : backend == 2 ? HC_BACKEND_CUDA : HC_BACKEND_AUTO;
+    p.numerics = numerics;
     hc_ctx *c = NULL;
     hc_status st;
     if ((st = hc_ctx_create(m, &p, &c))) {
@@ -440,12 +445,13 @@ static int cmd_demo(int argc, char **argv)
     }
     int L = info.n_layers, D = info.dim;
     const char *be_name = hc_ctx_backend(c) == HC_BACKEND_CUDA ? "cuda" : "cpu";
+    const char *num_name = hc_ctx_numerics(c) == HC_NUMERICS_FAST ? "fast" : "exact";
     if (!json) {
         printf("libhybridctx %s demo\n", hc_version_string());
         printf("  model   %s: %d layers (", model_name, L);
         for (int l = 0; l < L; l++) printf("%s%s", l ? " " : "", kind_name(hc_model_layer_ratio(m, l)));
         printf("), dim %d, %d heads x %d, built in %.2f s\n", D, info.n_heads, info.head_dim, t_model);
-        printf("  backend %s, %s cache\n", be_name, cache_names[cache]);
+        printf("  backend %s, %s cache, %s numerics\n", be_name, cache_names[cache], num_name);
         fflush(stdout);
     }
     float *x = malloc(sizeof(float) * (size_t)chunk * D), *y = malloc(sizeof(float) * (size_t)chunk * D);
@@ -562,8 +568,8 @@ static int cmd_demo(int argc, char **argv)
         printf(",\n  \"layers\": [");
         for (int l = 0; l < L; l++) printf("%s\"%s\"", l ? ", " : "", kind_name(hc_model_layer_ratio(m, l)));
         printf("],\n  \"dim\": %d,\n  \"n_heads\": %d,\n  \"head_dim\": %d,\n", D, info.n_heads, info.head_dim);
-        printf("  \"backend\": \"%s\",\n  \"cache\": \"%s\",\n  \"threads\": %d,\n  \"seed\": %llu,\n", be_name,
-               cache_names[cache], threads, (unsigned long long)seed);
+        printf("  \"backend\": \"%s\",\n  \"cache\": \"%s\",\n  \"numerics\": \"%s\",\n  \"threads\": %d,\n  \"seed\": %llu,\n",
+               be_name, cache_names[cache], num_name, threads, (unsigned long long)seed);
         printf("  \"load\": ");
         if (load) {
             printf("{\"file\": ");
