@@ -713,7 +713,10 @@ typedef struct hc_ctx_memory_info {
                                    own_bytes + shared_bytes == hc_ctx_memory_bytes(c) */
     uint64_t history_bytes;   /**< the rollback history (hc_ctx_params.max_rollback), fixed */
     uint64_t workspace_bytes; /**< activations of one piece of max_chunk tokens, plus backend scratch
-                                   (CUDA: buffers that grow with the length, the cuBLASLt workspace) */
+                                   (CUDA: buffers that grow with the length, the cuBLASLt workspace),
+                                   plus the all-or-nothing snapshot of one layer once a call has
+                                   needed it (CPU: the first layer call; CUDA: the first with a
+                                   progress callback), kept for the next calls */
     /* new members are only appended below */
 } hc_ctx_memory_info;
 

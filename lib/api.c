@@ -563,7 +563,8 @@ HC_API hc_status hc_ctx_memory_info_get(const hc_ctx *c, hc_ctx_memory_info *inf
     hc_ctx_memory_info d = {0};
     d.own_bytes = u.own, d.shared_bytes = u.shared;
     d.history_bytes = hci_hist_bytes(c->layers, L);
-    d.workspace_bytes = hci_ctx_workspace_bytes(c) + (c->be->ops->scratch_bytes ? c->be->ops->scratch_bytes(c->be) : 0);
+    d.workspace_bytes = hci_ctx_workspace_bytes(c) + (c->be->ops->scratch_bytes ? c->be->ops->scratch_bytes(c->be) : 0) +
+                        c->snap_store_bytes;
     size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
     d.struct_size = info->struct_size;
     memcpy(info, &d, n);

@@ -1529,7 +1529,10 @@ pub struct hc_ctx_memory_info {
     #[doc = "< the rollback history (hc_ctx_params.max_rollback), fixed"]
     pub history_bytes: u64,
     #[doc = "< activations of one piece of max_chunk tokens, plus backend scratch"]
-    #[doc = "(CUDA: buffers that grow with the length, the cuBLASLt workspace)"]
+    #[doc = "(CUDA: buffers that grow with the length, the cuBLASLt workspace),"]
+    #[doc = "plus the all-or-nothing snapshot of one layer once a call has"]
+    #[doc = "needed it (CPU: the first layer call; CUDA: the first with a"]
+    #[doc = "progress callback), kept for the next calls"]
     pub workspace_bytes: u64,
 }
 #[test]
