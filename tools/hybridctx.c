@@ -16,6 +16,7 @@
  * through the library's progress callback (HC_ERR_ABORTED: the call changes nothing, a file being
  * saved keeps its previous content) and the program exits with status 130. */
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -323,32 +324,101 @@ static int open_model(const char *prog, const char *name, uint64_t seed, int geo
  * demo
  * ------------------------------------------------------------------------------------------- */
 
-/* Synthetic inputs: a smooth random walk per channel, so that neighbouring tokens are related. */
-static void synth_tokens(float *x, int64_t n, int dim, uint64_t *state)
+/* The host work between layers runs on every core for large chunks (a 1M-token V4-Flash prefill
+ * is 1.8e11 values per pass): tokens [t0, t1) of a chunk per thread, each token on one thread with
+ * the same operations, so the results do not depend on the thread count. */
+typedef void (*token_fn)(void *arg, int64_t t0, int64_t t1);
+typedef struct { token_fn fn; void *arg; int64_t t0, t1; } token_job;
+
+static void *token_thread(void *p)
 {
-    for (int64_t t = 0; t < n; t++)
-        for (int i = 0; i < dim; i++) {
-            uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    token_job *j = p;
+    j->fn(j->arg, j->t0, j->t1);
+    return NULL;
+}
+
+static void for_tokens(int64_t n, int dim, token_fn fn, void *arg)
+{
+    enum { MAX_THREADS = 64 };
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t k = (int64_t)n * dim >> 18; /* a thread per 256K values at least */
+    if (k > cores) k = cores;
+    if (k > MAX_THREADS) k = MAX_THREADS;
+    if (k > n) k = n;
+    pthread_t th[MAX_THREADS];
+    token_job jobs[MAX_THREADS];
+    int started = 0;
+    for (int64_t i = 1; i < k; i++) {
+        jobs[i] = (token_job){fn, arg, n * i / k, n * (i + 1) / k};
+        if (pthread_create(&th[i], NULL, token_thread, &jobs[i])) break; /* the rest on this thread */
+        started = (int)i;
+    }
+    fn(arg, 0, k > 1 ? n / k : n); /* this thread's share ... */
+    if (k > 1 && started < k - 1) fn(arg, n * (started + 1) / k, n); /* ... and what no thread took */
+    for (int i = 1; i <= started; i++) pthread_join(th[i], NULL);
+}
+
+/* Synthetic inputs: a smooth random walk per channel, so that neighbouring tokens are related.
+ * Value i of token t takes the 64-bit state advanced t * dim + i + 1 times, plus sin(0.001 (t + i))
+ * from a table. */
+typedef struct { float *x; int dim; uint64_t state; const float *sin_tab; } synth_arg;
+
+static void synth_range(void *p, int64_t t0, int64_t t1)
+{
+    const synth_arg *a = p;
+    for (int64_t t = t0; t < t1; t++) {
+        uint64_t s = a->state + (uint64_t)(t * a->dim) * 0x9e3779b97f4a7c15ull;
+        for (int i = 0; i < a->dim; i++) {
+            uint64_t z = (s += 0x9e3779b97f4a7c15ull);
             z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
             z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
             z ^= z >> 31;
             float u = (float)((double)(z >> 11) / 9007199254740992.0) * 2.0f - 1.0f;
-            x[t * dim + i] = u * 1.7f + sinf(0.001f * (float)(t + i));
+            a->x[t * a->dim + i] = u * 1.7f + a->sin_tab[t + i];
         }
+    }
+}
+
+static int synth_tokens(float *x, int64_t n, int dim, uint64_t *state)
+{
+    float *tab = malloc(sizeof(float) * (size_t)(n + dim));
+    if (!tab) return 1;
+    for (int64_t k = 0; k < n + dim; k++) tab[k] = sinf(0.001f * (float)k);
+    synth_arg a = {x, dim, *state, tab};
+    for_tokens(n, dim, synth_range, &a);
+    *state += (uint64_t)(n * dim) * 0x9e3779b97f4a7c15ull;
+    free(tab);
+    return 0;
 }
 
 /* Stand-in for the MLP between layers: next input = RMS-normalised (x + y). */
+typedef struct { float *x; const float *y; int dim; } mlp_arg;
+
+static void next_input_range(void *p, int64_t t0, int64_t t1)
+{
+    const mlp_arg *a = p;
+    const int dim = a->dim;
+    for (int64_t t = t0; t < t1; t++) {
+        float *x = a->x + t * dim;
+        const float *y = a->y + t * dim;
+        double ss[8] = {0}; /* eight partial sums: vector lanes */
+        int i = 0;
+        for (; i + 8 <= dim; i += 8)
+            for (int j = 0; j < 8; j++) {
+                x[i + j] += y[i + j];
+                ss[j] += (double)x[i + j] * x[i + j];
+            }
+        for (; i < dim; i++) x[i] += y[i], ss[0] += (double)x[i] * x[i];
+        double s = ((ss[0] + ss[1]) + (ss[2] + ss[3])) + ((ss[4] + ss[5]) + (ss[6] + ss[7]));
+        float r = (float)(1.0 / sqrt(s / dim + 1e-6));
+        for (i = 0; i < dim; i++) x[i] *= r;
+    }
+}
+
 static void next_input(float *x, const float *y, int64_t n, int dim)
 {
-    for (int64_t t = 0; t < n; t++) {
-        double ss = 0;
-        for (int i = 0; i < dim; i++) {
-            x[t * dim + i] += y[t * dim + i];
-            ss += (double)x[t * dim + i] * x[t * dim + i];
-        }
-        float r = (float)(1.0 / sqrt(ss / dim + 1e-6));
-        for (int i = 0; i < dim; i++) x[t * dim + i] *= r;
-    }
+    mlp_arg a = {x, y, dim};
+    for_tokens(n, dim, next_input_range, &a);
 }
 
 static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t n)
@@ -498,8 +568,7 @@ static int cmd_demo(int argc, char **argv)
     t0 = now_s();
     for (int64_t done = 0; done < tokens && !rc;) {
         int64_t n = tokens - done < chunk ? tokens - done : chunk;
-        synth_tokens(x, n, D, &rs);
-        rc = run_chunk(c, L, D, x, y, n);
+        rc = synth_tokens(x, n, D, &rs) ? (fprintf(stderr, "%s: out of memory\n", prog), 1) : run_chunk(c, L, D, x, y, n);
         if (rc) bar_end(&pb);
         else bar_draw(&pb, (uint64_t)(done += n), (uint64_t)tokens);
     }
@@ -512,7 +581,11 @@ static int cmd_demo(int argc, char **argv)
             rc = 130;
             break;
         }
-        synth_tokens(x, 1, D, &rs);
+        if (synth_tokens(x, 1, D, &rs)) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            rc = 1;
+            break;
+        }
         double t1 = now_s();
         rc = run_chunk(c, L, D, x, y, 1);
         td += now_s() - t1;
