@@ -35,8 +35,9 @@ static int cpu_alloc(hci_backend *be, size_t bytes, void **out)
  * nothing), then clear memory that is resident by then. */
 static void page_clear(void *p, size_t bytes)
 {
-    uintptr_t lo = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, hi = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    size_t head = (4096 - ((uintptr_t)p & 4095)) & 4095; /* to the first whole page */
+    if (bytes > head && (bytes - head) >= 4096)
+        madvise((char *)p + head, (bytes - head) & ~(size_t)4095, MADV_POPULATE_WRITE);
     memset(p, 0, bytes);
 }
 
