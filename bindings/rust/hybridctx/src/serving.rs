@@ -31,6 +31,19 @@ pub(crate) struct BatchIo {
     pub(crate) y_len: usize,
 }
 
+impl BatchIo {
+    /// The host slices of a batch call.
+    fn host<T>(x: &[T], y: &mut [T]) -> Self {
+        BatchIo {
+            memory: IoMemory::Host,
+            x: x.as_ptr().cast(),
+            x_len: x.len(),
+            y: y.as_mut_ptr().cast(),
+            y_len: y.len(),
+        }
+    }
+}
+
 /// `hc_decode_batch` (counts `None`) or `hc_append_batch`, after checking that the contexts
 /// take `T` in `io.memory` and that x and y hold exactly their rows.
 pub(crate) fn run_batch<T: IoElement>(
@@ -147,14 +160,7 @@ impl Context {
         x: &[T],
         y: &mut [T],
     ) -> Result<()> {
-        let io = BatchIo {
-            memory: IoMemory::Host,
-            x: x.as_ptr().cast(),
-            x_len: x.len(),
-            y: y.as_mut_ptr().cast(),
-            y_len: y.len(),
-        };
-        run_batch::<T>(ctxs, layer, None, io)
+        run_batch::<T>(ctxs, layer, None, BatchIo::host(x, y))
     }
 
     /// A ragged batch of appends (`hc_append_batch`): `ctxs[i]` takes `n_tokens[i]` tokens;
@@ -168,14 +174,7 @@ impl Context {
         n_tokens: &[usize],
         y: &mut [T],
     ) -> Result<()> {
-        let io = BatchIo {
-            memory: IoMemory::Host,
-            x: x.as_ptr().cast(),
-            x_len: x.len(),
-            y: y.as_mut_ptr().cast(),
-            y_len: y.len(),
-        };
-        run_batch::<T>(ctxs, layer, Some(n_tokens), io)
+        run_batch::<T>(ctxs, layer, Some(n_tokens), BatchIo::host(x, y))
     }
 
     /// A new context with this one's sequence, metadata and rollback history (`hc_ctx_fork`).
