@@ -118,14 +118,13 @@ int main(int argc, char **argv)
     }
     hc_ctx_free(again);
 
-    double own = 0, shared = 0, hist = 0, ws = 0;
+    double own = 0, ws = 0; /* shared pages count in every holder: no sum of them */
     hc_ctx_memory_info mi0 = {.struct_size = sizeof mi0};
     for (int i = 0; i < forks; i++) {
         hc_ctx_memory_info mi = {.struct_size = sizeof mi};
         if ((st = hc_ctx_memory_info_get(f[i], &mi))) die("hc_ctx_memory_info_get", f[i], st);
         if (i == 0) mi0 = mi;
-        own += (double)mi.own_bytes, shared += (double)mi.shared_bytes;
-        hist += (double)mi.history_bytes, ws += (double)mi.workspace_bytes;
+        own += (double)mi.own_bytes, ws += (double)mi.workspace_bytes;
     }
     const size_t used1 = used_bytes();
     const double unshared = (forks + 1.0) * (src_bytes + (double)mi0.own_bytes);
@@ -151,7 +150,6 @@ int main(int argc, char **argv)
                 t_forks, ok ? "true" : "false");
         fclose(j);
     }
-    (void)shared, (void)hist;
     for (int i = 0; i < forks; i++) hc_ctx_free(f[i]);
     hc_ctx_free(src);
     hc_model_free(m);
