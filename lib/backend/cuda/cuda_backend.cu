@@ -44,6 +44,8 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"index_exact_only", offsetof(hci_cu_options, index_exact_only)},
         {"attend_simple", offsetof(hci_cu_options, attend_simple)},
         {"gemv_fast", offsetof(hci_cu_options, gemv_fast)},
+        {"index_fast", offsetof(hci_cu_options, index_fast)},
+        {"comp_fast", offsetof(hci_cu_options, comp_fast)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {
@@ -517,7 +519,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     be->max_chunk = ((a->max_chunk > 0 ? a->max_chunk : 2048) + 15) & ~15;
     /* DEFAULT is EXACT until the fast kernels cover decode and prefill (hybridctx.h) */
     be->numerics = a->numerics == HC_NUMERICS_FAST ? HC_NUMERICS_FAST : HC_NUMERICS_EXACT;
-    cu->opt.gemv_fast = be->numerics == HC_NUMERICS_FAST;
+    cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = be->numerics == HC_NUMERICS_FAST;
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;

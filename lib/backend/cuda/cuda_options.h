@@ -27,6 +27,15 @@ typedef struct hci_cu_options {
      * batch-invariant, within the faithful tolerance, not the CPU's bits. Set by
      * HC_NUMERICS_FAST (docs/numerics.md). */
     int gemv_fast;
+    /* Indexer scores on native e4m3 tensor cores (kernels/index/index_fast.cu): q and the FP4
+     * keys scaled exactly into e4m3, fp32 head sum of relu(q.k) * w, rounded once to bf16;
+     * the same selection kernels. Not the CPU's bits (the exact path rounds every head term);
+     * deterministic and batch-invariant. Set by HC_NUMERICS_FAST. */
+    int index_fast;
+    /* Compressor and indexer-weight projections of many tokens on bf16 tensor cores (fp32
+     * accumulation) instead of the double GEMM that reproduces the CPU's sums. Set by
+     * HC_NUMERICS_FAST. */
+    int comp_fast;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */
