@@ -11,6 +11,7 @@
  * HC_TEST_SEED or the clock, and is printed. argv[1] "flash": three layers of V4-Flash geometry
  * (the GPU run); default: the tiny model. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,18 +26,24 @@ typedef struct candidate {
     int backend, n_threads, max_chunk;
     int bitwise;           /* every result bitwise equal to the CPU's */
     double proj, out, att; /* otherwise: rel L2 bounds of the projections, out_path, attend */
-    const char *options[2]; /* backend options set to 1 (hc_x_ctx_set_option) */
+    const char *options[3]; /* backend options set to 1 (hc_x_ctx_set_option) */
     int batch_invariant;    /* check that a token's projections do not depend on the call's others */
+    double topk_overlap;    /* 0: top-k sets bitwise equal; else the least mean share of equal picks
+                             * (fast scores), the picks then also deterministic and batch-invariant */
+    double entries;         /* 0: compressed entries and state bitwise equal; else a rel L2 bound */
 } candidate;
 
 static const candidate candidates[] = {
-    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, 1, 64, 1, 0, 0, 0, {NULL}, 0},
-    {"cuda", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 0},
+    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, 1, 64, 1, 0, 0, 0, {NULL}, 0, 0, 0},
+    {"cuda", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 0, 0, 0},
     /* the CUDA backend's alternative paths (docs/cuda.md, Options) must conform as well */
     {"cuda (index_exact_only, attend_simple)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3,
-     {"index_exact_only", "attend_simple"}, 0},
+     {"index_exact_only", "attend_simple"}, 0, 0, 0},
     /* the fast GEMVs take the 64-token pieces: also checked for batch invariance */
-    {"cuda (gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}, 1},
+    {"cuda (gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}, 1, 0, 0},
+    /* fast numerics (what HC_NUMERICS_FAST sets): the docs/golden.md share of equal top-k sets */
+    {"cuda (fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast", "index_fast", "comp_fast"}, 1, 0.95,
+     1e-2},
 };
 
 static const char *g_geom;
@@ -154,6 +161,88 @@ static void check_entries(hc_ctx *cb, const hci_comp_cache *a, const hci_comp_ca
     free(skv), free(ssc), free(va), free(vb);
 }
 
+/* Relative L2 of a against the reference r; equal pairs (also equal infinities, which the
+ * compressor state holds for slots not yet filled) add nothing, the norm is over finite r. */
+static double rel_l2_eq(const float *a, const float *r, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(r[i])) den += (double)r[i] * r[i];
+        if (a[i] != r[i]) num += ((double)a[i] - r[i]) * ((double)a[i] - r[i]);
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Entries [0, count) within a rel L2 bound (fast compressor projections), the state too. */
+static void check_entries_close(hc_ctx *cb, const hci_comp_cache *a, const hci_comp_cache *b, int l, const char *what,
+                                double bound)
+{
+    const hci_entry_layout *lay = &a->layout;
+    size_t n = (size_t)a->n_entries * lay->dim;
+    float *va = malloc(sizeof(float) * (n ? n : 1)), *vb = malloc(sizeof(float) * (n ? n : 1));
+    for (int p = 0; p * (int64_t)HCI_PAGE_ENTRIES < a->n_entries; p++) {
+        unsigned char *pb = fetch(cb, b->entries.pages[p], b->entries.page_bytes);
+        for (int e = 0; e < HCI_PAGE_ENTRIES && p * (int64_t)HCI_PAGE_ENTRIES + e < a->n_entries; e++) {
+            size_t i = ((size_t)p * HCI_PAGE_ENTRIES + e) * lay->dim;
+            hci_entry_unpack(lay, a->entries.pages[p], e, va + i);
+            hci_entry_unpack(&b->layout, pb, e, vb + i);
+        }
+        free(pb);
+    }
+    double err = rel_l2_eq(vb, va, n);
+    ck_assert_int_eq(a->n_entries, b->n_entries);
+    size_t nf = hci_comp_state_floats(a);
+    float *skv = fetch(cb, b->state_kv, nf * sizeof(float)), *ssc = fetch(cb, b->state_score, nf * sizeof(float));
+    double serr = fmax(rel_l2_eq(skv, a->state_kv, nf), rel_l2_eq(ssc, a->state_score, nf));
+    printf("  layer %d %-14s %lld entries, rel L2 %.2e (state %.2e, bound %.0e)\n", l, what, (long long)a->n_entries,
+           err, serr, bound);
+    ck_assert_msg(err <= bound && serr <= bound, "layer %d %s: rel L2 %.3e / state %.3e above %.0e", l, what, err, serr,
+                  bound);
+    free(skv), free(ssc), free(va), free(vb);
+}
+
+/* The share of the reference's picks that the candidate also picks, over rows (equal counts of
+ * valid picks required: visibility is exact in every mode). */
+static double topk_overlap(const int32_t *a, const int32_t *b, int n, int K)
+{
+    double sum = 0;
+    for (int r = 0; r < n; r++) {
+        const int32_t *ra = a + (size_t)r * K, *rb = b + (size_t)r * K;
+        int na = 0, nb = 0, same = 0;
+        while (na < K && ra[na] >= 0) na++;
+        while (nb < K && rb[nb] >= 0) nb++;
+        ck_assert_msg(na == nb, "row %d: %d picks against the reference's %d", r, nb, na);
+        for (int i = 0; i < na; i++)
+            for (int j = 0; j < nb; j++)
+                if (ra[i] == rb[j]) {
+                    same++;
+                    break;
+                }
+        sum += na ? (double)same / na : 1.0;
+    }
+    return n ? sum / n : 1.0;
+}
+
+/* Fast picks: the same bits when run again, and a token's row the same in a call of fewer. */
+static void check_topk_stable(hc_ctx *cb, int l, const hci_comp_cache *idx, int n, int64_t pos0, int K, int IH,
+                              int ID, const int32_t *first)
+{
+    const hci_backend_ops *ob = cb->be->ops;
+    hci_workspace *w = &cb->ws;
+    ck_assert_int_eq(ob->index_topk(cb->be, l, idx, n, pos0, w->qi, w->w, w->sel), HC_OK);
+    int32_t *again = fetch(cb, w->sel, sizeof(int32_t) * (size_t)n * K);
+    ck_assert_msg(memcmp(again, first, sizeof(int32_t) * (size_t)n * K) == 0, "layer %d: top-k not deterministic", l);
+    free(again);
+    int m = 17; /* the last m tokens alone */
+    ck_assert_int_eq(ob->index_topk(cb->be, l, idx, m, pos0 + n - m, w->qi + (size_t)(n - m) * IH * ID,
+                                    w->w + (size_t)(n - m) * IH, w->sel),
+                     HC_OK);
+    int32_t *part = fetch(cb, w->sel, sizeof(int32_t) * (size_t)m * K);
+    ck_assert_msg(memcmp(part, first + (size_t)(n - m) * K, sizeof(int32_t) * (size_t)m * K) == 0,
+                  "layer %d: top-k of the last %d tokens differs from theirs in a call of %d", l, m, n);
+    free(part);
+}
+
 static void check_ring(hc_ctx *cb, const hci_layer_cache *a, const hci_layer_cache *b, int l)
 {
     for (int p = 0; p < a->ring.n_pages; p++) {
@@ -178,7 +267,7 @@ static void conform(const candidate *k)
     int IH = cfg->index_n_heads, ID = cfg->index_head_dim, n = 64;
     int64_t T = g_tokens, pos0 = T - n;
     hc_ctx *ca = make(m, HC_BACKEND_CPU, 0, 512), *cb = make(m, k->backend, k->n_threads, k->max_chunk);
-    for (int i = 0; i < 2 && k->options[i]; i++)
+    for (int i = 0; i < 3 && k->options[i]; i++)
         ck_assert_msg(hc_x_ctx_set_option(cb, k->options[i], 1) == HC_OK, "%s", hc_ctx_last_error(cb));
     /* the CPU backend has no options; unknown names and bad values are refused */
     ck_assert_int_eq(hc_x_ctx_set_option(ca, "attend_simple", 1), HC_ERR_UNSUPPORTED);
@@ -234,14 +323,29 @@ static void conform(const candidate *k)
             if (!cca) continue;
             ck_assert_int_eq(oa->compress(ca->be, l, c, cca, n, pos0, wa->x), HC_OK);
             ck_assert_int_eq(ob->compress(cb->be, l, c, ccb, n, pos0, wb->x), HC_OK);
-            check_entries(cb, cca, ccb, l, c ? "compress idx" : "compress main");
+            if (k->entries) {
+                check_entries_close(cb, cca, ccb, l, c ? "compress idx" : "compress main", k->entries);
+                mirror_comp(cb, cca, ccb); /* the next ops take the reference's entries */
+            } else {
+                check_entries(cb, cca, ccb, l, c ? "compress idx" : "compress main");
+            }
         }
         if (a->ratio == 4) {
             ck_assert_int_eq(oa->index_topk(ca->be, l, &a->idx, n, pos0, wa->qi, wa->w, wa->sel), HC_OK);
             ck_assert_int_eq(ob->index_topk(cb->be, l, &b->idx, n, pos0, wb->qi, wb->w, wb->sel), HC_OK);
             int32_t *sb = fetch(cb, wb->sel, sizeof(int32_t) * (size_t)n * K);
-            ck_assert_msg(memcmp(sb, wa->sel, sizeof(int32_t) * (size_t)n * K) == 0, "%s: layer %d top-k differs", k->name, l);
-            printf("  layer %d %-14s %d x %d selections identical\n", l, "index_topk", n, K);
+            if (k->topk_overlap > 0) {
+                double ov = topk_overlap(wa->sel, sb, n, K);
+                printf("  layer %d %-14s %d x %d selections, %.4f of the picks shared (at least %.2f)\n", l,
+                       "index_topk", n, K, ov, k->topk_overlap);
+                ck_assert_msg(ov >= k->topk_overlap, "%s: layer %d top-k overlap %.4f", k->name, l, ov);
+                check_topk_stable(cb, l, &b->idx, n, pos0, K, IH, ID, sb);
+                put(cb, wb->sel, wa->sel, sizeof(int32_t) * (size_t)n * K); /* attend takes the same picks */
+            } else {
+                ck_assert_msg(memcmp(sb, wa->sel, sizeof(int32_t) * (size_t)n * K) == 0, "%s: layer %d top-k differs",
+                              k->name, l);
+                printf("  layer %d %-14s %d x %d selections identical\n", l, "index_topk", n, K);
+            }
             free(sb);
         }
         ck_assert_int_eq(oa->attend(ca->be, l, a, n, pos0, wa->q, wa->kv, a->ratio == 4 ? wa->sel : NULL, wa->o), HC_OK);

@@ -2,7 +2,7 @@
  * layer kind (V4-Flash geometry), a context filled to 64K tokens, then chunks of 2048 tokens:
  * the wall time of hc_append (host input and output) and, for the same chunk through the ops
  * with an event after each, the GPU time of each op. A program that prints numbers.
- *   prefill-ops [CONTEXT_TOKENS]
+ *   prefill-ops [CONTEXT_TOKENS [OPTION...]]   (options set to 1, e.g. index_fast gemv_fast)
  * Built by hand against an internal tree (it reads ctx/ctx.h); -DHC_OLD_CACHE_API for trees
  * before lib/cache (parent 26242f0 of the architecture change), so one source times both. */
 #define _POSIX_C_SOURCE 200809L
@@ -118,6 +118,9 @@ int main(int argc, char **argv)
         p.cache_format = HC_CACHE_FP8;
         hc_ctx *c = NULL;
         if (hc_ctx_create(m, &p, &c)) return 1;
+#ifndef HC_OLD_CACHE_API
+        for (int i = 2; i < argc; i++) CHECK(hc_x_ctx_set_option(c, argv[i], 1));
+#endif
         int dim = m->cfg.dim;
         float *x = malloc(sizeof(float) * n * dim), *y = malloc(sizeof(float) * n * dim);
         for (int64_t i = 0; i < (int64_t)n * dim; i++) x[i] = (float)((i * 7919) % 2001 - 1000) / 1000.0f;

@@ -379,7 +379,8 @@ static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, 
     DeviceGuard g(cu->device);
     KTRY(be, hci_cu_index_topk(cu->stream, &idx->layout, (uint8_t *const *)idx->entries.dev_table, n, pos0,
                                cf->index_n_heads, cf->index_head_dim, cf->index_topk, qi, w, sel, cu->scratch,
-                               cu->opt.index_exact_only));
+                               cu->opt.index_exact_only ? HCI_IX_EXACT_ONLY
+                                                        : (cu->opt.index_fast ? HCI_IX_FAST : HCI_IX_EXACT)));
     return HC_OK;
 }
 

@@ -37,6 +37,7 @@
 #include "../common.cuh"
 #include "config.h"
 #include "index.h"
+#include "index_fast.h"
 
 namespace {
 
@@ -706,7 +707,7 @@ size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K)
 
 int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n, int64_t pos0,
                       int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch,
-                      int exact_only)
+                      int mode)
 {
     if (n <= 0) return HC_OK;
     if (!l || !qi || !w || !sel || !scratch) return HC_ERR_NULL_ARG;
@@ -720,7 +721,8 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
     int fp4_ok = l->fmt == HCI_FMT_FP8 && l->fp4 && l->qblock == 32 && l->data_bytes == ID / 2 &&
                  l->scale_bytes == ID / 32;
     int bf16_ok = l->fmt == HCI_FMT_BF16 && l->data_bytes == ID * 2;
-    int simple = exact_only || ID % 32 != 0 || !(fp4_ok || bf16_ok);
+    int fast = mode == HCI_IX_FAST && hci_cu_index_fast_ok(l, IH, ID);
+    int simple = mode == HCI_IX_EXACT_ONLY || ID % 32 != 0 || !(fp4_ok || bf16_ok);
     int nb = ID / 32, lg = 0;
     while ((1 << lg) < nb) lg++;
     size_t qstride = hci_align256((size_t)IH * ID + (size_t)IH * nb * 4 + (size_t)IH * 4);
@@ -758,28 +760,35 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
         sa.sel = sel;
         if (gne > 0) {
             if (cudaMemsetAsync(hist_hi, 0, (size_t)rows * 512 * 4, s) != cudaSuccess) return HC_ERR_CUDA;
-            if (!simple) {
-                ix_prep<<<rows, IX_PREP_THREADS, 0, s>>>(qi + (size_t)g0 * IH * ID, IH, ID, qstride, base + p.prep);
+            if (fast) {
+                int st = hci_cu_index_fast_scores(s, l, pages, rows, gpos, IH, qi + (size_t)g0 * IH * ID,
+                                                  w + (size_t)g0 * IH, base + p.prep, (uint16_t *)(base + p.scores),
+                                                  p.stride, hist_hi, sms);
+                if (st) return st;
+            } else {
+                if (!simple) {
+                    ix_prep<<<rows, IX_PREP_THREADS, 0, s>>>(qi + (size_t)g0 * IH * ID, IH, ID, qstride, base + p.prep);
+                    if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;
+                }
+                ix_score_args a;
+                a.l = *l;
+                a.pages = pages;
+                a.prep = base + p.prep;
+                a.qstride = qstride;
+                a.qi = qi + (size_t)g0 * IH * ID;
+                a.w = w + (size_t)g0 * IH;
+                a.IH = IH, a.ID = ID, a.lg = lg, a.QT = QT, a.rows = rows, a.simple = simple;
+                a.pos0 = gpos;
+                a.stride = p.stride;
+                a.scores = (uint16_t *)(base + p.scores);
+                a.hist = hist_hi;
+                a.L = L;
+                int gy = (rows + QT - 1) / QT;
+                int64_t ntiles = (gne + IX_TILE - 1) / IX_TILE, want = (int64_t)sms * per_sm / gy; /* one wave */
+                int gx = (int)(ntiles < want ? ntiles : (want < 1 ? 1 : want));
+                ix_score<<<dim3(gx, gy), IX_THREADS, L.total, s>>>(a);
                 if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;
             }
-            ix_score_args a;
-            a.l = *l;
-            a.pages = pages;
-            a.prep = base + p.prep;
-            a.qstride = qstride;
-            a.qi = qi + (size_t)g0 * IH * ID;
-            a.w = w + (size_t)g0 * IH;
-            a.IH = IH, a.ID = ID, a.lg = lg, a.QT = QT, a.rows = rows, a.simple = simple;
-            a.pos0 = gpos;
-            a.stride = p.stride;
-            a.scores = (uint16_t *)(base + p.scores);
-            a.hist = hist_hi;
-            a.L = L;
-            int gy = (rows + QT - 1) / QT;
-            int64_t ntiles = (gne + IX_TILE - 1) / IX_TILE, want = (int64_t)sms * per_sm / gy; /* one wave */
-            int gx = (int)(ntiles < want ? ntiles : (want < 1 ? 1 : want));
-            ix_score<<<dim3(gx, gy), IX_THREADS, L.total, s>>>(a);
-            if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;
             dim3 sg((unsigned)((gne + IX_SEG - 1) / IX_SEG), rows);
             ix_lohist<<<sg, IX_SEL_THREADS, 0, s>>>(sa);
             if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;

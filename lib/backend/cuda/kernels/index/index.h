@@ -17,11 +17,14 @@ size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K);
  * Score: bf16( sum_h bf16( relu(bf16(qi_h . k_j)) * w_h ) ), the dot exact and the head sum
  * accumulated in double, so scores equal the CPU backend's bit for bit. Output sel [n][K]: the
  * min(K, visible) best entries in descending score order, ties broken by the lower entry
- * number, then -1 padding. exact_only: every dot by the exact fallback (the CPU's own
- * computation) instead of the int8 tensor-core path, as a cross-check (the results are the same).
- * K <= IX_MAX_K, IH <= IX_MAX_HEADS, IH * ID <= IX_MAX_ROW_ELEMS, l->dim == ID. */
+ * number, then -1 padding. mode HCI_IX_EXACT_ONLY: every dot by the exact fallback (the CPU's
+ * own computation) instead of the int8 tensor-core path, as a cross-check (the results are the
+ * same). HCI_IX_FAST: the fast scores of index_fast.h where it takes the shape (else EXACT);
+ * not the CPU's scores, the same selection rule. K <= IX_MAX_K, IH <= IX_MAX_HEADS,
+ * IH * ID <= IX_MAX_ROW_ELEMS, l->dim == ID. */
+enum { HCI_IX_EXACT = 0, HCI_IX_EXACT_ONLY = 1, HCI_IX_FAST = 2 };
 int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n, int64_t pos0,
                       int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch,
-                      int exact_only);
+                      int mode);
 
 #endif

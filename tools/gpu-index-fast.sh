@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# gpu-index-fast.sh - one device call for the fast indexer (option index_fast, HC_NUMERICS_FAST),
+# from the repository root with the build tools/gpu-carry.sh packed in .carry/b: the conformance
+# suites (every CUDA candidate, "cuda (fast)" included: top-k overlap with the CPU, determinism,
+# batch invariance), then the per-op prefill times of a 2048-token chunk at 128K in exact and
+# fast numerics, and near 1M in fast numerics; an ncu profile of one fast score kernel. Writes $OUT/*.log and $OUT/summary.txt; with
+# PROBE_TGZ=FILE the logs are packed there after every step.
+set -u
+cd "$(dirname "$0")/.."
+export LD_LIBRARY_PATH=$PWD/.carry/b:$PWD/.carry/b/rt:/usr/local/cuda/lib64
+o=${OUT:-/tmp/o}; mkdir -p "$o"
+snap() { [ -n "${PROBE_TGZ:-}" ] && tar czf "$PROBE_TGZ" -C "$o" . 2>/dev/null; return 0; }
+step() { # name, seconds, command...
+    local name="$1" limit="$2"; shift 2
+    timeout "$limit" "$@" > "$o/$name.log" 2>&1
+    echo "$name rc=$?" | tee -a "$o/summary.txt"
+    snap
+}
+fast="gemv_fast index_fast comp_fast"
+step conformance 60 .carry/b/tests/test_conformance
+step conform-flash 150 .carry/b/tests/test_conformance flash
+[ -n "${SKIP_EXACT:-}" ] || step prefill-exact 90 .carry/b/tools/prefill-ops 131072
+step prefill-fast 90 .carry/b/tools/prefill-ops 131072 $fast
+step prefill-fast-1m 150 .carry/b/tools/prefill-ops 1046528 $fast
+step ncu-score 120 ncu --clock-control none -k regex:ixf_score -c 1 --section SpeedOfLight --section WarpStateStats \
+    --section ComputeWorkloadAnalysis --section Occupancy --section SchedulerStats --section InstructionStats \
+    .carry/b/tools/prefill-ops 131072 $fast
