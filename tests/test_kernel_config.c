@@ -87,6 +87,8 @@ START_TEST(shared_memory_budgets)
 {
     ck_assert_int_le(GF_SMEM_BYTES, SM90_SMEM_PER_CTA);
     ck_assert_int_eq(GF_SMEM_BYTES, 2 * GF_STAGE_BYTES + 2 * GF_BN * 4); /* two stages, two scale rows */
+    ck_assert_int_le(GB_SMEM_BYTES, SM90_SMEM_PER_CTA);
+    ck_assert_int_ge(GB_STAGES, 2);
     ck_assert_int_le(GS_SMEM_BYTES(GS_MT_WIDE, GS_NT), SM90_SMEM_PER_CTA);
     ck_assert_int_le(GS_SMEM_BYTES(GS_MT_NARROW, GS_NT), SM90_SMEM_PER_CTA);
     ck_assert_int_le(IX_MAX_SMEM, SM90_SMEM_PER_CTA);
@@ -193,6 +195,17 @@ START_TEST(gemm_swizzle)
                 }
                 ck_assert_uint_eq(banks, 0xff);
             }
+    for (size_t i = 0; i < sizeof seen; i++) ck_assert_int_eq(seen[i], 1);
+    /* bf16 copies (gemm_bf16.cu): every (row, chunk) once, in k order, 16 threads per 256-byte row */
+    memset(seen, 0, sizeof seen);
+    for (int j = 0; j < GB_LD_PARTS; j++)
+        for (int tid = 0; tid < GF_THREADS; tid++) {
+            int row = gb_ld_row(tid, j), chunk = gb_ld_chunk(tid);
+            ck_assert(row >= 0 && row < GF_BM && row < GF_BN && chunk >= 0 && chunk < 16);
+            ck_assert_int_eq(gb_ld_row(tid & ~15, j), row);
+            int off = gf_tile_off(row, chunk);
+            ck_assert_msg(!seen[off / 16]++, "bf16 copy of row %d chunk %d twice", row, chunk);
+        }
     for (size_t i = 0; i < sizeof seen; i++) ck_assert_int_eq(seen[i], 1);
 }
 END_TEST

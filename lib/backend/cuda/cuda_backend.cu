@@ -317,7 +317,9 @@ static int cu_index_q(hci_backend *be, int layer, int n, int64_t pos0, const uin
     if (st) return st;
     double *xd = (double *)cu->scratch;
     double *wd = (double *)((char *)cu->scratch + hci_align256((size_t)n * cf->dim * 8));
-    if (n <= HCI_CU_GEMV_MAX_N) {
+    if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
+        if ((st = hci_cu_linear_bf16_fast(be, &lw(be, layer).idx_wproj16, n, x, cf->dim, wd, IH))) return st;
+    } else if (n <= HCI_CU_GEMV_MAX_N) {
         const hci_cu_bf16 &wp = lw(be, layer).idx_wproj16;
         KTRY(be, hci_cu_gemv_bf16(cu->stream, wp.w, wp.rows, wp.cols, 1, x, cf->dim, n, wd, nullptr, IH));
     } else {
@@ -350,7 +352,10 @@ static int cu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc
     float *nkv = (float *)s;
     s += hci_align256(st_bytes);
     float *nsc = (float *)s;
-    if (n <= HCI_CU_GEMV_MAX_N) {
+    if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
+        int st = hci_cu_linear_bf16_fast(be, &w.wkvg16, n, x, cf->dim, proj, 2 * w2);
+        if (st) return st;
+    } else if (n <= HCI_CU_GEMV_MAX_N) {
         KTRY(be, hci_cu_gemv_bf16(cu->stream, w.wkvg16.w, w.wkvg16.rows, w.wkvg16.cols, 1, x, cf->dim, n, proj,
                                   nullptr, 2 * w2));
     } else {

@@ -2,8 +2,9 @@
  * (1x128 activation scales, 128x128 weight scales) as act_quant (kernels/quant) then the GEMV
  * (kernels/gemv) or GEMM (kernels/gemm) family, with the CPU backend's arithmetic, or, with the
  * option fp8_gemm_cublaslt, cuBLASLt's FP8 GEMM for comparison (verified layouts in
- * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32 accumulation), and double GEMMs for the
- * projections whose fp32 result must match the CPU backend bit for bit. */
+ * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32 accumulation), double GEMMs for the
+ * projections whose fp32 result must match the CPU backend bit for bit, and (option comp_fast)
+ * the same projections on the own batch-invariant bf16 GEMM. */
 #include "cuda_internal.h"
 #include "hybridctx.h"
 
@@ -149,4 +150,13 @@ int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double 
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_64F, M, n, M));
     double alpha = 1.0, beta = 0.0;
     return lt_run(be, d, &alpha, W->w, xd, &beta, out);
+}
+
+int hci_cu_linear_bf16_fast(hci_backend *be, const hci_cu_bf16 *W, int n, const uint16_t *x, int ldx, double *out,
+                            int ldo)
+{
+    int st = hci_cu_gemm_bf16(hci_cu(be)->stream, W->w, W->rows, W->cols, x, ldx, n, out, ldo);
+    if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_bf16");
+    if (st) return hci_errf(be->err, be->errsz, st, "gemm_bf16: unsupported %dx%d weight for %d tokens", W->rows, W->cols, n);
+    return HC_OK;
 }

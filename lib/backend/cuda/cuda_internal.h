@@ -40,7 +40,8 @@ struct hci_cu_bf16 {
 };
 /* Projections the reference runs in fp32 (compressor) or whose bf16 result feeds a rounding
  * cascade (indexer head weights): kept in double so that the GEMM is exact to fp32 rounding
- * and the CUDA backend writes the same entries and selects the same keys as the CPU. */
+ * and the CUDA backend writes the same entries and selects the same keys as the CPU (numerics
+ * EXACT; with the option comp_fast their bf16 copies go to the tensor cores instead). */
 struct hci_cu_f64 {
     int rows, cols;
     double *w;     /* [rows][cols] */
@@ -122,5 +123,10 @@ int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups
                                int ldx, uint16_t *z, int ldz);
 /* out[t][r] (double) = sum_k W[r][k] * xd[t][k], in double (exact to fp32 rounding for bf16 data). */
 int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double *xd, double *out);
+/* Option comp_fast: out[t][r] (double, leading dim ldo) = the fp32 sum of W[r][k] * x[t][k] on bf16
+ * tensor cores (kernels/gemm/gemm_bf16.cu) for any n >= 1: deterministic and batch-invariant (a
+ * token's bits do not depend on n), within rounding of hci_cu_linear_f64, not its bits. */
+int hci_cu_linear_bf16_fast(hci_backend *be, const hci_cu_bf16 *W, int n, const uint16_t *x, int ldx, double *out,
+                            int ldo);
 
 #endif

@@ -32,9 +32,10 @@ typedef struct hci_cu_options {
      * the same selection kernels. Not the CPU's bits (the exact path rounds every head term);
      * deterministic and batch-invariant. Set by HC_NUMERICS_FAST. */
     int index_fast;
-    /* Compressor and indexer-weight projections of many tokens on bf16 tensor cores (fp32
-     * accumulation) instead of the double GEMM that reproduces the CPU's sums. Set by
-     * HC_NUMERICS_FAST. */
+    /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
+     * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
+     * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so
+     * deterministic and batch-invariant; not the CPU's bits. Set by HC_NUMERICS_FAST. */
     int comp_fast;
 } hci_cu_options;
 

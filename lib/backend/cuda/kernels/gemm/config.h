@@ -30,6 +30,13 @@
 /* the reduction buffer: one float4 per lane and fragment, for every warp (layout: gs_elem) */
 #define GS_SMEM_BYTES(MT, NT) (GS_WARPS * (MT) * (NT) * 32 * 16)
 
+/* ---- bf16 GEMM (gemm_bf16.cu, CUDA option comp_fast): the big kernel's CTA and warp tiles,
+ * swizzled operand tiles and ldmatrix maps (below) with bf16 operands copied as they are by
+ * cp.async, GB_STAGES stages deep; its sliced-K kernel uses the GS_ shapes. ---- */
+#define GB_STAGES 3
+#define GB_SMEM_BYTES (GB_STAGES * GF_STAGE_BYTES)
+#define GB_LD_PARTS 8         /* 16-byte chunks a thread copies per operand and stage */
+
 /* f16 operand tile of the big kernel: row r (weight row or token) holds 128 k values = 256 bytes
  * = sixteen 16-byte chunks; chunk c is stored at c ^ (r & 7), so the 8 rows one ldmatrix matrix
  * reads fall in 8 different bank groups. */
@@ -39,6 +46,12 @@ HCI_HD int gf_tile_off(int row, int chunk) { return row * 256 + ((chunk ^ (row &
  * rows j * 32 + (tid >> 3), j = 0..3: a warp reads 4 whole rows, coalesced. */
 HCI_HD int gf_ld_row(int tid, int j) { return j * 32 + (tid >> 3); }
 HCI_HD int gf_ld_c8(int tid) { return tid & 7; }
+
+/* Loading a bf16 tile (gemm_bf16.cu): thread tid copies logical chunk tid & 15 (8 k values) of
+ * rows j * 16 + (tid >> 4), j < GB_LD_PARTS, to gf_tile_off(row, chunk): 16 threads read one
+ * whole 256-byte row. The chunks stay in k order, so ldmatrix gives mma the natural fragments. */
+HCI_HD int gb_ld_row(int tid, int j) { return j * 16 + (tid >> 4); }
+HCI_HD int gb_ld_chunk(int tid) { return tid & 15; }
 
 /* The 16 codes of chunk c8 become 32 bytes of f16 = logical chunks 2*c8 and 2*c8+1; threads with
  * c8 >= 4 write them in the other order, so that each 8-thread phase of an STS.128 (one row, c8 =

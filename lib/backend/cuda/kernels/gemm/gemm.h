@@ -1,5 +1,6 @@
-/* gemm/gemm.h - the FP8 GEMM family: block-scaled FP8 projections of many tokens on the tensor
- * cores with the CPU backend's arithmetic (gemm_fp8.cu; tiles and maps in config.h). */
+/* gemm/gemm.h - the GEMM family: block-scaled FP8 projections of many tokens on the tensor cores
+ * with the CPU backend's arithmetic (gemm_fp8.cu), and the fast bf16 projection of any number of
+ * tokens (gemm_bf16.cu); tiles and maps in config.h. */
 #ifndef HCI_KERNELS_GEMM_H
 #define HCI_KERNELS_GEMM_H
 #include <cuda_runtime.h>
@@ -13,5 +14,14 @@
  * shape, HC_ERR_CUDA when the launch fails. */
 int hci_cu_gemm_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                     const float *xs, int np, int n, uint16_t *y, int ldy);
+
+/* y[t][r] (double, leading dim ldy) for t < n, any n >= 1: the fp32 sum of W[r][k] * x[t][k] by
+ * bf16 mma.sync with fp32 accumulation, per 128-k block from zero, the blocks added in k order
+ * (gemm_bf16.cu), widened to double. The same bits for a token whatever n and the other tokens
+ * (batch-invariant), not the exact sum. W bf16 [M][K], x bf16 [n][ldx]; K % 128 == 0, ldx even,
+ * W and x 4-byte aligned (16 for the big-tile kernel). HC_ERR_INVALID_ARG on a bad shape,
+ * HC_ERR_CUDA when the launch fails. */
+int hci_cu_gemm_bf16(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n, double *y,
+                     int ldy);
 
 #endif
