@@ -136,6 +136,26 @@ static void check_batch_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int q
     free(all);
 }
 
+/* The indexer's q and head weights of the first m tokens alone equal theirs in the call of n. */
+static void check_index_q_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int IH, int ID)
+{
+    const hci_backend_ops *ob = cb->be->ops;
+    hci_workspace *w = &cb->ws;
+    uint16_t *qi = fetch(cb, w->qi, sizeof(uint16_t) * (size_t)n * IH * ID), *wt = fetch(cb, w->w, sizeof(uint16_t) * (size_t)n * IH);
+    static const int ms[] = {1, 17};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0] && ms[i] < n; i++) {
+        ck_assert_int_eq(ob->index_q(cb->be, l, ms[i], pos0, w->x, w->c, w->qi, w->w), HC_OK);
+        uint16_t *pq = fetch(cb, w->qi, sizeof(uint16_t) * (size_t)ms[i] * IH * ID);
+        uint16_t *pw = fetch(cb, w->w, sizeof(uint16_t) * (size_t)ms[i] * IH);
+        ck_assert_msg(memcmp(pq, qi, sizeof(uint16_t) * (size_t)ms[i] * IH * ID) == 0 &&
+                          memcmp(pw, wt, sizeof(uint16_t) * (size_t)ms[i] * IH) == 0,
+                      "layer %d: index_q of the first %d tokens differs from theirs in a call of %d", l, ms[i], n);
+        free(pq), free(pw);
+    }
+    printf("  layer %d %-14s the rows of 1, 17 tokens equal theirs among %d (batch invariance)\n", l, "index_q", n);
+    free(qi), free(wt);
+}
+
 /* Entries [0, count) of two page lists, unpacked: identical values. */
 static void check_entries(hc_ctx *cb, const hci_comp_cache *a, const hci_comp_cache *b, int l, const char *what)
 {
@@ -313,8 +333,11 @@ static void conform(const candidate *k)
             ck_assert_int_eq(oa->index_q(ca->be, l, n, pos0, wa->x, wa->c, wa->qi, wa->w), HC_OK);
             ck_assert_int_eq(ob->index_q(cb->be, l, n, pos0, wb->x, wb->c, wb->qi, wb->w), HC_OK);
             check_bf16(k, cb, l, "index_q qi", wb->qi, wa->qi, (size_t)n * IH * ID, k->proj, 0);
-            check_bf16(k, cb, l, "index_q w", wb->w, wa->w, (size_t)n * IH, 0, 1);
+            /* the head weights come from the compressor-type projection: exact unless comp_fast */
+            check_bf16(k, cb, l, "index_q w", wb->w, wa->w, (size_t)n * IH, k->entries ? k->proj : 0, !k->entries);
+            if (k->batch_invariant) check_index_q_invariance(cb, l, n, pos0, IH, ID);
             put(cb, wb->qi, wa->qi, sizeof(uint16_t) * (size_t)n * IH * ID);
+            put(cb, wb->w, wa->w, sizeof(uint16_t) * (size_t)n * IH);
         }
         ck_assert_int_eq(hci_cache_prepare(ca->be, a, T), HC_OK);
         ck_assert_int_eq(hci_cache_prepare(cb->be, b, T), HC_OK);
