@@ -1,5 +1,5 @@
 /* fork-bench - many forks of one long context held at once on one GPU (issue: serving).
- *   fork-bench [--forks N] [--tokens T] [--extend E] [--json FILE]
+ *   fork-bench [--forks N] [--tokens T] [--extend E] [--fast] [--json FILE]   (--fast: HC_NUMERICS_FAST)
  * A V4-Flash context (43 layers, fp8 cache) is filled to T tokens (hc_x_ctx_fill_random), forked
  * N times, and each fork is extended by E tokens through all layers. All forks stay alive to the
  * end. Prints the cache bytes of the source, each fork's own and shared bytes
@@ -51,21 +51,25 @@ int main(int argc, char **argv)
     int forks = 64;
     int64_t tokens = 1047552, ext = 1000;
     const char *json = NULL;
+    int numerics = HC_NUMERICS_DEFAULT;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines appear as they are made, also when cut off */
     static const struct option opts[] = {{"forks", required_argument, NULL, 'f'},
                                          {"tokens", required_argument, NULL, 't'},
                                          {"extend", required_argument, NULL, 'e'},
                                          {"json", required_argument, NULL, 'j'},
+                                         {"fast", no_argument, NULL, 'F'},
                                          {NULL, 0, NULL, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         char *end = NULL;
-        long long v = o == 'j' ? 0 : strtoll(optarg, &end, 10);
+        long long v = o == 'j' || o == 'F' ? 0 : strtoll(optarg, &end, 10);
         if (o == 'j') json = optarg;
+        else if (o == 'F') numerics = HC_NUMERICS_FAST;
         else if (!end || *end || v <= 0) o = '?';
         if (o == 'f') forks = (int)v;
         else if (o == 't') tokens = v;
         else if (o == 'e') ext = v;
         else if (o == '?') {
-            fprintf(stderr, "usage: fork-bench [--forks N] [--tokens T] [--extend E] [--json FILE]\n");
+            fprintf(stderr, "usage: fork-bench [--forks N] [--tokens T] [--extend E] [--fast] [--json FILE]\n");
             return 2;
         }
     }
@@ -82,6 +86,7 @@ int main(int argc, char **argv)
     hc_ctx_params_init(&cp, sizeof cp);
     cp.backend = HC_BACKEND_CUDA;
     cp.cache_format = HC_CACHE_FP8;
+    cp.numerics = numerics; /* the forks keep the source's mode */
     size_t used0 = used_bytes();
     hc_ctx *src = NULL;
     if ((st = hc_ctx_create(m, &cp, &src))) die("hc_ctx_create", src, st);
@@ -106,6 +111,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "fork-bench: forks 0 and 1 differ on the same input\n");
             ok = 0;
         }
+        if (i == 0 || (i + 1) % 16 == 0) printf("  %d forks extended, %.1f s\n", i + 1, now_s() - t0);
     }
     const double t_forks = now_s() - t0;
     /* fork 0 once more after all the others wrote: its pages must be its own */
