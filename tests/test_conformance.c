@@ -9,7 +9,9 @@
  * tolerances of docs/cuda.md and bitwise equality where the backend promises it (compressed
  * entries, compressor state, indexer head weights, top-k sets, window). The seed comes from
  * HC_TEST_SEED or the clock, and is printed. argv[1] "flash": three layers of V4-Flash geometry
- * (the GPU run); default: the tiny model. */
+ * (the GPU run); default: the tiny model. HC_CONFORM_ONLY=TEXT runs the candidates whose name
+ * holds TEXT; HC_CONFORM_TOKENS=N sets the prefix plus piece length (e.g. more compressed entries
+ * than V4-Flash's 512 top-k picks, so that the fast indexer's selections are really tested). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -396,6 +398,8 @@ static void conform(const candidate *k)
 
 START_TEST(every_op)
 {
+    const char *only = getenv("HC_CONFORM_ONLY");
+    if (only && !strstr(candidates[_i].name, only)) return;
     conform(&candidates[_i]);
 }
 END_TEST
@@ -405,6 +409,8 @@ Suite *tu_suite(int argc, char **argv)
     int flash = argc > 1 && !strcmp(argv[1], "flash");
     g_geom = flash ? "{\"num_hidden_layers\": 3, \"compress_ratios\": [0, 4, 128]}" : "tiny";
     g_tokens = flash ? 1200 : 700;
+    const char *tk = getenv("HC_CONFORM_TOKENS"); /* a longer prefix: more entries than top-k picks */
+    if (tk && atoll(tk) > 64) g_tokens = atoll(tk);
     const char *s = getenv("HC_TEST_SEED");
     g_seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
     Suite *su = suite_create("conformance");

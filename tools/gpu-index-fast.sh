@@ -18,13 +18,15 @@ step() { # name, seconds, command...
 }
 fast="gemv_fast index_fast comp_fast"
 step conformance 60 .carry/b/tests/test_conformance
-step conform-flash 150 .carry/b/tests/test_conformance flash
+[ -n "${SKIP_FLASH:-}" ] || step conform-flash 150 .carry/b/tests/test_conformance flash
 step batch 60 .carry/b/tests/test_batch
+# 2600 tokens: 650 compressed entries, more than the 512 picks (the wgmma kernel's selections)
+step conform-flash-long 150 env HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 .carry/b/tests/test_conformance flash
 [ -n "${SKIP_EXACT:-}" ] || step prefill-exact 90 .carry/b/tools/prefill-ops 131072
 step prefill-fast 90 .carry/b/tools/prefill-ops 131072 $fast
 step prefill-fast-1m 150 .carry/b/tools/prefill-ops 1013760 $fast
-# how ptxas lowered the e4m3 mma.sync of the score kernel (native QMMA or converts + HMMA)
-step sass 60 sh -c "cuobjdump -sass -fun ixf_score .carry/b/libhybridctx-cuda.so.0 | grep -oE '(QMMA|HMMA|IMMA|F2FP|I2F|HADD2|PRMT)[.A-Z0-9_]*' | sort | uniq -c"
-[ -n "${SKIP_NCU:-}" ] || step ncu-score 120 ncu --clock-control none -k regex:ixf_score -c 1 --section SpeedOfLight --section WarpStateStats \
+# the tensor-core instructions in the library's SASS (QGMMA: wgmma fp8; HMMA: f16 mma.sync)
+step sass 60 sh -c "cuobjdump -sass .carry/b/libhybridctx-cuda.so.0 | grep -oE '(QGMMA|HGMMA|QMMA|HMMA|IMMA)[.A-Z0-9_]*' | sort | uniq -c"
+[ -n "${SKIP_NCU:-}" ] || step ncu-score 120 ncu --clock-control none -k regex:'ix[fw]_score' -c 1 --section SpeedOfLight --section WarpStateStats \
     --section ComputeWorkloadAnalysis --section Occupancy --section SchedulerStats --section InstructionStats \
     .carry/b/tools/prefill-ops 131072 $fast

@@ -17,16 +17,15 @@
  *    each warp holds 32 of the tile's keys as A fragments and streams its query's heads
  *    through B, 8 heads per n-tile, the ReLU-weighted sum in registers; then one 16-bit score key per
  *    visible (query, key) and a shared-memory histogram of high bytes, as the exact path. */
-#include <stdint.h>
-#include "../common.cuh"
-#include "config.h"
+#include "index_fast.cuh"
 #include "index_fast.h"
+
+using namespace ixf;
 
 namespace {
 
 constexpr int QT = 8;         /* queries per CTA: one per warp */
 constexpr int THREADS = QT * 32;
-constexpr int DIM = 128;      /* index_head_dim taken */
 constexpr int RS = DIM + 16;  /* shared row stride: 8 rows of an ldmatrix phase hit distinct banks */
 constexpr int MAX_HEADS = 64;
 
@@ -36,28 +35,6 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], 
                  "{%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Four e2m1 codes (16 bits, element 0 in the low nibble) -> four e4m3 bytes of value * 2^-sh
- * for 0 <= sh <= 5 (dsub = 8 * sh in every byte): the e4m3 codes of the 8 magnitudes by one
- * byte permute, the exponent lowered by a subtraction that cannot borrow (the smallest nonzero
- * magnitude, 0.5, has exponent field 6 > 5), the sign moved to bit 7. */
-__device__ __forceinline__ uint32_t ixf_e2m1x4_e4m3(uint32_t h, uint32_t dsub)
-{
-    uint32_t mag = __byte_perm(0x3C383000u, 0x4C484440u, h & 0x7777u); /* 0 .5 1 1.5 | 2 3 4 6 */
-    uint32_t nz = __vcmpne4(mag, 0u);
-    return (mag - (dsub & nz)) | (ix_sign_bytes(h) & nz & 0x80808080u);
-}
-
-/* The same for any shift (a block far below the key's largest): through float, rounding. */
-__device__ __forceinline__ uint32_t ixf_e2m1x4_e4m3_slow(uint32_t h, int sh)
-{
-    uint32_t r = 0;
-    for (int i = 0; i < 4; i++) {
-        float v = ldexpf(hci_e2m1_value((uint8_t)((h >> (4 * i)) & 15)), -sh);
-        r |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(v)) << (8 * i);
-    }
-    return r;
 }
 
 /* 1. One warp per (query, head): 4 values per lane. */
@@ -86,68 +63,10 @@ __global__ void __launch_bounds__(256) ixf_prep(const uint16_t *qi, const uint16
     if (lane == 0) ((float *)(row + (size_t)IH * DIM))[h] = hci_f32_from_bf16(w[item]) * s;
 }
 
-struct ixf_args {
-    uint8_t *const *pages;
-    int data_bytes, scale_bytes;
-    const uint8_t *prep;
-    size_t qstride;
-    int IH, rows;
-    int64_t pos0, stride;
-    uint16_t *scores;
-    uint32_t *hist;
-};
-
 /* Shared memory of a score CTA: q rows, head weights, one key tile and its scales, histograms. */
 __host__ __device__ inline unsigned ixf_smem_bytes(int IH)
 {
     return (unsigned)(QT * IH * RS + QT * IH * 4 + IX_TILE * RS + IX_TILE * 4 + QT * 256 * 4);
-}
-
-/* One thread's part of a key tile: key e = tid / 4, 32-block b = tid % 4 (its 16 code bytes and
- * scale byte), fetched into registers one tile ahead so that the loads overlap the MMAs. */
-struct ixf_part {
-    uint4 c;
-    int byte;
-};
-
-__device__ __forceinline__ ixf_part ixf_fetch(const ixf_args &a, const uint8_t *page, int nk)
-{
-    int e = threadIdx.x >> 2, b = threadIdx.x & 3;
-    ixf_part p = {make_uint4(0, 0, 0, 0), 0};
-    if (e < nk) {
-        p.c = __ldg((const uint4 *)(page + (size_t)e * a.data_bytes + b * 16));
-        p.byte = page[(size_t)IX_TILE * a.data_bytes + (size_t)e * a.scale_bytes + b];
-        if (p.byte == 255) p.byte = 0; /* not finite in the CPU's decode: the block scores as zero */
-    }
-    return p;
-}
-
-/* The fetched tile as e4m3 rows (RS apart) and the keys' scales; keys past nk are zero. Lanes
- * 4e..4e+3 hold one key, so its largest block exponent is a two-step shuffle. */
-__device__ __forceinline__ void ixf_store(const ixf_part &p, uint8_t *ks, float *ksc)
-{
-    int e = threadIdx.x >> 2, b = threadIdx.x & 3, byte = p.byte;
-    int bmax = max(byte, __shfl_xor_sync(0xffffffffu, byte, 1));
-    bmax = max(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
-    uint32_t in[4] = {p.c.x, p.c.y, p.c.z, p.c.w}, out[8];
-    int sh = bmax - byte;
-    if (byte == 0) {
-#pragma unroll
-        for (int i = 0; i < 8; i++) out[i] = 0; /* scale byte 0: zeros, as the CPU decodes it */
-    } else if (sh <= 5) {
-        uint32_t dsub = (uint32_t)(8 * sh) * 0x01010101u;
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            out[2 * i] = ixf_e2m1x4_e4m3(in[i] & 0xffffu, dsub), out[2 * i + 1] = ixf_e2m1x4_e4m3(in[i] >> 16, dsub);
-    } else {
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            out[2 * i] = ixf_e2m1x4_e4m3_slow(in[i] & 0xffffu, sh), out[2 * i + 1] = ixf_e2m1x4_e4m3_slow(in[i] >> 16, sh);
-    }
-    uint4 *dst = (uint4 *)(ks + (size_t)e * RS + b * 32);
-    dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
-    dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
-    if (b == 0) ksc[e] = bmax ? ix_pow2(bmax - 127) : 0.0f;
 }
 
 __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
@@ -187,13 +106,20 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
     const float *wq = wcs + qq * IH;
 
     auto tile_keys = [&](int64_t tl) { return (int)min((int64_t)IX_TILE, nv_last - tl * IX_TILE); };
-    ixf_part next = ixf_fetch(a, a.pages[blockIdx.x], tile_keys(blockIdx.x));
+    ixf_part next = ixf_fetch(a, a.pages[blockIdx.x], tile_keys(blockIdx.x), tid);
     for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
         int64_t j0 = tile * IX_TILE;
         __syncthreads(); /* the previous tile's readers are done; the queries are in */
-        ixf_store(next, ks, ksc);
+        {
+            uint32_t out[8];
+            float sc = ixf_convert(next, out);
+            uint4 *dst = (uint4 *)(ks + (size_t)(tid >> 2) * RS + (tid & 3) * 32);
+            dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
+            dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
+            if ((tid & 3) == 0) ksc[tid >> 2] = sc;
+        }
         __syncthreads();
-        if (tile + gridDim.x < ntiles) next = ixf_fetch(a, a.pages[tile + gridDim.x], tile_keys(tile + gridDim.x));
+        if (tile + gridDim.x < ntiles) next = ixf_fetch(a, a.pages[tile + gridDim.x], tile_keys(tile + gridDim.x), tid);
         if (j0 >= nvq) continue; /* warp-uniform: this query sees none of the tile */
         /* two halves of 32 keys (2 m-tiles): their A fragments stay in registers while the
          * query's heads stream through B */
@@ -252,6 +178,18 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
 
 } // namespace
 
+/* The current device is an sm_90 (Hopper) GPU, where the sm_90a code with wgmma is loaded. */
+static bool ixf_sm90(void)
+{
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return major == 9 && minor == 0;
+}
+
 bool hci_cu_index_fast_ok(const hci_entry_layout *l, int IH, int ID)
 {
     return l && l->fmt == HCI_FMT_FP8 && l->fp4 && l->qblock == 32 && ID == DIM && l->dim == DIM &&
@@ -275,6 +213,14 @@ int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t 
     int items = rows * IH;
     ixf_prep<<<(items + 7) / 8, 256, 0, s>>>(qi, w, rows, IH, qstride, prep);
     if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
+    ixf_args a;
+    a.pages = pages;
+    a.data_bytes = l->data_bytes, a.scale_bytes = l->scale_bytes;
+    a.prep = prep, a.qstride = qstride;
+    a.IH = IH, a.rows = rows;
+    a.pos0 = pos0, a.stride = stride;
+    a.scores = scores, a.hist = hist;
+    if (IH == 64 && ixf_sm90()) return wgmma_scores(s, a, sms);
     unsigned smem = ixf_smem_bytes(IH);
     if (cudaFuncSetAttribute(ixf_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
         return HC_ERR_CUDA;
@@ -283,13 +229,6 @@ int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t 
         (void)cudaGetLastError(); /* a failed query is not a launch failure */
         per_sm = 1;
     }
-    ixf_args a;
-    a.pages = pages;
-    a.data_bytes = l->data_bytes, a.scale_bytes = l->scale_bytes;
-    a.prep = prep, a.qstride = qstride;
-    a.IH = IH, a.rows = rows;
-    a.pos0 = pos0, a.stride = stride;
-    a.scores = scores, a.hist = hist;
     int gy = (rows + QT - 1) / QT;
     int64_t ntiles = (ne + IX_TILE - 1) / IX_TILE, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
     int gx = (int)(ntiles < want ? ntiles : (want < 1 ? 1 : want));

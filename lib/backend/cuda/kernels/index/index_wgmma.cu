@@ -1,0 +1,197 @@
+/* index_wgmma.cu - the fast indexer scores (option index_fast) for 64 heads on Hopper's wgmma:
+ * the native FP8 tensor-core path of sm_90 (mma.sync e4m3, which index_fast.cu's kernel for
+ * other head counts uses, is lowered to operand conversions and f16 MMAs there).
+ *
+ * The arithmetic is index_fast.cu's: exact e4m3 copies of q and the keys, fp32 accumulation,
+ * bf16(s_j * sum_h (w_h * s_qh) * relu(dot_h)) with the heads added in a fixed order (per lane
+ * over n8 blocks in order, then across the 4 lanes of a row by xor-shuffles). Deterministic, and
+ * a query's scores do not depend on the other queries.
+ *
+ * CTA = 8 queries (their 64 x 128 e4m3 rows in shared memory, 128-byte swizzled) and two
+ * warpgroups that take alternate key tiles (one cache page of 64 keys each, converted from FP4
+ * into their own swizzled buffer; the next tile's codes are fetched into registers meanwhile).
+ * Per tile and pair of queries: D[64 keys][128 = 2 x 64 heads] = four wgmma m64n128k32 (keys as
+ * A, heads as B, both K-major from shared memory); then the ReLU-weighted head sum of D in
+ * registers while the other warpgroup's MMAs run. */
+#include "index_fast.cuh"
+
+namespace ixf {
+namespace {
+
+constexpr int WQ = 8;                 /* queries per CTA */
+constexpr int NWG = 2;                /* warpgroups per CTA, each with its own key tiles */
+constexpr int THREADS = NWG * 128;
+constexpr int HEADS = 64;
+constexpr int QBYTES = HEADS * DIM;   /* one query's rows */
+constexpr int KBYTES = IX_TILE * DIM; /* one key tile */
+constexpr unsigned SMEM = WQ * QBYTES + NWG * KBYTES + WQ * HEADS * 4 + NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
+
+/* Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (the pattern wgmma's
+ * 128B swizzle mode reads: chunk index XOR row mod 8, tiles 1024-byte aligned). */
+__device__ __forceinline__ uint32_t sw128(int r, int c) { return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+/* Shared-memory matrix descriptor: K-major rows of 128 bytes, 128B swizzle, 8-row groups 1024
+ * bytes apart (stride byte offset); the leading byte offset is unused in this mode. */
+__device__ __forceinline__ uint64_t sdesc(uint32_t saddr)
+{
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+#else /* the compute_90 PTX of the build: never run (the launcher checks the device) */
+__device__ __forceinline__ void wg_fence() {}
+__device__ __forceinline__ void wg_commit() {}
+__device__ __forceinline__ void wg_wait0() {}
+#endif
+__device__ __forceinline__ void async_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
+/* keeps the compiler from moving accumulator reads or writes across the asynchronous MMA */
+__device__ __forceinline__ void reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+
+/* d (+)= A.B^T, m64n128k32, e4m3 inputs, fp32 accumulators; scale_d 0 starts from zero. */
+__device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, uint64_t db, int scale_d)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(scale_d));
+#else
+    (void)d, (void)da, (void)db, (void)scale_d;
+    __trap(); /* the launcher runs this kernel on sm_90 only, where the sm_90a code is loaded */
+#endif
+}
+
+__global__ void __launch_bounds__(THREADS, 2) ixw_score(ixf_args a)
+{
+    extern __shared__ __align__(16) uint8_t sm_raw[];
+    uint8_t *sm = (uint8_t *)(((uintptr_t)sm_raw + 1023) & ~(uintptr_t)1023);
+    const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127, wi = wt >> 5, lane = tid & 31, g = lane >> 2,
+              t = lane & 3;
+    const int q0 = blockIdx.y * WQ, QTe = min(WQ, a.rows - q0);
+    const int64_t nv_last = (a.pos0 + q0 + QTe) / 4; /* keys visible to the CTA's last query */
+    const int64_t ntiles = (nv_last + IX_TILE - 1) / IX_TILE;
+    if ((int64_t)blockIdx.x * NWG >= ntiles) return; /* uniform over the CTA */
+    uint8_t *qs = sm, *ks = qs + WQ * QBYTES + wg * KBYTES;
+    float *wq = (float *)(qs + WQ * QBYTES + NWG * KBYTES), *ksc = wq + WQ * HEADS + wg * IX_TILE;
+    uint32_t *hist = (uint32_t *)(wq + WQ * HEADS + NWG * IX_TILE);
+
+    /* the queries' e4m3 rows (swizzled) and weights; rows of missing queries are zero */
+    for (int it = tid; it < WQ * HEADS * (DIM / 16); it += THREADS) {
+        int r = it / (DIM / 16), c = it % (DIM / 16), qq = r / HEADS;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (qq < QTe) v = *(const uint4 *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)(r % HEADS) * DIM + c * 16);
+        *(uint4 *)(qs + sw128(r, c)) = v;
+    }
+    for (int it = tid; it < WQ * HEADS; it += THREADS) {
+        int qq = it / HEADS;
+        wq[it] = qq < QTe ? ((const float *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)HEADS * DIM))[it % HEADS]
+                          : 0.0f;
+    }
+    for (int i = tid; i < WQ * 256; i += THREADS) hist[i] = 0;
+    async_fence();
+    __syncthreads();
+
+    const uint32_t ks_s = (uint32_t)__cvta_generic_to_shared(ks), qs_s = (uint32_t)__cvta_generic_to_shared(qs);
+    const uint64_t da0 = sdesc(ks_s);
+    auto tile_keys = [&](int64_t tl) { return (int)min((int64_t)IX_TILE, nv_last - tl * IX_TILE); };
+    const int64_t tile0 = (int64_t)blockIdx.x * NWG + wg, step = (int64_t)gridDim.x * NWG;
+    ixf_part nx[2];
+    for (int i = 0; i < 2; i++)
+        nx[i] = tile0 < ntiles ? ixf_fetch(a, a.pages[tile0], tile_keys(tile0), wt + 128 * i) : ixf_part{};
+
+    for (int64_t tile = tile0; tile < ntiles; tile += step) { /* uniform over the warpgroup */
+        const int64_t j0 = tile * IX_TILE;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint32_t out[8];
+            float sc = ixf_convert(nx[i], out);
+            int item = wt + 128 * i, e = item >> 2, b = item & 3;
+            *(uint4 *)(ks + sw128(e, 2 * b)) = make_uint4(out[0], out[1], out[2], out[3]);
+            *(uint4 *)(ks + sw128(e, 2 * b + 1)) = make_uint4(out[4], out[5], out[6], out[7]);
+            if (b == 0) ksc[e] = sc;
+        }
+        async_fence();
+        wg_bar(1 + wg);
+        if (tile + step < ntiles)
+            for (int i = 0; i < 2; i++) nx[i] = ixf_fetch(a, a.pages[tile + step], tile_keys(tile + step), wt + 128 * i);
+#pragma unroll 1
+        for (int p = 0; p < WQ / 2; p++) {
+            const int qa = 2 * p, qb = qa + 1;
+            const int64_t nva = qa < QTe ? (a.pos0 + q0 + qa + 1) / 4 : 0, nvb = qb < QTe ? (a.pos0 + q0 + qb + 1) / 4 : 0;
+            if (j0 >= max(nva, nvb)) continue; /* uniform: neither query sees the tile */
+            float d[64];
+#pragma unroll
+            for (int i = 0; i < 64; i++) d[i] = 0.0f;
+            const uint64_t db0 = sdesc(qs_s + (uint32_t)(qa * QBYTES));
+#pragma unroll
+            for (int i = 0; i < 64; i++) reg_fence(d[i]);
+            wg_fence();
+#pragma unroll
+            for (int k = 0; k < 4; k++) wgmma_m64n128k32(d, da0 + 2 * k, db0 + 2 * k, k);
+            wg_commit();
+            wg_wait0();
+#pragma unroll
+            for (int i = 0; i < 64; i++) reg_fence(d[i]);
+            /* rows g and g + 8 of this warp's 16 keys; columns 8j + 2t, +1 of n8 block j: query
+             * qa + j / 8, head 8 (j % 8) + 2t */
+            float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const int q = j >> 3, h = 8 * (j & 7) + 2 * t;
+                const float w0 = wq[(qa + q) * HEADS + h], w1 = wq[(qa + q) * HEADS + h + 1];
+                s[q][0] = __fmaf_rn(fmaxf(d[4 * j], 0.0f), w0, s[q][0]);
+                s[q][0] = __fmaf_rn(fmaxf(d[4 * j + 1], 0.0f), w1, s[q][0]);
+                s[q][1] = __fmaf_rn(fmaxf(d[4 * j + 2], 0.0f), w0, s[q][1]);
+                s[q][1] = __fmaf_rn(fmaxf(d[4 * j + 3], 0.0f), w1, s[q][1]);
+            }
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float v = s[q][r];
+                    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+                    s[q][r] = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+                }
+            /* lane t writes one of the 4 (query, row) sums its row group holds */
+            const int q = t >> 1, key = wi * 16 + g + 8 * (t & 1), query = qa + q;
+            const float v = t == 0 ? s[0][0] : t == 1 ? s[0][1] : t == 2 ? s[1][0] : s[1][1];
+            const bool vis = j0 + key < (q ? nvb : nva);
+            const uint32_t k16 = ix_key16(hci_bf16_from_f32(__fmul_rn(v, ksc[key])));
+            if (vis) a.scores[(size_t)(q0 + query) * a.stride + j0 + key] = (uint16_t)k16;
+            /* near keys score alike: one shared-memory atomic per distinct (query, high byte) */
+            const unsigned bin = (unsigned)query * 256u + (k16 >> 8);
+            const unsigned peers = __match_any_sync(0xffffffffu, vis ? bin : 0x10000u + lane);
+            if (vis && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
+        }
+        wg_bar(1 + wg); /* the warpgroup is done with this tile's keys and scales */
+    }
+    __syncthreads();
+    for (int i = tid; i < QTe * 256; i += THREADS)
+        if (hist[i]) atomicAdd(&a.hist[(size_t)(q0 + i / 256) * 256 + (i % 256)], hist[i]);
+}
+
+} // namespace
+
+int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms)
+{
+    if (cudaFuncSetAttribute(ixw_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+        return HC_ERR_CUDA;
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score, THREADS, SMEM) != cudaSuccess || per_sm < 1) {
+        (void)cudaGetLastError(); /* a failed query is not a launch failure */
+        per_sm = 1;
+    }
+    int64_t ne = (a.pos0 + a.rows) / 4;
+    int gy = (a.rows + WQ - 1) / WQ;
+    int64_t pairs = (ne + IX_TILE - 1) / IX_TILE / NWG + 1, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
+    int gx = (int)(pairs < want ? pairs : (want < 1 ? 1 : want));
+    ixw_score<<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+} // namespace ixf
