@@ -264,6 +264,41 @@ START_TEST(create_clear_bytes)
 }
 END_TEST
 
+/* Host blocks (what a load reads sessions into): contiguous, aligned, zero pages with slack;
+ * pages freed one by one, in any order and through shared lists, leave the others intact, and
+ * the block goes with its last page (ASan and the slab registry see every page). */
+START_TEST(host_block_pages)
+{
+    hc_ctx *c = make_ctx();
+    hci_backend *be = c->be;
+    ck_assert_ptr_nonnull(be->ops->pages_alloc_host);
+    static const size_t sizes[] = {4352, 37376};
+    for (size_t z = 0; z < 2; z++) {
+        size_t pb = sizes[z];
+        hci_page_list l, m;
+        memset(&l, 0, sizeof l);
+        l.page_bytes = pb;
+        uint8_t *base = NULL;
+        ck_assert_int_eq(hci_pages_grow_host(be, &l, 300, &base), HC_OK);
+        ck_assert_int_eq(l.n_pages, 300);
+        ck_assert_int_eq((uintptr_t)base % 4096, 0);
+        for (int i = 0; i < 300; i++) ck_assert_ptr_eq(l.pages[i], base + (size_t)i * pb);
+        for (size_t j = 0; j < 300 * pb + 4096; j++) ck_assert_int_eq(base[j], 0);
+        for (int i = 0; i < 300; i++) memset(l.pages[i], i & 0xff, pb);
+        ck_assert_int_eq(hci_pages_share(be, &l, &m), HC_OK);
+        hci_pages_drop(be, &l, 100); /* m still holds 100..299 */
+        ck_assert_int_eq(hci_pages_grow(be, &l, 120), HC_OK); /* new pages elsewhere, zeroed */
+        for (int i = 100; i < 120; i++) ck_assert_int_eq(((uint8_t *)l.pages[i])[pb - 1], 0);
+        hci_pages_drop(be, &m, 150); /* pages 150..299 freed: whole runs handed back */
+        hci_pages_drop(be, &l, 50);
+        for (int i = 0; i < 150; i++) ck_assert_int_eq(((uint8_t *)m.pages[i])[pb / 2], i & 0xff);
+        hci_pages_drop(be, &l, 0);
+        hci_pages_drop(be, &m, 0);
+    }
+    hc_ctx_free(c);
+}
+END_TEST
+
 /* The list primitives: sharing counts references, prepare copies exactly the shared pages that
  * will be written, drop frees a page with its last reference. */
 /* Growth by many pages at once goes through the backend's bulk op (the CPU backend makes the
@@ -812,6 +847,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, create_clear_bytes);
     tcase_add_test(tc, page_lists);
     tcase_add_test(tc, bulk_pages);
+    tcase_add_test(tc, host_block_pages);
     tcase_add_test(tc, clone_shares_entries);
     tcase_add_test(tc, clone_copy_on_write);
     tcase_add_test(tc, snapshot_restore);

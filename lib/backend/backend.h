@@ -39,6 +39,11 @@ typedef struct hci_backend_ops {
      * make them (each freed by page_free); on failure none is left. For work per page that is
      * better done in bulk (CPU: making the memory resident on the host pool's threads). */
     int (*pages_alloc)(hci_backend *be, size_t bytes, int n, void **out);
+    /* Optional (NULL: pages are not host memory): n pages in one block of host memory, page i
+     * at out[0] + i * bytes, out[0] 4096-aligned, at least 4096 bytes of slack after the last
+     * page, zero-filled but not made resident (the caller writes them at once, e.g. a load
+     * reads a session straight into them). Each is freed by page_free; on failure none is left. */
+    int (*pages_alloc_host)(hci_backend *be, size_t bytes, int n, void **out);
     /* Optional (NULL: kernels read l->pages on the host): make the backend's mirror of the page
      * table (l->dev_table, backend memory that ops->free releases) hold pages[first..n_pages)
      * and complete pending page allocations. On failure l is still usable with its old mirror. */

@@ -101,6 +101,10 @@ static inline int hci_pages_grow(struct hci_backend *be, hci_page_list *l, int n
 {
     return hci_pages_prepare(be, l, n_pages, n_pages);
 }
+/* Grow l to n_pages (> its count) with new pages in one block of host memory (the backend's
+ * pages_alloc_host: contiguous, zero-filled, not yet resident); *base receives the first new
+ * page. HC_ERR_INTERNAL when the backend's pages are not host memory. */
+int hci_pages_grow_host(struct hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base);
 /* Release l's references to pages beyond the first n_pages (a page is freed with its last
  * reference); n_pages = 0 releases the tables too. */
 void hci_pages_drop(struct hci_backend *be, hci_page_list *l, int n_pages);

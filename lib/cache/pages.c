@@ -169,6 +169,27 @@ int hci_pages_prepare(hci_backend *be, hci_page_list *l, int n_pages, int first_
     return st;
 }
 
+int hci_pages_grow_host(hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base)
+{
+    int have = l->n_pages;
+    *base = NULL;
+    if (!be->ops->pages_alloc_host || n_pages <= have) return HC_ERR_INTERNAL;
+    int st = reserve_tables(l, n_pages), i = have;
+    for (; !st && i < n_pages; i++)
+        if (!(l->refs[i] = malloc(sizeof *l->refs[i]))) st = HC_ERR_OUT_OF_MEMORY;
+    if (!st) st = be->ops->pages_alloc_host(be, l->page_bytes, n_pages - have, &l->pages[have]);
+    if (!st) {
+        for (int k = have; k < n_pages; k++) atomic_init(&l->refs[k]->n, 1);
+        l->n_pages = n_pages;
+        if ((st = sync_from(be, l, have))) l->n_pages = have;
+        else *base = l->pages[have];
+        if (st) for (int k = have; k < n_pages; k++) page_release(be, l->pages[k], l->refs[k]);
+        return st;
+    }
+    while (i-- > have) free(l->refs[i]);
+    return st;
+}
+
 void hci_pages_drop(hci_backend *be, hci_page_list *l, int n_pages)
 {
     if (n_pages < 0) n_pages = 0;

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "hybridctx.h"
 #include "io.h"
 #include "pipe.h"
@@ -32,7 +33,7 @@ static void transfer(void *arg, int i)
 {
     hcs_dio *d = arg;
     hcs_unit *u = &d->units[i];
-    uint8_t *p = u->buf;
+    uint8_t *p = u->dst && !d->write ? u->dst : u->buf;
     size_t n = u->len;
     uint64_t off = u->off;
     const char *verb = d->write ? "writing" : "reading";
@@ -90,6 +91,17 @@ hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_u
     if (d->flags0 == -1) d->flags0 = 0;
     else if (direct) set_direct(d, 1);
     return d;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL and pages fault as before */
+#endif
+
+void hcs_populate(void *p, size_t n)
+{
+    uintptr_t lo = ((uintptr_t)p + HCS_DIO_ALIGN - 1) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
+    uintptr_t hi = ((uintptr_t)p + n) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
 }
 
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i) { return &d->units[i]; }

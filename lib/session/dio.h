@@ -14,6 +14,7 @@
 
 typedef struct hcs_unit {
     uint8_t *buf;       /* cap bytes, HCS_DIO_ALIGN-aligned */
+    uint8_t *dst;       /* reads: != NULL to read into this (HCS_DIO_ALIGN-aligned) instead of buf */
     uint64_t off;       /* file offset of buf[0] */
     size_t len;         /* bytes to transfer */
     int status;         /* of the last transfer (HC_OK or HC_ERR_IO) */
@@ -32,6 +33,9 @@ hcs_unit *hcs_dio_unit(hcs_dio *d, int i);
 void hcs_dio_submit(hcs_dio *d, int i);
 /* Wait for unit i's transfer (no-op when none is queued); its status, with its message in err. */
 int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz);
+/* Make the whole 4096-byte pages inside [p, p + n) resident and writable in one call (advisory):
+ * fresh memory that a read or a copy is about to fill, faulted in without a fault per page. */
+void hcs_populate(void *p, size_t n);
 /* Wait for every queued transfer, restore the descriptor's flags, free. NULL is a no-op. */
 void hcs_dio_destroy(hcs_dio *d);
 

@@ -16,6 +16,7 @@ typedef struct loader {
     hc_ctx *c;
     const hcs_file *f;
     hci_layer_cache *sh;        /* the shadow set (lib/cache) that the stream fills */
+    uint8_t **dest;             /* [n_sec]: host address of an entry section's pages, or NULL */
     uint8_t *meta;
     uint8_t *ring;              /* host ring of the current layer, context format */
     float *kv, *sc;             /* host state of the current compressor */
@@ -75,17 +76,40 @@ static int apply_state(loader *ld, const hcs_section *sec, const hcs_piece *p, i
     return st;
 }
 
+/* Pages that the stream wrote in place (grown in advance by grow_host) need nothing more. */
 static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char *err, size_t errsz)
 {
     hci_backend *be = ld->c->be;
     hci_page_list *pl = &hci_cache_comp(&ld->sh[layer], k)->entries;
-    int nb = (int)((p->rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES), first = pl->n_pages;
-    if ((uint64_t)first * HCI_PAGE_ENTRIES != p->row0) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages out of order");
-    int st = hci_pages_grow(be, pl, first + nb);
+    int nb = (int)((p->rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES), first = (int)(p->row0 / HCI_PAGE_ENTRIES);
+    if (p->row0 % HCI_PAGE_ENTRIES || first > pl->n_pages) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages out of order");
+    int st = first + nb > pl->n_pages ? hci_pages_grow(be, pl, first + nb) : HC_OK;
     if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", be->ops->name);
-    for (int b = 0; b < nb && !st; b++)
-        st = upload(ld, pl->pages[first + b], p->pages + (size_t)b * pl->page_bytes, pl->page_bytes, err, errsz);
+    for (int b = 0; b < nb && !st; b++) {
+        const uint8_t *src = p->pages + (size_t)b * pl->page_bytes;
+        if (src != pl->pages[first + b]) st = upload(ld, pl->pages[first + b], src, pl->page_bytes, err, errsz);
+    }
     return st;
+}
+
+/* Entry lists of an fp8 context on a backend with host pages: every page in one block before
+ * the stream starts, so that the stream reads (or decompresses) chunks straight into them. */
+static int grow_host(loader *ld, char *err, size_t errsz)
+{
+    hc_ctx *c = ld->c;
+    if (c->cache_fmt != HCI_FMT_FP8 || !c->be->ops->pages_alloc_host) return HC_OK;
+    const hcs_file *f = ld->f;
+    ld->dest = calloc(f->n_sec, sizeof *ld->dest);
+    if (!ld->dest) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (uint32_t i = 0; i < f->n_sec; i++) {
+        int32_t pi = f->plan_of[i];
+        if (pi < 0 || (f->plan[pi].type != HCS_SEC_COMP && f->plan[pi].type != HCS_SEC_INDEX) || !f->sec[i].n_rows) continue;
+        hci_page_list *pl = &hci_cache_comp(&ld->sh[f->plan[pi].layer], f->plan[pi].type == HCS_SEC_INDEX)->entries;
+        int n = (int)((f->sec[i].n_rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES);
+        int st = hci_pages_grow_host(c->be, pl, n, &ld->dest[i]);
+        if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
+    }
+    return HC_OK;
 }
 
 static int apply_piece(loader *ld, const hcs_piece *p, char *err, size_t errsz);
@@ -192,12 +216,13 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
         st = hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
     if (!st && (st = hci_cache_shadow(c->be, c->layers, cfg->n_layers, &ld.sh)))
         hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
-    if (!st) st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), apply, &ld, err, errsz);
+    if (!st) st = grow_host(&ld, err, errsz);
+    if (!st) st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), ld.dest, apply, &ld, err, errsz);
     /* a rollback history starts at the loaded length: the state rows go into it */
     if (!st && (st = hci_hist_seed(c->be, ld.sh, cfg->n_layers, f->rec.n_tokens)))
         hci_errf(err, errsz, st, "writing the rollback history to the %s backend failed", c->be->ops->name);
     if (!st) commit(&ld);
     hci_cache_free(c->be, ld.sh, cfg->n_layers);
-    free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc);
+    free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc), free(ld.dest);
     return st;
 }

@@ -372,22 +372,28 @@ typedef struct rslot {
     hcs_chunk ch;
     const uint8_t *stored;
     uint8_t *b_raw, *b_pg;
-    int last_in_unit, status;
+    uint8_t *dst;               /* != NULL: the chunk's raw bytes go here (they are its pages) */
+    int in_place;               /* stored == dst: read straight into the pages */
+    int status;
     char err[200];
     ZSTD_DCtx *dz;
 } rslot;
 
-/* A unit of a file stream: chunks first .. first+n-1 (stream order), read as the bytes
- * [off, end) of the file, both multiples of HCS_DIO_ALIGN (the chunks themselves are not). */
+/* A unit of a file stream: the bytes [off, end) of the file, both multiples of HCS_DIO_ALIGN
+ * (the chunks themselves are not), read into a buffer, or with dst straight into the pages of
+ * a section. Chunks first .. first+n-1 (stream order) end in it: a buffered unit holds them
+ * whole; in a direct run a chunk may start in an earlier unit, and a unit may end none. */
 typedef struct runit {
     uint64_t off, end;
     uint64_t first;
     uint32_t n;
+    uint8_t *dst;
 } runit;
 
 typedef struct reader {
     const hcs_file *f;
     int fmt;
+    uint8_t *const *dest;       /* [n_sec] or NULL: where sections' pages are (hcs_file_stream) */
     hci_entry_layout cm, ci, xm, xi;
     rslot *slots;
     int n_slots;
@@ -396,7 +402,10 @@ typedef struct reader {
     hcs_dio *dio;
     runit *units;
     uint32_t n_units, n_ubuf;   /* units, and buffers: unit u is read into buffer u % n_ubuf */
-    uint32_t u_read, u_done;    /* units queued for reading / whose chunks have all been applied */
+    uint32_t u_read, u_wait;    /* units queued for reading / whose reads were waited for */
+    uint32_t u_done;            /* units whose slot is free again (direct: waited; buffered: applied) */
+    hcs_pipe *pop;              /* makes direct units' pages resident, ahead of their reads */
+    uint32_t u_pop, pop_unit[2 * HCS_IO_UNITS];
     uint64_t seq, fin;          /* chunks submitted / applied */
 } reader;
 
@@ -407,7 +416,9 @@ static void load_work(void *arg, int si)
     const hcs_section *sec = &r->f->sec[s->pc.sec];
     char nm[64], why[160];
     s->pc.pages = NULL;
-    s->status = decode_chunk(&s->ch, s->stored, s->b_raw, &s->dz, &s->pc.raw, why, sizeof why);
+    if (s->dst && !s->in_place) hcs_populate(s->dst, s->ch.raw_size);
+    s->status = decode_chunk(&s->ch, s->stored, s->dst && s->ch.codec == HCS_CODEC_ZSTD ? s->dst : s->b_raw, &s->dz,
+                             &s->pc.raw, why, sizeof why);
     if (s->status) {
         hci_errf(s->err, sizeof s->err, s->status, "%s chunk %u: %s", layer_text(sec, nm, sizeof nm), s->pc.chunk, why);
         return;
@@ -427,6 +438,11 @@ static void load_work(void *arg, int si)
             return;
         }
     }
+    if (s->dst) { /* full blocks are pages: in place already, or copied here, in parallel */
+        if (s->pc.raw != s->dst) memcpy(s->dst, s->pc.raw, s->ch.raw_size);
+        s->pc.raw = s->pc.pages = s->dst;
+        return;
+    }
     if (!r->fmt) return;
     if (r->fmt == HCI_FMT_FP8 && s->pc.rows % HCI_PAGE_ENTRIES == 0) { /* a full block is a page */
         s->pc.pages = s->pc.raw;
@@ -440,24 +456,66 @@ static void load_work(void *arg, int si)
     s->pc.pages = s->b_pg;
 }
 
-/* Units of about `target` bytes (at least one chunk each) covering every chunk in file order;
- * *cap receives the largest. Returns their number; *out is NULL when out of memory. */
-static uint32_t plan_units(const hcs_file *f, uint64_t target, runit **out, size_t *cap)
+/* Where chunk j of section i goes in the section's pages (dest), or NULL: entries in the fp8
+ * format whose chunk holds whole blocks, since a canonical fp8 block is byte for byte a page. */
+static uint8_t *chunk_dst(const reader *r, uint32_t i, uint32_t j, const hcs_chunk *c)
 {
-    runit *u = malloc(sizeof *u * (f->n_chunks ? f->n_chunks : 1));
+    const hcs_section *s = &r->f->sec[i];
+    if (!r->dest || !r->dest[i] || r->fmt != HCI_FMT_FP8 || (c->raw_size / s->row_bytes) % HCI_PAGE_ENTRIES) return NULL;
+    return r->dest[i] + (size_t)j * s->rows_per_chunk * s->row_bytes;
+}
+
+/* Chunks of section i read straight into its pages: the leading raw chunks of whole blocks,
+ * whose file bytes map to the pages one to one from the (aligned) section start. */
+static uint32_t direct_chunks(const reader *r, uint32_t i)
+{
+    uint32_t j = 0;
+    const hcs_section *s = &r->f->sec[i];
+    for (; j < s->n_chunks; j++) {
+        hcs_chunk c = hcs_file_chunk(r->f, s->first_chunk + j);
+        if (c.codec != HCS_CODEC_RAW || !chunk_dst(r, i, j, &c)) break;
+    }
+    return j;
+}
+
+/* Units of about `target` bytes covering every chunk in file order: direct runs cut at aligned
+ * offsets (the last one's aligned end reaches at most 4095 bytes past the run: into the next
+ * chunk's page, which its upload rewrites whole later, or the block's slack), the other chunks
+ * in buffered units of whole chunks. Returns their number into r->units, *cap the largest
+ * buffered unit; 0 units and r->units NULL when out of memory. */
+static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
+{
+    const hcs_file *f = r->f;
+    target = (target + HCS_DIO_ALIGN - 1) / HCS_DIO_ALIGN * HCS_DIO_ALIGN;
+    runit *u = malloc(sizeof *u * (f->n_chunks + f->n_sec + f->total_stored / target + 1));
     uint32_t n = 0;
-    *out = u, *cap = HCS_DIO_ALIGN;
+    r->units = u, *cap = HCS_DIO_ALIGN;
     if (!u) return 0;
     uint64_t g = 0;
     for (uint32_t i = 0; i < f->n_sec; i++) {
-        uint64_t off = f->sec[i].offset;
-        for (uint32_t j = 0; j < f->sec[i].n_chunks; j++, g++) {
-            uint64_t end = off + hcs_file_chunk(f, f->sec[i].first_chunk + j).stored_size;
+        const hcs_section *sec = &f->sec[i];
+        uint64_t off = sec->offset;
+        uint32_t d = direct_chunks(r, i), j = 0;
+        if (d) {
+            uint64_t run_end = off;
+            for (uint32_t k = 0; k < d; k++) run_end += hcs_file_chunk(f, sec->first_chunk + k).stored_size;
+            uint64_t cend = off + hcs_file_chunk(f, sec->first_chunk).stored_size;
+            for (uint64_t pos = off, stop = hcs_align(run_end); pos < stop; n++) {
+                uint64_t hi = stop - pos < target ? stop : pos + target;
+                u[n] = (runit){.off = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off)};
+                for (; j < d && cend <= hi; j++, g++, u[n].n++)
+                    if (j + 1 < d) cend += hcs_file_chunk(f, sec->first_chunk + j + 1).stored_size;
+                pos = hi;
+            }
+            off = run_end;
+        }
+        for (; j < sec->n_chunks; j++, g++) {
+            uint64_t end = off + hcs_file_chunk(f, sec->first_chunk + j).stored_size;
             uint64_t lo = off / HCS_DIO_ALIGN * HCS_DIO_ALIGN, hi = hcs_align(end); /* HCS_BLOCK == HCS_DIO_ALIGN */
-            if (n && hi - u[n - 1].off <= target) {
+            if (n && !u[n - 1].dst && hi - u[n - 1].off <= target) {
                 u[n - 1].end = hi, u[n - 1].n++;
             } else {
-                u[n].off = lo, u[n].end = hi, u[n].first = g, u[n].n = 1;
+                u[n] = (runit){.off = lo, .end = hi, .first = g, .n = 1, .dst = NULL};
                 n++;
             }
             if (u[n - 1].end - u[n - 1].off > *cap) *cap = (size_t)(u[n - 1].end - u[n - 1].off);
@@ -467,32 +525,73 @@ static uint32_t plan_units(const hcs_file *f, uint64_t target, runit **out, size
     return n;
 }
 
-/* Queue unit reads while buffers are free. */
-static void read_ahead(reader *r)
+static void populate_work(void *arg, int slot)
 {
+    reader *r = arg;
+    const runit *u = &r->units[r->pop_unit[slot]];
+    hcs_populate(u->dst, (size_t)(u->end - u->off));
+}
+
+/* Free the slots of units that are done with (direct: waited for; buffered: every chunk
+ * applied), then queue unit reads while slots are free. Fresh pages cost the kernel more to
+ * fault in than the disk takes to fill them, so the pages of direct units are made resident on
+ * the populate workers, twice as far ahead as the reads (the read of a unit whose pages are not
+ * resident yet faults them itself: correct either way). */
+static void advance(reader *r)
+{
+    for (; r->u_done < r->u_read; r->u_done++) {
+        const runit *u = &r->units[r->u_done];
+        if (u->dst ? r->u_done >= r->u_wait : r->fin < u->first + u->n) break;
+    }
+    for (uint32_t n_pop = 2 * r->n_ubuf; r->u_pop < r->n_units && r->u_pop < r->u_done + n_pop; r->u_pop++) {
+        if (!r->units[r->u_pop].dst) continue;
+        int slot = (int)(r->u_pop % n_pop);
+        hcs_pipe_wait(r->pop, slot);
+        r->pop_unit[slot] = r->u_pop;
+        hcs_pipe_submit(r->pop, slot);
+    }
     while (r->u_read < r->n_units && r->u_read < r->u_done + r->n_ubuf) {
+        const runit *u = &r->units[r->u_read];
         hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_ubuf));
-        b->off = r->units[r->u_read].off, b->len = (size_t)(r->units[r->u_read].end - b->off);
+        b->off = u->off, b->len = (size_t)(u->end - u->off), b->dst = u->dst;
         hcs_dio_submit(r->dio, (int)(r->u_read % r->n_ubuf));
         r->u_read++;
     }
 }
 
-/* Apply the oldest submitted chunk; a unit whose chunks are all applied frees its buffer. */
+/* Apply the oldest submitted chunk. */
 static int finish_one(reader *r, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
 {
     rslot *s = &r->slots[r->fin++ % (uint64_t)r->n_slots];
     hcs_pipe_wait(r->pipe, (int)(s - r->slots));
     int st = s->status ? hci_errf(err, errsz, s->status, "%s", s->err) : apply ? apply(arg, &s->pc, err, errsz) : HC_OK;
-    if (!st && r->dio && s->last_in_unit) {
-        r->u_done++;
-        read_ahead(r);
-    }
+    if (!st && r->dio) advance(r);
     return st;
+}
+
+/* Wait for the reads of every unit up to cu (the unit the next chunk ends in); a unit not yet
+ * queued waits for a slot: applying chunks frees them. */
+static int wait_units(reader *r, uint32_t cu, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
+{
+    while (r->u_wait <= cu) {
+        int st;
+        if (r->u_wait >= r->u_read) {
+            advance(r);
+            if (r->u_wait < r->u_read) continue;
+            if (r->fin == r->seq) return hci_errf(err, errsz, HC_ERR_INTERNAL, "unit %u cannot be read", r->u_wait);
+            st = finish_one(r, apply, arg, err, errsz);
+        } else {
+            st = hcs_dio_wait(r->dio, (int)(r->u_wait % r->n_ubuf), err, errsz);
+            if (!st) r->u_wait++, advance(r);
+        }
+        if (st) return st;
+    }
+    return HC_OK;
 }
 
 static void reader_free(reader *r)
 {
+    hcs_pipe_destroy(r->pop);
     hcs_pipe_destroy(r->pipe);
     hcs_dio_destroy(r->dio);
     for (int i = 0; r->slots && i < r->n_slots; i++) {
@@ -502,11 +601,12 @@ static void reader_free(reader *r)
     free(r->slots), free(r->units);
 }
 
-int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
+int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *dest, hcs_apply_fn apply, void *arg,
+                    char *err, size_t errsz)
 {
     reader r;
     memset(&r, 0, sizeof r);
-    r.f = f, r.fmt = fmt;
+    r.f = f, r.fmt = fmt, r.dest = dest;
     r.cm = hcs_canon_main(&f->cfg), r.ci = hcs_canon_index(&f->cfg);
     r.xm = hci_layout_main(fmt ? fmt : HCI_FMT_FP8, f->cfg.head_dim, f->cfg.rope_dim);
     r.xi = hci_layout_index(fmt ? fmt : HCI_FMT_FP8, f->cfg.index_head_dim);
@@ -531,10 +631,11 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn appl
     if (!st && !f->src.buf) { /* a file: read in units, ahead of the workers */
         size_t cap = 0;
         uint64_t target = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
-        r.n_units = plan_units(f, target, &r.units, &cap);
+        r.n_units = plan_units(&r, target, &cap);
         r.n_ubuf = HCS_IO_UNITS;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
-        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_ubuf, cap)))
+        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_ubuf, cap)) ||
+            !(r.pop = hcs_pipe_create(dest ? n_workers : 0, 2 * (int)r.n_ubuf, populate_work, &r)))
             st = HC_ERR_OUT_OF_MEMORY;
     }
     if (!st && !(r.pipe = hcs_pipe_create(n_workers, r.n_slots, load_work, &r))) st = HC_ERR_OUT_OF_MEMORY;
@@ -542,36 +643,30 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, hcs_apply_fn appl
         reader_free(&r);
         FAIL(st, "out of memory for the load buffers");
     }
-    if (r.dio) read_ahead(&r);
-    uint32_t cu = 0; /* the unit of the next chunk */
+    if (r.dio) advance(&r);
+    uint32_t cu = 0; /* the unit the next chunk ends in */
     for (uint32_t i = 0; i < f->n_sec && !st; i++) {
         const hcs_section *sec = &f->sec[i];
         uint64_t off = sec->offset;
+        uint32_t d = r.dio ? direct_chunks(&r, i) : 0;
         for (uint32_t j = 0; j < sec->n_chunks && !st; j++) {
             hcs_chunk ch = hcs_file_chunk(f, sec->first_chunk + j);
             const uint8_t *stored = NULL;
-            int last = 0;
+            uint8_t *dst = chunk_dst(&r, i, j, &ch);
             if (r.dio) {
-                const runit *u = &r.units[cu];
-                if (r.seq == u->first) { /* the unit's first chunk: its buffer must be free, then read */
-                    while (!st && cu >= r.u_done + r.n_ubuf) st = finish_one(&r, apply, arg, err, errsz);
-                    if (st) break;
-                    read_ahead(&r);
-                    if ((st = hcs_dio_wait(r.dio, (int)(cu % r.n_ubuf), err, errsz))) break;
-                }
-                stored = hcs_dio_unit(r.dio, (int)(cu % r.n_ubuf))->buf + (off - u->off);
-                last = r.seq + 1 == u->first + u->n;
+                while (r.seq >= r.units[cu].first + r.units[cu].n) cu++;
+                if ((st = wait_units(&r, cu, apply, arg, err, errsz))) break;
+                stored = j < d ? dst : hcs_dio_unit(r.dio, (int)(cu % r.n_ubuf))->buf + (off - r.units[cu].off);
             } else if ((st = src_read(&f->src, off, ch.stored_size, NULL, &stored, err, errsz))) {
                 break;
             }
             if (r.seq - r.fin == (uint64_t)r.n_slots && (st = finish_one(&r, apply, arg, err, errsz))) break;
             rslot *s = &r.slots[r.seq % (uint64_t)r.n_slots];
-            s->ch = ch, s->stored = stored, s->last_in_unit = last;
+            s->ch = ch, s->stored = stored, s->dst = dst, s->in_place = j < d;
             s->pc.sec = i, s->pc.chunk = j, s->pc.row0 = (uint64_t)j * sec->rows_per_chunk;
             s->pc.rows = ch.raw_size / sec->row_bytes;
             s->pc.raw_bytes = ch.raw_size;
             off += ch.stored_size;
-            cu += last;
             hcs_pipe_submit(r.pipe, (int)(r.seq++ % (uint64_t)r.n_slots));
         }
     }

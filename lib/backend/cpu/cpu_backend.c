@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include "cpu.h"
+#include "cpu_slab.h"
 #include "hybridctx.h"
 #include "../../util/error.h"
 
@@ -82,6 +83,18 @@ static void cpu_free(hci_backend *be, void *p)
     free(p);
 }
 
+static int cpu_pages_alloc_host(hci_backend *be, size_t bytes, int n, void **out)
+{
+    (void)be;
+    return hci_slab_alloc(bytes, n, out);
+}
+
+static void cpu_page_free(hci_backend *be, void *p)
+{
+    (void)be;
+    if (!hci_slab_free(p)) free(p);
+}
+
 static int cpu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
 {
     (void)be;
@@ -143,7 +156,8 @@ static const hci_backend_ops cpu_ops = {
     .copy = cpu_copy,
     .page_alloc = cpu_page_alloc, /* zero-filled and resident */
     .pages_alloc = cpu_pages_alloc,
-    .page_free = cpu_free,
+    .pages_alloc_host = cpu_pages_alloc_host, /* zero-filled, resident when written */
+    .page_free = cpu_page_free,
     .host_pool = cpu_host_pool,
     .check_input = cpu_check_input,
     .load_input = cpu_load_input,
