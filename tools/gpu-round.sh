@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# gpu-round.sh - one device call that checks a build and takes a session's measurements, most
+# important first, from the repository root with builds packed by tools/gpu-carry.sh:
+#   .carry/b     the build under test (required)
+#   .carry/base  a baseline build (optional: two alternating bench-gpu rounds of each,
+#                tools/gpu-baseline.sh)
+#   .carry/c     a variant's libraries and tools/prefill-ops (optional: per-op prefill times)
+# Steps: the GPU suites without the long V4-Flash ones and without sanitizers (tools/gpu-check),
+# sessions from and into a CUDA context and a CPU context on the 16-core host (session-bench), the end-to-end prefill at 128K in fast
+# numerics (prefill-e2e), per-op prefill times in fast numerics (prefill-ops, 128K), decode in
+# fast numerics (bench-gpu --quick), then the optional steps. Logs in $OUT (default /tmp/o);
+# PROBE_TGZ=FILE packs them after every step, so a call cut off still returns what finished.
+#   export PROBE_TGZ=$OUT/probe.tgz OUT=/tmp/o; tools/gpu-round.sh
+set -u
+cd "$(dirname "$0")/.."
+o=${OUT:-/tmp/o}; mkdir -p "$o"
+rt=$PWD/.carry/b/rt:/usr/local/cuda/lib64
+commit=$(cat .carry/commit 2>/dev/null || echo unknown)
+fast="gemv_fast index_fast comp_fast"
+snap() { [ -n "${PROBE_TGZ:-}" ] && tar czf "$PROBE_TGZ" -C "$o" . 2>/dev/null; return 0; }
+step() { # name, seconds, build dir, command...: output in $o/<name>.log, status in summary.txt
+    local name="$1" limit="$2" dir="$3"; shift 3
+    local t0=$SECONDS
+    LD_LIBRARY_PATH=$PWD/$dir:$rt timeout -k 5 "$limit" "$@" > "$o/$name.log" 2>&1
+    echo "$name rc=$? $((SECONDS - t0))s" | tee -a "$o/summary.txt"
+    snap
+}
+step gpu-check 120 .carry/b env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench" \
+    tools/gpu-check .carry/b
+step session-cuda 60 .carry/b .carry/b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
+step session-cpu 90 .carry/b .carry/b/tools/session-bench --dir /tmp --rounds 3 --no-zstd
+step prefill-e2e 120 .carry/b .carry/b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" \
+    --commit "$commit"
+step prefill-ops 60 .carry/b .carry/b/tools/prefill-ops 131072 $fast
+step bench-fast 90 .carry/b .carry/b/tools/bench-gpu --quick $(printf -- '--option %s=1 ' $fast) \
+    --json "$o/bench-fast.json" --commit "$commit" --out "$o/bench-fast.md"
+[ -d .carry/base ] && step baseline 150 .carry/b env OUT="$o/baseline" tools/gpu-baseline.sh .carry/base .carry/b 2
+[ -d .carry/c ] && step prefill-ops-c 60 .carry/c .carry/c/tools/prefill-ops 131072 $fast
+exit 0
