@@ -31,7 +31,7 @@ step session-cuda 60 .carry/b .carry/b/tools/session-bench --backend cuda --dir 
 step session-cpu 90 .carry/b .carry/b/tools/session-bench --dir /tmp --rounds 3 --no-zstd
 step prefill-e2e 120 .carry/b .carry/b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" \
     --commit "$commit"
-step prefill-ops 60 .carry/b .carry/b/tools/prefill-ops 131072 $fast
+step prefill-ops 60 .carry/b .carry/b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops.json
 step bench-fast 90 .carry/b .carry/b/tools/bench-gpu --quick $(printf -- '--option %s=1 ' $fast) \
     --json "$o/bench-fast.json" --commit "$commit" --out "$o/bench-fast.md"
 [ -d .carry/base ] && step baseline 150 .carry/b env OUT="$o/baseline" tools/gpu-baseline.sh .carry/base .carry/b 2

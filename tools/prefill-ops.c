@@ -2,13 +2,16 @@
  * layer kind (V4-Flash geometry), a context filled to 64K tokens, then chunks of 2048 tokens:
  * the wall time of hc_append (host input and output) and, for the same chunk through the ops
  * with an event after each, the GPU time of each op. A program that prints numbers.
- *   prefill-ops [CONTEXT_TOKENS [OPTION...]]   (options set to 1, e.g. index_fast gemv_fast)
+ *   prefill-ops [CONTEXT_TOKENS [OPTION...] [--json=FILE]]   (options set to 1, e.g. index_fast)
+ * --json=FILE also writes the medians as series ("ops") and the indexer's rate as a "kernels" row
+ * (FLOPs: 2 x heads x head_dim per visible (query, key) pair of the median timed chunk).
  * Built by hand against an internal tree (it reads ctx/ctx.h); -DHC_OLD_CACHE_API for trees
  * before lib/cache (parent 26242f0 of the architecture change), so one source times both. */
 #define _POSIX_C_SOURCE 200809L
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "timing.h"
 #include "ctx/ctx.h"
@@ -99,6 +102,26 @@ int main(int argc, char **argv)
 {
     int64_t ctx_len = argc > 1 ? atoll(argv[1]) : 65536;
     const int n = 2048, reps = 7;
+    const char *json_path = NULL;
+    for (int i = 2; i < argc; i++)
+        if (!strncmp(argv[i], "--json=", 7)) json_path = argv[i] + 7;
+    FILE *js = json_path ? fopen(json_path, "w") : NULL;
+    if (json_path && !js) {
+        perror(json_path);
+        return 1;
+    }
+    if (js) {
+        struct cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) prop.name[0] = 0;
+        fprintf(js, "{\"tool\": \"prefill-ops\", \"gpu\": \"%s\", \"context\": %lld, \"chunk\": %d, \"options\": [",
+                prop.name, (long long)ctx_len, n);
+        int first = 1;
+        for (int i = 2; i < argc; i++)
+            if (strncmp(argv[i], "--json=", 7)) fprintf(js, "%s\"%s\"", first ? "" : ", ", argv[i]), first = 0;
+        fprintf(js, "], \"ops\": [");
+    }
+    int js_rows = 0;
+    char kern[512] = "";
     const char *kinds[3] = {"0", "4", "128"}, *label[3] = {"SWA", "CSA", "HCA"};
     printf("| kind | wall ms/chunk (hc_append) | GPU ms (sum of ops) |");
     for (int i = 0; i < NT; i++) printf(" %s |", names[i]);
@@ -119,7 +142,8 @@ int main(int argc, char **argv)
         hc_ctx *c = NULL;
         if (hc_ctx_create(m, &p, &c)) return 1;
 #ifndef HC_OLD_CACHE_API
-        for (int i = 2; i < argc; i++) CHECK(hc_x_ctx_set_option(c, argv[i], 1));
+        for (int i = 2; i < argc; i++)
+            if (strncmp(argv[i], "--json=", 7)) CHECK(hc_x_ctx_set_option(c, argv[i], 1));
 #endif
         int dim = m->cfg.dim;
         float *x = malloc(sizeof(float) * n * dim), *y = malloc(sizeof(float) * n * dim);
@@ -140,10 +164,33 @@ int main(int argc, char **argv)
         printf("| %s | %.3f | %.3f |", label[k], median(wall, reps), median(gsum, reps));
         for (int i = 0; i < NT; i++) printf(" %.3f |", median(ops[i], reps));
         printf("\n");
+        if (js) {
+            fprintf(js, "%s{\"kind\": \"%s\", \"op\": \"wall\", \"ms\": %.4f}", js_rows++ ? ", " : "", label[k],
+                    median(wall, reps));
+            for (int i = 0; i < NT; i++)
+                fprintf(js, ", {\"kind\": \"%s\", \"op\": \"%s\", \"ms\": %.4f}", label[k], names[i],
+                        median(ops[i], reps));
+            if (m->cfg.ratios[0] == 4) {
+                /* the median timed chunk starts after 3 + 7 untimed chunks and 3 timed ones */
+                int64_t pos = ctx_len + (int64_t)(3 + reps + reps / 2) * n;
+                double pairs = 0, ms = median(ops[T_TOPK], reps);
+                for (int i = 0; i < n; i++) pairs += (double)((pos + i + 1) / 4);
+                double flops = pairs * 2.0 * m->cfg.index_n_heads * m->cfg.index_head_dim;
+                snprintf(kern, sizeof kern,
+                         "{\"name\": \"indexer scores + top-k\", \"shape\": \"%d queries at %lld, %d heads x %d, top %d\", "
+                         "\"us\": %.1f, \"tflops_or_tb_s\": %.1f, \"peak\": null}",
+                         n, (long long)pos, m->cfg.index_n_heads, m->cfg.index_head_dim, m->cfg.index_topk, 1e3 * ms,
+                         flops / (ms * 1e-3) / 1e12);
+            }
+        }
         fflush(stdout);
         free(x), free(y);
         hc_ctx_free(c);
         hc_model_free(m);
+    }
+    if (js) {
+        fprintf(js, "], \"kernels\": [%s]}\n", kern);
+        fclose(js);
     }
     return 0;
 }
