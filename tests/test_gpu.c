@@ -1,7 +1,8 @@
 /* test_gpu.c - the CUDA backend against the CPU backend, on fresh random inputs: whole layers
  * (outputs within the documented tolerance, compressed entries and indexer keys identical, top-k
- * sets equal), split invariance, both cache formats, device-memory I/O. Exits 77 (skipped) where
- * there is no CUDA device. Tolerances: docs/cuda.md. */
+ * sets equal), split invariance, both cache formats, device-memory I/O, host-memory I/O through
+ * the pinned staging pieces. Exits 77 (skipped) where there is no CUDA device. Tolerances:
+ * docs/cuda.md. */
 #include <check.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ctx/ctx.h"
+#include "util/bf16.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -232,6 +234,85 @@ START_TEST(device_io_and_caller_stream)
 }
 END_TEST
 
+/* Host-memory x and y go through pinned staging pieces of at most 1 Mi values (HCI_CU_STAGE_BYTES):
+ * a tiny chunk of 5000 tokens (2.56 Mi values: two whole pieces and an odd tail) in f32 and in
+ * bf16, in one engine piece and in several, gives the bits of device-memory I/O; a NaN or an
+ * infinity in the last piece (or the first) is refused and leaves the context unchanged. */
+static hc_ctx *make_io(hc_model *m, int dtype, int memory, int max_chunk)
+{
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = HC_BACKEND_CUDA;
+    p.io_dtype = dtype;
+    p.io_memory = memory;
+    p.max_chunk = max_chunk;
+    hc_ctx *c = NULL;
+    ck_assert_int_eq(hc_ctx_create(m, &p, &c), HC_OK);
+    return c;
+}
+
+START_TEST(host_io_staging_pieces)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random("tiny", 61, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim, T = 5000, steps[] = {T, 3};
+    size_t nv = (size_t)T * D;
+    float *x = malloc(nv * 4), *yf = malloc(nv * 4), *yd = malloc(nv * 4), *ys = malloc(nv * 4);
+    uint16_t *xb = malloc(nv * 2), *yb = malloc(nv * 2);
+    tu_fill_normal(x, nv, 62, 1.0f);
+    for (size_t i = 0; i < nv; i++) xb[i] = hci_bf16_from_f32(x[i]);
+    float *dx = NULL, *dy = NULL;
+    ck_assert_int_eq(cudaMalloc((void **)&dx, nv * 4), cudaSuccess);
+    ck_assert_int_eq(cudaMalloc((void **)&dy, nv * 4), cudaSuccess);
+    ck_assert_int_eq(cudaMemcpy(dx, x, nv * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    /* one engine piece per chunk (f32, bf16, device reference), and pieces of 2048 tokens */
+    hc_ctx *hf = make_io(m, HC_DTYPE_F32, HC_MEM_HOST, 8192), *hb = make_io(m, HC_DTYPE_BF16, HC_MEM_HOST, 8192);
+    hc_ctx *dd = make_io(m, HC_DTYPE_F32, HC_MEM_DEVICE, 8192);
+    hc_ctx *hs = make_io(m, HC_DTYPE_F32, HC_MEM_HOST, 2048), *ds = make_io(m, HC_DTYPE_F32, HC_MEM_DEVICE, 2048);
+    /* refusals: a NaN in the last value (last staging piece; for hs the part checked alone), an
+     * infinity in the first */
+    float keep = x[nv - 1], keep0 = x[0];
+    uint16_t keepb = xb[nv - 1];
+    x[nv - 1] = NAN, xb[nv - 1] = 0x7fc0;
+    ck_assert_int_eq(hc_append(hf, 0, x, T, yf), HC_ERR_NONFINITE);
+    ck_assert_int_eq(hc_append(hs, 0, x, T, ys), HC_ERR_NONFINITE);
+    ck_assert_int_eq(hc_append(hb, 0, xb, T, yb), HC_ERR_NONFINITE);
+    x[nv - 1] = keep, xb[nv - 1] = keepb, x[0] = INFINITY;
+    ck_assert_int_eq(hc_append(hf, 0, x, T, yf), HC_ERR_NONFINITE);
+    ck_assert_int_eq(hc_append(hs, 0, x, T, ys), HC_ERR_NONFINITE);
+    x[0] = keep0;
+    hc_ctx *all[] = {hf, hb, hs};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(hc_ctx_n_tokens(all[i]), 0);
+        ck_assert_int_eq(hc_ctx_next_layer(all[i]), 0);
+    }
+    /* then a long chunk and a 3-token one: the same bits as device-memory x and y */
+    for (int s = 0; s < 2; s++) {
+        size_t n = (size_t)steps[s] * D;
+        for (int l = 0; l < L; l++) {
+            ck_assert_msg(hc_append(hf, l, x, steps[s], yf) == HC_OK, "%s", hc_ctx_last_error(hf));
+            ck_assert_msg(hc_append(hb, l, xb, steps[s], yb) == HC_OK, "%s", hc_ctx_last_error(hb));
+            ck_assert_msg(hc_append(dd, l, dx, steps[s], dy) == HC_OK, "%s", hc_ctx_last_error(dd));
+            ck_assert_int_eq(cudaStreamSynchronize((cudaStream_t)dd->be->ops->stream(dd->be)), cudaSuccess);
+            ck_assert_int_eq(cudaMemcpy(yd, dy, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+            ck_assert_msg(memcmp(yf, yd, n * 4) == 0, "layer %d: host f32 output differs from device I/O", l);
+            for (size_t i = 0; i < n; i++)
+                if (yb[i] != (uint16_t)(hci_bits_from_f32(yd[i]) >> 16))
+                    ck_abort_msg("layer %d value %zu: host bf16 output differs from device I/O", l, i);
+            ck_assert_msg(hc_append(hs, l, x, steps[s], ys) == HC_OK, "%s", hc_ctx_last_error(hs));
+            ck_assert_msg(hc_append(ds, l, dx, steps[s], dy) == HC_OK, "%s", hc_ctx_last_error(ds));
+            ck_assert_int_eq(cudaStreamSynchronize((cudaStream_t)ds->be->ops->stream(ds->be)), cudaSuccess);
+            ck_assert_int_eq(cudaMemcpy(yd, dy, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+            ck_assert_msg(memcmp(ys, yd, n * 4) == 0, "layer %d: host f32 output (pieces) differs from device I/O", l);
+        }
+    }
+    hc_ctx_free(hf), hc_ctx_free(hb), hc_ctx_free(dd), hc_ctx_free(hs), hc_ctx_free(ds);
+    cudaFree(dx), cudaFree(dy);
+    hc_model_free(m);
+    free(x), free(yf), free(yd), free(ys), free(xb), free(yb);
+}
+END_TEST
+
 /* With the GPU's memory nearly all taken, a long chunk fails with HC_ERR_OUT_OF_MEMORY in the
  * preflight; the context stays usable and gives the same results afterwards. */
 START_TEST(out_of_memory_leaves_context_usable)
@@ -361,6 +442,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, layers_fp8_cache);
     tcase_add_test(tc, split_invariance);
     tcase_add_test(tc, device_io_and_caller_stream);
+    tcase_add_test(tc, host_io_staging_pieces);
     tcase_add_test(tc, sessions_across_backends);
     tcase_add_test(tc, out_of_memory_leaves_context_usable);
     suite_add_tcase(s, tc);

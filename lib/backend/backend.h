@@ -60,6 +60,12 @@ typedef struct hci_backend_ops {
     /* *bad = 1 when x (io_dtype, in host memory when from_host, else backend memory) holds NaN/Inf. */
     int (*check_input)(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
                        int *bad);
+    /* Optional (NULL: check_input, then load_input per piece): check_input and load_input of host
+     * memory x in one pass. *bad = 1 when x holds NaN/Inf; xb is then undefined. The engine calls
+     * it in the preflight, for the first piece of a host-memory chunk, before anything of the
+     * context changes (xb is the context's workspace); it must change nothing but xb. */
+    int (*check_load_input)(hci_backend *be, const void *x, int io_dtype, int64_t count, uint16_t *xb,
+                            int *bad);
     /* x -> bf16 xb (round to nearest even). */
     int (*load_input)(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count,
                       uint16_t *xb);

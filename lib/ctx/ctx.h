@@ -71,6 +71,7 @@ typedef struct hci_engine_job {
     int64_t n;
     hci_cache_snap snap;        /* the layer before the call, for the rollback */
     int snapped;
+    int loaded;                 /* the first piece's input is in the workspace already (check_load_input) */
 } hci_engine_job;
 
 /* Run every job's tokens through `layer` (contexts distinct, of one model, backend kind and

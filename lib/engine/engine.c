@@ -45,12 +45,29 @@ static int run_piece(hc_ctx *c, int layer, int n, int64_t pos0, int64_t end)
     return st;
 }
 
+/* The job's input is refused when it holds NaN/Inf, before anything changes. Host memory on a
+ * backend with check_load_input: the first piece is checked while it is converted into the
+ * workspace (one pass over it instead of two; run_job then skips its load), the rest of a longer
+ * chunk is checked alone. */
 static int check_job(hci_engine_job *j, int layer)
 {
     hc_ctx *c = j->c;
     hci_backend *be = c->be;
-    int bad = 0;
-    int st = be->ops->check_input(be, j->x, c->io_dtype, c->io_memory == HC_MEM_HOST, j->n * c->model->cfg.dim, &bad);
+    int64_t dim = c->model->cfg.dim;
+    int from_host = c->io_memory == HC_MEM_HOST;
+    int bad = 0, st;
+    j->loaded = 0;
+    if (from_host && be->ops->check_load_input) {
+        int64_t first = j->n < c->ws.tokens ? j->n : c->ws.tokens;
+        size_t esz = c->io_dtype == HC_DTYPE_BF16 ? 2 : 4;
+        st = be->ops->check_load_input(be, j->x, c->io_dtype, first * dim, c->ws.x, &bad);
+        if (!st && !bad && j->n > first)
+            st = be->ops->check_input(be, (const char *)j->x + (size_t)(first * dim) * esz, c->io_dtype, 1,
+                                      (j->n - first) * dim, &bad);
+        j->loaded = !st && !bad;
+    } else {
+        st = be->ops->check_input(be, j->x, c->io_dtype, from_host, j->n * dim, &bad);
+    }
     if (st) return st;
     if (bad) return hci_errf(c->err, sizeof c->err, HC_ERR_NONFINITE, "layer %d: x holds NaN or infinity", layer);
     return HC_OK;
@@ -110,7 +127,8 @@ static int run_job(hci_engine_job *j, int layer)
         int pn = (int)(n - off < c->ws.tokens ? n - off : c->ws.tokens);
         const char *xs = (const char *)j->x + (size_t)off * cfg->dim * esz;
         char *ys = (char *)j->y + (size_t)off * cfg->dim * esz;
-        int st = be->ops->load_input(be, xs, c->io_dtype, from_host, (int64_t)pn * cfg->dim, c->ws.x);
+        int st = off == 0 && j->loaded ? HC_OK
+                                       : be->ops->load_input(be, xs, c->io_dtype, from_host, (int64_t)pn * cfg->dim, c->ws.x);
         if (!st) st = run_piece(c, layer, pn, pos0 + off, pos0 + n);
         /* y may alias x: the piece's input is already in the workspace */
         if (!st) st = be->ops->store_output(be, c->ws.y, c->io_dtype, from_host, (int64_t)pn * cfg->dim, ys);

@@ -221,11 +221,10 @@ static int cu_check_input(hci_backend *be, const void *x, int io_dtype, int from
     hci_cuda *cu = hci_cu(be);
     int bf16 = io_dtype == HC_DTYPE_BF16;
     if (from_host) { /* the host scans host memory: no copy needed for a refusal */
-        int b = 0;
-        if (bf16) for (int64_t i = 0; i < count; i++) b |= (((const uint16_t *)x)[i] & 0x7f80) == 0x7f80;
-        else for (int64_t i = 0; i < count; i++) b |= (((const uint32_t *)x)[i] & 0x7f800000u) == 0x7f800000u;
-        *bad = b;
-        return HC_OK;
+        /* the preflight makes the staging of the call's copies (host_io.cu), so that they cannot
+         * fail for lack of pinned memory once the call has changed something */
+        int st = hci_cu_host_reserve(be, count);
+        return st ? st : hci_cu_host_check(be, x, bf16, count, bad);
     }
     DeviceGuard g(cu->device);
     int st = cu_reserve(be, 0, 1, 0);
@@ -238,33 +237,29 @@ static int cu_check_input(hci_backend *be, const void *x, int io_dtype, int from
     return HC_OK;
 }
 
+/* Host x: checked and converted in one pass into the staging, then copied (host_io.cu). */
+static int cu_check_load_input(hci_backend *be, const void *x, int io_dtype, int64_t count, uint16_t *xb, int *bad)
+{
+    return hci_cu_host_load(be, x, io_dtype == HC_DTYPE_BF16, count, xb, bad);
+}
+
 static int cu_load_input(hci_backend *be, const void *x, int io_dtype, int from_host, int64_t count, uint16_t *xb)
 {
     hci_cuda *cu = hci_cu(be);
-    DeviceGuard g(cu->device);
     int bf16 = io_dtype == HC_DTYPE_BF16;
-    const void *src = x;
-    if (from_host) {
-        HCI_CU_TRY(be, cudaMemcpyAsync(cu->scratch, x, (size_t)count * (bf16 ? 2 : 4), cudaMemcpyHostToDevice,
-                                       cu->stream));
-        src = cu->scratch;
-    }
-    if (hci_cu_to_bf16(cu->stream, src, bf16, count, xb)) return hci_cu_fail(be, cudaGetLastError(), "input");
+    if (from_host) return hci_cu_host_load(be, x, bf16, count, xb, nullptr);
+    DeviceGuard g(cu->device);
+    if (hci_cu_to_bf16(cu->stream, x, bf16, count, xb)) return hci_cu_fail(be, cudaGetLastError(), "input");
     return HC_OK;
 }
 
 static int cu_store_output(hci_backend *be, const uint16_t *yb, int io_dtype, int to_host, int64_t count, void *y)
 {
     hci_cuda *cu = hci_cu(be);
-    DeviceGuard g(cu->device);
     int bf16 = io_dtype == HC_DTYPE_BF16;
-    void *dst = to_host ? cu->scratch : y;
-    if (hci_cu_from_bf16(cu->stream, yb, bf16, count, dst)) return hci_cu_fail(be, cudaGetLastError(), "output");
-    if (to_host) {
-        HCI_CU_TRY(be, cudaMemcpyAsync(y, cu->scratch, (size_t)count * (bf16 ? 2 : 4), cudaMemcpyDeviceToHost,
-                                       cu->stream));
-        HCI_CU_TRY(be, cudaStreamSynchronize(cu->stream));
-    }
+    if (to_host) return hci_cu_host_store(be, yb, bf16, count, y);
+    DeviceGuard g(cu->device);
+    if (hci_cu_from_bf16(cu->stream, yb, bf16, count, y)) return hci_cu_fail(be, cudaGetLastError(), "output");
     return HC_OK;
 }
 
@@ -443,6 +438,7 @@ static void cu_destroy(hci_backend *be)
     if (cu) {
         DeviceGuard g(cu->device);
         if (cu->stream) cudaStreamSynchronize(cu->stream);
+        hci_cu_host_release(cu);
         cudaFree(cu->scratch);
         if (cu->order) cudaEventDestroy(cu->order);
         if (cu->dev) {
@@ -472,6 +468,7 @@ static hci_backend_ops make_ops()
     o.pages_sync = hci_cu_pages_sync;
     o.reserve = cu_reserve;
     o.check_input = cu_check_input;
+    o.check_load_input = cu_check_load_input;
     o.load_input = cu_load_input;
     o.store_output = cu_store_output;
     o.q_path = cu_q_path;

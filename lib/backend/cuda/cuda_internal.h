@@ -70,6 +70,22 @@ struct hci_cu_weights {
     size_t bytes;
 };
 
+/* ---- host-memory x and y (host_io.cu): staged through pinned host pieces ---- */
+/* A piece holds at most HCI_CU_STAGE_BYTES of bf16 values (1 Mi values: 256 V4-Flash rows);
+ * HCI_CU_STAGE_N pieces alternate, so the host converts one while the other's DMA runs. Each
+ * context's pieces are sized on first use to its calls (64 KiB for a decode step), growing up to
+ * HCI_CU_STAGE_BYTES: at most HCI_CU_STAGE_N * HCI_CU_STAGE_BYTES (4 MiB) pinned per context. */
+#define HCI_CU_STAGE_N 2
+#define HCI_CU_STAGE_BYTES ((size_t)2 << 20)
+#define HCI_CU_STAGE_MIN ((size_t)64 << 10)
+/* Host threads of a device object's conversion pool (device.h), the caller included. */
+#define HCI_CU_IO_THREADS 8
+struct hci_cu_staging {
+    void *buf[HCI_CU_STAGE_N];          /* pinned (cudaHostAlloc), piece_bytes each; NULL until first use */
+    cudaEvent_t done[HCI_CU_STAGE_N];   /* recorded after the last DMA that used buf[i] */
+    size_t piece_bytes;                 /* 0: none yet */
+};
+
 /* ---- the backend ---- */
 struct hci_cu_device;
 struct hci_cuda {
@@ -86,6 +102,7 @@ struct hci_cuda {
     /* scratch, grown by reserve() before a layer call runs */
     void *scratch;
     size_t scratch_bytes;
+    hci_cu_staging stage; /* host I/O staging (host_io.cu), made on the first host-memory call */
 };
 
 static inline hci_cuda *hci_cu(hci_backend *be) { return (hci_cuda *)be->impl; }
@@ -97,6 +114,24 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
 int hci_cu_page_alloc(hci_backend *be, size_t bytes, void **out);
 void hci_cu_page_free(hci_backend *be, void *p);
 int hci_cu_pages_sync(hci_backend *be, hci_page_list *l, int first);
+
+/* lib/backend/cuda/host_io.cu: host-memory x and y (HC_MEM_HOST), io dtype f32 or bf16 (bf16 != 0).
+ * Values go over PCIe as bf16, through the context's pinned pieces, the host converting (f32 <->
+ * bf16, util/bf16.h: the same bits as hci_cu_to_bf16 and the CPU backend) one piece while the
+ * other's DMA runs, on the device object's host threads when free. */
+/* Make the staging for calls of count values (grows the pieces up to HCI_CU_STAGE_BYTES);
+ * on failure the old staging is kept. Runs in the preflight (check_input). */
+int hci_cu_host_reserve(hci_backend *be, int64_t count);
+/* *bad = 1 when x holds NaN/Inf (exponent all ones, of the io dtype, as the CPU backend checks). */
+int hci_cu_host_check(hci_backend *be, const void *x, int bf16, int64_t count, int *bad);
+/* x -> xb (device, bf16): the copies are queued on the context's stream; x may be reused as soon
+ * as this returns. With bad != NULL the same pass checks x: on *bad = 1 it stops, xb is then
+ * undefined (and may still be written by DMAs queued before the bad piece was seen). */
+int hci_cu_host_load(hci_backend *be, const void *x, int bf16, int64_t count, uint16_t *xb, int *bad);
+/* yb (device, bf16) -> y: returns when y is written (after the work queued before it). */
+int hci_cu_host_store(hci_backend *be, const uint16_t *yb, int bf16, int64_t count, void *y);
+/* Free the staging (after its DMAs). */
+void hci_cu_host_release(hci_cuda *cu);
 
 /* Map a CUDA / cuBLAS failure to a status with a message in be->err. */
 int hci_cu_fail(hci_backend *be, cudaError_t e, const char *what);

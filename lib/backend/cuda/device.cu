@@ -6,6 +6,7 @@
 #include "hybridctx.h"
 extern "C" {
 #include "../../util/bf16.h"
+#include "../../util/threadpool.h"
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ static void destroy(hci_cu_device *d)
     delete[] d->w.layers;
     if (d->pool) cudaMemPoolDestroy(d->pool);
     if (d->lt) cublasLtDestroy(d->lt);
+    hci_pool_destroy(d->io_pool);
     delete d;
 }
 
@@ -270,3 +272,25 @@ void hci_cu_device_give_workspace(hci_cu_device *d, void *ws)
         cudaFree(ws);
     }
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * host threads for host I/O (host_io.cu)
+ * ------------------------------------------------------------------------------------------- */
+hci_pool *hci_cu_device_take_io_pool(hci_cu_device *d)
+{
+    if (!d->io_lock.try_lock()) return nullptr;
+    if (!d->io_pool_tried) {
+        d->io_pool_tried = 1;
+        /* the conversions are memory-bound: a few threads fill the memory bus (docs/cuda.md) */
+        int n = hci_online_cores();
+        if (n > HCI_CU_IO_THREADS) n = HCI_CU_IO_THREADS;
+        if (n > 1) d->io_pool = hci_pool_create(n);
+    }
+    if (!d->io_pool) {
+        d->io_lock.unlock();
+        return nullptr;
+    }
+    return d->io_pool;
+}
+
+void hci_cu_device_give_io_pool(hci_cu_device *d) { d->io_lock.unlock(); }

@@ -23,6 +23,11 @@ struct hci_cu_device {
     std::vector<cudaStream_t> idle_streams;
     std::vector<void *> idle_workspaces;
     size_t workspace_bytes;         /* of each cuBLASLt workspace */
+    /* host threads for the conversions of host-memory x and y (host_io.cu): made on first use,
+     * used by one context at a time (io_lock); a context that finds it busy converts alone */
+    std::mutex io_lock;
+    struct hci_pool *io_pool;
+    int io_pool_tried;              /* creation attempted (under io_lock) */
 };
 
 /* The device object of (m, ordinal), made on first use, with one reference for the caller.
@@ -40,6 +45,12 @@ void hci_cu_device_give_stream(hci_cu_device *d, cudaStream_t s);
 /* A cuBLASLt workspace of d->workspace_bytes for one context, and back. */
 int hci_cu_device_take_workspace(hci_cu_device *d, void **out);
 void hci_cu_device_give_workspace(hci_cu_device *d, void *ws);
+
+/* The device object's host thread pool for host I/O conversions, held by the caller until
+ * hci_cu_device_give_io_pool(); NULL (nothing held) when another context holds it or it could
+ * not be made: convert on the calling thread then. Never blocks. */
+struct hci_pool *hci_cu_device_take_io_pool(hci_cu_device *d);
+void hci_cu_device_give_io_pool(hci_cu_device *d);
 
 /* Runs the scope on one device and gives the caller's current device back. */
 struct hci_cu_device_guard {
