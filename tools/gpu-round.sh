@@ -27,13 +27,13 @@ step() { # name, seconds, build dir, command...: output in $o/<name>.log, status
 }
 step gpu-check 120 .carry/b env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench" \
     tools/gpu-check .carry/b
-step session-cuda 60 .carry/b .carry/b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
-step session-cpu 90 .carry/b .carry/b/tools/session-bench --dir /tmp --rounds 3 --no-zstd
 step prefill-e2e 120 .carry/b .carry/b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" \
     --commit "$commit"
+step session-cuda 60 .carry/b .carry/b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
 step prefill-ops 60 .carry/b .carry/b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops.json
+step session-cpu 90 .carry/b .carry/b/tools/session-bench --dir /tmp --rounds "${SESSION_ROUNDS:-3}" --no-zstd
+[ -d .carry/base ] && step baseline 150 .carry/b env OUT="$o/baseline" tools/gpu-baseline.sh .carry/base .carry/b "${BASE_ROUNDS:-2}"
+[ -d .carry/c ] && step prefill-ops-c 60 .carry/c .carry/c/tools/prefill-ops 131072 $fast
 step bench-fast 90 .carry/b .carry/b/tools/bench-gpu --quick $(printf -- '--option %s=1 ' $fast) \
     --json "$o/bench-fast.json" --commit "$commit" --out "$o/bench-fast.md"
-[ -d .carry/base ] && step baseline 150 .carry/b env OUT="$o/baseline" tools/gpu-baseline.sh .carry/base .carry/b 2
-[ -d .carry/c ] && step prefill-ops-c 60 .carry/c .carry/c/tools/prefill-ops 131072 $fast
 exit 0
