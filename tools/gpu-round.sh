@@ -5,10 +5,12 @@
 #   .carry/base  a baseline build (optional: two alternating bench-gpu rounds of each,
 #                tools/gpu-baseline.sh)
 #   .carry/c     a variant's libraries and tools/prefill-ops (optional: per-op prefill times)
-# Steps: the GPU suites without the long V4-Flash ones and without sanitizers (tools/gpu-check),
-# sessions from and into a CUDA context and a CPU context on the 16-core host (session-bench), the end-to-end prefill at 128K in fast
-# numerics (prefill-e2e), per-op prefill times in fast numerics (prefill-ops, 128K), decode in
-# fast numerics (bench-gpu --quick), then the optional steps. Logs in $OUT (default /tmp/o);
+# Steps, most important first: the GPU suites without the long V4-Flash ones and without
+# sanitizers (tools/gpu-check), the end-to-end prefill at 128K in fast numerics (prefill-e2e),
+# sessions from and into a CUDA context, per-op prefill times in fast numerics (prefill-ops,
+# 128K), sessions of a CPU context on the device's host, the optional steps, decode in fast
+# numerics (bench-gpu --quick). SESSION_ROUNDS, BASE_ROUNDS: rounds of those steps. Logs in $OUT
+# (default /tmp/o);
 # PROBE_TGZ=FILE packs them after every step, so a call cut off still returns what finished.
 #   export PROBE_TGZ=$OUT/probe.tgz OUT=/tmp/o; tools/gpu-round.sh
 set -u
