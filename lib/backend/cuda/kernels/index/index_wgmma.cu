@@ -7,7 +7,7 @@
  * over n8 blocks in order, then across the 4 lanes of a row by xor-shuffles). Deterministic, and
  * a query's scores do not depend on the other queries.
  *
- * CTA = 8 queries (their 64 x 128 e4m3 rows in shared memory, 128-byte swizzled) and two
+ * CTA = 16 queries (their 64 x 128 e4m3 rows in shared memory, 128-byte swizzled) and four
  * warpgroups that take alternate key tiles (one cache page of 64 keys each, converted from FP4
  * into their own swizzled buffer; the next tile's codes are fetched into registers meanwhile).
  * Per tile and pair of queries: D[64 keys][128 = 2 x 64 heads] = four wgmma m64n128k32 (keys as
@@ -18,8 +18,8 @@
 namespace ixf {
 namespace {
 
-constexpr int WQ = 8;                 /* queries per CTA */
-constexpr int NWG = 2;                /* warpgroups per CTA, each with its own key tiles */
+constexpr int WQ = 16;                /* queries per CTA */
+constexpr int NWG = 4;                /* warpgroups per CTA, each with its own key tiles */
 constexpr int THREADS = NWG * 128;
 constexpr int HEADS = 64;
 constexpr int QBYTES = HEADS * DIM;   /* one query's rows */
@@ -66,7 +66,7 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
 #endif
 }
 
-__global__ void __launch_bounds__(THREADS, 2) ixw_score(ixf_args a)
+__global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
 {
     extern __shared__ __align__(16) uint8_t sm_raw[];
     uint8_t *sm = (uint8_t *)(((uintptr_t)sm_raw + 1023) & ~(uintptr_t)1023);
