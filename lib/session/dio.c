@@ -101,7 +101,7 @@ void hcs_populate(void *p, size_t n)
 {
     uintptr_t lo = ((uintptr_t)p + HCS_DIO_ALIGN - 1) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
     uintptr_t hi = ((uintptr_t)p + n) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
-    if (hi > lo) madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    if (hi > lo) madvise((char *)p + (lo - (uintptr_t)p), hi - lo, MADV_POPULATE_WRITE);
 }
 
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i) { return &d->units[i]; }

@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include "hybridctx.h"
 
-#define SLAB_ALIGN 4096u
+#define SLAB_ALIGN ((size_t)4096)
 #define SLAB_RUN (4u << 20)
 
 typedef struct slab {
@@ -24,7 +24,10 @@ typedef struct slab {
 } slab;
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static slab **g_slabs; /* sorted by base */
+typedef struct slab_ref {
+    slab *s;
+} slab_ref;                 /* an entry of the registry (a struct, so that its size is not a pointer's) */
+static slab_ref *g_slabs;  /* sorted by base */
 static int g_n, g_cap;
 
 /* Index of the first slab whose base is above p. */
@@ -33,7 +36,7 @@ static int upper(const void *p)
     int lo = 0, hi = g_n;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
-        if ((uintptr_t)g_slabs[mid]->base <= (uintptr_t)p) lo = mid + 1;
+        if ((uintptr_t)g_slabs[mid].s->base <= (uintptr_t)p) lo = mid + 1;
         else hi = mid;
     }
     return lo;
@@ -54,13 +57,16 @@ int hci_slab_alloc(size_t page_bytes, int n, void **out)
     int ok = g_n < g_cap;
     if (!ok) {
         int cap = g_cap ? 2 * g_cap : 64;
-        slab **v = realloc(g_slabs, (size_t)cap * sizeof *v);
-        if ((ok = v != NULL)) g_slabs = v, g_cap = cap;
+        slab_ref *v = realloc(g_slabs, (size_t)cap * sizeof *v);
+        if (v) {
+            g_slabs = v, g_cap = cap;
+            ok = 1;
+        }
     }
     if (ok) {
         int i = upper(s->base);
         for (int k = g_n; k > i; k--) g_slabs[k] = g_slabs[k - 1];
-        g_slabs[i] = s, g_n++;
+        g_slabs[i].s = s, g_n++;
     }
     pthread_mutex_unlock(&g_lock);
     if (!ok) {
@@ -82,7 +88,7 @@ int hci_slab_free(void *p)
 {
     pthread_mutex_lock(&g_lock);
     int i = upper(p) - 1;
-    slab *s = i >= 0 ? g_slabs[i] : NULL;
+    slab *s = i >= 0 ? g_slabs[i].s : NULL;
     if (!s || (uintptr_t)p >= (uintptr_t)s->base + s->len) {
         pthread_mutex_unlock(&g_lock);
         return 0;
