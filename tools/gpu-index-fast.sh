@@ -12,13 +12,7 @@ cd "$(dirname "$0")/.."
 b=${CARRY:-.carry/b}
 export LD_LIBRARY_PATH=$PWD/$b:$PWD/$b/rt:/usr/local/cuda/lib64
 o=${OUT:-/tmp/o}; mkdir -p "$o"
-snap() { [ -n "${PROBE_TGZ:-}" ] && tar czf "$PROBE_TGZ" -C "$o" . 2>/dev/null; return 0; }
-step() { # name, seconds, command...
-    local name="${TAG:-}$1" limit="$2"; shift 2
-    timeout "$limit" "$@" > "$o/$name.log" 2>&1
-    echo "$name rc=$?" | tee -a "$o/summary.txt"
-    snap
-}
+. tools/gpu-steps.sh # step, snap
 fast="gemv_fast index_fast comp_fast"
 [ -n "${SKIP_TESTS:-}" ] || step conformance 60 $b/tests/test_conformance
 [ -n "${SKIP_FLASH:-}" ] || step conform-flash 150 $b/tests/test_conformance flash

@@ -12,13 +12,7 @@ cd "$(dirname "$0")/.." || exit 1
 export LD_LIBRARY_PATH=$PWD/.carry/b:$PWD/.carry/b/rt:/usr/local/cuda/lib64
 o=${OUT:-/tmp/o}; mkdir -p "$o"
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-snap() { [ -n "${PROBE_TGZ:-}" ] && tar czf "$PROBE_TGZ" -C "$o" . 2>/dev/null; return 0; }
-step() { # name, seconds, command...
-    local name="$1" limit="$2"; shift 2
-    timeout "$limit" "$@" > "$o/$name.log" 2>&1
-    echo "$name rc=$?" | tee -a "$o/summary.txt"
-    snap
-}
+. tools/gpu-steps.sh # step, snap
 e2e() { # tokens, seconds
     step "prefill-e2e-$1" "$2" .carry/b/tools/prefill-e2e --tokens "$1" --chunk "${CHUNK:-2048}" \
         --json "$o/prefill-e2e-$1.json" --commit "$commit"

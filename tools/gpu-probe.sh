@@ -13,9 +13,7 @@ cd "$(dirname "$0")/.."
 rt=$PWD/.carry/b/rt:/usr/local/cuda/lib64
 o=${OUT:-/tmp/o}; mkdir -p "$o"
 short=${PROBE_SHORT:-}
-# PROBE_TGZ=FILE: the logs so far are packed there after every step, so that a call cut off by
-# its time limit still returns what finished (files under the device's $OUT come back)
-snap() { [ -n "${PROBE_TGZ:-}" ] && tar czf "$PROBE_TGZ" -C "$o" . 2>/dev/null; return 0; }
+. tools/gpu-steps.sh # step, snap; PROBE_TGZ=FILE packs the logs after every step
 prefill_round() { # round number
     for s in base b; do
         echo "== $s $1" >> "$o/prefill-ops.log"
@@ -23,12 +21,7 @@ prefill_round() { # round number
     done
     snap
 }
-step() { # name, seconds, command...: its output in $o/<name>.log, its status in summary.txt
-    local name="$1" limit="$2"; shift 2
-    LD_LIBRARY_PATH=$PWD/.carry/b:$rt timeout "$limit" "$@" > "$o/$name.log" 2>&1
-    echo "$name rc=$?" >> "$o/summary.txt"
-    snap
-}
+export LD_LIBRARY_PATH=$PWD/.carry/b:$rt # the steps run the build under test
 prefill_round 1
 skip="racecheck memcheck bench"
 [ -n "$short" ] && skip="$skip gpu-tiny golden-cuda gpu-flash conformance"

@@ -19,23 +19,21 @@ o=${OUT:-/tmp/o}; mkdir -p "$o"
 rt=$PWD/.carry/b/rt:/usr/local/cuda/lib64
 commit=$(cat .carry/commit 2>/dev/null || echo unknown)
 fast="gemv_fast index_fast comp_fast"
-snap() { [ -n "${PROBE_TGZ:-}" ] && tar czf "$PROBE_TGZ" -C "$o" . 2>/dev/null; return 0; }
-step() { # name, seconds, build dir, command...: output in $o/<name>.log, status in summary.txt
-    local name="$1" limit="$2" dir="$3"; shift 3
-    local t0=$SECONDS
-    LD_LIBRARY_PATH=$PWD/$dir:$rt timeout -k 5 "$limit" "$@" > "$o/$name.log" 2>&1
-    echo "$name rc=$? $((SECONDS - t0))s" | tee -a "$o/summary.txt"
-    snap
+. tools/gpu-steps.sh # step, snap
+bstep() { # name, seconds, build dir, command...: a step that runs against that build's libraries
+    local name="$1" limit="$2" dir="$3"
+    shift 3
+    step "$name" "$limit" env LD_LIBRARY_PATH="$PWD/$dir:$rt" "$@"
 }
-step gpu-check 120 .carry/b env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench" \
+bstep gpu-check 120 .carry/b env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench" \
     tools/gpu-check .carry/b
-step prefill-e2e 120 .carry/b .carry/b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" \
+bstep prefill-e2e 120 .carry/b .carry/b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" \
     --commit "$commit"
-step session-cuda 60 .carry/b .carry/b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
-step prefill-ops 60 .carry/b .carry/b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops.json
-step session-cpu 90 .carry/b .carry/b/tools/session-bench --dir /tmp --rounds "${SESSION_ROUNDS:-3}" --no-zstd
-[ -d .carry/base ] && step baseline 150 .carry/b env OUT="$o/baseline" tools/gpu-baseline.sh .carry/base .carry/b "${BASE_ROUNDS:-2}"
-[ -d .carry/c ] && step prefill-ops-c 60 .carry/c .carry/c/tools/prefill-ops 131072 $fast
-step bench-fast 90 .carry/b .carry/b/tools/bench-gpu --quick $(printf -- '--option %s=1 ' $fast) \
+bstep session-cuda 60 .carry/b .carry/b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
+bstep prefill-ops 60 .carry/b .carry/b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops.json
+bstep session-cpu 90 .carry/b .carry/b/tools/session-bench --dir /tmp --rounds "${SESSION_ROUNDS:-3}" --no-zstd
+[ -d .carry/base ] && bstep baseline 150 .carry/b env OUT="$o/baseline" tools/gpu-baseline.sh .carry/base .carry/b "${BASE_ROUNDS:-2}"
+[ -d .carry/c ] && bstep prefill-ops-c 60 .carry/c .carry/c/tools/prefill-ops 131072 $fast
+bstep bench-fast 90 .carry/b .carry/b/tools/bench-gpu --quick $(printf -- '--option %s=1 ' $fast) \
     --json "$o/bench-fast.json" --commit "$commit" --out "$o/bench-fast.md"
 exit 0
