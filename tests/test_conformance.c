@@ -28,7 +28,7 @@ typedef struct candidate {
     int backend, n_threads, max_chunk;
     int bitwise;           /* every result bitwise equal to the CPU's */
     double proj, out, att; /* otherwise: rel L2 bounds of the projections, out_path, attend */
-    const char *options[3]; /* backend options set to 1 (hc_x_ctx_set_option) */
+    const char *options[4]; /* backend options set to 1 (hc_x_ctx_set_option) */
     int batch_invariant;    /* check that a token's projections do not depend on the call's others */
     double topk_overlap;    /* 0: top-k sets bitwise equal; else the least mean share of equal picks
                              * (fast scores), the picks then also deterministic and batch-invariant */
@@ -44,7 +44,7 @@ static const candidate candidates[] = {
     /* the fast GEMVs take the 64-token pieces: also checked for batch invariance */
     {"cuda (gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}, 1, 0, 0},
     /* fast numerics (what HC_NUMERICS_FAST sets): the docs/golden.md share of equal top-k sets */
-    {"cuda (fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast", "index_fast", "comp_fast"}, 1, 0.95,
+    {"cuda (fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast", "index_fast", "comp_fast", "attend_fast"}, 1, 0.95,
      1e-2},
 };
 
@@ -289,7 +289,7 @@ static void conform(const candidate *k)
     int IH = cfg->index_n_heads, ID = cfg->index_head_dim, n = 64;
     int64_t T = g_tokens, pos0 = T - n;
     hc_ctx *ca = make(m, HC_BACKEND_CPU, 0, 512), *cb = make(m, k->backend, k->n_threads, k->max_chunk);
-    for (int i = 0; i < 3 && k->options[i]; i++)
+    for (int i = 0; i < 4 && k->options[i]; i++)
         ck_assert_msg(hc_x_ctx_set_option(cb, k->options[i], 1) == HC_OK, "%s", hc_ctx_last_error(cb));
     /* the CPU backend has no options; unknown names and bad values are refused */
     ck_assert_int_eq(hc_x_ctx_set_option(ca, "attend_simple", 1), HC_ERR_UNSUPPORTED);

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 o=${OUT:-/tmp/o}; mkdir -p "$o"
 rt=$PWD/.carry/b/rt:/usr/local/cuda/lib64
 commit=$(cat .carry/commit 2>/dev/null || echo unknown)
-fast="gemv_fast index_fast comp_fast"
+fast="gemv_fast index_fast comp_fast attend_fast"
 . tools/gpu-steps.sh # step, snap
 bstep() { # name, seconds, build dir, command...: a step that runs against that build's libraries
     local name="$1" limit="$2" dir="$3"

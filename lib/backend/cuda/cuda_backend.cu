@@ -43,6 +43,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"fp8_gemm_cublaslt", offsetof(hci_cu_options, fp8_gemm_cublaslt)},
         {"index_exact_only", offsetof(hci_cu_options, index_exact_only)},
         {"attend_simple", offsetof(hci_cu_options, attend_simple)},
+        {"attend_fast", offsetof(hci_cu_options, attend_fast)},
         {"gemv_fast", offsetof(hci_cu_options, gemv_fast)},
         {"index_fast", offsetof(hci_cu_options, index_fast)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
@@ -165,10 +166,17 @@ static int cu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
     return HC_OK;
 }
 
+/* The attention kernel the options choose (kernels/attend/attend.h). */
+static int attend_path(hci_backend *be)
+{
+    const hci_cu_options &o = hci_cu(be)->opt;
+    return o.attend_simple ? HCI_AT_SIMPLE : (o.attend_fast ? HCI_AT_FAST : HCI_AT_MMA);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * scratch: one buffer, sized in the preflight for the largest need of any op of the call
  * ------------------------------------------------------------------------------------------- */
-static size_t need_scratch(const hci_backend *be, int layer, int n, int64_t end_pos)
+static size_t need_scratch(hci_backend *be, int layer, int n, int64_t end_pos)
 {
     const hci_config *c = &be->model->cfg;
     int ratio = c->ratios[layer];
@@ -189,7 +197,7 @@ static size_t need_scratch(const hci_backend *be, int layer, int n, int64_t end_
         if (sel > idx) idx = sel;
     }
     int64_t row = c->window + (ratio == 4 ? c->index_topk : (ratio ? end_pos / ratio : 0));
-    size_t att = hci_cu_attend_scratch_bytes(n, c->n_heads, c->head_dim, row);
+    size_t att = hci_cu_attend_scratch_bytes(n, c->n_heads, c->head_dim, row, attend_path(be));
     size_t need = io;
     size_t parts[] = {lin, comp, idx, att};
     for (size_t p : parts)
@@ -400,7 +408,7 @@ static int cu_attend(hci_backend *be, int layer, const hci_layer_cache *lc, int 
         a.comp = (uint8_t *const *)lc->comp.entries.dev_table;
     }
     a.sel = sel, a.sink = lw(be, layer).attn_sink, a.o = o;
-    KTRY(be, hci_cu_attend(cu->stream, &a, cu->scratch, cu->opt.attend_simple));
+    KTRY(be, hci_cu_attend(cu->stream, &a, cu->scratch, attend_path(be)));
     return HC_OK;
 }
 
@@ -522,7 +530,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     be->max_chunk = ((a->max_chunk > 0 ? a->max_chunk : 2048) + 15) & ~15;
     /* DEFAULT is EXACT until the fast kernels cover decode and prefill (hybridctx.h) */
     be->numerics = a->numerics == HC_NUMERICS_FAST ? HC_NUMERICS_FAST : HC_NUMERICS_EXACT;
-    cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = be->numerics == HC_NUMERICS_FAST;
+    cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;

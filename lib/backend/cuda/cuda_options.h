@@ -37,6 +37,11 @@ typedef struct hci_cu_options {
      * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so
      * deterministic and batch-invariant; not the CPU's bits. Set by HC_NUMERICS_FAST. */
     int comp_fast;
+    /* Attention for head_dim 512 in groups of 64 heads on Hopper's wgmma (kernels/attend/
+     * attend_wgmma.cu): all heads of a query share each dequantised block of entries; exp2 in
+     * the log2 domain, fixed row splits for pieces of up to 4 queries. Within rounding of the
+     * mma.sync kernel, deterministic and batch-invariant. Set by HC_NUMERICS_FAST. */
+    int attend_fast;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */

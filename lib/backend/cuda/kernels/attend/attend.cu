@@ -35,62 +35,12 @@
 #include "../common.cuh"
 #include "attend.h"
 #include "config.h"
+#include "attend_rows.cuh"
 
 namespace {
+using namespace hci_at;
 
 /* ---------------------------------------------------------------- entries */
-
-struct at_desc {
-    const uint8_t *data;   /* the entry's values: bf16 row, or e4m3 codes then bf16 rope */
-    const uint8_t *scales; /* ue8m0 exponents (fp8 entries) */
-    int kind;              /* 0 padding, 1 bf16, 2 fp8 ring (win_l), 3 fp8 compressed (comp_l) */
-    int pad;
-};
-
-/* Entries of query i's row and the row length. */
-__device__ __forceinline__ int64_t at_ncomp(const hci_cu_attn_args &a, int64_t t)
-{
-    return a.ratio == 4 ? a.K : (a.ratio ? (t + 1) / a.ratio : 0);
-}
-
-__device__ at_desc at_resolve(const hci_cu_attn_args &a, int i, int64_t t, int64_t u, int64_t ncomp)
-{
-    at_desc e = {nullptr, nullptr, 0, 0};
-    int W = a.window;
-    const hci_entry_layout *l;
-    const uint8_t *page;
-    int slot;
-    if (u < W) {
-        int64_t first = t - W + 1 > 0 ? t - W + 1 : 0, p = first + u;
-        if (p > t) return e;
-        if (p >= a.pos0) {
-            e.data = (const uint8_t *)(a.kv + (size_t)(p - a.pos0) * a.d);
-            e.kind = 1;
-            return e;
-        }
-        int64_t s = p % W;
-        l = &a.win_l;
-        page = a.ring[s / HCI_PAGE_ENTRIES];
-        slot = (int)(s % HCI_PAGE_ENTRIES);
-        e.kind = l->fmt == HCI_FMT_BF16 ? 1 : 2;
-    } else {
-        int64_t c = u - W, j;
-        if (c >= ncomp) return e;
-        if (a.ratio == 4) {
-            j = a.sel[(size_t)i * a.K + c];
-            if (j < 0) return e;
-        } else {
-            j = c;
-        }
-        l = &a.comp_l;
-        page = a.comp[j / HCI_PAGE_ENTRIES];
-        slot = (int)(j % HCI_PAGE_ENTRIES);
-        e.kind = l->fmt == HCI_FMT_BF16 ? 1 : 3;
-    }
-    e.data = page + (size_t)slot * l->data_bytes;
-    e.scales = page + (size_t)HCI_PAGE_ENTRIES * l->data_bytes + (size_t)slot * l->scale_bytes;
-    return e;
-}
 
 /* One entry -> d bf16 values in shared memory (row dst), by one warp. Padding gives zeros, so
  * that P = 0 times the row stays 0 in the P.V product. */
@@ -164,30 +114,6 @@ __device__ int at_fetch_block(const hci_cu_attn_args &a, int i, int64_t t, int64
     __syncthreads();
     return nvalid;
 }
-
-/* Rows of the split: blocks [b0, b1) of query i's row. */
-struct at_range {
-    int64_t t, ncomp, len, b0, b1;
-};
-
-__device__ __forceinline__ at_range at_split_range(const hci_cu_attn_args &a, int i, int s, int bps)
-{
-    at_range r;
-    r.t = a.pos0 + i;
-    r.ncomp = at_ncomp(a, r.t);
-    r.len = a.window + r.ncomp;
-    int64_t nblk = (r.len + AT_BLK - 1) / AT_BLK;
-    r.b0 = (int64_t)s * bps;
-    r.b1 = r.b0 + bps < nblk ? r.b0 + bps : nblk;
-    return r;
-}
-
-struct at_out {
-    int S;          /* splits; 1 writes o directly */
-    int bps;        /* blocks per split */
-    float *pm, *pl; /* [S][n][H] */
-    float *pacc;    /* [S][n][H][d] */
-};
 
 /* ---------------------------------------------------------------- tensor-core path */
 
@@ -536,6 +462,18 @@ int at_splits(int n, int H, int64_t max_row)
     return s < 1 ? 1 : (int)s;
 }
 
+/* Fast path: a fixed number of blocks per split for pieces of up to AT_FAST_SPLIT_N queries
+ * (decode and batched decode: at most AT_FAST_MAX_SPLIT splits, of at least AT_MIN_BLKS blocks),
+ * none for larger pieces, which fill the GPU with one CTA per (query, head group). */
+int at_fast_splits(int n, int64_t max_row)
+{
+    int64_t nblk = (max_row + AT_BLK - 1) / AT_BLK;
+    if (n > AT_FAST_SPLIT_N || nblk < 2 * AT_MIN_BLKS) return 1;
+    int64_t bps = (nblk + AT_FAST_MAX_SPLIT - 1) / AT_FAST_MAX_SPLIT;
+    if (bps < AT_MIN_BLKS) bps = AT_MIN_BLKS;
+    return (int)((nblk + bps - 1) / bps);
+}
+
 template <int NT>
 int at_launch_mma(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, dim3 grid)
 {
@@ -551,19 +489,25 @@ int at_launch_mma(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, 
 
 /* The split count falls as n grows, so the bytes are the maximum over every piece size n' <= n
  * (the engine's last piece of a call can be smaller than the size it reserved for). */
-size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row)
+size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int path)
 {
     size_t need = 256;
-    for (int m = 1; m <= n && (int64_t)m * ((H + AT_HG - 1) / AT_HG) < AT_TARGET_CTAS; m++) {
-        int S = at_splits(m, H, max_row);
+    for (int m = 1; m <= n; m++) {
+        int S = path == HCI_AT_FAST ? at_fast_splits(m, max_row) : at_splits(m, H, max_row);
+        if (path == HCI_AT_FAST ? m > AT_FAST_SPLIT_N : (int64_t)m * ((H + AT_HG - 1) / AT_HG) >= AT_TARGET_CTAS) break;
         if (S <= 1) continue;
         size_t rows = (size_t)S * m * H, b = 2 * hci_align256(rows * 4) + hci_align256(rows * (size_t)d * 4);
         if (b > need) need = b;
     }
+    /* the fast path falls back to the others where it does not apply */
+    if (path == HCI_AT_FAST) {
+        size_t other = hci_cu_attend_scratch_bytes(n, H, d, max_row, HCI_AT_MMA);
+        if (other > need) need = other;
+    }
     return need;
 }
 
-int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int simple_only)
+int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int path)
 {
     if (!a) return HC_ERR_NULL_ARG;
     if (a->n <= 0) return HC_OK;
@@ -576,7 +520,8 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int 
     /* no compressed entry exists before the first block closes: the table may be empty then */
     if (a->ratio && (a->pos0 + a->n) / a->ratio > 0 && !a->comp) return HC_ERR_NULL_ARG;
     int64_t max_row = a->window + ncomp_max;
-    int S = at_splits(a->n, a->H, max_row);
+    const bool fast = path == HCI_AT_FAST && at_fast_ok(*a);
+    int S = fast ? at_fast_splits(a->n, max_row) : at_splits(a->n, a->H, max_row);
     if (S > 1 && !scratch) return HC_ERR_NULL_ARG;
     int64_t nblk = (max_row + AT_BLK - 1) / AT_BLK;
     at_out out;
@@ -590,8 +535,10 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int 
         out.pacc = (float *)((uint8_t *)scratch + 2 * hci_align256(rows * 4));
     }
     int d = a->d, st = HC_OK;
-    int mma_ok = !simple_only && (d == 64 || d == 128 || d == 256 || d == 512);
-    if (mma_ok) {
+    int mma_ok = path != HCI_AT_SIMPLE && (d == 64 || d == 128 || d == 256 || d == 512);
+    if (fast) {
+        st = at_fast_launch(s, *a, out);
+    } else if (mma_ok) {
         dim3 grid(out.S, (a->H + AT_HG - 1) / AT_HG, a->n);
         switch (d) {
         case 64: st = at_launch_mma<2>(s, *a, out, grid); break;

@@ -28,13 +28,19 @@ struct hci_cu_attn_args {
     const float *sink;       /* [H] */
     uint16_t *o;             /* [n][H][d] bf16 out */
 };
-/* Scratch bytes of hci_cu_attend for pieces of up to n queries with rows of up to max_row entries. */
-size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row);
+/* Kernels of hci_cu_attend. FAST falls back to MMA where it does not apply (d != 512, heads not
+ * in groups of 64, other entry layouts, not sm_90). */
+enum { HCI_AT_MMA = 0, HCI_AT_SIMPLE = 1, HCI_AT_FAST = 2 };
+/* Scratch bytes of hci_cu_attend for pieces of up to n queries with rows of up to max_row entries
+ * on the given path. */
+size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int path);
 /* Query t's index row: W window slots (positions max(0,t-W+1)..t ascending, then -1), then the
  * compressed part (sel row, or entries 0..(t+1)/128-1); o = softmax over the row with the
- * per-head sink in the denominator, times the entries (as in docs/numerics.md). The tensor-core
- * kernel runs for d in {64, 128, 256, 512}, the fp32 FMA kernel for any other d, or for every d
- * with simple_only (a cross-check; the two agree within rounding). */
-int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int simple_only);
+ * per-head sink in the denominator, times the entries (as in docs/numerics.md). MMA: the
+ * mma.sync kernel for d in {64, 128, 256, 512}, the fp32 FMA kernel for any other d; SIMPLE: the
+ * fp32 kernel for every d (a cross-check; the two agree within rounding); FAST: the wgmma kernel
+ * (attend_wgmma.cu), whose row splits depend only on the row and the piece size class, so that
+ * a decode row's output does not depend on its batch. */
+int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int path);
 
 #endif

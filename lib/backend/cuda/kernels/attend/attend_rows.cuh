@@ -1,0 +1,95 @@
+/* attend/attend_rows.cuh - what the attention kernels share (attend.cu: mma.sync and fp32 paths,
+ * attend_wgmma.cu: the fast path): a query's index row (window slots, then the compressed
+ * part) resolved entry by entry, the blocks of a split, and where split partials go. */
+#ifndef HCI_KERNELS_ATTEND_ROWS_CUH
+#define HCI_KERNELS_ATTEND_ROWS_CUH
+#include <stdint.h>
+#include "attend.h"
+#include "config.h"
+
+namespace hci_at {
+
+struct at_desc {
+    const uint8_t *data;   /* the entry's values: bf16 row, or e4m3 codes then bf16 rope */
+    const uint8_t *scales; /* ue8m0 exponents (fp8 entries) */
+    int kind;              /* 0 padding, 1 bf16, 2 fp8 ring (win_l), 3 fp8 compressed (comp_l) */
+    int pad;
+};
+
+/* Entries of query i's row and the row length. */
+__device__ __forceinline__ int64_t at_ncomp(const hci_cu_attn_args &a, int64_t t)
+{
+    return a.ratio == 4 ? a.K : (a.ratio ? (t + 1) / a.ratio : 0);
+}
+
+__device__ __forceinline__ at_desc at_resolve(const hci_cu_attn_args &a, int i, int64_t t, int64_t u, int64_t ncomp)
+{
+    at_desc e = {nullptr, nullptr, 0, 0};
+    int W = a.window;
+    const hci_entry_layout *l;
+    const uint8_t *page;
+    int slot;
+    if (u < W) {
+        int64_t first = t - W + 1 > 0 ? t - W + 1 : 0, p = first + u;
+        if (p > t) return e;
+        if (p >= a.pos0) {
+            e.data = (const uint8_t *)(a.kv + (size_t)(p - a.pos0) * a.d);
+            e.kind = 1;
+            return e;
+        }
+        int64_t s = p % W;
+        l = &a.win_l;
+        page = a.ring[s / HCI_PAGE_ENTRIES];
+        slot = (int)(s % HCI_PAGE_ENTRIES);
+        e.kind = l->fmt == HCI_FMT_BF16 ? 1 : 2;
+    } else {
+        int64_t c = u - W, j;
+        if (c >= ncomp) return e;
+        if (a.ratio == 4) {
+            j = a.sel[(size_t)i * a.K + c];
+            if (j < 0) return e;
+        } else {
+            j = c;
+        }
+        l = &a.comp_l;
+        page = a.comp[j / HCI_PAGE_ENTRIES];
+        slot = (int)(j % HCI_PAGE_ENTRIES);
+        e.kind = l->fmt == HCI_FMT_BF16 ? 1 : 3;
+    }
+    e.data = page + (size_t)slot * l->data_bytes;
+    e.scales = page + (size_t)HCI_PAGE_ENTRIES * l->data_bytes + (size_t)slot * l->scale_bytes;
+    return e;
+}
+
+/* Rows of the split: blocks [b0, b1) of query i's row. */
+struct at_range {
+    int64_t t, ncomp, len, b0, b1;
+};
+
+__device__ __forceinline__ at_range at_split_range(const hci_cu_attn_args &a, int i, int s, int bps)
+{
+    at_range r;
+    r.t = a.pos0 + i;
+    r.ncomp = at_ncomp(a, r.t);
+    r.len = a.window + r.ncomp;
+    int64_t nblk = (r.len + AT_BLK - 1) / AT_BLK;
+    r.b0 = (int64_t)s * bps;
+    r.b1 = r.b0 + bps < nblk ? r.b0 + bps : nblk;
+    return r;
+}
+
+struct at_out {
+    int S;          /* splits; 1 writes o directly */
+    int bps;        /* blocks per split */
+    float *pm, *pl; /* [S][n][H] */
+    float *pacc;    /* [S][n][H][d] */
+};
+
+/* The fast path (attend_wgmma.cu): d = 512, 64-head groups, Hopper. at_fast_ok says whether it
+ * takes these arguments on the current device; at_fast_launch runs it (HC_OK or HC_ERR_CUDA). */
+bool at_fast_ok(const hci_cu_attn_args &a);
+int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out);
+
+} // namespace hci_at
+
+#endif

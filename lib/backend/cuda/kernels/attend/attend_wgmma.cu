@@ -1,0 +1,378 @@
+/* attend_wgmma.cu - the fast attention (option attend_fast, set by HC_NUMERICS_FAST) for
+ * head_dim 512 and groups of 64 heads on Hopper's wgmma: all 64 heads of a query in one CTA,
+ * sharing each dequantised block of entries (the structure of FlashMLA's sparse kernels).
+ *
+ * CTA = (query, 64-head group, split of the row), three warpgroups:
+ *   - a producer warpgroup resolves a block of 64 entries of the index row (attend_rows.cuh),
+ *     loads them and writes them as bf16 (e4m3 x ue8m0 dequantised, rope copied) into one of
+ *     two 64 KB stages, 128-byte swizzled (rows = entries, eight 64-dim column tiles);
+ *   - two consumer warpgroups own the same 64 rows (heads) and one half of the 512 output
+ *     columns each (64 x 256 fp32 accumulators). Per block, each computes S over its half of
+ *     the dims (wgmma m64n64k16, Q and the block both K-major in shared memory), the two halves
+ *     are swapped through shared memory and added (a + b == b + a: both hold the same S), both
+ *     run the same online softmax (log2 domain, masked entries -inf), and each adds P.V for its
+ *     columns (wgmma m64n256k16, P from registers, the block read MN-major as V).
+ * Stage hand-off by named barriers (FULL: producer arrives, consumers wait; EMPTY: the reverse).
+ *
+ * Numerics (fast mode): fp32 tensor-core sums, p = exp2 of the scaled logit (ex2.approx),
+ * rounded to bf16 for P.V, l from the unrounded p, the sink in the final denominator as in
+ * attend.cu. Deterministic, and a query's output depends only on its own row and split. */
+#include <math.h>
+#include <stdint.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include "../common.cuh"
+#include "attend.h"
+#include "attend_rows.cuh"
+
+namespace hci_at {
+namespace {
+
+constexpr int D = 512;               /* head_dim taken */
+constexpr int HG = 64;               /* heads per CTA */
+constexpr int QD = 448;              /* e4m3 part of an fp8 entry; then 64 bf16 rope values */
+constexpr int THREADS = 384;         /* consumer warpgroups 0 and 1, producer warpgroup 2 */
+constexpr int TILE = AT_BLK * 128;   /* one 64-dim column tile of a block (or of Q): 8 KB */
+constexpr int STAGE = 8 * TILE;      /* a block of 64 entries x 512 bf16 */
+constexpr int OFF_KV = 8 * TILE;     /* Q first (64 heads x 512 bf16) */
+constexpr int OFF_XS = OFF_KV + 2 * STAGE;
+constexpr int OFF_VALID = OFF_XS + 2 * 64 * 64 * 4;
+constexpr unsigned SMEM = OFF_VALID + 2 * AT_BLK + 1024; /* + alignment of the base to 1024 */
+constexpr float LOG2E = 1.4426950408889634f;
+constexpr int REGS_C = 216, REGS_P = 72; /* per thread after setmaxnreg: consumers, producer */
+static_assert(256 * REGS_C + 128 * REGS_P <= 65536 / THREADS / 8 * 8 * THREADS, "the register file holds both roles");
+enum { BAR_FULL = 1, BAR_EMPTY = 3, BAR_EXCH = 5 }; /* + stage; 0 is __syncthreads */
+
+/* Byte offset of 16-byte piece c (of 64) of row r in a tile set (the 128-byte swizzle of wgmma:
+ * piece index XOR row mod 8 within each 64-dim column tile). */
+__device__ __forceinline__ uint32_t sw_off(int r, int c) { return (uint32_t)((c >> 3) * TILE + r * 128 + (((c & 7) ^ (r & 7)) << 4)); }
+
+/* Shared-memory matrix descriptors, 128-byte swizzle, 8-row groups 1024 bytes apart:
+ * K-major (Q, and the block as the keys) and MN-major (the block as V, 64-dim tiles TILE apart). */
+__device__ __forceinline__ uint64_t desc_k(uint32_t a)
+{
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+__device__ __forceinline__ uint64_t desc_mn(uint32_t a)
+{
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(TILE >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+
+__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void async_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162_raw b = __floats2bfloat162_rn(lo, hi);
+    return (uint32_t)b.x | ((uint32_t)b.y << 16);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void regs_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N> __device__ __forceinline__ void regs_free() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+
+#define AT_F8(b) "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
+
+/* d (+)= Q.K^T for 64 rows x 64 entries x 16 dims, both operands K-major in shared memory. */
+__device__ __forceinline__ void mma_qk(float (&d)[32], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, "
+                 "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : AT_F8(0), AT_F8(8), AT_F8(16), AT_F8(24)
+                 : "l"(da), "l"(db), "r"(acc));
+}
+
+/* d += P.V for 64 rows x 256 columns x 16 entries: P from registers (the A fragment), V the
+ * block read MN-major (columns contiguous). */
+__device__ __forceinline__ void mma_pv(float (&d)[128], const uint32_t (&p)[4], uint64_t db)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, "
+                 "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
+                 "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "
+                 "%59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, "
+                 "%78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, "
+                 "%97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, "
+                 "%113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+                 "{%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
+                 : AT_F8(0), AT_F8(8), AT_F8(16), AT_F8(24), AT_F8(32), AT_F8(40), AT_F8(48), AT_F8(56), AT_F8(64),
+                   AT_F8(72), AT_F8(80), AT_F8(88), AT_F8(96), AT_F8(104), AT_F8(112), AT_F8(120)
+                 : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(db), "r"(1));
+}
+#undef AT_F8
+#else /* the compute_90 PTX of the build: never run (at_fast_ok checks the device) */
+__device__ __forceinline__ void wg_fence() {}
+__device__ __forceinline__ void wg_commit() {}
+__device__ __forceinline__ void wg_wait0() {}
+template <int N> __device__ __forceinline__ void regs_alloc() {}
+template <int N> __device__ __forceinline__ void regs_free() {}
+__device__ __forceinline__ void mma_qk(float (&)[32], uint64_t, uint64_t, int) { __trap(); }
+__device__ __forceinline__ void mma_pv(float (&)[128], const uint32_t (&)[4], uint64_t) { __trap(); }
+#endif
+
+/* 16 e4m3 codes times 2^(byte - 127) -> 16 bf16 (exact: e4m3 values times a power of two). */
+__device__ __forceinline__ void dequant16(const uint4 &c, int byte, uint4 &lo, uint4 &hi)
+{
+    const float s = hci_pow2(byte - 127);
+    const uint32_t w[4] = {c.x, c.y, c.z, c.w};
+    uint32_t out[8];
+#pragma unroll
+    for (int z = 0; z < 8; z++) {
+        __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w[z >> 1] >> (16 * (z & 1))), __NV_E4M3);
+        float2 f = __half22float2(__half2(hr));
+        out[z] = pack_bf16(f.x * s, f.y * s);
+    }
+    lo = make_uint4(out[0], out[1], out[2], out[3]);
+    hi = make_uint4(out[4], out[5], out[6], out[7]);
+}
+
+/* Producer: block b of the split into stage b % 2. Lane (warp w, lane) takes entries
+ * e = 8 (w + 4 h) + lane / 4 (h = 0, 1) and, for each 64-dim tile c, dims 64 c + 16 (lane % 4)
+ * .. + 15, so that a store instruction covers 8 rows x 4 pieces: no bank conflicts. */
+__device__ void produce(const hci_cu_attn_args &a, int i, const at_range &rg, uint8_t *sm, int wt)
+{
+    const int w = wt >> 5, lane = wt & 31, ps = lane & 3;
+    const int nb = (int)(rg.b1 - rg.b0);
+    for (int b = 0; b < nb; b++) {
+        const int st = b & 1;
+        if (b >= 2) bar_sync(BAR_EMPTY + st, THREADS);
+        uint8_t *kv = sm + OFF_KV + st * STAGE;
+        const int64_t u0 = (rg.b0 + b) * AT_BLK;
+#pragma unroll 1
+        for (int h = 0; h < 2; h++) {
+            const int e = 8 * (w + 4 * h) + (lane >> 2);
+            at_desc d = {nullptr, nullptr, 0, 0};
+            if (u0 + e < rg.len) d = at_resolve(a, i, rg.t, u0 + e, rg.ncomp);
+            if (ps == 0) sm[OFF_VALID + st * AT_BLK + e] = d.kind != 0;
+#pragma unroll 1
+            for (int c0 = 0; c0 < 8; c0 += 4) { /* two rounds of 4 tiles: the loads of a round in flight together */
+                uint4 r[4][2];
+                int sb[4];
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int c = c0 + k, p = 4 * c + ps; /* dims 16 p .. 16 p + 15 */
+                    r[k][0] = r[k][1] = make_uint4(0, 0, 0, 0);
+                    sb[k] = 0;
+                    if (d.kind == 1) {
+                        r[k][0] = __ldg((const uint4 *)(d.data + 32 * p));
+                        r[k][1] = __ldg((const uint4 *)(d.data + 32 * p + 16));
+                    } else if (d.kind >= 2) {
+                        if (c < 7) {
+                            r[k][0] = __ldg((const uint4 *)(d.data + 16 * p));
+                            sb[k] = d.scales[c];
+                        } else {
+                            r[k][0] = __ldg((const uint4 *)(d.data + QD + 32 * ps));
+                            r[k][1] = __ldg((const uint4 *)(d.data + QD + 32 * ps + 16));
+                        }
+                    }
+                }
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int c = c0 + k;
+                    uint4 lo = r[k][0], hi = r[k][1];
+                    if (d.kind >= 2 && c < 7) dequant16(r[k][0], sb[k], lo, hi);
+                    *(uint4 *)(kv + sw_off(e, 8 * c + 2 * ps)) = lo;
+                    *(uint4 *)(kv + sw_off(e, 8 * c + 2 * ps + 1)) = hi;
+                }
+            }
+        }
+        async_fence(); /* the generic-proxy stores, before the consumers' wgmma reads them */
+        bar_arrive(BAR_FULL + st, THREADS);
+    }
+}
+
+/* Consumer warpgroup w: rows (heads) 16 wi + g and + 8 of its warp, columns 256 w + 8 j + 2 t, +1. */
+__device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int h0, int s, const at_range &rg,
+                        uint8_t *sm, int w, int wt)
+{
+    const int wi = wt >> 5, lane = wt & 31, g = lane >> 2, t = lane & 3;
+    const int nb = (int)(rg.b1 - rg.b0);
+    const float c2 = a.scale * LOG2E;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(sm);
+    float o[128];
+#pragma unroll
+    for (int x = 0; x < 128; x++) o[x] = 0.0f;
+    float m2[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float4 *xs_mine = (float4 *)(sm + OFF_XS + w * 16384), *xs_other = (float4 *)(sm + OFF_XS + (1 - w) * 16384);
+
+    for (int b = 0; b < nb; b++) {
+        const int st = b & 1;
+        bar_sync(BAR_FULL + st, THREADS);
+        const uint32_t kvs = sbase + OFF_KV + st * STAGE;
+        /* S over this warpgroup's dims 256 w .. 256 w + 255: tiles 4w .. 4w+3, k16 steps of 32 bytes */
+        float sc[32];
+        {
+            const uint64_t dq = desc_k(sbase + 4 * w * TILE), dk = desc_k(kvs + 4 * w * TILE);
+#pragma unroll
+            for (int x = 0; x < 32; x++) reg_fence(sc[x]);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 16; kk++) {
+                const uint64_t off = (uint64_t)(((kk >> 2) * TILE + (kk & 3) * 32) >> 4);
+                mma_qk(sc, dq + off, dk + off, kk);
+            }
+            wg_commit();
+            wg_wait0();
+#pragma unroll
+            for (int x = 0; x < 32; x++) reg_fence(sc[x]);
+        }
+        /* swap halves: fragment x of thread wt at float4 (x / 4) * 128 + wt */
+#pragma unroll
+        for (int x = 0; x < 8; x++) xs_mine[x * 128 + wt] = make_float4(sc[4 * x], sc[4 * x + 1], sc[4 * x + 2], sc[4 * x + 3]);
+        bar_sync(BAR_EXCH, 256);
+#pragma unroll
+        for (int x = 0; x < 8; x++) {
+            const float4 v = xs_other[x * 128 + wt];
+            sc[4 * x] += v.x, sc[4 * x + 1] += v.y, sc[4 * x + 2] += v.z, sc[4 * x + 3] += v.w;
+        }
+        /* online softmax in the log2 domain; sc[4j + 2r + k]: row r (g, g + 8), entry 8 j + 2 t + k */
+        const uint8_t *valid = sm + OFF_VALID + st * AT_BLK;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const bool v0 = valid[8 * j + 2 * t], v1 = valid[8 * j + 2 * t + 1];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                sc[4 * j + 2 * r] = v0 ? sc[4 * j + 2 * r] * c2 : -INFINITY;
+                sc[4 * j + 2 * r + 1] = v1 ? sc[4 * j + 2 * r + 1] * c2 : -INFINITY;
+                mx[r] = fmaxf(mx[r], fmaxf(sc[4 * j + 2 * r], sc[4 * j + 2 * r + 1]));
+            }
+        }
+        float alpha[2], base[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            const float mn = fmaxf(m2[r], mx[r]);
+            base[r] = mn == -INFINITY ? 0.0f : mn; /* a row with nothing visible yet: p = 0 */
+            alpha[r] = ex2(m2[r] - base[r]);
+            m2[r] = mn;
+        }
+        uint32_t pf[4][4];
+        float ps[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float p[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                p[k] = ex2(sc[4 * j + k] - base[k >> 1]);
+                ps[k >> 1] += p[k];
+            }
+            /* the accumulator of n8 blocks 2kk, 2kk+1 is the A fragment of k16 step kk */
+            pf[j >> 1][2 * (j & 1)] = pack_bf16(p[0], p[1]);
+            pf[j >> 1][2 * (j & 1) + 1] = pack_bf16(p[2], p[3]);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) l[r] = fmaf(l[r], alpha[r], ps[r]);
+#pragma unroll
+        for (int x = 0; x < 128; x++) o[x] *= alpha[(x >> 1) & 1];
+        /* O += P.V over the block's 64 entries (4 k16 steps of 16 rows = 2048 bytes) */
+        {
+            const uint64_t dv = desc_mn(kvs + 4 * w * TILE);
+#pragma unroll
+            for (int x = 0; x < 128; x++) reg_fence(o[x]);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) mma_pv(o, pf[kk], dv + (uint64_t)((kk * 2048) >> 4));
+            wg_commit();
+            wg_wait0();
+#pragma unroll
+            for (int x = 0; x < 128; x++) reg_fence(o[x]);
+        }
+        if (b + 2 < nb) bar_arrive(BAR_EMPTY + st, THREADS);
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int h = h0 + 16 * wi + g + 8 * r;
+        if (out.S == 1) {
+            const float inv = 1.0f / (l[r] + ex2(a.sink[h] * LOG2E - m2[r]));
+            uint16_t *dst = a.o + ((size_t)i * a.H + h) * D + 256 * w + 2 * t;
+#pragma unroll
+            for (int j = 0; j < 32; j++) *(uint32_t *)(dst + 8 * j) = pack_bf16(o[4 * j + 2 * r] * inv, o[4 * j + 2 * r + 1] * inv);
+        } else {
+            const size_t row = ((size_t)s * gridDim.z + i) * a.H + h;
+            float *dst = out.pacc + row * D + 256 * w + 2 * t;
+#pragma unroll
+            for (int j = 0; j < 32; j++) *(float2 *)(dst + 8 * j) = make_float2(o[4 * j + 2 * r], o[4 * j + 2 * r + 1]);
+            if (w == 0 && t == 0) out.pm[row] = m2[r] * (1.0f / LOG2E), out.pl[row] = l[r]; /* natural log units */
+        }
+    }
+}
+
+__global__ void __launch_bounds__(THREADS, 1) atw_kernel(hci_cu_attn_args a, at_out out)
+{
+    extern __shared__ __align__(16) uint8_t sm_raw[];
+    uint8_t *sm = (uint8_t *)(((uintptr_t)sm_raw + 1023) & ~(uintptr_t)1023);
+    const int tid = threadIdx.x, i = blockIdx.z, h0 = blockIdx.y * HG, s = blockIdx.x;
+    const at_range rg = at_split_range(a, i, s, out.bps);
+    if (rg.b0 >= rg.b1) return; /* uniform over the CTA */
+    const uint16_t *q = a.q + ((size_t)i * a.H + h0) * D;
+    for (int it = tid; it < HG * (D / 8); it += THREADS) {
+        const int r = it / (D / 8), c = it % (D / 8);
+        *(uint4 *)(sm + sw_off(r, c)) = __ldg((const uint4 *)(q + (size_t)r * D) + c);
+    }
+    async_fence();
+    __syncthreads();
+    /* 384 x 168 registers, moved to the consumers: 256 x REGS_C + 128 x REGS_P must not exceed
+     * that, or the consumers' setmaxnreg.inc waits forever */
+    if (tid >= 256) {
+        regs_free<REGS_P>();
+        produce(a, i, rg, sm, tid - 256);
+    } else {
+        regs_alloc<REGS_C>();
+        consume(a, out, i, h0, s, rg, sm, tid >> 7, tid & 127);
+    }
+}
+
+} // namespace
+
+bool at_fast_ok(const hci_cu_attn_args &a)
+{
+    if (a.d != D || a.H % HG || !hci_aligned16(a.q) || !hci_aligned16(a.kv) || !hci_aligned16(a.o)) return false;
+    const hci_entry_layout *ls[2] = {&a.win_l, &a.comp_l};
+    for (int k = 0; k < (a.ratio ? 2 : 1); k++) {
+        const hci_entry_layout *l = ls[k];
+        bool bf16 = l->fmt == HCI_FMT_BF16 && l->data_bytes == 2 * D;
+        bool fp8 = l->fmt == HCI_FMT_FP8 && l->quant_dim == QD && l->qblock == 64 && l->data_bytes == QD + 2 * (D - QD) &&
+                   l->scale_bytes >= QD / 64;
+        if (!bf16 && !fp8) return false;
+    }
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return major == 9 && minor == 0;
+}
+
+int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out)
+{
+    if (cudaFuncSetAttribute(atw_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+        return HC_ERR_CUDA;
+    atw_kernel<<<dim3(out.S, a.H / HG, a.n), THREADS, SMEM, s>>>(a, out);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+} // namespace hci_at
