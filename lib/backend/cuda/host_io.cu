@@ -8,6 +8,7 @@
  * (device.h), else on the calling thread. docs/cuda.md ("Memory", "Host I/O") gives the costs. */
 #include <string.h>
 #include <atomic>
+#include <optional>
 #include "device.h"
 #include "host_conv.h"
 #include "hybridctx.h"
@@ -128,6 +129,29 @@ static uint32_t host_pass(hci_cuda *cu, Pass pass, int bf16, const void *src, vo
 /* ---------------------------------------------------------------------------------------------
  * the ops' host paths
  * ------------------------------------------------------------------------------------------- */
+namespace {
+/* What a load or a store of count > 0 values starts with (start): the pinned pieces for count
+ * (hci_cu_host_reserve; start returns its status), then the context's device made current until
+ * the call returns (g), the piece size P in values and the size esz of one caller value. */
+struct HostCall {
+    hci_cuda *cu;
+    hci_cu_staging &s;
+    std::optional<DeviceGuard> g;
+    int64_t P = 0;
+    size_t esz = 0;
+    explicit HostCall(hci_backend *be) : cu(hci_cu(be)), s(cu->stage) {}
+    int start(hci_backend *be, int64_t count, int bf16)
+    {
+        int st = hci_cu_host_reserve(be, count);
+        if (st) return st;
+        g.emplace(cu->device);
+        P = (int64_t)(s.piece_bytes / 2);
+        esz = bf16 ? 2 : 4;
+        return HC_OK;
+    }
+};
+} // namespace
+
 int hci_cu_host_check(hci_backend *be, const void *x, int bf16, int64_t count, int *bad)
 {
     *bad = count > 0 && host_pass(hci_cu(be), CHECK, bf16, x, nullptr, count) != 0;
@@ -136,58 +160,50 @@ int hci_cu_host_check(hci_backend *be, const void *x, int bf16, int64_t count, i
 
 int hci_cu_host_load(hci_backend *be, const void *x, int bf16, int64_t count, uint16_t *xb, int *bad)
 {
-    hci_cuda *cu = hci_cu(be);
     if (bad) *bad = 0;
     if (count <= 0) return HC_OK;
-    int st = hci_cu_host_reserve(be, count);
+    HostCall c(be);
+    int st = c.start(be, count, bf16);
     if (st) return st;
-    DeviceGuard g(cu->device);
-    hci_cu_staging &s = cu->stage;
-    const int64_t P = (int64_t)(s.piece_bytes / 2);
-    const size_t esz = bf16 ? 2 : 4;
-    for (int64_t off = 0, i = 0; off < count; off += P, i++) {
+    for (int64_t off = 0, i = 0; off < count; off += c.P, i++) {
         int k = (int)(i % HCI_CU_STAGE_N);
-        int64_t m = count - off < P ? count - off : P;
+        int64_t m = count - off < c.P ? count - off : c.P;
         /* the last DMA from or into this piece is done (that of piece i - HCI_CU_STAGE_N, or of an
          * earlier call); meanwhile the other piece's DMA runs */
-        HCI_CU_TRY(be, cudaEventSynchronize(s.done[k]));
-        uint32_t b = host_pass(cu, TO_BF16, bf16, (const char *)x + (size_t)off * esz, s.buf[k], m);
+        HCI_CU_TRY(be, cudaEventSynchronize(c.s.done[k]));
+        uint32_t b = host_pass(c.cu, TO_BF16, bf16, (const char *)x + (size_t)off * c.esz, c.s.buf[k], m);
         if (b && bad) { /* refused: nothing more is queued */
             *bad = 1;
             return HC_OK;
         }
-        HCI_CU_TRY(be, cudaMemcpyAsync(xb + off, s.buf[k], (size_t)m * 2, cudaMemcpyHostToDevice, cu->stream));
-        HCI_CU_TRY(be, cudaEventRecord(s.done[k], cu->stream));
+        HCI_CU_TRY(be, cudaMemcpyAsync(xb + off, c.s.buf[k], (size_t)m * 2, cudaMemcpyHostToDevice, c.cu->stream));
+        HCI_CU_TRY(be, cudaEventRecord(c.s.done[k], c.cu->stream));
     }
     return HC_OK;
 }
 
 int hci_cu_host_store(hci_backend *be, const uint16_t *yb, int bf16, int64_t count, void *y)
 {
-    hci_cuda *cu = hci_cu(be);
     if (count <= 0) return HC_OK;
-    int st = hci_cu_host_reserve(be, count);
+    HostCall c(be);
+    int st = c.start(be, count, bf16);
     if (st) return st;
-    DeviceGuard g(cu->device);
-    hci_cu_staging &s = cu->stage;
-    const int64_t P = (int64_t)(s.piece_bytes / 2);
-    const int64_t n_pieces = (count + P - 1) / P;
-    const size_t esz = bf16 ? 2 : 4;
+    const int64_t n_pieces = (count + c.P - 1) / c.P;
     /* Piece i's DMA is queued (behind the work that computes yb) before the host converts piece
      * i - 1. A piece's earlier DMA (an input's) is on the same stream, so no host wait is needed
      * before queueing into it; the host's own use of it ended with the previous conversion. */
     for (int64_t i = 0; i <= n_pieces; i++) {
         if (i < n_pieces) {
             int k = (int)(i % HCI_CU_STAGE_N);
-            int64_t off = i * P, m = count - off < P ? count - off : P;
-            HCI_CU_TRY(be, cudaMemcpyAsync(s.buf[k], yb + off, (size_t)m * 2, cudaMemcpyDeviceToHost, cu->stream));
-            HCI_CU_TRY(be, cudaEventRecord(s.done[k], cu->stream));
+            int64_t off = i * c.P, m = count - off < c.P ? count - off : c.P;
+            HCI_CU_TRY(be, cudaMemcpyAsync(c.s.buf[k], yb + off, (size_t)m * 2, cudaMemcpyDeviceToHost, c.cu->stream));
+            HCI_CU_TRY(be, cudaEventRecord(c.s.done[k], c.cu->stream));
         }
         if (i > 0) {
             int k = (int)((i - 1) % HCI_CU_STAGE_N);
-            int64_t off = (i - 1) * P, m = count - off < P ? count - off : P;
-            HCI_CU_TRY(be, cudaEventSynchronize(s.done[k]));
-            host_pass(cu, FROM_BF16, bf16, s.buf[k], (char *)y + (size_t)off * esz, m);
+            int64_t off = (i - 1) * c.P, m = count - off < c.P ? count - off : c.P;
+            HCI_CU_TRY(be, cudaEventSynchronize(c.s.done[k]));
+            host_pass(c.cu, FROM_BF16, bf16, c.s.buf[k], (char *)y + (size_t)off * c.esz, m);
         }
     }
     return HC_OK;

@@ -19,18 +19,20 @@
  * (stream-K and persistent schedulers, library versions); here the order is in the code.
  *
  *  - big tiles (M % 128 == 0 and enough tiles for the SMs): 128 weight rows x 128 tokens per CTA,
- *    8 warps of 64 x 32, the swizzled tiles and ldmatrix maps of gemm_fp8.cu's big kernel
- *    (config.h), the operands copied as they are by cp.async, GB_STAGES stages.
+ *    8 warps of 64 x 32, the swizzled tiles, ldmatrix maps and warp step of gemm_fp8.cu's big
+ *    kernel (config.h, tile.cuh), the operands copied as they are by cp.async, GB_STAGES stages.
  *  - sliced K (few tokens, few rows, or any M): a CTA tile of MT*16 rows x NT*8 tokens is one
  *    warp tile; warp w computes the blocks w, w + 8, ... with fragments loaded straight from
  *    global memory (32-bit loads at the natural positions), and the block sums are added to the
- *    running sums in k order in shared memory (gemm_fp8.cu's gs_kernel without the scales).
+ *    running sums in k order in shared memory (gemm_fp8.cu's gs_kernel without the scales; the
+ *    reduction in tile.cuh).
  *
  * The result is written as double (the fp32 value exactly): the compressor and the indexer-weight
  * kernels read the exact path's double projections and round them to fp32 first. */
 #include "../common.cuh"
 #include "config.h"
 #include "gemm.h"
+#include "tile.cuh"
 
 namespace {
 
@@ -40,24 +42,6 @@ struct gb_args {
     double *y;         /* [n][ldy] */
     int M, K, ldx, n, ldy;
 };
-
-/* d += a.b (bf16 in, fp32 accumulation) */
-__device__ __forceinline__ void mma_acc(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* d = a.b: the first step of a k-block starts from zero. */
-__device__ __forceinline__ void mma_first(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%10,%10,%10,%10};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
-}
 
 /* 16 bytes global -> shared, zero-filled when !valid (src is then not read) */
 __device__ __forceinline__ void cp16(uint32_t dst, const void *src, bool valid)
@@ -105,13 +89,8 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
         }
     };
 
-    float acc[4][4][4], P[4][4][4];
-#pragma unroll
-    for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-        for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) acc[mi][ni][e] = 0.0f;
+    gf_warp_acc acc, P;
+    gf_zero(acc);
 
 #pragma unroll
     for (int st = 0; st < GB_STAGES - 1; st++) {
@@ -119,7 +98,7 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
         cp_commit();
     }
 
-    /* ldmatrix addresses as in gemm_fp8.cu: the chunk of step kk is (2 kk) ^ y */
+    /* ldmatrix addresses (gf_block_mma) */
     const uint32_t aoff = gf_lda_rowoff(wm, lane), boff = GF_TILE_BYTES + gf_ldb_rowoff(wn, lane);
     const uint32_t ya = gf_lda_y(lane), yb = gf_ldb_y(lane);
 
@@ -131,22 +110,7 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
         if (kb + GB_STAGES - 1 < nkb) load(kb + GB_STAGES - 1, (kb + GB_STAGES - 1) % GB_STAGES);
         cp_commit(); /* possibly empty: keeps the group count of the wait above */
         const uint32_t sbase = s0 + (kb % GB_STAGES) * GF_STAGE_BYTES;
-#pragma unroll
-        for (int kk = 0; kk < GF_BK / 16; kk++) {
-            uint32_t af[4][4], bq[2][4];
-#pragma unroll
-            for (int mi = 0; mi < 4; mi++) hci_dev_ldsm_x4(af[mi], sbase + aoff + mi * 16 * 256 + (((2u * kk) ^ ya) << 4));
-#pragma unroll
-            for (int p = 0; p < 2; p++) hci_dev_ldsm_x4(bq[p], sbase + boff + p * 16 * 256 + (((2u * kk) ^ yb) << 4));
-#pragma unroll
-            for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-                for (int ni = 0; ni < 4; ni++) {
-                    const uint32_t b0 = bq[ni >> 1][(ni & 1) * 2], b1 = bq[ni >> 1][(ni & 1) * 2 + 1];
-                    if (kk == 0) mma_first(P[mi][ni], af[mi], b0, b1);
-                    else mma_acc(P[mi][ni], af[mi], b0, b1);
-                }
-        }
+        gf_block_mma<GM_BF16>(P, sbase + aoff, sbase + boff, ya, yb, [](int) {});
 #pragma unroll
         for (int mi = 0; mi < 4; mi++)
 #pragma unroll
@@ -155,16 +119,9 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
                 for (int e = 0; e < 4; e++) acc[mi][ni][e] = __fadd_rn(acc[mi][ni][e], P[mi][ni][e]);
     }
 
-#pragma unroll
-    for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-        for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int row, tok;
-                gf_out(wm, wn, mi, ni, lane, e, &row, &tok);
-                if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = (double)acc[mi][ni][e];
-            }
+    gf_store_tile(acc, wm, wn, lane, [&](int row, int tok, float v) {
+        if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = (double)v;
+    });
 }
 
 /* ---------------------------------------------------------------- sliced K */
@@ -227,8 +184,8 @@ __global__ void __launch_bounds__(GS_THREADS) gbs_kernel(const gb_args a)
                 for (int mi = 0; mi < MT; mi++)
 #pragma unroll
                     for (int ni = 0; ni < NT; ni++) {
-                        if (s == 0) mma_first(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
-                        else mma_acc(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                        if (s == 0) gm_mma_first<GM_BF16>(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                        else gm_mma_acc<GM_BF16>(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
                     }
             }
 #pragma unroll
@@ -238,35 +195,12 @@ __global__ void __launch_bounds__(GS_THREADS) gbs_kernel(const gb_args a)
                     red[w * F4 + (mi * NT + ni) * 32 + lane] =
                         make_float4(P[mi][ni][0], P[mi][ni][1], P[mi][ni][2], P[mi][ni][3]);
         }
-        __syncthreads();
-        /* add the round's blocks in k order (slot w = block r*8 + w) */
-        const int nw = min(GS_WARPS, nkb - r * GS_WARPS);
-#pragma unroll
-        for (int j = 0; j < J; j++) {
-            const int f = tid + j * GS_THREADS;
-            if (f < F4)
-                for (int w2 = 0; w2 < nw; w2++) {
-                    const float4 v = red[w2 * F4 + f];
-                    acc[j][0] = __fadd_rn(acc[j][0], v.x);
-                    acc[j][1] = __fadd_rn(acc[j][1], v.y);
-                    acc[j][2] = __fadd_rn(acc[j][2], v.z);
-                    acc[j][3] = __fadd_rn(acc[j][3], v.w);
-                }
-        }
-        __syncthreads();
+        gs_add_round<F4>(acc, red, tid, nkb, r); /* the round's blocks, in k order */
     }
 
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        const int f = tid + j * GS_THREADS;
-        if (f >= F4) continue;
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int row, tok;
-            gs_elem(NT, f, e, &row, &tok);
-            if (m0 + row < a.M && n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = (double)acc[j][e];
-        }
-    }
+    gs_store_tile<NT, F4>(acc, tid, [&](int row, int tok, float v) {
+        if (m0 + row < a.M && n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = (double)v;
+    });
 }
 
 template <int MT, int NT>

@@ -32,6 +32,7 @@
 #include "../common.cuh"
 #include "config.h"
 #include "gemm.h"
+#include "tile.cuh"
 
 namespace {
 
@@ -43,24 +44,6 @@ struct gf_args {
     uint16_t *y;        /* [n][ldy] bf16 */
     int sld, M, K, np, n, ldy;
 };
-
-/* d += a.b (f16 in, fp32 accumulate). Fragments as in attend/attend.cu's mma_bf16. */
-__device__ __forceinline__ void mma_acc(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* d = a.b: the first step of a k-block starts from zero. */
-__device__ __forceinline__ void mma_first(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%10,%10,%10,%10};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
-}
 
 __device__ __forceinline__ uint32_t u4w(const uint4 &v, int i)
 {
@@ -123,13 +106,8 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
         if (j == 0 && tid < GF_BN) sS[stage * GF_BN + tid] = gf_scale(rx, rw);
     };
 
-    float acc[4][4][4], P[4][4][4];
-#pragma unroll
-    for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-        for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) acc[mi][ni][c] = 0.0f;
+    gf_warp_acc acc, P;
+    gf_zero(acc);
 
 #pragma unroll
     for (int j = 0; j < 4; j++) load(0, j);
@@ -139,8 +117,7 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
     for (int j = 0; j < 4; j++) load(min(1, nkb - 1), j);
     __syncthreads();
 
-    /* ldmatrix addresses: the swizzle term of rows r0 + 8i is lane & 7 for every tile of the warp,
-     * so the chunk of step kk is (2 kk) ^ y (see gf_lda_off / gf_ldb_off). */
+    /* ldmatrix addresses (gf_block_mma) */
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(sm);
     const uint32_t aoff = gf_lda_rowoff(wm, lane), boff = GF_TILE_BYTES + gf_ldb_rowoff(wn, lane);
     const uint32_t ya = gf_lda_y(lane), yb = gf_ldb_y(lane);
@@ -148,29 +125,16 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
     for (int kb = 0; kb < nkb; kb++) {
         const int st = kb & 1, knext = min(kb + 2, nkb - 1);
         const uint32_t abase = s0 + st * GF_STAGE_BYTES + aoff, bbase = s0 + st * GF_STAGE_BYTES + boff;
-#pragma unroll
-        for (int kk = 0; kk < GF_BK / 16; kk++) {
-            uint32_t af[4][4], bq[2][4];
-#pragma unroll
-            for (int mi = 0; mi < 4; mi++) hci_dev_ldsm_x4(af[mi], abase + mi * 16 * 256 + (((2u * kk) ^ ya) << 4));
-#pragma unroll
-            for (int p = 0; p < 2; p++) hci_dev_ldsm_x4(bq[p], bbase + p * 16 * 256 + (((2u * kk) ^ yb) << 4));
-#pragma unroll
-            for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-                for (int ni = 0; ni < 4; ni++) {
-                    uint32_t b0 = bq[ni >> 1][(ni & 1) * 2], b1 = bq[ni >> 1][(ni & 1) * 2 + 1];
-                    if (kk == 0) mma_first(P[mi][ni], af[mi], b0, b1);
-                    else mma_acc(P[mi][ni], af[mi], b0, b1);
-                }
-            /* Spread the next block's conversion over the mma stream: store part j of block kb+1
-             * (loaded one block ago) into the other stage, then refill its registers with block
-             * kb+2. At the end the clamped block is stored again into a stage no one reads. */
+        /* Spread the next block's conversion over the mma stream: after step kk (even), store
+         * part kk / 2 of block kb+1 (loaded one block ago) into the other stage, then refill its
+         * registers with block kb+2. At the end the clamped block is stored again into a stage no
+         * one reads. */
+        gf_block_mma<GM_F16>(P, abase, bbase, ya, yb, [&](int kk) {
             if (kk % 2 == 0) {
                 store(st ^ 1, kk / 2);
                 load(knext, kk / 2);
             }
-        }
+        });
         /* acc = fl32(acc + fl32(P * s)), block by block in k order, as the CPU. */
         const float *sc = sS + st * GF_BN + wn * 32 + 2 * (lane & 3);
 #pragma unroll
@@ -187,16 +151,9 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gf_big_kernel(const gf_args a)
         __syncthreads(); /* stage st and its scales are free; stage st^1 is complete */
     }
 
-#pragma unroll
-    for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-        for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                int row, tok;
-                gf_out(wm, wn, mi, ni, lane, c, &row, &tok);
-                if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = hci_bf16_from_f32(acc[mi][ni][c]);
-            }
+    gf_store_tile(acc, wm, wn, lane, [&](int row, int tok, float v) {
+        if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = hci_bf16_from_f32(v);
+    });
 }
 
 /* ---------------------------------------------------------------- sliced K */
@@ -266,8 +223,8 @@ __global__ void __launch_bounds__(GS_THREADS, 1) gs_kernel(const gf_args a)
                     for (int mi = 0; mi < MT; mi++)
 #pragma unroll
                         for (int ni = 0; ni < NT; ni++) {
-                            if (h == 0 && s == 0) mma_first(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
-                            else mma_acc(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                            if (h == 0 && s == 0) gm_mma_first<GM_F16>(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+                            else gm_mma_acc<GM_F16>(P[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
                         }
                 }
                 if (kb + GS_WARPS < nkb) load(kb + GS_WARPS, h); /* half h is consumed: prefetch */
@@ -282,35 +239,12 @@ __global__ void __launch_bounds__(GS_THREADS, 1) gs_kernel(const gf_args a)
                                     __fmul_rn(P[mi][ni][2], s0), __fmul_rn(P[mi][ni][3], s1));
             }
         }
-        __syncthreads();
-        /* Add the round's blocks in k order (slot w = block r*8 + w). */
-        const int nw = min(GS_WARPS, nkb - r * GS_WARPS);
-#pragma unroll
-        for (int j = 0; j < J; j++) {
-            const int f = tid + j * GS_THREADS;
-            if (f < F4)
-                for (int w2 = 0; w2 < nw; w2++) {
-                    float4 v = red[w2 * F4 + f];
-                    acc[j][0] = __fadd_rn(acc[j][0], v.x);
-                    acc[j][1] = __fadd_rn(acc[j][1], v.y);
-                    acc[j][2] = __fadd_rn(acc[j][2], v.z);
-                    acc[j][3] = __fadd_rn(acc[j][3], v.w);
-                }
-        }
-        __syncthreads();
+        gs_add_round<F4>(acc, red, tid, nkb, r); /* the round's blocks, in k order */
     }
 
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-        const int f = tid + j * GS_THREADS;
-        if (f >= F4) continue;
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-            int row, tok;
-            gs_elem(NT, f, c, &row, &tok);
-            if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = hci_bf16_from_f32(acc[j][c]);
-        }
-    }
+    gs_store_tile<NT, F4>(acc, tid, [&](int row, int tok, float v) {
+        if (n0 + tok < a.n) a.y[(size_t)(n0 + tok) * a.ldy + m0 + row] = hci_bf16_from_f32(v);
+    });
 }
 
 template <int MT, int NT>

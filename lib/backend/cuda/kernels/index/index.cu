@@ -698,6 +698,38 @@ int ix_sm_count(void)
     return n > 0 ? n : 132;
 }
 
+/* The exact score kernel's launch plan: queries per CTA, shared-memory plan, CTAs per SM. */
+struct ix_exact_plan {
+    int QT, per_sm;
+    ix_smem L;
+};
+
+/* The exact path's plan for groups of at most G queries: the most queries per CTA whose int8 rows
+ * and shared memory fit, the kernel's dynamic shared-memory limit raised when it needs more than
+ * 48 KiB, and its occupancy (2 CTAs per SM when the query fails). HC_OK, HC_ERR_UNSUPPORTED (not
+ * even one query fits) or HC_ERR_CUDA. The fast scores (index_fast.cu) plan their own. */
+int ix_plan_exact(int G, int IH, int ID, ix_exact_plan *e)
+{
+    int QT = IX_QTILE_ROWS / IH;
+    if (QT < 1) QT = 1;
+    while (QT > 1 && (int64_t)QT * IH * (ID + 16) > IX_QTILE_BYTES) QT--;
+    if (QT > G) QT = G;
+    while (QT > 1 && ix_plan_smem(QT, IH, ID).total > IX_MAX_SMEM) QT--;
+    ix_smem L = ix_plan_smem(QT, IH, ID);
+    if (L.total > IX_MAX_SMEM) return HC_ERR_UNSUPPORTED;
+    if (L.total > 48 * 1024 &&
+        cudaFuncSetAttribute(ix_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.total) != cudaSuccess)
+        return HC_ERR_CUDA;
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ix_score, IX_THREADS, L.total) != cudaSuccess ||
+        per_sm < 1) {
+        (void)cudaGetLastError(); /* a failed query is not a launch failure */
+        per_sm = 2;
+    }
+    e->QT = QT, e->per_sm = per_sm, e->L = L;
+    return HC_OK;
+}
+
 } // namespace
 
 size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K)
@@ -726,21 +758,11 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
     int nb = ID / 32, lg = 0;
     while ((1 << lg) < nb) lg++;
     size_t qstride = hci_align256((size_t)IH * ID + (size_t)IH * nb * 4 + (size_t)IH * 4);
-    int QT = IX_QTILE_ROWS / IH;
-    if (QT < 1) QT = 1;
-    while (QT > 1 && (int64_t)QT * IH * (ID + 16) > IX_QTILE_BYTES) QT--;
-    if (QT > p.G) QT = p.G;
-    while (QT > 1 && ix_plan_smem(QT, IH, ID).total > IX_MAX_SMEM) QT--;
-    ix_smem L = ix_plan_smem(QT, IH, ID);
-    if (L.total > IX_MAX_SMEM) return HC_ERR_UNSUPPORTED;
-    if (L.total > 48 * 1024 &&
-        cudaFuncSetAttribute(ix_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L.total) != cudaSuccess)
-        return HC_ERR_CUDA;
-    int sms = ix_sm_count(), per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ix_score, IX_THREADS, L.total) != cudaSuccess ||
-        per_sm < 1) {
-        (void)cudaGetLastError(); /* a failed query is not a launch failure */
-        per_sm = 2;
+    int sms = ix_sm_count();
+    ix_exact_plan ex = {}; /* the exact score kernel's shared memory and occupancy: its path only */
+    if (!fast) {
+        int st = ix_plan_exact(p.G, IH, ID, &ex);
+        if (st) return st;
     }
 
     for (int g0 = 0; g0 < n; g0 += p.G) {
@@ -777,16 +799,16 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
                 a.qstride = qstride;
                 a.qi = qi + (size_t)g0 * IH * ID;
                 a.w = w + (size_t)g0 * IH;
-                a.IH = IH, a.ID = ID, a.lg = lg, a.QT = QT, a.rows = rows, a.simple = simple;
+                a.IH = IH, a.ID = ID, a.lg = lg, a.QT = ex.QT, a.rows = rows, a.simple = simple;
                 a.pos0 = gpos;
                 a.stride = p.stride;
                 a.scores = (uint16_t *)(base + p.scores);
                 a.hist = hist_hi;
-                a.L = L;
-                int gy = (rows + QT - 1) / QT;
-                int64_t ntiles = (gne + IX_TILE - 1) / IX_TILE, want = (int64_t)sms * per_sm / gy; /* one wave */
+                a.L = ex.L;
+                int gy = (rows + ex.QT - 1) / ex.QT;
+                int64_t ntiles = (gne + IX_TILE - 1) / IX_TILE, want = (int64_t)sms * ex.per_sm / gy; /* one wave */
                 int gx = (int)(ntiles < want ? ntiles : (want < 1 ? 1 : want));
-                ix_score<<<dim3(gx, gy), IX_THREADS, L.total, s>>>(a);
+                ix_score<<<dim3(gx, gy), IX_THREADS, ex.L.total, s>>>(a);
                 if (HCI_CU_CHECK_LAUNCH() != 0) return HC_ERR_CUDA;
             }
             dim3 sg((unsigned)((gne + IX_SEG - 1) / IX_SEG), rows);

@@ -83,18 +83,9 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
     float *ksc = (float *)(ks + IX_TILE * RS);
     uint32_t *hist = (uint32_t *)(ksc + IX_TILE);
 
-    /* the queries' e4m3 rows and weights; rows of missing queries are zero */
-    for (int it = tid; it < QT * IH * (DIM / 16); it += THREADS) {
-        int r = it / (DIM / 16), c = it % (DIM / 16), qq = r / IH;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (qq < QTe) v = *(const uint4 *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)(r % IH) * DIM + c * 16);
-        *(uint4 *)(qs + (size_t)r * RS + c * 16) = v;
-    }
-    for (int it = tid; it < QT * IH; it += THREADS) {
-        int qq = it / IH;
-        wcs[it] = qq < QTe ? ((const float *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)IH * DIM))[it % IH] : 0.0f;
-    }
-    for (int i = tid; i < QT * 256; i += THREADS) hist[i] = 0;
+    /* the queries' e4m3 rows (padded to RS bytes) and weights, the histograms */
+    ixf_stage_queries<QT, THREADS>(a, IH, q0, QTe, tid, qs, wcs, hist,
+                                   [](int r, int c) { return (size_t)r * RS + c * 16; });
 
     const int qq = warp;
     const int64_t nvq = qq < QTe ? (a.pos0 + q0 + qq + 1) / 4 : 0;

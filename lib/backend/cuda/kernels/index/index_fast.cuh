@@ -1,6 +1,7 @@
 /* index/index_fast.cuh - what the fast score kernels share (index_fast.cu: mma.sync, any head
- * count; index_wgmma.cu: wgmma, 64 heads): their arguments, and a key tile's FP4 codes fetched
- * into registers and turned into exact e4m3 bytes with the key's power-of-two scale. */
+ * count; index_wgmma.cu: wgmma, 64 heads): their arguments, a key tile's FP4 codes fetched
+ * into registers and turned into exact e4m3 bytes with the key's power-of-two scale, and the
+ * staging of the CTA's query rows, head weights and histograms in shared memory. */
 #ifndef HCI_KERNELS_INDEX_FAST_CUH
 #define HCI_KERNELS_INDEX_FAST_CUH
 #include <stdint.h>
@@ -87,6 +88,28 @@ __device__ __forceinline__ float ixf_convert(const ixf_part &p, uint32_t (&out)[
             out[2 * i] = ixf_e2m1x4_e4m3_slow(in[i] & 0xffffu, sh), out[2 * i + 1] = ixf_e2m1x4_e4m3_slow(in[i] >> 16, sh);
     }
     return bmax ? ix_pow2(bmax - 127) : 0.0f;
+}
+
+/* The CTA's queries q0 .. q0 + NQ - 1 (the first QTe of them exist) into shared memory, by the NT
+ * threads of the CTA (thread tid; no barrier): row r = qq * IH + h of query qq's e4m3 rows, its
+ * 16-byte chunk c at qs + row_off(r, c) (the kernel's layout: padded rows or 128-byte swizzle);
+ * the head weights at wq[qq * IH + h]; NQ zeroed 256-bin histograms at hist. Rows and weights of
+ * missing queries are zero. */
+template <int NQ, int NT, class RowOff>
+__device__ __forceinline__ void ixf_stage_queries(const ixf_args &a, int IH, int q0, int QTe, int tid, uint8_t *qs,
+                                                  float *wq, uint32_t *hist, RowOff &&row_off)
+{
+    for (int it = tid; it < NQ * IH * (DIM / 16); it += NT) {
+        int r = it / (DIM / 16), c = it % (DIM / 16), qq = r / IH;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (qq < QTe) v = *(const uint4 *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)(r % IH) * DIM + c * 16);
+        *(uint4 *)(qs + row_off(r, c)) = v;
+    }
+    for (int it = tid; it < NQ * IH; it += NT) {
+        int qq = it / IH;
+        wq[it] = qq < QTe ? ((const float *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)IH * DIM))[it % IH] : 0.0f;
+    }
+    for (int i = tid; i < NQ * 256; i += NT) hist[i] = 0;
 }
 
 /* The wgmma score kernel (index_wgmma.cu) for IH == 64: HC_OK or HC_ERR_CUDA. */

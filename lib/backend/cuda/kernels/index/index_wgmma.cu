@@ -80,19 +80,8 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
     float *wq = (float *)(qs + WQ * QBYTES + NWG * KBYTES), *ksc = wq + WQ * HEADS + wg * IX_TILE;
     uint32_t *hist = (uint32_t *)(wq + WQ * HEADS + NWG * IX_TILE);
 
-    /* the queries' e4m3 rows (swizzled) and weights; rows of missing queries are zero */
-    for (int it = tid; it < WQ * HEADS * (DIM / 16); it += THREADS) {
-        int r = it / (DIM / 16), c = it % (DIM / 16), qq = r / HEADS;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (qq < QTe) v = *(const uint4 *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)(r % HEADS) * DIM + c * 16);
-        *(uint4 *)(qs + sw128(r, c)) = v;
-    }
-    for (int it = tid; it < WQ * HEADS; it += THREADS) {
-        int qq = it / HEADS;
-        wq[it] = qq < QTe ? ((const float *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)HEADS * DIM))[it % HEADS]
-                          : 0.0f;
-    }
-    for (int i = tid; i < WQ * 256; i += THREADS) hist[i] = 0;
+    /* the queries' e4m3 rows (swizzled) and weights, the histograms */
+    ixf_stage_queries<WQ, THREADS>(a, HEADS, q0, QTe, tid, qs, wq, hist, sw128);
     async_fence();
     __syncthreads();
 
