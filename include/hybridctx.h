@@ -24,7 +24,10 @@
  * - backend:  CPU (always built, the reference) or CUDA (when built with nvcc and a GPU is
  *            present). Both compute the same function; the CPU backend is bitwise deterministic:
  *            its results do not depend on the thread count or on how a sequence is split into
- *            calls.
+ *            calls. CUDA computes in FAST numerics by default (deterministic and batch-invariant,
+ *            within the faithful tolerance of the reference); HC_NUMERICS_EXACT gives caches,
+ *            compressed entries, indexer keys and top-k sets bitwise the CPU's
+ *            (hc_ctx_params.numerics).
  *
  * Numerics follow the official DeepSeek V4 reference: x is rounded to bf16 on entry, FP8
  * (e4m3, 1x128 blocks, power-of-two scales) activations for the FP8 projections, FP8-simulated
@@ -166,7 +169,8 @@ enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
 /** @var HC_CACHE_DEFAULT
  *  the default format, HC_CACHE_FP8 */
 /** @var HC_CACHE_BF16
- *  entries kept in bf16: about twice the memory of FP8, bitwise identical results */
+ *  entries kept in bf16: about twice the memory of FP8, bitwise identical results (in FAST
+ *  numerics within its tolerance: see hc_ctx_params.cache_format) */
 /** @var HC_CACHE_FP8
  *  entries kept as their FP8 (e4m3) / FP4 codes with scales, as the reference numerics round
  *  them */
@@ -181,9 +185,10 @@ enum { HC_MODEL_GEOMETRY_ONLY = 1 }; /* hc_model_params.flags */
 /** @var HC_MEM_DEVICE
  *  x and y are CUDA device pointers, used in order on the context's stream (CUDA backend only) */
 /** @var HC_NUMERICS_DEFAULT
- *  the backend's default numerics: EXACT on every backend in 0.2 (hc_ctx_params.numerics) */
+ *  the backend's default numerics: FAST on CUDA, EXACT on the CPU (hc_ctx_params.numerics) */
 /** @var HC_NUMERICS_FAST
- *  the official kernels' structure: deterministic, batch-invariant, within the faithful tolerance */
+ *  the official kernels' structure (CUDA): deterministic, batch-invariant, within the faithful
+ *  tolerance; the CPU backend computes EXACT */
 /** @var HC_NUMERICS_EXACT
  *  caches, entries, keys and top-k sets bitwise equal to the CPU backend's */
 /** @var HC_MODEL_GEOMETRY_ONLY
@@ -344,7 +349,10 @@ typedef struct hc_ctx_params {
     int32_t  device;       /**< CUDA device ordinal */
     int32_t  n_threads;    /**< CPU backend threads; 0 = all online cores */
     int32_t  cache_format; /**< HC_CACHE_DEFAULT (= FP8), HC_CACHE_BF16, HC_CACHE_FP8; both give
-                                bitwise identical results, FP8 in about half the memory */
+                                bitwise identical results, FP8 in about half the memory (in FAST
+                                numerics on CUDA the indexer's fast scores read the FP8 format's
+                                FP4 keys and a BF16 context computes the exact scores: the two
+                                agree within FAST's tolerance, docs/numerics.md) */
     int32_t  io_dtype;     /**< dtype of x and y: HC_DTYPE_DEFAULT (= F32), HC_DTYPE_F32, HC_DTYPE_BF16 */
     int32_t  io_memory;    /**< HC_MEM_HOST (default) or HC_MEM_DEVICE (CUDA backend only: x and y are
                                 device pointers, used in order on the context's stream) */
@@ -353,23 +361,28 @@ typedef struct hc_ctx_params {
                                 sequences with HC_ERR_POSITION */
     void    *cuda_stream;  /**< cudaStream_t to run on (CUDA backend); NULL = the context makes its own */
     int64_t  max_chunk;    /**< tokens the backend processes at once inside a call (bounds workspace
-                                memory); 0 = backend default. Does not change results. */
+                                memory); 0 = backend default. Does not change the CPU backend's
+                                results; on CUDA a token's bits may depend on the size of its piece,
+                                within the tolerance of the context's numerics (docs/numerics.md). */
     char    *errbuf;       /**< optional: receives a NUL-terminated message when hc_ctx_create() fails
                                 (the context that would hold hc_ctx_last_error() does not exist). @since 0.2 */
     uint64_t errbuf_size;  /**< capacity of errbuf in bytes. @since 0.2 */
     int64_t  max_rollback; /**< tokens that hc_ctx_truncate() can always take back, 0..65536; 0 = none
                                 (default). Costs memory per layer, fixed whatever the length (see
                                 "Serving" below; hc_ctx_memory_info.history_bytes). @since 0.2 */
-    int32_t  numerics;     /**< HC_NUMERICS_DEFAULT, _FAST or _EXACT (docs/numerics.md). EXACT: caches,
-                                compressed entries, indexer keys and top-k sets bitwise equal to the
-                                CPU backend's, outputs within 6e-4..3.3e-3 rel. L2 of it. FAST: the
-                                official kernels' structure (native FP8 tensor cores, fp32 promotion
-                                per 128-k block), deterministic and batch-invariant, within the
-                                faithful tolerance of docs/golden.md; in this version it covers the
-                                projections of up to 64 tokens on CUDA. The CPU backend computes EXACT
-                                for every value. DEFAULT is EXACT on every backend in 0.2; it becomes
-                                FAST on CUDA once the fast kernels cover decode and prefill (a later
-                                minor version says so here). @since 0.2 */
+    int32_t  numerics;     /**< HC_NUMERICS_DEFAULT (= FAST on CUDA, EXACT on the CPU), _FAST or
+                                _EXACT (docs/numerics.md); fixed at creation, hc_ctx_numerics() tells
+                                which. EXACT: caches, compressed entries, indexer keys and top-k
+                                sets bitwise equal to the CPU backend's, outputs within 6e-4..3.3e-3
+                                rel. L2 of it. FAST: the official kernels' structure (native FP8
+                                tensor cores, fp32 promotion per 128-k block; the decode
+                                projections, the indexer's scores, the compressors' projections),
+                                deterministic and batch-invariant, within the faithful tolerance of
+                                docs/golden.md (rel. L2 <= 1e-2 per layer and <= 5e-2 per token,
+                                >= 95% of the top-k picks shared); prefill and decode agree within
+                                it. The CPU backend computes EXACT for every value. CUDA computed
+                                EXACT only in 0.1: ask for EXACT where a CUDA context must give the
+                                CPU's caches bit for bit. @since 0.2 */
     int32_t  reserved;     /**< must be 0. @since 0.2 */
     /* new members are only appended below */
 } hc_ctx_params;
@@ -397,7 +410,8 @@ HC_API void hc_ctx_free(hc_ctx *c);
 HC_API const char *hc_ctx_last_error(const hc_ctx *c);
 
 /** The numerics the context computes with: HC_NUMERICS_FAST or HC_NUMERICS_EXACT (DEFAULT resolved
- *  for its backend; hc_ctx_params.numerics). HC_ERR_NULL_ARG for a NULL c. Thread-safe. @since 0.2 */
+ *  for its backend: FAST on CUDA, EXACT on the CPU; hc_ctx_params.numerics). Fixed at creation: a
+ *  load does not change it. HC_ERR_NULL_ARG for a NULL c. Thread-safe. @since 0.2 */
 HC_API int32_t hc_ctx_numerics(const hc_ctx *c);
 
 /** Run a chunk of n_tokens tokens through one layer.
@@ -568,7 +582,8 @@ HC_API hc_status hc_save_params_init(hc_save_params *p, size_t struct_size);
  *  alive) are removed by the next save to the same path. The one failure after the rename is
  *  the directory sync: HC_ERR_IO is returned while path already holds the new, complete file.
  *  Entries are stored in one canonical encoding whatever the cache format (docs/session-format.md);
- *  sessions are little-endian and identical across thread counts.
+ *  sessions are little-endian and identical across thread counts. A session holds the cache's
+ *  values, not the numerics that made them (see hc_ctx_load()).
  *  @param c the context. @param path the session file to write.
  *  @param p NULL for defaults. @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (a params field
  *  out of range; path empty, naming a directory, a symbolic link, or an existing non-empty file
@@ -581,8 +596,20 @@ HC_API hc_status hc_ctx_save(hc_ctx *c, const char *path, const hc_save_params *
 
 /** Replace the context's contents with the session in path. Everything is validated (format
  *  version, model fingerprint, sizes, checksums) before the context changes: on any failure
- *  the context is exactly as before. A session loads into a context of either cache format and
- *  either backend, and decoding continues bitwise as if it had never been saved.
+ *  the context is exactly as before. A session loads into a context of either cache format,
+ *  either backend and either numerics; the context holds exactly the saved cache values and goes
+ *  on with its own backend and numerics (the session records no numerics; hc_ctx_numerics() is
+ *  unchanged by a load). What the continuation promises (docs/numerics.md, "Sessions"):
+ *  - same backend and numerics as the saving context (the CPU; CUDA EXACT; CUDA FAST): decoding
+ *    continues bitwise as if the session had never been saved;
+ *  - continued on the CPU or on CUDA in EXACT: the new caches, compressed entries, indexer keys
+ *    and top-k sets are bitwise those the CPU computes from the same session and inputs (CUDA's
+ *    outputs within EXACT's tolerance of the CPU's); so a session saved by the CPU or by CUDA in
+ *    EXACT continues as the CPU that never saved it would;
+ *  - a session saved in FAST holds caches made by the fast kernels: continued in EXACT or on the
+ *    CPU it agrees with the FAST context that made it, and with the CPU that computed every token
+ *    itself, within the faithful tolerance, not bit for bit; so does a CPU or EXACT session
+ *    continued in FAST.
  *  The load replaces everything: length, cache, metadata (none when the session has none), and
  *  a chunk in progress is dropped (hc_ctx_next_layer() is 0 afterwards). The session must come
  *  from a model with the same fingerprint (configuration and weights; a geometry-only model's
@@ -650,13 +677,16 @@ HC_API hc_status hc_cuda_device_count(int32_t *out);
  *  The fork and src share the pages of the common prefix copy-on-write and are independent
  *  afterwards: either may be appended to, truncated, saved, loaded, reset, forked again or freed
  *  first, and each continues bitwise like a context that computed its whole sequence itself on
- *  the same backend.
+ *  the same backend in the same numerics (in FAST on CUDA: taking the same chunks, see
+ *  hc_ctx_params.max_chunk).
  *  @param src the context to fork; only read (its stream is synchronised on CUDA).
  *  @param p NULL: src's params (those it was created or forked with). Otherwise read as for
  *           hc_ctx_create(), where these may differ from src's: n_threads, max_chunk, io_dtype,
  *           io_memory, cuda_stream, max_tokens (at least src's length), max_rollback (a fork
  *           with another R keeps what of src's history its own R covers) and numerics
- *           (HC_NUMERICS_DEFAULT = as src; the caches are valid in either mode). The fork holds src's
+ *           (HC_NUMERICS_DEFAULT = as src; the caches are valid in either mode, and a fork in
+ *           the other mode continues as a context of that mode that loaded src's session, see
+ *           hc_ctx_load()). The fork holds src's
  *           pages, so backend must be HC_BACKEND_AUTO or src's backend, device 0 or src's
  *           device, cache_format HC_CACHE_DEFAULT or src's format: those zero values mean "as
  *           src", anything else is HC_ERR_INVALID_ARG.
@@ -676,9 +706,10 @@ HC_API hc_status hc_ctx_fork(hc_ctx *src, const hc_ctx_params *p, hc_ctx **out);
 
 /** Shorten the sequence to n_tokens tokens: appending afterwards gives bitwise what appending to
  *  a context that never took the discarded tokens would give (on the CPU; on CUDA the same as
- *  that context on CUDA). Pages that only the discarded tokens used are released; the metadata
- *  blob is kept as it is (update it when it describes the tokens). n_tokens equal to the current
- *  length is a no-op that always succeeds.
+ *  that context on CUDA in the same numerics, in FAST one that took the kept tokens in pieces of
+ *  the same sizes: docs/numerics.md). Pages that only the discarded tokens used are released;
+ *  the metadata blob is kept as it is (update it when it describes the tokens). n_tokens equal
+ *  to the current length is a no-op that always succeeds.
  *  @param c        the context.
  *  @param n_tokens the new length, hc_ctx_truncate_limit(c) .. hc_ctx_n_tokens(c).
  *  How far back: down to hc_ctx_truncate_limit(c). The history covers the last max_rollback

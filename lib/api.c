@@ -290,7 +290,7 @@ static hc_status ctx_new(hc_model *m, const hc_ctx_params *cp, hc_ctx **out)
     /* what a fork with NULL params gets: these params, resolved, without the caller's buffer */
     c->params = *cp;
     c->params.errbuf = NULL, c->params.errbuf_size = 0;
-    if (c->be) c->params.backend = c->be->kind;
+    if (c->be) c->params.backend = c->be->kind, c->params.numerics = c->be->numerics; /* DEFAULT resolved */
     c->params.cache_format = c->cache_fmt == HCI_FMT_BF16 ? HC_CACHE_BF16 : HC_CACHE_FP8;
     return st;
 }

@@ -227,8 +227,9 @@ static void compare_step(hc_ctx **a, hc_ctx **b, int n, const int *seq, const in
 
 static const int seq_id[K] = {0, 1, 2, 3};
 
-/* hc_ctx_params.numerics: checked, resolved per backend, inherited by forks; fast contexts
- * decode in batches bitwise as separately (batch invariance of the fast kernels) */
+/* hc_ctx_params.numerics: checked, resolved per backend (DEFAULT: FAST on CUDA, EXACT on the
+ * CPU), inherited by forks; contexts of either mode decode in batches bitwise as separately (the
+ * other tests run the default mode; this one both) */
 START_TEST(numerics_modes)
 {
     char msg[256];
@@ -249,7 +250,7 @@ START_TEST(numerics_modes)
     static const int modes[3] = {HC_NUMERICS_DEFAULT, HC_NUMERICS_FAST, HC_NUMERICS_EXACT};
     for (int i = 0; i < 3; i++) {
         c = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, modes[i]);
-        int want = modes[i] == HC_NUMERICS_FAST ? want_fast : HC_NUMERICS_EXACT; /* DEFAULT: EXACT in 0.2 */
+        int want = modes[i] == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : want_fast; /* DEFAULT: FAST on CUDA */
         ck_assert_int_eq(hc_ctx_numerics(c), want);
         hc_ctx *f = NULL, *f2 = NULL, *f3 = NULL;
         ck_assert_int_eq(hc_ctx_fork(c, NULL, &f), HC_OK);
@@ -264,17 +265,23 @@ START_TEST(numerics_modes)
         ck_assert_int_eq(hc_ctx_numerics(f3), HC_NUMERICS_EXACT);
         hc_ctx_free(f3), hc_ctx_free(f2), hc_ctx_free(f), hc_ctx_free(c);
     }
-    /* fast decode batches: bitwise as the same contexts one at a time */
-    hc_ctx *a[K], *b[K];
-    for (int i = 0; i < K; i++) {
-        a[i] = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, HC_NUMERICS_FAST);
-        b[i] = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, HC_NUMERICS_FAST);
-        ck_assert_int_eq(hc_ctx_load_buffer(a[i], g_sess[i], g_sess_len[i]), HC_OK);
-        ck_assert_int_eq(hc_ctx_load_buffer(b[i], g_sess[i], g_sess_len[i]), HC_OK);
+    /* decode batches and ragged appends in each mode: bitwise as the same contexts one at a time
+     * (a session loads into either mode and leaves the loading context's mode as it was) */
+    for (int mi = 1; mi < 3; mi++) {
+        hc_ctx *a[K], *b[K];
+        int want = modes[mi] == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : want_fast;
+        for (int i = 0; i < K; i++) {
+            a[i] = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, modes[mi]);
+            b[i] = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, modes[mi]);
+            ck_assert_int_eq(hc_ctx_load_buffer(a[i], g_sess[i], g_sess_len[i]), HC_OK);
+            ck_assert_int_eq(hc_ctx_load_buffer(b[i], g_sess[i], g_sess_len[i]), HC_OK);
+            ck_assert_int_eq(hc_ctx_numerics(a[i]), want);
+        }
+        static const int64_t ones[K] = {1, 1, 1, 1}, ns[K] = {3, 40, 1, 70};
+        for (int step_i = 0; step_i < 2; step_i++) compare_step(a, b, K, seq_id, ones, 1);
+        compare_step(a, b, K, seq_id, ns, 0);
+        for (int i = 0; i < K; i++) hc_ctx_free(a[i]), hc_ctx_free(b[i]);
     }
-    static const int64_t ones[K] = {1, 1, 1, 1};
-    for (int step_i = 0; step_i < 2; step_i++) compare_step(a, b, K, seq_id, ones, 1);
-    for (int i = 0; i < K; i++) hc_ctx_free(a[i]), hc_ctx_free(b[i]);
 }
 END_TEST
 
@@ -413,16 +420,22 @@ START_TEST(refusals_change_nothing)
     assert_detail(m2, K, "context 1: has another cache format", "cache format");
     assert_unchanged(a, K, &s0, "mixed");
     hc_ctx_free(bf), hc_ctx_free(c16);
-    /* other numerics (only CUDA computes FAST; the CPU resolves every value to EXACT) */
-    hc_ctx *fast = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32, HC_NUMERICS_FAST);
-    if (hc_ctx_numerics(fast) == HC_NUMERICS_FAST) {
-        hc_ctx *m3[K] = {a[0], a[1], fast, a[3]};
+    /* other numerics: a context in the mode the others (the default: FAST on CUDA) do not compute
+     * (only CUDA computes FAST; the CPU resolves every value to EXACT) */
+    int mode0 = hc_ctx_numerics(a[0]);
+    hc_ctx *odd = make_ctx_num(g_model, HC_CACHE_FP8, HC_DTYPE_F32,
+                               mode0 == HC_NUMERICS_FAST ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST);
+    if (hc_ctx_numerics(odd) != mode0) {
+        hc_ctx *m3[K] = {a[0], a[1], odd, a[3]};
         ck_assert_int_eq(hc_decode_batch(m3, K, 0, x, y), HC_ERR_INVALID_ARG);
-        assert_detail(m3, K, "context 2: computes with fast numerics, context 0 with exact", "numerics");
+        assert_detail(m3, K,
+                      mode0 == HC_NUMERICS_FAST ? "context 2: computes with exact numerics, context 0 with fast"
+                                                : "context 2: computes with fast numerics, context 0 with exact",
+                      "numerics");
         assert_unchanged(a, K, &s0, "numerics");
-        ck_assert_int_eq(hc_ctx_n_tokens(fast), 0);
+        ck_assert_int_eq(hc_ctx_n_tokens(odd), 0);
     }
-    hc_ctx_free(fast);
+    hc_ctx_free(odd);
     /* another backend (CUDA and CPU, where both exist) */
     int32_t ndev = 0;
     hc_cuda_device_count(&ndev);

@@ -8,7 +8,9 @@
  * everywhere; CUDA when the module and a device are there (hc_backend_info_get), with the
  * tolerances of docs/cuda.md and bitwise equality where the backend promises it (compressed
  * entries, compressor state, indexer head weights, top-k sets, window). The seed comes from
- * HC_TEST_SEED or the clock, and is printed. argv[1] "flash": three layers of V4-Flash geometry
+ * HC_TEST_SEED or the clock, and is printed. Each candidate names its numerics: the CUDA
+ * candidates that must give the CPU's bits ask for HC_NUMERICS_EXACT, "cuda (fast)" takes the
+ * default, which is FAST on CUDA (docs/numerics.md). argv[1] "flash": three layers of V4-Flash geometry
  * (the GPU run); default: the tiny model. HC_CONFORM_ONLY=TEXT runs the candidates whose name
  * holds TEXT; HC_CONFORM_TOKENS=N sets the prefix plus piece length (e.g. more compressed entries
  * than V4-Flash's 512 top-k picks, so that the fast indexer's selections are really tested). */
@@ -25,7 +27,7 @@
 
 typedef struct candidate {
     const char *name;
-    int backend, n_threads, max_chunk;
+    int backend, numerics, n_threads, max_chunk;
     int bitwise;           /* every result bitwise equal to the CPU's */
     double proj, out, att; /* otherwise: rel L2 bounds of the projections, out_path, attend */
     const char *options[4]; /* backend options set to 1 (hc_x_ctx_set_option) */
@@ -36,27 +38,29 @@ typedef struct candidate {
 } candidate;
 
 static const candidate candidates[] = {
-    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, 1, 64, 1, 0, 0, 0, {NULL}, 0, 0, 0},
-    {"cuda", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 0, 0, 0},
+    {"cpu (1 thread, pieces of 64)", HC_BACKEND_CPU, HC_NUMERICS_DEFAULT, 1, 64, 1, 0, 0, 0, {NULL}, 0, 0, 0},
+    {"cuda (exact)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 0, 0, 0},
     /* the CUDA backend's alternative paths (docs/cuda.md, Options) must conform as well */
-    {"cuda (index_exact_only, attend_simple)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3,
-     {"index_exact_only", "attend_simple"}, 0, 0, 0},
-    /* the fast GEMVs take the 64-token pieces: also checked for batch invariance */
-    {"cuda (gemv_fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}, 1, 0, 0},
-    /* fast numerics (what HC_NUMERICS_FAST sets): the docs/golden.md share of equal top-k sets */
-    {"cuda (fast)", HC_BACKEND_CUDA, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast", "index_fast", "comp_fast", "attend_fast"}, 1, 0.95,
-     1e-2},
+    {"cuda (exact, index_exact_only, attend_simple)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2,
+     2e-3, {"index_exact_only", "attend_simple"}, 0, 0, 0},
+    /* the fast GEMVs alone take the 64-token pieces: also checked for batch invariance */
+    {"cuda (exact, gemv_fast)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}, 1, 0,
+     0},
+    /* fast numerics, the default on CUDA (gemv_fast, index_fast, comp_fast): the docs/golden.md
+     * share of the top-k picks */
+    {"cuda (fast)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 1, 0.95, 1e-2},
 };
 
 static const char *g_geom;
 static int64_t g_tokens;
 static uint64_t g_seed;
 
-static hc_ctx *make(hc_model *m, int backend, int n_threads, int max_chunk)
+static hc_ctx *make(hc_model *m, int backend, int numerics, int n_threads, int max_chunk)
 {
     hc_ctx_params p;
     hc_ctx_params_init(&p, sizeof p);
     p.backend = backend;
+    p.numerics = numerics;
     p.n_threads = n_threads;
     p.max_chunk = max_chunk;
     p.cache_format = HC_CACHE_FP8;
@@ -288,7 +292,13 @@ static void conform(const candidate *k)
     int L = cfg->n_layers, D = cfg->dim, H = cfg->n_heads, d = cfg->head_dim, K = cfg->index_topk;
     int IH = cfg->index_n_heads, ID = cfg->index_head_dim, n = 64;
     int64_t T = g_tokens, pos0 = T - n;
-    hc_ctx *ca = make(m, HC_BACKEND_CPU, 0, 512), *cb = make(m, k->backend, k->n_threads, k->max_chunk);
+    hc_ctx *ca = make(m, HC_BACKEND_CPU, HC_NUMERICS_DEFAULT, 0, 512);
+    hc_ctx *cb = make(m, k->backend, k->numerics, k->n_threads, k->max_chunk);
+    /* DEFAULT: FAST on CUDA, EXACT on the CPU */
+    ck_assert_int_eq(hc_ctx_numerics(ca), HC_NUMERICS_EXACT);
+    ck_assert_int_eq(hc_ctx_numerics(cb), k->backend == HC_BACKEND_CUDA && k->numerics != HC_NUMERICS_EXACT
+                                              ? HC_NUMERICS_FAST
+                                              : HC_NUMERICS_EXACT);
     for (int i = 0; i < 4 && k->options[i]; i++)
         ck_assert_msg(hc_x_ctx_set_option(cb, k->options[i], 1) == HC_OK, "%s", hc_ctx_last_error(cb));
     /* the CPU backend has no options; unknown names and bad values are refused */

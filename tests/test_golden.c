@@ -4,9 +4,14 @@
  * Checked: every layer's output (relative L2 per layer and per token), the top-k sets, the
  * window KV, compressed entries, indexer keys and compressor state after prefill and at the end.
  * Tolerances: the README asks for out rel L2 <= 1e-2 per layer, <= 5e-2 per token (tokens with
- * an equal top-k set) and >= 95% equal top-k sets; this implementation holds 5e-3, 3e-2 and 99%,
+ * an equal top-k set) and >= 95% equal top-k sets; the CPU backend holds 5e-3, 3e-2 and 99%,
  * and >= 99.9% of cache values within one bf16 ulp. The measured figures are printed for the
- * record (docs/golden.md). */
+ * record (docs/golden.md).
+ * HC_TEST_BACKEND=cuda (tools/gpu-check) runs the CUDA backend instead, in both numerics:
+ * EXACT (bf16 cache) with the README's per-layer bound and the CPU's other checks, and FAST
+ * (fp8 cache, the fast indexer's format; the default numerics on CUDA) with the README's
+ * tolerances as docs/numerics.md states them: 1e-2 per layer, 5e-2 per token with an equal
+ * top-k set, 3e-2 for the 95th percentile of all tokens, >= 95% of the top-k picks shared. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -150,8 +155,46 @@ static int topk_equal(const int32_t *ours, const float *ref, int k, int offset)
 
 static int g_backend = HC_BACKEND_CPU;
 
-static void run_golden(const char *file, double max_layer_rel, double min_cache_ulp1)
+/* What a run asks of the context and holds it to. */
+typedef struct gtol {
+    int numerics, cache_format;
+    double layer_rel;    /* out rel L2 over a layer's tokens */
+    double tok_rel;      /* out rel L2 of a token whose top-k set equals the reference's */
+    double p95_rel;      /* the 95th percentile of the tokens' rel L2 (all tokens) */
+    double cache_ulp1;   /* least share of cache values within one bf16 ulp */
+    double state_rel;    /* compressor state rel L2 */
+    double topk;         /* least share of queries with the reference's top-k set, or (by_overlap)
+                          * least mean share of the reference's picks picked */
+    int topk_by_overlap;
+} gtol;
+
+/* The CPU backend: the tightened tolerances (the README's in docs/golden.md). */
+static const gtol tol_cpu = {HC_NUMERICS_EXACT, HC_CACHE_BF16, 5e-3, 3e-2, 3e-2, 0.999, 1e-6, 0.99, 0};
+/* CUDA, EXACT: the same caches and picks as the CPU; its outputs take other fp32 sums (docs/cuda.md). */
+static const gtol tol_cuda_exact = {HC_NUMERICS_EXACT, HC_CACHE_BF16, 1e-2, 3e-2, 3e-2, 0.99, 1e-6, 0.99, 0};
+/* CUDA, FAST: the faithful tolerance of docs/golden.md / docs/numerics.md. The compressor state
+ * holds fp32 sums of another order (tensor cores), hence its looser bound. */
+static const gtol tol_cuda_fast = {HC_NUMERICS_FAST, HC_CACHE_FP8, 1e-2, 5e-2, 3e-2, 0.99, 1e-5, 0.95, 1};
+
+/* The share of the reference's picks (ref entries carry offset, -1 padding) that ours holds. */
+static double topk_shared(const int32_t *ours, const float *ref, int k, int offset)
 {
+    int n = 0, found = 0;
+    for (int i = 0; i < k; i++) {
+        if (ref[i] < 0) continue;
+        n++;
+        for (int j = 0; j < k; j++)
+            if (ours[j] == (int32_t)ref[i] - offset) {
+                found++;
+                break;
+            }
+    }
+    return n ? (double)found / n : 1.0;
+}
+
+static void run_golden(const char *file, const gtol *tol)
+{
+    double min_cache_ulp1 = tol->cache_ulp1;
     gfile g = {0};
     char err[512];
     ck_assert_int_eq(hci_st_open(tu_data_path(file), &g.f, err, sizeof err), 0);
@@ -170,10 +213,13 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
     hc_ctx_params p;
     hc_ctx_params_init(&p, sizeof p);
     p.backend = g_backend;
-    p.cache_format = HC_CACHE_BF16;
+    p.cache_format = tol->cache_format;
+    p.numerics = tol->numerics;
     p.max_chunk = 1024;
     hc_ctx *c = NULL;
     ck_assert_msg(hc_ctx_create(m, &p, &c) == HC_OK, "context: %s", err);
+    /* the CPU computes EXACT whatever is asked; CUDA what is asked */
+    ck_assert_int_eq(hc_ctx_numerics(c), g_backend == HC_BACKEND_CPU ? HC_NUMERICS_EXACT : tol->numerics);
     g_be = c->be;
     const hci_config *cfg = &m->cfg;
     int T = g.L + g.D, dim = g.dim, K = cfg->index_topk;
@@ -187,7 +233,9 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
         ck_assert_msg(hc_append(c, l, x, g.L, y + (size_t)l * T * dim) == HC_OK, "%s", hc_ctx_last_error(c));
         if (cfg->ratios[l] == 4) read_sel(c, sel + (size_t)l * T * K, g.L);
     }
-    printf("\n%s: L=%d D=%d\n", file, g.L, g.D);
+    printf("\n%s: L=%d D=%d (%s backend, %s numerics, %s cache)\n", file, g.L, g.D,
+           g_backend == HC_BACKEND_CPU ? "cpu" : "cuda", hc_ctx_numerics(c) == HC_NUMERICS_FAST ? "fast" : "exact",
+           tol->cache_format == HC_CACHE_BF16 ? "bf16" : "fp8");
     printf("%-6s %-26s %10s %8s %8s\n", "layer", "stage (after prefill)", "rel L2", "exact", "<=1ulp");
     for (int l = 0; l < g.n_layers; l++) {
         hci_layer_cache *lc = &c->layers[l];
@@ -207,7 +255,7 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
             float *ssc = read_f32(&g, name, NULL);
             r = check_state(&lc->comp, skv, ssc);
             printf("%-6d %-26s %10.2e %8.4f %8.4f\n", l, "compressor state", r.rel, r.exact, r.ulp1);
-            ck_assert_msg(r.rel < 1e-6, "layer %d compressor state rel %.3g", l, r.rel);
+            ck_assert_msg(r.rel < tol->state_rel, "layer %d compressor state rel %.3g", l, r.rel);
             free(skv), free(ssc);
         }
         if (lc->ratio == 4) {
@@ -222,7 +270,7 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
             float *ssc = read_f32(&g, name, NULL);
             r = check_state(&lc->idx, skv, ssc);
             printf("%-6d %-26s %10.2e %8.4f %8.4f\n", l, "indexer compressor state", r.rel, r.exact, r.ulp1);
-            ck_assert_msg(r.rel < 1e-6, "layer %d indexer state rel %.3g", l, r.rel);
+            ck_assert_msg(r.rel < tol->state_rel, "layer %d indexer state rel %.3g", l, r.rel);
             free(ik), free(skv), free(ssc);
         }
         free(pkv);
@@ -236,12 +284,14 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
             memcpy(y + ((size_t)l * T + g.L + s) * dim, yd, sizeof(float) * dim);
             if (cfg->ratios[l] == 4) read_sel(c, sel + ((size_t)l * T + g.L + s) * K, 1);
         }
-    printf("%-6s %-10s %10s %10s %12s %14s\n", "layer", "kind", "out relL2", "worst tok", "topk equal", "bad tokens");
+    printf("%-6s %-10s %10s %10s %10s %12s %8s %11s\n", "layer", "kind", "out relL2", "worst tok", "p95 tok",
+           "topk equal", "shared", "bad tokens");
+    double *tok_err = malloc(sizeof(double) * (size_t)T);
     for (int l = 0; l < g.n_layers; l++) {
         snprintf(name, sizeof name, "golden.layers.%d.out", l);
         float *ref = read_f32(&g, name, NULL);
         const float *ours = y + (size_t)l * T * dim;
-        double rel = tu_rel_l2(ours, ref, (size_t)T * dim), worst = 0;
+        double rel = tu_rel_l2(ours, ref, (size_t)T * dim), worst = 0, shared = 0;
         int same = 0, total = 0, bad = 0;
         float *pt = NULL, *dt = NULL;
         if (cfg->ratios[l] == 4) {
@@ -252,27 +302,37 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
         }
         int kref = g.L / 4 < K ? g.L / 4 : K; /* the reference's prefill row width */
         for (int t = 0; t < T; t++) {
-            double e = tu_rel_l2(ours + (size_t)t * dim, ref + (size_t)t * dim, (size_t)dim);
+            double e = tok_err[t] = tu_rel_l2(ours + (size_t)t * dim, ref + (size_t)t * dim, (size_t)dim);
             int topk_ok = 1;
             if (pt) {
                 const int32_t *s = sel + ((size_t)l * T + t) * K;
                 if (t < g.L) {
                     topk_ok = topk_equal(s, pt + (size_t)t * kref, kref, g.L) && (kref == K || s[kref] < 0);
+                    shared += topk_shared(s, pt + (size_t)t * kref, kref, g.L);
                 } else {
                     topk_ok = topk_equal(s, dt + (size_t)(t - g.L) * K, K, 128);
+                    shared += topk_shared(s, dt + (size_t)(t - g.L) * K, K, 128);
                 }
                 same += topk_ok, total++;
             }
             if (e > worst && topk_ok) worst = e;
-            if (e > 3e-2 && topk_ok) bad++;
+            if (e > tol->tok_rel && topk_ok) bad++;
         }
-        printf("%-6d %-10s %10.2e %10.2e %6d/%-5d %14d\n", l,
-               cfg->ratios[l] == 0 ? "SWA" : cfg->ratios[l] == 4 ? "CSA" : "HCA", rel, worst, same, total, bad);
-        ck_assert_msg(rel <= max_layer_rel, "layer %d out rel L2 %.3g", l, rel);
-        ck_assert_msg(bad == 0, "layer %d: %d tokens over 3e-2 with an equal top-k set", l, bad);
-        if (total) ck_assert_msg(same >= 0.99 * total, "layer %d: top-k equal for %d of %d", l, same, total);
+        double p95 = tu_quantile(tok_err, (size_t)T, 0.95);
+        shared = total ? shared / total : 1.0;
+        printf("%-6d %-10s %10.2e %10.2e %10.2e %6d/%-5d %8.4f %11d\n", l,
+               cfg->ratios[l] == 0 ? "SWA" : cfg->ratios[l] == 4 ? "CSA" : "HCA", rel, worst, p95, same, total, shared,
+               bad);
+        ck_assert_msg(rel <= tol->layer_rel, "layer %d out rel L2 %.3g", l, rel);
+        ck_assert_msg(bad == 0, "layer %d: %d tokens over %.0e with an equal top-k set", l, bad, tol->tok_rel);
+        ck_assert_msg(p95 <= tol->p95_rel, "layer %d: 95th percentile token rel L2 %.3g", l, p95);
+        if (total && tol->topk_by_overlap)
+            ck_assert_msg(shared >= tol->topk, "layer %d: %.4f of the reference's top-k picks shared", l, shared);
+        else if (total)
+            ck_assert_msg(same >= tol->topk * total, "layer %d: top-k equal for %d of %d", l, same, total);
         free(ref), free(pt), free(dt);
     }
+    free(tok_err);
     /* final caches after decode */
     for (int l = 0; l < g.n_layers; l++) {
         hci_layer_cache *lc = &c->layers[l];
@@ -302,15 +362,20 @@ static void run_golden(const char *file, double max_layer_rel, double min_cache_
 }
 
 /* The CPU backend holds the tightened tolerances; the CUDA backend (HC_TEST_BACKEND=cuda, run by
- * tools/gpu-check) the README's: its FP8 projections accumulate in a different order. */
-START_TEST(golden_tiny_a) { run_golden("tiny-a.safetensors", g_backend == HC_BACKEND_CPU ? 5e-3 : 1e-2, g_backend == HC_BACKEND_CPU ? 0.999 : 0.99); }
+ * tools/gpu-check) in EXACT the README's per-layer bound (its FP8 projections and attention
+ * accumulate in a different order), in FAST the README's tolerances. */
+static const gtol *exact_tol(void) { return g_backend == HC_BACKEND_CPU ? &tol_cpu : &tol_cuda_exact; }
+
+START_TEST(golden_tiny_a) { run_golden("tiny-a.safetensors", exact_tol()); }
 END_TEST
 
-START_TEST(golden_tiny_a_short)
-{
-    run_golden("tiny-a-short.safetensors", g_backend == HC_BACKEND_CPU ? 5e-3 : 1e-2,
-               g_backend == HC_BACKEND_CPU ? 0.999 : 0.99);
-}
+START_TEST(golden_tiny_a_short) { run_golden("tiny-a-short.safetensors", exact_tol()); }
+END_TEST
+
+START_TEST(golden_tiny_a_fast) { run_golden("tiny-a.safetensors", &tol_cuda_fast); }
+END_TEST
+
+START_TEST(golden_tiny_a_short_fast) { run_golden("tiny-a-short.safetensors", &tol_cuda_fast); }
 END_TEST
 
 Suite *tu_suite(int argc, char **argv)
@@ -331,6 +396,10 @@ Suite *tu_suite(int argc, char **argv)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, golden_tiny_a);
     tcase_add_test(tc, golden_tiny_a_short);
+    if (g_backend == HC_BACKEND_CUDA) { /* the CPU computes EXACT for every value of numerics */
+        tcase_add_test(tc, golden_tiny_a_fast);
+        tcase_add_test(tc, golden_tiny_a_short_fast);
+    }
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,8 +1,10 @@
-/* test_gpu.c - the CUDA backend against the CPU backend, on fresh random inputs: whole layers
- * (outputs within the documented tolerance, compressed entries and indexer keys identical, top-k
- * sets equal), split invariance, both cache formats, device-memory I/O, host-memory I/O through
- * the pinned staging pieces. Exits 77 (skipped) where there is no CUDA device. Tolerances:
- * docs/cuda.md. */
+/* test_gpu.c - the CUDA backend against the CPU backend, on fresh random inputs, in both numerics
+ * (docs/numerics.md): whole layers, both cache formats (EXACT: outputs within the documented
+ * tolerance, compressed entries and indexer keys identical, top-k sets equal; FAST: the faithful
+ * tolerance of docs/golden.md), split invariance, prefill against decode and determinism,
+ * sessions across backends and numerics, device-memory I/O, host-memory I/O through the pinned
+ * staging pieces (in the default numerics, FAST on CUDA). Exits 77 (skipped) where there is no
+ * CUDA device. Tolerances: docs/cuda.md. */
 #include <check.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -17,17 +19,33 @@
 static const char *g_geom;       /* preset or config JSON */
 static int64_t g_tokens;         /* context length of the whole-layer runs */
 
-static hc_ctx *make(hc_model *m, int backend, int fmt)
+/* The faithful tolerance (docs/golden.md, docs/numerics.md): what FAST promises against the
+ * reference, and what it is held to here against the CPU backend and between its own paths. */
+#define TOL_LAYER 1e-2 /* rel L2 of a layer's outputs */
+#define TOL_TOKEN 5e-2 /* rel L2 of a token whose top-k set is the other's */
+#define TOL_P95 3e-2   /* the 95th percentile of the tokens' rel L2 */
+#define TOL_TOPK 0.95  /* the least mean share of the other's top-k picks picked */
+
+static const char *mode_name(int numerics) { return numerics == HC_NUMERICS_FAST ? "fast" : "exact"; }
+
+/* A context in the given numerics (the CPU computes EXACT whatever is asked). */
+static hc_ctx *make_n(hc_model *m, int backend, int fmt, int numerics, int max_chunk)
 {
     hc_ctx_params p;
     hc_ctx_params_init(&p, sizeof p);
     p.backend = backend;
     p.cache_format = fmt;
-    p.max_chunk = 512;
+    p.max_chunk = max_chunk;
+    p.numerics = numerics;
     hc_ctx *c = NULL;
     ck_assert_int_eq(hc_ctx_create(m, &p, &c), HC_OK);
+    int want = backend == HC_BACKEND_CPU || numerics == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST;
+    ck_assert_int_eq(hc_ctx_numerics(c), want); /* HC_NUMERICS_DEFAULT: FAST on CUDA */
     return c;
 }
+
+/* In the default numerics (FAST on CUDA): the tests of I/O paths, which compare CUDA with CUDA. */
+static hc_ctx *make(hc_model *m, int backend, int fmt) { return make_n(m, backend, fmt, HC_NUMERICS_DEFAULT, 512); }
 
 static void download(hc_ctx *c, void *dst, const void *src, size_t n)
 {
@@ -78,7 +96,78 @@ static int same_set(const int32_t *a, const int32_t *b, int k)
     return 1;
 }
 
-/* Whole layers, CPU vs CUDA, chunks of mixed sizes (prefill pieces and decode steps). */
+/* The share of ref's picks (-1: none) that a row also picks; 1 for a row without picks. */
+static double shared_picks(const int32_t *a, const int32_t *ref, int k)
+{
+    int n = 0, f = 0;
+    for (int i = 0; i < k; i++) {
+        if (ref[i] < 0) continue;
+        n++;
+        for (int j = 0; j < k; j++)
+            if (a[j] == ref[i]) {
+                f++;
+                break;
+            }
+    }
+    return n ? (double)f / n : 1.0;
+}
+
+/* Tokens [t0, t1) of one layer, a against the reference r (outputs [T][D], selections [T][K] or
+ * NULL): the layer's rel L2, the worst token among those whose top-k set equals r's, the 95th
+ * percentile of all tokens, the rows with r's set and the mean share of r's picks. */
+typedef struct layer_cmp {
+    double rel, worst, p95, shared;
+    int same, total;
+} layer_cmp;
+
+static layer_cmp compare_layer(const float *a, const float *r, const int32_t *sa, const int32_t *sr, int64_t t0,
+                               int64_t t1, int D, int K)
+{
+    layer_cmp c = {tu_rel_l2(a + (size_t)t0 * D, r + (size_t)t0 * D, (size_t)(t1 - t0) * D), 0, 0, 0, 0, 0};
+    double *e = malloc(sizeof(double) * (size_t)(t1 - t0));
+    for (int64_t t = t0; t < t1; t++) {
+        e[t - t0] = tu_rel_l2(a + (size_t)t * D, r + (size_t)t * D, (size_t)D);
+        int ok = 1;
+        if (sa) {
+            ok = same_set(sa + (size_t)t * K, sr + (size_t)t * K, K);
+            c.same += ok, c.total++;
+            c.shared += shared_picks(sa + (size_t)t * K, sr + (size_t)t * K, K);
+        }
+        if (ok && e[t - t0] > c.worst) c.worst = e[t - t0];
+    }
+    c.p95 = tu_quantile(e, (size_t)(t1 - t0), 0.95);
+    c.shared = c.total ? c.shared / c.total : 1.0;
+    free(e);
+    return c;
+}
+
+/* The faithful tolerance, or a message naming what is beyond it. */
+static int within_faithful(const layer_cmp *c, char *why, size_t n)
+{
+    if (c->rel > TOL_LAYER) snprintf(why, n, "layer rel L2 %.3g > %.0e", c->rel, TOL_LAYER);
+    else if (c->worst > TOL_TOKEN) snprintf(why, n, "a token's rel L2 %.3g > %.0e", c->worst, TOL_TOKEN);
+    else if (c->p95 > TOL_P95) snprintf(why, n, "95th percentile token rel L2 %.3g > %.0e", c->p95, TOL_P95);
+    else if (c->total && c->shared < TOL_TOPK) snprintf(why, n, "%.4f of the top-k picks shared", c->shared);
+    else return 1;
+    return 0;
+}
+
+/* Entries [0, count) of a page list of two contexts: whether every value is equal, and rel L2. */
+static int same_entries(hc_ctx *ca, const hci_entry_layout *la, const hci_page_list *pa, hc_ctx *cb,
+                        const hci_entry_layout *lb, const hci_page_list *pb, int64_t count, double *rel)
+{
+    float *ea = entries(ca, la, pa, count), *eb = entries(cb, lb, pb, count);
+    size_t n = (size_t)count * la->dim;
+    int same = memcmp(ea, eb, sizeof(float) * n) == 0;
+    if (rel) *rel = tu_rel_l2(ea, eb, n);
+    free(ea), free(eb);
+    return same;
+}
+
+/* Whole layers, CPU vs CUDA, chunks of mixed sizes (prefill pieces and decode steps), the CPU run
+ * once and CUDA in each numerics. EXACT: compressed entries and indexer keys identical, >= 98% of
+ * the top-k sets equal, outputs within 1e-2 per layer (docs/cuda.md). FAST: the faithful
+ * tolerance (TOL_*), entries and keys within 1e-2 rel L2. */
 static void compare_backends(int fmt)
 {
     hc_model *m = NULL;
@@ -91,64 +180,61 @@ static void compare_backends(int fmt)
     int32_t *sc = calloc((size_t)L * T * K, 4), *sg = calloc((size_t)L * T * K, 4);
     tu_fill_normal(x, nx, 99, 1.0f);
     static const int sizes[] = {300, 1, 1, 1, 129, 7, 500, 1, 2, 64};
-    hc_ctx *cc = make(m, HC_BACKEND_CPU, fmt), *cg = make(m, HC_BACKEND_CUDA, fmt);
+    hc_ctx *cc = make_n(m, HC_BACKEND_CPU, fmt, HC_NUMERICS_EXACT, 512);
     run_chunks(cc, x, T, sizes, 10, yc, sc);
-    run_chunks(cg, x, T, sizes, 10, yg, sg);
-    printf("\n%s, %lld tokens, %s cache\n%-6s %-5s %10s %10s %12s %10s %10s\n", L == 4 ? "tiny" : "v4-flash geometry",
-           (long long)T, fmt == HC_CACHE_BF16 ? "bf16" : "fp8", "layer", "kind", "out relL2", "worst tok",
-           "topk equal", "entries", "idx keys");
     int bad = 0;
-    for (int l = 0; l < L; l++) {
-        const float *a = yg + (size_t)l * T * D, *b = yc + (size_t)l * T * D;
-        double rel = tu_rel_l2(a, b, (size_t)T * D), worst = 0;
-        double first = tu_rel_l2(a, b, (size_t)300 * D); /* the first chunk sees no ring */
-        for (int64_t t = 0; t < T; t++) {
-            double e = tu_rel_l2(a + (size_t)t * D, b + (size_t)t * D, (size_t)D);
-            if (e > worst) worst = e;
+    static const int modes[2] = {HC_NUMERICS_EXACT, HC_NUMERICS_FAST};
+    for (int mi = 0; mi < 2; mi++) {
+        int fast = modes[mi] == HC_NUMERICS_FAST;
+        hc_ctx *cg = make_n(m, HC_BACKEND_CUDA, fmt, modes[mi], 512);
+        memset(sg, 0, (size_t)L * T * K * 4);
+        run_chunks(cg, x, T, sizes, 10, yg, sg);
+        printf("\n%s, %lld tokens, %s cache, CUDA in %s numerics\n%-6s %-5s %10s %10s %10s %12s %8s %10s %10s\n",
+               L == 4 ? "tiny" : "v4-flash geometry", (long long)T, fmt == HC_CACHE_BF16 ? "bf16" : "fp8",
+               mode_name(modes[mi]), "layer", "kind", "out relL2", "worst tok", "p95 tok", "topk equal", "shared",
+               "entries", "idx keys");
+        for (int l = 0; l < L; l++) {
+            const float *a = yg + (size_t)l * T * D, *b = yc + (size_t)l * T * D;
+            int csa = cfg->ratios[l] == 4;
+            layer_cmp r = compare_layer(a, b, csa ? sg + (size_t)l * T * K : NULL, csa ? sc + (size_t)l * T * K : NULL, 0,
+                                        T, D, K);
+            double first = tu_rel_l2(a, b, (size_t)300 * D); /* the first chunk sees no ring */
+            char ent[32] = "-", keys[32] = "-";
+            hci_layer_cache *lg = &cg->layers[l], *lcpu = &cc->layers[l];
+            for (int k = 0; k < 2; k++) {
+                const hci_comp_cache *eg = k ? &lg->idx : &lg->comp, *ec = k ? &lcpu->idx : &lcpu->comp;
+                if (!lg->ratio || (k && lg->ratio != 4)) continue;
+                double rel = 0;
+                int same = same_entries(cg, &eg->layout, &eg->entries, cc, &ec->layout, &ec->entries, T / lg->ratio, &rel);
+                char *out = k ? keys : ent;
+                if (same) snprintf(out, sizeof ent, "identical");
+                else snprintf(out, sizeof ent, "%.2e", rel);
+                bad |= fast ? rel > 1e-2 : !same; /* EXACT: identical; FAST: within rounding */
+            }
+            printf("%-6d %-5s %10.2e %10.2e %10.2e %6d/%-5d %8.4f %10s %10s  (first chunk %.2e)\n", l,
+                   cfg->ratios[l] == 0 ? "SWA" : csa ? "CSA" : "HCA", r.rel, r.worst, r.p95, r.same, r.total, r.shared,
+                   ent, keys, first);
+            char why[128];
+            if (fast && !within_faithful(&r, why, sizeof why)) {
+                printf("  layer %d: %s\n", l, why);
+                bad = 1;
+            }
+            if (!fast) bad |= r.rel >= 1e-2 || (r.total && r.same < 0.98 * r.total);
         }
-        int same = 0, total = 0;
-        if (cfg->ratios[l] == 4)
-            for (int64_t t = 0; t < T; t++, total++)
-                same += same_set(sg + ((size_t)l * T + t) * K, sc + ((size_t)l * T + t) * K, K);
-        const char *ent = "-", *keys = "-";
-        hci_layer_cache *lg = &cg->layers[l], *lcpu = &cc->layers[l];
-        if (lg->ratio) {
-            int64_t ne = T / lg->ratio;
-            float *eg = entries(cg, &lg->comp.layout, &lg->comp.entries, ne);
-            float *ec = entries(cc, &lcpu->comp.layout, &lcpu->comp.entries, ne);
-            size_t diff = 0;
-            for (size_t i = 0; i < (size_t)ne * cfg->head_dim; i++) diff += memcmp(&eg[i], &ec[i], 4) != 0;
-            ent = diff ? "DIFFER" : "identical";
-            bad |= diff != 0;
-            free(eg), free(ec);
+        /* the window rings after the run (same positions on both) */
+        for (int l = 0; l < L; l++) {
+            hci_layer_cache *lg = &cg->layers[l], *lcpu = &cc->layers[l];
+            float *rg = entries(cg, &lg->win_layout, &lg->ring, lg->window);
+            float *rc = entries(cc, &lcpu->win_layout, &lcpu->ring, lg->window);
+            printf("layer %d window ring: rel L2 %.2e\n", l, tu_rel_l2(rg, rc, (size_t)lg->window * cfg->head_dim));
+            free(rg), free(rc);
         }
-        if (lg->ratio == 4) {
-            int64_t ne = T / 4;
-            float *eg = entries(cg, &lg->idx.layout, &lg->idx.entries, ne);
-            float *ec = entries(cc, &lcpu->idx.layout, &lcpu->idx.entries, ne);
-            size_t diff = 0;
-            for (size_t i = 0; i < (size_t)ne * cfg->index_head_dim; i++) diff += memcmp(&eg[i], &ec[i], 4) != 0;
-            keys = diff ? "DIFFER" : "identical";
-            bad |= diff != 0;
-            free(eg), free(ec);
-        }
-        printf("%-6d %-5s %10.2e %10.2e %6d/%-5d %10s %10s  (first chunk %.2e)\n", l,
-               cfg->ratios[l] == 0 ? "SWA" : cfg->ratios[l] == 4 ? "CSA" : "HCA", rel, worst, same, total, ent, keys,
-               first);
-        bad |= rel >= 1e-2 || (total && same < 0.98 * total);
+        hc_ctx_free(cg);
     }
-    /* the window rings after the run (same positions on both) */
-    for (int l = 0; l < L; l++) {
-        hci_layer_cache *lg = &cg->layers[l], *lcpu = &cc->layers[l];
-        float *rg = entries(cg, &lg->win_layout, &lg->ring, lg->window);
-        float *rc = entries(cc, &lcpu->win_layout, &lcpu->ring, lg->window);
-        printf("layer %d window ring: rel L2 %.2e\n", l, tu_rel_l2(rg, rc, (size_t)lg->window * cfg->head_dim));
-        free(rg), free(rc);
-    }
-    hc_ctx_free(cc), hc_ctx_free(cg);
+    hc_ctx_free(cc);
     hc_model_free(m);
     free(x), free(yc), free(yg), free(sc), free(sg);
-    ck_assert_msg(!bad, "CUDA and CPU disagree beyond tolerance (table above)");
+    ck_assert_msg(!bad, "CUDA and CPU disagree beyond tolerance (tables above)");
 }
 
 START_TEST(layers_bf16_cache) { compare_backends(HC_CACHE_BF16); }
@@ -156,8 +242,11 @@ END_TEST
 START_TEST(layers_fp8_cache) { compare_backends(HC_CACHE_FP8); }
 END_TEST
 
-/* The same sequence split differently on the GPU: entries identical, outputs within tolerance. */
-START_TEST(split_invariance)
+/* The same sequence split differently on the GPU, in each numerics: compressed entries and indexer
+ * keys identical (a token's compressor and indexer projections do not depend on its chunk),
+ * outputs within 1e-2 per layer and 3e-2 at the 95th percentile of the tokens (the pieces of
+ * 1..5 tokens take the GEMVs, FAST's fast ones, the others the GEMMs). */
+static void split_invariance(int numerics)
 {
     hc_model *m = NULL;
     ck_assert_int_eq(hc_model_create_random(g_geom, 3, NULL, &m), HC_OK);
@@ -167,26 +256,109 @@ START_TEST(split_invariance)
     float *x = malloc(nx * sizeof(float)), *y1 = malloc(nx * sizeof(float)), *y2 = malloc(nx * sizeof(float));
     tu_fill_normal(x, nx, 123, 1.0f);
     int whole[] = {(int)T}, parts[] = {1, 3, 4, 5, 127, 128, 129, 250};
-    hc_ctx *a = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8), *b = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8);
+    hc_ctx *a = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 512);
+    hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 512);
     run_chunks(a, x, T, whole, 1, y1, NULL);
     run_chunks(b, x, T, parts, 8, y2, NULL);
     for (int l = 0; l < L; l++) {
-        double rel = tu_rel_l2(y2 + (size_t)l * T * D, y1 + (size_t)l * T * D, (size_t)T * D);
-        printf("split invariance layer %d: rel L2 %.2e\n", l, rel);
-        ck_assert_msg(rel < 1e-2, "layer %d: %.3g", l, rel);
+        layer_cmp r = compare_layer(y2 + (size_t)l * T * D, y1 + (size_t)l * T * D, NULL, NULL, 0, T, D, 0);
+        printf("split invariance (%s) layer %d: rel L2 %.2e, worst token %.2e, p95 %.2e\n", mode_name(numerics), l,
+               r.rel, r.worst, r.p95);
+        ck_assert_msg(r.rel < TOL_LAYER && r.p95 <= TOL_P95, "%s layer %d: %.3g (p95 %.3g)", mode_name(numerics), l,
+                      r.rel, r.p95);
         hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
-        if (la->ratio) {
-            int64_t ne = T / la->ratio;
-            float *ea = entries(a, &la->comp.layout, &la->comp.entries, ne);
-            float *eb = entries(b, &lb->comp.layout, &lb->comp.entries, ne);
-            ck_assert_msg(memcmp(ea, eb, sizeof(float) * (size_t)ne * m->cfg.head_dim) == 0, "layer %d entries", l);
-            free(ea), free(eb);
-        }
+        if (la->ratio)
+            ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
+                                       T / la->ratio, NULL),
+                          "%s layer %d entries", mode_name(numerics), l);
+        if (la->ratio == 4)
+            ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
+                                       T / 4, NULL),
+                          "%s layer %d indexer keys", mode_name(numerics), l);
     }
     hc_ctx_free(a), hc_ctx_free(b);
     hc_model_free(m);
     free(x), free(y1), free(y2);
 }
+
+START_TEST(split_invariance_exact) { split_invariance(HC_NUMERICS_EXACT); }
+END_TEST
+START_TEST(split_invariance_fast) { split_invariance(HC_NUMERICS_FAST); }
+END_TEST
+
+/* Prefill against decode, and determinism, in each numerics. Context a takes T tokens as one chunk
+ * (one piece: the prefill GEMMs); b takes T - ND of them as one chunk, then ND decode steps (the
+ * GEMVs; FAST: the fast tensor-core GEMVs). The ND decoded tokens agree with a's within the
+ * faithful tolerance (TOL_*: per layer, per token with an equal top-k set, 95th percentile, the
+ * picks shared); compressed entries and indexer keys are identical (chunk-invariant in both
+ * modes). Context b2 repeats b's calls and gives its bits: outputs, selections, window ring,
+ * compressed entries, indexer keys (no atomics, fixed splits). */
+#define ND 48
+static void prefill_vs_decode(int numerics)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, 17, NULL, &m), HC_OK);
+    const hci_config *cfg = &m->cfg;
+    int L = cfg->n_layers, D = cfg->dim, K = cfg->index_topk;
+    int64_t T = g_tokens; /* at most 2048: the whole chunk is one piece, its selections all in ws.sel */
+    ck_assert(T - ND > 64 && T <= 2048);
+    size_t nx = (size_t)L * T * D, ns = (size_t)L * T * K;
+    float *x = malloc(nx * sizeof(float)), *ya = malloc(nx * sizeof(float));
+    float *yb = malloc(nx * sizeof(float)), *yb2 = malloc(nx * sizeof(float));
+    int32_t *sa = calloc(ns, 4), *sb = calloc(ns, 4), *sb2 = calloc(ns, 4);
+    tu_fill_normal(x, nx, 171, 1.0f);
+    int whole[] = {(int)T}, split[ND + 1];
+    split[0] = (int)(T - ND);
+    for (int i = 1; i <= ND; i++) split[i] = 1;
+    hc_ctx *a = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 2048);
+    hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 2048);
+    hc_ctx *b2 = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 2048);
+    run_chunks(a, x, T, whole, 1, ya, sa);
+    run_chunks(b, x, T, split, ND + 1, yb, sb);
+    run_chunks(b2, x, T, split, ND + 1, yb2, sb2);
+    int bad = 0;
+    for (int l = 0; l < L; l++) {
+        int csa = cfg->ratios[l] == 4;
+        const int32_t *pb = csa ? sb + (size_t)l * T * K : NULL, *pa = csa ? sa + (size_t)l * T * K : NULL;
+        layer_cmp r = compare_layer(yb + (size_t)l * T * D, ya + (size_t)l * T * D, pb, pa, T - ND, T, D, K);
+        double head = tu_rel_l2(yb + (size_t)l * T * D, ya + (size_t)l * T * D, (size_t)(T - ND) * D);
+        printf("prefill vs decode (%s) layer %d %s: the %d decoded tokens rel L2 %.2e, worst %.2e, p95 %.2e, top-k "
+               "%d/%d equal, %.4f shared; the %lld prefilled %.2e\n",
+               mode_name(numerics), l, cfg->ratios[l] == 0 ? "SWA" : csa ? "CSA" : "HCA", ND, r.rel, r.worst, r.p95,
+               r.same, r.total, r.shared, (long long)(T - ND), head);
+        char why[128];
+        if (!within_faithful(&r, why, sizeof why) || head > TOL_LAYER) {
+            printf("  layer %d: %s\n", l, head > TOL_LAYER ? "the prefilled tokens differ" : why);
+            bad = 1;
+        }
+        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l], *lb2 = &b2->layers[l];
+        if (la->ratio) {
+            bad |= !same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
+                                 T / la->ratio, NULL);
+            bad |= !same_entries(b, &lb->comp.layout, &lb->comp.entries, b2, &lb2->comp.layout, &lb2->comp.entries,
+                                 T / la->ratio, NULL);
+        }
+        if (la->ratio == 4) {
+            bad |= !same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries, T / 4, NULL);
+            bad |= !same_entries(b, &lb->idx.layout, &lb->idx.entries, b2, &lb2->idx.layout, &lb2->idx.entries, T / 4,
+                                 NULL);
+        }
+        ck_assert_msg(same_entries(b, &lb->win_layout, &lb->ring, b2, &lb2->win_layout, &lb2->ring, lb->window, NULL),
+                      "%s layer %d: the window ring differs between two identical runs", mode_name(numerics), l);
+    }
+    ck_assert_msg(memcmp(yb, yb2, nx * sizeof(float)) == 0, "%s: two identical runs give other outputs",
+                  mode_name(numerics));
+    ck_assert_msg(memcmp(sb, sb2, ns * 4) == 0, "%s: two identical runs select other entries", mode_name(numerics));
+    ck_assert_msg(!bad, "%s: prefill and decode disagree beyond tolerance, or entries differ (above)",
+                  mode_name(numerics));
+    hc_ctx_free(a), hc_ctx_free(b), hc_ctx_free(b2);
+    hc_model_free(m);
+    free(x), free(ya), free(yb), free(yb2), free(sa), free(sb), free(sb2);
+}
+
+START_TEST(prefill_vs_decode_exact) { prefill_vs_decode(HC_NUMERICS_EXACT); }
+END_TEST
+START_TEST(prefill_vs_decode_fast) { prefill_vs_decode(HC_NUMERICS_FAST); }
 END_TEST
 
 /* x and y in device memory on the caller's own stream give the same bits as host buffers. */
@@ -361,9 +533,13 @@ START_TEST(out_of_memory_leaves_context_usable)
 }
 END_TEST
 
-/* A session saved by the CPU backend loads into a CUDA context and one saved by the CUDA backend
- * into a CPU context; decoding then goes on as in a context of that backend that computed the
- * tokens itself (bitwise), and within tolerance of the other backend. */
+/* A session saved by the CPU backend loads into a CUDA context and one saved by an EXACT CUDA
+ * context into a CPU context; decoding then goes on as in a context of that backend that computed
+ * the tokens itself (bitwise), and within tolerance of the other backend. A session saved by a
+ * FAST context (caches made by the fast kernels) continues bitwise in a FAST context that loads
+ * it; a CPU context and an EXACT CUDA context that load it make bitwise the same caches from there
+ * on (EXACT's promise, from the same saved bytes) and outputs within the faithful tolerance of
+ * the CPU that computed every token itself. A load keeps the loading context's numerics. */
 static void decode_steps(hc_ctx *c, const float *x, int k, float *y)
 {
     int L = c->model->cfg.n_layers, D = c->model->cfg.dim;
@@ -382,43 +558,107 @@ static void *save_buf(hc_ctx *c, uint64_t *len)
     return b;
 }
 
+static void load_buf(hc_ctx *c, const void *buf, uint64_t len)
+{
+    int before = hc_ctx_numerics(c);
+    ck_assert_msg(hc_ctx_load_buffer(c, buf, len) == HC_OK, "%s", hc_ctx_last_error(c));
+    ck_assert_int_eq(hc_ctx_numerics(c), before); /* sessions hold caches, not a numerics mode */
+}
+
+/* Every window slot, compressed entry and indexer key of two contexts at the same length: equal. */
+static void assert_same_caches(hc_ctx *a, hc_ctx *b, const char *what)
+{
+    const hci_config *cfg = &a->model->cfg;
+    int64_t n = hc_ctx_n_tokens(a);
+    ck_assert_int_eq(hc_ctx_n_tokens(b), n);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
+        ck_assert_msg(n >= la->window, "the window must be full");
+        ck_assert_msg(same_entries(a, &la->win_layout, &la->ring, b, &lb->win_layout, &lb->ring, la->window, NULL),
+                      "%s: layer %d window differs", what, l);
+        if (la->ratio)
+            ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
+                                       n / la->ratio, NULL),
+                          "%s: layer %d compressed entries differ", what, l);
+        if (la->ratio == 4)
+            ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
+                                       n / 4, NULL),
+                          "%s: layer %d indexer keys differ", what, l);
+    }
+}
+
 START_TEST(sessions_across_backends)
 {
     hc_model *m = NULL;
     ck_assert_int_eq(hc_model_create_random("tiny", 41, NULL, &m), HC_OK);
     int L = m->cfg.n_layers, D = m->cfg.dim, T = 300, K = 4;
     float *x = malloc(sizeof(float) * (size_t)L * T * D), *y = malloc(sizeof(float) * (size_t)L * T * D);
-    float *xd = malloc(sizeof(float) * (size_t)K * L * D);
-    float *ya = malloc(sizeof(float) * (size_t)K * L * D), *yb = malloc(sizeof(float) * (size_t)K * L * D);
-    float *yc = malloc(sizeof(float) * (size_t)K * L * D), *yp = malloc(sizeof(float) * (size_t)K * L * D);
+    size_t n = (size_t)K * L * D;
+    float *xd = malloc(sizeof(float) * n);
+    float *ya = malloc(sizeof(float) * n), *yb = malloc(sizeof(float) * n);
+    float *yc = malloc(sizeof(float) * n), *yp = malloc(sizeof(float) * n);
     tu_fill_normal(x, (size_t)L * T * D, 51, 1.0f);
-    tu_fill_normal(xd, (size_t)K * L * D, 52, 1.0f);
+    tu_fill_normal(xd, n, 52, 1.0f);
     int whole[] = {T};
-    hc_ctx *cpu = make(m, HC_BACKEND_CPU, HC_CACHE_FP8), *gself = make(m, HC_BACKEND_CUDA, HC_CACHE_BF16);
-    hc_ctx *gload = make(m, HC_BACKEND_CUDA, HC_CACHE_FP8), *cload = make(m, HC_BACKEND_CPU, HC_CACHE_BF16);
+    /* CPU and EXACT CUDA sessions, each loaded by the other backend */
+    hc_ctx *cpu = make_n(m, HC_BACKEND_CPU, HC_CACHE_FP8, HC_NUMERICS_DEFAULT, 512);
+    hc_ctx *gself = make_n(m, HC_BACKEND_CUDA, HC_CACHE_BF16, HC_NUMERICS_EXACT, 512);
+    hc_ctx *gload = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_EXACT, 512);
+    hc_ctx *cload = make_n(m, HC_BACKEND_CPU, HC_CACHE_BF16, HC_NUMERICS_DEFAULT, 512);
     run_chunks(cpu, x, T, whole, 1, y, NULL);
     run_chunks(gself, x, T, whole, 1, y, NULL);
     uint64_t la = 0, lb = 0;
     void *from_cpu = save_buf(cpu, &la), *from_gpu = save_buf(gself, &lb);
-    ck_assert_msg(hc_ctx_load_buffer(gload, from_cpu, la) == HC_OK, "%s", hc_ctx_last_error(gload));
-    ck_assert_msg(hc_ctx_load_buffer(cload, from_gpu, lb) == HC_OK, "%s", hc_ctx_last_error(cload));
+    load_buf(gload, from_cpu, la);
+    load_buf(cload, from_gpu, lb);
     ck_assert_int_eq(hc_ctx_n_tokens(gload), T);
-    printf("sessions: CPU and CUDA sessions of %d tokens are %s\n", T,
+    printf("sessions: CPU and CUDA (exact) sessions of %d tokens are %s\n", T,
            la == lb && memcmp(from_cpu, from_gpu, la) == 0 ? "byte-identical" : "different");
     decode_steps(cpu, xd, K, yp);
     decode_steps(gself, xd, K, ya);
     decode_steps(gload, xd, K, yb);
     decode_steps(cload, xd, K, yc);
-    size_t n = (size_t)K * L * D;
     ck_assert_msg(memcmp(ya, yb, n * sizeof(float)) == 0, "CUDA: loaded from a CPU session differs from computed");
     ck_assert_msg(memcmp(yc, yp, n * sizeof(float)) == 0, "CPU: loaded from a CUDA session differs from computed");
     double rel = tu_rel_l2(yb, yp, n);
-    printf("sessions: CUDA after a CPU session vs CPU: rel L2 %.2e\n", rel);
+    printf("sessions: CUDA (exact) after a CPU session vs CPU: rel L2 %.2e\n", rel);
     ck_assert(rel < 1e-2);
-    free(from_cpu), free(from_gpu);
+    /* a FAST session: into FAST CUDA (bitwise as the saver), EXACT CUDA and the CPU (the same caches
+     * from there on, outputs within tolerance of the CPU that computed everything) */
+    hc_ctx *gfast = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
+    hc_ctx *gf2 = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_DEFAULT, 512); /* FAST on CUDA */
+    hc_ctx *gex = make_n(m, HC_BACKEND_CUDA, HC_CACHE_BF16, HC_NUMERICS_EXACT, 512);
+    hc_ctx *cf = make_n(m, HC_BACKEND_CPU, HC_CACHE_FP8, HC_NUMERICS_FAST, 512); /* EXACT on the CPU */
+    hc_ctx *gfc = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
+    run_chunks(gfast, x, T, whole, 1, y, NULL);
+    uint64_t lf = 0;
+    void *from_fast = save_buf(gfast, &lf);
+    load_buf(gf2, from_fast, lf);
+    load_buf(gex, from_fast, lf);
+    load_buf(cf, from_fast, lf);
+    load_buf(gfc, from_cpu, la); /* and a CPU session continued in FAST */
+    float *yf = malloc(sizeof(float) * n), *yf2 = malloc(sizeof(float) * n), *ye = malloc(sizeof(float) * n);
+    float *ycf = malloc(sizeof(float) * n), *yfc = malloc(sizeof(float) * n);
+    decode_steps(gfast, xd, K, yf);
+    decode_steps(gf2, xd, K, yf2);
+    decode_steps(gex, xd, K, ye);
+    decode_steps(cf, xd, K, ycf);
+    decode_steps(gfc, xd, K, yfc);
+    ck_assert_msg(memcmp(yf, yf2, n * sizeof(float)) == 0, "FAST: loaded from a FAST session differs from the saver");
+    assert_same_caches(gfast, gf2, "FAST session continued in FAST");
+    assert_same_caches(gex, cf, "FAST session continued in EXACT on CUDA and on the CPU");
+    double r_ex = tu_rel_l2(ye, ycf, n), r_cpu = tu_rel_l2(ycf, yp, n), r_fast = tu_rel_l2(yf, yp, n);
+    double r_fc = tu_rel_l2(yfc, yp, n);
+    printf("sessions: a FAST session continued: EXACT CUDA vs CPU %.2e; CPU vs the CPU's own %.2e; FAST vs the "
+           "CPU's own %.2e; a CPU session continued in FAST vs the CPU's own %.2e\n",
+           r_ex, r_cpu, r_fast, r_fc);
+    ck_assert(r_ex < 1e-2 && r_cpu < TOL_LAYER && r_fast < TOL_LAYER && r_fc < TOL_LAYER);
+    free(from_cpu), free(from_gpu), free(from_fast);
     hc_ctx_free(cpu), hc_ctx_free(gself), hc_ctx_free(gload), hc_ctx_free(cload);
+    hc_ctx_free(gfast), hc_ctx_free(gf2), hc_ctx_free(gex), hc_ctx_free(cf), hc_ctx_free(gfc);
     hc_model_free(m);
     free(x), free(y), free(xd), free(ya), free(yb), free(yc), free(yp);
+    free(yf), free(yf2), free(ye), free(ycf), free(yfc);
 }
 END_TEST
 
@@ -440,7 +680,10 @@ Suite *tu_suite(int argc, char **argv)
     tcase_set_timeout(tc, 1800);
     tcase_add_test(tc, layers_bf16_cache);
     tcase_add_test(tc, layers_fp8_cache);
-    tcase_add_test(tc, split_invariance);
+    tcase_add_test(tc, split_invariance_exact);
+    tcase_add_test(tc, split_invariance_fast);
+    tcase_add_test(tc, prefill_vs_decode_exact);
+    tcase_add_test(tc, prefill_vs_decode_fast);
     tcase_add_test(tc, device_io_and_caller_stream);
     tcase_add_test(tc, host_io_staging_pieces);
     tcase_add_test(tc, sessions_across_backends);

@@ -4,7 +4,9 @@
  * layer outputs, and the context's whole state as its session bytes (tsu_digest: window,
  * compressed entries, indexer keys, used compressor state rows). The micro model has a window
  * layer, a ratio-4 layer and a ratio-128 layer, window 128. The "cuda" case runs every test on
- * the CUDA backend (references computed on CUDA too) where a device exists. */
+ * the CUDA backend (references computed on CUDA too) where a device exists, in EXACT numerics:
+ * the references take other chunkings, and FAST (the default on CUDA) gives a token's projections
+ * other bits in a piece of up to 64 tokens than in a larger one (docs/numerics.md). */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@ static hc_ctx *make(int64_t R, int fmt, int threads, int max_chunk)
     p.cache_format = fmt;
     p.max_chunk = max_chunk;
     p.max_rollback = R;
+    p.numerics = HC_NUMERICS_EXACT; /* forks with params keep it (HC_NUMERICS_DEFAULT: as the source) */
     hc_ctx *c = NULL;
     ck_assert_int_eq(hc_ctx_create(g_m, &p, &c), HC_OK);
     return c;

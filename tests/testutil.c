@@ -53,6 +53,25 @@ float tu_bf16(uint16_t h)
     return f;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double tu_quantile(const double *v, size_t n, double q)
+{
+    if (!n) return 0;
+    double *s = malloc(sizeof(double) * n);
+    if (!s) abort();
+    memcpy(s, v, sizeof(double) * n);
+    qsort(s, n, sizeof(double), cmp_double);
+    size_t k = (size_t)ceil(q * (double)n); /* nearest rank: the smallest value with >= q of v at or below */
+    double r = s[k ? k - 1 : 0];
+    free(s);
+    return r;
+}
+
 char *tu_tempdir(void)
 {
     const char *base = getenv("TMPDIR");

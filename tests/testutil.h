@@ -12,6 +12,8 @@ void tu_fill_normal(float *v, size_t n, uint64_t seed, float std);
 double tu_rel_l2(const float *a, const float *b, size_t n);
 /* bf16 bits -> float. */
 float tu_bf16(uint16_t h);
+/* The q-quantile (0..1, nearest rank) of v[0..n) (v is not changed; 0 for n 0). */
+double tu_quantile(const double *v, size_t n, double q);
 
 /* Files: a new empty directory under $TMPDIR (malloc'd path; NULL on failure), its removal with
  * everything below it, "dir/name" (malloc'd), whole-file write (0 or -1) and read (malloc'd,

@@ -1,7 +1,10 @@
 /* bench-gpu - CUDA timings of the attention block for the V4-Flash geometry, each next to its
  * floor (bytes / 4.3 TB/s, FLOPs / peak: 790 TFLOP/s bf16, 1481 TFLOP/s fp8, the planning
  * ceilings of /shared/spec/performance.md). A program that prints numbers, not a test.
- *   bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--help]
+ *   bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--numerics exact|fast] [--help]
+ * Contexts compute in EXACT numerics unless --numerics fast (the library's default on CUDA) is
+ * given, so that runs stay comparable with earlier records and with builds of before the default
+ * changed; --option NAME=1 adds single fast paths to EXACT.
  * Decode (batch 1) per layer kind at 4K, 128K and 1M tokens, split into projections, compressors,
  * indexer (scores + top-k), attention and the rest; contexts are filled by the documented fast
  * path hc_x_ctx_fill_random (valid random cache state, not a real prefill). Prefill tokens/s at
@@ -50,7 +53,8 @@ static void jrow(int section, const char *fmt, ...)
     size_t len = strlen(g_js[section]);
     snprintf(g_js[section] + len, sizeof g_js[section] - len, "%s\n    %s", len ? "," : "", row);
 }
-static const char *g_numerics = "exact"; /* or the options that change the numerics */
+static const char *g_numerics = "exact"; /* the numerics, and the options that change it */
+static int g_numerics_mode = HC_NUMERICS_EXACT; /* --numerics */
 
 static hc_model *flash_model(const char *ratios, int layers, int geometry_only)
 {
@@ -77,6 +81,7 @@ static hc_ctx *cuda_ctx(hc_model *m)
     hc_ctx_params_init(&p, sizeof p);
     p.backend = HC_BACKEND_CUDA;
     p.cache_format = HC_CACHE_FP8;
+    p.numerics = g_numerics_mode; /* explicit: DEFAULT is FAST on CUDA */
     hc_ctx *c = NULL;
     hc_status st = hc_ctx_create(m, &p, &c);
     if (st) {
@@ -333,7 +338,8 @@ static int write_json(const char *path, const char *gpu, const char *commit)
 }
 
 static const char usage[] =
-    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--option NAME=0|1]...\n"
+    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--numerics exact|fast]\n"
+    "                 [--option NAME=0|1]...\n"
     "\n"
     "CUDA timings of the attention block for the V4-Flash geometry, each next to its floor: decode\n"
     "per layer kind at 4K, 128K and 1M tokens, prefill at 8K and 128K, the whole model at 1M.\n"
@@ -342,6 +348,8 @@ static const char usage[] =
     "  --quick             fewer contexts and steps (a smoke run)\n"
     "  --full-only         only the whole 43-layer model at 1M tokens\n"
     "  --profile           only a few decode steps of one CSA layer at 4K, for a kernel profiler\n"
+    "  --numerics N        exact (default, as earlier records) or fast (the library's default on\n"
+    "                      CUDA; docs/numerics.md)\n"
     "  --option NAME=V     a CUDA backend option for every context (docs/cuda.md, Options)\n"
     "  --json FILE         also write the numbers as JSON series (docs/perf/README.md)\n"
     "  --commit ID         the commit measured, for the JSON\n"
@@ -354,7 +362,7 @@ int main(int argc, char **argv)
         {"full-only", no_argument, NULL, 'f'}, {"profile", no_argument, NULL, 'p'},
         {"option", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
         {"json", required_argument, NULL, 'j'}, {"commit", required_argument, NULL, 'c'},
-        {NULL, 0, NULL, 0},
+        {"numerics", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0},
     };
     int quick = 0, full_only = 0, profile = 0, o, bad = 0;
     const char *out = NULL, *json = NULL, *commit = "unknown";
@@ -377,6 +385,13 @@ int main(int argc, char **argv)
             break;
         }
         case 'j': json = optarg; break;
+        case 'n': {
+            static const char *const modes[] = {"exact", "fast", NULL};
+            int k = cli_choice("bench-gpu", "--numerics", optarg, modes);
+            if (k < 0) bad = 1;
+            else g_numerics_mode = k ? HC_NUMERICS_FAST : HC_NUMERICS_EXACT;
+            break;
+        }
         case 'c': commit = optarg; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
@@ -389,12 +404,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "%.*s\n(bench-gpu --help for details)\n", (int)(strstr(usage, "\n\n") - usage), usage);
         return CLI_EXIT_USAGE;
     }
-    static char numerics[600] = "exact";
-    for (int i = 0; i < g_n_options; i++)
-        if (g_options[i].value) {
-            size_t len = strlen(numerics);
-            snprintf(numerics + len, sizeof numerics - len, "+%s", g_options[i].name);
-        }
+    static char numerics[600];
+    snprintf(numerics, sizeof numerics, "%s", g_numerics_mode == HC_NUMERICS_FAST ? "fast" : "exact");
+    for (int i = 0; i < g_n_options; i++) {
+        size_t len = strlen(numerics);
+        snprintf(numerics + len, sizeof numerics - len, "%s%s", g_options[i].value ? "+" : "-", g_options[i].name);
+    }
     g_numerics = numerics;
     if (out && !(g_out = fopen(out, "w"))) {
         fprintf(stderr, "bench-gpu: %s: cannot open for writing\n", out);

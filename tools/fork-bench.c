@@ -1,5 +1,7 @@
 /* fork-bench - many forks of one long context held at once on one GPU (issue: serving).
- *   fork-bench [--forks N] [--tokens T] [--extend E] [--fast] [--json FILE]   (--fast: HC_NUMERICS_FAST)
+ *   fork-bench [--forks N] [--tokens T] [--extend E] [--fast | --exact] [--json FILE]
+ * Numerics: the library's default (FAST on CUDA); --exact asks for HC_NUMERICS_EXACT, --fast for
+ * HC_NUMERICS_FAST. The forks keep the source's mode; the checks compare forks with each other.
  * A V4-Flash context (43 layers, fp8 cache) is filled to T tokens (hc_x_ctx_fill_random), forked
  * N times, and each fork is extended by E tokens through all layers. All forks stay alive to the
  * end. Prints the cache bytes of the source, each fork's own and shared bytes
@@ -58,18 +60,20 @@ int main(int argc, char **argv)
                                          {"extend", required_argument, NULL, 'e'},
                                          {"json", required_argument, NULL, 'j'},
                                          {"fast", no_argument, NULL, 'F'},
+                                         {"exact", no_argument, NULL, 'X'},
                                          {NULL, 0, NULL, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         char *end = NULL;
-        long long v = o == 'j' || o == 'F' ? 0 : strtoll(optarg, &end, 10);
+        long long v = o == 'j' || o == 'F' || o == 'X' ? 0 : strtoll(optarg, &end, 10);
         if (o == 'j') json = optarg;
         else if (o == 'F') numerics = HC_NUMERICS_FAST;
+        else if (o == 'X') numerics = HC_NUMERICS_EXACT;
         else if (!end || *end || v <= 0) o = '?';
         if (o == 'f') forks = (int)v;
         else if (o == 't') tokens = v;
         else if (o == 'e') ext = v;
         else if (o == '?') {
-            fprintf(stderr, "usage: fork-bench [--forks N] [--tokens T] [--extend E] [--fast] [--json FILE]\n");
+            fprintf(stderr, "usage: fork-bench [--forks N] [--tokens T] [--extend E] [--fast | --exact] [--json FILE]\n");
             return 2;
         }
     }
@@ -93,8 +97,9 @@ int main(int argc, char **argv)
     double t0 = now_s();
     if ((st = hc_x_ctx_fill_random(src, tokens, 11))) die("hc_x_ctx_fill_random", src, st);
     const double src_bytes = (double)hc_ctx_memory_bytes(src);
-    printf("source: V4-Flash, %d layers, %lld tokens, cache %.3f GiB (filled in %.1f s)\n", layers,
-           (long long)tokens, gib(src_bytes), now_s() - t0);
+    const char *mode = hc_ctx_numerics(src) == HC_NUMERICS_FAST ? "fast" : "exact";
+    printf("source: V4-Flash, %d layers, %lld tokens, %s numerics, cache %.3f GiB (filled in %.1f s)\n", layers,
+           (long long)tokens, mode, gib(src_bytes), now_s() - t0);
 
     hc_ctx **f = calloc((size_t)forks, sizeof *f);
     float *x = malloc(sizeof(float) * (size_t)ext * dim), *y = malloc(sizeof(float) * (size_t)ext * dim);
@@ -147,11 +152,12 @@ int main(int argc, char **argv)
         FILE *j = fopen(json, "w");
         if (!j) die("cannot write the JSON file", NULL, HC_ERR_IO);
         fprintf(j,
-                "{\"forks\": %d, \"tokens\": %lld, \"extend\": %lld, \"layers\": %d, \"source_bytes\": %.0f, "
+                "{\"forks\": %d, \"tokens\": %lld, \"extend\": %lld, \"layers\": %d, \"numerics\": \"%s\", "
+                "\"source_bytes\": %.0f, "
                 "\"own_bytes_all\": %.0f, \"own_bytes_fork0\": %llu, \"shared_bytes_fork0\": %llu, "
                 "\"workspace_bytes_all\": %.0f, \"device_used_bytes\": %zu, \"device_used_before\": %zu, "
                 "\"unshared_estimate_bytes\": %.0f, \"seconds\": %.2f, \"same_bits\": %s}\n",
-                forks, (long long)tokens, (long long)ext, layers, src_bytes, own,
+                forks, (long long)tokens, (long long)ext, layers, mode, src_bytes, own,
                 (unsigned long long)mi0.own_bytes, (unsigned long long)mi0.shared_bytes, ws, used1, used0, unshared,
                 t_forks, ok ? "true" : "false");
         fclose(j);

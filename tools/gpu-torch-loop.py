@@ -11,7 +11,8 @@ torch stream (the binding moves the context to it: hc_ctx_set_stream). The same 
 with host numpy I/O on a second CUDA context (the MLP still on the GPU, fed through host copies).
 
 Asserted: every layer's attention output of every step is bitwise equal between the two runs
-(the same backend computes both, so device I/O and streams must not change a bit), the MLP
+(the same backend in the same numerics, the library's default, FAST on CUDA, computes both: it is
+deterministic, so device I/O and streams must not change a bit), the MLP
 outputs too (torch runs deterministic), and both contexts end at the same length. The device
 run queues work without synchronising, so a stream-ordering mistake shows as a mismatch.
 
@@ -139,6 +140,9 @@ def main():
         if not torch.equal(a, b):
             bad += 1
             print(f"FAIL: step {k}: MLP outputs differ")
+    if dctx.numerics != hctx.numerics:
+        bad += 1
+        print(f"FAIL: numerics {dctx.numerics} (device I/O) and {hctx.numerics} (host I/O)")
     if dctx.n_tokens != hctx.n_tokens or dctx.n_tokens != args.prefill + args.decode:
         bad += 1
         print(f"FAIL: lengths {dctx.n_tokens} (device I/O) and {hctx.n_tokens} (host I/O)")
@@ -146,7 +150,7 @@ def main():
         return 1
     print(f"PASS: {args.model} ({L} layers, dim {D}): prefill {args.prefill} + {args.decode} decode "
           f"steps, {len(dys)} attention outputs bitwise equal between device I/O (torch tensors, "
-          f"default stream then a side stream) and host I/O")
+          f"default stream then a side stream) and host I/O, {dctx.numerics.name.lower()} numerics")
     return 0
 
 

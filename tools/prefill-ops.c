@@ -3,6 +3,9 @@
  * the wall time of hc_append (host input and output) and, for the same chunk through the ops
  * with an event after each, the GPU time of each op. A program that prints numbers.
  *   prefill-ops [CONTEXT_TOKENS [OPTION...] [--json=FILE]]   (options set to 1, e.g. index_fast)
+ * Contexts compute in EXACT numerics (asked for: the library's default on CUDA is FAST), so that a
+ * run compares with earlier builds; the options add fast paths (gemv_fast index_fast comp_fast:
+ * what FAST sets).
  * --json=FILE also writes the medians as series ("ops") and the indexer's rate as a "kernels" row
  * (FLOPs: 2 x heads x head_dim per visible (query, key) pair of the median timed chunk).
  * Built by hand against an internal tree (it reads ctx/ctx.h); -DHC_OLD_CACHE_API for trees
@@ -139,6 +142,9 @@ int main(int argc, char **argv)
         hc_ctx_params_init(&p, sizeof p);
         p.backend = HC_BACKEND_CUDA;
         p.cache_format = HC_CACHE_FP8;
+#ifndef HC_OLD_CACHE_API
+        p.numerics = HC_NUMERICS_EXACT; /* the options below add the fast paths */
+#endif
         hc_ctx *c = NULL;
         if (hc_ctx_create(m, &p, &c)) return 1;
 #ifndef HC_OLD_CACHE_API

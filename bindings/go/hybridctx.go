@@ -300,7 +300,7 @@ type Numerics int32
 // Numerics modes. Context.Numerics returns NumericsFast or NumericsExact: NumericsDefault
 // resolved for the backend.
 const (
-	NumericsDefault Numerics = C.HC_NUMERICS_DEFAULT // the backend's default: NumericsExact on every backend in 0.2
+	NumericsDefault Numerics = C.HC_NUMERICS_DEFAULT // the backend's default: NumericsFast on CUDA, NumericsExact on the CPU
 	NumericsFast    Numerics = C.HC_NUMERICS_FAST    // the official kernels' structure (CUDA): deterministic, batch-invariant, faithful
 	NumericsExact   Numerics = C.HC_NUMERICS_EXACT   // caches, entries, keys and top-k sets bitwise equal to the CPU backend's
 )

@@ -34,8 +34,8 @@ struct hc_ctx {
     uint64_t meta_len;
     uint64_t sess_generation;   /* generation of the session last loaded into the context, 0 if none */
     /* forks and rollback */
-    hc_ctx_params params;       /* as created, backend/device/format resolved, errbuf cleared: what
-                                   hc_ctx_fork() with NULL params gives the fork */
+    hc_ctx_params params;       /* as created, backend/device/format/numerics resolved, errbuf
+                                   cleared: what hc_ctx_fork() with NULL params gives the fork */
     int64_t max_rollback;       /* R: the history (lib/cache/history.c) covers R tokens */
     int64_t hist_from;          /* the history reaches back to max(hist_from, n_tokens - R) */
     /* progress of long calls (hc_ctx_set_progress) */

@@ -220,7 +220,7 @@ class IOMemory(enum.IntEnum):
 class Numerics(enum.IntEnum):
     """The arithmetic a context computes with (``hc_ctx_params.numerics``; docs/numerics.md).
     :attr:`Context.numerics` is FAST or EXACT: DEFAULT resolved for the backend."""
-    DEFAULT = 0  #: the backend's default: EXACT on every backend in 0.2
+    DEFAULT = 0  #: the backend's default: FAST on CUDA, EXACT on the CPU
     FAST = 1     #: the official kernels' structure (CUDA): deterministic, batch-invariant, faithful
     EXACT = 2    #: caches, entries, keys and top-k sets bitwise equal to the CPU backend's
 

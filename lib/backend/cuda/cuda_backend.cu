@@ -528,8 +528,8 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     be->caps = HC_CAP_HOST_IO | HC_CAP_DEVICE_IO | HC_CAP_STREAM;
     be->model = m;
     be->max_chunk = ((a->max_chunk > 0 ? a->max_chunk : 2048) + 15) & ~15;
-    /* DEFAULT is EXACT until the fast kernels cover decode and prefill (hybridctx.h) */
-    be->numerics = a->numerics == HC_NUMERICS_FAST ? HC_NUMERICS_FAST : HC_NUMERICS_EXACT;
+    /* DEFAULT is FAST on CUDA (hybridctx.h, docs/numerics.md); EXACT only when asked for */
+    be->numerics = a->numerics == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST;
     cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
     be->ops_may_fail = 0;
     be->err = a->err;

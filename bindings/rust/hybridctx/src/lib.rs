@@ -388,7 +388,7 @@ pub enum IoMemory {
 /// [`Context::numerics`] tells which one a context got: `Fast` or `Exact`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Numerics {
-    /// The backend's default: [`Numerics::Exact`] on every backend in 0.2.
+    /// The backend's default: [`Numerics::Fast`] on CUDA, [`Numerics::Exact`] on the CPU.
     #[default]
     Default,
     /// The official kernels' structure (CUDA): deterministic and batch-invariant, within the
