@@ -1,7 +1,7 @@
 /* cuda_options.h - named alternatives to the CUDA backend's code paths, for comparisons and
  * cross-checks in tests and benchmarks (docs/cuda.md). All zero is numerics EXACT; a backend
  * created for numerics FAST (HC_NUMERICS_FAST, or DEFAULT, which is FAST on CUDA) starts with
- * gemv_fast, index_fast and comp_fast set. None is needed for correct results. C and C++. */
+ * gemv_fast, index_fast, comp_fast and attend_fast set. None is needed for correct results. C and C++. */
 #ifndef HCI_CUDA_OPTIONS_H
 #define HCI_CUDA_OPTIONS_H
 
