@@ -1,26 +1,39 @@
 #!/usr/bin/env bash
-# gpu-attend-fast.sh - one device call for the fast attention (option attend_fast, set by
-# HC_NUMERICS_FAST; kernels/attend/attend_wgmma.cu), from the repository root with the build
-# tools/gpu-carry.sh packed in .carry/b (or CARRY=DIR): the V4-Flash conformance of the fast
-# candidate (every op against the CPU, determinism, batch invariance), per-op prefill times of a
-# 2048-token chunk at 128K with and without the fast attention, an ncu profile of one launch,
-# decode in fast numerics, and per-op prefill times near 1M. Writes $OUT/*.log and
-# $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after every step. SKIP_TESTS, SKIP_NCU,
-# SKIP_1M leave steps out.
+# gpu-attend-fast.sh - one device call for the fast attention (option attend_fast, in FAST
+# numerics, the default on CUDA; kernels/attend/attend_wgmma.cu), from the repository root with
+# the build tools/gpu-carry.sh packed in .carry/b (or CARRY=DIR) and optionally a variant's
+# libraries and tools/prefill-ops in .carry/c. Steps, most important first:
+#   conform-fast    V4-Flash conformance of the FAST candidate at 2600 tokens (every op against
+#                   the CPU, top-k overlap, determinism, batch invariance)
+#   ab-*            per-op prefill times of a 2048-token chunk at 128K, build and variant
+#                   alternating (only with .carry/c), and the build without attend_fast
+#   prefill-e2e     issue 11's end-to-end run at 131072 tokens (43 layers, bf16 device I/O)
+#   bench-fast      decode and prefill in FAST numerics (bench-gpu --quick)
+#   suites          tools/gpu-check without the long V4-Flash suites and the sanitizers
+#   gpu-flash       test_gpu on V4-Flash geometry (whole layers against the CPU, both modes)
+#   prefill-1m      per-op prefill times near 1M
+# Writes $OUT/*.log and $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after every step.
 set -u
 cd "$(dirname "$0")/.."
 b=${CARRY:-.carry/b}
-export LD_LIBRARY_PATH=$PWD/$b:$PWD/$b/rt:/usr/local/cuda/lib64
+rt=$PWD/$b/rt:/usr/local/cuda/lib64
+export LD_LIBRARY_PATH=$PWD/$b:$rt HC_TEST_DATA=$PWD/tests/data CK_FORK=no
 o=${OUT:-/tmp/o}; mkdir -p "$o"
+commit=$(cat .carry/commit 2>/dev/null || echo unknown)
 . tools/gpu-steps.sh # step, snap
-fast="gemv_fast index_fast comp_fast"
-[ -n "${SKIP_TESTS:-}" ] || step conform-fast 120 env HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 $b/tests/test_conformance flash
-step prefill-att 40 $b/tools/prefill-ops 131072 $fast attend_fast --json=$o/prefill-ops-att.json
-step prefill-noatt 30 $b/tools/prefill-ops 131072 $fast
-[ -n "${SKIP_NCU:-}" ] || step ncu-attend 90 ncu --clock-control none -k regex:'atw_kernel' -c 1 --section SpeedOfLight \
-    --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy \
-    --section SchedulerStats $b/tools/prefill-ops 131072 $fast attend_fast
-step bench-fast 60 $b/tools/bench-gpu --quick $(printf -- '--option %s=1 ' $fast attend_fast) --json "$o/bench-fast.json" \
+fast="gemv_fast index_fast comp_fast attend_fast"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
+step conform-fast 90 env HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 $b/tests/test_conformance flash
+step ab-noatt 30 $b/tools/prefill-ops 131072 gemv_fast index_fast comp_fast
+for r in 1 2; do
+    step ab-b-$r 30 $b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops-$r.json
+    [ -d .carry/c ] && step ab-c-$r 30 env LD_LIBRARY_PATH=$PWD/.carry/c:$rt .carry/c/tools/prefill-ops 131072 $fast
+done
+step prefill-e2e 90 $b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" --commit "$commit"
+step bench-fast 60 $b/tools/bench-gpu --quick --numerics fast --json "$o/bench-fast.json" --commit "$commit" \
     --out "$o/bench-fast.md"
-[ -n "${SKIP_1M:-}" ] || step prefill-att-1m 150 $b/tools/prefill-ops 1013760 $fast attend_fast
+step suites 200 env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench torch-loop" \
+    tools/gpu-check $b
+step gpu-flash 200 $b/tests/test_gpu flash
+step prefill-1m 120 $b/tools/prefill-ops 1013760 $fast --json=$o/prefill-ops-1m.json
 exit 0

@@ -36,6 +36,19 @@ inline cudaError_t hci_cu_sm_count(int *n)
     return e;
 }
 
+/* The current device is an sm_90 (Hopper) GPU, where the build's sm_90a code (wgmma, setmaxnreg)
+ * is what runs; a failed query says no. */
+inline bool hci_cu_device_is_sm90(void)
+{
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    return major == 9 && minor == 0;
+}
+
 /* ldmatrix.x4 of 16-bit elements: four 8x8 matrices, lane l giving the row address of row l % 8
  * of matrix l / 8; saddr is a shared-state-space address, p a generic pointer into shared memory. */
 __device__ __forceinline__ void hci_dev_ldsm_x4(uint32_t (&r)[4], uint32_t saddr)

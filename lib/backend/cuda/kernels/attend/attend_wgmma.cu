@@ -358,13 +358,7 @@ bool at_fast_ok(const hci_cu_attn_args &a)
                    l->scale_bytes >= QD / 64;
         if (!bf16 && !fp8) return false;
     }
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    return major == 9 && minor == 0;
+    return hci_cu_device_is_sm90();
 }
 
 int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out)

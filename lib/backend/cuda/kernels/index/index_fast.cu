@@ -169,18 +169,6 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
 
 } // namespace
 
-/* The current device is an sm_90 (Hopper) GPU, where the sm_90a code with wgmma is loaded. */
-static bool ixf_sm90(void)
-{
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    return major == 9 && minor == 0;
-}
-
 bool hci_cu_index_fast_ok(const hci_entry_layout *l, int IH, int ID)
 {
     return l && l->fmt == HCI_FMT_FP8 && l->fp4 && l->qblock == 32 && ID == DIM && l->dim == DIM &&
@@ -211,7 +199,7 @@ int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t 
     a.IH = IH, a.rows = rows;
     a.pos0 = pos0, a.stride = stride;
     a.scores = scores, a.hist = hist;
-    if (IH == 64 && ixf_sm90()) return wgmma_scores(s, a, sms);
+    if (IH == 64 && hci_cu_device_is_sm90()) return wgmma_scores(s, a, sms);
     unsigned smem = ixf_smem_bytes(IH);
     if (cudaFuncSetAttribute(ixf_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
         return HC_ERR_CUDA;
