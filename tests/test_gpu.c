@@ -2,17 +2,20 @@
  * (docs/numerics.md): whole layers, both cache formats (EXACT: outputs within the documented
  * tolerance, compressed entries and indexer keys identical, top-k sets equal; FAST: the faithful
  * tolerance of docs/golden.md), split invariance, prefill against decode and determinism,
- * sessions across backends and numerics, device-memory I/O, host-memory I/O through the pinned
- * staging pieces (in the default numerics, FAST on CUDA). Exits 77 (skipped) where there is no
- * CUDA device. Tolerances: docs/cuda.md. */
+ * sessions across backends and numerics and through the asynchronous transfers, device-memory
+ * I/O, host-memory I/O through the pinned staging pieces (in the default numerics, FAST on CUDA).
+ * Exits 77 (skipped) where there is no CUDA device. Tolerances: docs/cuda.md. */
 #include <check.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "ctx/ctx.h"
+#include "session/session.h"
 #include "util/bf16.h"
+#include "hybridctx_experimental.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -662,6 +665,121 @@ START_TEST(sessions_across_backends)
 }
 END_TEST
 
+/* Session bytes that do not depend on the save (sections and TOC: between superblock and footer)
+ * are equal. */
+static int same_state(const uint8_t *a, uint64_t na, const uint8_t *b, uint64_t nb)
+{
+    return na == nb && na >= 8192 && memcmp(a + 4096, b + 4096, (size_t)(na - 8192)) == 0;
+}
+
+static void save_file(hc_ctx *c, const char *path, int compression)
+{
+    hc_save_params sp;
+    hc_save_params_init(&sp, sizeof sp);
+    sp.compression = compression;
+    ck_assert_msg(hc_ctx_save(c, path, &sp) == HC_OK, "save: %s", hc_ctx_last_error(c));
+}
+
+/* Units of 64 KiB with O_DIRECT and chunks of 64 rows (many pieces), or the defaults. */
+static void set_units(int small)
+{
+    hcs_hooks.io_unit = small ? 65536 : 0, hcs_hooks.direct_io = small, hcs_hooks.entry_rows_per_chunk = small ? 64 : 0;
+}
+
+static int stop_at(void *user, uint64_t done, uint64_t total)
+{
+    (void)total;
+    return done >= *(uint64_t *)user;
+}
+
+/* Save and load of CUDA contexts through the page-locked pieces, the asynchronous copies and
+ * the page blocks (xfer.cu), in many pieces (units of 64 KiB with O_DIRECT and chunks of 64 rows,
+ * or the default layout): the loaded context holds the saved state bit for bit (a CPU context
+ * reads the same file to the same state), decodes exactly as the original, and a corrupt,
+ * truncated or stopped load leaves a context as it was. */
+START_TEST(sessions_async_transfers)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random("tiny", 43, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim, K = 3;
+    /* ~9 MiB in fp8 (~2.7 MiB quick: still worker threads and many units); partly filled last blocks */
+    const int64_t T = getenv("HC_TEST_QUICK") ? 20000 + 37 : 65536 + 1000 + 37;
+    float *xd = malloc(sizeof(float) * (size_t)(K + 1) * L * D), *ya = malloc(sizeof(float) * (size_t)(K + 1) * L * D);
+    float *yb = malloc(sizeof(float) * (size_t)(K + 1) * L * D);
+    tu_fill_normal(xd, (size_t)(K + 1) * L * D, 61, 1.0f);
+    char path[256], bad[300];
+    snprintf(path, sizeof path, "%s/hc-gpu-session-%d.hcs", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    static const struct { int fmt, comp, small; } cases[] = {
+        {HC_CACHE_FP8, HC_COMPRESS_NONE, 1}, {HC_CACHE_FP8, HC_COMPRESS_NONE, 0},
+        {HC_CACHE_FP8, HC_COMPRESS_ZSTD, 0}, {HC_CACHE_BF16, HC_COMPRESS_NONE, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        set_units(cases[ci].small);
+        hc_ctx *a = make(m, HC_BACKEND_CUDA, cases[ci].fmt), *b = make(m, HC_BACKEND_CUDA, cases[ci].fmt);
+        hc_ctx *cpu = make(m, HC_BACKEND_CPU, HC_CACHE_FP8);
+        ck_assert_int_eq(hc_x_ctx_fill_random(a, T, 70 + ci), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_fill_random(b, 5000, 80 + ci), HC_OK); /* replaced by the load */
+        save_file(a, path, cases[ci].comp);
+        ck_assert_msg(hc_ctx_load(b, path) == HC_OK, "load: %s", hc_ctx_last_error(b));
+        ck_assert_msg(hc_ctx_load(cpu, path) == HC_OK, "CPU load: %s", hc_ctx_last_error(cpu));
+        ck_assert_int_eq(hc_ctx_n_tokens(b), T);
+        hcs_hooks = (hcs_test_hooks){0}; /* the states compared in the default layout */
+        uint64_t na, nb, nc;
+        uint8_t *sa = save_buf(a, &na), *sb = save_buf(b, &nb), *sc = save_buf(cpu, &nc);
+        ck_assert_msg(same_state(sa, na, sb, nb), "case %zu: the loaded CUDA context differs", ci);
+        ck_assert_msg(same_state(sa, na, sc, nc), "case %zu: the CPU reads the CUDA save differently", ci);
+        decode_steps(a, xd, K, ya);
+        decode_steps(b, xd, K, yb);
+        ck_assert_msg(memcmp(ya, yb, sizeof(float) * (size_t)K * L * D) == 0, "case %zu: decoding differs", ci);
+        free(sb), free(sc);
+
+        /* a chunk damaged in the middle of the last entry section (after many pieces went out),
+         * the file cut short, a stop half-way: b keeps its state and goes on as a */
+        free(sa);
+        sa = save_buf(a, &na); /* a decoded K tokens */
+        set_units(cases[ci].small);
+        size_t n;
+        uint8_t *bytes = tu_read_file(path, &n);
+        hcs_src src = {-1, "buffer", bytes, n};
+        hcs_file f;
+        char err[256];
+        ck_assert_int_eq(hcs_file_open(&f, &src, err, sizeof err), HC_OK);
+        uint64_t at = 0, half = f.total_raw / 2;
+        for (uint32_t i = 0; i < f.n_sec; i++)
+            if ((f.sec[i].type == HCS_SEC_COMP || f.sec[i].type == HCS_SEC_INDEX) && f.sec[i].stored_length)
+                at = f.sec[i].offset + f.sec[i].stored_length / 2;
+        hcs_file_close(&f);
+        bytes[at] ^= 0x10;
+        ck_assert_int_eq(tu_write_file(bad, bytes, n), 0);
+        hc_status st = hc_ctx_load(b, bad);
+        ck_assert_msg(st == HC_ERR_CORRUPT, "damaged: %s (%s)", hc_status_name(st), hc_ctx_last_error(b));
+        bytes[at] ^= 0x10;
+        ck_assert_int_eq(tu_write_file(bad, bytes, n - 4096), 0);
+        st = hc_ctx_load(b, bad);
+        ck_assert_msg(st == HC_ERR_CORRUPT, "truncated: %s (%s)", hc_status_name(st), hc_ctx_last_error(b));
+        hc_ctx_set_progress(b, stop_at, &half);
+        st = hc_ctx_load(b, path);
+        hc_ctx_set_progress(b, NULL, NULL);
+        ck_assert_msg(st == HC_ERR_ABORTED, "stopped: %s (%s)", hc_status_name(st), hc_ctx_last_error(b));
+        hcs_hooks = (hcs_test_hooks){0};
+        sb = save_buf(b, &nb);
+        ck_assert_msg(same_state(sa, na, sb, nb), "case %zu: a failed load changed the context", ci);
+        decode_steps(a, xd + (size_t)K * L * D, 1, ya);
+        decode_steps(b, xd + (size_t)K * L * D, 1, yb);
+        ck_assert_msg(memcmp(ya, yb, sizeof(float) * (size_t)L * D) == 0, "case %zu: decoding differs after", ci);
+        printf("sessions: CUDA %s %s%s: %llu bytes round-trip, failed loads change nothing\n",
+               cases[ci].fmt == HC_CACHE_FP8 ? "fp8" : "bf16", cases[ci].comp ? "zstd" : "raw",
+               cases[ci].small ? ", 64 KiB O_DIRECT units, 64-row chunks" : "", (unsigned long long)n);
+        free(bytes), free(sa), free(sb);
+        hc_ctx_free(a), hc_ctx_free(b), hc_ctx_free(cpu);
+    }
+    unlink(path), unlink(bad);
+    free(xd), free(ya), free(yb);
+    hc_model_free(m);
+}
+END_TEST
+
 Suite *tu_suite(int argc, char **argv)
 {
     int32_t nd = 0;
@@ -687,6 +805,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, device_io_and_caller_stream);
     tcase_add_test(tc, host_io_staging_pieces);
     tcase_add_test(tc, sessions_across_backends);
+    tcase_add_test(tc, sessions_async_transfers);
     tcase_add_test(tc, out_of_memory_leaves_context_usable);
     suite_add_tcase(s, tc);
     return s;

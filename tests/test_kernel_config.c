@@ -70,6 +70,7 @@ START_TEST(thread_counts)
     check_threads("CP_EMIT_MAX_THREADS", CP_EMIT_MAX_THREADS);
     check_threads("IO_THREADS", IO_THREADS);
     check_threads("IO_PACK_THREADS", IO_PACK_THREADS);
+    check_threads("IO_GATHER_THREADS", IO_GATHER_THREADS);
     check_threads("IX_THREADS", IX_THREADS);
     check_threads("IX_SEL_THREADS", IX_SEL_THREADS);
     check_threads("IX_PREP_THREADS", IX_PREP_THREADS);

@@ -49,6 +49,26 @@ typedef struct hci_backend_ops {
      * and complete pending page allocations. On failure l is still usable with its old mirror. */
     int (*pages_sync)(hci_backend *be, hci_page_list *l, int first);
 
+    /* ---- bulk transfers (session save and load). Optional; NULL: upload/download page by page
+     * from malloc'd memory ---- */
+    /* n pages in one block of backend memory, page i at out[0] + i * bytes, zero-filled; each is
+     * freed by page_free (the block with its last page). A load that fills a whole list allocates
+     * once and copies each chunk's pages in one transfer. On failure none is left. */
+    int (*pages_alloc_block)(hci_backend *be, size_t bytes, int n, void **out);
+    /* Host memory (4096-aligned; CUDA: page-locked) that the two transfers below may still be
+     * reading or writing when they return: host_wait(p) returns when every transfer queued so far
+     * from or into the host_alloc buffer holding p has finished (at once for any other pointer).
+     * host_wait may be called from any thread, while the caller's thread queues transfers on
+     * other buffers; errors are formatted into err. host_free waits, then frees. */
+    int (*host_alloc)(hci_backend *be, size_t bytes, void **out);
+    void (*host_free)(hci_backend *be, void *p);
+    int (*host_wait)(hci_backend *be, const void *p, char *err, size_t errsz);
+    /* upload, that may return before the copy is done when host_src lies in a host_alloc buffer. */
+    int (*upload_async)(hci_backend *be, void *dst, const void *host_src, size_t bytes);
+    /* Pages [first, first + n) of l, back to back, into host_dst (n * l->page_bytes bytes): done
+     * when it returns, unless host_dst lies in a host_alloc buffer (then host_wait). */
+    int (*pages_download)(hci_backend *be, const hci_page_list *l, int first, int n, void *host_dst);
+
     /* Optional: the backend's host thread pool, for host work beside it (NULL: none). */
     struct hci_pool *(*host_pool)(hci_backend *be);
     /* Optional (NULL = nothing to do): make room for a layer call of `n` tokens whose piece

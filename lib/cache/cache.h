@@ -105,6 +105,9 @@ static inline int hci_pages_grow(struct hci_backend *be, hci_page_list *l, int n
  * pages_alloc_host: contiguous, zero-filled, not yet resident); *base receives the first new
  * page. HC_ERR_INTERNAL when the backend's pages are not host memory. */
 int hci_pages_grow_host(struct hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base);
+/* The same with the backend's pages_alloc_block (pages in one block of backend memory, *base its
+ * backend address). HC_ERR_INTERNAL when the backend has no such op. */
+int hci_pages_grow_block(struct hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base);
 /* Release l's references to pages beyond the first n_pages (a page is freed with its last
  * reference); n_pages = 0 releases the tables too. */
 void hci_pages_drop(struct hci_backend *be, hci_page_list *l, int n_pages);

@@ -169,15 +169,18 @@ int hci_pages_prepare(hci_backend *be, hci_page_list *l, int n_pages, int first_
     return st;
 }
 
-int hci_pages_grow_host(hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base)
+typedef int (*block_alloc_fn)(hci_backend *be, size_t bytes, int n, void **out);
+
+/* Grow l to n_pages with new pages that alloc makes in one block. */
+static int grow_block(hci_backend *be, hci_page_list *l, int n_pages, block_alloc_fn alloc, uint8_t **base)
 {
     int have = l->n_pages;
     *base = NULL;
-    if (!be->ops->pages_alloc_host || n_pages <= have) return HC_ERR_INTERNAL;
+    if (!alloc || n_pages <= have) return HC_ERR_INTERNAL;
     int st = reserve_tables(l, n_pages), i = have;
     for (; !st && i < n_pages; i++)
         if (!(l->refs[i] = malloc(sizeof *l->refs[i]))) st = HC_ERR_OUT_OF_MEMORY;
-    if (!st) st = be->ops->pages_alloc_host(be, l->page_bytes, n_pages - have, &l->pages[have]);
+    if (!st) st = alloc(be, l->page_bytes, n_pages - have, &l->pages[have]);
     if (!st) {
         for (int k = have; k < n_pages; k++) atomic_init(&l->refs[k]->n, 1);
         l->n_pages = n_pages;
@@ -188,6 +191,16 @@ int hci_pages_grow_host(hci_backend *be, hci_page_list *l, int n_pages, uint8_t 
     }
     while (i-- > have) free(l->refs[i]);
     return st;
+}
+
+int hci_pages_grow_host(hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base)
+{
+    return grow_block(be, l, n_pages, be->ops->pages_alloc_host, base);
+}
+
+int hci_pages_grow_block(hci_backend *be, hci_page_list *l, int n_pages, uint8_t **base)
+{
+    return grow_block(be, l, n_pages, be->ops->pages_alloc_block, base);
 }
 
 void hci_pages_drop(hci_backend *be, hci_page_list *l, int n_pages)

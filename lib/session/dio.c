@@ -20,6 +20,7 @@ struct hcs_dio {
     hcs_unit *units;
     int n_units;
     hcs_pipe *pipe;
+    const hcs_bufs *bufs; /* NULL: posix_memalign'd buffers */
 };
 
 static void set_direct(hcs_dio *d, int on)
@@ -38,6 +39,9 @@ static void transfer(void *arg, int i)
     uint64_t off = u->off;
     const char *verb = d->write ? "writing" : "reading";
     u->status = HC_OK;
+    /* the buffer may still be the source of copies queued by the consumer of its last read */
+    if (!d->write && d->bufs && d->bufs->wait && (u->status = d->bufs->wait(d->bufs->arg, u->buf, u->err, sizeof u->err)))
+        return;
     while (n) {
         size_t step = n < (1u << 30) ? n : (1u << 30);
         ssize_t r = d->write ? hci_io()->pwrite(d->fd, p, step, (off_t)off) : hci_io()->pread(d->fd, p, step, (off_t)off);
@@ -68,16 +72,19 @@ static void transfer(void *arg, int i)
         sync_file_range(d->fd, (off64_t)u->off, (off64_t)u->len, SYNC_FILE_RANGE_WRITE);
 }
 
-hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap)
+hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap, const hcs_bufs *bufs)
 {
     hcs_dio *d = calloc(1, sizeof *d);
     if (!d) return NULL;
-    d->fd = fd, d->write = write, d->name = name, d->n_units = n_units;
+    d->fd = fd, d->write = write, d->name = name, d->n_units = n_units, d->bufs = bufs;
     d->units = calloc((size_t)n_units, sizeof *d->units);
     int ok = d->units != NULL;
     for (int i = 0; ok && i < n_units; i++) {
         void *b = NULL;
-        ok = posix_memalign(&b, HCS_DIO_ALIGN, cap ? cap : HCS_DIO_ALIGN) == 0;
+        size_t n = cap ? cap : HCS_DIO_ALIGN;
+        if (bufs) b = bufs->alloc(bufs->arg, n);
+        else if (posix_memalign(&b, HCS_DIO_ALIGN, n)) b = NULL;
+        ok = b != NULL;
         if (ok) d->units[i].buf = b;
     }
     if (ok) d->pipe = hcs_pipe_create(1, n_units, transfer, d);
@@ -121,6 +128,10 @@ void hcs_dio_destroy(hcs_dio *d)
     if (!d) return;
     hcs_pipe_destroy(d->pipe);
     if (d->pipe && atomic_load(&d->direct)) fcntl(d->fd, F_SETFL, d->flags0);
-    for (int i = 0; d->units && i < d->n_units; i++) free(d->units[i].buf);
+    for (int i = 0; d->units && i < d->n_units; i++) {
+        if (!d->units[i].buf) continue;
+        if (d->bufs) d->bufs->free(d->bufs->arg, d->units[i].buf);
+        else free(d->units[i].buf);
+    }
     free(d->units), free(d);
 }

@@ -23,10 +23,24 @@ typedef struct hcs_unit {
 
 typedef struct hcs_dio hcs_dio;
 
-/* n_units buffers of cap bytes for fd (write: 1 = pwrite, 0 = pread); direct asks for O_DIRECT
- * (silently buffered when the descriptor does not take it). NULL when out of memory. The
- * descriptor's O_DIRECT flag is cleared again by hcs_dio_destroy. */
-hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap);
+/* Where a stream's large host buffers come from, for a consumer that copies out of them
+ * asynchronously (CUDA: DMA from page-locked memory, lib/session/load.c). alloc returns
+ * HCS_DIO_ALIGN-aligned memory or NULL; wait returns once the copies queued so far from the
+ * buffer holding p have finished, so that it may be written again (any thread); free waits too.
+ * A NULL hcs_bufs: posix_memalign and free, nothing to wait for. */
+typedef struct hcs_bufs {
+    void *(*alloc)(void *arg, size_t bytes);
+    void (*free)(void *arg, void *p);
+    int (*wait)(void *arg, const void *p, char *err, size_t errsz);
+    void *arg;
+} hcs_bufs;
+
+/* n_units buffers of cap bytes for fd (write: 1 = pwrite, 0 = pread), from bufs (may be NULL);
+ * direct asks for O_DIRECT (silently buffered when the descriptor does not take it). NULL when
+ * out of memory. The descriptor's O_DIRECT flag is cleared again by hcs_dio_destroy. A read into
+ * a unit's buffer first waits for the copies out of it (bufs->wait); a failed wait is the unit's
+ * status. */
+hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap, const hcs_bufs *bufs);
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i);
 /* Queue the transfer of unit i (off, len set by the caller); units are transferred in the order
  * they are queued. The unit belongs to the I/O thread until hcs_dio_wait(d, i). */

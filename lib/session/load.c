@@ -1,7 +1,9 @@
 /* load.c - all-or-nothing load: the checked chunk stream fills a shadow cache (an empty set of
  * layer caches made by lib/cache, in backend memory, reached only through the backend's ops);
  * when the last chunk has passed, lib/cache swaps it into the context by pointer moves that
- * cannot fail. */
+ * cannot fail. Entry lists are grown to their loaded size before the stream, each in one block
+ * where the backend can: host pages (CPU) are read straight into; a device block (CUDA) takes
+ * each chunk's pages in one asynchronous copy out of the stream's page-locked buffers. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +19,8 @@ typedef struct loader {
     const hcs_file *f;
     hci_layer_cache *sh;        /* the shadow set (lib/cache) that the stream fills */
     uint8_t **dest;             /* [n_sec]: host address of an entry section's pages, or NULL */
+    uint8_t **block;            /* [n_sec]: backend address of an entry section's pages (one block), or NULL */
+    hcs_bufs bufs;              /* the stream's buffers, from the backend's host_alloc */
     uint8_t *meta;
     uint8_t *ring;              /* host ring of the current layer, context format */
     float *kv, *sc;             /* host state of the current compressor */
@@ -83,6 +87,15 @@ static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char 
     hci_page_list *pl = &hci_cache_comp(&ld->sh[layer], k)->entries;
     int nb = (int)((p->rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES), first = (int)(p->row0 / HCI_PAGE_ENTRIES);
     if (p->row0 % HCI_PAGE_ENTRIES || first > pl->n_pages) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages out of order");
+    if (ld->block && ld->block[p->sec]) { /* the chunk's pages are one range of the block */
+        if (first + nb > pl->n_pages) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages past the block");
+        int st = be->ops->upload_async ? be->ops->upload_async(be, ld->block[p->sec] + (size_t)first * pl->page_bytes,
+                                                               p->pages, (size_t)nb * pl->page_bytes)
+                                       : be->ops->upload(be, ld->block[p->sec] + (size_t)first * pl->page_bytes, p->pages,
+                                                         (size_t)nb * pl->page_bytes);
+        if (st) hci_errf(err, errsz, st, "writing the cache to the %s backend failed", be->ops->name);
+        return st;
+    }
     int st = first + nb > pl->n_pages ? hci_pages_grow(be, pl, first + nb) : HC_OK;
     if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", be->ops->name);
     for (int b = 0; b < nb && !st; b++) {
@@ -92,24 +105,47 @@ static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char 
     return st;
 }
 
-/* Entry lists of an fp8 context on a backend with host pages: every page in one block before
- * the stream starts, so that the stream reads (or decompresses) chunks straight into them. */
-static int grow_host(loader *ld, char *err, size_t errsz)
+/* Every page of the entry lists in one block per list, before the stream starts: host pages of
+ * an fp8 context, that the stream reads (or decompresses) chunks straight into (dest), else a
+ * block of backend memory that takes each chunk's pages in one copy (block). */
+static int grow_blocks(loader *ld, char *err, size_t errsz)
 {
     hc_ctx *c = ld->c;
-    if (c->cache_fmt != HCI_FMT_FP8 || !c->be->ops->pages_alloc_host) return HC_OK;
+    int host = c->cache_fmt == HCI_FMT_FP8 && c->be->ops->pages_alloc_host;
+    if (!host && !c->be->ops->pages_alloc_block) return HC_OK;
     const hcs_file *f = ld->f;
-    ld->dest = calloc(f->n_sec, sizeof *ld->dest);
-    if (!ld->dest) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
+    uint8_t **v = calloc(f->n_sec, sizeof *v);
+    if (!v) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (host) ld->dest = v;
+    else ld->block = v;
     for (uint32_t i = 0; i < f->n_sec; i++) {
         int32_t pi = f->plan_of[i];
         if (pi < 0 || (f->plan[pi].type != HCS_SEC_COMP && f->plan[pi].type != HCS_SEC_INDEX) || !f->sec[i].n_rows) continue;
         hci_page_list *pl = &hci_cache_comp(&ld->sh[f->plan[pi].layer], f->plan[pi].type == HCS_SEC_INDEX)->entries;
         int n = (int)((f->sec[i].n_rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES);
-        int st = hci_pages_grow_host(c->be, pl, n, &ld->dest[i]);
+        int st = host ? hci_pages_grow_host(c->be, pl, n, &v[i]) : hci_pages_grow_block(c->be, pl, n, &v[i]);
         if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
     }
     return HC_OK;
+}
+
+/* The stream's buffers from the backend's host_alloc (page-locked on CUDA): a piece's pages are
+ * copied out of them asynchronously, and the stream writes a buffer again only after host_wait. */
+static void *bufs_alloc(void *arg, size_t n)
+{
+    hci_backend *be = arg;
+    void *p = NULL;
+    return be->ops->host_alloc(be, n, &p) == HC_OK ? p : NULL;
+}
+static void bufs_free(void *arg, void *p)
+{
+    hci_backend *be = arg;
+    be->ops->host_free(be, p);
+}
+static int bufs_wait(void *arg, const void *p, char *err, size_t errsz)
+{
+    hci_backend *be = arg;
+    return be->ops->host_wait(be, p, err, errsz);
 }
 
 static int apply_piece(loader *ld, const hcs_piece *p, char *err, size_t errsz);
@@ -216,13 +252,18 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
         st = hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
     if (!st && (st = hci_cache_shadow(c->be, c->layers, cfg->n_layers, &ld.sh)))
         hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
-    if (!st) st = grow_host(&ld, err, errsz);
-    if (!st) st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), ld.dest, apply, &ld, err, errsz);
+    if (!st) st = grow_blocks(&ld, err, errsz);
+    /* async copies only into a block (host_alloc without it would gain nothing) */
+    int async = ld.block && c->be->ops->host_alloc && c->be->ops->host_free && c->be->ops->host_wait;
+    ld.bufs = (hcs_bufs){bufs_alloc, bufs_free, bufs_wait, c->be};
+    if (!st)
+        st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), ld.dest, async ? &ld.bufs : NULL, apply, &ld,
+                             err, errsz);
     /* a rollback history starts at the loaded length: the state rows go into it */
     if (!st && (st = hci_hist_seed(c->be, ld.sh, cfg->n_layers, f->rec.n_tokens)))
         hci_errf(err, errsz, st, "writing the rollback history to the %s backend failed", c->be->ops->name);
     if (!st) commit(&ld);
     hci_cache_free(c->be, ld.sh, cfg->n_layers);
-    free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc), free(ld.dest);
+    free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc), free(ld.dest), free(ld.block);
     return st;
 }

@@ -371,7 +371,7 @@ typedef struct rslot {
     hcs_piece pc;
     hcs_chunk ch;
     const uint8_t *stored;
-    uint8_t *b_raw, *b_pg;
+    uint8_t *b_raw, *b_pg;      /* from r->bufs when pin_raw / pin_pg, else malloc'd */
     uint8_t *dst;               /* != NULL: the chunk's raw bytes go here (they are its pages) */
     int in_place;               /* stored == dst: read straight into the pages */
     int status;
@@ -394,6 +394,8 @@ typedef struct reader {
     const hcs_file *f;
     int fmt;
     uint8_t *const *dest;       /* [n_sec] or NULL: where sections' pages are (hcs_file_stream) */
+    const hcs_bufs *bufs;       /* NULL, or where the buffers that pieces may point into come from */
+    int pin_raw, pin_pg;        /* the slots' b_raw / b_pg come from bufs */
     hci_entry_layout cm, ci, xm, xi;
     rslot *slots;
     int n_slots;
@@ -416,6 +418,12 @@ static void load_work(void *arg, int si)
     const hcs_section *sec = &r->f->sec[s->pc.sec];
     char nm[64], why[160];
     s->pc.pages = NULL;
+    /* the consumer may still be copying out of this slot's buffers (its previous piece) */
+    for (int k = 0; k < 2 && r->bufs && r->bufs->wait; k++) {
+        const uint8_t *b = k ? s->b_pg : s->b_raw;
+        if (!(k ? r->pin_pg : r->pin_raw)) continue;
+        if ((s->status = r->bufs->wait(r->bufs->arg, b, s->err, sizeof s->err))) return;
+    }
     if (s->dst && !s->in_place) hcs_populate(s->dst, s->ch.raw_size);
     s->status = decode_chunk(&s->ch, s->stored, s->dst && s->ch.codec == HCS_CODEC_ZSTD ? s->dst : s->b_raw, &s->dz,
                              &s->pc.raw, why, sizeof why);
@@ -595,18 +603,34 @@ static void reader_free(reader *r)
     hcs_pipe_destroy(r->pipe);
     hcs_dio_destroy(r->dio);
     for (int i = 0; r->slots && i < r->n_slots; i++) {
-        free(r->slots[i].b_raw), free(r->slots[i].b_pg);
-        ZSTD_freeDCtx(r->slots[i].dz);
+        rslot *s = &r->slots[i];
+        if (s->b_raw && r->pin_raw) r->bufs->free(r->bufs->arg, s->b_raw);
+        else free(s->b_raw);
+        if (s->b_pg && r->pin_pg) r->bufs->free(r->bufs->arg, s->b_pg);
+        else free(s->b_pg);
+        ZSTD_freeDCtx(s->dz);
     }
     free(r->slots), free(r->units);
 }
 
-int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *dest, hcs_apply_fn apply, void *arg,
-                    char *err, size_t errsz)
+/* A slot buffer of n bytes, from bufs when pin. */
+static uint8_t *slot_buf(const reader *r, int pin, size_t n)
+{
+    return pin ? r->bufs->alloc(r->bufs->arg, n) : malloc(n);
+}
+
+int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *dest, const hcs_bufs *bufs,
+                    hcs_apply_fn apply, void *arg, char *err, size_t errsz)
 {
     reader r;
     memset(&r, 0, sizeof r);
-    r.f = f, r.fmt = fmt, r.dest = dest;
+    r.f = f, r.fmt = fmt, r.dest = dest, r.bufs = bufs;
+    /* Pieces point into the unit buffers (raw chunks), b_raw (decompressed chunks) or b_pg (pages
+     * converted to the context's format): the slot buffers come from bufs when they can be the
+     * pages of a piece often (b_raw: the file has zstd chunks; b_pg: a format other than fp8,
+     * whose chunks are all converted). A piece in a malloc'd buffer is copied synchronously. */
+    for (uint32_t i = 0; bufs && i < f->n_chunks && !r.pin_raw; i++) r.pin_raw = hcs_file_chunk(f, i).codec == HCS_CODEC_ZSTD;
+    r.pin_pg = bufs && fmt && fmt != HCI_FMT_FP8;
     r.cm = hcs_canon_main(&f->cfg), r.ci = hcs_canon_index(&f->cfg);
     r.xm = hci_layout_main(fmt ? fmt : HCI_FMT_FP8, f->cfg.head_dim, f->cfg.rope_dim);
     r.xi = hci_layout_index(fmt ? fmt : HCI_FMT_FP8, f->cfg.index_head_dim);
@@ -624,8 +648,8 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     int st = r.slots ? HC_OK : HC_ERR_OUT_OF_MEMORY;
     for (int i = 0; !st && i < r.n_slots; i++) {
         rslot *s = &r.slots[i];
-        s->b_raw = malloc(f->max_raw ? f->max_raw : 1);
-        s->b_pg = fmt ? malloc(cap_pg) : NULL;
+        s->b_raw = slot_buf(&r, r.pin_raw, f->max_raw ? f->max_raw : 1);
+        s->b_pg = fmt ? slot_buf(&r, r.pin_pg, cap_pg) : NULL;
         if (!s->b_raw || (fmt && !s->b_pg)) st = HC_ERR_OUT_OF_MEMORY;
     }
     if (!st && !f->src.buf) { /* a file: read in units, ahead of the workers */
@@ -634,7 +658,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
         r.n_units = plan_units(&r, target, &cap);
         r.n_ubuf = HCS_IO_UNITS;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
-        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_ubuf, cap)) ||
+        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_ubuf, cap, bufs)) ||
             !(r.pop = hcs_pipe_create(dest ? n_workers : 0, 2 * (int)r.n_ubuf, populate_work, &r)))
             st = HC_ERR_OUT_OF_MEMORY;
     }

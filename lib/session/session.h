@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "container.h"
+#include "dio.h"
 #include "plan.h"
 #include "../ctx/ctx.h"
 
@@ -79,9 +80,12 @@ typedef int (*hcs_apply_fn)(void *arg, const hcs_piece *p, char *err, size_t err
  * pages of fmt (HCI_FMT_BF16/FP8; 0 = no conversion) and hand each piece to apply (may be NULL).
  * dest (NULL, or per TOC section NULL or the host address of its page 0, pages contiguous, with
  * 4096 bytes of slack after the last; fmt FP8 only): chunks of whole blocks are read, decompressed
- * or copied straight into those pages, and checked there (their piece's pages point there). */
-int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *dest, hcs_apply_fn apply, void *arg,
-                    char *err, size_t errsz);
+ * or copied straight into those pages, and checked there (their piece's pages point there).
+ * bufs (NULL: malloc): where the file units and the slot buffers that pieces point into come
+ * from, for an apply that copies out of a piece asynchronously (dio.h); a buffer is written
+ * again only after bufs->wait. */
+int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *dest, const hcs_bufs *bufs,
+                    hcs_apply_fn apply, void *arg, char *err, size_t errsz);
 
 /* ---- loader ---- */
 /* Model and length checks (step 6), then the all-or-nothing load of f into c. */

@@ -221,7 +221,7 @@ HC_API hc_status hc_x_session_inspect_progress(const char *path, int32_t flags, 
         if (!st) {
             verify_watch v = {fn, user, 0, f.total_raw};
             if (flags & HC_X_INSPECT_VERIFY)
-                vst = hcs_file_stream(&f, 0, hcs_workers(0, f.total_raw), NULL, fn ? verify_progress : NULL, &v, err, sizeof err);
+                vst = hcs_file_stream(&f, 0, hcs_workers(0, f.total_raw), NULL, NULL, fn ? verify_progress : NULL, &v, err, sizeof err);
             st = hcs_describe(&f, flags & HC_X_INSPECT_JSON, flags & HC_X_INSPECT_VERIFY, vst, err, &text);
             hcs_file_close(&f);
             if (!st) st = vst;

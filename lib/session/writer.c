@@ -1,7 +1,9 @@
 /* writer.c - hc_ctx -> session bytes. The calling thread downloads cache pages through the
  * backend's ops (host or device memory alike) and writes finished chunks in file order; worker
  * threads convert, hash and compress them. Host memory: the slots' chunk buffers, the TOC, and
- * one layer's window ring and compressor state. */
+ * one layer's window ring and compressor state. A backend with pages_download and host_alloc
+ * (CUDA) copies a chunk's entry pages into a slot's page-locked buffer asynchronously: the
+ * calling thread queues the next chunks while the worker waits for its own (host_wait). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,7 @@ typedef struct wslot {
     uint64_t row0, hash;
     const uint8_t *raw, *stored;
     uint8_t *b_raw, *b_io, *b_pg;
+    const uint8_t *pending;      /* a buffer that pages_download may still be filling, or NULL */
     int convert, status;
     char err[200];
     ZSTD_CCtx *zc;
@@ -48,6 +51,7 @@ typedef struct writer {
     int n_slots, level, any_zstd;
     hcs_pipe *pipe;
     hci_entry_layout cm, ci, xm, xi; /* canonical and context layouts, main and indexer */
+    int pin_raw, pin_pg;             /* the slots' b_raw / b_pg come from the backend's host_alloc */
     uint8_t *cfg_rec, *extra;
     uint8_t *ring;                   /* host copy of the current layer's window ring */
     float *st_kv, *st_sc;            /* host copy of the current compressor state */
@@ -208,6 +212,8 @@ static void save_work(void *arg, int si)
     wslot *s = &w->slots[si];
     const wsec *ws = &w->secs[s->sec];
     s->status = HC_OK;
+    hci_backend *be = w->c->be;
+    if (s->pending && (s->status = be->ops->host_wait(be, s->pending, s->err, sizeof s->err))) return;
     if (s->convert) {
         int idx = ws->p.dtype == HCS_DT_FP4_ENTRY;
         const hci_entry_layout *x = idx ? &w->xi : &w->xm, *cl = idx ? &w->ci : &w->cm;
@@ -301,6 +307,14 @@ static int produce_entries(writer *w, const wsec *ws, wslot *s)
     /* fp8 cache, whole pages: the page bytes are the canonical bytes */
     s->convert = !(w->c->cache_fmt == HCI_FMT_FP8 && s->rows % HCI_PAGE_ENTRIES == 0);
     uint8_t *dst = s->convert ? s->b_pg : s->b_raw;
+    hci_backend *be = w->c->be;
+    if (be->ops->pages_download) { /* one transfer; the worker waits for it (host_wait) */
+        int st = be->ops->pages_download(be, pl, (int)b0, (int)nb, dst);
+        if (st) return hci_errf(w->err, w->errsz, st, "reading the cache from the %s backend failed", be->ops->name);
+        s->pending = be->ops->host_wait ? dst : NULL;
+        s->raw = s->b_raw;
+        return HC_OK;
+    }
     for (uint32_t b = 0; b < nb; b++) {
         int st = download(w, dst + (size_t)b * pb, pl->pages[b0 + b], pb);
         if (st) return st;
@@ -312,7 +326,7 @@ static int produce_entries(writer *w, const wsec *ws, wslot *s)
 static int produce(writer *w, wslot *s)
 {
     const wsec *ws = &w->secs[s->sec];
-    s->convert = 0;
+    s->convert = 0, s->pending = NULL;
     switch (ws->p.type) {
     case HCS_SEC_CONFIG: s->raw = w->cfg_rec + s->row0; return HC_OK;
     case HCS_SEC_METADATA: s->raw = (const uint8_t *)w->c->meta + s->row0; return HC_OK;
@@ -445,6 +459,14 @@ static int write_tail(writer *w, uint64_t *total)
 
 /* ---- setup ---- */
 
+static uint8_t *slot_buf(const writer *w, int pin, size_t n)
+{
+    hci_backend *be = w->c->be;
+    void *p = NULL;
+    if (!pin) return malloc(n);
+    return be->ops->host_alloc(be, n, &p) == HC_OK ? p : NULL;
+}
+
 static int alloc_slots(writer *w)
 {
     size_t cap_raw = 1, cap_pg = 1;
@@ -461,10 +483,15 @@ static int alloc_slots(writer *w)
     }
     w->slots = calloc((size_t)w->n_slots, sizeof *w->slots);
     if (!w->slots) return HC_ERR_OUT_OF_MEMORY;
+    /* page-locked where pages_download lands: b_raw for whole fp8 blocks (the pages are the
+     * canonical bytes), b_pg for pages to convert (every chunk of a bf16 context) */
+    hci_backend *be = w->c->be;
+    int pin = be->ops->pages_download && be->ops->host_alloc && be->ops->host_free && be->ops->host_wait;
+    w->pin_raw = pin && w->c->cache_fmt == HCI_FMT_FP8, w->pin_pg = pin && w->c->cache_fmt != HCI_FMT_FP8;
     for (int i = 0; i < w->n_slots; i++) {
         wslot *s = &w->slots[i];
-        s->b_raw = malloc(cap_raw);
-        s->b_pg = malloc(cap_pg);
+        s->b_raw = slot_buf(w, w->pin_raw, cap_raw);
+        s->b_pg = slot_buf(w, w->pin_pg, cap_pg);
         s->b_io = w->level ? malloc(cap_raw) : NULL;
         if (!s->b_raw || !s->b_pg || (w->level && !s->b_io)) return HC_ERR_OUT_OF_MEMORY;
     }
@@ -475,9 +502,15 @@ static void writer_free(writer *w)
 {
     hcs_pipe_destroy(w->pipe);
     hcs_dio_destroy(w->dio);
+    hci_backend *be = w->c->be;
     for (int i = 0; w->slots && i < w->n_slots; i++) {
-        free(w->slots[i].b_raw), free(w->slots[i].b_pg), free(w->slots[i].b_io);
-        ZSTD_freeCCtx(w->slots[i].zc);
+        wslot *s = &w->slots[i];
+        if (s->b_raw && w->pin_raw) be->ops->host_free(be, s->b_raw); /* after its transfers */
+        else free(s->b_raw);
+        if (s->b_pg && w->pin_pg) be->ops->host_free(be, s->b_pg);
+        else free(s->b_pg);
+        free(s->b_io);
+        ZSTD_freeCCtx(s->zc);
     }
     free(w->slots), free(w->secs), free(w->chunks), free(w->cfg_rec), free(w->extra);
     free(w->ring), free(w->st_kv), free(w->st_sc);
@@ -517,7 +550,7 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
     if (sink->fd >= 0) {
         w.uoff = HCS_BLOCK, w.ucap = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : total_raw >= HCS_DIRECT_MIN;
-        if (!(w.dio = hcs_dio_create(sink->fd, sink->name, 1, direct, HCS_IO_UNITS, w.ucap))) {
+        if (!(w.dio = hcs_dio_create(sink->fd, sink->name, 1, direct, HCS_IO_UNITS, w.ucap, NULL))) {
             writer_free(&w);
             return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the save buffers");
         }

@@ -112,7 +112,7 @@ static void inspect(const uint8_t *b, size_t n)
     hcs_file f;
     char err[512];
     if (hcs_file_open(&f, &src, err, sizeof err)) return;
-    int vst = hcs_file_stream(&f, 0, 0, NULL, NULL, NULL, err, sizeof err);
+    int vst = hcs_file_stream(&f, 0, 0, NULL, NULL, NULL, NULL, err, sizeof err);
     for (int json = 0; json < 2; json++) {
         char *text = NULL;
         if (hcs_describe(&f, json, 1, vst, err, &text) == HC_OK && !text) abort();

@@ -447,6 +447,7 @@ static void cu_destroy(hci_backend *be)
         DeviceGuard g(cu->device);
         if (cu->stream) cudaStreamSynchronize(cu->stream);
         hci_cu_host_release(cu);
+        hci_cu_xfer_release(cu);
         cudaFree(cu->scratch);
         if (cu->order) cudaEventDestroy(cu->order);
         if (cu->dev) {
@@ -474,6 +475,12 @@ static hci_backend_ops make_ops()
     o.page_alloc = hci_cu_page_alloc;
     o.page_free = hci_cu_page_free;
     o.pages_sync = hci_cu_pages_sync;
+    o.pages_alloc_block = hci_cu_pages_alloc_block;
+    o.host_alloc = hci_cu_host_alloc;
+    o.host_free = hci_cu_host_free;
+    o.host_wait = hci_cu_host_wait;
+    o.upload_async = hci_cu_upload_async;
+    o.pages_download = hci_cu_pages_download;
     o.reserve = cu_reserve;
     o.check_input = cu_check_input;
     o.check_load_input = cu_check_load_input;

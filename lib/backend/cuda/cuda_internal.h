@@ -9,6 +9,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <mutex>
+#include <vector>
 extern "C" {
 #include "../backend.h"
 #include "../../cache/format.h"
@@ -86,6 +88,19 @@ struct hci_cu_staging {
     size_t piece_bytes;                 /* 0: none yet */
 };
 
+/* ---- bulk transfers of sessions (xfer.cu): page-locked buffers with one event each ---- */
+struct hci_cu_hostbuf {
+    uint8_t *p;          /* an anonymous mapping, registered (cudaHostRegister) */
+    size_t bytes;        /* a multiple of 4096 */
+    cudaEvent_t done;    /* recorded after the last transfer queued from or into it */
+};
+struct hci_cu_xfer {
+    std::mutex lock;     /* bufs: host_wait runs on the session's worker and I/O threads */
+    std::vector<hci_cu_hostbuf> bufs;
+    void *dev;           /* device staging of pages_download (pool memory, stream-ordered) */
+    size_t dev_bytes;
+};
+
 /* ---- the backend ---- */
 struct hci_cu_device;
 struct hci_cuda {
@@ -103,6 +118,7 @@ struct hci_cuda {
     void *scratch;
     size_t scratch_bytes;
     hci_cu_staging stage; /* host I/O staging (host_io.cu), made on the first host-memory call */
+    hci_cu_xfer xfer;     /* session transfers (xfer.cu): buffers exist only during a save or load */
 };
 
 static inline hci_cuda *hci_cu(hci_backend *be) { return (hci_cuda *)be->impl; }
@@ -114,6 +130,17 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
 int hci_cu_page_alloc(hci_backend *be, size_t bytes, void **out);
 void hci_cu_page_free(hci_backend *be, void *p);
 int hci_cu_pages_sync(hci_backend *be, hci_page_list *l, int first);
+/* pages_alloc_block: n pages carved from one pool allocation, freed with the last of them. */
+int hci_cu_pages_alloc_block(hci_backend *be, size_t bytes, int n, void **out);
+
+/* lib/backend/cuda/xfer.cu: the bulk-transfer ops of backend.h (session save and load). */
+int hci_cu_host_alloc(hci_backend *be, size_t bytes, void **out);
+void hci_cu_host_free(hci_backend *be, void *p);
+int hci_cu_host_wait(hci_backend *be, const void *p, char *err, size_t errsz);
+int hci_cu_upload_async(hci_backend *be, void *dst, const void *host_src, size_t bytes);
+int hci_cu_pages_download(hci_backend *be, const hci_page_list *l, int first, int n, void *host_dst);
+/* Free what is left (buffers a failed caller did not free, the device staging). */
+void hci_cu_xfer_release(hci_cuda *cu);
 
 /* lib/backend/cuda/host_io.cu: host-memory x and y (HC_MEM_HOST), io dtype f32 or bf16 (bf16 != 0).
  * Values go over PCIe as bf16, through the context's pinned pieces, the host converting (f32 <->

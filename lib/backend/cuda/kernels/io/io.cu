@@ -1,5 +1,5 @@
-/* io.cu - input and output conversion, the finiteness check, and packing rows into cache
- * entries (window ring writes). */
+/* io.cu - input and output conversion, the finiteness check, packing rows into cache entries
+ * (window ring writes), and gathering pages (session saves). */
 #include "../common.cuh"
 #include "config.h"
 #include "io.h"
@@ -82,5 +82,26 @@ int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *
 {
     if (n <= 0) return HC_OK;
     pack_rows_kernel<<<n, IO_PACK_THREADS, (size_t)l->dim * sizeof(float), s>>>(*l, pages, rows, first_entry, modulo);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+/* One CTA per page, 16-byte words when the page size allows (pages of 64 entries of whole bytes
+ * are multiples of 64 bytes, and pages start 16-byte aligned), else bytes. */
+__global__ void gather_pages_kernel(const uint8_t *const *pages, int first, size_t page_bytes, uint8_t *dst)
+{
+    const uint8_t *src = pages[first + blockIdx.x];
+    uint8_t *out = dst + (size_t)blockIdx.x * page_bytes;
+    if (page_bytes % 16 == 0) {
+        for (size_t i = threadIdx.x; i < page_bytes / 16; i += blockDim.x)
+            ((uint4 *)out)[i] = ((const uint4 *)src)[i];
+    } else {
+        for (size_t i = threadIdx.x; i < page_bytes; i += blockDim.x) out[i] = src[i];
+    }
+}
+
+int hci_cu_gather_pages(cudaStream_t s, const uint8_t *const *pages, int first, int n, size_t page_bytes, uint8_t *dst)
+{
+    if (n <= 0) return HC_OK;
+    gather_pages_kernel<<<n, IO_GATHER_THREADS, 0, s>>>(pages, first, page_bytes, dst);
     return HCI_CU_CHECK_LAUNCH();
 }

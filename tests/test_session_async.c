@@ -1,0 +1,343 @@
+/* test_session_async.c - the asynchronous transfer protocol of session saves and loads
+ * (backend.h "bulk transfers", used by the CUDA backend) on a machine without a GPU: a CPU
+ * context whose ops table gains host_alloc / host_wait / upload_async / pages_download /
+ * pages_alloc_block that defer every copy out of or into a host_alloc buffer until the buffer is
+ * waited for or freed. A stream that wrote a buffer again before waiting for it, or read a
+ * downloaded buffer before waiting, would then load or save the wrong bytes: every session must
+ * round-trip exactly as through the plain ops, and failed or stopped loads leave the context as
+ * it was, with no buffer left behind. */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "hybridctx.h"
+#include "hybridctx_experimental.h"
+#include "backend/backend.h"
+#include "ctx/ctx.h"
+#include "session/session.h"
+#include "test_session_util.h"
+#include "testutil.h"
+#include "runner.h"
+
+/* ---- the deferring ops ---- */
+
+typedef struct pending {
+    int down;                   /* 1: pages of l into dst; 0: bytes of src into dst */
+    void *dst;
+    const void *src;
+    size_t n;
+    const hci_page_list *l;
+    int first, count;
+} pending;
+
+typedef struct fbuf {
+    uint8_t *p;
+    size_t n;
+    pending *q;
+    int nq, capq;
+} fbuf;
+
+static struct {
+    pthread_mutex_t lock;
+    fbuf bufs[256];
+    int n_bufs;
+    size_t live_bytes, max_live_bytes;
+    long uploads, downloads, waits;       /* deferred ones */
+} F = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static hci_backend_ops g_async;           /* the CPU ops plus the deferring ones */
+static const hci_backend_ops *g_plain;
+
+static fbuf *find(const void *p)
+{
+    for (int i = 0; i < F.n_bufs; i++)
+        if ((const uint8_t *)p >= F.bufs[i].p && (const uint8_t *)p <= F.bufs[i].p + F.bufs[i].n) return &F.bufs[i];
+    return NULL;
+}
+
+static void run_pending(fbuf *b)
+{
+    for (int i = 0; i < b->nq; i++) {
+        pending *q = &b->q[i];
+        if (!q->down) {
+            memcpy(q->dst, q->src, q->n);
+            continue;
+        }
+        for (int k = 0; k < q->count; k++)
+            memcpy((uint8_t *)q->dst + (size_t)k * q->l->page_bytes, q->l->pages[q->first + k], q->l->page_bytes);
+    }
+    b->nq = 0;
+}
+
+static void defer(fbuf *b, pending q)
+{
+    if (b->nq == b->capq) {
+        b->capq = b->capq ? 2 * b->capq : 16;
+        b->q = realloc(b->q, sizeof *b->q * (size_t)b->capq);
+        ck_assert_ptr_nonnull(b->q);
+    }
+    b->q[b->nq++] = q;
+}
+
+static int f_host_alloc(hci_backend *be, size_t bytes, void **out)
+{
+    (void)be;
+    void *p = NULL;
+    if (posix_memalign(&p, 4096, bytes ? bytes : 1)) return HC_ERR_OUT_OF_MEMORY;
+    memset(p, 0xEE, bytes);
+    pthread_mutex_lock(&F.lock);
+    ck_assert_int_lt(F.n_bufs, 256);
+    F.bufs[F.n_bufs++] = (fbuf){p, bytes, NULL, 0, 0};
+    F.live_bytes += bytes;
+    if (F.live_bytes > F.max_live_bytes) F.max_live_bytes = F.live_bytes;
+    pthread_mutex_unlock(&F.lock);
+    *out = p;
+    return HC_OK;
+}
+
+static void f_host_free(hci_backend *be, void *p)
+{
+    (void)be;
+    pthread_mutex_lock(&F.lock);
+    fbuf *b = find(p);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_eq(b->p, p);
+    run_pending(b);
+    free(b->q);
+    F.live_bytes -= b->n;
+    *b = F.bufs[--F.n_bufs];
+    pthread_mutex_unlock(&F.lock);
+    free(p);
+}
+
+static int f_host_wait(hci_backend *be, const void *p, char *err, size_t errsz)
+{
+    (void)be, (void)err, (void)errsz;
+    pthread_mutex_lock(&F.lock);
+    fbuf *b = find(p);
+    if (b && b->nq) F.waits++, run_pending(b);
+    pthread_mutex_unlock(&F.lock);
+    return HC_OK;
+}
+
+static int f_upload_async(hci_backend *be, void *dst, const void *src, size_t n)
+{
+    pthread_mutex_lock(&F.lock);
+    fbuf *b = find(src);
+    if (b) F.uploads++, defer(b, (pending){0, dst, src, n, NULL, 0, 0});
+    pthread_mutex_unlock(&F.lock);
+    return b ? HC_OK : g_plain->upload(be, dst, src, n);
+}
+
+static int f_pages_download(hci_backend *be, const hci_page_list *l, int first, int n, void *dst)
+{
+    (void)be;
+    pthread_mutex_lock(&F.lock);
+    fbuf *b = find(dst);
+    if (b) {
+        F.downloads++;
+        memset(dst, 0xA5, (size_t)n * l->page_bytes); /* what a reader that did not wait would see */
+        defer(b, (pending){1, dst, NULL, 0, l, first, n});
+    }
+    pthread_mutex_unlock(&F.lock);
+    for (int k = 0; !b && k < n; k++) memcpy((uint8_t *)dst + (size_t)k * l->page_bytes, l->pages[first + k], l->page_bytes);
+    return HC_OK;
+}
+
+static void set_async(hc_ctx *c, int on)
+{
+    if (!g_plain) {
+        g_plain = c->be->ops;
+        g_async = *g_plain;
+        g_async.pages_alloc_block = g_plain->pages_alloc_host; /* its slab pages are freed page by page */
+        g_async.pages_alloc_host = NULL; /* device-like: the stream never reads into the pages */
+        g_async.host_alloc = f_host_alloc, g_async.host_free = f_host_free, g_async.host_wait = f_host_wait;
+        g_async.upload_async = f_upload_async, g_async.pages_download = f_pages_download;
+    }
+    c->be->ops = on ? &g_async : g_plain;
+}
+
+/* ---- helpers ---- */
+
+static hc_model *g_model;
+static char g_path[256];
+
+static void setup(void)
+{
+    g_model = tsu_model(tsu_micro_json, 1, 1);
+    snprintf(g_path, sizeof g_path, "%s/hc-async-%d.hcs", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+}
+
+static void teardown(void)
+{
+    unlink(g_path);
+    hc_model_free(g_model);
+}
+
+static hc_ctx *filled(int fmt, int64_t n, uint64_t seed)
+{
+    hc_ctx *c = tsu_ctx(g_model, fmt, 0);
+    ck_assert_int_eq(hc_x_ctx_fill_random(c, n, seed), HC_OK);
+    ck_assert_int_eq(hc_ctx_set_metadata(c, "async", 5), HC_OK);
+    return c;
+}
+
+/* The digest through the plain ops, in the default layout. */
+static uint64_t digest(hc_ctx *c)
+{
+    const hci_backend_ops *o = c->be->ops;
+    hcs_test_hooks h = hcs_hooks;
+    memset(&hcs_hooks, 0, sizeof hcs_hooks);
+    c->be->ops = g_plain ? g_plain : o;
+    uint64_t d = tsu_digest(c);
+    c->be->ops = o;
+    hcs_hooks = h;
+    return d;
+}
+
+static void save_file(hc_ctx *c, int compression)
+{
+    hc_save_params sp;
+    hc_save_params_init(&sp, sizeof sp);
+    sp.compression = compression;
+    ck_assert_msg(hc_ctx_save(c, g_path, &sp) == HC_OK, "save: %s", hc_ctx_last_error(c));
+}
+
+/* File transfers: 8 KiB units with O_DIRECT and 64-row chunks (many of each), or the defaults. */
+static void small_units(int on)
+{
+    hcs_hooks.io_unit = on ? 8192 : 0, hcs_hooks.direct_io = on, hcs_hooks.entry_rows_per_chunk = on ? 64 : 0;
+}
+
+/* ---- tests ---- */
+
+/* Saves through pages_download and loads through upload_async, both formats, raw and zstd, files
+ * and buffers, small sessions (no workers) and several MiB (workers, many units): the same
+ * sessions and the same states as through the plain ops. */
+START_TEST(round_trip)
+{
+    static const int64_t lengths[] = {700, 40000};
+    for (size_t li = 0; li < 2; li++)
+        for (int fmt = 0; fmt < 2; fmt++) {
+            int cf = fmt ? HC_CACHE_BF16 : HC_CACHE_FP8;
+            hc_ctx *c = filled(cf, lengths[li], 11 + li);
+            uint64_t d = digest(c);
+            uint64_t refn;
+            uint8_t *ref = tsu_save(c, HC_COMPRESS_NONE, &refn);
+            for (int comp = 0; comp < 2; comp++)
+                for (int units = 0; units < 2; units++) {
+                    long up = F.uploads, down = F.downloads;
+                    small_units(units);
+                    set_async(c, 1);
+                    save_file(c, comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE);
+                    set_async(c, 0);
+                    /* chunks of whole fp8 blocks go to page-locked buffers (all chunks of a bf16
+                     * context, being converted, go to its b_pg) */
+                    if (li || units) ck_assert_int_gt(F.downloads, down);
+                    if (!comp && !units) { /* the writer's own layout: the bytes of a plain save */
+                        size_t n;
+                        uint8_t *got = tu_read_file(g_path, &n);
+                        uint64_t where = 0;
+                        ck_assert_msg(tsu_same_session(ref, refn, got, n, &where), "differs at %llu",
+                                      (unsigned long long)where);
+                        free(got);
+                    }
+                    hc_ctx *e = tsu_ctx(g_model, fmt ? HC_CACHE_FP8 : HC_CACHE_BF16, 0); /* the other format */
+                    ck_assert_int_eq(hc_x_ctx_fill_random(e, 300, 5), HC_OK);
+                    set_async(e, 1);
+                    ck_assert_msg(hc_ctx_load(e, g_path) == HC_OK, "load: %s", hc_ctx_last_error(e));
+                    small_units(0);
+                    if (li || units) ck_assert_int_gt(F.uploads, up);
+                    ck_assert_uint_eq(digest(e), d);
+                    ck_assert_int_eq(F.n_bufs, 0);
+                    /* and from a buffer (pieces point into the caller's memory: plain copies) */
+                    uint64_t n;
+                    uint8_t *b = tsu_save(c, comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE, &n);
+                    ck_assert_int_eq(hc_ctx_reset(e), HC_OK);
+                    ck_assert_msg(hc_ctx_load_buffer(e, b, n) == HC_OK, "load: %s", hc_ctx_last_error(e));
+                    ck_assert_uint_eq(digest(e), d);
+                    free(b);
+                    hc_ctx_free(e);
+                }
+            free(ref);
+            hc_ctx_free(c);
+        }
+    printf("async: %ld uploads, %ld downloads deferred, %ld waits ran copies, at most %zu bytes of buffers\n",
+           F.uploads, F.downloads, F.waits, F.max_live_bytes);
+    ck_assert_int_gt(F.waits, 0);
+    ck_assert_uint_lt(F.max_live_bytes, 64u << 20);
+}
+END_TEST
+
+static int stop_at(void *user, uint64_t done, uint64_t total)
+{
+    (void)total;
+    return done >= *(uint64_t *)user;
+}
+
+/* A chunk damaged late in the file, and a stop half-way: the load fails after many pieces went
+ * out asynchronously, the context keeps its state, and every buffer is back. */
+START_TEST(failed_loads_change_nothing)
+{
+    hc_ctx *c = filled(HC_CACHE_FP8, 40000, 3);
+    small_units(1);
+    save_file(c, HC_COMPRESS_NONE);
+    small_units(0);
+    hc_ctx *e = filled(HC_CACHE_FP8, 5000, 4);
+    uint64_t d = digest(e);
+    set_async(e, 1);
+    /* the middle of the last entry section's stored bytes */
+    size_t n;
+    uint8_t *bytes = tu_read_file(g_path, &n);
+    hcs_file f;
+    char err[256];
+    hcs_src src = {-1, "buffer", bytes, n};
+    ck_assert_int_eq(hcs_file_open(&f, &src, err, sizeof err), HC_OK);
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < f.n_sec; i++)
+        if ((f.sec[i].type == HCS_SEC_COMP || f.sec[i].type == HCS_SEC_INDEX) && f.sec[i].stored_length)
+            at = f.sec[i].offset + f.sec[i].stored_length / 2;
+    uint64_t total = f.total_raw;
+    hcs_file_close(&f);
+    ck_assert_uint_gt(at, n / 2);
+    bytes[at] ^= 0x40;
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s.bad", g_path);
+    ck_assert_int_eq(tu_write_file(bad, bytes, n), 0);
+    small_units(1);
+    hc_status st = hc_ctx_load(e, bad);
+    ck_assert_msg(st == HC_ERR_CORRUPT, "%s: %s", hc_status_name(st), hc_ctx_last_error(e));
+    ck_assert_int_eq(F.n_bufs, 0);
+    ck_assert_uint_eq(digest(e), d);
+    /* stopped by the progress callback half-way */
+    uint64_t half = total / 2;
+    hc_ctx_set_progress(e, stop_at, &half);
+    st = hc_ctx_load(e, g_path);
+    hc_ctx_set_progress(e, NULL, NULL);
+    small_units(0);
+    ck_assert_msg(st == HC_ERR_ABORTED, "%s: %s", hc_status_name(st), hc_ctx_last_error(e));
+    ck_assert_int_eq(F.n_bufs, 0);
+    ck_assert_uint_eq(digest(e), d);
+    /* and the context goes on: the good file loads */
+    ck_assert_msg(hc_ctx_load(e, g_path) == HC_OK, "%s", hc_ctx_last_error(e));
+    ck_assert_uint_eq(digest(e), digest(c));
+    unlink(bad);
+    free(bytes);
+    hc_ctx_free(e), hc_ctx_free(c);
+}
+END_TEST
+
+Suite *tu_suite(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    Suite *s = suite_create("session_async");
+    TCase *tc = tcase_create("async");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, round_trip);
+    tcase_add_test(tc, failed_loads_change_nothing);
+    suite_add_tcase(s, tc);
+    return s;
+}
