@@ -7,9 +7,10 @@
 #                   the CPU, top-k overlap, determinism, batch invariance)
 #   ab-*            per-op prefill times of a 2048-token chunk at 128K, build and variant
 #                   alternating (only with .carry/c), and the build without attend_fast
+#   suites          tools/gpu-check without the long V4-Flash suites and the sanitizers
+#   session-cuda    save and load of a 1M-token CUDA context against raw disk speed
 #   prefill-e2e     issue 11's end-to-end run at 131072 tokens (43 layers, bf16 device I/O)
 #   bench-fast      decode and prefill in FAST numerics (bench-gpu --quick)
-#   suites          tools/gpu-check without the long V4-Flash suites and the sanitizers
 #   gpu-flash       test_gpu on V4-Flash geometry (whole layers against the CPU, both modes)
 #   prefill-1m      per-op prefill times near 1M
 # Writes $OUT/*.log and $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after every step.
@@ -29,11 +30,12 @@ for r in 1 2; do
     step ab-b-$r 30 $b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops-$r.json
     [ -d .carry/c ] && step ab-c-$r 30 env LD_LIBRARY_PATH=$PWD/.carry/c:$rt .carry/c/tools/prefill-ops 131072 $fast
 done
+step suites 200 env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench torch-loop" \
+    tools/gpu-check $b
+step session-cuda 90 $b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
 step prefill-e2e 90 $b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" --commit "$commit"
 step bench-fast 60 $b/tools/bench-gpu --quick --numerics fast --json "$o/bench-fast.json" --commit "$commit" \
     --out "$o/bench-fast.md"
-step suites 200 env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench torch-loop" \
-    tools/gpu-check $b
 step gpu-flash 200 $b/tests/test_gpu flash
 step prefill-1m 120 $b/tools/prefill-ops 1013760 $fast --json=$o/prefill-ops-1m.json
 exit 0

@@ -499,8 +499,10 @@ size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int pat
         size_t rows = (size_t)S * m * H, b = 2 * hci_align256(rows * 4) + hci_align256(rows * (size_t)d * 4);
         if (b > need) need = b;
     }
-    /* the fast path falls back to the others where it does not apply */
+    /* the fast path's pre-pass rows behind the partials (ratio 0 and 128: max_row rows); it
+     * falls back to the others where it does not apply */
     if (path == HCI_AT_FAST) {
+        need += hci_align256((size_t)max_row * d * 2);
         size_t other = hci_cu_attend_scratch_bytes(n, H, d, max_row, HCI_AT_MMA);
         if (other > need) need = other;
     }
@@ -537,7 +539,11 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int 
     int d = a->d, st = HC_OK;
     int mma_ok = path != HCI_AT_SIMPLE && (d == 64 || d == 128 || d == 256 || d == 512);
     if (fast) {
-        st = at_fast_launch(s, *a, out);
+        size_t part = out.S > 1 ? 2 * hci_align256((size_t)out.S * a->n * a->H * 4) +
+                                      hci_align256((size_t)out.S * a->n * a->H * (size_t)a->d * 4)
+                                : 0;
+        if (at_fast_pre_bytes(*a) && !scratch) return HC_ERR_NULL_ARG;
+        st = at_fast_launch(s, *a, out, scratch ? (uint8_t *)scratch + part : nullptr);
     } else if (mma_ok) {
         dim3 grid(out.S, (a->H + AT_HG - 1) / AT_HG, a->n);
         switch (d) {

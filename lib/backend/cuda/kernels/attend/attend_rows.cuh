@@ -86,9 +86,12 @@ struct at_out {
 };
 
 /* The fast path (attend_wgmma.cu): d = 512, 64-head groups, Hopper. at_fast_ok says whether it
- * takes these arguments on the current device; at_fast_launch runs it (HC_OK or HC_ERR_CUDA). */
+ * takes these arguments on the current device; at_fast_pre_bytes is the scratch its pre-pass
+ * needs (the rows it dequantises once per piece), pre that scratch (256-byte aligned);
+ * at_fast_launch runs it (HC_OK or HC_ERR_CUDA). */
 bool at_fast_ok(const hci_cu_attn_args &a);
-int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out);
+size_t at_fast_pre_bytes(const hci_cu_attn_args &a);
+int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre);
 
 } // namespace hci_at
 

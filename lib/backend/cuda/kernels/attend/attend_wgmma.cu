@@ -196,6 +196,101 @@ __device__ void produce(const hci_cu_attn_args &a, int i, const at_range &rg, ui
     }
 }
 
+/* Rows dequantised ahead of the attention (ratio 0 and 128, where every query of a piece reads
+ * the same entries): the ring's positions wbase .. pos0 - 1 and compressed entries 0 .. ncomp - 1
+ * as bf16 rows of D values, so that the producer only copies (cp.async, no registers held). */
+struct at_pre {
+    const uint16_t *win;  /* row p - wbase: position p < pos0 */
+    const uint16_t *comp; /* row j: compressed entry j (ratio 128) */
+    int64_t wbase;
+};
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+/* Entry u of query t's row as a bf16 row in global memory, or NULL (padding). */
+__device__ __forceinline__ const uint16_t *pre_row(const hci_cu_attn_args &a, const at_pre &pr, int64_t t, int64_t u,
+                                                   int64_t ncomp)
+{
+    if (u < a.window) {
+        int64_t first = t - a.window + 1 > 0 ? t - a.window + 1 : 0, p = first + u;
+        if (p > t) return nullptr;
+        return p >= a.pos0 ? a.kv + (size_t)(p - a.pos0) * D : pr.win + (size_t)(p - pr.wbase) * D;
+    }
+    int64_t c = u - a.window;
+    return c < ncomp ? pr.comp + (size_t)c * D : nullptr;
+}
+
+/* Producer over pre-dequantised rows: block b's 64 rows copied into stage b % 2 by cp.async
+ * (lane mapping as in produce), signalled one block late, once its copies have landed, so that
+ * the next block's copies are in flight meanwhile. Padding rows are zeros. */
+__device__ void produce_pre(const hci_cu_attn_args &a, const at_pre &pr, const at_range &rg, uint8_t *sm, int wt)
+{
+    const int w = wt >> 5, lane = wt & 31, ps = lane & 3;
+    const int nb = (int)(rg.b1 - rg.b0);
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(sm);
+    for (int b = 0; b < nb; b++) {
+        const int st = b & 1;
+        if (b >= 2) bar_sync(BAR_EMPTY + st, THREADS);
+        const int64_t u0 = (rg.b0 + b) * AT_BLK;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int e = 8 * (w + 4 * h) + (lane >> 2);
+            const uint16_t *row = u0 + e < rg.len ? pre_row(a, pr, rg.t, u0 + e, rg.ncomp) : nullptr;
+            if (ps == 0) sm[OFF_VALID + st * AT_BLK + e] = row != nullptr;
+#pragma unroll
+            for (int k = 0; k < 16; k++) { /* tile k / 2, pieces 2 ps and 2 ps + 1 */
+                const int piece = 8 * (k >> 1) + 2 * ps + (k & 1);
+                const uint32_t off = OFF_KV + st * STAGE + sw_off(e, piece);
+                if (row)
+                    cp_async16(sbase + off, row + 8 * piece);
+                else
+                    *(uint4 *)(sm + off) = make_uint4(0, 0, 0, 0);
+            }
+        }
+        cp_commit();
+        if (b >= 1) {
+            cp_wait<1>(); /* block b - 1's copies (this thread's) have landed */
+            async_fence();
+            bar_arrive(BAR_FULL + (st ^ 1), THREADS);
+        }
+    }
+    cp_wait<0>();
+    async_fence();
+    bar_arrive(BAR_FULL + ((nb - 1) & 1), THREADS);
+}
+
+/* Rows of the pre-pass: one thread per 16-byte piece of a row, the ring (ring != 0: positions
+ * p0 + r, slot p % window) or the compressed entries (entries p0 + r). */
+__global__ void __launch_bounds__(256) atw_dequant(hci_cu_attn_args a, int ring, int64_t p0, int64_t rows, uint16_t *out)
+{
+    const int64_t it = (int64_t)blockIdx.x * 256 + threadIdx.x, r = it / (D / 8);
+    const int pc = (int)(it % (D / 8));
+    if (r >= rows) return;
+    const hci_entry_layout &l = ring ? a.win_l : a.comp_l;
+    const int64_t j = ring ? (p0 + r) % a.window : p0 + r;
+    const uint8_t *page = (ring ? a.ring : a.comp)[j / HCI_PAGE_ENTRIES];
+    const int slot = (int)(j % HCI_PAGE_ENTRIES);
+    const uint8_t *data = page + (size_t)slot * l.data_bytes;
+    uint4 v;
+    if (l.fmt == HCI_FMT_BF16) {
+        v = __ldg((const uint4 *)data + pc);
+    } else if (pc < QD / 8) {
+        const uint8_t *sc = page + (size_t)HCI_PAGE_ENTRIES * l.data_bytes + (size_t)slot * l.scale_bytes;
+        const uint2 c = __ldg((const uint2 *)(data + 8 * pc));
+        uint4 lo, hi;
+        dequant16(make_uint4(c.x, c.y, 0, 0), sc[pc / 8], lo, hi);
+        v = lo;
+    } else {
+        v = __ldg((const uint4 *)(data + QD) + (pc - QD / 8));
+    }
+    *((uint4 *)(out + (size_t)r * D) + pc) = v;
+}
+
 /* Consumer warpgroup w: rows (heads) 16 wi + g and + 8 of its warp, columns 256 w + 8 j + 2 t, +1. */
 __device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int h0, int s, const at_range &rg,
                         uint8_t *sm, int w, int wt)
@@ -320,7 +415,8 @@ __device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int
     }
 }
 
-__global__ void __launch_bounds__(THREADS, 1) atw_kernel(hci_cu_attn_args a, at_out out)
+template <bool PRE>
+__global__ void __launch_bounds__(THREADS, 1) atw_kernel(hci_cu_attn_args a, at_out out, at_pre pr)
 {
     extern __shared__ __align__(16) uint8_t sm_raw[];
     uint8_t *sm = (uint8_t *)(((uintptr_t)sm_raw + 1023) & ~(uintptr_t)1023);
@@ -338,7 +434,10 @@ __global__ void __launch_bounds__(THREADS, 1) atw_kernel(hci_cu_attn_args a, at_
      * that, or the consumers' setmaxnreg.inc waits forever */
     if (tid >= 256) {
         regs_free<REGS_P>();
-        produce(a, i, rg, sm, tid - 256);
+        if (PRE)
+            produce_pre(a, pr, rg, sm, tid - 256);
+        else
+            produce(a, i, rg, sm, tid - 256);
     } else {
         regs_alloc<REGS_C>();
         consume(a, out, i, h0, s, rg, sm, tid >> 7, tid & 127);
@@ -361,11 +460,35 @@ bool at_fast_ok(const hci_cu_attn_args &a)
     return hci_cu_device_is_sm90();
 }
 
-int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out)
+size_t at_fast_pre_bytes(const hci_cu_attn_args &a)
 {
-    if (cudaFuncSetAttribute(atw_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+    if (a.ratio == 4) return 0;
+    int64_t ncomp = a.ratio ? (a.pos0 + a.n) / a.ratio : 0;
+    return hci_align256((size_t)(a.window + ncomp) * D * 2);
+}
+
+int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre)
+{
+    at_pre pr = {nullptr, nullptr, 0};
+    if (a.ratio != 4) { /* every query of the piece reads the same entries: dequantise them once */
+        if (!pre) return HC_ERR_NULL_ARG;
+        pr.wbase = a.pos0 > a.window ? a.pos0 - a.window : 0;
+        pr.win = (const uint16_t *)pre;
+        pr.comp = pr.win + (size_t)a.window * D;
+        int64_t nwin = a.pos0 - pr.wbase, ncomp = a.ratio ? (a.pos0 + a.n) / a.ratio : 0;
+        if (nwin > 0) {
+            atw_dequant<<<(unsigned)((nwin * (D / 8) + 255) / 256), 256, 0, s>>>(a, 1, pr.wbase, nwin, (uint16_t *)pr.win);
+            if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
+        }
+        if (ncomp > 0) {
+            atw_dequant<<<(unsigned)((ncomp * (D / 8) + 255) / 256), 256, 0, s>>>(a, 0, 0, ncomp, (uint16_t *)pr.comp);
+            if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
+        }
+    }
+    auto kern = a.ratio != 4 ? atw_kernel<true> : atw_kernel<false>;
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
-    atw_kernel<<<dim3(out.S, a.H / HG, a.n), THREADS, SMEM, s>>>(a, out);
+    kern<<<dim3(out.S, a.H / HG, a.n), THREADS, SMEM, s>>>(a, out, pr);
     return HCI_CU_CHECK_LAUNCH();
 }
 
