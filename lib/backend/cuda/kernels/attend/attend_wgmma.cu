@@ -374,11 +374,8 @@ __device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int
         }
 #pragma unroll
         for (int r = 0; r < 2; r++) l[r] = fmaf(l[r], alpha[r], ps[r]);
-        /* the running max rarely moves after the first blocks: skip the rescale by 1 (per warp) */
-        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
-            for (int x = 0; x < 128; x++) o[x] *= alpha[(x >> 1) & 1];
-        }
+        for (int x = 0; x < 128; x++) o[x] *= alpha[(x >> 1) & 1];
         /* O += P.V over the block's 64 entries (4 k16 steps of 16 rows = 2048 bytes) */
         {
             const uint64_t dv = desc_mn(kvs + 4 * w * TILE);
