@@ -13,7 +13,11 @@
 #   bench-fast      decode and prefill in FAST numerics (bench-gpu --quick)
 #   gpu-flash       test_gpu on V4-Flash geometry (whole layers against the CPU, both modes)
 #   prefill-1m      per-op prefill times near 1M
-# Writes $OUT/*.log and $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after every step.
+#   session-cpu     sessions of a CPU context on the device's host (SESSION_CPU=1)
+#   ncu-attend      ncu of the first three fast attention launches of a 128K chunk (SWA, CSA, HCA):
+#                   duration, speed of light and the warp stall reasons (NCU=1)
+# SKIP_NOATT, SKIP_FLASH leave those steps out. Writes $OUT/*.log and $OUT/summary.txt;
+# PROBE_TGZ=FILE packs the logs after every step.
 set -u
 cd "$(dirname "$0")/.."
 b=${CARRY:-.carry/b}
@@ -25,17 +29,20 @@ commit=$(cat .carry/commit 2>/dev/null || echo unknown)
 fast="gemv_fast index_fast comp_fast attend_fast"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
 step conform-fast 90 env HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 $b/tests/test_conformance flash
-step ab-noatt 30 $b/tools/prefill-ops 131072 gemv_fast index_fast comp_fast
+[ -n "${SKIP_NOATT:-}" ] || step ab-noatt 30 $b/tools/prefill-ops 131072 gemv_fast index_fast comp_fast
 for r in 1 2; do
     step ab-b-$r 30 $b/tools/prefill-ops 131072 $fast --json=$o/prefill-ops-$r.json
     [ -d .carry/c ] && step ab-c-$r 30 env LD_LIBRARY_PATH=$PWD/.carry/c:$rt .carry/c/tools/prefill-ops 131072 $fast
 done
 step suites 200 env OUT="$o/check" GPU_CHECK_SKIP="gpu-flash conform-flash memcheck racecheck bench torch-loop" \
     tools/gpu-check $b
-step session-cuda 90 $b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
 step prefill-e2e 90 $b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" --commit "$commit"
+step prefill-1m 120 $b/tools/prefill-ops 1013760 $fast --json=$o/prefill-ops-1m.json
 step bench-fast 60 $b/tools/bench-gpu --quick --numerics fast --json "$o/bench-fast.json" --commit "$commit" \
     --out "$o/bench-fast.md"
-step gpu-flash 200 $b/tests/test_gpu flash
-step prefill-1m 120 $b/tools/prefill-ops 1013760 $fast --json=$o/prefill-ops-1m.json
+step session-cuda 90 $b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd
+[ -n "${SESSION_CPU:-}" ] && step session-cpu 120 $b/tools/session-bench --dir /tmp --rounds 3 --no-zstd
+[ -n "${NCU:-}" ] && step ncu-attend 90 ncu --clock-control none -k regex:atw_kernel -c 3 --section SpeedOfLight \
+    --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' $b/tools/prefill-ops 131072 $fast
+[ -n "${SKIP_FLASH:-}" ] || step gpu-flash 200 $b/tests/test_gpu flash
 exit 0

@@ -3,9 +3,12 @@
  * sharing each dequantised block of entries (the structure of FlashMLA's sparse kernels).
  *
  * CTA = (query, 64-head group, split of the row), three warpgroups:
- *   - a producer warpgroup resolves a block of 64 entries of the index row (attend_rows.cuh),
- *     loads them and writes them as bf16 (e4m3 x ue8m0 dequantised, rope copied) into one of
- *     two 64 KB stages, 128-byte swizzled (rows = entries, eight 64-dim column tiles);
+ *   - a producer warpgroup fills one of two 64 KB stages with a block of 64 entries of the
+ *     index row as bf16, 128-byte swizzled (rows = entries, eight 64-dim column tiles): for
+ *     CSA (ratio 4, each query its own picks) it resolves, loads and dequantises them itself
+ *     (e4m3 x ue8m0, rope copied; attend_rows.cuh); for SWA and HCA, whose queries all read the
+ *     same entries, atw_dequant has made them bf16 rows once per piece and it copies them with
+ *     cp.async;
  *   - two consumer warpgroups own the same 64 rows (heads) and one half of the 512 output
  *     columns each (64 x 256 fp32 accumulators). Per block, each computes S over its half of
  *     the dims (wgmma m64n64k16, Q and the block both K-major in shared memory), the two halves
