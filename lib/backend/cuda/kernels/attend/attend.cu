@@ -496,7 +496,7 @@ size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int pat
         int S = path == HCI_AT_FAST ? at_fast_splits(m, max_row) : at_splits(m, H, max_row);
         if (path == HCI_AT_FAST ? m > AT_FAST_SPLIT_N : (int64_t)m * ((H + AT_HG - 1) / AT_HG) >= AT_TARGET_CTAS) break;
         if (S <= 1) continue;
-        size_t rows = (size_t)S * m * H, b = 2 * hci_align256(rows * 4) + hci_align256(rows * (size_t)d * 4);
+        size_t b = at_part_bytes(S, m, H, d);
         if (b > need) need = b;
     }
     /* the fast path's pre-pass rows behind the partials (ratio 0 and 128: max_row rows); it
@@ -539,10 +539,7 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int 
     int d = a->d, st = HC_OK;
     int mma_ok = path != HCI_AT_SIMPLE && (d == 64 || d == 128 || d == 256 || d == 512);
     if (fast) {
-        size_t part = out.S > 1 ? 2 * hci_align256((size_t)out.S * a->n * a->H * 4) +
-                                      hci_align256((size_t)out.S * a->n * a->H * (size_t)a->d * 4)
-                                : 0;
-        if (at_fast_pre_bytes(*a) && !scratch) return HC_ERR_NULL_ARG;
+        size_t part = out.S > 1 ? at_part_bytes(out.S, a->n, a->H, a->d) : 0; /* the pre-pass rows behind */
         st = at_fast_launch(s, *a, out, scratch ? (uint8_t *)scratch + part : nullptr);
     } else if (mma_ok) {
         dim3 grid(out.S, (a->H + AT_HG - 1) / AT_HG, a->n);

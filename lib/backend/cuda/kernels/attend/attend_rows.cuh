@@ -4,6 +4,7 @@
 #ifndef HCI_KERNELS_ATTEND_ROWS_CUH
 #define HCI_KERNELS_ATTEND_ROWS_CUH
 #include <stdint.h>
+#include "../common.cuh"
 #include "attend.h"
 #include "config.h"
 
@@ -22,43 +23,51 @@ __device__ __forceinline__ int64_t at_ncomp(const hci_cu_attn_args &a, int64_t t
     return a.ratio == 4 ? a.K : (a.ratio ? (t + 1) / a.ratio : 0);
 }
 
+/* Position of window slot u of query t's row (positions max(0, t-W+1) .. t ascending), or -1
+ * past t. */
+__device__ __forceinline__ int64_t at_window_pos(const hci_cu_attn_args &a, int64_t t, int64_t u)
+{
+    int64_t first = t - a.window + 1 > 0 ? t - a.window + 1 : 0, p = first + u;
+    return p > t ? -1 : p;
+}
+
+/* Entry j of a page table of layout l; fp8_kind is the kind of an fp8 entry (2 ring, 3 compressed). */
+__device__ __forceinline__ at_desc at_entry(const hci_entry_layout &l, uint8_t *const *pages, int64_t j, int fp8_kind)
+{
+    const uint8_t *page = pages[j / HCI_PAGE_ENTRIES];
+    const int slot = (int)(j % HCI_PAGE_ENTRIES);
+    at_desc e;
+    e.data = page + (size_t)slot * l.data_bytes;
+    e.scales = page + (size_t)HCI_PAGE_ENTRIES * l.data_bytes + (size_t)slot * l.scale_bytes;
+    e.kind = l.fmt == HCI_FMT_BF16 ? 1 : fp8_kind;
+    e.pad = 0;
+    return e;
+}
+
 __device__ __forceinline__ at_desc at_resolve(const hci_cu_attn_args &a, int i, int64_t t, int64_t u, int64_t ncomp)
 {
     at_desc e = {nullptr, nullptr, 0, 0};
-    int W = a.window;
-    const hci_entry_layout *l;
-    const uint8_t *page;
-    int slot;
-    if (u < W) {
-        int64_t first = t - W + 1 > 0 ? t - W + 1 : 0, p = first + u;
-        if (p > t) return e;
+    if (u < a.window) {
+        const int64_t p = at_window_pos(a, t, u);
+        if (p < 0) return e;
         if (p >= a.pos0) {
             e.data = (const uint8_t *)(a.kv + (size_t)(p - a.pos0) * a.d);
             e.kind = 1;
             return e;
         }
-        int64_t s = p % W;
-        l = &a.win_l;
-        page = a.ring[s / HCI_PAGE_ENTRIES];
-        slot = (int)(s % HCI_PAGE_ENTRIES);
-        e.kind = l->fmt == HCI_FMT_BF16 ? 1 : 2;
-    } else {
-        int64_t c = u - W, j;
-        if (c >= ncomp) return e;
-        if (a.ratio == 4) {
-            j = a.sel[(size_t)i * a.K + c];
-            if (j < 0) return e;
-        } else {
-            j = c;
-        }
-        l = &a.comp_l;
-        page = a.comp[j / HCI_PAGE_ENTRIES];
-        slot = (int)(j % HCI_PAGE_ENTRIES);
-        e.kind = l->fmt == HCI_FMT_BF16 ? 1 : 3;
+        return at_entry(a.win_l, a.ring, p % a.window, 2);
     }
-    e.data = page + (size_t)slot * l->data_bytes;
-    e.scales = page + (size_t)HCI_PAGE_ENTRIES * l->data_bytes + (size_t)slot * l->scale_bytes;
-    return e;
+    const int64_t c = u - a.window;
+    if (c >= ncomp) return e;
+    const int64_t j = a.ratio == 4 ? a.sel[(size_t)i * a.K + c] : c;
+    return j < 0 ? e : at_entry(a.comp_l, a.comp, j, 3);
+}
+
+/* Bytes of the split partials (at_out) for S splits of n queries: pm, pl, then pacc. */
+__host__ __device__ inline size_t at_part_bytes(int S, int n, int H, int d)
+{
+    const size_t rows = (size_t)S * n * H;
+    return 2 * hci_align256(rows * 4) + hci_align256(rows * (size_t)d * 4);
 }
 
 /* Rows of the split: blocks [b0, b1) of query i's row. */
@@ -86,11 +95,10 @@ struct at_out {
 };
 
 /* The fast path (attend_wgmma.cu): d = 512, 64-head groups, Hopper. at_fast_ok says whether it
- * takes these arguments on the current device; at_fast_pre_bytes is the scratch its pre-pass
- * needs (the rows it dequantises once per piece), pre that scratch (256-byte aligned);
- * at_fast_launch runs it (HC_OK or HC_ERR_CUDA). */
+ * takes these arguments on the current device; at_fast_launch runs it (HC_OK, HC_ERR_CUDA, or
+ * HC_ERR_NULL_ARG without pre: the 256-byte-aligned scratch of the rows its pre-pass
+ * dequantises once per piece for ratio 0 and 128, window + compressed entries of d bf16). */
 bool at_fast_ok(const hci_cu_attn_args &a);
-size_t at_fast_pre_bytes(const hci_cu_attn_args &a);
 int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre);
 
 } // namespace hci_at

@@ -220,8 +220,8 @@ __device__ __forceinline__ const uint16_t *pre_row(const hci_cu_attn_args &a, co
                                                    int64_t ncomp)
 {
     if (u < a.window) {
-        int64_t first = t - a.window + 1 > 0 ? t - a.window + 1 : 0, p = first + u;
-        if (p > t) return nullptr;
+        const int64_t p = at_window_pos(a, t, u);
+        if (p < 0) return nullptr;
         return p >= a.pos0 ? a.kv + (size_t)(p - a.pos0) * D : pr.win + (size_t)(p - pr.wbase) * D;
     }
     int64_t c = u - a.window;
@@ -274,22 +274,17 @@ __global__ void __launch_bounds__(256) atw_dequant(hci_cu_attn_args a, int ring,
     const int64_t it = (int64_t)blockIdx.x * 256 + threadIdx.x, r = it / (D / 8);
     const int pc = (int)(it % (D / 8));
     if (r >= rows) return;
-    const hci_entry_layout &l = ring ? a.win_l : a.comp_l;
-    const int64_t j = ring ? (p0 + r) % a.window : p0 + r;
-    const uint8_t *page = (ring ? a.ring : a.comp)[j / HCI_PAGE_ENTRIES];
-    const int slot = (int)(j % HCI_PAGE_ENTRIES);
-    const uint8_t *data = page + (size_t)slot * l.data_bytes;
+    const at_desc e = ring ? at_entry(a.win_l, a.ring, (p0 + r) % a.window, 2) : at_entry(a.comp_l, a.comp, p0 + r, 3);
     uint4 v;
-    if (l.fmt == HCI_FMT_BF16) {
-        v = __ldg((const uint4 *)data + pc);
+    if (e.kind == 1) {
+        v = __ldg((const uint4 *)e.data + pc);
     } else if (pc < QD / 8) {
-        const uint8_t *sc = page + (size_t)HCI_PAGE_ENTRIES * l.data_bytes + (size_t)slot * l.scale_bytes;
-        const uint2 c = __ldg((const uint2 *)(data + 8 * pc));
+        const uint2 c = __ldg((const uint2 *)(e.data + 8 * pc));
         uint4 lo, hi;
-        dequant16(make_uint4(c.x, c.y, 0, 0), sc[pc / 8], lo, hi);
+        dequant16(make_uint4(c.x, c.y, 0, 0), e.scales[pc / 8], lo, hi);
         v = lo;
     } else {
-        v = __ldg((const uint4 *)(data + QD) + (pc - QD / 8));
+        v = __ldg((const uint4 *)(e.data + QD) + (pc - QD / 8));
     }
     *((uint4 *)(out + (size_t)r * D) + pc) = v;
 }
@@ -461,13 +456,6 @@ bool at_fast_ok(const hci_cu_attn_args &a)
         if (!bf16 && !fp8) return false;
     }
     return hci_cu_device_is_sm90();
-}
-
-size_t at_fast_pre_bytes(const hci_cu_attn_args &a)
-{
-    if (a.ratio == 4) return 0;
-    int64_t ncomp = a.ratio ? (a.pos0 + a.n) / a.ratio : 0;
-    return hci_align256((size_t)(a.window + ncomp) * D * 2);
 }
 
 int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre)
