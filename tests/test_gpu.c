@@ -15,6 +15,7 @@
 #include "ctx/ctx.h"
 #include "session/session.h"
 #include "util/bf16.h"
+#include "test_session_util.h"
 #include "hybridctx_experimental.h"
 #include "testutil.h"
 #include "runner.h"
@@ -672,14 +673,6 @@ static int same_state(const uint8_t *a, uint64_t na, const uint8_t *b, uint64_t 
     return na == nb && na >= 8192 && memcmp(a + 4096, b + 4096, (size_t)(na - 8192)) == 0;
 }
 
-static void save_file(hc_ctx *c, const char *path, int compression)
-{
-    hc_save_params sp;
-    hc_save_params_init(&sp, sizeof sp);
-    sp.compression = compression;
-    ck_assert_msg(hc_ctx_save(c, path, &sp) == HC_OK, "save: %s", hc_ctx_last_error(c));
-}
-
 /* Units of 64 KiB with O_DIRECT and chunks of 64 rows (many pieces), or the defaults. */
 static void set_units(int small)
 {
@@ -720,7 +713,7 @@ START_TEST(sessions_async_transfers)
         hc_ctx *cpu = make(m, HC_BACKEND_CPU, HC_CACHE_FP8);
         ck_assert_int_eq(hc_x_ctx_fill_random(a, T, 70 + ci), HC_OK);
         ck_assert_int_eq(hc_x_ctx_fill_random(b, 5000, 80 + ci), HC_OK); /* replaced by the load */
-        save_file(a, path, cases[ci].comp);
+        tsu_save_file(a, path, cases[ci].comp);
         ck_assert_msg(hc_ctx_load(b, path) == HC_OK, "load: %s", hc_ctx_last_error(b));
         ck_assert_msg(hc_ctx_load(cpu, path) == HC_OK, "CPU load: %s", hc_ctx_last_error(cpu));
         ck_assert_int_eq(hc_ctx_n_tokens(b), T);

@@ -197,14 +197,6 @@ static uint64_t digest(hc_ctx *c)
     return d;
 }
 
-static void save_file(hc_ctx *c, int compression)
-{
-    hc_save_params sp;
-    hc_save_params_init(&sp, sizeof sp);
-    sp.compression = compression;
-    ck_assert_msg(hc_ctx_save(c, g_path, &sp) == HC_OK, "save: %s", hc_ctx_last_error(c));
-}
-
 /* File transfers: 8 KiB units with O_DIRECT and 64-row chunks (many of each), or the defaults. */
 static void small_units(int on)
 {
@@ -231,7 +223,7 @@ START_TEST(round_trip)
                     long up = F.uploads, down = F.downloads;
                     small_units(units);
                     set_async(c, 1);
-                    save_file(c, comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE);
+                    tsu_save_file(c, g_path, comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE);
                     set_async(c, 0);
                     /* chunks of whole fp8 blocks go to page-locked buffers (all chunks of a bf16
                      * context, being converted, go to its b_pg) */
@@ -283,7 +275,7 @@ START_TEST(failed_loads_change_nothing)
 {
     hc_ctx *c = filled(HC_CACHE_FP8, 40000, 3);
     small_units(1);
-    save_file(c, HC_COMPRESS_NONE);
+    tsu_save_file(c, g_path, HC_COMPRESS_NONE);
     small_units(0);
     hc_ctx *e = filled(HC_CACHE_FP8, 5000, 4);
     uint64_t d = digest(e);

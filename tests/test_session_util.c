@@ -44,6 +44,14 @@ hc_ctx *tsu_ctx(hc_model *m, int cache_format, int64_t max_tokens)
     return c;
 }
 
+void tsu_save_file(hc_ctx *c, const char *path, int compression)
+{
+    hc_save_params sp;
+    hc_save_params_init(&sp, sizeof sp);
+    sp.compression = compression;
+    ck_assert_msg(hc_ctx_save(c, path, &sp) == HC_OK, "save: %s", hc_ctx_last_error(c));
+}
+
 uint8_t *tsu_save(hc_ctx *c, int compression, uint64_t *len)
 {
     hc_save_params p;

@@ -14,6 +14,8 @@ extern const char tsu_golden_json[];
 
 hc_model *tsu_model(const char *json, uint64_t seed, int geometry_only);
 hc_ctx *tsu_ctx(hc_model *m, int cache_format, int64_t max_tokens);
+/* Save into the file at path with the given compression (a failure fails the test). */
+void tsu_save_file(hc_ctx *c, const char *path, int compression);
 /* Save into a malloc'd buffer (abort on failure). */
 uint8_t *tsu_save(hc_ctx *c, int compression, uint64_t *len);
 /* 1 when a and b are the same session apart from uuid, generation, time, writer, the writer
