@@ -5,6 +5,7 @@
  * share with this test (swizzles, fragment maps, the e4m3 -> f16 trick, FP4 decoding, the
  * indexer's fast-path exactness rule). */
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -490,6 +491,122 @@ START_TEST(index_fast_path_exact)
 }
 END_TEST
 
+/* The fast scores' arithmetic (index/config.h: ix_fast_qexp, ix_fast_terms2 and ix_fast_add2 in
+ * the kernels' head order) against cpu_index.c's score, on random FP4-grid query heads and keys
+ * (32-blocks a few binades apart, as after the Hadamard) and bf16 weights of either sign, taking
+ * the tensor cores' fp32 dot of the e4m3 copies as the exact dot rounded to fp32: the copies are
+ * exact, every head term is the reference's, and a score differs only where the fp32 head sum is
+ * not the exact one. The folded form (IXF_FOLD_SCALES: s_q in the weights, s_k once per score)
+ * gives the same bits. */
+#define IXT_HEADS 64
+#define IXT_DIM 128
+
+/* The kernels' head sum: lane t adds heads 8n + 2t, 8n + 2t + 1 for n = 0, 1, ... in order, then
+ * the 4 lanes by xor-shuffles: (l0 + l1) + (l2 + l3). terms[h / 2] holds heads h, h + 1. */
+static float ixt_kernel_sum(const ix_terms2 *terms, int IH)
+{
+    float l[4];
+    for (int t = 0; t < 4; t++) {
+        l[t] = 0.0f;
+        for (int n = 0; n < IH / 8; n++) l[t] = ix_fast_add2(l[t], terms[(8 * n + 2 * t) / 2]);
+    }
+    return (l[0] + l[1]) + (l[2] + l[3]);
+}
+
+START_TEST(index_fast_terms)
+{
+    uint64_t seed = 11;
+    static float q[IXT_HEADS][IXT_DIM], qe[IXT_HEADS][IXT_DIM], k[IXT_DIM], ke[IXT_DIM];
+    float sq[IXT_HEADS], w[IXT_HEADS], wq[IXT_HEADS]; /* w, wq: bf16 values */
+    int pairs = 0, differ = 0, worst_ulps = 0, inexact = 0, bad_terms = 0, bad_folded = 0;
+    /* (few assertions inside the loops: each is a message to the runner in fork mode) */
+    for (int trial = 0; trial < 100; trial++) {
+        /* one query: 64 heads (largest block exponent -6..1, the others up to 4 below), bf16
+         * weights of either sign between 2^-12 and 1 */
+        for (int h = 0; h < IXT_HEADS; h++) {
+            int eh = (int)(lcg(&seed) % 8) - 6;
+            float amax = 0.0f;
+            for (int b = 0; b < IXT_DIM / 32; b++) {
+                int eb = eh - (int)(lcg(&seed) % 5);
+                for (int i = 32 * b; i < 32 * b + 32; i++) {
+                    q[h][i] = ldexpf(hci_e2m1_value((uint8_t)(lcg(&seed) & 15)), eb);
+                    amax = fabsf(q[h][i]) > amax ? fabsf(q[h][i]) : amax;
+                }
+            }
+            /* ixf_prep: s_qh and the e4m3 copy (exact here), the weight with s_qh folded in */
+            int e = ix_fast_qexp(amax);
+            sq[h] = ix_pow2(e - 129);
+            for (int i = 0; i < IXT_DIM; i++) {
+                qe[h][i] = hci_e4m3_round(q[h][i] * ix_pow2(129 - e));
+                inexact += qe[h][i] * sq[h] != q[h][i];
+            }
+            float wv = ldexpf((float)((int)(lcg(&seed) % 2001) - 1000) / 1000.0f, -(int)(lcg(&seed) % 12));
+            w[h] = hci_round_bf16(wv);
+            wq[h] = hci_round_bf16(w[h] * sq[h]);
+        }
+        for (int key = 0; key < 32; key++) {
+            /* a key: ue8m0 block bytes within 5 of the largest (ixf_convert's exact byte permutes) */
+            int bytes[IXT_DIM / 32], bmax = 0, b0 = 120 + (int)(lcg(&seed) % 10);
+            for (int b = 0; b < IXT_DIM / 32; b++) {
+                bytes[b] = b0 - (int)(lcg(&seed) % 6);
+                bmax = bytes[b] > bmax ? bytes[b] : bmax;
+            }
+            float sk = ix_pow2(bmax - 127);
+            for (int i = 0; i < IXT_DIM; i++) {
+                float c = hci_e2m1_value((uint8_t)(lcg(&seed) & 15));
+                k[i] = ldexpf(c, bytes[i / 32] - 127);
+                ke[i] = ldexpf(c, bytes[i / 32] - bmax);
+                inexact += hci_e4m3_round(ke[i]) != ke[i];
+            }
+            /* the reference (cpu_index.c) and the fast terms, head by head */
+            double ref_sum = 0.0;
+            ix_terms2 terms[IXT_HEADS / 2], folded[IXT_HEADS / 2];
+            for (int h = 0; h < IXT_HEADS; h += 2) {
+                float D[2], ref_term[2];
+                for (int j = 0; j < 2; j++) {
+                    double exact = 0.0, exact_e = 0.0;
+                    for (int i = 0; i < IXT_DIM; i++) {
+                        exact += (double)q[h + j][i] * k[i];
+                        exact_e += (double)qe[h + j][i] * ke[i];
+                    }
+                    D[j] = (float)exact_e; /* the tensor cores' fp32 dot, taken as exact */
+                    float d = hci_round_bf16((float)exact);
+                    if (d < 0.0f) d = 0.0f;
+                    ref_term[j] = hci_round_bf16(d * w[h + j]);
+                    ref_sum += (double)ref_term[j];
+                }
+                terms[h / 2] = ix_fast_terms2(D[0], D[1], sq[h], sq[h + 1], sk, w[h], w[h + 1]);
+                folded[h / 2] = ix_fast_terms2_folded(D[0], D[1], wq[h], wq[h + 1]);
+                /* each term is the reference's */
+                bad_terms += (terms[h / 2].t0 != ref_term[0]) + (terms[h / 2].t1 != ref_term[1]);
+            }
+            uint16_t ref = hci_bf16_from_f32((float)ref_sum);
+            uint16_t fast = hci_bf16_from_f32(ixt_kernel_sum(terms, IXT_HEADS));
+            bad_folded += hci_bf16_from_f32(ixt_kernel_sum(folded, IXT_HEADS) * sk) != fast;
+            pairs++;
+            if (fast != ref) {
+                int ulps = abs((int)ix_key16(fast) - (int)ix_key16(ref));
+                differ++;
+                worst_ulps = ulps > worst_ulps ? ulps : worst_ulps;
+            }
+        }
+    }
+    printf("index_fast_terms: %d of %d scores differ from the exact head sum's (at most %d bf16 ulps)\n", differ,
+           pairs, worst_ulps);
+    ck_assert_int_eq(inexact, 0);    /* the e4m3 copies are exact */
+    ck_assert_int_eq(bad_terms, 0);  /* every head term is the reference's */
+    ck_assert_int_eq(bad_folded, 0); /* the folded form gives the same scores */
+    ck_assert_int_le(differ * 1000, pairs); /* <= 0.1% */
+
+    /* Where the fp32 head sum is not the exact one: a partial sum that drops a small term, here
+     * 1 + 2^-30 - 1 in lane 0's order (heads 0, 1, 8), gives 0 where the exact sum is 2^-30. */
+    ix_terms2 t3[IXT_HEADS / 2] = {{0.0f, 0.0f}};
+    t3[0] = (ix_terms2){1.0f, 0x1p-30f};
+    t3[4] = (ix_terms2){-1.0f, 0.0f};
+    ck_assert(ixt_kernel_sum(t3, IXT_HEADS) == 0.0f);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- attend */
 
 START_TEST(attend_layout)
@@ -568,6 +685,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, index_fp4);
     tcase_add_test(tc, index_key_order);
     tcase_add_test(tc, index_fast_path_exact);
+    tcase_add_test(tc, index_fast_terms);
     tcase_add_test(tc, attend_layout);
     tcase_add_test(tc, v4_shapes);
     suite_add_tcase(s, tc);

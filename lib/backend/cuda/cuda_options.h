@@ -29,8 +29,10 @@ typedef struct hci_cu_options {
      * HC_NUMERICS_FAST (docs/numerics.md). */
     int gemv_fast;
     /* Indexer scores on native e4m3 tensor cores (kernels/index/index_fast.cu): q and the FP4
-     * keys scaled exactly into e4m3, fp32 head sum of relu(q.k) * w, rounded once to bf16;
-     * the same selection kernels. Not the CPU's bits (the exact path rounds every head term);
+     * keys scaled exactly into e4m3, each dot scaled back and rounded as the reference rounds
+     * (bf16 dot, relu, times the weight, bf16), the head terms summed in fp32 and rounded once
+     * to bf16; the same selection kernels. The CPU's scores except for last-bit differences of
+     * the tensor cores' dots and of the fp32 head sum (the exact path's is exact);
      * deterministic and batch-invariant. Set by HC_NUMERICS_FAST. */
     int index_fast;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32

@@ -177,4 +177,100 @@ HCI_HD int ix_fp4_block(const uint32_t *w, int byte, uint32_t *m, int *u)
     return status;
 }
 
+/* ---- the fast scores (index_fast.cu, index_wgmma.cu; option index_fast) */
+
+/* Query head scale of the fast scores: s_q = 2^(e - 129) with e = ix_fast_qexp(amax), amax the
+ * head's largest |q|: for amax in [2^E, 2^(E+1)) s_q = 2^(E-2), so q / s_q has its largest value
+ * in [4, 8) and an FP4-grid head is an exact e4m3 row (unless some 32-block lies 2^8 or more
+ * below the largest). e is clamped so that s_q and 1 / s_q are normal floats; zero, an amax
+ * below 2^-107 or NaN give s_q = 1. */
+HCI_HD int ix_fast_qexp(float amax)
+{
+    int e = (int)((hci_bits_from_f32(amax) >> 23) & 0xffu);
+    return amax > 0.0f && e >= 20 ? (e < 254 ? e : 254) : 129;
+}
+
+/* Two head terms of one (query, key), t0 and t1 as floats (bf16 values). */
+typedef struct ix_terms2 {
+    float t0, t1;
+} ix_terms2;
+
+#if defined(__CUDA_ARCH__)
+/* bf16(r * w) from the bf16 r in the high half of rr and the bf16 value w held by a float (low 16
+ * bits zero), returned as that float: fma.rn.bf16x2 rounds the exact product once (the fp32
+ * product of two bf16 values is exact, so this is bf16(fl32(r * w))), and the low half, the other
+ * half of rr times the zero half of w plus +0, is +0 (for a finite rr). */
+__device__ __forceinline__ float ix_bf16_mul_hi(uint32_t rr, float w)
+{
+    uint32_t m;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(m) : "r"(rr), "r"(__float_as_uint(w)), "r"(0u));
+    return __uint_as_float(m);
+}
+
+/* The low half of r copied into both halves (ptxas folds it into the next HFMA2's .H0_H0). */
+__device__ __forceinline__ uint32_t ix_bf16x2_lo_lo(uint32_t r)
+{
+    uint32_t rr;
+    asm("{\n.reg .b16 l, h;\nmov.b32 {l, h}, %1;\nmov.b32 %0, {l, l};\n}\n" : "=r"(rr) : "r"(r));
+    return rr;
+}
+#endif
+
+/* Two head terms of one (query, key) of the fast scores, at the reference's rounding points
+ * (cpu_index.c): for head i of the pair, dot_i = (d_i * sq_i) * sk, the fp32 tensor-core dot of
+ * the e4m3 copies scaled back by the query head's and the key's powers of two (exact whenever
+ * d_i * sq_i is a normal float: the fp32 dot of the original values), then
+ * t_i = bf16(relu(bf16(dot_i)) * w_i), w_i the head weight (a bf16 value held by a float). On
+ * the device: one cvt.rn.relu.bf16x2 for both dots (round, then relu) and one fma.rn.bf16x2 per
+ * term whose result is the term as an fp32 (ix_bf16_mul_hi). */
+HCI_HD ix_terms2 ix_fast_terms2(float d0, float d1, float sq0, float sq1, float sk, float w0, float w1)
+{
+    ix_terms2 t;
+#if defined(__CUDA_ARCH__)
+    float x0 = __fmul_rn(__fmul_rn(d0, sq0), sk), x1 = __fmul_rn(__fmul_rn(d1, sq1), sk);
+    uint32_t r;
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(x1), "f"(x0)); /* x1 high, x0 low */
+    t.t0 = ix_bf16_mul_hi(ix_bf16x2_lo_lo(r), w0);
+    t.t1 = ix_bf16_mul_hi(r, w1);
+#else
+    float r0 = hci_round_bf16((d0 * sq0) * sk), r1 = hci_round_bf16((d1 * sq1) * sk);
+    t.t0 = hci_round_bf16((r0 < 0.0f ? 0.0f : r0) * w0);
+    t.t1 = hci_round_bf16((r1 < 0.0f ? 0.0f : r1) * w1);
+#endif
+    return t;
+}
+
+/* The same two terms divided by sk, from the unscaled dots d_i and the weights pre-multiplied by
+ * the query heads' scales (wq_i = w_i * sq_i, a bf16 value, exact): bf16(relu(bf16(d_i)) * wq_i).
+ * Multiplying by a power of two commutes with rounding to bf16 or fp32 while every value involved
+ * is a normal float (or zero), so then ix_fast_terms2 = this * sk term by term, and an fp32 sum
+ * of these terms times sk is the same sum of ix_fast_terms2's: one multiplication per score
+ * instead of two per head (the kernels' IXF_FOLD_SCALES, index_fast.cuh). They can differ only
+ * where a dot, weight, term or partial sum leaves the normal range (below 2^-126 or overflowing),
+ * far from the indexer's values. */
+HCI_HD ix_terms2 ix_fast_terms2_folded(float d0, float d1, float wq0, float wq1)
+{
+#if defined(__CUDA_ARCH__)
+    ix_terms2 t;
+    uint32_t r;
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(d1), "f"(d0));
+    t.t0 = ix_bf16_mul_hi(ix_bf16x2_lo_lo(r), wq0);
+    t.t1 = ix_bf16_mul_hi(r, wq1);
+    return t;
+#else
+    return ix_fast_terms2(d0, d1, 1.0f, 1.0f, 1.0f, wq0, wq1);
+#endif
+}
+
+/* (acc + t0) + t1 in fp32. */
+HCI_HD float ix_fast_add2(float acc, ix_terms2 t)
+{
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(__fadd_rn(acc, t.t0), t.t1);
+#else
+    acc += t.t0;
+    return acc + t.t1;
+#endif
+}
+
 #endif

@@ -1,21 +1,26 @@
-/* index_fast.cu - the lightning indexer's scores in fast numerics (option index_fast): the
- * official kernels' arithmetic instead of the reference's bf16 roundings.
+/* index_fast.cu - the lightning indexer's scores in fast numerics (option index_fast): the dots on
+ * e4m3 tensor cores, the reference's roundings after them.
  *
  * q and the keys hold FP4-grid values (e2m1 x a power of two per 32 elements), so a query head
  * divided by one power of two s_qh (its largest value lands in [4, 8)), and a key divided by
- * 2^(its largest block exponent), are exact e4m3 values: the dots run on e4m3 tensor cores
- * (mma.m16n8k32, fp32 accumulation) with nothing lost in the inputs. The score is then
- *   bf16( s_j * sum_h (w_h * s_qh) * relu(dot_h) )
- * summed in fp32 in a fixed order (per lane over its heads in order, then across the 4 lanes of
- * a key row by xor-shuffles, which add the same pairs in every lane). The reference rounds every
- * head term to bf16 and sums in bf16 tensors; this differs by a few bf16 ulps of the score, so
- * near-ties may pick differently (the faithful tolerance allows 5% of top-k sets to differ).
+ * s_j = 2^(its largest block exponent), are exact e4m3 values: the dots run on e4m3 tensor cores
+ * (mma.m16n8k32, fp32 accumulation) with nothing lost in the inputs. Each head's dot D_h is
+ * scaled back exactly, (D_h * s_qh) * s_j, and the score is the reference's (cpu_index.c)
+ *   bf16( sum_h bf16( relu( bf16(D_h * s_qh * s_j) ) * w_h ) )
+ * (index/config.h: ix_fast_terms2), except that the head sum is fp32, in a fixed order (per lane
+ * over its heads in order, then across the 4 lanes of a key row by xor-shuffles, which add the
+ * same pairs in every lane), where the reference's is exact. The fp32 sum is the exact one, and
+ * the score the reference's, whenever its partial sums are exact (terms within about 2^10 of the
+ * largest); otherwise it may differ by an fp32 rounding, which changes the bf16 score only when
+ * the exact sum lies that close to a rounding boundary. D_h is the reference's fp32 dot when the
+ * tensor core's accumulation is exact (docs/numerics.md).
  *
- * 1. ixf_prep:  per query head, 128 bf16 -> 128 e4m3 bytes and w_h * s_qh (fp32), once.
+ * 1. ixf_prep:  per query head, 128 bf16 -> 128 e4m3 bytes, the scale s_qh and the head weight
+ *    as it is (a float; index_fast.cuh: ixf_prep_hw), once.
  * 2. ixf_score: CTA = 8 queries (one per warp) x strided tiles of 64 keys (one cache page).
  *    The page's FP4 codes become e4m3 bytes in shared memory (byte permutes, no float math);
  *    each warp holds 32 of the tile's keys as A fragments and streams its query's heads
- *    through B, 8 heads per n-tile, the ReLU-weighted sum in registers; then one 16-bit score key per
+ *    through B, 8 heads per n-tile, the head terms summed in registers; then one 16-bit score key per
  *    visible (query, key) and a shared-memory histogram of high bytes, as the exact path. */
 #include "index_fast.cuh"
 #include "index_fast.h"
@@ -50,23 +55,27 @@ __global__ void __launch_bounds__(256) ixf_prep(const uint16_t *qi, const uint16
     float am = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
-    /* s_qh = 2^(E-2) for amax in [2^E, 2^(E+1)): the largest value lands in [4, 8). Exponents
-     * are clamped so that both s and 1/s are normal floats (and NaN gives s = 1). */
-    int e = (int)((__float_as_uint(am) >> 23) & 0xff);
-    e = am > 0.0f && e >= 20 ? min(e, 254) : 129;
+    /* s_qh = 2^(E-2) for amax in [2^E, 2^(E+1)): the largest value lands in [4, 8) */
+    int e = ix_fast_qexp(am);
     float s = ix_pow2(e - 129), inv = ix_pow2(129 - e);
     uint32_t packed = 0;
 #pragma unroll
     for (int i = 0; i < 4; i++) packed |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(v[i] * inv)) << (8 * i);
     uint8_t *row = prep + (size_t)r * qstride;
     *(uint32_t *)(row + (size_t)h * DIM + 4 * lane) = packed;
-    if (lane == 0) ((float *)(row + (size_t)IH * DIM))[h] = hci_f32_from_bf16(w[item]) * s;
+    if (lane == 0) { /* s and the weight itself, applied after the dot's rounding (or with s folded in) */
+        float *hw = (float *)(row + ixf_prep_hw(IH)) + 4 * (h / 2) + (h & 1);
+        float wv = hci_f32_from_bf16(w[item]);
+        hw[0] = s;
+        hw[2] = IXF_FOLD_SCALES ? hci_round_bf16(__fmul_rn(wv, s)) : wv; /* a bf16 value either way */
+    }
 }
 
-/* Shared memory of a score CTA: q rows, head weights, one key tile and its scales, histograms. */
+/* Shared memory of a score CTA: q rows, head scales and weights, one key tile and its scales,
+ * histograms. */
 __host__ __device__ inline unsigned ixf_smem_bytes(int IH)
 {
-    return (unsigned)(QT * IH * RS + QT * IH * 4 + IX_TILE * RS + IX_TILE * 4 + QT * 256 * 4);
+    return (unsigned)(QT * IH * RS + QT * IH * 8 + IX_TILE * RS + IX_TILE * 4 + QT * 256 * 4);
 }
 
 __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
@@ -78,13 +87,13 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
     int64_t ntiles = (nv_last + IX_TILE - 1) / IX_TILE;
     if ((int64_t)blockIdx.x >= ntiles) return; /* uniform over the CTA */
     uint8_t *qs = sm;
-    float *wcs = (float *)(qs + QT * IH * RS);
-    uint8_t *ks = (uint8_t *)(wcs + QT * IH);
+    float4 *hws = (float4 *)(qs + QT * IH * RS);
+    uint8_t *ks = (uint8_t *)(hws + QT * IH / 2);
     float *ksc = (float *)(ks + IX_TILE * RS);
     uint32_t *hist = (uint32_t *)(ksc + IX_TILE);
 
-    /* the queries' e4m3 rows (padded to RS bytes) and weights, the histograms */
-    ixf_stage_queries<QT, THREADS>(a, IH, q0, QTe, tid, qs, wcs, hist,
+    /* the queries' e4m3 rows (padded to RS bytes), head scales and weights, the histograms */
+    ixf_stage_queries<QT, THREADS>(a, IH, q0, QTe, tid, qs, hws, hist,
                                    [](int r, int c) { return (size_t)r * RS + c * 16; });
 
     const int qq = warp;
@@ -94,7 +103,7 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
      * (matrix i: bytes +16*i of a pair of k-steps) */
     const uint32_t a_off = (uint32_t)(((lane & 7) + ((lane >> 3) & 1) * 8) * RS + (lane >> 4) * 16);
     const uint32_t b_off = (uint32_t)((qq * IH + (lane & 7)) * RS + (lane >> 3) * 16);
-    const float *wq = wcs + qq * IH;
+    const float4 *hwq = hws + qq * IH / 2;
 
     auto tile_keys = [&](int64_t tl) { return (int)min((int64_t)IX_TILE, nv_last - tl * IX_TILE); };
     ixf_part next = ixf_fetch(a, a.pages[blockIdx.x], tile_keys(blockIdx.x), tid);
@@ -123,23 +132,35 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
 #pragma unroll
                 for (int kstep = 0; kstep < 4; kstep++)
                     hci_dev_ldsm_x4(af[mt][kstep], ks_s + a_off + (kh * 2 + mt) * 16 * RS + kstep * 32);
-            float sacc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+            /* the scales of the 4 keys this lane's fragments hold: rows g and g + 8 of each m-tile */
+            float sk[2][2];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) sk[mt][i] = ksc[kh * 32 + mt * 16 + g + 8 * i];
+            float sacc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}; /* +0: zero terms leave it +0, as the CPU's sum */
 #pragma unroll 1
             for (int nt = 0; nt < IH / 8; nt++) {
                 uint32_t bf[2][4];
                 hci_dev_ldsm_x4(bf[0], qs_s + b_off + nt * 8 * RS);
                 hci_dev_ldsm_x4(bf[1], qs_s + b_off + nt * 8 * RS + 64);
-                float w0 = wq[nt * 8 + 2 * t], w1 = wq[nt * 8 + 2 * t + 1];
+                /* heads nt * 8 + 2t, + 1 (columns 2t, 2t + 1 of the n-tile): scales and weights */
+                const float4 hw = hwq[nt * 4 + t];
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++) {
                     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
                     for (int kstep = 0; kstep < 4; kstep++)
                         mma_e4m3(acc, af[mt][kstep], bf[kstep >> 1][2 * (kstep & 1)], bf[kstep >> 1][2 * (kstep & 1) + 1]);
-                    sacc[mt][0] = __fmaf_rn(fmaxf(acc[0], 0.0f), w0, sacc[mt][0]);
-                    sacc[mt][0] = __fmaf_rn(fmaxf(acc[1], 0.0f), w1, sacc[mt][0]);
-                    sacc[mt][1] = __fmaf_rn(fmaxf(acc[2], 0.0f), w0, sacc[mt][1]);
-                    sacc[mt][1] = __fmaf_rn(fmaxf(acc[3], 0.0f), w1, sacc[mt][1]);
+                    if constexpr (IXF_FOLD_SCALES) {
+                        sacc[mt][0] = ix_fast_add2(sacc[mt][0], ix_fast_terms2_folded(acc[0], acc[1], hw.z, hw.w));
+                        sacc[mt][1] = ix_fast_add2(sacc[mt][1], ix_fast_terms2_folded(acc[2], acc[3], hw.z, hw.w));
+                    } else {
+                        sacc[mt][0] = ix_fast_add2(sacc[mt][0],
+                                                   ix_fast_terms2(acc[0], acc[1], hw.x, hw.y, sk[mt][0], hw.z, hw.w));
+                        sacc[mt][1] = ix_fast_add2(sacc[mt][1],
+                                                   ix_fast_terms2(acc[2], acc[3], hw.x, hw.y, sk[mt][1], hw.z, hw.w));
+                    }
                 }
             }
             /* the 4 lanes of a key row hold its heads 2t, 2t+1 of every n-tile: add them */
@@ -155,7 +176,8 @@ __global__ void __launch_bounds__(THREADS, 2) ixf_score(ixf_args a)
             float v = t == 0 ? sacc[0][0] : t == 1 ? sacc[0][1] : t == 2 ? sacc[1][0] : sacc[1][1];
             int key = kh * 32 + (t >> 1) * 16 + g + (t & 1) * 8;
             bool vis = j0 + key < nvq;
-            uint32_t k16 = ix_key16(hci_bf16_from_f32(__fmul_rn(v, ksc[key])));
+            if (IXF_FOLD_SCALES) v = __fmul_rn(v, ksc[key]);
+            uint32_t k16 = ix_key16(hci_bf16_from_f32(v));
             if (vis) a.scores[(size_t)(q0 + qq) * a.stride + j0 + key] = (uint16_t)k16;
             /* near keys score alike: one shared-memory atomic per distinct high byte of the warp */
             unsigned peers = __match_any_sync(0xffffffffu, vis ? k16 >> 8 : 256u + lane);
@@ -177,7 +199,7 @@ bool hci_cu_index_fast_ok(const hci_entry_layout *l, int IH, int ID)
 
 size_t hci_cu_index_fast_qstride(int IH)
 {
-    return hci_align256((size_t)IH * DIM + (size_t)IH * 4);
+    return hci_align256(ixf_prep_bytes(IH));
 }
 
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,

@@ -1,7 +1,8 @@
 /* index/index_fast.cuh - what the fast score kernels share (index_fast.cu: mma.sync, any head
  * count; index_wgmma.cu: wgmma, 64 heads): their arguments, a key tile's FP4 codes fetched
  * into registers and turned into exact e4m3 bytes with the key's power-of-two scale, and the
- * staging of the CTA's query rows, head weights and histograms in shared memory. */
+ * staging of the CTA's query rows, head scales and weights and histograms in shared memory (the
+ * head terms and their sum: index/config.h, ix_fast_terms2 and ix_fast_add2). */
 #ifndef HCI_KERNELS_INDEX_FAST_CUH
 #define HCI_KERNELS_INDEX_FAST_CUH
 #include <stdint.h>
@@ -11,6 +12,17 @@
 namespace ixf {
 
 constexpr int DIM = 128; /* index_head_dim taken */
+
+/* false (the default): every head's dot is scaled back, (D_h * s_qh) * s_j, before the
+ * reference's roundings (index/config.h: ix_fast_terms2; two multiplications per head and key).
+ * true (build with -DHCI_IXF_FOLD_SCALES=1, e.g. meson's -Dcuda_args): the prep folds s_qh into
+ * the bf16 weight and the score kernels multiply each head sum by s_j once
+ * (ix_fast_terms2_folded): the same bits whenever every value stays a normal float, which the
+ * host test index_fast_terms checks; one multiplication per score instead of two per head. */
+#ifndef HCI_IXF_FOLD_SCALES
+#define HCI_IXF_FOLD_SCALES 0
+#endif
+constexpr bool IXF_FOLD_SCALES = HCI_IXF_FOLD_SCALES != 0;
 
 struct ixf_args {
     uint8_t *const *pages;
@@ -90,14 +102,21 @@ __device__ __forceinline__ float ixf_convert(const ixf_part &p, uint32_t (&out)[
     return bmax ? ix_pow2(bmax - 127) : 0.0f;
 }
 
+/* A prepared query row (ixf_prep; hci_cu_index_fast_qstride bytes apart): IH x DIM e4m3 bytes
+ * (head h's row q_h / s_qh at h * DIM), then per pair of heads h, h + 1 (h even) a float4
+ * {s_qh, s_q(h+1), w_h, w_(h+1)}: the scales and the bf16 head weights as floats (with
+ * IXF_FOLD_SCALES, w_h * s_qh). */
+__host__ __device__ constexpr inline size_t ixf_prep_hw(int IH) { return (size_t)IH * DIM; }
+__host__ __device__ constexpr inline size_t ixf_prep_bytes(int IH) { return (size_t)IH * DIM + (size_t)IH * 8; }
+
 /* The CTA's queries q0 .. q0 + NQ - 1 (the first QTe of them exist) into shared memory, by the NT
  * threads of the CTA (thread tid; no barrier): row r = qq * IH + h of query qq's e4m3 rows, its
  * 16-byte chunk c at qs + row_off(r, c) (the kernel's layout: padded rows or 128-byte swizzle);
- * the head weights at wq[qq * IH + h]; NQ zeroed 256-bin histograms at hist. Rows and weights of
- * missing queries are zero. */
+ * the {scales, weights} float4 of heads h, h + 1 at hw[qq * IH / 2 + h / 2]; NQ zeroed 256-bin
+ * histograms at hist. Rows, scales and weights of missing queries are zero. */
 template <int NQ, int NT, class RowOff>
 __device__ __forceinline__ void ixf_stage_queries(const ixf_args &a, int IH, int q0, int QTe, int tid, uint8_t *qs,
-                                                  float *wq, uint32_t *hist, RowOff &&row_off)
+                                                  float4 *hw, uint32_t *hist, RowOff &&row_off)
 {
     for (int it = tid; it < NQ * IH * (DIM / 16); it += NT) {
         int r = it / (DIM / 16), c = it % (DIM / 16), qq = r / IH;
@@ -105,9 +124,11 @@ __device__ __forceinline__ void ixf_stage_queries(const ixf_args &a, int IH, int
         if (qq < QTe) v = *(const uint4 *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)(r % IH) * DIM + c * 16);
         *(uint4 *)(qs + row_off(r, c)) = v;
     }
-    for (int it = tid; it < NQ * IH; it += NT) {
-        int qq = it / IH;
-        wq[it] = qq < QTe ? ((const float *)(a.prep + (size_t)(q0 + qq) * a.qstride + (size_t)IH * DIM))[it % IH] : 0.0f;
+    for (int it = tid; it < NQ * IH / 2; it += NT) {
+        int qq = it / (IH / 2);
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (qq < QTe) v = ((const float4 *)(a.prep + (size_t)(q0 + qq) * a.qstride + ixf_prep_hw(IH)))[it % (IH / 2)];
+        hw[it] = v;
     }
     for (int i = tid; i < NQ * 256; i += NT) hist[i] = 0;
 }

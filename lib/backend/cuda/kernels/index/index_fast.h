@@ -1,7 +1,7 @@
 /* index/index_fast.h - the indexer's fast scores (HC_NUMERICS_FAST, option index_fast): e4m3
- * tensor-core dots and an fp32 head sum, written as the same 16-bit score keys and high-byte
- * histograms that the exact score kernel of index.cu writes, so that its selection kernels run
- * unchanged (index_fast.cu). */
+ * tensor-core dots with the reference's roundings after them and an fp32 head sum, written as the
+ * same 16-bit score keys and high-byte histograms that the exact score kernel of index.cu writes,
+ * so that its selection kernels run unchanged (index_fast.cu). */
 #ifndef HCI_KERNELS_INDEX_FAST_H
 #define HCI_KERNELS_INDEX_FAST_H
 #include <cuda_runtime.h>
@@ -14,15 +14,16 @@ extern "C" {
 /* Whether the fast scores take this index cache and head shape: FP4 keys in the fp8 page format,
  * index_head_dim 128, a multiple of 8 heads up to 64. Others take the exact path. */
 bool hci_cu_index_fast_ok(const hci_entry_layout *l, int IH, int ID);
-/* Bytes per query row of the prepared queries (e4m3 rows and fp32 head weights). */
+/* Bytes per query row of the prepared queries (e4m3 rows, then the head scales and weights). */
 size_t hci_cu_index_fast_qstride(int IH);
 /* Queries r = 0..rows-1 at positions pos0+r, qi [rows][IH][128] bf16, w [rows][IH] bf16: for
  * every visible key j < (pos0+r+1)/4 (pages: device page table), score
- *   bf16( s_j * sum_h (w_h * s_qh) * relu(dot8(q'_h, k'_j)) )
- * where q'_h = q_h / s_qh and k'_j = k_j / s_j are exact e4m3 copies (power-of-two scales), the
- * heads summed in a fixed order: deterministic, and a query's scores do not depend on the
- * other queries. Writes scores[r * stride + j] (order-preserving 16-bit keys, index/config.h's
- * ix_key16) and adds each key's high byte to hist[r][256] (zeroed by the caller). prep: scratch
+ *   bf16( sum_h bf16( relu( bf16( dot8(q'_h, k'_j) * s_qh * s_j ) ) * w_h ) )
+ * where q'_h = q_h / s_qh and k'_j = k_j / s_j are exact e4m3 copies (power-of-two scales) and
+ * dot8 their fp32 tensor-core dot: the reference's roundings, the heads summed in fp32 in a fixed
+ * order: deterministic, and a query's scores do not depend on the other queries. Writes
+ * scores[r * stride + j] (order-preserving 16-bit keys, index/config.h's ix_key16) and adds
+ * each key's high byte to hist[r][256] (zeroed by the caller). prep: scratch
  * of rows * hci_cu_index_fast_qstride(IH) bytes (16-byte aligned). sms: multiprocessors.
  * Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or HC_ERR_CUDA. */
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,

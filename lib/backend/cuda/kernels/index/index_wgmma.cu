@@ -2,17 +2,19 @@
  * the native FP8 tensor-core path of sm_90 (mma.sync e4m3, which index_fast.cu's kernel for
  * other head counts uses, is lowered to operand conversions and f16 MMAs there).
  *
- * The arithmetic is index_fast.cu's: exact e4m3 copies of q and the keys, fp32 accumulation,
- * bf16(s_j * sum_h (w_h * s_qh) * relu(dot_h)) with the heads added in a fixed order (per lane
- * over n8 blocks in order, then across the 4 lanes of a row by xor-shuffles). Deterministic, and
- * a query's scores do not depend on the other queries.
+ * The arithmetic is index_fast.cu's: exact e4m3 copies of q and the keys, fp32 accumulation, each
+ * head's dot scaled back exactly and then the reference's roundings,
+ * bf16(sum_h bf16(relu(bf16(D_h * s_qh * s_j)) * w_h)) (index/config.h: ix_fast_terms2), the
+ * heads added in fp32 in a fixed order (per lane over n8 blocks in order, then across the 4 lanes
+ * of a row by xor-shuffles). Deterministic, and a query's scores do not depend on the other
+ * queries.
  *
  * CTA = 16 queries (their 64 x 128 e4m3 rows in shared memory, 128-byte swizzled) and four
  * warpgroups that take alternate key tiles (one cache page of 64 keys each, converted from FP4
  * into their own swizzled buffer; the next tile's codes are fetched into registers meanwhile).
  * Per tile and pair of queries: D[64 keys][128 = 2 x 64 heads] = four wgmma m64n128k32 (keys as
- * A, heads as B, both K-major from shared memory); then the ReLU-weighted head sum of D in
- * registers while the other warpgroup's MMAs run. */
+ * A, heads as B, both K-major from shared memory); then the head terms of D and their sum in
+ * registers while the other warpgroups' MMAs run. */
 #include "index_fast.cuh"
 
 namespace ixf {
@@ -24,7 +26,8 @@ constexpr int THREADS = NWG * 128;
 constexpr int HEADS = 64;
 constexpr int QBYTES = HEADS * DIM;   /* one query's rows */
 constexpr int KBYTES = IX_TILE * DIM; /* one key tile */
-constexpr unsigned SMEM = WQ * QBYTES + NWG * KBYTES + WQ * HEADS * 4 + NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
+constexpr unsigned SMEM =
+    WQ * QBYTES + NWG * KBYTES + WQ * HEADS * 8 + NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
 
 /* Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (the pattern wgmma's
  * 128B swizzle mode reads: chunk index XOR row mod 8, tiles 1024-byte aligned). */
@@ -69,7 +72,9 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
 __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
 {
     extern __shared__ __align__(16) uint8_t sm_raw[];
-    uint8_t *sm = (uint8_t *)(((uintptr_t)sm_raw + 1023) & ~(uintptr_t)1023);
+    /* the first 1024-byte boundary of the shared window (wgmma's swizzle reads shared addresses);
+     * an offset from sm_raw, so that the compiler keeps shared loads for the arrays below */
+    uint8_t *sm = sm_raw + ((0u - (uint32_t)__cvta_generic_to_shared(sm_raw)) & 1023u);
     const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127, wi = wt >> 5, lane = tid & 31, g = lane >> 2,
               t = lane & 3;
     const int q0 = blockIdx.y * WQ, QTe = min(WQ, a.rows - q0);
@@ -77,11 +82,12 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
     const int64_t ntiles = (nv_last + IX_TILE - 1) / IX_TILE;
     if ((int64_t)blockIdx.x * NWG >= ntiles) return; /* uniform over the CTA */
     uint8_t *qs = sm, *ks = qs + WQ * QBYTES + wg * KBYTES;
-    float *wq = (float *)(qs + WQ * QBYTES + NWG * KBYTES), *ksc = wq + WQ * HEADS + wg * IX_TILE;
-    uint32_t *hist = (uint32_t *)(wq + WQ * HEADS + NWG * IX_TILE);
+    float4 *hw = (float4 *)(qs + WQ * QBYTES + NWG * KBYTES);
+    float *ksc0 = (float *)(hw + WQ * HEADS / 2), *ksc = ksc0 + wg * IX_TILE;
+    uint32_t *hist = (uint32_t *)(ksc0 + NWG * IX_TILE);
 
-    /* the queries' e4m3 rows (swizzled) and weights, the histograms */
-    ixf_stage_queries<WQ, THREADS>(a, HEADS, q0, QTe, tid, qs, wq, hist, sw128);
+    /* the queries' e4m3 rows (swizzled), head scales and weights, the histograms */
+    ixf_stage_queries<WQ, THREADS>(a, HEADS, q0, QTe, tid, qs, hw, hist, sw128);
     async_fence();
     __syncthreads();
 
@@ -127,16 +133,20 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
 #pragma unroll
             for (int i = 0; i < 64; i++) reg_fence(d[i]);
             /* rows g and g + 8 of this warp's 16 keys; columns 8j + 2t, +1 of n8 block j: query
-             * qa + j / 8, head 8 (j % 8) + 2t */
-            float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+             * qa + j / 8, heads 8 (j % 8) + 2t, + 1 */
+            const float sk0 = ksc[wi * 16 + g], sk1 = ksc[wi * 16 + g + 8];
+            float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}; /* +0: zero terms leave it +0, as the CPU's sum */
 #pragma unroll
             for (int j = 0; j < 16; j++) {
-                const int q = j >> 3, h = 8 * (j & 7) + 2 * t;
-                const float w0 = wq[(qa + q) * HEADS + h], w1 = wq[(qa + q) * HEADS + h + 1];
-                s[q][0] = __fmaf_rn(fmaxf(d[4 * j], 0.0f), w0, s[q][0]);
-                s[q][0] = __fmaf_rn(fmaxf(d[4 * j + 1], 0.0f), w1, s[q][0]);
-                s[q][1] = __fmaf_rn(fmaxf(d[4 * j + 2], 0.0f), w0, s[q][1]);
-                s[q][1] = __fmaf_rn(fmaxf(d[4 * j + 3], 0.0f), w1, s[q][1]);
+                const int q = j >> 3;
+                const float4 sw = hw[(qa + q) * (HEADS / 2) + 4 * (j & 7) + t]; /* scales and weights */
+                if constexpr (IXF_FOLD_SCALES) {
+                    s[q][0] = ix_fast_add2(s[q][0], ix_fast_terms2_folded(d[4 * j], d[4 * j + 1], sw.z, sw.w));
+                    s[q][1] = ix_fast_add2(s[q][1], ix_fast_terms2_folded(d[4 * j + 2], d[4 * j + 3], sw.z, sw.w));
+                } else {
+                    s[q][0] = ix_fast_add2(s[q][0], ix_fast_terms2(d[4 * j], d[4 * j + 1], sw.x, sw.y, sk0, sw.z, sw.w));
+                    s[q][1] = ix_fast_add2(s[q][1], ix_fast_terms2(d[4 * j + 2], d[4 * j + 3], sw.x, sw.y, sk1, sw.z, sw.w));
+                }
             }
 #pragma unroll
             for (int q = 0; q < 2; q++)
@@ -148,9 +158,10 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
                 }
             /* lane t writes one of the 4 (query, row) sums its row group holds */
             const int q = t >> 1, key = wi * 16 + g + 8 * (t & 1), query = qa + q;
-            const float v = t == 0 ? s[0][0] : t == 1 ? s[0][1] : t == 2 ? s[1][0] : s[1][1];
+            float v = t == 0 ? s[0][0] : t == 1 ? s[0][1] : t == 2 ? s[1][0] : s[1][1];
+            if (IXF_FOLD_SCALES) v = __fmul_rn(v, (t & 1) ? sk1 : sk0);
             const bool vis = j0 + key < (q ? nvb : nva);
-            const uint32_t k16 = ix_key16(hci_bf16_from_f32(__fmul_rn(v, ksc[key])));
+            const uint32_t k16 = ix_key16(hci_bf16_from_f32(v));
             if (vis) a.scores[(size_t)(q0 + query) * a.stride + j0 + key] = (uint16_t)k16;
             /* near keys score alike: one shared-memory atomic per distinct (query, high byte) */
             const unsigned bin = (unsigned)query * 256u + (k16 >> 8);
