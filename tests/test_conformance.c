@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 #include "ctx/ctx.h"
+#include "util/bf16.h"
 #include "hybridctx_experimental.h"
 #include "testutil.h"
 #include "runner.h"
@@ -160,6 +161,73 @@ static void check_index_q_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int
     }
     printf("  layer %d %-14s the rows of 1, 17 tokens equal theirs among %d (batch invariance)\n", l, "index_q", n);
     free(qi), free(wt);
+}
+
+/* Rows [0, m) of the n-token result at dev equal those of the m-token call (bitwise). */
+static void same_rows(hc_ctx *cb, const uint16_t *all, const uint16_t *dev, int m, size_t width, int l,
+                      const char *what, int n)
+{
+    uint16_t *part = fetch(cb, dev, sizeof(uint16_t) * (size_t)m * width);
+    ck_assert_msg(memcmp(part, all, sizeof(uint16_t) * (size_t)m * width) == 0,
+                  "layer %d: %s of the first %d tokens differs from theirs in a call of %d", l, what, m, n);
+    free(part);
+}
+
+/* Pieces of more tokens than the GEMVs take (prefill) run the GEMMs (FAST: cuBLASLt's FP8 GEMM
+ * with a pinned algorithm, and the grouped bf16 GEMM): a token's projections must not depend on
+ * the piece's size there either. NB random tokens at pos0, then the first 80 and 144 alone:
+ * q_path (c and q), kv_path, index_q (CSA) and out_path give the same rows. Overwrites the
+ * layer's workspace. */
+static void check_gemm_invariance(hc_ctx *cb, int l, int64_t pos0, int ratio)
+{
+    enum { NB = 208 };
+    const hci_config *cfg = &cb->model->cfg;
+    const hci_backend_ops *ob = cb->be->ops;
+    hci_workspace *w = &cb->ws;
+    if (w->tokens < NB) return;
+    int D = cfg->dim, qw = cfg->n_heads * cfg->head_dim, C = cfg->q_lora_rank, d = cfg->head_dim;
+    int IW = cfg->index_n_heads * cfg->index_head_dim, IH = cfg->index_n_heads;
+    if (ob->reserve) ck_assert_int_eq(ob->reserve(cb->be, l, NB, pos0 + NB), HC_OK);
+    size_t nx = (size_t)NB * D, no = (size_t)NB * qw;
+    float *f = malloc(sizeof(float) * (nx > no ? nx : no));
+    uint16_t *hx = malloc(sizeof(uint16_t) * nx), *ho = malloc(sizeof(uint16_t) * no);
+    tu_fill_normal(f, nx, g_seed + 100 + l, 1.0f);
+    for (size_t i = 0; i < nx; i++) hx[i] = hci_bf16_from_f32(f[i]);
+    tu_fill_normal(f, no, g_seed + 200 + l, 1.0f);
+    for (size_t i = 0; i < no; i++) ho[i] = hci_bf16_from_f32(f[i]);
+    put(cb, w->x, hx, sizeof(uint16_t) * nx);
+    ck_assert_int_eq(ob->q_path(cb->be, l, NB, pos0, w->x, w->c, w->q), HC_OK);
+    ck_assert_int_eq(ob->kv_path(cb->be, l, NB, pos0, w->x, w->kv), HC_OK);
+    uint16_t *c = fetch(cb, w->c, sizeof(uint16_t) * (size_t)NB * C), *q = fetch(cb, w->q, sizeof(uint16_t) * no);
+    uint16_t *kv = fetch(cb, w->kv, sizeof(uint16_t) * (size_t)NB * d), *qi = NULL, *wt = NULL;
+    if (ratio == 4) {
+        ck_assert_int_eq(ob->index_q(cb->be, l, NB, pos0, w->x, w->c, w->qi, w->w), HC_OK);
+        qi = fetch(cb, w->qi, sizeof(uint16_t) * (size_t)NB * IW);
+        wt = fetch(cb, w->w, sizeof(uint16_t) * (size_t)NB * IH);
+    }
+    put(cb, w->o, ho, sizeof(uint16_t) * no);
+    ck_assert_int_eq(ob->out_path(cb->be, l, NB, pos0, w->o, w->y), HC_OK);
+    uint16_t *y = fetch(cb, w->y, sizeof(uint16_t) * nx);
+    static const int ms[] = {80, 144};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        int m = ms[i];
+        ck_assert_int_eq(ob->q_path(cb->be, l, m, pos0, w->x, w->c, w->q), HC_OK);
+        same_rows(cb, c, w->c, m, C, l, "q_path c", NB);
+        same_rows(cb, q, w->q, m, qw, l, "q_path q", NB);
+        ck_assert_int_eq(ob->kv_path(cb->be, l, m, pos0, w->x, w->kv), HC_OK);
+        same_rows(cb, kv, w->kv, m, d, l, "kv_path", NB);
+        if (ratio == 4) {
+            ck_assert_int_eq(ob->index_q(cb->be, l, m, pos0, w->x, w->c, w->qi, w->w), HC_OK);
+            same_rows(cb, qi, w->qi, m, IW, l, "index_q qi", NB);
+            same_rows(cb, wt, w->w, m, IH, l, "index_q w", NB);
+        }
+        put(cb, w->o, ho, sizeof(uint16_t) * no);
+        ck_assert_int_eq(ob->out_path(cb->be, l, m, pos0, w->o, w->y), HC_OK);
+        same_rows(cb, y, w->y, m, D, l, "out_path", NB);
+    }
+    printf("  layer %d %-14s the rows of 80, 144 tokens equal theirs among %d (prefill GEMMs)\n", l, "projections",
+           NB);
+    free(f), free(hx), free(ho), free(c), free(q), free(kv), free(qi), free(wt), free(y);
 }
 
 /* Entries [0, count) of two page lists, unpacked: identical values. */
@@ -400,6 +468,7 @@ static void conform(const candidate *k)
         ck_assert_int_eq(ob->store_output(cb->be, wb->y, HC_DTYPE_F32, 1, (int64_t)n * D, yb), HC_OK);
         ck_assert_msg(memcmp(ya, yb, sizeof(float) * (size_t)n * D) == 0, "layer %d: store_output differs", l);
         free(ya), free(yb);
+        if (k->batch_invariant) check_gemm_invariance(cb, l, pos0, a->ratio);
     }
     free(x), free(y);
     hc_ctx_free(ca), hc_ctx_free(cb);

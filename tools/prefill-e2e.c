@@ -3,7 +3,8 @@
  * every layer, chunk after chunk. x and y are bf16 in device memory (two buffers of one chunk,
  * ping-ponged: each layer's y is the next layer's x, no MLP between layers). A program that
  * prints numbers, not a test.
- *   prefill-e2e [--tokens T] [--chunk C] [--layers N] [--exact] [--seed S] [--json FILE] [--commit ID]
+ *   prefill-e2e [--tokens T] [--chunk C] [--layers N] [--exact] [--option NAME=V]... [--seed S] [--json FILE]
+ *               [--commit ID]
  * The clock runs from the first hc_append to the end of the last layer of the last chunk (a final
  * cudaStreamSynchronize). CUDA events on the context's stream around every layer call add up the
  * GPU time of each layer kind (SWA ratio 0, CSA ratio 4, HCA ratio 128, from
@@ -25,6 +26,7 @@
 #include "timing.h"
 #include "cli.h"
 #include "hybridctx.h"
+#include "hybridctx_experimental.h"
 
 #define PROG "prefill-e2e"
 #define FULL_TOKENS 1048560 /* the 1M run: 2^20 - 16 */
@@ -162,6 +164,8 @@ static const char usage[] =
     "  --chunk C       tokens per hc_append call, 1..65536 (default 2048; the context's max_chunk)\n"
     "  --layers N      the first N layers of v4-flash (default all 43)\n"
     "  --exact         HC_NUMERICS_EXACT instead of HC_NUMERICS_FAST\n"
+    "  --option NAME=V set a CUDA backend option (docs/cuda.md) after the numerics' own, e.g.\n"
+    "                  fp8_gemm_cublaslt=0 for FAST with the own prefill GEMM (up to 8)\n"
     "  --seed S        seed of the weights and of the input (default 1)\n"
     "  --json FILE     also write the results as JSON\n"
     "  --commit ID     the commit measured, for the JSON\n"
@@ -177,12 +181,14 @@ int main(int argc, char **argv)
         {"layers", required_argument, NULL, 'L'}, {"exact", no_argument, NULL, 'x'},
         {"seed", required_argument, NULL, 's'},   {"json", required_argument, NULL, 'j'},
         {"commit", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+        {"option", required_argument, NULL, 'o'},
         {NULL, 0, NULL, 0},
     };
     int64_t tokens = FULL_TOKENS, chunk = 2048;
     int layers = 0, exact = 0, bad = 0, o;
     uint64_t seed = 1;
-    const char *json = NULL, *commit = "unknown";
+    const char *json = NULL, *commit = "unknown", *option[8];
+    int n_option = 0;
     while (!bad && (o = cli_getopt(PROG, argc, argv, "h", opts)) != -1) {
         switch (o) {
         case 't': bad = cli_int64(PROG, "--tokens", optarg, 1, INT64_MAX, &tokens) != 0; break;
@@ -192,6 +198,11 @@ int main(int argc, char **argv)
         case 's': bad = cli_uint64(PROG, "--seed", optarg, &seed) != 0; break;
         case 'j': json = optarg; break;
         case 'c': commit = optarg; break;
+        case 'o':
+            bad = n_option == 8 || !strchr(optarg, '=');
+            if (bad) fprintf(stderr, PROG ": --option takes NAME=VALUE, at most 8 times\n");
+            else option[n_option++] = optarg;
+            break;
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
         }
@@ -314,6 +325,16 @@ int main(int argc, char **argv)
     if (hc_ctx_numerics(c) != cp.numerics) {
         fprintf(stderr, PROG ": the context computes in numerics %d, asked for %d\n", hc_ctx_numerics(c), cp.numerics);
         return 1;
+    }
+    for (int i = 0; i < n_option; i++) {
+        char name[64];
+        const char *eq = strchr(option[i], '=');
+        snprintf(name, sizeof name, "%.*s", (int)(eq - option[i]), option[i]);
+        if ((st = hc_x_ctx_set_option(c, name, atoi(eq + 1)))) {
+            fprintf(stderr, PROG ": option %s: %s (%s)\n", option[i], hc_status_name(st), hc_ctx_last_error(c));
+            return 1;
+        }
+        printf("option %s\n", option[i]);
     }
     CU(cudaStreamSynchronize(s));
     const size_t used1 = used_bytes();

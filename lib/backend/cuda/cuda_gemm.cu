@@ -1,11 +1,18 @@
 /* cuda_gemm.cu - the projections (host side): FP8 block-scaled GEMMs with the DeepSeek recipe
  * (1x128 activation scales, 128x128 weight scales) as act_quant (kernels/quant) then the GEMV
- * (kernels/gemv) or GEMM (kernels/gemm) family, with the CPU backend's arithmetic, or, with the
- * option fp8_gemm_cublaslt, cuBLASLt's FP8 GEMM for comparison (verified layouts in
- * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32 accumulation), double GEMMs for the
- * projections whose fp32 result must match the CPU backend bit for bit, and (option comp_fast)
- * the same projections on the own batch-invariant bf16 GEMM. */
+ * (kernels/gemv) or GEMM (kernels/gemm) family, with the CPU backend's arithmetic, or (option
+ * fp8_gemm_cublaslt) cuBLASLt's block-scaled FP8 GEMM for larger pieces (verified layouts in
+ * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32
+ * accumulation), double GEMMs for the projections whose fp32 result must match the CPU backend
+ * bit for bit, and (option comp_fast) the same projections on the own batch-invariant bf16 GEMM.
+ *
+ * cuBLASLt's heuristic picks an algorithm (tiles, split-K, stages) by the shape, the token count
+ * included, and with it the order of the sums: a token's result would depend on the size of the
+ * piece it came in. So the FP8 and grouped bf16 GEMMs run with an algorithm pinned per weight
+ * shape, chosen once per device object for a fixed token count (LT_PIN_N) with split-K off:
+ * every piece size then takes the same kernel and the same per-element summation order. */
 #include "cuda_internal.h"
+#include "device.h"
 #include "hybridctx.h"
 
 /* Token rows of the quantized activations: the GEMM's and cuBLASLt's N must be a multiple of 16. */
@@ -40,20 +47,121 @@ struct LtDesc {
         if (s_ != CUBLAS_STATUS_SUCCESS) return hci_cu_blas_fail((be), s_, #call); \
     } while (0)
 
-/* Run the matmul of d with the first heuristic algorithm; y = W^T-op x as column-major. */
-static int lt_run(hci_backend *be, LtDesc &d, const void *alpha, const void *A, const void *B, const void *beta,
-                  void *D)
+static int lt_workspace_pref(hci_backend *be, LtDesc &d)
 {
     hci_cuda *cu = hci_cu(be);
     LT_TRY(be, cublasLtMatmulPreferenceCreate(&d.pref));
     LT_TRY(be, cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                     &cu->lt_ws_bytes, sizeof cu->lt_ws_bytes));
+    return HC_OK;
+}
+
+/* D = op(A) op(B) with algo, or with the heuristic's first algorithm when algo is NULL. */
+static int lt_run(hci_backend *be, LtDesc &d, const cublasLtMatmulAlgo_t *algo, const void *alpha, const void *A,
+                  const void *B, const void *beta, void *D)
+{
+    hci_cuda *cu = hci_cu(be);
     cublasLtMatmulHeuristicResult_t h;
-    int got = 0;
-    LT_TRY(be, cublasLtMatmulAlgoGetHeuristic(cu->lt, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &h, &got));
-    if (!got) return hci_cu_blas_fail(be, CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm for this shape");
-    LT_TRY(be, cublasLtMatmul(cu->lt, d.op, alpha, A, d.a, B, d.b, beta, D, d.c, D, d.c, &h.algo, cu->lt_ws,
+    if (!algo) {
+        int st = lt_workspace_pref(be, d);
+        if (st) return st;
+        int got = 0;
+        LT_TRY(be, cublasLtMatmulAlgoGetHeuristic(cu->lt, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &h, &got));
+        if (!got) return hci_cu_blas_fail(be, CUBLAS_STATUS_NOT_SUPPORTED, "no cuBLASLt algorithm for this shape");
+        algo = &h.algo;
+    }
+    LT_TRY(be, cublasLtMatmul(cu->lt, d.op, alpha, A, d.a, B, d.b, beta, D, d.c, D, d.c, algo, cu->lt_ws,
                               cu->lt_ws_bytes, cu->stream));
+    return HC_OK;
+}
+
+enum { LT_FP8 = 1, LT_BF16_GROUPED = 2 };
+/* The token count an algorithm is chosen for: the default prefill chunk. */
+#define LT_PIN_N 2048
+#define LT_PIN_CANDIDATES 8
+
+/* The algorithm pinned for (kind, M, K, groups) on this device object: on first use, the first
+ * of the heuristic's answers for LT_PIN_N tokens (make(d, LT_PIN_N) builds the descriptors)
+ * that runs with split-K off and within the workspace. */
+template <class Make>
+static int lt_pinned(hci_backend *be, int kind, int M, int K, int groups, Make make, cublasLtMatmulAlgo_t *out)
+{
+    hci_cuda *cu = hci_cu(be);
+    hci_cu_device *dv = cu->dev;
+    std::lock_guard<std::mutex> hold(dv->algo_lock);
+    for (const hci_cu_lt_algo &a : dv->algos)
+        if (a.kind == kind && a.M == M && a.K == K && a.groups == groups) {
+            *out = a.algo;
+            return HC_OK;
+        }
+    LtDesc d;
+    int st = make(d, LT_PIN_N);
+    if (!st) st = lt_workspace_pref(be, d);
+    if (st) return st;
+    cublasLtMatmulHeuristicResult_t h[LT_PIN_CANDIDATES];
+    int got = 0;
+    LT_TRY(be, cublasLtMatmulAlgoGetHeuristic(cu->lt, d.op, d.a, d.b, d.c, d.c, d.pref, LT_PIN_CANDIDATES, h, &got));
+    for (int i = 0; i < got; i++) {
+        cublasLtMatmulAlgo_t algo = h[i].algo;
+        uint32_t one = 1, none = CUBLASLT_REDUCTION_SCHEME_NONE;
+        cublasLtMatmulHeuristicResult_t chk;
+        if (cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) ||
+            cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) ||
+            cublasLtMatmulAlgoCheck(cu->lt, d.op, d.a, d.b, d.c, d.c, &algo, &chk) ||
+            chk.workspaceSize > cu->lt_ws_bytes)
+            continue;
+        try {
+            dv->algos.push_back({kind, M, K, groups, algo});
+        } catch (...) {
+            return hci_errf(be->err, be->errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+        *out = algo;
+        return HC_OK;
+    }
+    return hci_errf(be->err, be->errsz, HC_ERR_CUBLAS,
+                    "cuBLASLt has no algorithm without split-K for a %dx%d weight (%d groups)", M, K, groups);
+}
+
+/* Descriptors of y (bf16 [np][ldy]) = W (e4m3 [M][K], 128x128 scales) . q (e4m3 [np][K], 1x128
+ * scales qs [K/128][np]). */
+static int lt_fp8_desc(hci_backend *be, LtDesc &d, const hci_cu_fp8 *W, int np, int ldy, const float *qs)
+{
+    int K = W->cols, M = W->rows;
+    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+    int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am));
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm));
+    const float *as = W->scale;
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &as, sizeof as));
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &qs, sizeof qs));
+    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.a, CUDA_R_8F_E4M3, K, M, K));
+    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_8F_E4M3, K, np, K));
+    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_16BF, M, np, ldy));
+    return HC_OK;
+}
+
+/* Descriptors of z (bf16, [n][ldz]) = per group g: W_g (bf16 [M][K]) . x_g (bf16, [n][ldx], group g
+ * at column g * K), z_g at column g * M. */
+static int lt_bf16_grouped_desc(hci_backend *be, LtDesc &d, int M, int K, int groups, int n, int ldx, int ldz)
+{
+    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.a, CUDA_R_16BF, K, M, K));
+    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, K, n, ldx));
+    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_16BF, M, n, ldz));
+    int32_t bc = groups;
+    int64_t sa = (int64_t)M * K, sb = K, sc = M;
+    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.a, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.a, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
+    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.b, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.b, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
+    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.c, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
     return HC_OK;
 }
 
@@ -85,22 +193,14 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
         if (st) return hci_errf(be->err, be->errsz, st, "gemm_fp8: unsupported %dx%d weight for %d tokens", M, K, n);
         return HC_OK;
     }
+    cublasLtMatmulAlgo_t algo;
+    int st = lt_pinned(
+        be, LT_FP8, M, K, 1, [&](LtDesc &p, int pn) { return lt_fp8_desc(be, p, W, pn, M, qs); }, &algo);
     LtDesc d;
-    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
-    int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm));
-    const float *as = W->scale;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &as, sizeof as));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &qs, sizeof qs));
-    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.a, CUDA_R_8F_E4M3, K, M, K));
-    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_8F_E4M3, K, np, K));
-    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_16BF, M, np, ldy));
+    if (!st) st = lt_fp8_desc(be, d, W, np, ldy, qs);
+    if (st) return st;
     float alpha = 1.0f, beta = 0.0f;
-    return lt_run(be, d, &alpha, W->w, q, &beta, y);
+    return lt_run(be, d, &algo, &alpha, W->w, q, &beta, y);
 }
 
 int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups, int n, const uint16_t *x,
@@ -117,24 +217,15 @@ int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups
             return hci_cu_fail(be, cudaGetLastError(), "gemv_bf16");
         return HC_OK;
     }
+    cublasLtMatmulAlgo_t algo;
+    int st = lt_pinned(
+        be, LT_BF16_GROUPED, M, K, groups,
+        [&](LtDesc &p, int pn) { return lt_bf16_grouped_desc(be, p, M, K, groups, pn, ldx, ldz); }, &algo);
     LtDesc d;
-    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
-    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.a, CUDA_R_16BF, K, M, K));
-    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, K, n, ldx));
-    LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_16BF, M, n, ldz));
-    int32_t bc = groups;
-    int64_t sa = (int64_t)M * K, sb = K, sc = M;
-    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.a, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.a, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
-    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.b, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.b, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
-    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.c, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    LT_TRY(be, cublasLtMatrixLayoutSetAttribute(d.c, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
+    if (!st) st = lt_bf16_grouped_desc(be, d, M, K, groups, n, ldx, ldz);
+    if (st) return st;
     float alpha = 1.0f, beta = 0.0f;
-    return lt_run(be, d, &alpha, W->w, x, &beta, z);
+    return lt_run(be, d, &algo, &alpha, W->w, x, &beta, z);
 }
 
 int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double *xd, double *out)
@@ -149,7 +240,7 @@ int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double 
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_64F, K, n, K));
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_64F, M, n, M));
     double alpha = 1.0, beta = 0.0;
-    return lt_run(be, d, &alpha, W->w, xd, &beta, out);
+    return lt_run(be, d, nullptr, &alpha, W->w, xd, &beta, out);
 }
 
 int hci_cu_linear_bf16_fast(hci_backend *be, const hci_cu_bf16 *W, int n, const uint16_t *x, int ldx, double *out,

@@ -101,6 +101,13 @@ struct hci_cu_xfer {
     size_t dev_bytes;
 };
 
+/* A cuBLASLt algorithm pinned for one projection shape (cuda_gemm.cu): kind, weight rows and
+ * columns, groups. */
+struct hci_cu_lt_algo {
+    int kind, M, K, groups;
+    cublasLtMatmulAlgo_t algo;
+};
+
 /* ---- the backend ---- */
 struct hci_cu_device;
 struct hci_cuda {

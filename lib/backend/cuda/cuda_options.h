@@ -12,9 +12,12 @@ extern "C" {
 struct hci_backend;
 
 typedef struct hci_cu_options {
-    /* FP8 projections of more than 16 tokens on cuBLASLt's block-scaled FP8 GEMM instead of the
-     * own GEMM (kernels/gemm): faster on large prefill chunks, but FP8 tensor cores accumulate
-     * with fewer bits, so the results are not the CPU backend's (docs/cuda.md). */
+    /* FP8 projections of more than 16 tokens (64 with gemv_fast: prefill pieces) on cuBLASLt's
+     * block-scaled FP8 GEMM (native e4m3 tensor cores, fp32 promotion per 128-k block) instead
+     * of the own GEMM (kernels/gemm, the CPU's arithmetic on f16 tensor cores), with an
+     * algorithm pinned per weight shape (cuda_gemm.cu) so that a token's result does not depend
+     * on the size of its piece. About 2x faster on 2048-token pieces, but the FP8 tensor cores'
+     * accumulation moves whole layers 2e-2 from the CPU's (docs/cuda.md): not part of FAST. */
     int fp8_gemm_cublaslt;
     /* Indexer: every (query head, key) dot by the exact fallback (the CPU's fp32 products and
      * double sums) instead of the int8 tensor-core path; the selections must be the same. */

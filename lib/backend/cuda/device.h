@@ -18,6 +18,10 @@ struct hci_cu_device {
     hci_cu_weights w;               /* w.layers NULL for a geometry-only model */
     std::vector<void *> weight_allocs;
     cublasLtHandle_t lt;            /* thread-safe: it holds no stream */
+    /* cuBLASLt algorithms pinned per projection shape (cuda_gemm.cu), the same for every
+     * context of the model on this GPU */
+    std::mutex algo_lock;
+    std::vector<hci_cu_lt_algo> algos;
     cudaMemPool_t pool;             /* cache pages (cudaMallocFromPoolAsync) */
     std::mutex lock;                /* guards the two lists below */
     std::vector<cudaStream_t> idle_streams;
