@@ -1,5 +1,8 @@
-/* dio.c - unit transfers on one background thread (a one-worker hcs_pipe: FIFO order, and with
- * no thread the transfer runs inside hcs_dio_submit), O_DIRECT with a buffered fallback. */
+/* dio.c - unit transfers on background threads (an hcs_pipe: units start in FIFO order, and with
+ * no thread the transfer runs inside hcs_dio_submit), O_DIRECT with a buffered fallback. Reads
+ * use several threads: one request in flight leaves the disk idle while the next one is set up
+ * (its pages pinned, or made resident first), and a read into fresh memory populates it on its
+ * own thread before the read, in parallel with the other threads' reads. */
 #include "dio.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include "hybridctx.h"
 #include "io.h"
 #include "pipe.h"
@@ -16,11 +20,12 @@
 struct hcs_dio {
     int fd, write, flags0; /* flags0: the descriptor's flags before, restored at the end */
     atomic_int direct;
+    atomic_int cancel;     /* hcs_dio_cancel: queued transfers are skipped */
     const char *name;
     hcs_unit *units;
     int n_units;
     hcs_pipe *pipe;
-    const hcs_bufs *bufs; /* NULL: posix_memalign'd buffers */
+    const hcs_bufs *bufs;  /* reads: whose wait a destination needs first (NULL: none) */
 };
 
 static void set_direct(hcs_dio *d, int on)
@@ -39,15 +44,23 @@ static void transfer(void *arg, int i)
     uint64_t off = u->off;
     const char *verb = d->write ? "writing" : "reading";
     u->status = HC_OK;
+    if (atomic_load(&d->cancel)) {
+        u->status = hci_errf(u->err, sizeof u->err, HC_ERR_ABORTED, "%s %s: cancelled", verb, d->name);
+        return;
+    }
+    if (!d->write && u->dst && u->populate) hcs_populate(u->dst, n, u->populate);
     /* the buffer may still be the source of copies queued by the consumer of its last read */
-    if (!d->write && d->bufs && d->bufs->wait && (u->status = d->bufs->wait(d->bufs->arg, u->buf, u->err, sizeof u->err)))
+    if (!d->write && d->bufs && d->bufs->wait && (u->status = d->bufs->wait(d->bufs->arg, p, u->err, sizeof u->err)))
         return;
     while (n) {
         size_t step = n < (1u << 30) ? n : (1u << 30);
+        int was_direct = atomic_load(&d->direct);
         ssize_t r = d->write ? hci_io()->pwrite(d->fd, p, step, (off_t)off) : hci_io()->pread(d->fd, p, step, (off_t)off);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EINVAL && atomic_load(&d->direct)) {
-            set_direct(d, 0); /* refused as a direct transfer: buffered from now on */
+        if (r < 0 && errno == EINVAL && was_direct) {
+            /* refused as a direct transfer: buffered from now on (another I/O thread may have
+             * switched already, after this transfer started) */
+            if (atomic_load(&d->direct)) set_direct(d, 0);
             if (atomic_load(&d->direct)) break; /* the flag did not come off: report EINVAL */
             continue;
         }
@@ -72,22 +85,21 @@ static void transfer(void *arg, int i)
         sync_file_range(d->fd, (off64_t)u->off, (off64_t)u->len, SYNC_FILE_RANGE_WRITE);
 }
 
-hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap, const hcs_bufs *bufs)
+hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap, int n_threads,
+                        const hcs_bufs *bufs)
 {
     hcs_dio *d = calloc(1, sizeof *d);
     if (!d) return NULL;
     d->fd = fd, d->write = write, d->name = name, d->n_units = n_units, d->bufs = bufs;
     d->units = calloc((size_t)n_units, sizeof *d->units);
     int ok = d->units != NULL;
-    for (int i = 0; ok && i < n_units; i++) {
+    for (int i = 0; ok && cap && i < n_units; i++) {
         void *b = NULL;
-        size_t n = cap ? cap : HCS_DIO_ALIGN;
-        if (bufs) b = bufs->alloc(bufs->arg, n);
-        else if (posix_memalign(&b, HCS_DIO_ALIGN, n)) b = NULL;
-        ok = b != NULL;
+        ok = posix_memalign(&b, HCS_DIO_ALIGN, cap) == 0;
         if (ok) d->units[i].buf = b;
     }
-    if (ok) d->pipe = hcs_pipe_create(1, n_units, transfer, d);
+    atomic_init(&d->cancel, 0);
+    if (ok) d->pipe = hcs_pipe_create(write || n_threads < 1 ? 1 : n_threads, n_units, transfer, d);
     if (!ok || !d->pipe) {
         d->pipe = NULL;
         hcs_dio_destroy(d);
@@ -104,11 +116,36 @@ hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_u
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels answer EINVAL and pages fault as before */
 #endif
 
-void hcs_populate(void *p, size_t n)
+/* Huge pages populated slower than this many bytes per CPU second are declined for the rest of
+ * a stream: zeroing runs at 5-20 GB/s and small pages populate at 2-4 GB/s per core, while a host
+ * that must back each fresh huge page first gave 0.3-0.5 GB/s (docs/perf/2026-12-07-sessions-cpu-load.md).
+ * Ranges from HCS_POP_TIMED bytes on are timed: a range of 1 MiB may fault in two huge pages
+ * (4 MiB), which at zeroing speed still passes. */
+#define HCS_HUGE_SLOW_BPS 1.5e9
+#define HCS_POP_TIMED (1u << 20)
+
+static uint64_t thread_ns(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)) return 0;
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+void hcs_populate(void *p, size_t n, atomic_int *no_huge)
 {
     uintptr_t lo = ((uintptr_t)p + HCS_DIO_ALIGN - 1) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
     uintptr_t hi = ((uintptr_t)p + n) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
-    if (hi > lo) madvise((char *)p + (lo - (uintptr_t)p), hi - lo, MADV_POPULATE_WRITE);
+    if (hi <= lo) return;
+    char *a = (char *)p + (lo - (uintptr_t)p);
+    size_t len = (size_t)(hi - lo);
+    int declined = atomic_load_explicit(no_huge, memory_order_relaxed);
+#ifdef MADV_NOHUGEPAGE
+    if (declined) madvise(a, len, MADV_NOHUGEPAGE);
+#endif
+    uint64_t t0 = declined || len < HCS_POP_TIMED ? 0 : thread_ns();
+    madvise(a, len, MADV_POPULATE_WRITE);
+    if (t0 && (double)(thread_ns() - t0) * 1e-9 * HCS_HUGE_SLOW_BPS > (double)len)
+        atomic_store_explicit(no_huge, 1, memory_order_relaxed);
 }
 
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i) { return &d->units[i]; }
@@ -123,15 +160,16 @@ int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz)
     return u->status;
 }
 
+void hcs_dio_cancel(hcs_dio *d)
+{
+    if (d) atomic_store(&d->cancel, 1);
+}
+
 void hcs_dio_destroy(hcs_dio *d)
 {
     if (!d) return;
     hcs_pipe_destroy(d->pipe);
     if (d->pipe && atomic_load(&d->direct)) fcntl(d->fd, F_SETFL, d->flags0);
-    for (int i = 0; d->units && i < d->n_units; i++) {
-        if (!d->units[i].buf) continue;
-        if (d->bufs) d->bufs->free(d->bufs->arg, d->units[i].buf);
-        else free(d->units[i].buf);
-    }
+    for (int i = 0; d->units && i < d->n_units; i++) free(d->units[i].buf);
     free(d->units), free(d);
 }
