@@ -1,12 +1,14 @@
 /* dio.c - unit transfers on background threads (an hcs_pipe: units start in FIFO order, and with
  * no thread the transfer runs inside hcs_dio_submit), O_DIRECT with a buffered fallback. Reads
- * use several threads: one request in flight leaves the disk idle while the next one is set up
- * (its pages pinned, or made resident first), and a read into fresh memory populates it on its
- * own thread before the read, in parallel with the other threads' reads. */
+ * may use two threads, so that the disk is not idle while the next request is set up (its pages
+ * pinned); the preparation of a read (a reader makes fresh destination pages resident) runs on
+ * threads of its own as soon as the unit is queued, so that it is done, in parallel, by the time
+ * the unit's read starts. */
 #include "dio.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,12 @@ struct hcs_dio {
     int fd, write, flags0; /* flags0: the descriptor's flags before, restored at the end */
     atomic_int direct;
     atomic_int cancel;     /* hcs_dio_cancel: queued transfers are skipped */
+    hcs_dio_prep_fn prep;  /* reads: before each transfer */
+    void *prep_arg;
+    hcs_pipe *prep_pipe;   /* runs prep as units are queued (NULL: on the I/O thread, just before) */
+    pthread_mutex_t prep_lock;
+    pthread_cond_t prep_cond;
+    int *prepared;         /* [n_units]: prep of the unit's current transfer has finished */
     const char *name;
     hcs_unit *units;
     int n_units;
@@ -33,6 +41,20 @@ static void set_direct(hcs_dio *d, int on)
     int fl = on ? d->flags0 | O_DIRECT : d->flags0 & ~O_DIRECT;
     if (fcntl(d->fd, F_SETFL, fl) != 0) on = 0;
     atomic_store(&d->direct, on);
+}
+
+/* Before unit i's read into p: its prep (run here, or waited for), then the copies that the
+ * consumer of the buffer's last read may still be making out of it. The unit's status. */
+static int prepare_read(hcs_dio *d, int i, const uint8_t *p)
+{
+    hcs_unit *u = &d->units[i];
+    if (d->prep && !d->prep_pipe) d->prep(d->prep_arg, u);
+    if (d->prep_pipe) {
+        pthread_mutex_lock(&d->prep_lock);
+        while (!d->prepared[i]) pthread_cond_wait(&d->prep_cond, &d->prep_lock);
+        pthread_mutex_unlock(&d->prep_lock);
+    }
+    return d->bufs && d->bufs->wait ? d->bufs->wait(d->bufs->arg, p, u->err, sizeof u->err) : HC_OK;
 }
 
 static void transfer(void *arg, int i)
@@ -48,10 +70,7 @@ static void transfer(void *arg, int i)
         u->status = hci_errf(u->err, sizeof u->err, HC_ERR_ABORTED, "%s %s: cancelled", verb, d->name);
         return;
     }
-    if (!d->write && u->dst && u->populate) hcs_populate(u->dst, n, u->populate);
-    /* the buffer may still be the source of copies queued by the consumer of its last read */
-    if (!d->write && d->bufs && d->bufs->wait && (u->status = d->bufs->wait(d->bufs->arg, p, u->err, sizeof u->err)))
-        return;
+    if (!d->write && (u->status = prepare_read(d, i, p))) return;
     while (n) {
         size_t step = n < (1u << 30) ? n : (1u << 30);
         int was_direct = atomic_load(&d->direct);
@@ -131,26 +150,75 @@ static uint64_t thread_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-void hcs_populate(void *p, size_t n, atomic_int *no_huge)
+/* The whole 4096-byte pages inside [p, p + n): their start, and their length (0: none). */
+static char *inner_pages(void *p, size_t n, size_t *len)
 {
     uintptr_t lo = ((uintptr_t)p + HCS_DIO_ALIGN - 1) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
     uintptr_t hi = ((uintptr_t)p + n) & ~(uintptr_t)(HCS_DIO_ALIGN - 1);
-    if (hi <= lo) return;
-    char *a = (char *)p + (lo - (uintptr_t)p);
-    size_t len = (size_t)(hi - lo);
-    int declined = atomic_load_explicit(no_huge, memory_order_relaxed);
-#ifdef MADV_NOHUGEPAGE
-    if (declined) madvise(a, len, MADV_NOHUGEPAGE);
-#endif
-    uint64_t t0 = declined || len < HCS_POP_TIMED ? 0 : thread_ns();
+    *len = hi > lo ? (size_t)(hi - lo) : 0;
+    return (char *)p + (lo - (uintptr_t)p);
+}
+
+int hcs_populate(void *p, size_t n, atomic_int *no_huge)
+{
+    size_t len;
+    char *a = inner_pages(p, n, &len);
+    if (!len) return 0;
+    uint64_t t0 = len < HCS_POP_TIMED || atomic_load_explicit(no_huge, memory_order_relaxed) ? 0 : thread_ns();
     madvise(a, len, MADV_POPULATE_WRITE);
-    if (t0 && (double)(thread_ns() - t0) * 1e-9 * HCS_HUGE_SLOW_BPS > (double)len)
-        atomic_store_explicit(no_huge, 1, memory_order_relaxed);
+    if (!t0 || (double)(thread_ns() - t0) * 1e-9 * HCS_HUGE_SLOW_BPS <= (double)len) return 0;
+    return atomic_exchange(no_huge, 1) == 0;
+}
+
+void hcs_decline_huge(void *p, size_t n)
+{
+#ifdef MADV_NOHUGEPAGE
+    size_t len;
+    char *a = inner_pages(p, n, &len);
+    if (len) madvise(a, len, MADV_NOHUGEPAGE);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+static void prep_job(void *arg, int i)
+{
+    hcs_dio *d = arg;
+    if (!atomic_load(&d->cancel)) d->prep(d->prep_arg, &d->units[i]);
+    pthread_mutex_lock(&d->prep_lock);
+    d->prepared[i] = 1;
+    pthread_cond_broadcast(&d->prep_cond);
+    pthread_mutex_unlock(&d->prep_lock);
+}
+
+int hcs_dio_set_prep(hcs_dio *d, hcs_dio_prep_fn prep, void *arg, int n_threads)
+{
+    d->prep = prep, d->prep_arg = arg;
+    if (n_threads < 1) return HC_OK;
+    if (!(d->prepared = calloc((size_t)d->n_units, sizeof *d->prepared))) return HC_ERR_OUT_OF_MEMORY;
+    pthread_mutex_init(&d->prep_lock, NULL);
+    pthread_cond_init(&d->prep_cond, NULL);
+    if (!(d->prep_pipe = hcs_pipe_create(n_threads, d->n_units, prep_job, d))) {
+        pthread_mutex_destroy(&d->prep_lock);
+        pthread_cond_destroy(&d->prep_cond);
+        free(d->prepared), d->prepared = NULL;
+        return HC_ERR_OUT_OF_MEMORY;
+    }
+    return HC_OK;
 }
 
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i) { return &d->units[i]; }
 
-void hcs_dio_submit(hcs_dio *d, int i) { hcs_pipe_submit(d->pipe, i); }
+void hcs_dio_submit(hcs_dio *d, int i)
+{
+    if (d->prep_pipe) {
+        pthread_mutex_lock(&d->prep_lock);
+        d->prepared[i] = 0;
+        pthread_mutex_unlock(&d->prep_lock);
+        hcs_pipe_submit(d->prep_pipe, i);
+    }
+    hcs_pipe_submit(d->pipe, i);
+}
 
 int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz)
 {
@@ -169,6 +237,12 @@ void hcs_dio_destroy(hcs_dio *d)
 {
     if (!d) return;
     hcs_pipe_destroy(d->pipe);
+    if (d->prep_pipe) { /* after the transfers: each waits for its prep, which the pipe still runs */
+        hcs_pipe_destroy(d->prep_pipe);
+        pthread_mutex_destroy(&d->prep_lock);
+        pthread_cond_destroy(&d->prep_cond);
+    }
+    free(d->prepared);
     if (d->pipe && atomic_load(&d->direct)) fcntl(d->fd, F_SETFL, d->flags0);
     for (int i = 0; d->units && i < d->n_units; i++) free(d->units[i].buf);
     free(d->units), free(d);

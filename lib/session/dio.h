@@ -16,8 +16,7 @@
 typedef struct hcs_unit {
     uint8_t *buf;       /* cap bytes, HCS_DIO_ALIGN-aligned (NULL when the dio has no buffers) */
     uint8_t *dst;       /* reads: != NULL to read into this (HCS_DIO_ALIGN-aligned) instead of buf */
-    atomic_int *populate; /* reads into dst: != NULL to make its pages resident first (hcs_populate
-                           * with this flag) */
+    uint64_t tag;       /* the caller's (a reader: which of its units this is) */
     uint64_t off;       /* file offset of buf[0] */
     size_t len;         /* bytes to transfer */
     int status;         /* of the last transfer (HC_OK, HC_ERR_IO, or HC_ERR_ABORTED when cancelled) */
@@ -25,6 +24,9 @@ typedef struct hcs_unit {
 } hcs_unit;
 
 typedef struct hcs_dio hcs_dio;
+/* Runs before a unit is read (reads only; hcs_dio_set_prep): a reader makes the unit's fresh
+ * destination pages resident there. */
+typedef void (*hcs_dio_prep_fn)(void *arg, const hcs_unit *u);
 
 /* Where a stream's large host buffers come from, for a consumer that copies out of them
  * asynchronously (CUDA: DMA from page-locked memory, lib/session/load.c). alloc returns
@@ -46,6 +48,11 @@ typedef struct hcs_bufs {
  * first waits for the copies out of it (bufs->wait); a failed wait is the unit's status. */
 hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_units, size_t cap, int n_threads,
                         const hcs_bufs *bufs);
+/* Reads: prep(arg, unit) runs before each transfer (set before the first hcs_dio_submit): on
+ * n_threads threads of its own from the moment the unit is queued, the transfer waiting for it
+ * (n_threads 0: on the I/O thread, right before the transfer). HC_OK or HC_ERR_OUT_OF_MEMORY
+ * (then prep is not set up). */
+int hcs_dio_set_prep(hcs_dio *d, hcs_dio_prep_fn prep, void *arg, int n_threads);
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i);
 /* Queue the transfer of unit i (off, len set by the caller); units start in the order they are
  * queued (with several threads, several run at once). The unit belongs to the I/O threads
@@ -58,11 +65,14 @@ int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz);
 void hcs_dio_cancel(hcs_dio *d);
 /* Make the whole 4096-byte pages inside [p, p + n) resident and writable in one call (advisory):
  * fresh memory that a read or a copy is about to fill, faulted in without a fault per page.
- * no_huge is shared by the calls of one stream: transparent huge pages (which the CPU backend's
- * slabs ask for) are declined for the range when it is set, and it is set when huge pages were
- * slow to fault in, slower than small pages are: a host that backs fresh huge pages only when
- * first touched (free-page reporting of a virtual machine), or direct compaction. */
-void hcs_populate(void *p, size_t n, atomic_int *no_huge);
+ * no_huge is shared by the calls of one stream. Returns 1 when this call set it: the range, large
+ * enough to tell, faulted in slower than small pages do, which with transparent huge pages (the
+ * CPU backend's slabs ask for them) means a host that backs fresh huge pages only when they are
+ * first touched (free-page reporting of a virtual machine) or direct compaction; the caller then
+ * declines huge pages for the memory it has yet to populate (hcs_decline_huge). */
+int hcs_populate(void *p, size_t n, atomic_int *no_huge);
+/* No transparent huge pages for the whole 4096-byte pages inside [p, p + n) (advisory). */
+void hcs_decline_huge(void *p, size_t n);
 /* Wait for every queued transfer (cancelled ones end at once), restore the descriptor's flags,
  * free. NULL is a no-op. */
 void hcs_dio_destroy(hcs_dio *d);

@@ -389,6 +389,7 @@ typedef struct runit {
     uint32_t n;
     uint8_t *dst;
     uint32_t buf;               /* dst == NULL: the how-manieth buffered unit (its buffer: buf % n_ubuf) */
+    uint32_t sec;               /* the section it starts in */
 } runit;
 
 typedef struct reader {
@@ -411,9 +412,30 @@ typedef struct reader {
     uint32_t u_read, u_wait;    /* units queued for reading / whose reads were waited for */
     uint32_t u_done;            /* units whose slot is free again (direct: waited; buffered: applied) */
     uint32_t b_done;            /* buffered units among them */
-    atomic_int no_huge;         /* hcs_populate of the pages (direct units, zstd chunks) */
+    atomic_int no_huge;         /* hcs_populate of the pages (direct units, zstd chunks): slow huge pages */
     uint64_t seq, fin;          /* chunks submitted / applied */
 } reader;
+
+/* The pages of section i (dest[i]): whole blocks, one page each (the fp8 format). */
+static size_t section_pages(const reader *r, uint32_t i)
+{
+    const hcs_section *s = &r->f->sec[i];
+    return (size_t)((s->n_rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES) * HCI_PAGE_ENTRIES * s->row_bytes;
+}
+
+/* Make [p, p + n) of section i's pages resident; when huge pages turn out slow, decline them
+ * from p on, in this section and every later one (once, not per range: each change of the
+ * mapping takes the address space's lock for writing, which waits for the other threads'
+ * populates). */
+static void populate(reader *r, uint32_t i, uint8_t *p, size_t n)
+{
+    if (!hcs_populate(p, n, &r->no_huge)) return;
+    for (uint32_t k = i; k < r->f->n_sec; k++) {
+        if (!r->dest[k]) continue;
+        uint8_t *from = k == i ? p + n : r->dest[k], *end = r->dest[k] + section_pages(r, k);
+        if (from < end) hcs_decline_huge(from, (size_t)(end - from));
+    }
+}
 
 static void load_work(void *arg, int si)
 {
@@ -428,7 +450,7 @@ static void load_work(void *arg, int si)
         if (!(k ? r->pin_pg : r->pin_raw)) continue;
         if ((s->status = r->bufs->wait(r->bufs->arg, b, s->err, sizeof s->err))) return;
     }
-    if (s->dst && !s->in_place) hcs_populate(s->dst, s->ch.raw_size, &r->no_huge);
+    if (s->dst && !s->in_place) populate(r, s->pc.sec, s->dst, s->ch.raw_size);
     s->status = decode_chunk(&s->ch, s->stored, s->dst && s->ch.codec == HCS_CODEC_ZSTD ? s->dst : s->b_raw, &s->dz,
                              &s->pc.raw, why, sizeof why);
     if (s->status) {
@@ -515,7 +537,7 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
             uint64_t cend = off + hcs_file_chunk(f, sec->first_chunk).stored_size;
             for (uint64_t pos = off, stop = hcs_align(run_end); pos < stop; n++) {
                 uint64_t hi = stop - pos < target ? stop : pos + target;
-                u[n] = (runit){.off = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off), .buf = 0};
+                u[n] = (runit){.off = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off), .buf = 0, .sec = i};
                 for (; j < d && cend <= hi; j++, g++, u[n].n++)
                     if (j + 1 < d) cend += hcs_file_chunk(f, sec->first_chunk + j + 1).stored_size;
                 pos = hi;
@@ -528,7 +550,7 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
             if (n && !u[n - 1].dst && hi - u[n - 1].off <= target) {
                 u[n - 1].end = hi, u[n - 1].n++;
             } else {
-                u[n] = (runit){.off = lo, .end = hi, .first = g, .n = 1, .dst = NULL, .buf = nb++};
+                u[n] = (runit){.off = lo, .end = hi, .first = g, .n = 1, .dst = NULL, .buf = nb++, .sec = i};
                 n++;
             }
             if (u[n - 1].end - u[n - 1].off > *cap) *cap = (size_t)(u[n - 1].end - u[n - 1].off);
@@ -538,12 +560,21 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
     return n;
 }
 
+/* hcs_dio_prep_fn: a direct unit's pages are made resident before its read, on the populate
+ * threads, as soon as the unit is queued. */
+static void prep_unit(void *arg, const hcs_unit *b)
+{
+    reader *r = arg;
+    const runit *u = &r->units[b->tag];
+    if (u->dst) populate(r, u->sec, u->dst, (size_t)(u->end - u->off));
+}
+
 /* Free the slots of units that are done with (direct: waited for; buffered: every chunk
  * applied), then queue unit reads while slots (and, for buffered units, buffers) are free.
- * Direct units hold no buffer, so their reads run up to n_desc units ahead of the calling
- * thread; the I/O threads make their pages resident before reading into them (fresh pages cost
- * the kernel about as much to fault in as the disk takes to fill them: on separate threads,
- * this overlaps with the other threads' reads). */
+ * Direct units hold no buffer, so their reads are queued up to n_desc units ahead of the
+ * calling thread, and their pages are made resident (prep_unit) as soon as they are queued:
+ * fresh pages cost the kernel about as much CPU to fault in as the disk takes to fill them, and
+ * on threads of their own that runs ahead of the reads instead of between them. */
 static void advance(reader *r)
 {
     for (; r->u_done < r->u_read; r->u_done++) {
@@ -557,7 +588,7 @@ static void advance(reader *r)
         hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_desc));
         b->off = u->off, b->len = (size_t)(u->end - u->off);
         b->dst = u->dst ? u->dst : r->ubuf[u->buf % r->n_ubuf];
-        b->populate = u->dst ? &r->no_huge : NULL;
+        b->tag = r->u_read;
         hcs_dio_submit(r->dio, (int)(r->u_read % r->n_desc));
         r->u_read++;
     }
@@ -663,8 +694,10 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
         r.n_units = plan_units(&r, target, &cap);
         r.n_desc = HCS_READ_AHEAD;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
-        int n_io = n_workers < 2 ? n_workers + 1 : n_workers < HCS_READ_THREADS ? n_workers : HCS_READ_THREADS;
-        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_desc, 0, n_io, bufs)))
+        int n_io = n_workers ? HCS_READ_THREADS : 1;
+        int n_pop = n_workers < HCS_POPULATE_THREADS ? n_workers : HCS_POPULATE_THREADS;
+        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_desc, 0, n_io, bufs)) ||
+            (dest && hcs_dio_set_prep(r.dio, prep_unit, &r, n_pop)))
             st = HC_ERR_OUT_OF_MEMORY;
         /* raw chunks' pieces point into these: from bufs, like the slots' */
         while (!st && r.n_ubuf < HCS_IO_UNITS) {
