@@ -426,6 +426,34 @@ START_TEST(test_load_faults_parallel)
 }
 END_TEST
 
+/* Huge pages declined part way (as when they fault in slowly): from the first populated range
+ * on, the rest of every entry section's pages is marked MADV_NOHUGEPAGE while other threads
+ * populate and read; raw (read straight into the pages) and zstd (decompressed into them) loads
+ * still give the same state. */
+START_TEST(test_huge_declined)
+{
+    hc_ctx *c = filled(40000, 8);
+    uint64_t d = tsu_digest(c);
+    hc_save_params sp;
+    hc_save_params_init(&sp, sizeof sp);
+    for (int comp = 0; comp < 2; comp++)
+        for (int direct = -1; direct <= 1; direct += 2) {
+            sp.compression = comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE;
+            io_mode(65536, direct);
+            ck_assert_int_eq(hc_ctx_save(c, g_path, &sp), HC_OK);
+            hcs_hooks.huge_slow = 1;
+            hc_ctx *e = tsu_ctx(g_model, HC_CACHE_FP8, 0);
+            hc_status st = hc_ctx_load(e, g_path);
+            hcs_hooks.huge_slow = 0;
+            ck_assert_msg(st == HC_OK, "%s", hc_ctx_last_error(e));
+            ck_assert_uint_eq(tsu_digest(e), d);
+            hc_ctx_free(e);
+        }
+    io_mode(0, 0);
+    hc_ctx_free(c);
+}
+END_TEST
+
 /* ---- SIGKILL while saving ---- */
 
 #define KILL_TOKENS 60000
@@ -551,6 +579,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, test_units_and_direct);
     tcase_add_test(tc, test_load_faults);
     tcase_add_test(tc, test_load_faults_parallel);
+    tcase_add_test(tc, test_huge_declined);
     tcase_add_test(tc, test_kill_during_save);
     suite_add_tcase(s, tc);
     return s;

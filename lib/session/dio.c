@@ -138,10 +138,12 @@ hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_u
 /* Huge pages populated slower than this many bytes per CPU second are declined for the rest of
  * a stream: zeroing runs at 5-20 GB/s and small pages populate at 2-4 GB/s per core, while a host
  * that must back each fresh huge page first gave 0.3-0.5 GB/s (docs/perf/2026-12-07-sessions-cpu-load.md).
- * Ranges from HCS_POP_TIMED bytes on are timed: a range of 1 MiB may fault in two huge pages
- * (4 MiB), which at zeroing speed still passes. */
+ * The rate counts the range rounded out to HCS_HUGE boundaries (what huge pages fault in; more
+ * than was faulted where a neighbour was resident already, so a slow rate is never overstated);
+ * ranges of at least HCS_POP_TIMED bytes are timed: a zstd chunk's pages are one range of ~1 MiB. */
 #define HCS_HUGE_SLOW_BPS 1.5e9
-#define HCS_POP_TIMED (1u << 20)
+#define HCS_HUGE ((uintptr_t)2 << 20)
+#define HCS_POP_TIMED (256u << 10)
 
 static uint64_t thread_ns(void)
 {
@@ -166,7 +168,9 @@ int hcs_populate(void *p, size_t n, atomic_int *no_huge)
     if (!len) return 0;
     uint64_t t0 = len < HCS_POP_TIMED || atomic_load_explicit(no_huge, memory_order_relaxed) ? 0 : thread_ns();
     madvise(a, len, MADV_POPULATE_WRITE);
-    if (!t0 || (double)(thread_ns() - t0) * 1e-9 * HCS_HUGE_SLOW_BPS <= (double)len) return 0;
+    if (!t0) return 0;
+    uintptr_t lo = (uintptr_t)a & ~(HCS_HUGE - 1), hi = ((uintptr_t)a + len + HCS_HUGE - 1) & ~(HCS_HUGE - 1);
+    if ((double)(thread_ns() - t0) * 1e-9 * HCS_HUGE_SLOW_BPS <= (double)(hi - lo)) return 0;
     return atomic_exchange(no_huge, 1) == 0;
 }
 

@@ -429,7 +429,9 @@ static size_t section_pages(const reader *r, uint32_t i)
  * populates). */
 static void populate(reader *r, uint32_t i, uint8_t *p, size_t n)
 {
-    if (!hcs_populate(p, n, &r->no_huge)) return;
+    int tripped = hcs_populate(p, n, &r->no_huge);
+    if (!tripped && hcs_hooks.huge_slow) tripped = atomic_exchange(&r->no_huge, 1) == 0;
+    if (!tripped) return;
     for (uint32_t k = i; k < r->f->n_sec; k++) {
         if (!r->dest[k]) continue;
         uint8_t *from = k == i ? p + n : r->dest[k], *end = r->dest[k] + section_pages(r, k);
