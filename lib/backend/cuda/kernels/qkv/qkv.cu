@@ -28,8 +28,43 @@ int hci_cu_rmsnorm_rows(cudaStream_t s, uint16_t *v, int n, int dim, const float
     return HCI_CU_CHECK_LAUNCH();
 }
 
-/* One CTA per (token, head): the reference's in-place bf16 q *= rsqrt(mean(q^2) + eps). */
-__global__ void q_heads_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq, int64_t pos0, float eps)
+/* The reference's in-place bf16 q *= rsqrt(mean(q^2) + eps) per (token, head), then RoPE.
+ * One warp per (token, head) row of d = 2 * 32 * QH_PAIRS values (RMSNorm, then RoPE on the last
+ * 64 = one pair per lane): lane l holds the pairs l + 32k, so loads are coalesced 4-byte words
+ * and the RoPE tail, pairs d/2 - 32 .. d/2 - 1, is one pair per lane in the last k. The sum of
+ * squares is exact in double, so the warp's order gives the CPU's value (hci_dev_block_sum). */
+template <int QH_PAIRS>
+__global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, int64_t pos0, float eps)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= rows) return;
+    uint32_t *row = (uint32_t *)(q + (size_t)r * (2 * 32 * QH_PAIRS));
+    float a[QH_PAIRS], b[QH_PAIRS];
+    double sum = 0.0;
+#pragma unroll
+    for (int k = 0; k < QH_PAIRS; k++) {
+        uint32_t w = row[lane + 32 * k];
+        a[k] = hci_f32_from_bf16((uint16_t)w), b[k] = hci_f32_from_bf16((uint16_t)(w >> 16));
+        sum += (double)hci_round_bf16(__fmul_rn(a[k], a[k]));
+        sum += (double)hci_round_bf16(__fmul_rn(b[k], b[k]));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float d = 2.0f * 32 * QH_PAIRS;
+    float m = hci_round_bf16(__fdiv_rn((float)sum, d));
+    float e = hci_round_bf16(__fadd_rn(m, eps));
+    float rs = hci_round_bf16(__fdiv_rn(1.0f, __fsqrt_rn(e)));
+#pragma unroll
+    for (int k = 0; k < QH_PAIRS; k++) {
+        a[k] = hci_round_bf16(__fmul_rn(a[k], rs)), b[k] = hci_round_bf16(__fmul_rn(b[k], rs));
+        if (k == QH_PAIRS - 1) hci_dev_rope_pair(a[k], b[k], pos0 + r / H, freq[lane], 0);
+        row[lane + 32 * k] = (uint32_t)hci_bf16_from_f32(a[k]) | (uint32_t)hci_bf16_from_f32(b[k]) << 16;
+    }
+}
+
+/* The general form: one CTA per (token, head) row, any d and rope_dim. */
+__global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq, int64_t pos0, float eps)
 {
     extern __shared__ float v[];
     __shared__ double red[QKV_THREADS];
@@ -55,7 +90,12 @@ int hci_cu_q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_di
                    int64_t pos0, float eps)
 {
     if (n <= 0) return HC_OK;
-    q_heads_kernel<<<n * H, QKV_THREADS, (size_t)d * sizeof(float), s>>>(q, H, d, rope_dim, freq, pos0, eps);
+    if (d == 512 && rope_dim == 64) { /* V4's heads: a warp per row */
+        int rows = n * H, per = QKV_THREADS / 32;
+        q_heads_kernel<8><<<(rows + per - 1) / per, QKV_THREADS, 0, s>>>(q, rows, H, freq, pos0, eps);
+    } else {
+        q_heads_any_kernel<<<n * H, QKV_THREADS, (size_t)d * sizeof(float), s>>>(q, H, d, rope_dim, freq, pos0, eps);
+    }
     return HCI_CU_CHECK_LAUNCH();
 }
 

@@ -22,12 +22,22 @@ __global__ void act_quant_kernel(const uint16_t *x, int ldx, int n, int np, int 
     }
     const uint16_t *xr = x + (size_t)t * ldx + (size_t)kb * AQ_BLOCK + lane * AQ_PER_LANE;
     float v[AQ_PER_LANE], amax = 0.0f;
-    for (int i = 0; i < AQ_PER_LANE; i++) v[i] = hci_f32_from_bf16(xr[i]), amax = fmaxf(amax, fabsf(v[i]));
+    /* one 8-byte load when the row allows it (ldx even and x 8-byte aligned: the usual case) */
+    if (((uintptr_t)xr & 7) == 0) {
+        uint2 w = *(const uint2 *)xr;
+        v[0] = hci_f32_from_bf16((uint16_t)w.x), v[1] = hci_f32_from_bf16((uint16_t)(w.x >> 16));
+        v[2] = hci_f32_from_bf16((uint16_t)w.y), v[3] = hci_f32_from_bf16((uint16_t)(w.y >> 16));
+    } else {
+        for (int i = 0; i < AQ_PER_LANE; i++) v[i] = hci_f32_from_bf16(xr[i]);
+    }
+    for (int i = 0; i < AQ_PER_LANE; i++) amax = fmaxf(amax, fabsf(v[i]));
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    float sc = hci_pow2(hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX));
+    int e = hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
+    /* v / sc as v * 2^-e: the same correctly rounded value, without a division */
+    float sc = hci_pow2(e), inv = hci_pow2(-e);
     uint32_t packed = 0;
     for (int i = 0; i < AQ_PER_LANE; i++) {
-        float u = fminf(fmaxf(v[i] / sc, -HCI_E4M3_MAX), HCI_E4M3_MAX);
+        float u = fminf(fmaxf(__fmul_rn(v[i], inv), -HCI_E4M3_MAX), HCI_E4M3_MAX);
         packed |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(u)) << (8 * i);
     }
     *qo = packed;
