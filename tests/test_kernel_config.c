@@ -230,6 +230,10 @@ START_TEST(gemm_e4m3_to_f16)
                 ck_assert_msg(f16_value(h[i]) == want, "code 0x%02x: f16 0x%04x, want %g", b[i], h[i], want);
                 ck_assert_int_eq(h[i] >> 15, b[i] >> 7); /* the sign of zeros too */
             }
+            uint32_t lo2, hi2; /* the wgmma kernel's form: the same bits, NaN codes included */
+            gw_e4m3x4_to_f16x2(q, &lo2, &hi2);
+            ck_assert_uint_eq(lo2, lo);
+            ck_assert_uint_eq(hi2, hi);
         }
 }
 END_TEST

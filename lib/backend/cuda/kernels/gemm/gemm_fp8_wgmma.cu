@@ -4,9 +4,10 @@
  *   y[t][r] = bf16( sum over kb in increasing order of fl32( P[t][r][kb] * fl32(fl32(xs*ws) * 2^16) ) )
  *
  * P, the dot of one 128-k block, from wgmma m64nNk16 on the e4m3 codes as f16 (times 2^-8 each,
- * exact: config.h's gf_e4m3x4_to_f16x2) with fp32 accumulation, the first of its eight k16 steps
- * from zero (scale-d 0); then promoted into a second set of fp32 registers with a separate
- * multiply and add (no FMA), block by block in k order. The codes go into the f16 tiles with
+ * exact: config.h's gf_e4m3x4_to_f16x2, here in its LOP3 form gw_e4m3x4_to_f16x2) with fp32
+ * accumulation, the first of its eight k16 steps from zero (scale-d 0); then promoted into a
+ * second set of fp32 registers with a separate multiply and add (no FMA), block by block in k
+ * order. The codes go into the f16 tiles with
  * the big mma.sync kernel's permutation (gf_st_chunk), so that each k16 step sums the same 16
  * products in the same order as that kernel's mma step kk: whether the two tensor-core paths
  * then give the same bits is the hardware's business (tools/gemm-check counts the outputs that
@@ -125,10 +126,10 @@ template <> __device__ __forceinline__ void gw_mma<128>(float (&d)[64], uint64_t
 template <int ROWS> __device__ __forceinline__ void gw_store16(uint8_t *tile, int r, int c8, const uint4 &v)
 {
     uint4 h0, h1;
-    gf_e4m3x4_to_f16x2(v.x, &h0.x, &h0.y);
-    gf_e4m3x4_to_f16x2(v.y, &h0.z, &h0.w);
-    gf_e4m3x4_to_f16x2(v.z, &h1.x, &h1.y);
-    gf_e4m3x4_to_f16x2(v.w, &h1.z, &h1.w);
+    gw_e4m3x4_to_f16x2(v.x, &h0.x, &h0.y);
+    gw_e4m3x4_to_f16x2(v.y, &h0.z, &h0.w);
+    gw_e4m3x4_to_f16x2(v.z, &h1.x, &h1.y);
+    gw_e4m3x4_to_f16x2(v.w, &h1.z, &h1.w);
     *(uint4 *)(tile + gw_sw_off(ROWS, r, gf_st_chunk(c8, 0))) = h0;
     *(uint4 *)(tile + gw_sw_off(ROWS, r, gf_st_chunk(c8, 1))) = h1;
 }
@@ -146,32 +147,53 @@ __device__ __forceinline__ void gw_tile(const gw_args &a, int i, int *mt, int *n
  * pace), they land. DEPTH 1 for BN 128 (a block of tensor work, ~1000+ cycles, covers the load
  * latency; 2 sets of 16 loads would not fit the registers), 2 for the shorter blocks of smaller
  * BN (two register sets, r0 for even g, r1 for odd). */
-template <int BN> __device__ __forceinline__ void gw_produce(const gw_args &a, uint8_t *sm, int pt, int G)
+template <int BN> __device__ __forceinline__ void gw_produce(const gw_args &a, uint8_t *sm, int pt, int ntiles)
 {
     constexpr int NL = GW_LOADS(BN), STAGE = GW_STAGE_BYTES(BN), DEPTH = BN == 128 ? 1 : 2;
-    const int c8 = gw_ld_c8(pt);
+    const int c8 = gw_ld_c8(pt), G = ntiles * a.nkb;
     const size_t K = (size_t)a.K, rstep = 16 * K;
     float *sS = (float *)(sm + GW_OFF_SCALES(BN));
 
-    /* Block g's codes: weight rows gw_ld_row(pt, j), token rows gw_ld_row(pt, j - 8) (none past
-     * np: zero codes, never stored), and (pt < BN) token pt's scale. Nothing past block G-1. */
-    auto load = [&](int g, uint4(&r)[NL], float &xv, float &wv) {
-        if (g >= G) return;
-        const int i = g / a.nkb, kb = g - i * a.nkb;
+    /* The next block to load (blocks are loaded in order): tile li, k-block lk, and this thread's
+     * rows of that tile: weight rows gw_ld_row(pt, j) at wp + j * rstep, token rows
+     * gw_ld_row(pt, j - 8) at xp + (j - 8) * rstep (bit j - 8 of xv_rows: inside np; the others
+     * are zero codes, never read), token pt's scales (xs_ok: pt < BN and inside np), the tile's
+     * weight scales. Moved to the next tile only there, so a block costs its loads and a few
+     * adds. */
+    int li = 0, lk = 0;
+    const uint8_t *wp = nullptr, *xp = nullptr;
+    const float *xsp = nullptr, *wsp = nullptr;
+    unsigned xv_rows = 0;
+    bool xs_ok = false;
+    auto seek = [&](int i) {
         int mt, nt;
         gw_tile(a, i, &mt, &nt);
         const int n0 = nt * BN, tk = n0 + gw_ld_row(pt, 0);
-        const size_t ko = (size_t)kb * GF_BK + c8 * 16;
-        const uint8_t *wp = a.W + (size_t)(mt * GW_BM + gw_ld_row(pt, 0)) * K + ko, *xp = a.xq + (size_t)tk * K + ko;
+        wp = a.W + (size_t)(mt * GW_BM + gw_ld_row(pt, 0)) * K + c8 * 16;
+        xp = a.xq + (size_t)tk * K + c8 * 16;
+        xv_rows = 0;
+#pragma unroll
+        for (int j = 0; j < NL - 8; j++) xv_rows |= (unsigned)(tk + 16 * j < a.np) << j;
+        xs_ok = pt < BN && n0 + pt < a.np;
+        xsp = a.xs + n0 + pt;
+        wsp = a.Ws + (size_t)mt * a.sld;
+    };
+    auto load = [&](uint4(&r)[NL], float &xv, float &wv) {
+        if (li >= ntiles) return; /* past the CTA's last block */
+        const size_t ko = (size_t)lk * GF_BK;
 #pragma unroll
         for (int j = 0; j < NL; j++) {
             if (j < 8)
-                r[j] = __ldg((const uint4 *)(wp + j * rstep));
+                r[j] = __ldg((const uint4 *)(wp + j * rstep + ko));
             else
-                r[j] = tk + 16 * (j - 8) < a.np ? __ldg((const uint4 *)(xp + (j - 8) * rstep)) : make_uint4(0, 0, 0, 0);
+                r[j] = (xv_rows >> (j - 8) & 1) ? __ldg((const uint4 *)(xp + (j - 8) * rstep + ko)) : make_uint4(0, 0, 0, 0);
         }
-        xv = pt < BN && n0 + pt < a.np ? __ldg(a.xs + (size_t)kb * a.np + n0 + pt) : 0.0f;
-        wv = __ldg(a.Ws + (size_t)mt * a.sld + kb);
+        xv = xs_ok ? __ldg(xsp + (size_t)lk * a.np) : 0.0f;
+        wv = __ldg(wsp + lk);
+        if (++lk == a.nkb) {
+            lk = 0;
+            if (++li < ntiles) seek(li);
+        }
     };
     /* Block g (in r) into stage st once both consumers are done with the block before it there;
      * then the registers take block g + DEPTH. */
@@ -189,13 +211,14 @@ template <int BN> __device__ __forceinline__ void gw_produce(const gw_args &a, u
         hci_async_fence(); /* the generic-proxy stores, before the consumers' wgmma reads them */
         hci_bar_arrive(BAR_FULL0 + st, GW_PROD_THREADS + 128);
         hci_bar_arrive(BAR_FULL1 + st, GW_PROD_THREADS + 128);
-        load(g + DEPTH, r, xv, wv);
+        load(r, xv, wv); /* block g + DEPTH */
     };
 
     uint4 r0[NL], r1[DEPTH == 2 ? NL : 1];
     float x0 = 0.0f, w0 = 0.0f, x1 = 0.0f, w1 = 0.0f;
-    load(0, r0, x0, w0);
-    if constexpr (DEPTH == 2) load(1, r1, x1, w1);
+    seek(0);
+    load(r0, x0, w0);
+    if constexpr (DEPTH == 2) load(r1, x1, w1);
     int st = 0;
     for (int g = 0; g < G; g += DEPTH) {
         step(g, st, r0, x0, w0);
@@ -309,7 +332,7 @@ template <int BN> __global__ void __launch_bounds__(GW_THREADS, 1) gw_kernel(con
     const int tid = threadIdx.x, wg = hci_wg_index(), tiles = a.tiles_m * a.tiles_n;
     const int ntiles = (tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x; /* >= 1: grid <= tiles */
     if (wg == 2)
-        gw_produce<BN>(a, sm, tid - CONS_THREADS, ntiles * a.nkb);
+        gw_produce<BN>(a, sm, tid - CONS_THREADS, ntiles);
     else
         gw_consume<BN>(a, sm, wg, tid & 127, ntiles);
 #else /* the compute_90 PTX of the build: never run (the launcher checks for an sm_90 device) */
