@@ -14,7 +14,8 @@
 //     y that does not allow 16-byte stores (ldy = M + 1);
 //   - a sample of outputs against the CPU's formula (exact block dots rounded once to fp32;
 //     informative: the tensor cores' fp32 accumulation of a block may differ in the last bits);
-//   - the median of 20 timed runs of each kernel (cudaEvent, after warm-up), ms and TFLOP/s.
+//   - the median of 20 timed runs of each kernel (cudaEvent, after warm-up, queued behind a spin
+//     kernel so that the host's launch overhead is not timed), ms and TFLOP/s.
 // Exit 0 when every check passes, 1 when one fails (more than 0.1% of a case's outputs differ
 // from the old kernel, or any by more than 1 ulp, or a tile / invariance / sentinel check), 77
 // without a CUDA device or on a GPU other than sm_90, 2 on a CUDA error.
@@ -110,25 +111,37 @@ struct Dev {
     uint16_t *y = nullptr;
 };
 
-/* milliseconds: the median of reps timed runs after 3 untimed */
+/* keeps the GPU busy for about `cycles` clocks, so that the timed launches queue up behind it and
+ * the events measure GPU time, not the host's launch overhead */
+__global__ void spin(long long cycles)
+{
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+}
+
+/* milliseconds: the median of reps timed runs (each between two events, all queued behind a spin
+ * kernel) after 3 untimed */
 template <class F> double time_ms(F run, int reps)
 {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
     for (int i = 0; i < 3; i++) run();
+    CK(cudaDeviceSynchronize());
+    std::vector<cudaEvent_t> ev(reps + 1);
+    for (auto &e : ev) CK(cudaEventCreate(&e));
+    spin<<<1, 32>>>(20000000ll); /* ~10 ms */
+    CK(cudaEventRecord(ev[0]));
+    for (int i = 0; i < reps; i++) {
+        run();
+        CK(cudaEventRecord(ev[i + 1]));
+    }
+    CK(cudaEventSynchronize(ev[reps]));
     std::vector<float> v;
     for (int i = 0; i < reps; i++) {
-        CK(cudaEventRecord(e0));
-        run();
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
         float ms = 0;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
+        CK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
         v.push_back(ms);
     }
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
+    for (auto &e : ev) CK(cudaEventDestroy(e));
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
 }

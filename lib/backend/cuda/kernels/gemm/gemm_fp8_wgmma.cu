@@ -7,19 +7,18 @@
  * exact: config.h's gf_e4m3x4_to_f16x2, here in its LOP3 form gw_e4m3x4_to_f16x2) with fp32
  * accumulation, the first of its eight k16 steps from zero (scale-d 0); then promoted into a
  * second set of fp32 registers with a separate multiply and add (no FMA), block by block in k
- * order. The codes go into the f16 tiles with
- * the big mma.sync kernel's permutation (gf_st_chunk), so that each k16 step sums the same 16
- * products in the same order as that kernel's mma step kk: whether the two tensor-core paths
- * then give the same bits is the hardware's business (tools/gemm-check counts the outputs that
- * differ).
+ * order. The codes go into the f16 tiles with the big mma.sync kernel's permutation
+ * (gf_st_chunk), so that each k16 step sums the same 16 products in the same order as that
+ * kernel's mma step kk: whether the two tensor-core paths then give the same bits is the
+ * hardware's business (tools/gemm-check counts the outputs that differ).
  *
  * CTA: 128 weight rows (one weight-scale row) x BN tokens per tile, BN in {128, 64, 32, 16} (the
  * launcher picks by the grid), persistent over tiles (grid = min(tiles, SMs), one CTA per SM),
  * three warpgroups:
  *   - producer (warpgroup 2): loads a k-block's codes of both operands (16 bytes per load, a warp
- *     reads 4 whole 128-byte rows) two blocks ahead into registers, converts them to f16 and
- *     stores them into one of GW_STAGES stages, 128B-swizzled as wgmma reads them (config.h:
- *     gw_sw_off), with the block's token scales fl32(fl32(xs*ws)*2^16);
+ *     reads 4 whole 128-byte rows) one to three blocks ahead into registers,
+ *     converts them to f16 and stores them into one of GW_STAGES stages, 128B-swizzled as wgmma
+ *     reads them (config.h: gw_sw_off), with the block's token scales fl32(fl32(xs*ws)*2^16);
  *   - consumers (warpgroups 0 and 1): 64 weight rows x BN tokens each, weights as A and tokens
  *     as B, both K-major from shared memory; per block eight wgmma into P (BN/2 registers), wait,
  *     promote into the running sums (BN/2 registers); at the end of a tile the bf16 results go
@@ -35,10 +34,12 @@
  *
  * Expected speed on H100 (not measured yet): per k-block a 128 x 128 tile stores 64 KiB of f16
  * and wgmma reads 96 KiB, 160 KiB of shared-memory traffic against 1024 cycles of dense f16
- * tensor work, so shared memory caps it near 80% of the f16 peak; the producer's conversion
- * (~30 instructions per 16 codes, one warp per SM sub-partition) takes about half the issue
- * slots it has. Expect 400-600 TFLOP/s at 2048 tokens, 2-3x the mma.sync kernel; small grids
- * (few rows and tokens) are bound by the load latency of the k-blocks instead. */
+ * tensor work, so shared memory caps it near 80% of the f16 peak. Issue is close behind: per
+ * block and SM sub-partition the producer warp issues ~620 instructions (~31 per 16 codes
+ * converted and stored, ~100 for the loads) and each of the two consumer warps ~260 (eight
+ * wgmma, the 2 x 64 FMUL/FADD of the promotion, the scales). Expect 400-600 TFLOP/s at 2048
+ * tokens, 2-3x the mma.sync kernel; small grids (few rows and tokens) are bound by the load
+ * latency of the k-blocks instead. */
 #include "../common.cuh"
 #include "../wgmma.cuh"
 #include "config.h"
@@ -142,14 +143,14 @@ __device__ __forceinline__ void gw_tile(const gw_args &a, int i, int *mt, int *n
 }
 
 /* Producer thread pt: the CTA's blocks g = 0 .. G-1 (tile g / nkb, k-block g % nkb) into stage
- * g % GW_STAGES. A block's codes are loaded into registers DEPTH blocks ahead, right after the
- * block before them there is stored: while the producer waits for a free stage (the consumers'
- * pace), they land. DEPTH 1 for BN 128 (a block of tensor work, ~1000+ cycles, covers the load
- * latency; 2 sets of 16 loads would not fit the registers), 2 for the shorter blocks of smaller
- * BN (two register sets, r0 for even g, r1 for odd). */
+ * g % GW_STAGES. A block's codes are loaded into registers DEPTH blocks ahead (register set
+ * g % DEPTH), right after the block before them there is stored: while the producer waits for a
+ * free stage (the consumers' pace), they land. DEPTH 1 for BN 128 (a block of tensor work,
+ * ~1000+ cycles, covers the load latency; 2 sets of 16 loads would not fit the registers), 2
+ * and 3 for the shorter blocks of smaller BN (latency-bound on small grids). */
 template <int BN> __device__ __forceinline__ void gw_produce(const gw_args &a, uint8_t *sm, int pt, int ntiles)
 {
-    constexpr int NL = GW_LOADS(BN), STAGE = GW_STAGE_BYTES(BN), DEPTH = BN == 128 ? 1 : 2;
+    constexpr int NL = GW_LOADS(BN), STAGE = GW_STAGE_BYTES(BN), DEPTH = BN == 128 ? 1 : BN == 64 ? 2 : 3;
     const int c8 = gw_ld_c8(pt), G = ntiles * a.nkb;
     const size_t K = (size_t)a.K, rstep = 16 * K;
     float *sS = (float *)(sm + GW_OFF_SCALES(BN));
@@ -214,23 +215,22 @@ template <int BN> __device__ __forceinline__ void gw_produce(const gw_args &a, u
         load(r, xv, wv); /* block g + DEPTH */
     };
 
-    uint4 r0[NL], r1[DEPTH == 2 ? NL : 1];
-    float x0 = 0.0f, w0 = 0.0f, x1 = 0.0f, w1 = 0.0f;
+    uint4 r[DEPTH][NL];
+    float xv[DEPTH], wv[DEPTH];
     seek(0);
-    load(r0, x0, w0);
-    if constexpr (DEPTH == 2) load(r1, x1, w1);
+#pragma unroll
+    for (int d = 0; d < DEPTH; d++) {
+        xv[d] = wv[d] = 0.0f;
+        load(r[d], xv[d], wv[d]);
+    }
     int st = 0;
-    for (int g = 0; g < G; g += DEPTH) {
-        step(g, st, r0, x0, w0);
-        st = st + 1 == GW_STAGES ? 0 : st + 1;
-        if constexpr (DEPTH == 2) {
-            if (g + 1 < G) {
-                step(g + 1, st, r1, x1, w1);
+    for (int g = 0; g < G; g += DEPTH)
+#pragma unroll
+        for (int d = 0; d < DEPTH; d++)
+            if (g + d < G) {
+                step(g + d, st, r[d], xv[d], wv[d]);
                 st = st + 1 == GW_STAGES ? 0 : st + 1;
             }
-        }
-    }
-    (void)x1, (void)w1, (void)r1;
 }
 
 /* Consumer w (rows 64 w .. 64 w + 63 of each tile), thread wt of its warpgroup. P and acc in the
