@@ -325,9 +325,10 @@ int main(int argc, char **argv)
             const double ms_new = time_ms([&] { run(hci_cu_gemm_fp8_wgmma, y_new); }, reps);
             CK(cudaGetLastError());
             const double flop = 2.0 * M * K * n;
-            printf("M=%5d K=%4d n=%4d | old %8.4f ms %6.1f TF/s | wgmma %8.4f ms %6.1f TF/s x%.2f | differ %lld/%lld "
-                   "max %lld ulp | tiles %s | invariant %s | past-n %lld | cpu-sample old %d/%d new %d/%d | %s\n",
-                   M, K, n, ms_old, flop / ms_old * 1e-9, ms_new, flop / ms_new * 1e-9, ms_old / ms_new,
+            printf("M=%5d K=%4d n=%4d | old %8.4f ms %6.1f TF/s | wgmma bn=%3d %8.4f ms %6.1f TF/s x%.2f | differ "
+                   "%lld/%lld max %lld ulp | tiles %s | invariant %s | past-n %lld | cpu-sample old %d/%d new %d/%d | %s\n",
+                   M, K, n, ms_old, flop / ms_old * 1e-9, hci_cu_gemm_fp8_wgmma_tile(M, np), ms_new,
+                   flop / ms_new * 1e-9, ms_old / ms_new,
                    (long long)c.differ, (long long)outputs, (long long)c.max_ulp, bn_bad ? "FAIL" : "ok", inv,
                    (long long)past, cpu_old, SAMPLES, cpu_new, SAMPLES, ok ? "ok" : "FAIL");
             fflush(stdout);

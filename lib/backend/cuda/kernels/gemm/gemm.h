@@ -25,6 +25,9 @@ int hci_cu_gemm_fp8_wgmma(cudaStream_t s, const uint8_t *W, const float *Ws, int
  * tools/gemm-check: every bn must give the same bits. */
 int hci_cu_gemm_fp8_wgmma_bn(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
                              const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy, int bn);
+/* The token tile the launcher takes for M rows and np token rows on the current device (0 when
+ * the SM count cannot be read). */
+int hci_cu_gemm_fp8_wgmma_tile(int M, int np);
 
 /* y[t][r] (double, leading dim ldy) for t < n, any n >= 1: the fp32 sum of W[r][k] * x[t][k] by
  * bf16 mma.sync with fp32 accumulation, per 128-k block from zero, the blocks added in k order

@@ -393,6 +393,13 @@ int hci_cu_gemm_fp8_wgmma_bn(cudaStream_t s, const uint8_t *W, const float *Ws, 
     }
 }
 
+int hci_cu_gemm_fp8_wgmma_tile(int M, int np)
+{
+    int sms = 0;
+    if (hci_cu_sm_count(&sms) != cudaSuccess || sms <= 0) return 0;
+    return gw_pick_bn(M / GW_BM, np, sms);
+}
+
 int hci_cu_gemm_fp8_wgmma(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                           const float *xs, int np, int n, uint16_t *y, int ldy)
 {
