@@ -264,9 +264,10 @@ START_TEST(create_clear_bytes)
 }
 END_TEST
 
-/* Host blocks (what a load reads sessions into): contiguous, aligned, zero pages with slack;
- * pages freed one by one, in any order and through shared lists, leave the others intact, and
- * the block goes with its last page (ASan and the slab registry see every page). */
+/* Host blocks (what a load reads sessions into): contiguous, aligned, zero pages with slack
+ * (blocks of 2 MiB and more on a 2 MiB boundary, for huge pages); pages freed one by one, in any
+ * order and through shared lists, leave the others intact, and the block goes with its last page
+ * (ASan and the slab registry see every page); a size near SIZE_MAX fails cleanly. */
 START_TEST(host_block_pages)
 {
     hc_ctx *c = make_ctx();
@@ -282,6 +283,7 @@ START_TEST(host_block_pages)
         ck_assert_int_eq(hci_pages_grow_host(be, &l, 300, &base), HC_OK);
         ck_assert_int_eq(l.n_pages, 300);
         ck_assert_int_eq((uintptr_t)base % 4096, 0);
+        if (300 * pb >= (2u << 20)) ck_assert_int_eq((uintptr_t)base % (2u << 20), 0);
         for (int i = 0; i < 300; i++) ck_assert_ptr_eq(l.pages[i], base + (size_t)i * pb);
         for (size_t j = 0; j < 300 * pb + 4096; j++) ck_assert_int_eq(base[j], 0);
         for (int i = 0; i < 300; i++) memset(l.pages[i], i & 0xff, pb);
@@ -295,6 +297,8 @@ START_TEST(host_block_pages)
         hci_pages_drop(be, &l, 0);
         hci_pages_drop(be, &m, 0);
     }
+    void *p = NULL;
+    ck_assert_int_eq(be->ops->pages_alloc_host(be, SIZE_MAX - 16384, 1, &p), HC_ERR_OUT_OF_MEMORY);
     hc_ctx_free(c);
 }
 END_TEST

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,11 @@ static void arm(int op, long at, int mode, int err)
     F.op = op, F.at = at, F.mode = mode, F.err = err;
 }
 
-static int trigger(int op)
+/* Loads read on several I/O threads: the calls are counted under a lock (which call is the
+ * k-th one is then a matter of timing; every one of them must fail cleanly). */
+static pthread_mutex_t F_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int trigger_locked(int op)
 {
     long k = F.count[op]++;
     if (op == F.op && F.mode == NO_DIRECT) return 0; /* decided by the caller, per descriptor */
@@ -49,6 +54,14 @@ static int trigger(int op)
     if (F.every && F.mode == EINTR_ONCE && (k & 1)) return 0; /* every other call, so that it progresses */
     F.hit = 1;
     return 1;
+}
+
+static int trigger(int op)
+{
+    pthread_mutex_lock(&F_lock);
+    int t = trigger_locked(op);
+    pthread_mutex_unlock(&F_lock);
+    return t;
 }
 
 static int f_open(const char *p, int fl, mode_t m)
@@ -68,7 +81,9 @@ static int f_close(int fd)
 static int refuse_direct(int op, int fd)
 {
     if (F.op != op || F.mode != NO_DIRECT || !(fcntl(fd, F_GETFL) & O_DIRECT)) return 0;
+    pthread_mutex_lock(&F_lock);
     F.hit = 1;
+    pthread_mutex_unlock(&F_lock);
     return 1;
 }
 
@@ -373,6 +388,72 @@ START_TEST(test_load_faults)
 }
 END_TEST
 
+/* A session of several MiB: its units are read on several I/O threads, many at once, and its
+ * chunks checked by workers; a read failing anywhere (the first, a middle, the last one) or
+ * ending early fails the load, with the reads still queued cancelled, and changes nothing. */
+START_TEST(test_load_faults_parallel)
+{
+    hc_ctx *c = filled(40000, 7), *t = filled(300, 5);
+    ck_assert_int_eq(hc_ctx_save(c, g_path, NULL), HC_OK);
+    uint64_t d_t = tsu_digest(t), d_c = tsu_digest(c);
+    for (int direct = -1; direct <= 1; direct += 2) {
+        io_mode(65536, direct);
+        arm(OP_PREAD, -1, FAIL, 0);
+        hci_io_set(&faulty);
+        hc_ctx *e = tsu_ctx(g_model, HC_CACHE_FP8, 0);
+        ck_assert_int_eq(hc_ctx_load(e, g_path), HC_OK);
+        hci_io_set(NULL);
+        long n = F.count[OP_PREAD];
+        ck_assert_int_gt(n, 20);
+        ck_assert_uint_eq(tsu_digest(e), d_c);
+        hc_ctx_free(e);
+        const long at[] = {0, 1, 2, n / 3, n / 2, n - 2, n - 1};
+        for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+            for (int mode = 0; mode < 2; mode++) {
+                arm(OP_PREAD, at[i], mode ? EOF_READ : FAIL, EIO);
+                hci_io_set(&faulty);
+                hc_status st = hc_ctx_load(t, g_path);
+                hci_io_set(NULL);
+                ck_assert_int_eq(F.hit, 1);
+                ck_assert_msg(st == HC_ERR_IO, "pread %ld of %ld (%s): %s (%s)", at[i], n, mode ? "EOF" : "EIO",
+                              hc_status_name(st), hc_ctx_last_error(t));
+                ck_assert_int_eq(hc_ctx_n_tokens(t), 300);
+                ck_assert_uint_eq(tsu_digest(t), d_t);
+            }
+    }
+    io_mode(0, 0);
+    hc_ctx_free(c), hc_ctx_free(t);
+}
+END_TEST
+
+/* Huge pages declined part way (as when they fault in slowly): from the first populated range
+ * on, the rest of every entry section's pages is marked MADV_NOHUGEPAGE while other threads
+ * populate and read; raw (read straight into the pages) and zstd (decompressed into them) loads
+ * still give the same state. */
+START_TEST(test_huge_declined)
+{
+    hc_ctx *c = filled(40000, 8);
+    uint64_t d = tsu_digest(c);
+    hc_save_params sp;
+    hc_save_params_init(&sp, sizeof sp);
+    for (int comp = 0; comp < 2; comp++)
+        for (int direct = -1; direct <= 1; direct += 2) {
+            sp.compression = comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE;
+            io_mode(65536, direct);
+            ck_assert_int_eq(hc_ctx_save(c, g_path, &sp), HC_OK);
+            hcs_hooks.huge_slow = 1;
+            hc_ctx *e = tsu_ctx(g_model, HC_CACHE_FP8, 0);
+            hc_status st = hc_ctx_load(e, g_path);
+            hcs_hooks.huge_slow = 0;
+            ck_assert_msg(st == HC_OK, "%s", hc_ctx_last_error(e));
+            ck_assert_uint_eq(tsu_digest(e), d);
+            hc_ctx_free(e);
+        }
+    io_mode(0, 0);
+    hc_ctx_free(c);
+}
+END_TEST
+
 /* ---- SIGKILL while saving ---- */
 
 #define KILL_TOKENS 60000
@@ -497,6 +578,8 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, test_transient_faults);
     tcase_add_test(tc, test_units_and_direct);
     tcase_add_test(tc, test_load_faults);
+    tcase_add_test(tc, test_load_faults_parallel);
+    tcase_add_test(tc, test_huge_declined);
     tcase_add_test(tc, test_kill_during_save);
     suite_add_tcase(s, tc);
     return s;

@@ -4,7 +4,8 @@
  *   raw write   the session's byte count written in 8 MiB blocks, then fsync (like dd conv=fsync),
  *               once through the page cache and once with O_DIRECT; the faster is the disk's speed
  *   raw read    the same file read back in 8 MiB blocks after its pages were dropped from the page
- *               cache, buffered and with O_DIRECT; the faster is the disk's speed
+ *               cache, buffered, with O_DIRECT, and with O_DIRECT by 4 threads (4 blocks in flight,
+ *               loads read with several in flight too); the fastest is the disk's speed
  *   save        hc_ctx_save() (temporary, fsync, rename, directory fsync), without and with zstd
  *   load        hc_ctx_load() of that file after its pages were dropped, into a second context
  * With --rounds N all of it runs N times, interleaved (the disk of a shared machine changes speed
@@ -18,6 +19,7 @@
  * results as one JSON object on stdout (the text then goes to stderr, as progress). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,26 +92,62 @@ static double raw_write(const char *path, uint64_t n, int direct)
     return s;
 }
 
-/* Read a file in 8 MiB blocks after dropping its pages (cold), buffered or with O_DIRECT. */
-static double raw_read(const char *path, int direct)
+static uint64_t file_size(const char *path)
 {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n > 0 ? (uint64_t)n : 0;
+}
+
+/* One reader of raw_read: the next 8 MiB block until the end of the file. */
+typedef struct raw_reader {
+    int fd;
+    uint64_t size, next;
+    pthread_mutex_t lock;
+} raw_reader;
+
+static void *raw_read_blocks(void *arg)
+{
+    raw_reader *rr = arg;
     size_t bs = 8u << 20;
     void *buf = NULL;
     if (posix_memalign(&buf, 4096, bs)) exit(1);
+    for (;;) {
+        pthread_mutex_lock(&rr->lock);
+        uint64_t off = rr->next;
+        rr->next += bs;
+        pthread_mutex_unlock(&rr->lock);
+        if (off >= rr->size) break;
+        ssize_t r = pread(rr->fd, buf, bs, (off_t)off);
+        if (r < 0) { perror("read"); exit(1); }
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Read a file in 8 MiB blocks after dropping its pages (cold), buffered or with O_DIRECT, one
+ * block at a time or (threads > 1) that many blocks in flight. Returns the seconds. */
+static double raw_read(const char *path, int direct, int threads)
+{
+    raw_reader rr = {.fd = -1, .size = file_size(path), .next = 0};
+    pthread_mutex_init(&rr.lock, NULL);
     drop_cache(path);
     double t0 = now_s();
-    int fd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
-    if (fd < 0) { perror(path); exit(1); }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    for (uint64_t off = 0;;) {
-        ssize_t r = pread(fd, buf, bs, (off_t)off);
-        if (r < 0) { perror(direct ? "read (O_DIRECT)" : "read"); exit(1); }
-        if (r == 0) break;
-        off += (uint64_t)r;
-    }
-    close(fd);
+    rr.fd = open(path, O_RDONLY | (direct ? O_DIRECT : 0));
+    if (rr.fd < 0) { perror(path); exit(1); }
+    posix_fadvise(rr.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    pthread_t th[8];
+    int n = threads < 1 ? 1 : threads > 8 ? 8 : threads;
+    for (int i = 1; i < n; i++)
+        if (pthread_create(&th[i], NULL, raw_read_blocks, &rr)) { perror("pthread_create"); exit(1); }
+    raw_read_blocks(&rr);
+    for (int i = 1; i < n; i++) pthread_join(th[i], NULL);
+    close(rr.fd);
     double s = now_s() - t0;
-    free(buf);
+    pthread_mutex_destroy(&rr.lock);
     return s;
 }
 
@@ -128,16 +166,6 @@ static double median(const double *v, int n)
     memcpy(t, v, sizeof *v * (size_t)n);
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
-static uint64_t file_size(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fclose(f);
-    return n > 0 ? (uint64_t)n : 0;
 }
 
 /* A digest of a context's state: its session bytes between superblock and footer (sections and
@@ -165,8 +193,9 @@ static const char usage[] =
     "                     [--rounds N] [--no-check] [--keep] [--json]\n"
     "\n"
     "Save and load speed of a large session (geometry-only model, context filled with random valid\n"
-    "state) next to the raw speed of the disk (the faster of buffered and O_DIRECT transfers of the\n"
-    "same size, cold), in DIR. GB/s are 10^9 bytes of session per second.\n"
+    "state) next to the raw speed of the disk (the fastest of buffered and O_DIRECT transfers of the\n"
+    "same size, cold; reads also with 4 O_DIRECT blocks in flight), in DIR. GB/s are 10^9 bytes of\n"
+    "session per second.\n"
     "\n"
     "  --model M           geometry: v4-flash (default), v4-pro or tiny\n"
     "  --tokens N          context length, 0..16777216 (default 1048576)\n"
@@ -190,10 +219,14 @@ typedef struct {
     int same; /* -1: not checked */
 } round_result;
 
-/* The raw transfers of one round: write and read, buffered [0] and O_DIRECT [1]. */
+/* The raw transfers of one round: write and read, buffered [0] and O_DIRECT [1]; reads also
+ * O_DIRECT with RAW_QD blocks in flight [2]. */
+#define RAW_QD 4
 typedef struct {
-    double write_s[2], read_s[2];
+    double write_s[2], read_s[3];
 } raw_result;
+
+static double read_best(const raw_result *r) { return dmin(r->read_s[0], dmin(r->read_s[1], r->read_s[2])); }
 
 #define MAX_ROUNDS 51
 
@@ -290,15 +323,16 @@ int main(int argc, char **argv)
     for (int k = 0; k < rounds && !failed; k++, done++) {
         raw_result *rw = &raws[k];
         for (int dio = 0; dio < 2; dio++) rw->write_s[dio] = raw_write(raw, bytes, dio);
-        for (int dio = 0; dio < 2; dio++) rw->read_s[dio] = raw_read(raw, dio);
+        for (int m = 0; m < 3; m++) rw->read_s[m] = raw_read(raw, m > 0, m == 2 ? RAW_QD : 1);
         unlink(raw);
         if (rounds > 1) fprintf(txt, "  round %d\n", k + 1);
         fprintf(txt, "  raw write    %6.2f GB/s  (%.2f s, 8 MiB blocks + fsync; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n",
                 (double)bytes / 1e9 / dmin(rw->write_s[0], rw->write_s[1]), dmin(rw->write_s[0], rw->write_s[1]),
                 (double)bytes / 1e9 / rw->write_s[0], (double)bytes / 1e9 / rw->write_s[1]);
-        fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s, cold, 8 MiB blocks; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n",
-                (double)bytes / 1e9 / dmin(rw->read_s[0], rw->read_s[1]), dmin(rw->read_s[0], rw->read_s[1]),
-                (double)bytes / 1e9 / rw->read_s[0], (double)bytes / 1e9 / rw->read_s[1]);
+        fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s, cold, 8 MiB blocks; buffered %.2f GB/s, O_DIRECT %.2f GB/s, "
+                     "x%d %.2f GB/s)\n",
+                (double)bytes / 1e9 / read_best(rw), read_best(rw), (double)bytes / 1e9 / rw->read_s[0],
+                (double)bytes / 1e9 / rw->read_s[1], RAW_QD, (double)bytes / 1e9 / rw->read_s[2]);
         fflush(txt);
         for (int z = 0; z < n_modes && !failed; z++) {
             round_result *r = &res[k][z];
@@ -317,13 +351,13 @@ int main(int argc, char **argv)
             if ((st = hc_ctx_load(d, path))) die("load", st, d);
             r->load_s = now_s() - t0, r->load_cpu_s = cpu_s() - c0;
             snprintf(r->name, sizeof r->name, z ? "zstd-%d" : "none", level);
-            /* against this round's disk: the faster raw transfer of each direction */
+            /* against this round's disk: the fastest raw transfer of each direction */
             fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; file %.3f GB, %.3fx; %.0f%% of raw write)\n",
                     r->name, (double)bytes / 1e9 / r->save_s, r->save_s, r->save_cpu_s, (double)r->file_bytes / 1e9,
                     (double)bytes / (double)r->file_bytes, 100.0 * dmin(rw->write_s[0], rw->write_s[1]) / r->save_s);
             fprintf(txt, "  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU, cold; %.0f%% of raw read)", r->name,
                     (double)bytes / 1e9 / r->load_s, r->load_s, r->load_cpu_s,
-                    100.0 * dmin(rw->read_s[0], rw->read_s[1]) / r->load_s);
+                    100.0 * read_best(rw) / r->load_s);
             r->same = -1;
             if (check) {
                 r->same = digest(d, &buf, &cap) == want && hc_ctx_n_tokens(d) == tokens;
@@ -341,16 +375,18 @@ int main(int argc, char **argv)
         }
     }
     /* medians over the rounds; the disk's speed is the faster way of each round */
-    double v[MAX_ROUNDS], w_s, r_s, raw_m[2][2];
-    for (int dio = 0; dio < 2; dio++) {
-        for (int k = 0; k < done; k++) v[k] = raws[k].write_s[dio];
-        raw_m[0][dio] = median(v, done);
-        for (int k = 0; k < done; k++) v[k] = raws[k].read_s[dio];
-        raw_m[1][dio] = median(v, done);
+    double v[MAX_ROUNDS], w_s, r_s, raw_w[2], raw_r[3];
+    for (int m = 0; m < 3; m++) {
+        if (m < 2) {
+            for (int k = 0; k < done; k++) v[k] = raws[k].write_s[m];
+            raw_w[m] = median(v, done);
+        }
+        for (int k = 0; k < done; k++) v[k] = raws[k].read_s[m];
+        raw_r[m] = median(v, done);
     }
     for (int k = 0; k < done; k++) v[k] = dmin(raws[k].write_s[0], raws[k].write_s[1]);
     w_s = median(v, done);
-    for (int k = 0; k < done; k++) v[k] = dmin(raws[k].read_s[0], raws[k].read_s[1]);
+    for (int k = 0; k < done; k++) v[k] = read_best(&raws[k]);
     r_s = median(v, done);
     round_result med[2];
     int ran = 0; /* compression modes reported */
@@ -375,9 +411,10 @@ int main(int argc, char **argv)
     if (rounds > 1 && !failed) {
         fprintf(txt, "  median of %d rounds\n", rounds);
         fprintf(txt, "  raw write    %6.2f GB/s  (%.2f s; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n", (double)bytes / 1e9 / w_s,
-                w_s, (double)bytes / 1e9 / raw_m[0][0], (double)bytes / 1e9 / raw_m[0][1]);
-        fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s; buffered %.2f GB/s, O_DIRECT %.2f GB/s)\n", (double)bytes / 1e9 / r_s,
-                r_s, (double)bytes / 1e9 / raw_m[1][0], (double)bytes / 1e9 / raw_m[1][1]);
+                w_s, (double)bytes / 1e9 / raw_w[0], (double)bytes / 1e9 / raw_w[1]);
+        fprintf(txt, "  raw read     %6.2f GB/s  (%.2f s; buffered %.2f GB/s, O_DIRECT %.2f GB/s, x%d %.2f GB/s)\n",
+                (double)bytes / 1e9 / r_s, r_s, (double)bytes / 1e9 / raw_r[0], (double)bytes / 1e9 / raw_r[1], RAW_QD,
+                (double)bytes / 1e9 / raw_r[2]);
         for (int z = 0; z < ran; z++) {
             fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; %.0f%% of raw write)\n", med[z].name,
                     (double)bytes / 1e9 / med[z].save_s, med[z].save_s, med[z].save_cpu_s, 100.0 * w_s / med[z].save_s);
@@ -401,11 +438,11 @@ int main(int argc, char **argv)
         cli_json_number(stdout, w_s);
         printf(",\n  \"raw_read_s\": ");
         cli_json_number(stdout, r_s);
-        static const char *const raw_keys[2][2] = {{"raw_write_buffered_s", "raw_write_direct_s"},
-                                                   {"raw_read_buffered_s", "raw_read_direct_s"}};
-        for (int i = 0; i < 4; i++) {
-            printf(",\n  \"%s\": ", raw_keys[i / 2][i % 2]);
-            cli_json_number(stdout, raw_m[i / 2][i % 2]);
+        static const char *const raw_keys[5] = {"raw_write_buffered_s", "raw_write_direct_s", "raw_read_buffered_s",
+                                                "raw_read_direct_s", "raw_read_direct_qd4_s"};
+        for (int i = 0; i < 5; i++) {
+            printf(",\n  \"%s\": ", raw_keys[i]);
+            cli_json_number(stdout, i < 2 ? raw_w[i] : raw_r[i - 2]);
         }
         printf(",\n  \"rounds\": %d,\n  \"runs\": [", done);
         for (int z = 0; z < ran; z++) { /* medians over the rounds */

@@ -33,6 +33,9 @@
 #define HCS_ZSTD_WINDOW_LOG_MAX 22
 #define HCS_IO_UNIT (8u << 20)       /* file transfers of save and load: about this many bytes each */
 #define HCS_IO_UNITS 4               /* ... with this many in flight or buffered (lib/session/dio.h) */
+#define HCS_READ_AHEAD 16            /* loads: units read ahead of the checks at most (buffered ones: HCS_IO_UNITS) */
+#define HCS_READ_THREADS 2           /* ... by this many I/O threads (1 for sessions of under 2 MiB) */
+#define HCS_POPULATE_THREADS 4       /* ... whose pages up to this many threads make resident first */
 #define HCS_DIRECT_MIN (64ull << 20) /* sessions this large go through O_DIRECT (small ones stay
                                         buffered: their reads are mostly page-cache hits) */
 

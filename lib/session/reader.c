@@ -371,7 +371,7 @@ typedef struct rslot {
     hcs_piece pc;
     hcs_chunk ch;
     const uint8_t *stored;
-    uint8_t *b_raw, *b_pg;      /* from r->bufs when pin_raw / pin_pg, else malloc'd */
+    uint8_t *b_raw, *b_pg;      /* host_buf: from r->bufs when pin_raw / pin_pg */
     uint8_t *dst;               /* != NULL: the chunk's raw bytes go here (they are its pages) */
     int in_place;               /* stored == dst: read straight into the pages */
     int status;
@@ -388,6 +388,8 @@ typedef struct runit {
     uint64_t first;
     uint32_t n;
     uint8_t *dst;
+    uint32_t buf;               /* dst == NULL: the how-manieth buffered unit (its buffer: buf % n_ubuf) */
+    uint32_t sec;               /* the section it starts in */
 } runit;
 
 typedef struct reader {
@@ -403,13 +405,39 @@ typedef struct reader {
     /* file streams */
     hcs_dio *dio;
     runit *units;
-    uint32_t n_units, n_ubuf;   /* units, and buffers: unit u is read into buffer u % n_ubuf */
+    uint32_t n_units;
+    uint32_t n_desc;            /* units in flight or queued at most: unit u uses dio unit u % n_desc */
+    uint32_t n_ubuf;            /* buffers of the buffered units (direct ones read into the pages) */
+    uint8_t *ubuf[HCS_IO_UNITS]; /* host_buf: from bufs when given */
     uint32_t u_read, u_wait;    /* units queued for reading / whose reads were waited for */
     uint32_t u_done;            /* units whose slot is free again (direct: waited; buffered: applied) */
-    hcs_pipe *pop;              /* makes direct units' pages resident, ahead of their reads */
-    uint32_t u_pop, pop_unit[2 * HCS_IO_UNITS];
+    uint32_t b_done;            /* buffered units among them */
+    atomic_int no_huge;         /* hcs_populate of the pages (direct units, zstd chunks): slow huge pages */
     uint64_t seq, fin;          /* chunks submitted / applied */
 } reader;
+
+/* The pages of section i (dest[i]): whole blocks, one page each (the fp8 format). */
+static size_t section_pages(const reader *r, uint32_t i)
+{
+    const hcs_section *s = &r->f->sec[i];
+    return (size_t)((s->n_rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES) * HCI_PAGE_ENTRIES * s->row_bytes;
+}
+
+/* Make [p, p + n) of section i's pages resident; when huge pages turn out slow, decline them
+ * from p on, in this section and every later one (once, not per range: each change of the
+ * mapping takes the address space's lock for writing, which waits for the other threads'
+ * populates). */
+static void populate(reader *r, uint32_t i, uint8_t *p, size_t n)
+{
+    int tripped = hcs_populate(p, n, &r->no_huge);
+    if (!tripped && hcs_hooks.huge_slow) tripped = atomic_exchange(&r->no_huge, 1) == 0;
+    if (!tripped) return;
+    for (uint32_t k = i; k < r->f->n_sec; k++) {
+        if (!r->dest[k]) continue;
+        uint8_t *from = k == i ? p + n : r->dest[k], *end = r->dest[k] + section_pages(r, k);
+        if (from < end) hcs_decline_huge(from, (size_t)(end - from));
+    }
+}
 
 static void load_work(void *arg, int si)
 {
@@ -424,7 +452,7 @@ static void load_work(void *arg, int si)
         if (!(k ? r->pin_pg : r->pin_raw)) continue;
         if ((s->status = r->bufs->wait(r->bufs->arg, b, s->err, sizeof s->err))) return;
     }
-    if (s->dst && !s->in_place) hcs_populate(s->dst, s->ch.raw_size);
+    if (s->dst && !s->in_place) populate(r, s->pc.sec, s->dst, s->ch.raw_size);
     s->status = decode_chunk(&s->ch, s->stored, s->dst && s->ch.codec == HCS_CODEC_ZSTD ? s->dst : s->b_raw, &s->dz,
                              &s->pc.raw, why, sizeof why);
     if (s->status) {
@@ -500,6 +528,7 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
     r->units = u, *cap = HCS_DIO_ALIGN;
     if (!u) return 0;
     uint64_t g = 0;
+    uint32_t nb = 0;
     for (uint32_t i = 0; i < f->n_sec; i++) {
         const hcs_section *sec = &f->sec[i];
         uint64_t off = sec->offset;
@@ -510,7 +539,7 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
             uint64_t cend = off + hcs_file_chunk(f, sec->first_chunk).stored_size;
             for (uint64_t pos = off, stop = hcs_align(run_end); pos < stop; n++) {
                 uint64_t hi = stop - pos < target ? stop : pos + target;
-                u[n] = (runit){.off = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off)};
+                u[n] = (runit){.off = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off), .buf = 0, .sec = i};
                 for (; j < d && cend <= hi; j++, g++, u[n].n++)
                     if (j + 1 < d) cend += hcs_file_chunk(f, sec->first_chunk + j + 1).stored_size;
                 pos = hi;
@@ -523,7 +552,7 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
             if (n && !u[n - 1].dst && hi - u[n - 1].off <= target) {
                 u[n - 1].end = hi, u[n - 1].n++;
             } else {
-                u[n] = (runit){.off = lo, .end = hi, .first = g, .n = 1, .dst = NULL};
+                u[n] = (runit){.off = lo, .end = hi, .first = g, .n = 1, .dst = NULL, .buf = nb++, .sec = i};
                 n++;
             }
             if (u[n - 1].end - u[n - 1].off > *cap) *cap = (size_t)(u[n - 1].end - u[n - 1].off);
@@ -533,36 +562,36 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
     return n;
 }
 
-static void populate_work(void *arg, int slot)
+/* hcs_dio_prep_fn: a direct unit's pages are made resident before its read, on the populate
+ * threads, as soon as the unit is queued. */
+static void prep_unit(void *arg, const hcs_unit *b)
 {
     reader *r = arg;
-    const runit *u = &r->units[r->pop_unit[slot]];
-    hcs_populate(u->dst, (size_t)(u->end - u->off));
+    const runit *u = &r->units[b->tag];
+    if (u->dst) populate(r, u->sec, u->dst, (size_t)(u->end - u->off));
 }
 
 /* Free the slots of units that are done with (direct: waited for; buffered: every chunk
- * applied), then queue unit reads while slots are free. Fresh pages cost the kernel more to
- * fault in than the disk takes to fill them, so the pages of direct units are made resident on
- * the populate workers, twice as far ahead as the reads (the read of a unit whose pages are not
- * resident yet faults them itself: correct either way). */
+ * applied), then queue unit reads while slots (and, for buffered units, buffers) are free.
+ * Direct units hold no buffer, so their reads are queued up to n_desc units ahead of the
+ * calling thread, and their pages are made resident (prep_unit) as soon as they are queued:
+ * fresh pages cost the kernel about as much CPU to fault in as the disk takes to fill them, and
+ * on threads of their own that runs ahead of the reads instead of between them. */
 static void advance(reader *r)
 {
     for (; r->u_done < r->u_read; r->u_done++) {
         const runit *u = &r->units[r->u_done];
         if (u->dst ? r->u_done >= r->u_wait : r->fin < u->first + u->n) break;
+        if (!u->dst) r->b_done++;
     }
-    for (uint32_t n_pop = 2 * r->n_ubuf; r->u_pop < r->n_units && r->u_pop < r->u_done + n_pop; r->u_pop++) {
-        if (!r->units[r->u_pop].dst) continue;
-        int slot = (int)(r->u_pop % n_pop);
-        hcs_pipe_wait(r->pop, slot);
-        r->pop_unit[slot] = r->u_pop;
-        hcs_pipe_submit(r->pop, slot);
-    }
-    while (r->u_read < r->n_units && r->u_read < r->u_done + r->n_ubuf) {
+    while (r->u_read < r->n_units && r->u_read < r->u_done + r->n_desc) {
         const runit *u = &r->units[r->u_read];
-        hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_ubuf));
-        b->off = u->off, b->len = (size_t)(u->end - u->off), b->dst = u->dst;
-        hcs_dio_submit(r->dio, (int)(r->u_read % r->n_ubuf));
+        if (!u->dst && u->buf >= r->b_done + r->n_ubuf) break;
+        hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_desc));
+        b->off = u->off, b->len = (size_t)(u->end - u->off);
+        b->dst = u->dst ? u->dst : r->ubuf[u->buf % r->n_ubuf];
+        b->tag = r->u_read;
+        hcs_dio_submit(r->dio, (int)(r->u_read % r->n_desc));
         r->u_read++;
     }
 }
@@ -589,7 +618,7 @@ static int wait_units(reader *r, uint32_t cu, hcs_apply_fn apply, void *arg, cha
             if (r->fin == r->seq) return hci_errf(err, errsz, HC_ERR_INTERNAL, "unit %u cannot be read", r->u_wait);
             st = finish_one(r, apply, arg, err, errsz);
         } else {
-            st = hcs_dio_wait(r->dio, (int)(r->u_wait % r->n_ubuf), err, errsz);
+            st = hcs_dio_wait(r->dio, (int)(r->u_wait % r->n_desc), err, errsz);
             if (!st) r->u_wait++, advance(r);
         }
         if (st) return st;
@@ -597,26 +626,34 @@ static int wait_units(reader *r, uint32_t cu, hcs_apply_fn apply, void *arg, cha
     return HC_OK;
 }
 
+/* A host buffer of n bytes, HCS_DIO_ALIGN-aligned (unit buffers take O_DIRECT reads), from bufs
+ * when pin. */
+static uint8_t *host_buf(const reader *r, int pin, size_t n)
+{
+    void *b = NULL;
+    if (pin) return r->bufs->alloc(r->bufs->arg, n);
+    return posix_memalign(&b, HCS_DIO_ALIGN, n) ? NULL : b;
+}
+
+static void host_buf_free(const reader *r, int pin, void *p)
+{
+    if (p && pin) r->bufs->free(r->bufs->arg, p);
+    else free(p);
+}
+
 static void reader_free(reader *r)
 {
-    hcs_pipe_destroy(r->pop);
+    hcs_dio_cancel(r->dio); /* after a failure: the reads still queued are not needed */
     hcs_pipe_destroy(r->pipe);
     hcs_dio_destroy(r->dio);
+    for (uint32_t i = 0; i < r->n_ubuf; i++) host_buf_free(r, r->bufs != NULL, r->ubuf[i]);
     for (int i = 0; r->slots && i < r->n_slots; i++) {
         rslot *s = &r->slots[i];
-        if (s->b_raw && r->pin_raw) r->bufs->free(r->bufs->arg, s->b_raw);
-        else free(s->b_raw);
-        if (s->b_pg && r->pin_pg) r->bufs->free(r->bufs->arg, s->b_pg);
-        else free(s->b_pg);
+        host_buf_free(r, r->pin_raw, s->b_raw);
+        host_buf_free(r, r->pin_pg, s->b_pg);
         ZSTD_freeDCtx(s->dz);
     }
     free(r->slots), free(r->units);
-}
-
-/* A slot buffer of n bytes, from bufs when pin. */
-static uint8_t *slot_buf(const reader *r, int pin, size_t n)
-{
-    return pin ? r->bufs->alloc(r->bufs->arg, n) : malloc(n);
 }
 
 int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *dest, const hcs_bufs *bufs,
@@ -625,6 +662,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     reader r;
     memset(&r, 0, sizeof r);
     r.f = f, r.fmt = fmt, r.dest = dest, r.bufs = bufs;
+    atomic_init(&r.no_huge, 0);
     /* Pieces point into the unit buffers (raw chunks), b_raw (decompressed chunks) or b_pg (pages
      * converted to the context's format): the slot buffers come from bufs when they can be the
      * pages of a piece often (b_raw: the file has zstd chunks; b_pg: a format other than fp8,
@@ -648,19 +686,26 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     int st = r.slots ? HC_OK : HC_ERR_OUT_OF_MEMORY;
     for (int i = 0; !st && i < r.n_slots; i++) {
         rslot *s = &r.slots[i];
-        s->b_raw = slot_buf(&r, r.pin_raw, f->max_raw ? f->max_raw : 1);
-        s->b_pg = fmt ? slot_buf(&r, r.pin_pg, cap_pg) : NULL;
+        s->b_raw = host_buf(&r, r.pin_raw, f->max_raw ? f->max_raw : 1);
+        s->b_pg = fmt ? host_buf(&r, r.pin_pg, cap_pg) : NULL;
         if (!s->b_raw || (fmt && !s->b_pg)) st = HC_ERR_OUT_OF_MEMORY;
     }
     if (!st && !f->src.buf) { /* a file: read in units, ahead of the workers */
         size_t cap = 0;
         uint64_t target = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
         r.n_units = plan_units(&r, target, &cap);
-        r.n_ubuf = HCS_IO_UNITS;
+        r.n_desc = HCS_READ_AHEAD;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
-        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_ubuf, cap, bufs)) ||
-            !(r.pop = hcs_pipe_create(dest ? n_workers : 0, 2 * (int)r.n_ubuf, populate_work, &r)))
+        int n_io = n_workers ? HCS_READ_THREADS : 1;
+        int n_pop = n_workers < HCS_POPULATE_THREADS ? n_workers : HCS_POPULATE_THREADS;
+        if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_desc, 0, n_io, bufs)) ||
+            (dest && hcs_dio_set_prep(r.dio, prep_unit, &r, n_pop)))
             st = HC_ERR_OUT_OF_MEMORY;
+        /* raw chunks' pieces point into these: from bufs, like the slots' */
+        while (!st && r.n_ubuf < HCS_IO_UNITS) {
+            if (!(r.ubuf[r.n_ubuf] = host_buf(&r, bufs != NULL, cap))) st = HC_ERR_OUT_OF_MEMORY;
+            else r.n_ubuf++;
+        }
     }
     if (!st && !(r.pipe = hcs_pipe_create(n_workers, r.n_slots, load_work, &r))) st = HC_ERR_OUT_OF_MEMORY;
     if (st) {
@@ -680,7 +725,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
             if (r.dio) {
                 while (r.seq >= r.units[cu].first + r.units[cu].n) cu++;
                 if ((st = wait_units(&r, cu, apply, arg, err, errsz))) break;
-                stored = j < d ? dst : hcs_dio_unit(r.dio, (int)(cu % r.n_ubuf))->buf + (off - r.units[cu].off);
+                stored = j < d ? dst : r.ubuf[r.units[cu].buf % r.n_ubuf] + (off - r.units[cu].off);
             } else if ((st = src_read(&f->src, off, ch.stored_size, NULL, &stored, err, errsz))) {
                 break;
             }

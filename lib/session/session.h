@@ -35,6 +35,7 @@ typedef struct hcs_test_hooks {
     uint32_t entry_rows_per_chunk; /* != 0: chunk size of entry sections, in rows (a multiple of 64) */
     uint32_t io_unit;           /* != 0: file transfers of about this many bytes (a multiple of 4096) */
     int direct_io;              /* 0: O_DIRECT for large sessions only; 1: always; -1: never */
+    int huge_slow;              /* != 0: a load's first populate counts as slow (huge pages declined) */
 } hcs_test_hooks;
 extern hcs_test_hooks hcs_hooks;
 

@@ -550,7 +550,7 @@ int hcs_save(const hc_ctx *c, hcs_sink *sink, int level, int n_threads, uint64_t
     if (sink->fd >= 0) {
         w.uoff = HCS_BLOCK, w.ucap = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : total_raw >= HCS_DIRECT_MIN;
-        if (!(w.dio = hcs_dio_create(sink->fd, sink->name, 1, direct, HCS_IO_UNITS, w.ucap, NULL))) {
+        if (!(w.dio = hcs_dio_create(sink->fd, sink->name, 1, direct, HCS_IO_UNITS, w.ucap, 1, NULL))) {
             writer_free(&w);
             return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the save buffers");
         }
