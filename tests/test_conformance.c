@@ -47,6 +47,10 @@ static const candidate candidates[] = {
     /* the fast GEMVs alone take the 64-token pieces: also checked for batch invariance */
     {"cuda (exact, gemv_fast)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"gemv_fast"}, 1, 0,
      0},
+    /* the wgmma FP8 GEMM (sm_90; elsewhere the option falls back) for the pieces past 64 tokens,
+     * its rows checked for batch invariance (check_gemm_invariance: 80 and 144 of 208 tokens) */
+    {"cuda (exact, gemv_fast, gemm_wgmma)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"gemv_fast", "gemm_wgmma"}, 1, 0, 0},
     /* fast numerics, the default on CUDA (gemv_fast, index_fast, comp_fast): the docs/golden.md
      * share of the top-k picks */
     {"cuda (fast)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 1, 0.95, 1e-2},

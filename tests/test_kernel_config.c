@@ -230,6 +230,10 @@ START_TEST(gemm_e4m3_to_f16)
                 ck_assert_msg(f16_value(h[i]) == want, "code 0x%02x: f16 0x%04x, want %g", b[i], h[i], want);
                 ck_assert_int_eq(h[i] >> 15, b[i] >> 7); /* the sign of zeros too */
             }
+            uint32_t lo2, hi2; /* the wgmma kernel's form: the same bits, NaN codes included */
+            gw_e4m3x4_to_f16x2(q, &lo2, &hi2);
+            ck_assert_uint_eq(lo2, lo);
+            ck_assert_uint_eq(hi2, hi);
         }
 }
 END_TEST
@@ -272,6 +276,114 @@ START_TEST(gemm_maps)
             }
             free(seen);
         }
+}
+END_TEST
+
+/* The wgmma kernel (gemm_fp8_wgmma.cu): shared-memory plan; the producer's loads and f16 stores
+ * cover each operand tile once, conflict-free, at the addresses from which wgmma's 128B swizzle
+ * reads the big kernel's logical k order; the accumulator and output-staging maps. */
+START_TEST(gemm_wgmma_maps)
+{
+    static const int bns[4] = {128, 64, 32, 16};
+    static unsigned char seen[(GW_BM + 128) * 256 / 2];
+    ck_assert_int_eq(GW_THREADS, 3 * 128);
+    ck_assert_int_eq(GW_BM, GF_SCALE_BLOCK);
+    ck_assert_int_eq(GW_PROD_THREADS, 128);
+    for (int b = 0; b < 4; b++) {
+        const int BN = bns[b], NL = GW_LOADS(BN);
+        /* budget: one CTA per SM; tiles on 1024-byte boundaries (the swizzle), staging on 16 */
+        ck_assert_int_le(GW_SMEM_BYTES(BN), SM90_SMEM_PER_CTA);
+        ck_assert_int_eq(GW_STAGE_BYTES(BN) % 1024, 0);
+        ck_assert_int_eq(GW_HALF_BYTES(GW_BM) % 1024, 0);
+        ck_assert_int_eq(GW_HALF_BYTES(BN) % 1024, 0);
+        ck_assert_int_eq(GW_OFF_EPI(BN) % 16, 0);
+        ck_assert_int_eq(GW_STAGE_BYTES(BN), 2 * GW_HALF_BYTES(GW_BM) + 2 * GW_HALF_BYTES(BN));
+        ck_assert_int_ge(GW_PROD_THREADS, BN); /* thread pt < BN writes token pt's scale */
+        ck_assert_int_eq(BN % 16, 0);
+        /* producer: each (row, 16-byte f16 chunk) of both tiles stored once; an 8-thread phase of
+         * an STS.128 in 8 bank groups; a warp's load covers 4 whole 128-byte code rows */
+        memset(seen, 0, sizeof seen);
+        for (int j = 0; j < NL; j++) {
+            const int rows = j < 8 ? GW_BM : BN, base = j < 8 ? 0 : 2 * GW_HALF_BYTES(GW_BM);
+            for (int half = 0; half < 2; half++)
+                for (int p0 = 0; p0 < GW_PROD_THREADS; p0 += 8) {
+                    unsigned banks = 0;
+                    for (int pt = p0; pt < p0 + 8; pt++) {
+                        const int row = gw_ld_row(pt, j < 8 ? j : j - 8), c8 = gw_ld_c8(pt);
+                        ck_assert(row >= 0 && row < rows);
+                        ck_assert_int_eq(gw_ld_row(p0, j < 8 ? j : j - 8), row);
+                        const int off = base + gw_sw_off(rows, row, gf_st_chunk(c8, half));
+                        ck_assert(off >= 0 && off < GW_STAGE_BYTES(BN) && off % 16 == 0);
+                        ck_assert_msg(!seen[off / 16]++, "BN %d: chunk at %d stored twice", BN, off);
+                        banks |= 1u << ((off >> 4) & 7);
+                    }
+                    ck_assert_uint_eq(banks, 0xff);
+                }
+        }
+        for (int i = 0; i < GW_STAGE_BYTES(BN) / 16; i++) ck_assert_int_eq(seen[i], 1);
+        /* wgmma's view (K-major, 128B swizzle = address bits 4-6 XOR bits 7-9 of the 1024-aligned
+         * tile): element e of k16 step kk of row r, at byte (kk % 4) * 32 + 2e of the row in
+         * k-half kk / 4, is logical chunk 2 kk + e / 8, position e % 8 - the f16 that the big
+         * kernel's ldmatrix feeds its mma step kk (gf_lda_chunk / gf_ldb_chunk) */
+        for (int t = 0; t < 2; t++) {
+            const int rows = t ? BN : GW_BM;
+            for (int r = 0; r < rows; r++)
+                for (int kk = 0; kk < GF_BK / 16; kk++)
+                    for (int e = 0; e < 16; e++) {
+                        const int lin = (kk >> 2) * GW_HALF_BYTES(rows) + r * 128 + (kk & 3) * 32 + 2 * e;
+                        const int phys = lin ^ (((lin >> 7) & 7) << 4);
+                        ck_assert_int_eq(phys, gw_sw_off(rows, r, 2 * kk + (e >> 3)) + 2 * (e & 7));
+                    }
+        }
+        /* accumulators: each (row, token) of a consumer's 64 x BN tile once, rows g and g + 8 */
+        static unsigned char hit[64][128];
+        memset(hit, 0, sizeof hit);
+        for (int wi = 0; wi < 4; wi++)
+            for (int lane = 0; lane < 32; lane++)
+                for (int x = 0; x < BN / 2; x++) {
+                    int row, tok;
+                    gw_out(wi, lane, x, &row, &tok);
+                    ck_assert(row >= 0 && row < 64 && tok >= 0 && tok < BN);
+                    ck_assert(!hit[row][tok]++);
+                    /* the layout attend_wgmma.cu and index_wgmma.cu read (d[4j + 2h + c]) */
+                    ck_assert_int_eq(row, 16 * wi + lane / 4 + 8 * ((x / 2) % 2));
+                    ck_assert_int_eq(tok, 8 * (x / 4) + 2 * (lane % 4) + x % 2);
+                }
+        /* staging: each (token, row) once in BN x 128 bytes; one 2-byte store instruction (fixed x,
+         * a warp's 32 lanes) in 32 distinct words or two halves of one; 8 threads reading one
+         * token's 8 chunks in 8 bank groups */
+        static unsigned char used[128 * 128];
+        memset(used, 0, sizeof used);
+        for (int tok = 0; tok < BN; tok++)
+            for (int row = 0; row < 64; row++) {
+                const int off = gw_epi_off(tok, row);
+                ck_assert(off >= 0 && off < GW_EPI_BYTES(BN) && off % 2 == 0);
+                ck_assert(!used[off / 2]++);
+                ck_assert_int_eq(off - gw_epi_off(tok, row & ~7), 2 * (row & 7)); /* chunks of 8 rows */
+            }
+        for (int wi = 0; wi < 4; wi++)
+            for (int x = 0; x < BN / 2; x++) {
+                int word_lane[32];
+                for (int lane = 0; lane < 32; lane++) {
+                    int row, tok;
+                    gw_out(wi, lane, x, &row, &tok);
+                    word_lane[lane] = gw_epi_off(tok, row) / 4;
+                }
+                for (int l1 = 0; l1 < 32; l1++)
+                    for (int l2 = l1 + 1; l2 < 32; l2++)
+                        if (word_lane[l1] % 32 == word_lane[l2] % 32)
+                            ck_assert_msg(word_lane[l1] == word_lane[l2], "BN %d: staging store bank conflict", BN);
+            }
+        for (int it0 = 0; it0 < BN * 8; it0 += 8) {
+            unsigned banks = 0;
+            for (int it = it0; it < it0 + 8; it++) {
+                const int tok = it >> 3, q = it & 7;
+                ck_assert_int_eq(tok, it0 >> 3);
+                banks |= 1u << ((gw_epi_off(tok, 8 * q) >> 4) & 7);
+            }
+            ck_assert_uint_eq(banks, 0xff);
+        }
+    }
 }
 END_TEST
 
@@ -679,6 +791,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, gemm_swizzle);
     tcase_add_test(tc, gemm_e4m3_to_f16);
     tcase_add_test(tc, gemm_maps);
+    tcase_add_test(tc, gemm_wgmma_maps);
     tcase_add_test(tc, gemv_quant_shapes);
     tcase_add_test(tc, index_limits);
     tcase_add_test(tc, index_derive);

@@ -47,6 +47,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"gemv_fast", offsetof(hci_cu_options, gemv_fast)},
         {"index_fast", offsetof(hci_cu_options, index_fast)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
+        {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {

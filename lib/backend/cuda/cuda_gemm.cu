@@ -188,6 +188,13 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     /* the own GEMM, unless the option asks for cuBLASLt's FP8 GEMM (its FP8 tensor-core
      * accumulation, not the CPU's arithmetic) to compare speed and results */
     if (!cu->opt.fp8_gemm_cublaslt) {
+        /* option gemm_wgmma: the same formula on Hopper's wgmma; a shape or GPU it does not take
+         * (HC_ERR_INVALID_ARG) goes to the mma.sync kernel */
+        if (cu->opt.gemm_wgmma && hci_cu_device_is_sm90()) {
+            int st = hci_cu_gemm_fp8_wgmma(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
+            if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8_wgmma");
+            if (st == HC_OK) return HC_OK;
+        }
         int st = hci_cu_gemm_fp8(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8");
         if (st) return hci_errf(be->err, be->errsz, st, "gemm_fp8: unsupported %dx%d weight for %d tokens", M, K, n);

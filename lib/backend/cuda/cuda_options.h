@@ -48,6 +48,12 @@ typedef struct hci_cu_options {
      * the log2 domain, fixed row splits for pieces of up to 4 queries. Within rounding of the
      * mma.sync kernel, deterministic and batch-invariant. Set by HC_NUMERICS_FAST. */
     int attend_fast;
+    /* FP8 projections of more than 16 tokens (64 with gemv_fast) on an sm_90 GPU by the wgmma
+     * kernel (kernels/gemm/gemm_fp8_wgmma.cu) instead of the mma.sync one (gemm_fp8.cu): the
+     * same formula (f16 codes, fp32 block dots from zero, the blocks' scaled sums added in k
+     * order), each k16 step over the same 16 products; batch-invariant. Other GPUs and shapes it
+     * does not take use gemm_fp8.cu. Off until measured (tools/gemm-check). */
+    int gemm_wgmma;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */

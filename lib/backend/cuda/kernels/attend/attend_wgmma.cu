@@ -26,6 +26,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include "../common.cuh"
+#include "../wgmma.cuh"
 #include "attend.h"
 #include "attend_rows.cuh"
 
@@ -51,28 +52,17 @@ enum { BAR_FULL = 1, BAR_EMPTY = 3, BAR_EXCH = 5 }; /* + stage; 0 is __syncthrea
  * piece index XOR row mod 8 within each 64-dim column tile). */
 __device__ __forceinline__ uint32_t sw_off(int r, int c) { return (uint32_t)((c >> 3) * TILE + r * 128 + (((c & 7) ^ (r & 7)) << 4)); }
 
-/* Shared-memory matrix descriptors, 128-byte swizzle, 8-row groups 1024 bytes apart:
- * K-major (Q, and the block as the keys) and MN-major (the block as V, 64-dim tiles TILE apart). */
-__device__ __forceinline__ uint64_t desc_k(uint32_t a)
-{
-    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
-}
-__device__ __forceinline__ uint64_t desc_mn(uint32_t a)
-{
-    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(TILE >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           ((uint64_t)1 << 62);
-}
+/* Shared-memory matrix descriptors (wgmma.cuh): K-major (Q, and the block as the keys) and
+ * MN-major (the block as V, 64-dim tiles TILE apart). */
+__device__ __forceinline__ uint64_t desc_k(uint32_t a) { return hci_wg_desc_k(a); }
+__device__ __forceinline__ uint64_t desc_mn(uint32_t a) { return hci_wg_desc(a, TILE); }
 
-__device__ __forceinline__ void bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void async_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ float ex2(float x)
 {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
-__device__ __forceinline__ void reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
     __nv_bfloat162_raw b = __floats2bfloat162_rn(lo, hi);
@@ -80,12 +70,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void regs_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
-template <int N> __device__ __forceinline__ void regs_free() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
-
 #define AT_F8(b) "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
 
 /* d (+)= Q.K^T for 64 rows x 64 entries x 16 dims, both operands K-major in shared memory. */
@@ -119,11 +103,6 @@ __device__ __forceinline__ void mma_pv(float (&d)[128], const uint32_t (&p)[4], 
 }
 #undef AT_F8
 #else /* the compute_90 PTX of the build: never run (at_fast_ok checks the device) */
-__device__ __forceinline__ void wg_fence() {}
-__device__ __forceinline__ void wg_commit() {}
-__device__ __forceinline__ void wg_wait0() {}
-template <int N> __device__ __forceinline__ void regs_alloc() {}
-template <int N> __device__ __forceinline__ void regs_free() {}
 __device__ __forceinline__ void mma_qk(float (&)[32], uint64_t, uint64_t, int) { __trap(); }
 __device__ __forceinline__ void mma_pv(float (&)[128], const uint32_t (&)[4], uint64_t) { __trap(); }
 #endif
@@ -153,7 +132,7 @@ __device__ void produce(const hci_cu_attn_args &a, int i, const at_range &rg, ui
     const int nb = (int)(rg.b1 - rg.b0);
     for (int b = 0; b < nb; b++) {
         const int st = b & 1;
-        if (b >= 2) bar_sync(BAR_EMPTY + st, THREADS);
+        if (b >= 2) hci_bar_sync(BAR_EMPTY + st, THREADS);
         uint8_t *kv = sm + OFF_KV + st * STAGE;
         const int64_t u0 = (rg.b0 + b) * AT_BLK;
 #pragma unroll 1
@@ -194,8 +173,8 @@ __device__ void produce(const hci_cu_attn_args &a, int i, const at_range &rg, ui
                 }
             }
         }
-        async_fence(); /* the generic-proxy stores, before the consumers' wgmma reads them */
-        bar_arrive(BAR_FULL + st, THREADS);
+        hci_async_fence(); /* the generic-proxy stores, before the consumers' wgmma reads them */
+        hci_bar_arrive(BAR_FULL + st, THREADS);
     }
 }
 
@@ -238,7 +217,7 @@ __device__ void produce_pre(const hci_cu_attn_args &a, const at_pre &pr, const a
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(sm);
     for (int b = 0; b < nb; b++) {
         const int st = b & 1;
-        if (b >= 2) bar_sync(BAR_EMPTY + st, THREADS);
+        if (b >= 2) hci_bar_sync(BAR_EMPTY + st, THREADS);
         const int64_t u0 = (rg.b0 + b) * AT_BLK;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
@@ -258,13 +237,13 @@ __device__ void produce_pre(const hci_cu_attn_args &a, const at_pre &pr, const a
         cp_commit();
         if (b >= 1) {
             cp_wait<1>(); /* block b - 1's copies (this thread's) have landed */
-            async_fence();
-            bar_arrive(BAR_FULL + (st ^ 1), THREADS);
+            hci_async_fence();
+            hci_bar_arrive(BAR_FULL + (st ^ 1), THREADS);
         }
     }
     cp_wait<0>();
-    async_fence();
-    bar_arrive(BAR_FULL + ((nb - 1) & 1), THREADS);
+    hci_async_fence();
+    hci_bar_arrive(BAR_FULL + ((nb - 1) & 1), THREADS);
 }
 
 /* Rows of the pre-pass: one thread per 16-byte piece of a row, the ring (ring != 0: positions
@@ -305,29 +284,29 @@ __device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int
 
     for (int b = 0; b < nb; b++) {
         const int st = b & 1;
-        bar_sync(BAR_FULL + st, THREADS);
+        hci_bar_sync(BAR_FULL + st, THREADS);
         const uint32_t kvs = sbase + OFF_KV + st * STAGE;
         /* S over this warpgroup's dims 256 w .. 256 w + 255: tiles 4w .. 4w+3, k16 steps of 32 bytes */
         float sc[32];
         {
             const uint64_t dq = desc_k(sbase + 4 * w * TILE), dk = desc_k(kvs + 4 * w * TILE);
 #pragma unroll
-            for (int x = 0; x < 32; x++) reg_fence(sc[x]);
-            wg_fence();
+            for (int x = 0; x < 32; x++) hci_reg_fence(sc[x]);
+            hci_wg_fence();
 #pragma unroll
             for (int kk = 0; kk < 16; kk++) {
                 const uint64_t off = (uint64_t)(((kk >> 2) * TILE + (kk & 3) * 32) >> 4);
                 mma_qk(sc, dq + off, dk + off, kk);
             }
-            wg_commit();
-            wg_wait0();
+            hci_wg_commit();
+            hci_wg_wait0();
 #pragma unroll
-            for (int x = 0; x < 32; x++) reg_fence(sc[x]);
+            for (int x = 0; x < 32; x++) hci_reg_fence(sc[x]);
         }
         /* swap halves: fragment x of thread wt at float4 (x / 4) * 128 + wt */
 #pragma unroll
         for (int x = 0; x < 8; x++) xs_mine[x * 128 + wt] = make_float4(sc[4 * x], sc[4 * x + 1], sc[4 * x + 2], sc[4 * x + 3]);
-        bar_sync(BAR_EXCH, 256);
+        hci_bar_sync(BAR_EXCH, 256);
 #pragma unroll
         for (int x = 0; x < 8; x++) {
             const float4 v = xs_other[x * 128 + wt];
@@ -378,16 +357,16 @@ __device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int
         {
             const uint64_t dv = desc_mn(kvs + 4 * w * TILE);
 #pragma unroll
-            for (int x = 0; x < 128; x++) reg_fence(o[x]);
-            wg_fence();
+            for (int x = 0; x < 128; x++) hci_reg_fence(o[x]);
+            hci_wg_fence();
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) mma_pv(o, pf[kk], dv + (uint64_t)((kk * 2048) >> 4));
-            wg_commit();
-            wg_wait0();
+            hci_wg_commit();
+            hci_wg_wait0();
 #pragma unroll
-            for (int x = 0; x < 128; x++) reg_fence(o[x]);
+            for (int x = 0; x < 128; x++) hci_reg_fence(o[x]);
         }
-        if (b + 2 < nb) bar_arrive(BAR_EMPTY + st, THREADS);
+        if (b + 2 < nb) hci_bar_arrive(BAR_EMPTY + st, THREADS);
     }
 
 #pragma unroll
@@ -426,18 +405,18 @@ __global__ void __launch_bounds__(THREADS, 1) atw_kernel(hci_cu_attn_args a, at_
         const int r = it / (D / 8), c = it % (D / 8);
         *(uint4 *)(sm + sw_off(r, c)) = __ldg((const uint4 *)(q + (size_t)r * D) + c);
     }
-    async_fence();
+    hci_async_fence();
     __syncthreads();
     /* 384 x 168 registers, moved to the consumers: 256 x REGS_C + 128 x REGS_P must not exceed
      * that, or the consumers' setmaxnreg.inc waits forever */
     if (tid >= 256) {
-        regs_free<REGS_P>();
+        hci_wg_regs_free<REGS_P>();
         if (PRE)
             produce_pre(a, pr, rg, sm, tid - 256);
         else
             produce(a, i, rg, sm, tid - 256);
     } else {
-        regs_alloc<REGS_C>();
+        hci_wg_regs_alloc<REGS_C>();
         consume(a, out, i, h0, s, rg, sm, tid >> 7, tid & 127);
     }
 }

@@ -37,6 +37,50 @@
 #define GB_SMEM_BYTES (GB_STAGES * GF_STAGE_BYTES)
 #define GB_LD_PARTS 8         /* 16-byte chunks a thread copies per operand and stage */
 
+/* ---- wgmma kernel (gemm_fp8_wgmma.cu, sm_90): 128 weight rows x GW BN tokens per tile, BN in
+ * {128, 64, 32, 16}; consumer warpgroups 0 and 1 (64 rows each), producer warpgroup 2. A stage
+ * holds one k-block as f16: the weight tile (128 rows) then the token tile (BN rows), each as two
+ * k-halves of 64 values (128-byte rows, 128B swizzle: gw_sw_off); then GW_STAGES rows of token
+ * scales and, per consumer, a BN x 64 bf16 output tile (gw_epi_off). ---- */
+#define GW_BM 128             /* = the weight-scale block */
+#define GW_THREADS 384
+#define GW_PROD_THREADS 128
+#define GW_STAGES 3
+#define GW_LOADS(BN) (8 + (BN) / 16)                  /* 16-code loads per producer thread and block */
+#define GW_HALF_BYTES(ROWS) ((ROWS) * 128)            /* one k-half of a tile of ROWS rows */
+#define GW_STAGE_BYTES(BN) ((GW_BM + (BN)) * 256)
+#define GW_OFF_SCALES(BN) (GW_STAGES * GW_STAGE_BYTES(BN))
+#define GW_OFF_EPI(BN) (GW_OFF_SCALES(BN) + GW_STAGES * (BN) * 4)
+#define GW_EPI_BYTES(BN) ((BN) * 128)                 /* one consumer's 64 rows x BN tokens, bf16 */
+#define GW_SMEM_BYTES(BN) (GW_OFF_EPI(BN) + 2 * GW_EPI_BYTES(BN) + 1024) /* + aligning the base to 1024 */
+
+/* Byte offset of logical f16 chunk L (0..15: k values 8L..8L+7) of row r in a wgmma operand tile
+ * of ROWS rows: k-half L / 8 (ROWS x 128 bytes each), then the 128B swizzle (chunk XOR row mod 8)
+ * that the descriptors of gemm_fp8_wgmma.cu read. */
+HCI_HD int gw_sw_off(int rows, int r, int L) { return (L >> 3) * GW_HALF_BYTES(rows) + r * 128 + (((L & 7) ^ (r & 7)) << 4); }
+
+/* Producer thread pt (0..127), load j < GW_LOADS(BN): 16 codes (chunk gw_ld_c8 of 8 per 128-code
+ * row) of weight row gw_ld_row(pt, j) (j < 8) or token row gw_ld_row(pt, j - 8) (j >= 8): a warp
+ * reads 4 whole rows per load. The codes become logical chunks gf_st_chunk(c8, 0 / 1), as in the
+ * big kernel, so that each k16 step of the wgmma sums the same 16 products in the same order as
+ * that kernel's mma step. */
+HCI_HD int gw_ld_row(int pt, int j) { return 16 * j + (pt >> 3); }
+HCI_HD int gw_ld_c8(int pt) { return pt & 7; }
+
+/* Accumulator x (0 .. BN/2-1) of lane in warp wi (0..3) of a consumer warpgroup: the wgmma D
+ * layout, rows 16 wi + lane / 4 (+8), tokens 8 (x / 4) + 2 (lane % 4) (+1): row and token of the
+ * warpgroup's 64 x BN tile. */
+HCI_HD void gw_out(int wi, int lane, int x, int *row, int *tok)
+{
+    *row = 16 * wi + (lane >> 2) + 8 * ((x >> 1) & 1);
+    *tok = 8 * (x >> 2) + 2 * (lane & 3) + (x & 1);
+}
+
+/* Output staging of a consumer: token tok's 64 rows (128 bytes) as 8 chunks of 8 rows, chunk q
+ * at q ^ (tok mod 8): the 2-byte stores of one instruction (4 tokens x 8 rows) and the 16-byte
+ * reads of 8 threads (one token) hit different banks. */
+HCI_HD int gw_epi_off(int tok, int row) { return tok * 128 + ((((row >> 3) ^ tok) & 7) << 4) + (row & 7) * 2; }
+
 /* f16 operand tile of the big kernel: row r (weight row or token) holds 128 k values = 256 bytes
  * = sixteen 16-byte chunks; chunk c is stored at c ^ (r & 7), so the 8 rows one ldmatrix matrix
  * reads fall in 8 different bank groups. */
@@ -70,6 +114,14 @@ HCI_HD void gf_e4m3x4_to_f16x2(uint32_t q, uint32_t *lo, uint32_t *hi)
     uint32_t x = (q & 0x00ff00ffu) << 8;                /* b0, b2 in the high bytes: s<<15 | m<<8 */
     *lo = x - (q & 0x007f007fu) * 128u;                 /* minus m<<7: s<<15 | m<<7, no borrow */
     *hi = (q & 0x80008000u) + ((q & 0x7f007f00u) >> 1); /* b1, b3 are already in the high bytes */
+}
+
+/* The same bits in fewer operations where the compiler makes LOP3s of them (4 a word for lo, 3
+ * for hi, against 5 + 3): the wgmma kernel's producer, whose issue slots the conversion fills. */
+HCI_HD void gw_e4m3x4_to_f16x2(uint32_t q, uint32_t *lo, uint32_t *hi)
+{
+    *lo = ((q << 8) & 0x80008000u) | ((q << 7) & 0x3f803f80u); /* b0, b2: sign to bit 15, m to bits 7..13 */
+    *hi = (q & 0x80008000u) | ((q >> 1) & 0x3f803f80u);        /* b1, b3 */
 }
 
 /* ldmatrix.x4 row address of lane l for a 16x16 A tile (rows r0.., k 16*kk..) and for two 8-token

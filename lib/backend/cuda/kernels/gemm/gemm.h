@@ -1,5 +1,5 @@
 /* gemm/gemm.h - the GEMM family: block-scaled FP8 projections of many tokens on the tensor cores
- * with the CPU backend's arithmetic (gemm_fp8.cu), and the fast bf16 projection of any number of
+ * with the CPU backend's arithmetic (gemm_fp8.cu; on Hopper's wgmma: gemm_fp8_wgmma.cu), and the fast bf16 projection of any number of
  * tokens (gemm_bf16.cu); tiles and maps in config.h. */
 #ifndef HCI_KERNELS_GEMM_H
 #define HCI_KERNELS_GEMM_H
@@ -14,6 +14,20 @@
  * shape, HC_ERR_CUDA when the launch fails. */
 int hci_cu_gemm_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                     const float *xs, int np, int n, uint16_t *y, int ldy);
+
+/* The same y from Hopper's wgmma (gemm_fp8_wgmma.cu; CUDA option gemm_wgmma): the same block dots
+ * (f16 codes, fp32 accumulation per 128-block, each k16 step over the same 16 products) and the
+ * same k-order sum; batch-invariant. Same arguments and shapes as hci_cu_gemm_fp8;
+ * HC_ERR_INVALID_ARG also when the device is not an sm_90 (the caller then falls back). */
+int hci_cu_gemm_fp8_wgmma(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
+                          const float *xs, int np, int n, uint16_t *y, int ldy);
+/* The same with the token tile forced (bn 128, 64, 32 or 16; 0: the launcher's choice), for
+ * tools/gemm-check: every bn must give the same bits. */
+int hci_cu_gemm_fp8_wgmma_bn(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                             const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy, int bn);
+/* The token tile the launcher takes for M rows and np token rows on the current device (0 when
+ * the SM count cannot be read). */
+int hci_cu_gemm_fp8_wgmma_tile(int M, int np);
 
 /* y[t][r] (double, leading dim ldy) for t < n, any n >= 1: the fp32 sum of W[r][k] * x[t][k] by
  * bf16 mma.sync with fp32 accumulation, per 128-k block from zero, the blocks added in k order

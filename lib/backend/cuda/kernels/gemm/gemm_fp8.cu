@@ -50,9 +50,6 @@ __device__ __forceinline__ uint32_t u4w(const uint4 &v, int i)
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-/* fl32(xs * ws), times 2^16 to undo the 2^-8 of both operands (exact). */
-__device__ __forceinline__ float gf_scale(float xs, float ws) { return __fmul_rn(__fmul_rn(xs, ws), 65536.0f); }
-
 /* The 16 codes of chunk c8 of a row, as 32 bytes of f16 in the swizzled tile. */
 __device__ __forceinline__ void gf_store16(uint8_t *tile, int row, int c8, const uint4 &v)
 {

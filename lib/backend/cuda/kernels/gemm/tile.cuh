@@ -43,6 +43,10 @@ __device__ __forceinline__ void gm_mma_first(float (&d)[4], const uint32_t (&a)[
 #undef GM_MMA_ACC
 #undef GM_MMA_FIRST
 
+/* The scale of a block dot of the FP8 GEMMs (gemm_fp8.cu, gemm_fp8_wgmma.cu): fl32(xs * ws), times
+ * 2^16 to undo the 2^-8 of both f16 operands (exact). */
+__device__ __forceinline__ float gf_scale(float xs, float ws) { return __fmul_rn(__fmul_rn(xs, ws), 65536.0f); }
+
 /* ---------------------------------------------------------------- big tiles (GF_BM x GF_BN) */
 
 /* The warp's 64 x 32 accumulators, acc[mi][ni][c] (layout: gf_out). */

@@ -16,6 +16,7 @@
  * A, heads as B, both K-major from shared memory); then the head terms of D and their sum in
  * registers while the other warpgroups' MMAs run. */
 #include "index_fast.cuh"
+#include "../wgmma.cuh"
 
 namespace ixf {
 namespace {
@@ -29,31 +30,7 @@ constexpr int KBYTES = IX_TILE * DIM; /* one key tile */
 constexpr unsigned SMEM =
     WQ * QBYTES + NWG * KBYTES + WQ * HEADS * 8 + NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
 
-/* Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (the pattern wgmma's
- * 128B swizzle mode reads: chunk index XOR row mod 8, tiles 1024-byte aligned). */
-__device__ __forceinline__ uint32_t sw128(int r, int c) { return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4)); }
-
-/* Shared-memory matrix descriptor: K-major rows of 128 bytes, 128B swizzle, 8-row groups 1024
- * bytes apart (stride byte offset); the leading byte offset is unused in this mode. */
-__device__ __forceinline__ uint64_t sdesc(uint32_t saddr)
-{
-    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
-           ((uint64_t)1 << 62);
-}
-
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-#else /* the compute_90 PTX of the build: never run (the launcher checks the device) */
-__device__ __forceinline__ void wg_fence() {}
-__device__ __forceinline__ void wg_commit() {}
-__device__ __forceinline__ void wg_wait0() {}
-#endif
-__device__ __forceinline__ void async_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
-/* keeps the compiler from moving accumulator reads or writes across the asynchronous MMA */
-__device__ __forceinline__ void reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+/* 128B-swizzled tiles and their descriptors, fences, barriers: wgmma.cuh */
 
 /* d (+)= A.B^T, m64n128k32, e4m3 inputs, fp32 accumulators; scale_d 0 starts from zero. */
 __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, uint64_t db, int scale_d)
@@ -87,12 +64,12 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
     uint32_t *hist = (uint32_t *)(ksc0 + NWG * IX_TILE);
 
     /* the queries' e4m3 rows (swizzled), head scales and weights, the histograms */
-    ixf_stage_queries<WQ, THREADS>(a, HEADS, q0, QTe, tid, qs, hw, hist, sw128);
-    async_fence();
+    ixf_stage_queries<WQ, THREADS>(a, HEADS, q0, QTe, tid, qs, hw, hist, hci_wg_sw128);
+    hci_async_fence();
     __syncthreads();
 
     const uint32_t ks_s = (uint32_t)__cvta_generic_to_shared(ks), qs_s = (uint32_t)__cvta_generic_to_shared(qs);
-    const uint64_t da0 = sdesc(ks_s);
+    const uint64_t da0 = hci_wg_desc_k(ks_s);
     auto tile_keys = [&](int64_t tl) { return (int)min((int64_t)IX_TILE, nv_last - tl * IX_TILE); };
     const int64_t tile0 = (int64_t)blockIdx.x * NWG + wg, step = (int64_t)gridDim.x * NWG;
     ixf_part nx[2];
@@ -106,12 +83,12 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
             uint32_t out[8];
             float sc = ixf_convert(nx[i], out);
             int item = wt + 128 * i, e = item >> 2, b = item & 3;
-            *(uint4 *)(ks + sw128(e, 2 * b)) = make_uint4(out[0], out[1], out[2], out[3]);
-            *(uint4 *)(ks + sw128(e, 2 * b + 1)) = make_uint4(out[4], out[5], out[6], out[7]);
+            *(uint4 *)(ks + hci_wg_sw128(e, 2 * b)) = make_uint4(out[0], out[1], out[2], out[3]);
+            *(uint4 *)(ks + hci_wg_sw128(e, 2 * b + 1)) = make_uint4(out[4], out[5], out[6], out[7]);
             if (b == 0) ksc[e] = sc;
         }
-        async_fence();
-        wg_bar(1 + wg);
+        hci_async_fence();
+        hci_bar_sync(1 + wg, 128);
         if (tile + step < ntiles)
             for (int i = 0; i < 2; i++) nx[i] = ixf_fetch(a, a.pages[tile + step], tile_keys(tile + step), wt + 128 * i);
 #pragma unroll 1
@@ -122,16 +99,16 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
             float d[64];
 #pragma unroll
             for (int i = 0; i < 64; i++) d[i] = 0.0f;
-            const uint64_t db0 = sdesc(qs_s + (uint32_t)(qa * QBYTES));
+            const uint64_t db0 = hci_wg_desc_k(qs_s + (uint32_t)(qa * QBYTES));
 #pragma unroll
-            for (int i = 0; i < 64; i++) reg_fence(d[i]);
-            wg_fence();
+            for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
+            hci_wg_fence();
 #pragma unroll
             for (int k = 0; k < 4; k++) wgmma_m64n128k32(d, da0 + 2 * k, db0 + 2 * k, k);
-            wg_commit();
-            wg_wait0();
+            hci_wg_commit();
+            hci_wg_wait0();
 #pragma unroll
-            for (int i = 0; i < 64; i++) reg_fence(d[i]);
+            for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
             /* rows g and g + 8 of this warp's 16 keys; columns 8j + 2t, +1 of n8 block j: query
              * qa + j / 8, heads 8 (j % 8) + 2t, + 1 */
             const float sk0 = ksc[wi * 16 + g], sk1 = ksc[wi * 16 + g + 8];
@@ -168,7 +145,7 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
             const unsigned peers = __match_any_sync(0xffffffffu, vis ? bin : 0x10000u + lane);
             if (vis && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
-        wg_bar(1 + wg); /* the warpgroup is done with this tile's keys and scales */
+        hci_bar_sync(1 + wg, 128); /* the warpgroup is done with this tile's keys and scales */
     }
     __syncthreads();
     for (int i = tid; i < QTe * 256; i += THREADS)

@@ -1,0 +1,69 @@
+/* wgmma.cuh - the Hopper pieces that the wgmma kernels share (attend/attend_wgmma.cu,
+ * index/index_wgmma.cu, gemm/gemm_fp8_wgmma.cu): shared-memory matrix descriptors and the
+ * 128-byte swizzle they read, the wgmma fence / commit / wait, setmaxnreg, named barriers, the
+ * proxy fence between generic stores and wgmma's reads, and the register fence around an
+ * asynchronous MMA. The MMA instructions themselves stay in the kernels (their shapes and types
+ * differ).
+ *
+ * wgmma and setmaxnreg exist only in the sm_90a code (__CUDA_ARCH_FEAT_SM90_ALL); the build's
+ * compute_90 PTX gets empty stand-ins, and its kernels must never run: every launcher checks for
+ * an sm_90 device (hci_cu_device_is_sm90), where the sm_90a code is what loads. */
+#ifndef HCI_KERNELS_WGMMA_CUH
+#define HCI_KERNELS_WGMMA_CUH
+#include <stdint.h>
+
+/* Byte offset of 16-byte chunk c (0..7) of row r in a tile of 128-byte rows as wgmma's 128B
+ * swizzle reads it: chunk index XOR row mod 8 (the tile 1024-byte aligned). */
+__device__ __forceinline__ uint32_t hci_wg_sw128(int r, int c) { return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+/* Shared-memory matrix descriptor, 128B swizzle, 8-row groups 1024 bytes apart (stride byte
+ * offset), leading byte offset lbo (K-major: unused in this mode, 16 by convention; MN-major: the
+ * distance between 64-element column tiles). saddr: a shared-state-space address (< 256 KiB). */
+__device__ __forceinline__ uint64_t hci_wg_desc(uint32_t saddr, uint32_t lbo)
+{
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+/* K-major rows of 128 bytes (the common case) */
+__device__ __forceinline__ uint64_t hci_wg_desc_k(uint32_t saddr) { return hci_wg_desc(saddr, 16); }
+
+/* The descriptor of the matrix `bytes` (a multiple of 16) further on: a 32-bit add to the start
+ * address field, which cannot carry out of it while the address stays below 256 KiB. */
+__device__ __forceinline__ uint64_t hci_wg_desc_add(uint64_t d, uint32_t bytes)
+{
+    uint64_t r;
+    asm("mov.b64 %0, {%1, %2};\n" : "=l"(r) : "r"((uint32_t)d + (bytes >> 4)), "r"((uint32_t)(d >> 32)));
+    return r;
+}
+
+/* The warpgroup of the thread, as a value the compiler knows to be the same across the warp
+ * (the shuffle), so that what is computed from it can live in uniform registers (the wgmma
+ * descriptors). */
+__device__ __forceinline__ int hci_wg_index() { return __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0); }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void hci_wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void hci_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void hci_wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void hci_wg_regs_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N> __device__ __forceinline__ void hci_wg_regs_free() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+#else /* the compute_90 PTX of the build: never run (see above) */
+__device__ __forceinline__ void hci_wg_fence() {}
+__device__ __forceinline__ void hci_wg_commit() {}
+__device__ __forceinline__ void hci_wg_wait0() {}
+template <int N> __device__ __forceinline__ void hci_wg_regs_alloc() {}
+template <int N> __device__ __forceinline__ void hci_wg_regs_free() {}
+#endif
+
+/* Named barrier id (1..15; 0 is __syncthreads) over n threads (a multiple of 32): wait for all,
+ * or arrive without waiting (a producer's "full", a consumer's "empty"). */
+__device__ __forceinline__ void hci_bar_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void hci_bar_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+
+/* Generic-proxy stores to shared memory, before wgmma (the async proxy) reads them. */
+__device__ __forceinline__ void hci_async_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* Keeps the compiler from moving accumulator reads or writes across an asynchronous MMA. */
+__device__ __forceinline__ void hci_reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+
+#endif

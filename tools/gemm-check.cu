@@ -1,0 +1,355 @@
+// gemm-check: the FP8 GEMM on Hopper's wgmma (kernels/gemm/gemm_fp8_wgmma.cu, option gemm_wgmma)
+// against the mma.sync one (gemm_fp8.cu), bit for bit, and both timed. Needs an sm_90 GPU.
+//
+// For each V4-Flash projection shape (M, K) and n in {2048, 65, 200}: random e4m3 codes (no NaN
+// codes) and random positive scales (powers of two times random mantissas), token rows n..np-1
+// zero as act_quant leaves them. Per case:
+//   - old vs new: the number of bf16 outputs that differ and the largest difference in ulps (the
+//     two tensor-core paths may round a block dot differently in rare cases; the codes reach both
+//     in the same order);
+//   - the new kernel with every token tile (bn 128, 64, 32, 16) against its own choice: the same
+//     bits (a token's result must not depend on the tile);
+//   - batch invariance: the rows of n = 65 and 200 equal the first rows of n = 2048, bitwise;
+//   - nothing written past row n (sentinels), and the same rows through the kernel's path for a
+//     y that does not allow 16-byte stores (ldy = M + 1);
+//   - a sample of outputs against the CPU's formula (exact block dots rounded once to fp32;
+//     informative: the tensor cores' fp32 accumulation of a block may differ in the last bits);
+//   - the median of 20 timed runs of each kernel (cudaEvent, after warm-up, queued behind a spin
+//     kernel so that the host's launch overhead is not timed), ms and TFLOP/s.
+// Exit 0 when every check passes, 1 when one fails (more than 0.1% of a case's outputs differ
+// from the old kernel, or any by more than 1 ulp, or a tile / invariance / sentinel check), 77
+// without a CUDA device or on a GPU other than sm_90, 2 on a CUDA error.
+//
+// Built with the CUDA module (meson: build-gpu/tools/gemm-check). Options: --quick (n = 200 and
+// 2048 only, 5 timed runs), --shape MxK (one shape), --reps N.
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include "backend/cuda/kernels/gemm/gemm.h"
+extern "C" {
+#include "hybridctx.h"
+#include "util/bf16.h"
+#include "util/quant.h"
+}
+
+#define CK(x)                                                                                                  \
+    do {                                                                                                       \
+        cudaError_t e_ = (x);                                                                                  \
+        if (e_ != cudaSuccess) {                                                                               \
+            fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
+            exit(2);                                                                                           \
+        }                                                                                                      \
+    } while (0)
+
+namespace {
+
+const uint16_t SENTINEL = 0x7fc1; /* a bf16 NaN no kernel writes */
+
+uint64_t rng_state = 0x243f6a8885a308d3ull;
+uint64_t rnd()
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* an e4m3 code, every finite one equally likely */
+uint8_t rnd_code()
+{
+    for (;;) {
+        uint8_t c = (uint8_t)rnd();
+        if ((c & 0x7f) != 0x7f) return c;
+    }
+}
+
+/* 2^e times a random mantissa in [1, 2), e in [lo, hi] */
+float rnd_scale(int lo, int hi)
+{
+    int e = lo + (int)(rnd() % (uint64_t)(hi - lo + 1));
+    float m = 1.0f + (float)(rnd() >> 41) * 0x1p-23f;
+    return std::ldexp(m, e);
+}
+
+/* bf16 bits as an integer that orders like the values (NaNs far away) */
+int64_t bf16_ord(uint16_t h)
+{
+    if ((h & 0x7fff) > 0x7f80) return INT32_MAX;
+    return (h & 0x8000) ? -(int64_t)(h & 0x7fff) : (int64_t)(h & 0x7fff);
+}
+int64_t ulps(uint16_t a, uint16_t b) { return std::llabs(bf16_ord(a) - bf16_ord(b)); }
+
+struct Cmp {
+    int64_t differ = 0, max_ulp = 0;
+};
+/* rows 0..n-1, M values each, leading dims lda and ldb */
+Cmp compare(const uint16_t *a, int lda, const uint16_t *b, int ldb, int n, int M)
+{
+    Cmp c;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < M; r++) {
+            uint16_t x = a[(size_t)t * lda + r], y = b[(size_t)t * ldb + r];
+            if (x != y) {
+                c.differ++;
+                c.max_ulp = std::max(c.max_ulp, ulps(x, y));
+            }
+        }
+    return c;
+}
+
+typedef int (*gemm_fn)(cudaStream_t, const uint8_t *, const float *, int, int, int, const uint8_t *, const float *,
+                       int, int, uint16_t *, int);
+
+struct Dev {
+    uint8_t *W = nullptr, *xq = nullptr;
+    float *Ws = nullptr, *xs = nullptr;
+    uint16_t *y = nullptr;
+};
+
+/* keeps the GPU busy for about `cycles` clocks, so that the timed launches queue up behind it and
+ * the events measure GPU time, not the host's launch overhead */
+__global__ void spin(long long cycles)
+{
+    const long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+}
+
+/* milliseconds: the median of reps timed runs (each between two events, all queued behind a spin
+ * kernel) after 3 untimed */
+template <class F> double time_ms(F run, int reps)
+{
+    for (int i = 0; i < 3; i++) run();
+    CK(cudaDeviceSynchronize());
+    std::vector<cudaEvent_t> ev(reps + 1);
+    for (auto &e : ev) CK(cudaEventCreate(&e));
+    spin<<<1, 32>>>(20000000ll); /* ~10 ms */
+    CK(cudaEventRecord(ev[0]));
+    for (int i = 0; i < reps; i++) {
+        run();
+        CK(cudaEventRecord(ev[i + 1]));
+    }
+    CK(cudaEventSynchronize(ev[reps]));
+    std::vector<float> v;
+    for (int i = 0; i < reps; i++) {
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
+        v.push_back(ms);
+    }
+    for (auto &e : ev) CK(cudaEventDestroy(e));
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+/* the CPU's formula for output (t, r): block dots exact (double), rounded once to fp32, then
+ * fl32(acc + fl32(P * fl32(fl32(xs*ws) * 2^16))) in k order, where P is the dot of the codes'
+ * values times 2^-16 (the f16 operands' scaling) */
+uint16_t cpu_out(const std::vector<uint8_t> &W, const std::vector<float> &Ws, int sld, int K,
+                 const std::vector<uint8_t> &X, const std::vector<float> &xs, int npx, int t, int r)
+{
+    float acc = 0.0f;
+    for (int kb = 0; kb < K / 128; kb++) {
+        double d = 0;
+        for (int k = kb * 128; k < kb * 128 + 128; k++)
+            d += (double)hci_e4m3_value(W[(size_t)r * K + k]) * (double)hci_e4m3_value(X[(size_t)t * K + k]);
+        float P = (float)std::ldexp(d, -16);
+        volatile float s = xs[(size_t)kb * npx + t] * Ws[(size_t)(r / 128) * sld + kb];
+        volatile float s16 = s * 65536.0f;
+        volatile float term = P * s16;
+        acc = acc + term;
+    }
+    return hci_bf16_from_f32(acc);
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    bool quick = false;
+    int reps = 20, only_m = 0, only_k = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) {
+            quick = true;
+            reps = 5;
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            reps = std::max(1, atoi(argv[++i]));
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc && sscanf(argv[i + 1], "%dx%d", &only_m, &only_k) == 2) {
+            i++;
+        } else {
+            fprintf(stderr, "usage: gemm-check [--quick] [--reps N] [--shape MxK]\n");
+            return 2;
+        }
+    }
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("gemm-check: no CUDA device, skipped\n");
+        return 77;
+    }
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    if (prop.major != 9 || prop.minor != 0) {
+        printf("gemm-check: %s is sm_%d%d, the wgmma kernel needs sm_90: skipped\n", prop.name, prop.major, prop.minor);
+        return 77;
+    }
+    printf("gemm-check on %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
+
+    const int shapes[5][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024}};
+    const int ns_full[3] = {2048, 65, 200}, ns_quick[2] = {2048, 200};
+    const int *ns = quick ? ns_quick : ns_full, nn = quick ? 2 : 3;
+    const int NMAX = 2048, BNS[4] = {128, 64, 32, 16};
+    int cases = 0, failed = 0;
+    int64_t all_outputs = 0, all_differ = 0, all_max_ulp = 0;
+    double sum_old_ms = 0, sum_new_ms = 0;
+
+    for (const auto &sh : shapes) {
+        const int M = sh[0], K = sh[1], nkb = K / 128, sld = (nkb + 3) & ~3;
+        if (only_m && (M != only_m || K != only_k)) continue;
+        /* host data: weights, and the tokens of the largest n (rows past n zeroed per case) */
+        std::vector<uint8_t> W((size_t)M * K), X((size_t)NMAX * K);
+        std::vector<float> Ws((size_t)(M / 128) * sld), xs((size_t)nkb * NMAX);
+        for (auto &c : W) c = rnd_code();
+        for (auto &c : X) c = rnd_code();
+        for (auto &s : Ws) s = rnd_scale(-12, -6);
+        for (auto &s : xs) s = rnd_scale(-12, -6);
+        Dev d;
+        CK(cudaMalloc(&d.W, W.size()));
+        CK(cudaMalloc(&d.Ws, Ws.size() * 4));
+        CK(cudaMalloc(&d.xq, X.size()));
+        CK(cudaMalloc(&d.xs, xs.size() * 4));
+        const size_t yelems = (size_t)(NMAX + 1) * (M + 8), ybytes = yelems * 2; /* room for ldy = M + 1 */
+        uint16_t *y_old = nullptr, *y_new = nullptr;
+        CK(cudaMalloc(&y_old, ybytes));
+        CK(cudaMalloc(&y_new, ybytes));
+        CK(cudaMemcpy(d.W, W.data(), W.size(), cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(d.Ws, Ws.data(), Ws.size() * 4, cudaMemcpyHostToDevice));
+        std::vector<uint16_t> ref_new; /* the new kernel's rows at n = 2048 */
+
+        for (int ni = 0; ni < nn; ni++) {
+            const int n = ns[ni], np = (n + 15) & ~15;
+            /* this case's operands: tokens 0..n-1, rows n..np-1 zero, scales [K/128][np] */
+            std::vector<uint8_t> xq((size_t)np * K, 0);
+            memcpy(xq.data(), X.data(), (size_t)n * K);
+            std::vector<float> xsn((size_t)nkb * np);
+            for (int kb = 0; kb < nkb; kb++)
+                for (int t = 0; t < np; t++) xsn[(size_t)kb * np + t] = xs[(size_t)kb * NMAX + t];
+            CK(cudaMemcpy(d.xq, xq.data(), xq.size(), cudaMemcpyHostToDevice));
+            CK(cudaMemcpy(d.xs, xsn.data(), xsn.size() * 4, cudaMemcpyHostToDevice));
+
+            std::vector<uint16_t> h_old(yelems), h_new(yelems), h_bn(yelems), fill(yelems, SENTINEL);
+            auto reset = [&](uint16_t *y) { CK(cudaMemcpy(y, fill.data(), ybytes, cudaMemcpyHostToDevice)); };
+            auto run = [&](gemm_fn f, uint16_t *y) {
+                int st = f(0, d.W, d.Ws, sld, M, K, d.xq, d.xs, np, n, y, M);
+                if (st != HC_OK) {
+                    fprintf(stderr, "M=%d K=%d n=%d: status %d\n", M, K, n, st);
+                    exit(2);
+                }
+            };
+            auto run_bn = [&](int bn, uint16_t *y, int ldy) {
+                int st = hci_cu_gemm_fp8_wgmma_bn(0, d.W, d.Ws, sld, M, K, d.xq, d.xs, np, n, y, ldy, bn);
+                if (st != HC_OK) {
+                    fprintf(stderr, "M=%d K=%d n=%d bn=%d: status %d\n", M, K, n, bn, st);
+                    exit(2);
+                }
+            };
+            reset(y_old);
+            reset(y_new);
+            run(hci_cu_gemm_fp8, y_old);
+            run(hci_cu_gemm_fp8_wgmma, y_new);
+            CK(cudaDeviceSynchronize());
+            CK(cudaMemcpy(h_old.data(), y_old, ybytes, cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(h_new.data(), y_new, ybytes, cudaMemcpyDeviceToHost));
+
+            bool ok = true;
+            /* sentinels: nothing past row n */
+            int64_t past = 0;
+            for (size_t i = (size_t)n * M; i < h_new.size(); i++) past += h_new[i] != SENTINEL;
+            if (past) ok = false;
+            const Cmp c = compare(h_old.data(), M, h_new.data(), M, n, M);
+            const int64_t outputs = (int64_t)n * M;
+            if (c.differ * 1000 > outputs || c.max_ulp > 1) ok = false;
+            /* every token tile gives the same bits */
+            int bn_bad = 0;
+            for (int bn : BNS) {
+                reset(y_new);
+                run_bn(bn, y_new, M);
+                CK(cudaDeviceSynchronize());
+                CK(cudaMemcpy(h_bn.data(), y_new, ybytes, cudaMemcpyDeviceToHost));
+                const Cmp cb = compare(h_new.data(), M, h_bn.data(), M, NMAX, M); /* sentinels included */
+                if (cb.differ) {
+                    bn_bad++;
+                    printf("  bn=%d: %lld outputs differ from the launcher's choice\n", bn, (long long)cb.differ);
+                }
+            }
+            if (bn_bad) ok = false;
+            /* y without 16-byte alignment of its rows: the scalar stores */
+            reset(y_new);
+            run_bn(0, y_new, M + 1);
+            CK(cudaDeviceSynchronize());
+            CK(cudaMemcpy(h_bn.data(), y_new, ybytes, cudaMemcpyDeviceToHost));
+            int64_t unaligned = compare(h_new.data(), M, h_bn.data(), M + 1, n, M).differ;
+            for (int t = 0; t < n; t++)
+                for (int r = M; r < M + 1; r++) unaligned += h_bn[(size_t)t * (M + 1) + r] != SENTINEL;
+            for (size_t i = (size_t)n * (M + 1); i < h_bn.size(); i++) unaligned += h_bn[i] != SENTINEL;
+            if (unaligned) {
+                ok = false;
+                printf("  ldy=M+1: %lld outputs wrong\n", (long long)unaligned);
+            }
+            /* batch invariance */
+            const char *inv = "-";
+            if (n == NMAX) {
+                ref_new = h_new;
+            } else if (!ref_new.empty()) {
+                const Cmp ci = compare(ref_new.data(), M, h_new.data(), M, n, M);
+                inv = ci.differ ? "FAIL" : "ok";
+                if (ci.differ) {
+                    ok = false;
+                    printf("  invariance: %lld outputs of n=%d differ from n=%d\n", (long long)ci.differ, n, NMAX);
+                }
+            }
+            /* a sample against the CPU's formula */
+            const int SAMPLES = 64;
+            int cpu_old = 0, cpu_new = 0;
+            for (int i = 0; i < SAMPLES; i++) {
+                const int t = (int)(rnd() % (uint64_t)n), r = (int)(rnd() % (uint64_t)M);
+                const uint16_t want = cpu_out(W, Ws, sld, K, X, xs, NMAX, t, r);
+                cpu_old += h_old[(size_t)t * M + r] != want;
+                cpu_new += h_new[(size_t)t * M + r] != want;
+            }
+            /* timing */
+            const double ms_old = time_ms([&] { run(hci_cu_gemm_fp8, y_old); }, reps);
+            const double ms_new = time_ms([&] { run(hci_cu_gemm_fp8_wgmma, y_new); }, reps);
+            CK(cudaGetLastError());
+            const double flop = 2.0 * M * K * n;
+            printf("M=%5d K=%4d n=%4d | old %8.4f ms %6.1f TF/s | wgmma bn=%3d %8.4f ms %6.1f TF/s x%.2f | differ "
+                   "%lld/%lld max %lld ulp | tiles %s | invariant %s | past-n %lld | cpu-sample old %d/%d new %d/%d | %s\n",
+                   M, K, n, ms_old, flop / ms_old * 1e-9, hci_cu_gemm_fp8_wgmma_tile(M, np), ms_new,
+                   flop / ms_new * 1e-9, ms_old / ms_new,
+                   (long long)c.differ, (long long)outputs, (long long)c.max_ulp, bn_bad ? "FAIL" : "ok", inv,
+                   (long long)past, cpu_old, SAMPLES, cpu_new, SAMPLES, ok ? "ok" : "FAIL");
+            fflush(stdout);
+            cases++;
+            failed += !ok;
+            all_outputs += outputs;
+            all_differ += c.differ;
+            all_max_ulp = std::max(all_max_ulp, c.max_ulp);
+            sum_old_ms += ms_old;
+            sum_new_ms += ms_new;
+        }
+        CK(cudaFree(d.W));
+        CK(cudaFree(d.Ws));
+        CK(cudaFree(d.xq));
+        CK(cudaFree(d.xs));
+        CK(cudaFree(y_old));
+        CK(cudaFree(y_new));
+    }
+    printf("summary: %d cases, %d failed; %lld of %lld outputs differ from the mma.sync kernel (max %lld ulp); "
+           "total time old %.3f ms, wgmma %.3f ms (x%.2f)\n",
+           cases, failed, (long long)all_differ, (long long)all_outputs, (long long)all_max_ulp, sum_old_ms,
+           sum_new_ms, sum_new_ms > 0 ? sum_old_ms / sum_new_ms : 0.0);
+    return failed ? 1 : 0;
+}
