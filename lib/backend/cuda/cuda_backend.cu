@@ -539,6 +539,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     /* DEFAULT is FAST on CUDA (hybridctx.h, docs/numerics.md); EXACT only when asked for */
     be->numerics = a->numerics == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST;
     cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
+    cu->opt.gemm_wgmma = 1; /* the same bits as gemm_fp8.cu's big tiles, faster (cuda_options.h) */
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;
