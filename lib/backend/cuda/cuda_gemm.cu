@@ -47,6 +47,16 @@ struct LtDesc {
         if (s_ != CUBLAS_STATUS_SUCCESS) return hci_cu_blas_fail((be), s_, #call); \
     } while (0)
 
+/* d's operation: D = A^T-op B (A, B column-major as cuBLASLt sees our row-major W and x). */
+static int lt_op_tn(hci_backend *be, LtDesc &d, cublasComputeType_t compute, cudaDataType_t scale)
+{
+    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, compute, scale));
+    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
+    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+    return HC_OK;
+}
+
 static int lt_workspace_pref(hci_backend *be, LtDesc &d)
 {
     hci_cuda *cu = hci_cu(be);
@@ -127,10 +137,8 @@ static int lt_pinned(hci_backend *be, int kind, int M, int K, int groups, Make m
 static int lt_fp8_desc(hci_backend *be, LtDesc &d, const hci_cu_fp8 *W, int np, int ldy, const float *qs)
 {
     int K = W->cols, M = W->rows;
-    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+    int st = lt_op_tn(be, d, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st) return st;
     int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am));
     LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm));
@@ -147,10 +155,8 @@ static int lt_fp8_desc(hci_backend *be, LtDesc &d, const hci_cu_fp8 *W, int np, 
  * at column g * K), z_g at column g * M. */
 static int lt_bf16_grouped_desc(hci_backend *be, LtDesc &d, int M, int K, int groups, int n, int ldx, int ldz)
 {
-    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+    int st = lt_op_tn(be, d, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st) return st;
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.a, CUDA_R_16BF, K, M, K));
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_16BF, K, n, ldx));
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_16BF, M, n, ldz));
@@ -239,10 +245,8 @@ int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double 
 {
     int M = W->rows, K = W->cols;
     LtDesc d;
-    LT_TRY(be, cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_64F, CUDA_R_64F));
-    cublasOperation_t T = CUBLAS_OP_T, N = CUBLAS_OP_N;
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &T, sizeof T));
-    LT_TRY(be, cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &N, sizeof N));
+    int st = lt_op_tn(be, d, CUBLAS_COMPUTE_64F, CUDA_R_64F);
+    if (st) return st;
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.a, CUDA_R_64F, K, M, K));
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.b, CUDA_R_64F, K, n, K));
     LT_TRY(be, cublasLtMatrixLayoutCreate(&d.c, CUDA_R_64F, M, n, M));
