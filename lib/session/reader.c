@@ -631,13 +631,13 @@ static int wait_units(reader *r, uint32_t cu, hcs_apply_fn apply, void *arg, cha
 static uint8_t *host_buf(const reader *r, int pin, size_t n)
 {
     void *b = NULL;
-    if (pin) return r->bufs->alloc(r->bufs->arg, n);
+    if (pin && r->bufs) return r->bufs->alloc(r->bufs->arg, n); /* pin is only set with bufs */
     return posix_memalign(&b, HCS_DIO_ALIGN, n) ? NULL : b;
 }
 
 static void host_buf_free(const reader *r, int pin, void *p)
 {
-    if (p && pin) r->bufs->free(r->bufs->arg, p);
+    if (p && pin && r->bufs) r->bufs->free(r->bufs->arg, p);
     else free(p);
 }
 
