@@ -72,7 +72,7 @@ static hc_model *flash_model(const char *ratios, int layers, int geometry_only)
 }
 
 /* --option NAME=VALUE: backend options for every context (hc_x_ctx_set_option) */
-static struct { char name[64]; int64_t value; } g_options[8];
+static cli_option_value g_options[CLI_MAX_OPTIONS];
 static int g_n_options;
 
 static hc_ctx *cuda_ctx(hc_model *m)
@@ -372,18 +372,7 @@ int main(int argc, char **argv)
         case 'q': quick = 1; break;
         case 'f': full_only = 1; break;
         case 'p': profile = 1; break;
-        case 'O': {
-            const char *eq = strchr(optarg, '=');
-            if (!eq || eq == optarg || (size_t)(eq - optarg) >= sizeof g_options[0].name || g_n_options == 8 ||
-                (strcmp(eq + 1, "0") && strcmp(eq + 1, "1"))) {
-                fprintf(stderr, "bench-gpu: invalid value '%s' for --option: expected NAME=0 or NAME=1\n", optarg);
-                bad = 1;
-                break;
-            }
-            snprintf(g_options[g_n_options].name, sizeof g_options[0].name, "%.*s", (int)(eq - optarg), optarg);
-            g_options[g_n_options++].value = eq[1] - '0';
-            break;
-        }
+        case 'O': bad = cli_backend_option("bench-gpu", optarg, g_options, &g_n_options) != 0; break;
         case 'j': json = optarg; break;
         case 'n': {
             static const char *const modes[] = {"exact", "fast", NULL};

@@ -57,6 +57,20 @@ int cli_choice(const char *prog, const char *opt, const char *val, const char *c
     return -1;
 }
 
+int cli_backend_option(const char *prog, const char *val, cli_option_value *opts, int *n)
+{
+    const char *eq = strchr(val, '=');
+    if (!eq || eq == val || (size_t)(eq - val) >= sizeof opts[0].name || *n == CLI_MAX_OPTIONS ||
+        (strcmp(eq + 1, "0") && strcmp(eq + 1, "1"))) {
+        fprintf(stderr, "%s: invalid value '%s' for --option: expected NAME=0 or NAME=1 (at most %d)\n", prog, val,
+                CLI_MAX_OPTIONS);
+        return -1;
+    }
+    snprintf(opts[*n].name, sizeof opts[0].name, "%.*s", (int)(eq - val), val);
+    opts[(*n)++].value = eq[1] - '0';
+    return 0;
+}
+
 int cli_int64_list(const char *prog, const char *opt, const char *val, int64_t lo, int64_t hi, int64_t *out,
                    int cap, int *n)
 {

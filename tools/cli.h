@@ -23,6 +23,15 @@ int cli_choice(const char *prog, const char *opt, const char *val, const char *c
 int cli_int64_list(const char *prog, const char *opt, const char *val, int64_t lo, int64_t hi, int64_t *out,
                    int cap, int *n);
 
+/* --option NAME=0|1: a CUDA backend option (docs/cuda.md, set with hc_x_ctx_set_option),
+ * appended to opts[*n] (at most CLI_MAX_OPTIONS). 0, or -1 after a message. */
+#define CLI_MAX_OPTIONS 8
+typedef struct cli_option_value {
+    char name[64];
+    int value;
+} cli_option_value;
+int cli_backend_option(const char *prog, const char *val, cli_option_value *opts, int *n);
+
 /* getopt_long() with the library's own reports: an unknown option, a missing value, or a value
  * given to an option that takes none prints "PROG: ..." to stderr and returns '?'. Otherwise as
  * getopt_long() (-1 at the end of the options). Set optind = 0 before parsing a new argv. */

@@ -3,7 +3,7 @@
  * every layer, chunk after chunk. x and y are bf16 in device memory (two buffers of one chunk,
  * ping-ponged: each layer's y is the next layer's x, no MLP between layers). A program that
  * prints numbers, not a test.
- *   prefill-e2e [--tokens T] [--chunk C] [--layers N] [--exact] [--option NAME=V]... [--seed S] [--json FILE]
+ *   prefill-e2e [--tokens T] [--chunk C] [--layers N] [--exact] [--option NAME=0|1]... [--seed S] [--json FILE]
  *               [--commit ID]
  * The clock runs from the first hc_append to the end of the last layer of the last chunk (a final
  * cudaStreamSynchronize). CUDA events on the context's stream around every layer call add up the
@@ -153,7 +153,8 @@ static double project(const run_t *r, int64_t target, double out_kind[NKINDS])
 }
 
 static const char usage[] =
-    "usage: prefill-e2e [--tokens T] [--chunk C] [--layers N] [--exact] [--seed S] [--json FILE] [--commit ID]\n"
+    "usage: prefill-e2e [--tokens T] [--chunk C] [--layers N] [--exact] [--option NAME=0|1]... [--seed S]\n"
+    "                   [--json FILE] [--commit ID]\n"
     "\n"
     "End-to-end prefill on one GPU: a V4-Flash model with random weights, an empty CUDA context, T\n"
     "tokens through every layer by hc_append, bf16 x and y in device memory, each layer's output the\n"
@@ -164,8 +165,8 @@ static const char usage[] =
     "  --chunk C       tokens per hc_append call, 1..65536 (default 2048; the context's max_chunk)\n"
     "  --layers N      the first N layers of v4-flash (default all 43)\n"
     "  --exact         HC_NUMERICS_EXACT instead of HC_NUMERICS_FAST\n"
-    "  --option NAME=V set a CUDA backend option (docs/cuda.md) after the numerics' own, e.g.\n"
-    "                  fp8_gemm_cublaslt=0 for FAST with the own prefill GEMM (up to 8)\n"
+    "  --option NAME=V a CUDA backend option, V 0 or 1 (docs/cuda.md), set after the numerics' own,\n"
+    "                  e.g. gemm_wgmma=0 for the mma.sync prefill GEMM (up to 8)\n"
     "  --seed S        seed of the weights and of the input (default 1)\n"
     "  --json FILE     also write the results as JSON\n"
     "  --commit ID     the commit measured, for the JSON\n"
@@ -187,7 +188,8 @@ int main(int argc, char **argv)
     int64_t tokens = FULL_TOKENS, chunk = 2048;
     int layers = 0, exact = 0, bad = 0, o;
     uint64_t seed = 1;
-    const char *json = NULL, *commit = "unknown", *option[8];
+    const char *json = NULL, *commit = "unknown";
+    cli_option_value option[CLI_MAX_OPTIONS];
     int n_option = 0;
     while (!bad && (o = cli_getopt(PROG, argc, argv, "h", opts)) != -1) {
         switch (o) {
@@ -198,11 +200,7 @@ int main(int argc, char **argv)
         case 's': bad = cli_uint64(PROG, "--seed", optarg, &seed) != 0; break;
         case 'j': json = optarg; break;
         case 'c': commit = optarg; break;
-        case 'o':
-            bad = n_option == 8 || !strchr(optarg, '=');
-            if (bad) fprintf(stderr, PROG ": --option takes NAME=VALUE, at most 8 times\n");
-            else option[n_option++] = optarg;
-            break;
+        case 'o': bad = cli_backend_option(PROG, optarg, option, &n_option) != 0; break;
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
         }
@@ -327,14 +325,11 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int i = 0; i < n_option; i++) {
-        char name[64];
-        const char *eq = strchr(option[i], '=');
-        snprintf(name, sizeof name, "%.*s", (int)(eq - option[i]), option[i]);
-        if ((st = hc_x_ctx_set_option(c, name, atoi(eq + 1)))) {
-            fprintf(stderr, PROG ": option %s: %s (%s)\n", option[i], hc_status_name(st), hc_ctx_last_error(c));
+        if ((st = hc_x_ctx_set_option(c, option[i].name, option[i].value))) {
+            fprintf(stderr, PROG ": option %s: %s (%s)\n", option[i].name, hc_status_name(st), hc_ctx_last_error(c));
             return 1;
         }
-        printf("option %s\n", option[i]);
+        printf("option %s=%d\n", option[i].name, option[i].value);
     }
     CU(cudaStreamSynchronize(s));
     const size_t used1 = used_bytes();
