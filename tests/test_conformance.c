@@ -126,6 +126,16 @@ static void check_bf16(const candidate *k, hc_ctx *cb, int l, const char *what, 
     else ck_assert_msg(e < bound, "%s: layer %d %s rel L2 %.3g >= %.3g", k->name, l, what, e, bound);
 }
 
+/* Rows [0, m) of the n-token result at dev equal those of the m-token call (bitwise). */
+static void same_rows(hc_ctx *cb, const uint16_t *all, const uint16_t *dev, int m, size_t width, int l,
+                      const char *what, int n)
+{
+    uint16_t *part = fetch(cb, dev, sizeof(uint16_t) * (size_t)m * width);
+    ck_assert_msg(memcmp(part, all, sizeof(uint16_t) * (size_t)m * width) == 0,
+                  "layer %d: %s of the first %d tokens differs from theirs in a call of %d", l, what, m, n);
+    free(part);
+}
+
 /* A token's projections must not depend on the other tokens of the call: q_path of the piece's
  * first m tokens (m = 1, 5, 17, 40) gives bitwise the rows that the whole piece (already in ws.q)
  * gave at the same positions. cb's ws.x holds the piece's input. */
@@ -137,10 +147,7 @@ static void check_batch_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int q
     static const int ms[] = {1, 5, 17, 40};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0] && ms[i] < n; i++) {
         ck_assert_int_eq(ob->q_path(cb->be, l, ms[i], pos0, w->x, w->c, w->q), HC_OK);
-        uint16_t *part = fetch(cb, w->q, sizeof(uint16_t) * (size_t)ms[i] * qw);
-        ck_assert_msg(memcmp(part, all, sizeof(uint16_t) * (size_t)ms[i] * qw) == 0,
-                      "layer %d: q_path of the first %d tokens differs from theirs in a call of %d", l, ms[i], n);
-        free(part);
+        same_rows(cb, all, w->q, ms[i], qw, l, "q_path", n);
     }
     printf("  layer %d %-14s the rows of 1, 5, 17, 40 tokens equal theirs among %d (batch invariance)\n", l,
            "q_path", n);
@@ -156,30 +163,16 @@ static void check_index_q_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int
     static const int ms[] = {1, 17};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0] && ms[i] < n; i++) {
         ck_assert_int_eq(ob->index_q(cb->be, l, ms[i], pos0, w->x, w->c, w->qi, w->w), HC_OK);
-        uint16_t *pq = fetch(cb, w->qi, sizeof(uint16_t) * (size_t)ms[i] * IH * ID);
-        uint16_t *pw = fetch(cb, w->w, sizeof(uint16_t) * (size_t)ms[i] * IH);
-        ck_assert_msg(memcmp(pq, qi, sizeof(uint16_t) * (size_t)ms[i] * IH * ID) == 0 &&
-                          memcmp(pw, wt, sizeof(uint16_t) * (size_t)ms[i] * IH) == 0,
-                      "layer %d: index_q of the first %d tokens differs from theirs in a call of %d", l, ms[i], n);
-        free(pq), free(pw);
+        same_rows(cb, qi, w->qi, ms[i], (size_t)IH * ID, l, "index_q qi", n);
+        same_rows(cb, wt, w->w, ms[i], IH, l, "index_q w", n);
     }
     printf("  layer %d %-14s the rows of 1, 17 tokens equal theirs among %d (batch invariance)\n", l, "index_q", n);
     free(qi), free(wt);
 }
 
-/* Rows [0, m) of the n-token result at dev equal those of the m-token call (bitwise). */
-static void same_rows(hc_ctx *cb, const uint16_t *all, const uint16_t *dev, int m, size_t width, int l,
-                      const char *what, int n)
-{
-    uint16_t *part = fetch(cb, dev, sizeof(uint16_t) * (size_t)m * width);
-    ck_assert_msg(memcmp(part, all, sizeof(uint16_t) * (size_t)m * width) == 0,
-                  "layer %d: %s of the first %d tokens differs from theirs in a call of %d", l, what, m, n);
-    free(part);
-}
-
-/* Pieces of more tokens than the GEMVs take (prefill) run the GEMMs (FAST: cuBLASLt's FP8 GEMM
- * with a pinned algorithm, and the grouped bf16 GEMM): a token's projections must not depend on
- * the piece's size there either. NB random tokens at pos0, then the first 80 and 144 alone:
+/* Pieces of more tokens than the GEMVs take (prefill) run the GEMMs (the own FP8 GEMM, wgmma or
+ * mma.sync, and cuBLASLt's grouped bf16 GEMM with a pinned algorithm): a token's projections
+ * must not depend on the piece's size there either. NB random tokens at pos0, then the first 80 and 144 alone:
  * q_path (c and q), kv_path, index_q (CSA) and out_path give the same rows. Overwrites the
  * layer's workspace. */
 static void check_gemm_invariance(hc_ctx *cb, int l, int64_t pos0, int ratio)

@@ -2,9 +2,9 @@
  * (1x128 activation scales, 128x128 weight scales) as act_quant (kernels/quant) then the GEMV
  * (kernels/gemv) or GEMM (kernels/gemm) family, with the CPU backend's arithmetic, or (option
  * fp8_gemm_cublaslt) cuBLASLt's block-scaled FP8 GEMM for larger pieces (verified layouts in
- * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32
- * accumulation), double GEMMs for the projections whose fp32 result must match the CPU backend
- * bit for bit, and (option comp_fast) the same projections on the own batch-invariant bf16 GEMM.
+ * /shared/spec/cuda-facts.md); grouped bf16 GEMMs (fp32 accumulation), double GEMMs for the
+ * projections whose fp32 result must match the CPU backend bit for bit, and (option comp_fast)
+ * the same projections on the own batch-invariant bf16 GEMM.
  *
  * cuBLASLt's heuristic picks an algorithm (tiles, split-K, stages) by the shape, the token count
  * included, and with it the order of the sums: a token's result would depend on the size of the
@@ -195,8 +195,8 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
      * accumulation, not the CPU's arithmetic) to compare speed and results */
     if (!cu->opt.fp8_gemm_cublaslt) {
         /* option gemm_wgmma: the same formula on Hopper's wgmma; a shape or GPU it does not take
-         * (HC_ERR_INVALID_ARG) goes to the mma.sync kernel */
-        if (cu->opt.gemm_wgmma && hci_cu_device_is_sm90()) {
+         * (HC_ERR_INVALID_ARG, it checks for sm_90 itself) goes to the mma.sync kernel */
+        if (cu->opt.gemm_wgmma) {
             int st = hci_cu_gemm_fp8_wgmma(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
             if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8_wgmma");
             if (st == HC_OK) return HC_OK;
