@@ -2,7 +2,7 @@
  * layer kind (V4-Flash geometry), a context filled to 64K tokens, then chunks of 2048 tokens:
  * the wall time of hc_append (host input and output) and, for the same chunk through the ops
  * with an event after each, the GPU time of each op. A program that prints numbers.
- *   prefill-ops [CONTEXT_TOKENS [OPTION...] [--json=FILE]]   (options set to 1, e.g. index_fast)
+ *   prefill-ops [CONTEXT_TOKENS [OPTION[=0|1]...] [--json=FILE]]   (a bare OPTION is set to 1, e.g. index_fast)
  * Contexts compute in EXACT numerics (asked for: the library's default on CUDA is FAST), so that a
  * run compares with earlier builds; the options add fast paths (gemv_fast index_fast comp_fast:
  * what FAST sets).
@@ -148,8 +148,13 @@ int main(int argc, char **argv)
         hc_ctx *c = NULL;
         if (hc_ctx_create(m, &p, &c)) return 1;
 #ifndef HC_OLD_CACHE_API
-        for (int i = 2; i < argc; i++)
-            if (strncmp(argv[i], "--json=", 7)) CHECK(hc_x_ctx_set_option(c, argv[i], 1));
+        for (int i = 2; i < argc; i++) { /* NAME sets an option, NAME=0 / NAME=1 sets it to that */
+            if (!strncmp(argv[i], "--json=", 7)) continue;
+            char name[64];
+            const char *eq = strchr(argv[i], '=');
+            snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - argv[i]) : (int)strlen(argv[i]), argv[i]);
+            CHECK(hc_x_ctx_set_option(c, name, eq ? atoi(eq + 1) : 1));
+        }
 #endif
         int dim = m->cfg.dim;
         float *x = malloc(sizeof(float) * n * dim), *y = malloc(sizeof(float) * n * dim);

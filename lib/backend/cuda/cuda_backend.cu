@@ -46,6 +46,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"attend_fast", offsetof(hci_cu_options, attend_fast)},
         {"gemv_fast", offsetof(hci_cu_options, gemv_fast)},
         {"index_fast", offsetof(hci_cu_options, index_fast)},
+        {"index_tcsum", offsetof(hci_cu_options, index_tcsum)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
     };
@@ -389,7 +390,8 @@ static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, 
     KTRY(be, hci_cu_index_topk(cu->stream, &idx->layout, (uint8_t *const *)idx->entries.dev_table, n, pos0,
                                cf->index_n_heads, cf->index_head_dim, cf->index_topk, qi, w, sel, cu->scratch,
                                cu->opt.index_exact_only ? HCI_IX_EXACT_ONLY
-                                                        : (cu->opt.index_fast ? HCI_IX_FAST : HCI_IX_EXACT)));
+                               : cu->opt.index_fast     ? HCI_IX_FAST | (cu->opt.index_tcsum ? HCI_IX_TCSUM : 0)
+                                                        : HCI_IX_EXACT));
     return HC_OK;
 }
 
@@ -540,6 +542,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     be->numerics = a->numerics == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST;
     cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
     cu->opt.gemm_wgmma = 1; /* the same bits as gemm_fp8.cu's big tiles, faster (cuda_options.h) */
+    cu->opt.index_tcsum = 1; /* only read with index_fast */
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;

@@ -1,5 +1,5 @@
 /* cuda_options.h - named alternatives to the CUDA backend's code paths, for comparisons and
- * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma is numerics EXACT; a backend
+ * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma and index_tcsum is numerics EXACT; a backend
  * created for numerics FAST (HC_NUMERICS_FAST, or DEFAULT, which is FAST on CUDA) starts with
  * gemv_fast, index_fast, comp_fast and attend_fast set. None is needed for correct results. C and C++. */
 #ifndef HCI_CUDA_OPTIONS_H
@@ -38,6 +38,12 @@ typedef struct hci_cu_options {
      * the tensor cores' dots and of the fp32 head sum (the exact path's is exact);
      * deterministic and batch-invariant. Set by HC_NUMERICS_FAST. */
     int index_fast;
+    /* With index_fast, on the wgmma kernel (64 heads, sm_90): the head terms (the same bf16
+     * values) added on the tensor cores (an m64n8k16 against ones per 16 heads, fp32
+     * accumulation) instead of in a fixed fp32 order on the CUDA cores: fewer epilogue
+     * instructions; sums differ in last fp32 bits, so a score's bf16 rounding rarely.
+     * Deterministic and batch-invariant either way. On by default. */
+    int index_tcsum;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
      * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so

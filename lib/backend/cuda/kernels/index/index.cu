@@ -753,7 +753,7 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
     int fp4_ok = l->fmt == HCI_FMT_FP8 && l->fp4 && l->qblock == 32 && l->data_bytes == ID / 2 &&
                  l->scale_bytes == ID / 32;
     int bf16_ok = l->fmt == HCI_FMT_BF16 && l->data_bytes == ID * 2;
-    int fast = mode == HCI_IX_FAST && hci_cu_index_fast_ok(l, IH, ID);
+    int fast = (mode & 3) == HCI_IX_FAST && hci_cu_index_fast_ok(l, IH, ID);
     int simple = mode == HCI_IX_EXACT_ONLY || ID % 32 != 0 || !(fp4_ok || bf16_ok);
     int nb = ID / 32, lg = 0;
     while ((1 << lg) < nb) lg++;
@@ -785,7 +785,7 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
             if (fast) {
                 int st = hci_cu_index_fast_scores(s, l, pages, rows, gpos, IH, qi + (size_t)g0 * IH * ID,
                                                   w + (size_t)g0 * IH, base + p.prep, (uint16_t *)(base + p.scores),
-                                                  p.stride, hist_hi, sms);
+                                                  p.stride, hist_hi, sms, (mode & HCI_IX_TCSUM) != 0);
                 if (st) return st;
             } else {
                 if (!simple) {

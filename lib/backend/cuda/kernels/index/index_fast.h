@@ -25,9 +25,11 @@ size_t hci_cu_index_fast_qstride(int IH);
  * scores[r * stride + j] (order-preserving 16-bit keys, index/config.h's ix_key16) and adds
  * each key's high byte to hist[r][256] (zeroed by the caller). prep: scratch
  * of rows * hci_cu_index_fast_qstride(IH) bytes (16-byte aligned). sms: multiprocessors.
- * Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or HC_ERR_CUDA. */
+ * tcsum: where the wgmma kernel runs, the head sum on the tensor cores (index_wgmma.cu; fp32 in
+ * the tensor cores' order instead of the fixed CUDA-core order). Returns HC_OK,
+ * HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or HC_ERR_CUDA. */
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,
                              int64_t pos0, int IH, const uint16_t *qi, const uint16_t *w, uint8_t *prep,
-                             uint16_t *scores, int64_t stride, uint32_t *hist, int sms);
+                             uint16_t *scores, int64_t stride, uint32_t *hist, int sms, bool tcsum);
 
 #endif

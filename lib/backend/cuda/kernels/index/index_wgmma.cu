@@ -14,7 +14,16 @@
  * into their own swizzled buffer; the next tile's codes are fetched into registers meanwhile).
  * Per tile and pair of queries: D[64 keys][128 = 2 x 64 heads] = four wgmma m64n128k32 (keys as
  * A, heads as B, both K-major from shared memory); then the head terms of D and their sum in
- * registers while the other warpgroups' MMAs run. */
+ * registers while the other warpgroups' MMAs run.
+ *
+ * Head sum (template TC): false, in fp32 on the CUDA cores (ix_fast_add2 per lane, then
+ * xor-shuffles); true (option index_tcsum, the default), on the tensor cores: the bf16 terms,
+ * computed exactly as above (cvt.relu to bf16x2, times the packed bf16 weights in one bf16x2
+ * FMA), are already wgmma's register A fragment (rows = keys, k = heads), and four m64n8k16
+ * against a block of ones add each query's 64 terms with fp32 accumulation. The terms are the
+ * same; only the order and grouping of the fp32 additions differ (the tensor cores' own, fixed):
+ * one bf16x2 instruction per two head terms instead of five, deterministic, and each query's sum
+ * comes from its own four MMAs whatever the other queries (batch-invariant). */
 #include "index_fast.cuh"
 #include "../wgmma.cuh"
 
@@ -27,8 +36,9 @@ constexpr int THREADS = NWG * 128;
 constexpr int HEADS = 64;
 constexpr int QBYTES = HEADS * DIM;   /* one query's rows */
 constexpr int KBYTES = IX_TILE * DIM; /* one key tile */
-constexpr unsigned SMEM =
-    WQ * QBYTES + NWG * KBYTES + WQ * HEADS * 8 + NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
+constexpr int ONES_BYTES = 8 * 128;  /* the head sum's B: 8 columns x 64 heads of bf16 1.0 */
+constexpr unsigned SMEM = WQ * QBYTES + NWG * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 +
+                          NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
 
 /* 128B-swizzled tiles and their descriptors, fences, barriers: wgmma.cuh */
 
@@ -46,6 +56,32 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
 #endif
 }
 
+/* e (+)= A.B, m64n8k16, A (bf16) from registers in the accumulator layout of the 64 keys, B
+ * (bf16, K-major) from shared memory; scale_d 0 starts from zero. */
+__device__ __forceinline__ void wgmma_sum_m64n8k16(float (&e)[4], const uint32_t (&t)[4], uint64_t db, int scale_d)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
+                 : "+f"(e[0]), "+f"(e[1]), "+f"(e[2]), "+f"(e[3])
+                 : "r"(t[0]), "r"(t[1]), "r"(t[2]), "r"(t[3]), "l"(db), "r"(scale_d));
+#else
+    (void)e, (void)t, (void)db, (void)scale_d;
+    __trap();
+#endif
+}
+
+/* Two head terms bf16(relu(bf16(d_i)) * wq_i) as one bf16x2 (d0 and wq0 low): ix_fast_terms2_folded's
+ * roundings, with the weights packed. */
+__device__ __forceinline__ uint32_t ixw_terms_bf16x2(float d0, float d1, uint32_t wq)
+{
+    uint32_t r, m;
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(d1), "f"(d0));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(m) : "r"(r), "r"(wq), "r"(0u));
+    return m;
+}
+
+template <bool TC>
 __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
 {
     extern __shared__ __align__(16) uint8_t sm_raw[];
@@ -58,15 +94,30 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
     const int64_t nv_last = (a.pos0 + q0 + QTe) / 4; /* keys visible to the CTA's last query */
     const int64_t ntiles = (nv_last + IX_TILE - 1) / IX_TILE;
     if ((int64_t)blockIdx.x * NWG >= ntiles) return; /* uniform over the CTA */
-    uint8_t *qs = sm, *ks = qs + WQ * QBYTES + wg * KBYTES;
-    float4 *hw = (float4 *)(qs + WQ * QBYTES + NWG * KBYTES);
-    float *ksc0 = (float *)(hw + WQ * HEADS / 2), *ksc = ksc0 + wg * IX_TILE;
+    uint8_t *qs = sm, *ks = qs + WQ * QBYTES + wg * KBYTES, *ones = qs + WQ * QBYTES + NWG * KBYTES;
+    float4 *hw = (float4 *)(ones + ONES_BYTES);
+    uint32_t *wpk = (uint32_t *)(hw + WQ * HEADS / 2); /* [query][t][8]: the packed weights lane t takes */
+    float *ksc0 = (float *)(wpk + WQ * HEADS / 2), *ksc = ksc0 + wg * IX_TILE;
     uint32_t *hist = (uint32_t *)(ksc0 + NWG * IX_TILE);
 
     /* the queries' e4m3 rows (swizzled), head scales and weights, the histograms */
     ixf_stage_queries<WQ, THREADS>(a, HEADS, q0, QTe, tid, qs, hw, hist, hci_wg_sw128);
+    if constexpr (TC) {
+        for (int i = tid; i < ONES_BYTES / 4; i += THREADS) ((uint32_t *)ones)[i] = 0x3F803F80u; /* bf16 1.0 */
+    }
     hci_async_fence();
     __syncthreads();
+    if constexpr (TC) {
+        static_assert(!TC || IXF_FOLD_SCALES, "the tensor-core head sum takes the folded weights");
+        /* the weights of heads 2hp, 2hp + 1 (hp = 4 jj + t) as one bf16x2, where lane t reads them */
+        for (int i = tid; i < WQ * HEADS / 2; i += THREADS) {
+            const int qq = i / (HEADS / 2), hp = i % (HEADS / 2);
+            const float4 v = hw[i];
+            wpk[qq * (HEADS / 2) + (hp & 3) * 8 + (hp >> 2)] =
+                (__float_as_uint(v.z) >> 16) | (__float_as_uint(v.w) & 0xFFFF0000u);
+        }
+        __syncthreads();
+    }
 
     const uint32_t ks_s = (uint32_t)__cvta_generic_to_shared(ks), qs_s = (uint32_t)__cvta_generic_to_shared(qs);
     const uint64_t da0 = hci_wg_desc_k(ks_s);
@@ -112,32 +163,72 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
             /* rows g and g + 8 of this warp's 16 keys; columns 8j + 2t, +1 of n8 block j: query
              * qa + j / 8, heads 8 (j % 8) + 2t, + 1 */
             const float sk0 = ksc[wi * 16 + g], sk1 = ksc[wi * 16 + g + 8];
-            float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}; /* +0: zero terms leave it +0, as the CPU's sum */
+            float v;
+            int query, key;
+            if constexpr (TC) {
+                /* lane t: query qa + (t & 1), row g + 8 (t >> 1) */
+                float e[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-            for (int j = 0; j < 16; j++) {
-                const int q = j >> 3;
-                const float4 sw = hw[(qa + q) * (HEADS / 2) + 4 * (j & 7) + t]; /* scales and weights */
-                if constexpr (IXF_FOLD_SCALES) {
-                    s[q][0] = ix_fast_add2(s[q][0], ix_fast_terms2_folded(d[4 * j], d[4 * j + 1], sw.z, sw.w));
-                    s[q][1] = ix_fast_add2(s[q][1], ix_fast_terms2_folded(d[4 * j + 2], d[4 * j + 3], sw.z, sw.w));
-                } else {
-                    s[q][0] = ix_fast_add2(s[q][0], ix_fast_terms2(d[4 * j], d[4 * j + 1], sw.x, sw.y, sk0, sw.z, sw.w));
-                    s[q][1] = ix_fast_add2(s[q][1], ix_fast_terms2(d[4 * j + 2], d[4 * j + 3], sw.x, sw.y, sk1, sw.z, sw.w));
+                for (int q = 0; q < 2; q++) {
+                    const uint4 *wl = (const uint4 *)(wpk + (qa + q) * (HEADS / 2) + t * 8);
+                    const uint4 w03 = wl[0], w47 = wl[1];
+                    const uint32_t wq[8] = {w03.x, w03.y, w03.z, w03.w, w47.x, w47.y, w47.z, w47.w};
+                    uint32_t tm[4][4]; /* the A fragments of the four k16 chunks of this query's heads */
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        const int ja = 8 * q + 2 * c, jb = ja + 1;
+                        tm[c][0] = ixw_terms_bf16x2(d[4 * ja], d[4 * ja + 1], wq[2 * c]);
+                        tm[c][1] = ixw_terms_bf16x2(d[4 * ja + 2], d[4 * ja + 3], wq[2 * c]);
+                        tm[c][2] = ixw_terms_bf16x2(d[4 * jb], d[4 * jb + 1], wq[2 * c + 1]);
+                        tm[c][3] = ixw_terms_bf16x2(d[4 * jb + 2], d[4 * jb + 3], wq[2 * c + 1]);
+                    }
+#pragma unroll
+                    for (int i = 0; i < 4; i++) hci_reg_fence(e[q][i]);
+                    hci_wg_fence();
+                    const uint64_t dones = hci_wg_desc_k((uint32_t)__cvta_generic_to_shared(ones));
+#pragma unroll
+                    for (int c = 0; c < 4; c++) wgmma_sum_m64n8k16(e[q], tm[c], dones + 2 * c, c);
                 }
+                hci_wg_commit();
+                hci_wg_wait0();
+#pragma unroll
+                for (int q = 0; q < 2; q++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) hci_reg_fence(e[q][i]);
+                /* every column of B is ones: e[q][0] = e[q][1] is row g's sum, e[q][2] row g + 8's */
+                v = (t & 1) ? ((t >> 1) ? e[1][2] : e[1][0]) : ((t >> 1) ? e[0][2] : e[0][0]);
+                v = __fadd_rn(v, 0.0f); /* a sum of zeros as +0, as the fp32 sum from +0 gives it */
+                query = qa + (t & 1), key = wi * 16 + g + 8 * (t >> 1);
+                v = __fmul_rn(v, (t >> 1) ? sk1 : sk0);
+            } else {
+                float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}; /* +0: zero terms leave it +0, as the CPU's sum */
+#pragma unroll
+                for (int j = 0; j < 16; j++) {
+                    const int q = j >> 3;
+                    const float4 sw = hw[(qa + q) * (HEADS / 2) + 4 * (j & 7) + t]; /* scales and weights */
+                    if constexpr (IXF_FOLD_SCALES) {
+                        s[q][0] = ix_fast_add2(s[q][0], ix_fast_terms2_folded(d[4 * j], d[4 * j + 1], sw.z, sw.w));
+                        s[q][1] = ix_fast_add2(s[q][1], ix_fast_terms2_folded(d[4 * j + 2], d[4 * j + 3], sw.z, sw.w));
+                    } else {
+                        s[q][0] = ix_fast_add2(s[q][0], ix_fast_terms2(d[4 * j], d[4 * j + 1], sw.x, sw.y, sk0, sw.z, sw.w));
+                        s[q][1] = ix_fast_add2(s[q][1], ix_fast_terms2(d[4 * j + 2], d[4 * j + 3], sw.x, sw.y, sk1, sw.z, sw.w));
+                    }
+                }
+#pragma unroll
+                for (int q = 0; q < 2; q++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        float u = s[q][r];
+                        u = __fadd_rn(u, __shfl_xor_sync(0xffffffffu, u, 1));
+                        s[q][r] = __fadd_rn(u, __shfl_xor_sync(0xffffffffu, u, 2));
+                    }
+                /* lane t writes one of the 4 (query, row) sums its row group holds */
+                const int q = t >> 1;
+                query = qa + q, key = wi * 16 + g + 8 * (t & 1);
+                v = t == 0 ? s[0][0] : t == 1 ? s[0][1] : t == 2 ? s[1][0] : s[1][1];
+                if (IXF_FOLD_SCALES) v = __fmul_rn(v, (t & 1) ? sk1 : sk0);
             }
-#pragma unroll
-            for (int q = 0; q < 2; q++)
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    float v = s[q][r];
-                    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
-                    s[q][r] = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
-                }
-            /* lane t writes one of the 4 (query, row) sums its row group holds */
-            const int q = t >> 1, key = wi * 16 + g + 8 * (t & 1), query = qa + q;
-            float v = t == 0 ? s[0][0] : t == 1 ? s[0][1] : t == 2 ? s[1][0] : s[1][1];
-            if (IXF_FOLD_SCALES) v = __fmul_rn(v, (t & 1) ? sk1 : sk0);
-            const bool vis = j0 + key < (q ? nvb : nva);
+            const bool vis = j0 + key < (query == qa ? nva : nvb);
             const uint32_t k16 = ix_key16(hci_bf16_from_f32(v));
             if (vis) a.scores[(size_t)(q0 + query) * a.stride + j0 + key] = (uint16_t)k16;
             /* near keys score alike: one shared-memory atomic per distinct (query, high byte) */
@@ -152,14 +243,13 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
         if (hist[i]) atomicAdd(&a.hist[(size_t)(q0 + i / 256) * 256 + (i % 256)], hist[i]);
 }
 
-} // namespace
-
-int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms)
+template <bool TC>
+int launch(cudaStream_t s, const ixf_args &a, int sms)
 {
-    if (cudaFuncSetAttribute(ixw_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+    if (cudaFuncSetAttribute(ixw_score<TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score, THREADS, SMEM) != cudaSuccess || per_sm < 1) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC>, THREADS, SMEM) != cudaSuccess || per_sm < 1) {
         (void)cudaGetLastError(); /* a failed query is not a launch failure */
         per_sm = 1;
     }
@@ -167,8 +257,15 @@ int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms)
     int gy = (a.rows + WQ - 1) / WQ;
     int64_t pairs = (ne + IX_TILE - 1) / IX_TILE / NWG + 1, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
     int gx = (int)(pairs < want ? pairs : (want < 1 ? 1 : want));
-    ixw_score<<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
+    ixw_score<TC><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
     return HCI_CU_CHECK_LAUNCH();
+}
+
+} // namespace
+
+int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, bool tcsum)
+{
+    return tcsum && IXF_FOLD_SCALES ? launch<true>(s, a, sms) : launch<false>(s, a, sms);
 }
 
 } // namespace ixf
