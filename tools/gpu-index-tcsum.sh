@@ -4,7 +4,7 @@
 # tools/gpu-carry.sh in .carry/b: the golden set on CUDA (EXACT and FAST halves), the V4-Flash
 # FAST conformance candidate (determinism, batch invariance, picks shared with the CPU), prefill op
 # times of a 2048-token chunk at 128K and 1M with index_tcsum 1 and 0, the 131072-token end-to-end
-# run, test_gpu tiny. Writes $OUT/*.log and $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after
+# run, test_gpu tiny, an ncu profile of the score kernel with each head sum. Writes $OUT/*.log and $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after
 # every step.
 set -u
 cd "$(dirname "$0")/.."
@@ -26,4 +26,11 @@ for v in 1 0; do
 done
 step prefill-e2e 90 $b/tools/prefill-e2e --tokens 131072 --json "$o/prefill-e2e-131072.json" --commit "$commit"
 step gpu-tiny 150 $b/tests/test_gpu
+# where the score kernel's time goes, both head sums (one launch each, 128K context)
+for v in 1 0; do
+    step ncu-ixw-tc$v 120 ncu --clock-control none -k regex:ixw_score -c 1 --section SpeedOfLight \
+        --section WarpStateStats --section SchedulerStats --section InstructionStats \
+        --metrics 'sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum' \
+        $b/tools/prefill-ops 131072 $fast index_tcsum=$v
+done
 exit 0
