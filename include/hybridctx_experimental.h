@@ -53,6 +53,35 @@ HC_API hc_status hc_x_session_inspect(const char *path, int32_t flags, char *buf
 HC_API hc_status hc_x_session_inspect_progress(const char *path, int32_t flags, hc_progress_fn fn, void *user,
                                                char *buf, uint64_t cap, uint64_t *len);
 
+/** Memory for x and y in the context's io_memory, for programs that hold no allocator of their
+ *  own for it (the CLI's demo): HC_MEM_DEVICE, device memory of the context's GPU (zero-filled);
+ *  HC_MEM_HOST, host memory (malloc). Owned by the caller, freed by hc_x_ctx_io_free() on the
+ *  same context before it is freed.
+ *  @return HC_OK; HC_ERR_NULL_ARG (c or out); HC_ERR_INVALID_ARG (bytes 0);
+ *  HC_ERR_OUT_OF_MEMORY; HC_ERR_CUDA. Threads: as any call on c. @since 0.2 */
+HC_API hc_status hc_x_ctx_io_alloc(hc_ctx *c, uint64_t bytes, void **out);
+
+/** Free memory from hc_x_ctx_io_alloc() on the same context (NULL p: nothing). On CUDA it waits
+ *  for the work queued on the context's stream first. */
+HC_API void hc_x_ctx_io_free(hc_ctx *c, void *p);
+
+/** Copy bytes between host memory and the context's io_memory, in order with the context's
+ *  calls (its stream on CUDA), done when it returns. to_io 1: host src into io-memory dst;
+ *  0: io-memory src into host dst. With HC_MEM_HOST both sides are host memory (memcpy).
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_CUDA (the detail in hc_ctx_last_error()).
+ *  Threads: as any call on c. @since 0.2 */
+HC_API hc_status hc_x_ctx_io_copy(hc_ctx *c, void *dst, const void *src, uint64_t bytes, int32_t to_io);
+
+/** The stand-in for a model's MLP between two attention layers that the CLI's demo runs:
+ *  x = RMSNorm(x + y) for each of n_tokens rows of dim (no weight, eps 1e-6; the sum of squares
+ *  accumulated in double on the host, in fp32 on the GPU), x and y of the context's io_dtype in
+ *  its io_memory (device memory: on the context's stream, asynchronous like hc_append). Not part
+ *  of the attention block, and not the model's real MLP: a way to feed a long synthetic run
+ *  from layer to layer at the speed of the backend.
+ *  @return HC_OK; HC_ERR_NULL_ARG; HC_ERR_INVALID_ARG (n_tokens < 0); HC_ERR_CUDA. The context
+ *  itself never changes. Threads: as any call on c. @since 0.2 */
+HC_API hc_status hc_x_ctx_residual_norm(hc_ctx *c, void *x, const void *y, int64_t n_tokens);
+
 #ifdef __cplusplus
 }
 #endif

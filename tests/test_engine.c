@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "hybridctx.h"
+#include "hybridctx_experimental.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -359,6 +360,92 @@ START_TEST(ctx_memory_matches_formula)
 }
 END_TEST
 
+/* The demo's stand-in between layers (hc_x_ctx_residual_norm) against a direct computation,
+ * f32 and bf16 io, on 1, 3 and 2 threads (the same bits), and the io helpers of a host-memory
+ * context; bad arguments change nothing. */
+static void residual_reference(const float *x, const float *y, int64_t n, int dim, float *out)
+{
+    for (int64_t t = 0; t < n; t++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++) {
+            float v = x[t * dim + i] + y[t * dim + i];
+            ss += (double)v * v;
+        }
+        float r = (float)(1.0 / sqrt(ss / dim + 1e-6));
+        for (int i = 0; i < dim; i++) out[t * dim + i] = (x[t * dim + i] + y[t * dim + i]) * r;
+    }
+}
+
+static uint16_t bf16_rne(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); /* finite values */
+}
+
+START_TEST(residual_norm_and_io_helpers)
+{
+    const int64_t n = 37;
+    size_t count = (size_t)n * g_dim;
+    float *ref = malloc(sizeof(float) * count), *x = malloc(sizeof(float) * count), *first = malloc(sizeof(float) * count);
+    residual_reference(xin(0, 0), xin(1, 0), n, g_dim, ref);
+    int threads[] = {1, 3, 2};
+    for (int k = 0; k < 3; k++) {
+        hc_ctx *c = make_ctx(threads[k], HC_CACHE_FP8, 0);
+        void *dx = NULL, *dy = NULL;
+        ck_assert_int_eq(hc_x_ctx_io_alloc(c, sizeof(float) * count, &dx), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_io_alloc(c, sizeof(float) * count, &dy), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_io_copy(c, dx, xin(0, 0), sizeof(float) * count, 1), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_io_copy(c, dy, xin(1, 0), sizeof(float) * count, 1), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_residual_norm(c, dx, dy, n), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_io_copy(c, x, dx, sizeof(float) * count, 0), HC_OK);
+        double worst = 0;
+        for (size_t i = 0; i < count; i++) {
+            double e = fabs((double)x[i] - ref[i]) / (fabs(ref[i]) + 1e-3);
+            if (e > worst) worst = e;
+        }
+        ck_assert_msg(worst < 1e-6, "f32 residual norm off by %g", worst);
+        if (k == 0) memcpy(first, x, sizeof(float) * count);
+        else ck_assert_msg(!memcmp(first, x, sizeof(float) * count), "thread count changed the bits");
+        /* refusals: x unchanged */
+        ck_assert_int_eq(hc_x_ctx_residual_norm(c, dx, dy, -1), HC_ERR_INVALID_ARG);
+        ck_assert_int_eq(hc_x_ctx_residual_norm(c, NULL, dy, n), HC_ERR_NULL_ARG);
+        ck_assert_int_eq(hc_x_ctx_residual_norm(NULL, dx, dy, n), HC_ERR_NULL_ARG);
+        ck_assert_int_eq(hc_x_ctx_residual_norm(c, dx, dy, 0), HC_OK);
+        ck_assert(!memcmp(dx, first, sizeof(float) * count));
+        void *none = (void *)1;
+        ck_assert_int_eq(hc_x_ctx_io_alloc(c, 0, &none), HC_ERR_INVALID_ARG);
+        ck_assert_ptr_null(none);
+        ck_assert_int_eq(hc_x_ctx_io_copy(c, NULL, x, 4, 1), HC_ERR_NULL_ARG);
+        ck_assert_int_eq(hc_ctx_n_tokens(c), 0);
+        hc_x_ctx_io_free(c, dx);
+        hc_x_ctx_io_free(c, dy);
+        hc_x_ctx_io_free(c, NULL);
+        hc_ctx_free(c);
+    }
+    /* bf16 io: the sum of the bf16 values in fp32, the result rounded once */
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = HC_BACKEND_CPU;
+    p.io_dtype = HC_DTYPE_BF16;
+    hc_ctx *c = NULL;
+    ck_assert_int_eq(hc_ctx_create(g_model, &p, &c), HC_OK);
+    uint16_t *bx = malloc(2 * count), *by = malloc(2 * count);
+    float *fx = calloc(count, sizeof(float)), *fy = calloc(count, sizeof(float));
+    for (size_t i = 0; i < count; i++) {
+        bx[i] = bf16_rne(xin(0, 0)[i]), by[i] = bf16_rne(xin(1, 0)[i]);
+        fx[i] = tu_bf16(bx[i]), fy[i] = tu_bf16(by[i]);
+    }
+    residual_reference(fx, fy, n, g_dim, ref);
+    ck_assert_int_eq(hc_x_ctx_residual_norm(c, bx, by, n), HC_OK);
+    size_t differ = 0;
+    for (size_t i = 0; i < count; i++) differ += bx[i] != bf16_rne(ref[i]);
+    ck_assert_msg(differ == 0, "%zu bf16 values differ", differ);
+    hc_ctx_free(c);
+    free(bx), free(by), free(fx), free(fy), free(ref), free(x), free(first);
+}
+END_TEST
+
 Suite *tu_suite(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -375,6 +462,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, model_and_ctx_argument_errors);
     tcase_add_test(tc, cache_bytes_formula);
     tcase_add_test(tc, ctx_memory_matches_formula);
+    tcase_add_test(tc, residual_norm_and_io_helpers);
     suite_add_tcase(s, tc);
     return s;
 }

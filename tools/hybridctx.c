@@ -67,14 +67,15 @@ static const char usage_demo[] =
     "                      [--numerics default|fast|exact] [--load FILE] [--save FILE] [--json]\n"
     "\n"
     "Runs N synthetic tokens through every layer of the model in chunks (a stand-in MLP between\n"
-    "layers), then decodes a few tokens one at a time, and reports prefill and decode speed and\n"
+    "layers; on CUDA the activations stay on the GPU), then decodes a few tokens one at a time, and reports prefill and decode speed and\n"
     "the cache memory next to a dense bf16 KV cache. With --load the context starts from a saved\n"
     "session (of the same model and seed); with --save it is saved at the end.\n"
     "\n"
     "  --model MODEL       the model (default tiny: random weights)\n"
     "  --tokens N          prefill length, 1 .. the model's positions minus --decode and a loaded\n"
     "                      session's tokens; 0 allowed with --load (default 20000)\n"
-    "  --chunk N           tokens per hc_append() call, 1..1048576 (default 1024)\n"
+    "  --chunk N           tokens per hc_append() call, 1..1048576 (default 2048 on CUDA, 1024\n"
+    "                      on the CPU)\n"
     "  --decode N          tokens decoded after the prefill, 0..1000000 (default 16)\n"
     "  --threads N         CPU backend threads, 0..4096; 0 = all online cores (default 0)\n"
     "  --cache FMT         cache format: fp8 (default) or bf16\n"
@@ -392,37 +393,10 @@ static int synth_tokens(float *x, int64_t n, int dim, uint64_t *state)
     return 0;
 }
 
-/* Stand-in for the MLP between layers: next input = RMS-normalised (x + y). */
-typedef struct { float *x; const float *y; int dim; } mlp_arg;
-
-static void next_input_range(void *p, int64_t t0, int64_t t1)
-{
-    const mlp_arg *a = p;
-    const int dim = a->dim;
-    for (int64_t t = t0; t < t1; t++) {
-        float *x = a->x + t * dim;
-        const float *y = a->y + t * dim;
-        double ss[8] = {0}; /* eight partial sums: vector lanes */
-        int i = 0;
-        for (; i + 8 <= dim; i += 8)
-            for (int j = 0; j < 8; j++) {
-                x[i + j] += y[i + j];
-                ss[j] += (double)x[i + j] * x[i + j];
-            }
-        for (; i < dim; i++) x[i] += y[i], ss[0] += (double)x[i] * x[i];
-        double s = ((ss[0] + ss[1]) + (ss[2] + ss[3])) + ((ss[4] + ss[5]) + (ss[6] + ss[7]));
-        float r = (float)(1.0 / sqrt(s / dim + 1e-6));
-        for (i = 0; i < dim; i++) x[i] *= r;
-    }
-}
-
-static void next_input(float *x, const float *y, int64_t n, int dim)
-{
-    mlp_arg a = {x, y, dim};
-    for_tokens(n, dim, next_input_range, &a);
-}
-
-static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t n)
+/* One chunk through every layer: x and y in the context's io memory (on the GPU for a CUDA
+ * context), and the stand-in for the MLP between layers, next x = RMS-normalised (x + y), run by
+ * the library on the same backend (hc_x_ctx_residual_norm). */
+static int run_chunk(hc_ctx *c, int layers, void *x, void *y, int64_t n)
 {
     for (int l = 0; l < layers; l++) {
         hc_status st = hc_append(c, l, x, n, y);
@@ -431,13 +405,25 @@ static int run_chunk(hc_ctx *c, int layers, int dim, float *x, float *y, int64_t
                     (long long)hc_ctx_n_tokens(c));
             return 130;
         }
+        if (!st) st = hc_x_ctx_residual_norm(c, x, y, n);
         if (st) {
             fprintf(stderr, "hybridctx: layer %d: %s (%s)\n", l, hc_strerror(st), hc_ctx_last_error(c));
             return 1;
         }
-        next_input(x, y, n, dim);
     }
     return 0;
+}
+
+/* A chunk of synthetic tokens into the context's io memory x (staged in host memory hx). */
+static int feed_chunk(hc_ctx *c, float *hx, void *x, int64_t n, int dim, uint64_t *state)
+{
+    if (synth_tokens(hx, n, dim, state)) {
+        fprintf(stderr, "hybridctx: out of memory\n");
+        return 1;
+    }
+    hc_status st = hc_x_ctx_io_copy(c, x, hx, sizeof(float) * (uint64_t)n * dim, 1);
+    if (st) fprintf(stderr, "hybridctx: input copy: %s (%s)\n", hc_strerror(st), hc_ctx_last_error(c));
+    return st ? 1 : 0;
 }
 
 static const char *const cache_names[] = {"fp8", "bf16", NULL};
@@ -447,7 +433,7 @@ static const char *const numerics_names[] = {"default", "fast", "exact", NULL}; 
 static int cmd_demo(int argc, char **argv)
 {
     const char *prog = "hybridctx demo", *model_name = "tiny", *load = NULL, *save = NULL;
-    int64_t tokens = 20000, chunk = 1024, decode = 16;
+    int64_t tokens = 20000, chunk = 0, decode = 16;
     int threads = 0, cache = 0, backend = 0, json = 0, numerics = 0;
     uint64_t seed = 1;
     static const struct option opts[] = {
@@ -509,11 +495,20 @@ static int cmd_demo(int argc, char **argv)
     p.numerics = numerics;
     hc_ctx *c = NULL;
     hc_status st;
-    if ((st = hc_ctx_create(m, &p, &c))) {
+    /* on CUDA, x and y stay on the GPU (device io): the host's part is the synthetic input */
+    p.io_memory = backend == 2 ? HC_MEM_DEVICE : HC_MEM_HOST;
+    if (!(st = hc_ctx_create(m, &p, &c)) && backend == 0 && hc_ctx_backend(c) == HC_BACKEND_CUDA) {
+        hc_ctx_free(c);
+        c = NULL;
+        p.io_memory = HC_MEM_DEVICE;
+        st = hc_ctx_create(m, &p, &c);
+    }
+    if (st) {
         fprintf(stderr, "%s: context: %s\n", prog, hc_strerror(st));
         hc_model_free(m);
         return 1;
     }
+    if (!chunk) chunk = hc_ctx_backend(c) == HC_BACKEND_CUDA ? 2048 : 1024;
     int L = info.n_layers, D = info.dim;
     const char *be_name = hc_ctx_backend(c) == HC_BACKEND_CUDA ? "cuda" : "cpu";
     const char *num_name = hc_ctx_numerics(c) == HC_NUMERICS_FAST ? "fast" : "exact";
@@ -525,10 +520,13 @@ static int cmd_demo(int argc, char **argv)
         printf("  backend %s, %s cache, %s numerics\n", be_name, cache_names[cache], num_name);
         fflush(stdout);
     }
-    float *x = malloc(sizeof(float) * (size_t)chunk * D), *y = malloc(sizeof(float) * (size_t)chunk * D);
-    if (!x || !y) {
-        fprintf(stderr, "%s: out of memory\n", prog);
-        free(x), free(y);
+    float *hx = malloc(sizeof(float) * (size_t)chunk * D);
+    void *x = NULL, *y = NULL;
+    uint64_t io_bytes = sizeof(float) * (uint64_t)chunk * D;
+    if (!hx || (st = hc_x_ctx_io_alloc(c, io_bytes, &x)) || (st = hc_x_ctx_io_alloc(c, io_bytes, &y))) {
+        fprintf(stderr, "%s: out of memory for chunks of %lld tokens\n", prog, (long long)chunk);
+        free(hx);
+        hc_x_ctx_io_free(c, x);
         hc_ctx_free(c);
         hc_model_free(m);
         return 1;
@@ -569,9 +567,15 @@ static int cmd_demo(int argc, char **argv)
     t0 = now_s();
     for (int64_t done = 0; done < tokens && !rc;) {
         int64_t n = tokens - done < chunk ? tokens - done : chunk;
-        rc = synth_tokens(x, n, D, &rs) ? (fprintf(stderr, "%s: out of memory\n", prog), 1) : run_chunk(c, L, D, x, y, n);
+        rc = feed_chunk(c, hx, x, n, D, &rs);
+        if (!rc) rc = run_chunk(c, L, x, y, n);
         if (rc) bar_end(&pb);
         else bar_draw(&pb, (uint64_t)(done += n), (uint64_t)tokens);
+    }
+    /* device io: the calls return before the GPU is done; a copy back waits for it */
+    if (!rc && tokens && hc_x_ctx_io_copy(c, hx, y, sizeof(float) * (uint64_t)D, 0)) {
+        fprintf(stderr, "%s: output copy: %s\n", prog, hc_ctx_last_error(c));
+        rc = 1;
     }
     double tp = now_s() - t0;
     hc_ctx_set_progress(c, NULL, NULL); /* decode: the lowest latency (no rollback copies on CUDA) */
@@ -582,13 +586,10 @@ static int cmd_demo(int argc, char **argv)
             rc = 130;
             break;
         }
-        if (synth_tokens(x, 1, D, &rs)) {
-            fprintf(stderr, "%s: out of memory\n", prog);
-            rc = 1;
-            break;
-        }
+        if ((rc = feed_chunk(c, hx, x, 1, D, &rs))) break;
         double t1 = now_s();
-        rc = run_chunk(c, L, D, x, y, 1);
+        rc = run_chunk(c, L, x, y, 1);
+        if (!rc && hc_x_ctx_io_copy(c, hx, y, sizeof(float) * (uint64_t)D, 0)) rc = 1; /* the token's output */
         td += now_s() - t1;
     }
     uint64_t bytes = hc_ctx_memory_bytes(c);
@@ -679,7 +680,9 @@ static int cmd_demo(int argc, char **argv)
         }
         printf("\n}\n");
     }
-    free(x), free(y);
+    free(hx);
+    hc_x_ctx_io_free(c, x);
+    hc_x_ctx_io_free(c, y);
     hc_ctx_free(c);
     hc_model_free(m);
     return rc;

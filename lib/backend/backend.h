@@ -131,6 +131,10 @@ typedef struct hci_backend_ops {
      * of the same kind and device): an event recorded on on's stream, waited on be's. Nothing
      * when both run on one stream. NULL op: calls complete before they return (batches). */
     int (*stream_wait)(hci_backend *be, hci_backend *on);
+    /* Optional (NULL: no device io): x = RMSNorm(x + y) per row of dim (no weight), x and y of
+     * io dtype f32 or bf16 (bf16 != 0) in backend memory, queued like the layer ops
+     * (hc_x_ctx_residual_norm, the demo's stand-in between layers). */
+    int (*residual_norm)(hci_backend *be, void *x, const void *y, int bf16, int64_t rows, int dim, float eps);
 } hci_backend_ops;
 
 struct hci_backend {

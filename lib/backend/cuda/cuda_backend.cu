@@ -273,6 +273,17 @@ static int cu_store_output(hci_backend *be, const uint16_t *yb, int io_dtype, in
     return HC_OK;
 }
 
+static int cu_residual_norm(hci_backend *be, void *x, const void *y, int bf16, int64_t rows, int dim, float eps)
+{
+    hci_cuda *cu = hci_cu(be);
+    DeviceGuard g(cu->device);
+    int st = hci_cu_residual_norm(cu->stream, x, y, bf16, rows, dim, eps);
+    if (st == HC_ERR_INVALID_ARG)
+        return hci_errf(be->err, be->errsz, st, "residual_norm: %lld rows of %d", (long long)rows, dim);
+    if (st) return hci_cu_fail(be, cudaGetLastError(), "residual_norm");
+    return HC_OK;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * the attention block
  * ------------------------------------------------------------------------------------------- */
@@ -501,6 +512,7 @@ static hci_backend_ops make_ops()
     o.set_option = cu_set_option;
     o.set_stream = cu_set_stream;
     o.stream_wait = cu_stream_wait;
+    o.residual_norm = cu_residual_norm;
     return o;
 }
 static const hci_backend_ops cuda_ops = make_ops();

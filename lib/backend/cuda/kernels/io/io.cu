@@ -64,6 +64,43 @@ int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double 
     return HCI_CU_CHECK_LAUNCH();
 }
 
+/* One CTA per row: x + y kept in x (f32) or recomputed (bf16), then scaled. */
+__global__ void __launch_bounds__(IO_ROW_THREADS) residual_norm_kernel(void *x, const void *y, int bf16, int dim,
+                                                                        float eps)
+{
+    __shared__ float part[IO_ROW_THREADS / 32];
+    const size_t r0 = (size_t)blockIdx.x * dim;
+    auto sum = [&](int i) -> float {
+        if (bf16)
+            return hci_f32_from_bf16(((const uint16_t *)x)[r0 + i]) + hci_f32_from_bf16(((const uint16_t *)y)[r0 + i]);
+        float *xf = (float *)x + r0 + i;
+        return *xf += ((const float *)y)[r0 + i];
+    };
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += IO_ROW_THREADS) {
+        float v = sum(i);
+        ss = fmaf(v, v, ss);
+    }
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float s = 0.0f;
+    for (int w = 0; w < IO_ROW_THREADS / 32; w++) s += part[w];
+    const float rs = rsqrtf(s / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += IO_ROW_THREADS) {
+        if (bf16) ((uint16_t *)x)[r0 + i] = hci_bf16_from_f32(sum(i) * rs);
+        else ((float *)x)[r0 + i] *= rs;
+    }
+}
+
+int hci_cu_residual_norm(cudaStream_t s, void *x, const void *y, int bf16, int64_t rows, int dim, float eps)
+{
+    if (rows <= 0) return HC_OK;
+    if (rows > 0x7fffffff || dim <= 0) return HC_ERR_INVALID_ARG;
+    residual_norm_kernel<<<(unsigned)rows, IO_ROW_THREADS, 0, s>>>(x, y, bf16, dim, eps);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
 /* One CTA per row: the values are already on the cache grid; see hci_dev_pack_entry. */
 __global__ void pack_rows_kernel(hci_entry_layout l, uint8_t *const *pages, const uint16_t *rows,
                                  int64_t first, int64_t modulo)

@@ -16,6 +16,9 @@ int hci_cu_check_finite(cudaStream_t s, const void *x, int bf16, int64_t count, 
 int hci_cu_to_bf16(cudaStream_t s, const void *x, int bf16, int64_t count, uint16_t *out);
 /* count bf16 values -> bf16 or fp32. */
 int hci_cu_from_bf16(cudaStream_t s, const uint16_t *x, int bf16, int64_t count, void *out);
+/* x = RMSNorm(x + y) per row of dim (no weight), f32 or bf16 (bf16 != 0), the sum of squares in
+ * fp32 in a fixed order (hc_x_ctx_residual_norm: the demo's stand-in between layers). */
+int hci_cu_residual_norm(cudaStream_t s, void *x, const void *y, int bf16, int64_t rows, int dim, float eps);
 /* count bf16 values -> double (exact). */
 int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double *out);
 /* Pack rows [n][dim] (bf16, values on the cache grid) into entries first_entry.. (mod modulo when
