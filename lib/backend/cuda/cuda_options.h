@@ -1,5 +1,5 @@
 /* cuda_options.h - named alternatives to the CUDA backend's code paths, for comparisons and
- * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma and index_tcsum is numerics EXACT; a backend
+ * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma is numerics EXACT; a backend
  * created for numerics FAST (HC_NUMERICS_FAST, or DEFAULT, which is FAST on CUDA) starts with
  * gemv_fast, index_fast, comp_fast and attend_fast set. None is needed for correct results. C and C++. */
 #ifndef HCI_CUDA_OPTIONS_H
@@ -42,7 +42,8 @@ typedef struct hci_cu_options {
      * values) added on the tensor cores (an m64n8k16 against ones per 16 heads, fp32
      * accumulation) instead of in a fixed fp32 order on the CUDA cores: fewer epilogue
      * instructions; sums differ in last fp32 bits, so a score's bf16 rounding rarely.
-     * Deterministic and batch-invariant either way. On by default. */
+     * Deterministic and batch-invariant either way. Off by default until it has run on a GPU
+     * (written 2026-12-07 without one: tools/gpu-index-tcsum.sh is its check). */
     int index_tcsum;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead

@@ -17,7 +17,7 @@
  * registers while the other warpgroups' MMAs run.
  *
  * Head sum (template TC): false, in fp32 on the CUDA cores (ix_fast_add2 per lane, then
- * xor-shuffles); true (option index_tcsum, the default), on the tensor cores: the bf16 terms,
+ * xor-shuffles); true (option index_tcsum), on the tensor cores: the bf16 terms,
  * computed exactly as above (cvt.relu to bf16x2, times the packed bf16 weights in one bf16x2
  * FMA), are already wgmma's register A fragment (rows = keys, k = heads), and four m64n8k16
  * against a block of ones add each query's 64 terms with fp32 accumulation. The terms are the
