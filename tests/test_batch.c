@@ -25,6 +25,7 @@
 #define K 4       /* contexts per batch */
 #define NT 400    /* tokens of each context's input sequence */
 #define PIECE 32  /* max_chunk of the contexts: appends of more tokens run in pieces */
+#define MAXB 48   /* most contexts of a batch in these tests */
 static const int64_t g_len[K] = {0, 37, 130, 260}; /* lengths the tests start from */
 
 static hc_model *g_model, *g_other; /* g_other: the same configuration and seed, another model */
@@ -146,10 +147,10 @@ static uint64_t digest(hc_ctx *c)
 /* The rows of one step: context i (input sequence seq[i]) takes ns[i] tokens from its length. */
 typedef struct step {
     int n;
-    hc_ctx *c[K + 1];
-    int seq[K + 1];
-    int64_t ns[K + 1];
-    int64_t t0[K + 1];
+    hc_ctx *c[MAXB];
+    int seq[MAXB];
+    int64_t ns[MAXB];
+    int64_t t0[MAXB];
     int64_t rows;
 } step;
 
@@ -330,9 +331,9 @@ END_TEST
 /* ---- refusals ---- */
 
 typedef struct snap {
-    uint64_t d[K + 1];
-    int64_t n[K + 1];
-    int next[K + 1];
+    uint64_t d[MAXB];
+    int64_t n[MAXB];
+    int next[MAXB];
 } snap;
 
 static snap take(hc_ctx **cs, int n)
@@ -865,6 +866,290 @@ START_TEST(device_memory_batch)
 }
 END_TEST
 
+/* ---- shared launches: on CUDA the projections of a batch's small pieces run as one launch over
+ * the rows of all its contexts (engine.c, the backend ops share_*): up to 64 rows in FAST, 16 in
+ * EXACT, each context's piece at most that large and one piece (PIECE). The results must stay
+ * bitwise those of separate calls. On the CPU, whose backend has no share_* ops, the engine's
+ * part (groups, rows of the shared workspace, reports, stops, faults) runs on emulated ops: the
+ * CPU's own ops row by row at each row's position (every CPU op is split-invariant), on a
+ * workspace in host memory filled with NaN so that a row read before it is written shows. ---- */
+
+static const hci_backend_ops *g_emu_real; /* the CPU ops under the emulation */
+static hci_backend_ops g_emu_ops;
+static int g_emu_cap = 64;                 /* the rows of a shared launch the emulation admits */
+static int g_emu_in_calls, g_emu_rows_max;
+typedef struct emu_ws {
+    hci_backend *be;
+    int rows;
+    uint16_t *buf[8];
+} emu_ws;
+static emu_ws g_emu_ws[2 * MAXB];
+static int g_emu_n;
+
+static int emu_share_rows(hci_backend *be, int layer, int n, uint64_t *key)
+{
+    (void)be, (void)layer;
+    *key = 7;
+    return n >= 1 && n <= g_emu_cap ? g_emu_cap : 0;
+}
+
+static int emu_share_reserve(hci_backend *be, int rows, hci_share_ws *ws)
+{
+    const hci_config *g = &be->model->cfg;
+    size_t R = (size_t)rows, hd = (size_t)g->n_heads * g->head_dim, ih = (size_t)g->index_n_heads;
+    size_t n[8] = {R * g->dim, R * g->q_lora_rank, R * hd, R * g->head_dim, R * ih * g->index_head_dim, R * ih, R * hd,
+                   R * g->dim};
+    emu_ws *e = NULL;
+    for (int i = 0; i < g_emu_n; i++)
+        if (g_emu_ws[i].be == be) e = &g_emu_ws[i];
+    if (!e) {
+        ck_assert_int_lt(g_emu_n, 2 * MAXB);
+        e = &g_emu_ws[g_emu_n++];
+        memset(e, 0, sizeof *e);
+        e->be = be;
+    }
+    if (e->rows < rows) {
+        for (int i = 0; i < 8; i++) {
+            if (e->buf[i]) g_emu_real->free(be, e->buf[i]);
+            e->buf[i] = NULL;
+            int st = g_emu_real->alloc(be, n[i] * 2, (void **)&e->buf[i]);
+            if (st) return st;
+        }
+        e->rows = rows;
+    }
+    for (int i = 0; i < 8; i++) memset(e->buf[i], 0xff, n[i] * 2); /* bf16 NaN */
+    ws->rows = rows;
+    ws->x = e->buf[0], ws->c = e->buf[1], ws->q = e->buf[2], ws->kv = e->buf[3];
+    ws->qi = e->buf[4], ws->w = e->buf[5], ws->o = e->buf[6], ws->y = e->buf[7];
+    ws->aux = NULL;
+    return HC_OK;
+}
+
+static void emu_release(void)
+{
+    for (int i = 0; i < g_emu_n; i++)
+        for (int k = 0; k < 8; k++)
+            if (g_emu_ws[i].buf[k]) g_emu_real->free(g_emu_ws[i].be, g_emu_ws[i].buf[k]);
+    g_emu_n = 0;
+}
+
+static int emu_share_in(hci_backend *be, int layer, int n, const int64_t *pos, const uint16_t *const *xrow,
+                        const hci_share_ws *ws)
+{
+    const hci_config *g = &be->model->cfg;
+    size_t D = (size_t)g->dim, hd = (size_t)g->n_heads * g->head_dim, ih = (size_t)g->index_n_heads;
+    ck_assert_int_le(n, g_emu_cap);
+    ck_assert_int_le(n, ws->rows);
+    g_emu_in_calls++;
+    if (n > g_emu_rows_max) g_emu_rows_max = n;
+    for (int r = 0; r < n; r++) memcpy(ws->x + r * D, xrow[r], D * 2);
+    for (int r = 0; r < n; r++) {
+        const uint16_t *x = ws->x + r * D, *c = ws->c + r * (size_t)g->q_lora_rank;
+        int st = g_emu_real->q_path(be, layer, 1, pos[r], x, ws->c + r * (size_t)g->q_lora_rank, ws->q + r * hd);
+        if (!st) st = g_emu_real->kv_path(be, layer, 1, pos[r], x, ws->kv + r * (size_t)g->head_dim);
+        if (!st && g->ratios[layer] == 4)
+            st = g_emu_real->index_q(be, layer, 1, pos[r], x, c, ws->qi + r * ih * g->index_head_dim, ws->w + r * ih);
+        if (st) return st;
+    }
+    return HC_OK;
+}
+
+static int emu_compress_rows(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
+                             const hci_share_ws *ws, int row)
+{
+    return g_emu_real->compress(be, layer, which, cc, n, pos0, ws->x + (size_t)row * be->model->cfg.dim);
+}
+
+static int emu_share_out(hci_backend *be, int layer, int n, const int64_t *pos, const hci_share_ws *ws)
+{
+    const hci_config *g = &be->model->cfg;
+    size_t hd = (size_t)g->n_heads * g->head_dim;
+    for (int r = 0; r < n; r++) {
+        int st = g_emu_real->out_path(be, layer, 1, pos[r], ws->o + r * hd, ws->y + r * (size_t)g->dim);
+        if (st) return st;
+    }
+    return HC_OK;
+}
+
+/* The context shares as the backend does: CUDA's own ops; the emulation on the CPU. */
+static void share_ops(hc_ctx *c)
+{
+    if (g_backend != HC_BACKEND_CPU) return;
+    if (!g_emu_real) {
+        g_emu_real = c->be->ops;
+        g_emu_ops = *g_emu_real;
+        g_emu_ops.share_rows = emu_share_rows;
+        g_emu_ops.share_reserve = emu_share_reserve;
+        g_emu_ops.share_in = emu_share_in;
+        g_emu_ops.compress_rows = emu_compress_rows;
+        g_emu_ops.share_out = emu_share_out;
+    }
+    ck_assert_ptr_eq(c->be->ops, g_emu_real);
+    c->be->ops = &g_emu_ops;
+}
+
+/* The rows of a shared launch in a context's numerics: the backend's rule (cuda_backend.cu, for
+ * the tiny geometry), or the emulation's. */
+static int share_cap(int numerics) { return numerics == HC_NUMERICS_FAST ? 64 : 16; }
+
+/* Which jobs run shared, as engine.c plans them: a job whose call is one piece of at most cap
+ * tokens leads the next such jobs that fit, a group of one runs alone. */
+static void expect_shared(int n, const int64_t *ns, int cap, int *shared)
+{
+    int lead[MAXB];
+    for (int i = 0; i < n; i++) lead[i] = -1, shared[i] = 0;
+    for (int i = 0; i < n; i++) {
+        if (ns[i] > cap || ns[i] > PIECE || lead[i] >= 0) continue;
+        int64_t rows = ns[i];
+        int members = 1;
+        lead[i] = i;
+        for (int k = i + 1; k < n; k++)
+            if (lead[k] < 0 && ns[k] <= cap && ns[k] <= PIECE && rows + ns[k] <= cap) lead[k] = i, rows += ns[k], members++;
+        if (members == 1) lead[i] = -1;
+        for (int k = i; k < n && members > 1; k++)
+            if (lead[k] == i) shared[k] = 1;
+    }
+}
+
+/* compare_step, and each context's pieces in shared launches as planned (every layer one). */
+static void compare_shared(hc_ctx **a, hc_ctx **b, int n, const int *seq, const int64_t *ns, int decode, int cap)
+{
+    uint64_t before[MAXB];
+    int shared[MAXB];
+    for (int i = 0; i < n; i++) before[i] = a[i]->shared_pieces;
+    expect_shared(n, ns, cap, shared);
+    int calls = g_emu_in_calls;
+    compare_step(a, b, n, seq, ns, decode);
+    int groups = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(a[i]->shared_pieces - before[i] == (uint64_t)(shared[i] * g_L),
+                      "context %d of %d (%lld tokens, cap %d): %llu shared pieces, %d expected", i, n, (long long)ns[i],
+                      cap, (unsigned long long)(a[i]->shared_pieces - before[i]), shared[i] * g_L);
+        groups += shared[i];
+    }
+    if (g_backend == HC_BACKEND_CPU && !groups) ck_assert_int_eq(g_emu_in_calls, calls);
+    if (g_backend == HC_BACKEND_CPU && groups) ck_assert_int_gt(g_emu_in_calls, calls);
+}
+
+static hc_ctx *shared_ctx(int numerics)
+{
+    hc_ctx_params p;
+    hc_ctx_params_init(&p, sizeof p);
+    p.backend = g_backend;
+    p.numerics = numerics;
+    p.n_threads = 1;
+    p.cache_format = HC_CACHE_FP8;
+    p.io_dtype = HC_DTYPE_F32;
+    p.max_chunk = PIECE;
+    hc_ctx *c = NULL;
+    ck_assert_int_eq(hc_ctx_create(g_model, &p, &c), HC_OK);
+    return c;
+}
+
+#define NSHARE 40
+
+/* Decode batches of 2, 5 and 40 contexts at different lengths (every layer kind: SWA, CSA, HCA),
+ * in FAST and EXACT; a mixed batch with pieces too large to share (more than the mode's rows, or
+ * more than one piece) beside shared ones; groups split at the row limit; a stop by a member's
+ * progress callback. Bitwise against separate calls, states included. */
+START_TEST(shared_batches)
+{
+    int seq[NSHARE];
+    for (int mi = 0; mi < 2; mi++) {
+        int numerics = mi == 0 ? HC_NUMERICS_FAST : HC_NUMERICS_EXACT;
+        /* the CPU computes EXACT whatever it is asked; its emulation takes the row limit of the mode */
+        int cap = share_cap(numerics);
+        g_emu_cap = cap;
+        hc_ctx *a[NSHARE], *b[NSHARE];
+        for (int i = 0; i < NSHARE; i++) {
+            int k = i % K;
+            seq[i] = k;
+            a[i] = shared_ctx(numerics), b[i] = shared_ctx(numerics);
+            ck_assert_int_eq(hc_ctx_load_buffer(a[i], g_sess[k], g_sess_len[k]), HC_OK);
+            ck_assert_int_eq(hc_ctx_load_buffer(b[i], g_sess[k], g_sess_len[k]), HC_OK);
+            share_ops(a[i]);
+            /* 0..6 more tokens: forty lengths and positions from four sessions */
+            int64_t extra = (i * 5) % 7, t0 = g_len[k];
+            float *y = malloc(sizeof(float) * (size_t)(extra + 1) * g_D);
+            for (int l = 0; extra && l < g_L; l++) {
+                ck_assert_int_eq(hc_append(a[i], l, xin(k, l, t0), extra, y), HC_OK);
+                ck_assert_int_eq(hc_append(b[i], l, xin(k, l, t0), extra, y), HC_OK);
+            }
+            free(y);
+        }
+        int64_t ones[NSHARE];
+        for (int i = 0; i < NSHARE; i++) ones[i] = 1;
+        g_emu_rows_max = 0;
+        compare_shared(a, b, 2, seq, ones, 1, cap);
+        compare_shared(a, b, 5, seq, ones, 1, cap);
+        compare_shared(a, b, NSHARE, seq, ones, 1, cap);
+        compare_shared(a, b, NSHARE, seq, ones, 1, cap);
+        if (g_backend == HC_BACKEND_CPU) ck_assert_int_eq(g_emu_rows_max, cap < NSHARE ? cap : NSHARE);
+        /* mixed: 40 tokens run in two pieces, alone; 20 share in FAST only */
+        static const int64_t mixed[7] = {1, 20, 1, 3, 40, 2, 1};
+        compare_shared(a, b, 7, seq, mixed, 0, cap);
+        /* more rows than one launch takes: 5 x 20 (FAST: 60 + 40; EXACT: alone), 5 x 5 (EXACT:
+         * 15 + 10; FAST: 25) */
+        static const int64_t twenty[5] = {20, 20, 20, 20, 20}, five[5] = {5, 5, 5, 5, 5};
+        compare_shared(a, b, 5, seq, twenty, 0, cap);
+        compare_shared(a + 5, b + 5, 5, seq + 5, five, 0, cap);
+        /* a stop by context 3's callback in a shared decode: every context as it was */
+        {
+            step s = make_step(5, a, seq, ones);
+            float *x = alloc_rows(&s), *y = alloc_rows(&s);
+            pack(&s, 0, x);
+            snap s0 = take(a, 5);
+            watch w = {.stop_at = 1, .monotone = 1};
+            ck_assert_int_eq(hc_ctx_set_progress(a[3], on_progress, &w), HC_OK);
+            ck_assert_int_eq(hc_decode_batch(a, 5, 0, x, y), HC_ERR_ABORTED);
+            ck_assert_int_eq(w.calls, 1);
+            assert_detail(a, 5, "context 3: layer 0: stopped by the progress callback", "shared stop");
+            assert_unchanged(a, 5, &s0, "shared stop");
+            ck_assert_int_eq(hc_ctx_set_progress(a[3], NULL, NULL), HC_OK);
+            free(x), free(y);
+        }
+        compare_shared(a, b, NSHARE, seq, ones, 1, cap);
+        emu_release(); /* before the backends go */
+        for (int i = 0; i < NSHARE; i++) hc_ctx_free(a[i]), hc_ctx_free(b[i]);
+    }
+}
+END_TEST
+
+static int fault_share_out(hci_backend *be, int layer, int n, const int64_t *pos, const hci_share_ws *ws)
+{
+    (void)layer, (void)n, (void)pos, (void)ws;
+    return hci_errf(be->err, be->errsz, HC_ERR_CUDA, "injected failure of share_out");
+}
+
+/* A device fault in a shared launch poisons every context of the batch, the ones running alone
+ * too; the lead is named. */
+START_TEST(shared_fault_poisons_the_batch)
+{
+    hc_ctx *a[K];
+    static hci_backend_ops faulty;
+    for (int i = 0; i < K; i++) {
+        a[i] = fresh(i);
+        share_ops(a[i]);
+        a[i]->be->ops_may_fail = 0;
+    }
+    faulty = *a[0]->be->ops;
+    faulty.share_out = fault_share_out;
+    for (int i = 0; i < 3; i++) a[i]->be->ops = &faulty; /* context 3 keeps the other table: alone */
+    static const int64_t ones[K] = {1, 1, 1, 1};
+    step s = make_step(K, a, seq_id, ones);
+    float *x = alloc_rows(&s), *y = alloc_rows(&s);
+    pack(&s, 0, x);
+    uint64_t shared0 = a[3]->shared_pieces;
+    ck_assert_int_eq(hc_decode_batch(a, K, 0, x, y), HC_ERR_CUDA);
+    assert_detail(a, K, "context 0: injected failure of share_out", "shared fault");
+    ck_assert(a[3]->shared_pieces == shared0);
+    for (int i = 0; i < K; i++) ck_assert_int_eq(hc_decode(a[i], 0, x, y), HC_ERR_BAD_STATE);
+    free(x), free(y);
+    emu_release();
+    for (int i = 0; i < K; i++) hc_ctx_free(a[i]);
+}
+END_TEST
+
 Suite *tu_suite(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -892,6 +1177,8 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, batch_abort);
     tcase_add_test(tc, set_stream);
     tcase_add_test(tc, device_memory_batch);
+    tcase_add_test(tc, shared_batches);
+    tcase_add_test(tc, shared_fault_poisons_the_batch);
     suite_add_tcase(s, tc);
     return s;
 }

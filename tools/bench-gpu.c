@@ -9,7 +9,11 @@
  * indexer (scores + top-k), attention and the rest; contexts are filled by the documented fast
  * path hc_x_ctx_fill_random (valid random cache state, not a real prefill). Prefill tokens/s at
  * 8K and 128K from an empty context. The cache bytes of a whole V4-Flash context at 1M, and a
- * decode step through all 43 layers of a 1M-token context. */
+ * decode step through all 43 layers of a 1M-token context.
+ * --batch B: only batched decode of B contexts per layer kind (CSA, HCA) at 4K and 128K: B
+ * separate hc_decode calls, one hc_decode_batch with the shared launches off (CUDA option
+ * batch_shared 0: the contexts' ops one after another) and on (the projections as one launch over
+ * the B rows, docs/cuda.md "Batches"). */
 #include <cuda_runtime.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,8 +45,8 @@ static void emit(const char *fmt, ...)
 }
 
 /* --json FILE: the same numbers as series (docs/perf/README.md schema; tools/plot-perf.py) */
-static char g_js[4][16384]; /* decode, decode_model, prefill, memory: comma-separated objects */
-enum { J_DECODE, J_MODEL, J_PREFILL, J_MEMORY };
+static char g_js[5][16384]; /* decode, decode_model, prefill, memory, decode_batch: comma-separated objects */
+enum { J_DECODE, J_MODEL, J_PREFILL, J_MEMORY, J_BATCH };
 static void jrow(int section, const char *fmt, ...)
 {
     char row[1024];
@@ -163,6 +167,15 @@ static void timed_step(hc_ctx *c, const float *x, double ms[NPARTS])
     c->n_tokens++;
 }
 
+/* The bytes of one layer's weights that a decode step reads (FP8 1 B, bf16 2 B). */
+static double weight_bytes(const hci_config *g, int ratio)
+{
+    return (double)g->q_lora_rank * g->dim + (double)g->n_heads * g->head_dim * g->q_lora_rank +
+           (double)g->head_dim * g->dim + 2.0 * g->o_groups * g->o_lora_rank * g->n_heads / g->o_groups * g->head_dim +
+           (double)g->dim * g->o_groups * g->o_lora_rank + (ratio ? 2.0 * 2 * (ratio == 4 ? 2 : 1) * g->head_dim * g->dim : 0) +
+           (ratio == 4 ? 2.0 * 2 * 2 * g->index_head_dim * g->dim : 0);
+}
+
 static void decode_table(int ratio, const int64_t *lens, int nlens, int steps)
 {
     hc_model *m = flash_model(ratio == 4 ? "4" : "128", 1, 0);
@@ -188,11 +201,7 @@ static void decode_table(int ratio, const int64_t *lens, int nlens, int steps)
         /* floors: weights read once (FP8 1 B, bf16 2 B, the double compressor copies 8 B), the
          * indexer keys (68 B), the attended entries (584 B); FLOPs at the matching peak */
         int64_t n = lens[li];
-        double wbytes = (double)g->q_lora_rank * g->dim + (double)g->n_heads * g->head_dim * g->q_lora_rank +
-                        (double)g->head_dim * g->dim + 2.0 * g->o_groups * g->o_lora_rank * g->n_heads / g->o_groups * g->head_dim +
-                        (double)g->dim * g->o_groups * g->o_lora_rank +
-                        (ratio ? 2.0 * 2 * (ratio == 4 ? 2 : 1) * g->head_dim * g->dim : 0) +
-                        (ratio == 4 ? 2.0 * 2 * 2 * g->index_head_dim * g->dim : 0);
+        double wbytes = weight_bytes(g, ratio);
         double ent = g->window + (ratio == 4 ? g->index_topk : (double)(n / 128));
         double abytes = ent * 584, aflops = 4.0 * g->n_heads * g->head_dim * ent;
         double ibytes = ratio == 4 ? (double)(n / 4) * 68 + (double)g->index_n_heads * g->index_head_dim * g->q_lora_rank : 0;
@@ -215,6 +224,82 @@ static void decode_table(int ratio, const int64_t *lens, int nlens, int steps)
     emit("\nFloor = every weight read once at its checkpoint width (FP8 1 B, bf16 2 B; the compressor's bf16) "
          "+ max(entries x 584 B / BW, attention FLOPs / bf16 peak) + max(keys x 68 B / BW, indexer FLOPs / fp8 peak).\n");
     free(x);
+    hc_model_free(m);
+}
+
+/* --batch B: one decode step of B contexts of one layer, three ways (each the median over steps,
+ * host-memory f32 x and y, so every way ends with its outputs on the host): B separate hc_decode
+ * calls; hc_decode_batch with the option batch_shared 0 (the contexts' ops one after another,
+ * each on its own stream); hc_decode_batch with the shared launches (the default). The contexts
+ * are filled apart (hc_x_ctx_fill_random, a seed each), so that their attention reads their own
+ * entries. */
+static void batch_table(int ratio, const int64_t *lens, int nlens, int B, int steps)
+{
+    hc_model *m = flash_model(ratio == 4 ? "4" : "128", 1, 0);
+    const hci_config *g = &m->cfg;
+    const char *kind = ratio == 4 ? "CSA" : "HCA";
+    emit("\n### Batched decode, one %s layer (V4-Flash geometry), %d contexts, fp8 cache, host f32 x and y\n\n", kind, B);
+    emit("| context | separate ms | batch, unshared ms | batch, shared ms | shared us per token | separate / shared | "
+         "weights once ms |\n");
+    emit("|---|---|---|---|---|---|---|\n");
+    size_t D = (size_t)g->dim;
+    float *x = malloc(sizeof(float) * D * B), *y = malloc(sizeof(float) * D * B);
+    hc_ctx **cs = calloc((size_t)B, sizeof *cs);
+    double *t[3];
+    for (int k = 0; k < 3; k++) t[k] = calloc((size_t)steps, sizeof(double));
+    for (int li = 0; li < nlens; li++) {
+        int64_t n = lens[li];
+        double t0 = now_s();
+        for (int i = 0; i < B; i++) {
+            cs[i] = cuda_ctx(m);
+            if (hc_x_ctx_fill_random(cs[i], n, 7 + (uint64_t)i)) {
+                fprintf(stderr, "bench-gpu: fill failed: %s\n", hc_ctx_last_error(cs[i]));
+                exit(1);
+            }
+        }
+        double tf = now_s() - t0;
+        for (int way = 0; way < 3; way++) {
+            for (int i = 0; i < B; i++)
+                if (hc_x_ctx_set_option(cs[i], "batch_shared", way == 2)) {
+                    fprintf(stderr, "bench-gpu: batch_shared: %s\n", hc_ctx_last_error(cs[i]));
+                    exit(1);
+                }
+            for (int s = 0; s < steps + 2; s++) {
+                fill(x, D * B, (uint64_t)(100 * way + s));
+                double t1 = now_s();
+                hc_status st = HC_OK;
+                if (way == 0)
+                    for (int i = 0; i < B && !st; i++) st = hc_decode(cs[i], 0, x + D * i, y + D * i);
+                else
+                    st = hc_decode_batch(cs, B, 0, x, y);
+                if (st) {
+                    fprintf(stderr, "bench-gpu: batched decode: %s\n", hc_ctx_last_error(cs[0]));
+                    exit(1);
+                }
+                if (s >= 2) t[way][s - 2] = 1e3 * (now_s() - t1);
+            }
+        }
+        double ms[3];
+        for (int k = 0; k < 3; k++) ms[k] = median(t[k], steps);
+        double wms = 1e3 * weight_bytes(g, ratio) / BW;
+        uint64_t shared = 0;
+        for (int i = 0; i < B; i++) shared += cs[i]->shared_pieces;
+        emit("| %lldK | %.3f | %.3f | %.3f | %.1f | %.2fx | %.4f |\n", (long long)(n / 1024), ms[0], ms[1], ms[2],
+             1e3 * ms[2] / B, ms[0] / ms[2], wms);
+        jrow(J_BATCH,
+             "{\"layer\": \"%s\", \"ctx\": %lld, \"batch\": %d, \"io\": \"host f32\", \"numerics\": \"%s\", "
+             "\"separate_ms\": %.4f, \"unshared_ms\": %.4f, \"shared_ms\": %.4f, \"weights_once_ms\": %.4f, "
+             "\"shared_pieces\": %llu}",
+             kind, (long long)n, B, g_numerics, ms[0], ms[1], ms[2], wms, (unsigned long long)shared);
+        fprintf(stderr, "  (%d fills of %lld tokens: %.2f s; %llu pieces ran shared)\n", B, (long long)n, tf,
+                (unsigned long long)shared);
+        for (int i = 0; i < B; i++) hc_ctx_free(cs[i]);
+    }
+    emit("\nEach way is one decode step of all %d contexts, x and y in host memory (f32); weights once = one "
+         "layer's weights read once at %.1f TB/s, the part a shared launch reads once instead of %d times.\n",
+         B, BW / 1e12, B);
+    for (int k = 0; k < 3; k++) free(t[k]);
+    free(cs), free(x), free(y);
     hc_model_free(m);
 }
 
@@ -331,15 +416,15 @@ static int write_json(const char *path, const char *gpu, const char *commit)
             gpu, commit);
     fprintf(f, "  \"ceilings\": {\"read_tb_s\": %.2f, \"bf16_tflops\": %.0f, \"fp8_tflops\": %.0f},\n", BW / 1e12,
             BF16_PEAK / 1e12, FP8_PEAK / 1e12);
-    static const char *names[4] = {"decode", "decode_model", "prefill", "memory"};
-    for (int i = 0; i < 4; i++) fprintf(f, "  \"%s\": [%s\n  ],\n", names[i], g_js[i]);
+    static const char *names[5] = {"decode", "decode_model", "prefill", "memory", "decode_batch"};
+    for (int i = 0; i < 5; i++) fprintf(f, "  \"%s\": [%s\n  ],\n", names[i], g_js[i]);
     fprintf(f, "  \"kernels\": []\n}\n");
     return fclose(f) ? 1 : 0;
 }
 
 static const char usage[] =
-    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--numerics exact|fast]\n"
-    "                 [--option NAME=0|1]...\n"
+    "usage: bench-gpu [--out FILE.md] [--quick] [--full-only] [--profile] [--batch B]\n"
+    "                 [--numerics exact|fast] [--option NAME=0|1]...\n"
     "\n"
     "CUDA timings of the attention block for the V4-Flash geometry, each next to its floor: decode\n"
     "per layer kind at 4K, 128K and 1M tokens, prefill at 8K and 128K, the whole model at 1M.\n"
@@ -348,6 +433,9 @@ static const char usage[] =
     "  --quick             fewer contexts and steps (a smoke run)\n"
     "  --full-only         only the whole 43-layer model at 1M tokens\n"
     "  --profile           only a few decode steps of one CSA layer at 4K, for a kernel profiler\n"
+    "  --batch B           only batched decode of B contexts (2..256) per layer kind at 4K and\n"
+    "                      128K: separate calls, a batch unshared, a batch shared (--quick: 5\n"
+    "                      steps each instead of 20)\n"
     "  --numerics N        exact (default, as earlier records) or fast (the library's default on\n"
     "                      CUDA; docs/numerics.md)\n"
     "  --option NAME=V     a CUDA backend option for every context (docs/cuda.md, Options)\n"
@@ -362,9 +450,10 @@ int main(int argc, char **argv)
         {"full-only", no_argument, NULL, 'f'}, {"profile", no_argument, NULL, 'p'},
         {"option", required_argument, NULL, 'O'}, {"help", no_argument, NULL, 'h'},
         {"json", required_argument, NULL, 'j'}, {"commit", required_argument, NULL, 'c'},
-        {"numerics", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0},
+        {"numerics", required_argument, NULL, 'n'}, {"batch", required_argument, NULL, 'b'},
+        {NULL, 0, NULL, 0},
     };
-    int quick = 0, full_only = 0, profile = 0, o, bad = 0;
+    int quick = 0, full_only = 0, profile = 0, batch = 0, o, bad = 0;
     const char *out = NULL, *json = NULL, *commit = "unknown";
     while (!bad && (o = cli_getopt("bench-gpu", argc, argv, "h", opts)) != -1) {
         switch (o) {
@@ -382,13 +471,24 @@ int main(int argc, char **argv)
             break;
         }
         case 'c': commit = optarg; break;
+        case 'b': {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 2 || v > 256) {
+                fprintf(stderr, "bench-gpu: invalid value '%s' for --batch: expected 2..256\n", optarg);
+                bad = 1;
+            } else {
+                batch = (int)v;
+            }
+            break;
+        }
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
         }
     }
     if (!bad && optind < argc) cli_unexpected("bench-gpu", argv[optind]), bad = 1;
-    if (!bad && full_only && profile)
-        fprintf(stderr, "bench-gpu: --full-only and --profile exclude each other\n"), bad = 1;
+    if (!bad && full_only + profile + (batch > 0) > 1)
+        fprintf(stderr, "bench-gpu: --full-only, --profile and --batch exclude each other\n"), bad = 1;
     if (bad) {
         fprintf(stderr, "%.*s\n(bench-gpu --help for details)\n", (int)(strstr(usage, "\n\n") - usage), usage);
         return CLI_EXIT_USAGE;
@@ -418,6 +518,15 @@ int main(int argc, char **argv)
     cudaGetDeviceProperties(&prop, 0);
     if (full_only) {
         full_model_1m(1048576, 10);
+        if (g_out) fclose(g_out);
+        return write_json(json, prop.name, commit);
+    }
+    if (batch) {
+        emit("## bench-gpu --batch %d: %s, %d SMs, libhybridctx %s, numerics %s\n", batch, prop.name,
+             prop.multiProcessorCount, hc_version_string(), g_numerics);
+        int64_t bl[2] = {4096, 131072};
+        batch_table(4, bl, 2, batch, quick ? 5 : 20);
+        batch_table(128, bl, 2, batch, quick ? 5 : 20);
         if (g_out) fclose(g_out);
         return write_json(json, prop.name, commit);
     }

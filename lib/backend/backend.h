@@ -12,6 +12,19 @@ struct hc_model;
 struct hci_pool;
 typedef struct hci_backend hci_backend;
 
+/* The most rows of one shared launch of a batch (the share_* ops below). */
+#define HCI_SHARE_MAX_ROWS 64
+
+/* A batch's shared workspace (share_reserve), in the backend memory of the group's first context:
+ * the rows of several contexts' pieces one after another, each buffer as hci_workspace's
+ * (lib/ctx/ctx.h) with `rows` rows; a context's rows start at its row offset in every buffer. */
+typedef struct hci_share_ws {
+    int rows;                    /* capacity in rows */
+    uint16_t *x, *c, *q, *kv, *qi, *w, *o, *y;
+    void *aux;                   /* the backend's per-row data between share_in and compress_rows
+                                    (CUDA: the compressors' projections, the indexer head weights) */
+} hci_share_ws;
+
 typedef struct hci_backend_ops {
     const char *name;
     void (*destroy)(hci_backend *be);
@@ -135,6 +148,35 @@ typedef struct hci_backend_ops {
      * io dtype f32 or bf16 (bf16 != 0) in backend memory, queued like the layer ops
      * (hc_x_ctx_residual_norm, the demo's stand-in between layers). */
     int (*residual_norm)(hci_backend *be, void *x, const void *y, int bf16, int64_t rows, int dim, float eps);
+
+    /* ---- shared projections of a batch: optional, all or none (NULL: each context of a batch
+     * runs its own ops; the CPU). The pieces of several contexts of one model go through the
+     * projections (q_path, kv_path, index_q, out_path and the compressors' projections, with
+     * their element-wise kernels) as one launch over all their rows, so that a batched decode
+     * reads the weights once; the other ops run per context on its rows of the shared
+     * workspace (lib/engine/engine.c). Row r of a shared launch sits at position pos[r]. ---- */
+    /* The most rows of a shared launch that a piece of n tokens of `layer` may join, 0 when it
+     * may not (a piece of n tokens takes a kernel whose rows depend on each other), and in *key
+     * what else must match: pieces of backends with the same ops table, key and answer may share
+     * a launch of at most that many rows (<= HCI_SHARE_MAX_ROWS), and each row's results are then
+     * bitwise those of its piece's own ops. */
+    int (*share_rows)(hci_backend *be, int layer, int n, uint64_t *key);
+    /* Make be's shared workspace hold `rows` rows and describe it in ws (the batch's preflight,
+     * after every context's; on failure the batch runs without sharing). The workspace stays
+     * be's, valid until its next share_reserve; its users are ordered by the batch's events. */
+    int (*share_reserve)(hci_backend *be, int rows, hci_share_ws *ws);
+    /* n <= ws->rows rows: row r's input is the bf16 row xrow[r] (backend memory; xrow and pos are
+     * host arrays of n) at position pos[r]. Gathers them into ws->x, then computes ws->c, q, kv
+     * as q_path and kv_path, and on a layer with an indexer ws->qi, w as index_q, and on a
+     * compressed layer the compressors' projections for compress_rows. */
+    int (*share_in)(hci_backend *be, int layer, int n, const int64_t *pos, const uint16_t *const *xrow,
+                    const hci_share_ws *ws);
+    /* compress of a piece of n tokens whose projections share_in computed as rows row .. row +
+     * n - 1 of ws (another backend's workspace: be is the piece's own). */
+    int (*compress_rows)(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
+                         const hci_share_ws *ws, int row);
+    /* ws->y = out_path of the n rows of ws->o (overwritten), row r at position pos[r]. */
+    int (*share_out)(hci_backend *be, int layer, int n, const int64_t *pos, const hci_share_ws *ws);
 } hci_backend_ops;
 
 struct hci_backend {

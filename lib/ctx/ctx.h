@@ -28,6 +28,7 @@ struct hc_ctx {
     hci_layer_cache *layers;    /* [n_layers], lib/cache */
     hci_workspace ws;
     int poisoned;
+    uint64_t shared_pieces;     /* pieces that ran in a batch's shared launches (tests, benchmarks) */
     char err[HCI_ERRLEN];
     /* sessions (lib/session) */
     void *meta;                 /* caller metadata blob saved with the context (hc_ctx_set_metadata) */
@@ -72,6 +73,13 @@ typedef struct hci_engine_job {
     hci_cache_snap snap;        /* the layer before the call, for the rollback */
     int snapped;
     int loaded;                 /* the first piece's input is in the workspace already (check_load_input) */
+    /* shared launches (engine.c): the job's group, -1 when it runs alone, else the index of the
+     * group's first job (its lead, whose backend runs the shared launches); its first row there */
+    int share_lead, share_row;
+    int share_cap;              /* the rows of a shared launch it may join (share_rows), 0: none */
+    uint64_t share_key;
+    int share_n;                /* a lead's: rows of its group */
+    hci_share_ws share;         /* a lead's: the shared workspace (share_reserve) */
 } hci_engine_job;
 
 /* Run every job's tokens through `layer` (contexts distinct, of one model, backend kind and
@@ -80,8 +88,9 @@ typedef struct hci_engine_job {
  * CPU, a stop by a progress callback) restores every context of the batch; a device fault
  * poisons them all. On failure *at is the index of the job at fault (its context's err holds
  * the detail), or -1. CUDA: ordered on the first job's stream (the others' streams joined to it
- * by events at the start and at the end). Today the jobs run one after another; shared
- * launches replace this function's body, not its contract. */
+ * by events at the start and at the end). Where the backend has the share_* ops, the
+ * projections of small pieces run as shared launches over the rows of several jobs (engine.c);
+ * results are bitwise those of separate calls either way. */
 int hci_engine_batch(hci_engine_job *jobs, int n_jobs, int layer, int *at);
 
 #endif

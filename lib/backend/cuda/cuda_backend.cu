@@ -49,6 +49,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"index_tcsum", offsetof(hci_cu_options, index_tcsum)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
+        {"batch_shared", offsetof(hci_cu_options, batch_shared)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {
@@ -180,7 +181,7 @@ static int cu_sync(hci_backend *be)
 static uint64_t cu_scratch_bytes(hci_backend *be)
 {
     hci_cuda *cu = hci_cu(be);
-    return (uint64_t)cu->scratch_bytes + (uint64_t)cu->lt_ws_bytes;
+    return (uint64_t)cu->scratch_bytes + (uint64_t)cu->lt_ws_bytes + (uint64_t)cu->share_bytes;
 }
 
 static int cu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
@@ -318,30 +319,70 @@ static const float *rope_of(hci_backend *be, int layer)
 #define KTRY(be, call) \
     do { if ((call) != HC_OK) return hci_cu_fail((be), cudaGetLastError(), #call); } while (0)
 
-static int cu_q_path(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *c, uint16_t *q)
+/* The projections take the positions of their rows as the kernels do (kernels/qkv/qkv.h): pos0 + t
+ * for one context's piece, or pos[t] (host array) for the rows of a batch's shared launch. */
+static int q_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const int64_t *pos, const uint16_t *x,
+                       uint16_t *c, uint16_t *q)
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    DeviceGuard g(cu->device);
     int st = hci_cu_linear_fp8(be, &lw(be, layer).wq_a, n, x, cf->dim, c, cf->q_lora_rank, cu->scratch);
     if (st) return st;
     KTRY(be, hci_cu_rmsnorm_rows(cu->stream, c, n, cf->q_lora_rank, lw(be, layer).q_norm, (float)cf->norm_eps));
     st = hci_cu_linear_fp8(be, &lw(be, layer).wq_b, n, c, cf->q_lora_rank, q, cf->n_heads * cf->head_dim, cu->scratch);
     if (st) return st;
-    KTRY(be, hci_cu_q_heads(cu->stream, q, n, cf->n_heads, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0,
+    KTRY(be, hci_cu_q_heads(cu->stream, q, n, cf->n_heads, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0, pos,
                             (float)cf->norm_eps));
+    return HC_OK;
+}
+
+static int cu_q_path(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *c, uint16_t *q)
+{
+    DeviceGuard g(hci_cu(be)->device);
+    return q_path_rows(be, layer, n, pos0, nullptr, x, c, q);
+}
+
+static int kv_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const int64_t *pos, const uint16_t *x,
+                        uint16_t *kv)
+{
+    hci_cuda *cu = hci_cu(be);
+    const hci_config *cf = &be->model->cfg;
+    int st = hci_cu_linear_fp8(be, &lw(be, layer).wkv, n, x, cf->dim, kv, cf->head_dim, cu->scratch);
+    if (st) return st;
+    KTRY(be, hci_cu_rmsnorm_rows(cu->stream, kv, n, cf->head_dim, lw(be, layer).kv_norm, (float)cf->norm_eps));
+    KTRY(be, hci_cu_kv_rows(cu->stream, kv, n, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0, pos));
     return HC_OK;
 }
 
 static int cu_kv_path(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *kv)
 {
+    DeviceGuard g(hci_cu(be)->device);
+    return kv_path_rows(be, layer, n, pos0, nullptr, x, kv);
+}
+
+/* The indexer's queries and head weights; wd: [n][IH] doubles (the head-weight projection), xd:
+ * [n][dim] doubles for the double GEMM of more than 16 tokens (NULL where n never needs it). */
+static int index_q_rows(hci_backend *be, int layer, int n, int64_t pos0, const int64_t *pos, const uint16_t *x,
+                        const uint16_t *c, uint16_t *qi, uint16_t *w, double *wd, double *xd)
+{
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    DeviceGuard g(cu->device);
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).wkv, n, x, cf->dim, kv, cf->head_dim, cu->scratch);
+    int IH = cf->index_n_heads, ID = cf->index_head_dim;
+    int st = hci_cu_linear_fp8(be, &lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch);
     if (st) return st;
-    KTRY(be, hci_cu_rmsnorm_rows(cu->stream, kv, n, cf->head_dim, lw(be, layer).kv_norm, (float)cf->norm_eps));
-    KTRY(be, hci_cu_kv_rows(cu->stream, kv, n, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0));
+    if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
+        if ((st = hci_cu_linear_bf16_fast(be, &lw(be, layer).idx_wproj16, n, x, cf->dim, wd, IH))) return st;
+    } else if (n <= HCI_CU_GEMV_MAX_N) {
+        const hci_cu_bf16 &wp = lw(be, layer).idx_wproj16;
+        KTRY(be, hci_cu_gemv_bf16(cu->stream, wp.w, wp.rows, wp.cols, 1, x, cf->dim, n, wd, nullptr, IH));
+    } else {
+        if (!xd) return hci_errf(be->err, be->errsz, HC_ERR_INTERNAL, "index_q: %d shared rows need the double GEMM", n);
+        KTRY(be, hci_cu_bf16_to_f64(cu->stream, x, (int64_t)n * cf->dim, xd));
+        if ((st = hci_cu_linear_f64(be, &lw(be, layer).idx_wproj, n, xd, wd))) return st;
+    }
+    float wscale = (float)(pow((double)ID, -0.5) * pow((double)IH, -0.5));
+    KTRY(be, hci_cu_index_q_heads(cu->stream, qi, n, IH, ID, cf->rope_dim, rope_of(be, layer), pos0, pos, wd, wscale,
+                                  w));
     return HC_OK;
 }
 
@@ -351,22 +392,56 @@ static int cu_index_q(hci_backend *be, int layer, int n, int64_t pos0, const uin
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
     DeviceGuard g(cu->device);
-    int IH = cf->index_n_heads, ID = cf->index_head_dim;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch);
-    if (st) return st;
     double *xd = (double *)cu->scratch;
     double *wd = (double *)((char *)cu->scratch + hci_align256((size_t)n * cf->dim * 8));
-    if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
-        if ((st = hci_cu_linear_bf16_fast(be, &lw(be, layer).idx_wproj16, n, x, cf->dim, wd, IH))) return st;
-    } else if (n <= HCI_CU_GEMV_MAX_N) {
-        const hci_cu_bf16 &wp = lw(be, layer).idx_wproj16;
-        KTRY(be, hci_cu_gemv_bf16(cu->stream, wp.w, wp.rows, wp.cols, 1, x, cf->dim, n, wd, nullptr, IH));
-    } else {
-        KTRY(be, hci_cu_bf16_to_f64(cu->stream, x, (int64_t)n * cf->dim, xd));
-        if ((st = hci_cu_linear_f64(be, &lw(be, layer).idx_wproj, n, xd, wd))) return st;
+    return index_q_rows(be, layer, n, pos0, nullptr, x, c, qi, w, wd, xd);
+}
+
+/* A compressor's projection proj [n][2*coff*dc] (double) of x [n][dim]; xd: [n][dim] doubles for the
+ * double GEMM of more than 16 tokens (NULL where n never needs it). */
+static int comp_project(hci_backend *be, const hci_cu_comp &w, int n, const uint16_t *x, double *proj, double *xd)
+{
+    hci_cuda *cu = hci_cu(be);
+    const hci_config *cf = &be->model->cfg;
+    int w2 = w.coff * w.dc;
+    if (cu->opt.comp_fast) /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
+        return hci_cu_linear_bf16_fast(be, &w.wkvg16, n, x, cf->dim, proj, 2 * w2);
+    if (n <= HCI_CU_GEMV_MAX_N) {
+        KTRY(be, hci_cu_gemv_bf16(cu->stream, w.wkvg16.w, w.wkvg16.rows, w.wkvg16.cols, 1, x, cf->dim, n, proj,
+                                  nullptr, 2 * w2));
+        return HC_OK;
     }
-    float wscale = (float)(pow((double)ID, -0.5) * pow((double)IH, -0.5));
-    KTRY(be, hci_cu_index_q_heads(cu->stream, qi, n, IH, ID, cf->rope_dim, rope_of(be, layer), pos0, wd, wscale, w));
+    if (!xd) return hci_errf(be->err, be->errsz, HC_ERR_INTERNAL, "compress: %d shared rows need the double GEMM", n);
+    KTRY(be, hci_cu_bf16_to_f64(cu->stream, x, (int64_t)n * cf->dim, xd));
+    return hci_cu_linear_f64(be, &w.wkvg, n, xd, proj);
+}
+
+/* The compressor's step from its projection proj [n][2*coff*dc]: pooling, entries, state, log.
+ * Its own scratch starts at s. */
+static int comp_apply(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
+                      const double *proj, char *s)
+{
+    hci_cuda *cu = hci_cu(be);
+    const hci_config *cf = &be->model->cfg;
+    const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
+    int w2 = w.coff * w.dc;
+    size_t st_bytes = hci_comp_state_floats(cc) * sizeof(float);
+    float *A = (float *)s;
+    s += hci_align256((size_t)n * w2 * 4);
+    float *Z = (float *)s;
+    s += hci_align256((size_t)n * w2 * 4);
+    float *nkv = (float *)s;
+    s += hci_align256(st_bytes);
+    float *nsc = (float *)s;
+    hci_cu_comp_args a;
+    a.ratio = w.ratio, a.coff = w.coff, a.dc = w.dc, a.rope_dim = cf->rope_dim, a.rotate = cc->rotate;
+    a.pos0 = pos0, a.n = n, a.proj = proj, a.ape = w.ape, a.norm = w.norm, a.freq = rope_of(be, layer);
+    a.eps = (float)cf->norm_eps, a.state_kv = cc->state_kv, a.state_score = cc->state_score;
+    a.A = A, a.Z = Z, a.new_kv = nkv, a.new_score = nsc, a.l = cc->layout;
+    a.pages = (uint8_t *const *)cc->entries.dev_table;
+    a.log_kv = cc->log.kv, a.log_score = cc->log.score, a.log_cap = cc->log.cap, a.log_from = cc->log.from;
+    KTRY(be, hci_cu_compress(cu->stream, &a));
+    cc->n_entries = (pos0 + n) / w.ratio;
     return HC_OK;
 }
 
@@ -378,40 +453,13 @@ static int cu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc
     DeviceGuard g(cu->device);
     const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
     int w2 = w.coff * w.dc;
-    size_t st_bytes = hci_comp_state_floats(cc) * sizeof(float);
     char *s = (char *)cu->scratch;
     double *xd = (double *)s;
     s += hci_align256((size_t)n * cf->dim * 8);
     double *proj = (double *)s;
     s += hci_align256((size_t)n * 2 * w2 * 8);
-    float *A = (float *)s;
-    s += hci_align256((size_t)n * w2 * 4);
-    float *Z = (float *)s;
-    s += hci_align256((size_t)n * w2 * 4);
-    float *nkv = (float *)s;
-    s += hci_align256(st_bytes);
-    float *nsc = (float *)s;
-    if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
-        int st = hci_cu_linear_bf16_fast(be, &w.wkvg16, n, x, cf->dim, proj, 2 * w2);
-        if (st) return st;
-    } else if (n <= HCI_CU_GEMV_MAX_N) {
-        KTRY(be, hci_cu_gemv_bf16(cu->stream, w.wkvg16.w, w.wkvg16.rows, w.wkvg16.cols, 1, x, cf->dim, n, proj,
-                                  nullptr, 2 * w2));
-    } else {
-        KTRY(be, hci_cu_bf16_to_f64(cu->stream, x, (int64_t)n * cf->dim, xd));
-        int st = hci_cu_linear_f64(be, &w.wkvg, n, xd, proj);
-        if (st) return st;
-    }
-    hci_cu_comp_args a;
-    a.ratio = w.ratio, a.coff = w.coff, a.dc = w.dc, a.rope_dim = cf->rope_dim, a.rotate = cc->rotate;
-    a.pos0 = pos0, a.n = n, a.proj = proj, a.ape = w.ape, a.norm = w.norm, a.freq = rope_of(be, layer);
-    a.eps = (float)cf->norm_eps, a.state_kv = cc->state_kv, a.state_score = cc->state_score;
-    a.A = A, a.Z = Z, a.new_kv = nkv, a.new_score = nsc, a.l = cc->layout;
-    a.pages = (uint8_t *const *)cc->entries.dev_table;
-    a.log_kv = cc->log.kv, a.log_score = cc->log.score, a.log_cap = cc->log.cap, a.log_from = cc->log.from;
-    KTRY(be, hci_cu_compress(cu->stream, &a));
-    cc->n_entries = (pos0 + n) / w.ratio;
-    return HC_OK;
+    int st = comp_project(be, w, n, x, proj, xd);
+    return st ? st : comp_apply(be, layer, which, cc, n, pos0, proj, s);
 }
 
 static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, int n, int64_t pos0,
@@ -460,18 +508,194 @@ static int cu_window_write(hci_backend *be, hci_layer_cache *lc, int n, int64_t 
     return HC_OK;
 }
 
-static int cu_out_path(hci_backend *be, int layer, int n, int64_t pos0, uint16_t *o, uint16_t *y)
+static int out_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const int64_t *pos, uint16_t *o, uint16_t *y)
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    DeviceGuard g(cu->device);
     int G = cf->o_groups, R = cf->o_lora_rank, H = cf->n_heads, d = cf->head_dim;
-    KTRY(be, hci_cu_inverse_rope(cu->stream, o, n, H, d, cf->rope_dim, rope_of(be, layer), pos0));
+    KTRY(be, hci_cu_inverse_rope(cu->stream, o, n, H, d, cf->rope_dim, rope_of(be, layer), pos0, pos));
     /* z [n][G*R] lives behind the FP8 activation scratch */
     uint16_t *z = (uint16_t *)((char *)cu->scratch + hci_cu_fp8_scratch_bytes(n, G * R));
     int st = hci_cu_linear_bf16_grouped(be, &lw(be, layer).wo_a, G, n, o, H * d, z, G * R);
     if (!st) st = hci_cu_linear_fp8(be, &lw(be, layer).wo_b, n, z, G * R, y, cf->dim, cu->scratch);
     return st;
+}
+
+static int cu_out_path(hci_backend *be, int layer, int n, int64_t pos0, uint16_t *o, uint16_t *y)
+{
+    DeviceGuard g(hci_cu(be)->device);
+    return out_path_rows(be, layer, n, pos0, nullptr, o, y);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * shared projections of a batch (backend.h share_*; lib/engine/engine.c runs them). A row's
+ * projections go through the same kernels as in its context's own ops only while the row counts
+ * of both stay in one size class whose kernels are batch-invariant per row (docs/numerics.md):
+ *  - FP8 (cuda_gemm.cu): with gemv_fast the fast GEMV up to 64 rows, else the exact GEMV up to 16;
+ *  - grouped bf16 wo_a: with gemv_fast the fast GEMV up to 64 rows where it takes the shape, else
+ *    the exact GEMV (double sums) up to 16; beyond these, cuBLASLt (rows not independent);
+ *  - compressors and indexer head weights: with comp_fast the own bf16 GEMM (any rows), else the
+ *    double GEMV up to 16 (the double GEMM beyond: cuBLASLt's heuristic, rows not independent).
+ * So pieces share launches of up to 64 rows with gemv_fast and comp_fast both set (FAST) and
+ * wo_a's shape taken by the fast GEMV, else of up to 16. The element-wise kernels take each row's
+ * position from a table passed with the launch (kernels/qkv/qkv.h).
+ * ------------------------------------------------------------------------------------------- */
+
+/* The fast grouped bf16 GEMV takes wo_a (hci_cu_gemv_bf16_fast's conditions; x, the attention
+ * output, is 16-byte aligned in the workspaces). */
+static bool wo_a_fast_ok(const hci_config *cf)
+{
+    int G = cf->o_groups, R = cf->o_lora_rank, Kg = cf->n_heads * cf->head_dim / G;
+    return G > 0 && R % GT_ROWS == 0 && Kg % GT_BF16_SPAN == 0 && (cf->n_heads * cf->head_dim) % 8 == 0;
+}
+
+static int cu_share_rows(hci_backend *be, int layer, int n, uint64_t *key)
+{
+    (void)layer;
+    const hci_cu_options &o = hci_cu(be)->opt;
+    if (!o.batch_shared) return 0;
+    int rows = o.gemv_fast && o.comp_fast && wo_a_fast_ok(&be->model->cfg) ? HCI_CU_GEMV_FAST_MAX_N : HCI_CU_GEMV_MAX_N;
+    if (rows > HCI_CU_ROWS_MAX) rows = HCI_CU_ROWS_MAX;
+    if (rows > HCI_SHARE_MAX_ROWS) rows = HCI_SHARE_MAX_ROWS;
+    if (n < 1 || n > rows) return 0;
+    /* the options that choose the projections' kernels up to that many rows */
+    *key = (uint64_t)(o.gemv_fast != 0) | (uint64_t)(o.comp_fast != 0) << 1;
+    return rows;
+}
+
+/* The shared workspace of `rows` rows: the bf16 buffers of hci_share_ws, then (aux) the indexer
+ * head weights [rows][IH] and the two compressors' projections [rows][2*coff*dc] (the widest of
+ * the model's layers) as doubles. Each piece 256-byte aligned; every row of a bf16 buffer starts
+ * 16-byte aligned (the model's widths are multiples of 128 but the head weights'). */
+struct share_layout {
+    size_t x, c, q, kv, qi, w, o, y, wd, proj[2], bytes;
+};
+
+/* The widest projection row (2 * coff * dc doubles) of the model's main (which 0) or indexer
+ * compressors. */
+static int comp_width(hci_backend *be, int which)
+{
+    const hci_config *cf = &be->model->cfg;
+    int w = 0;
+    for (int l = 0; l < cf->n_layers; l++) {
+        int r = cf->ratios[l];
+        if (!r || (which && r != 4)) continue;
+        const hci_cu_comp &c = which ? lw(be, l).idx_comp : lw(be, l).comp;
+        if (2 * c.coff * c.dc > w) w = 2 * c.coff * c.dc;
+    }
+    return w;
+}
+
+static share_layout share_plan(hci_backend *be, int rows)
+{
+    const hci_config *cf = &be->model->cfg;
+    share_layout L;
+    size_t R = (size_t)rows, at = 0;
+    auto take = [&](size_t bytes) {
+        size_t p = at;
+        at += hci_align256(bytes);
+        return p;
+    };
+    L.x = take(R * cf->dim * 2);
+    L.c = take(R * cf->q_lora_rank * 2);
+    L.q = take(R * cf->n_heads * cf->head_dim * 2);
+    L.kv = take(R * cf->head_dim * 2);
+    L.qi = take(R * cf->index_n_heads * cf->index_head_dim * 2);
+    L.w = take(R * cf->index_n_heads * 2);
+    L.o = take(R * cf->n_heads * cf->head_dim * 2);
+    L.y = take(R * cf->dim * 2);
+    L.wd = take(R * cf->index_n_heads * 8);
+    L.proj[0] = take(R * comp_width(be, 0) * 8);
+    L.proj[1] = take(R * comp_width(be, 1) * 8);
+    L.bytes = at;
+    return L;
+}
+
+/* aux (share_plan) of a workspace of ws->rows rows: the head weights and the projections, whose
+ * rows are as wide as the layer's compressor (comp_project's leading dimension). */
+struct share_aux {
+    double *wd, *proj[2];
+};
+static share_aux share_aux_of(hci_backend *be, const hci_share_ws *ws)
+{
+    share_layout L = share_plan(be, ws->rows);
+    char *b = (char *)ws->aux - L.wd;
+    return {(double *)(b + L.wd), {(double *)(b + L.proj[0]), (double *)(b + L.proj[1])}};
+}
+
+static int cu_share_reserve(hci_backend *be, int rows, hci_share_ws *ws)
+{
+    hci_cuda *cu = hci_cu(be);
+    const hci_config *cf = &be->model->cfg;
+    DeviceGuard g(cu->device);
+    share_layout L = share_plan(be, rows);
+    if (L.bytes > cu->share_bytes) {
+        void *p = nullptr;
+        /* the old workspace's last readers are ordered before this stream (the batch's events) */
+        HCI_CU_TRY(be, cudaStreamSynchronize(cu->stream));
+        HCI_CU_TRY(be, cudaMalloc(&p, L.bytes));
+        cudaFree(cu->share);
+        cu->share = p;
+        cu->share_bytes = L.bytes;
+    }
+    /* the FP8 activations and the grouped projection's z of `rows` rows (out_path_rows) */
+    int G = cf->o_groups, R = cf->o_lora_rank;
+    int kmax = cf->dim > cf->q_lora_rank ? cf->dim : cf->q_lora_rank;
+    if (G * R > kmax) kmax = G * R;
+    size_t lin = hci_cu_fp8_scratch_bytes(rows, kmax) + hci_align256((size_t)rows * G * R * 2);
+    if (lin > cu->scratch_bytes) {
+        void *p = nullptr;
+        HCI_CU_TRY(be, cudaStreamSynchronize(cu->stream));
+        HCI_CU_TRY(be, cudaMalloc(&p, lin));
+        cudaFree(cu->scratch);
+        cu->scratch = p;
+        cu->scratch_bytes = lin;
+    }
+    char *b = (char *)cu->share;
+    ws->rows = rows;
+    ws->x = (uint16_t *)(b + L.x), ws->c = (uint16_t *)(b + L.c), ws->q = (uint16_t *)(b + L.q);
+    ws->kv = (uint16_t *)(b + L.kv), ws->qi = (uint16_t *)(b + L.qi), ws->w = (uint16_t *)(b + L.w);
+    ws->o = (uint16_t *)(b + L.o), ws->y = (uint16_t *)(b + L.y);
+    ws->aux = b + L.wd;
+    return HC_OK;
+}
+
+static int cu_share_in(hci_backend *be, int layer, int n, const int64_t *pos, const uint16_t *const *xrow,
+                       const hci_share_ws *ws)
+{
+    hci_cuda *cu = hci_cu(be);
+    const hci_config *cf = &be->model->cfg;
+    DeviceGuard g(cu->device);
+    if (n < 1 || n > ws->rows || n > HCI_CU_ROWS_MAX)
+        return hci_errf(be->err, be->errsz, HC_ERR_INTERNAL, "share_in: %d rows for a workspace of %d", n, ws->rows);
+    share_aux a = share_aux_of(be, ws);
+    KTRY(be, hci_cu_gather_rows(cu->stream, xrow, n, cf->dim, ws->x));
+    int st = q_path_rows(be, layer, n, 0, pos, ws->x, ws->c, ws->q);
+    if (!st) st = kv_path_rows(be, layer, n, 0, pos, ws->x, ws->kv);
+    int ratio = cf->ratios[layer];
+    if (!st && ratio == 4) st = index_q_rows(be, layer, n, 0, pos, ws->x, ws->c, ws->qi, ws->w, a.wd, nullptr);
+    if (!st && ratio == 4) st = comp_project(be, lw(be, layer).idx_comp, n, ws->x, a.proj[1], nullptr);
+    if (!st && ratio) st = comp_project(be, lw(be, layer).comp, n, ws->x, a.proj[0], nullptr);
+    return st;
+}
+
+static int cu_compress_rows(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
+                            const hci_share_ws *ws, int row)
+{
+    hci_cuda *cu = hci_cu(be);
+    DeviceGuard g(cu->device);
+    const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
+    /* ws is the group lead's: the same model, so the same layout */
+    const double *proj = share_aux_of(be, ws).proj[which] + (size_t)row * 2 * w.coff * w.dc;
+    return comp_apply(be, layer, which, cc, n, pos0, proj, (char *)cu->scratch);
+}
+
+static int cu_share_out(hci_backend *be, int layer, int n, const int64_t *pos, const hci_share_ws *ws)
+{
+    DeviceGuard g(hci_cu(be)->device);
+    if (n < 1 || n > ws->rows || n > HCI_CU_ROWS_MAX)
+        return hci_errf(be->err, be->errsz, HC_ERR_INTERNAL, "share_out: %d rows for a workspace of %d", n, ws->rows);
+    return out_path_rows(be, layer, n, 0, pos, ws->o, ws->y);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -486,6 +710,7 @@ static void cu_destroy(hci_backend *be)
         hci_cu_host_release(cu);
         hci_cu_xfer_release(cu);
         cudaFree(cu->scratch);
+        cudaFree(cu->share);
         if (cu->order) cudaEventDestroy(cu->order);
         if (cu->dev) {
             if (cu->lt_ws) hci_cu_device_give_workspace(cu->dev, cu->lt_ws);
@@ -536,6 +761,11 @@ static hci_backend_ops make_ops()
     o.set_stream = cu_set_stream;
     o.stream_wait = cu_stream_wait;
     o.residual_norm = cu_residual_norm;
+    o.share_rows = cu_share_rows;
+    o.share_reserve = cu_share_reserve;
+    o.share_in = cu_share_in;
+    o.compress_rows = cu_compress_rows;
+    o.share_out = cu_share_out;
     return o;
 }
 static const hci_backend_ops cuda_ops = make_ops();
@@ -578,6 +808,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
     cu->opt.gemm_wgmma = 1; /* the same bits as gemm_fp8.cu's big tiles, faster (cuda_options.h) */
     cu->opt.index_tcsum = 0; /* only read with index_fast; on once measured on a GPU (cuda_options.h) */
+    cu->opt.batch_shared = 1; /* batches share their projections' launches (the same bits) */
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;

@@ -124,6 +124,10 @@ struct hci_cuda {
     /* scratch, grown by reserve() before a layer call runs */
     void *scratch;
     size_t scratch_bytes;
+    /* the shared workspace of the batches this context leads (share_reserve; rows of several
+     * contexts), grown in their preflight; NULL until the first */
+    void *share;
+    size_t share_bytes;
     hci_cu_staging stage; /* host I/O staging (host_io.cu), made on the first host-memory call */
     hci_cu_xfer xfer;     /* session transfers (xfer.cu): buffers exist only during a save or load */
 };

@@ -1,5 +1,5 @@
 /* cuda_options.h - named alternatives to the CUDA backend's code paths, for comparisons and
- * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma is numerics EXACT; a backend
+ * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma and batch_shared is numerics EXACT; a backend
  * created for numerics FAST (HC_NUMERICS_FAST, or DEFAULT, which is FAST on CUDA) starts with
  * gemv_fast, index_fast, comp_fast and attend_fast set. None is needed for correct results. C and C++. */
 #ifndef HCI_CUDA_OPTIONS_H
@@ -63,6 +63,13 @@ typedef struct hci_cu_options {
      * tools/gemm-check: 1.3-1.5x at 2048 tokens, bitwise the big mma.sync kernel's results; slower
      * on small grids of a few hundred tokens); 0 selects the mma.sync kernel. */
     int gemm_wgmma;
+    /* Batches (hc_decode_batch, hc_append_batch): the projections of pieces of several contexts
+     * run as shared launches over all their rows (the weights read once per launch instead of
+     * once per context) where every row's bits stay those of its context's own ops (pieces of
+     * up to 64 tokens with gemv_fast and comp_fast, else up to 16: cuda_backend.cu). On by
+     * default in both modes; 0 on any context of a batch runs that context's ops alone, as
+     * separate calls do (for comparisons: bench-gpu --batch). */
+    int batch_shared;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */

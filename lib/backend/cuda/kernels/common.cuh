@@ -15,6 +15,10 @@ extern "C" {
 #include "util/quant.h"
 }
 
+/* The most rows of one launch over the rows of several contexts (a batch's shared projections):
+ * their positions (qkv.h) and source rows (io.h) travel with the launch as kernel parameters. */
+#define HCI_CU_ROWS_MAX 64
+
 /* HC_OK, or HC_ERR_CUDA when the last launch (or an earlier sticky fault) failed. */
 #define HCI_CU_CHECK_LAUNCH() (cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA)
 

@@ -1,5 +1,5 @@
 /* io.cu - input and output conversion, the finiteness check, packing rows into cache entries
- * (window ring writes), and gathering pages (session saves). */
+ * (window ring writes), and gathering rows of several contexts (batches) and pages (session saves). */
 #include "../common.cuh"
 #include "config.h"
 #include "io.h"
@@ -119,6 +119,34 @@ int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *
 {
     if (n <= 0) return HC_OK;
     pack_rows_kernel<<<n, IO_PACK_THREADS, (size_t)l->dim * sizeof(float), s>>>(*l, pages, rows, first_entry, modulo);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+namespace {
+struct RowSrc {
+    const uint16_t *p[HCI_CU_ROWS_MAX];
+};
+} // namespace
+
+/* One CTA per row; 16-byte words when the row and its source allow. */
+__global__ void gather_rows_kernel(const __grid_constant__ RowSrc src, int cols, uint16_t *dst)
+{
+    const uint16_t *in = src.p[blockIdx.x];
+    uint16_t *out = dst + (size_t)blockIdx.x * cols;
+    if (cols % 8 == 0 && hci_aligned16(in) && hci_aligned16(out)) {
+        for (int i = threadIdx.x; i < cols / 8; i += blockDim.x) ((uint4 *)out)[i] = ((const uint4 *)in)[i];
+    } else {
+        for (int i = threadIdx.x; i < cols; i += blockDim.x) out[i] = in[i];
+    }
+}
+
+int hci_cu_gather_rows(cudaStream_t s, const uint16_t *const *src, int n, int cols, uint16_t *dst)
+{
+    if (n <= 0) return HC_OK;
+    if (n > HCI_CU_ROWS_MAX) return HC_ERR_INVALID_ARG;
+    RowSrc r = {};
+    for (int t = 0; t < n; t++) r.p[t] = src[t];
+    gather_rows_kernel<<<n, IO_GATHER_THREADS, 0, s>>>(r, cols, dst);
     return HCI_CU_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,6 @@
 /* io/io.h - the I/O family: input and output conversion, the finiteness check, packing rows
- * into cache entries (window ring writes) in the layouts of lib/cache/format.h, and gathering
- * cache pages into one buffer (session saves) (io.cu). */
+ * into cache entries (window ring writes) in the layouts of lib/cache/format.h, gathering rows of
+ * several contexts (batches) and cache pages (session saves) into one buffer (io.cu). */
 #ifndef HCI_KERNELS_IO_H
 #define HCI_KERNELS_IO_H
 #include <cuda_runtime.h>
@@ -25,6 +25,10 @@ int hci_cu_bf16_to_f64(cudaStream_t s, const uint16_t *x, int64_t count, double 
  * modulo > 0) of a page list (format.h layout). */
 int hci_cu_pack_rows(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, const uint16_t *rows,
                      int n, int64_t first_entry, int64_t modulo);
+/* Row t of dst [n][cols] (bf16) = the cols values at src[t] (device memory; src a host array of
+ * n <= HCI_CU_ROWS_MAX pointers, passed with the launch): the rows of several contexts gathered
+ * for one launch over them. HC_ERR_INVALID_ARG for more rows. */
+int hci_cu_gather_rows(cudaStream_t s, const uint16_t *const *src, int n, int cols, uint16_t *dst);
 /* Pages first .. first + n - 1 of a page table (device memory), back to back into dst:
  * n * page_bytes bytes, so that one DMA moves them to the host. */
 int hci_cu_gather_pages(cudaStream_t s, const uint8_t *const *pages, int first, int n, size_t page_bytes, uint8_t *dst);

@@ -5,6 +5,27 @@
 #include "config.h"
 #include "qkv.h"
 
+namespace {
+/* Token t's position (qkv.h): pos0 + t for the piece of one context; at[t] for the rows of several
+ * contexts in one launch. Kernel parameters (__grid_constant__: read in place, not copied). */
+struct PosRun {
+    int64_t pos0;
+    __device__ __forceinline__ int64_t operator()(int64_t t) const { return pos0 + t; }
+};
+struct PosRows {
+    int64_t at[HCI_CU_ROWS_MAX];
+    __device__ __forceinline__ int64_t operator()(int64_t t) const { return at[t]; }
+};
+
+/* The positions of a launch of n tokens, or false when pos holds more than the table takes. */
+bool pos_rows(PosRows &p, const int64_t *pos, int n)
+{
+    if (n > HCI_CU_ROWS_MAX) return false;
+    for (int t = 0; t < n; t++) p.at[t] = pos[t];
+    return true;
+}
+} // namespace
+
 __global__ void rmsnorm_rows_kernel(uint16_t *v, int dim, const float *w, float eps)
 {
     __shared__ double red[QKV_THREADS];
@@ -33,8 +54,8 @@ int hci_cu_rmsnorm_rows(cudaStream_t s, uint16_t *v, int n, int dim, const float
  * 64 = one pair per lane): lane l holds the pairs l + 32k, so loads are coalesced 4-byte words
  * and the RoPE tail, pairs d/2 - 32 .. d/2 - 1, is one pair per lane in the last k. The sum of
  * squares is exact in double, so the warp's order gives the CPU's value (hci_dev_block_sum). */
-template <int QH_PAIRS>
-__global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, int64_t pos0, float eps)
+template <int QH_PAIRS, class P>
+__global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, const __grid_constant__ P pos, float eps)
 {
     const int lane = threadIdx.x & 31;
     const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -58,13 +79,15 @@ __global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, 
 #pragma unroll
     for (int k = 0; k < QH_PAIRS; k++) {
         a[k] = hci_round_bf16(__fmul_rn(a[k], rs)), b[k] = hci_round_bf16(__fmul_rn(b[k], rs));
-        if (k == QH_PAIRS - 1) hci_dev_rope_pair(a[k], b[k], pos0 + r / H, freq[lane], 0);
+        if (k == QH_PAIRS - 1) hci_dev_rope_pair(a[k], b[k], pos(r / H), freq[lane], 0);
         row[lane + 32 * k] = (uint32_t)hci_bf16_from_f32(a[k]) | (uint32_t)hci_bf16_from_f32(b[k]) << 16;
     }
 }
 
 /* The general form: one CTA per (token, head) row, any d and rope_dim. */
-__global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq, int64_t pos0, float eps)
+template <class P>
+__global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq,
+                                   const __grid_constant__ P pos, float eps)
 {
     extern __shared__ float v[];
     __shared__ double red[QKV_THREADS];
@@ -81,56 +104,75 @@ __global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, cons
     float r = hci_round_bf16(__fdiv_rn(1.0f, __fsqrt_rn(e)));
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) v[i] = hci_round_bf16(__fmul_rn(v[i], r));
     __syncthreads();
-    hci_dev_rope_tail(v, d, rope_dim, freq, pos0 + t, 0);
+    hci_dev_rope_tail(v, d, rope_dim, freq, pos(t), 0);
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
 }
 
-int hci_cu_q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq,
-                   int64_t pos0, float eps)
+template <class P>
+static int q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq, const P &pos,
+                   float eps)
 {
-    if (n <= 0) return HC_OK;
     if (d == 512 && rope_dim == 64) { /* V4's heads: a warp per row */
         int rows = n * H, per = QKV_THREADS / 32;
-        q_heads_kernel<8><<<(rows + per - 1) / per, QKV_THREADS, 0, s>>>(q, rows, H, freq, pos0, eps);
+        q_heads_kernel<8, P><<<(rows + per - 1) / per, QKV_THREADS, 0, s>>>(q, rows, H, freq, pos, eps);
     } else {
-        q_heads_any_kernel<<<n * H, QKV_THREADS, (size_t)d * sizeof(float), s>>>(q, H, d, rope_dim, freq, pos0, eps);
+        q_heads_any_kernel<P><<<n * H, QKV_THREADS, (size_t)d * sizeof(float), s>>>(q, H, d, rope_dim, freq, pos, eps);
     }
     return HCI_CU_CHECK_LAUNCH();
 }
 
+int hci_cu_q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq,
+                   int64_t pos0, const int64_t *pos, float eps)
+{
+    if (n <= 0) return HC_OK;
+    if (!pos) return q_heads(s, q, n, H, d, rope_dim, freq, PosRun{pos0}, eps);
+    PosRows p = {};
+    if (!pos_rows(p, pos, n)) return HC_ERR_INVALID_ARG;
+    return q_heads(s, q, n, H, d, rope_dim, freq, p, eps);
+}
+
 /* One CTA per token: RoPE, then the FP8 simulation of the nope dims. */
-__global__ void kv_rows_kernel(uint16_t *kv, int d, int rope_dim, const float *freq, int64_t pos0)
+template <class P>
+__global__ void kv_rows_kernel(uint16_t *kv, int d, int rope_dim, const float *freq, const __grid_constant__ P pos)
 {
     extern __shared__ float v[];
     uint16_t *row = kv + (size_t)blockIdx.x * d;
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) v[i] = hci_f32_from_bf16(row[i]);
     __syncthreads();
-    hci_dev_rope_tail(v, d, rope_dim, freq, pos0 + blockIdx.x, 0);
+    hci_dev_rope_tail(v, d, rope_dim, freq, pos(blockIdx.x), 0);
     __syncthreads();
     hci_dev_quant_sim(v, d - rope_dim, 0);
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
 }
 
-int hci_cu_kv_rows(cudaStream_t s, uint16_t *kv, int n, int d, int rope_dim, const float *freq, int64_t pos0)
+int hci_cu_kv_rows(cudaStream_t s, uint16_t *kv, int n, int d, int rope_dim, const float *freq, int64_t pos0,
+                   const int64_t *pos)
 {
     if (n <= 0) return HC_OK;
-    kv_rows_kernel<<<n, QKV_THREADS, (size_t)d * sizeof(float), s>>>(kv, d, rope_dim, freq, pos0);
+    if (!pos) {
+        kv_rows_kernel<PosRun><<<n, QKV_THREADS, (size_t)d * sizeof(float), s>>>(kv, d, rope_dim, freq, PosRun{pos0});
+    } else {
+        PosRows p = {};
+        if (!pos_rows(p, pos, n)) return HC_ERR_INVALID_ARG;
+        kv_rows_kernel<PosRows><<<n, QKV_THREADS, (size_t)d * sizeof(float), s>>>(kv, d, rope_dim, freq, p);
+    }
     return HCI_CU_CHECK_LAUNCH();
 }
 
 /* One CTA per (token, indexer head): RoPE, Hadamard, FP4; head 0's CTA also rounds the token's
  * head weights: w = bf16(bf16(W_w . x) * 2^-6.5-ish constant), as two bf16 ops. */
-__global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const float *freq, int64_t pos0,
-                               float hscale, const double *wd, float wscale, uint16_t *w)
+template <class P>
+__global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const float *freq,
+                               const __grid_constant__ P pos, float hscale, const double *wd, float wscale, uint16_t *w)
 {
     extern __shared__ float v[];
     int t = blockIdx.x / IH, h = blockIdx.x % IH;
     uint16_t *row = qi + (size_t)blockIdx.x * ID;
     for (int i = threadIdx.x; i < ID; i += QKV_THREADS) v[i] = hci_f32_from_bf16(row[i]);
     __syncthreads();
-    hci_dev_rope_tail(v, ID, rope_dim, freq, pos0 + t, 0);
+    hci_dev_rope_tail(v, ID, rope_dim, freq, pos(t), 0);
     __syncthreads();
     hci_dev_hadamard(v, ID, hscale);
     hci_dev_quant_sim(v, ID, 1);
@@ -144,31 +186,46 @@ __global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const
 }
 
 int hci_cu_index_q_heads(cudaStream_t s, uint16_t *qi, int n, int IH, int ID, int rope_dim, const float *freq,
-                         int64_t pos0, const double *wd, float wscale, uint16_t *w)
+                         int64_t pos0, const int64_t *pos, const double *wd, float wscale, uint16_t *w)
 {
     if (n <= 0) return HC_OK;
     float hscale = (float)(1.0 / sqrt((double)ID));
-    index_q_kernel<<<n * IH, QKV_THREADS, (size_t)ID * sizeof(float), s>>>(qi, IH, ID, rope_dim, freq, pos0, hscale, wd,
-                                                                    wscale, w);
+    size_t sm = (size_t)ID * sizeof(float);
+    if (!pos) {
+        index_q_kernel<PosRun><<<n * IH, QKV_THREADS, sm, s>>>(qi, IH, ID, rope_dim, freq, PosRun{pos0}, hscale, wd,
+                                                               wscale, w);
+    } else {
+        PosRows p = {};
+        if (!pos_rows(p, pos, n)) return HC_ERR_INVALID_ARG;
+        index_q_kernel<PosRows><<<n * IH, QKV_THREADS, sm, s>>>(qi, IH, ID, rope_dim, freq, p, hscale, wd, wscale, w);
+    }
     return HCI_CU_CHECK_LAUNCH();
 }
 
-__global__ void inverse_rope_kernel(uint16_t *o, int H, int d, int rope_dim, const float *freq, int64_t pos0)
+template <class P>
+__global__ void inverse_rope_kernel(uint16_t *o, int H, int d, int rope_dim, const float *freq,
+                                    const __grid_constant__ P pos)
 {
     int t = blockIdx.x / H;
     uint16_t *tail = o + (size_t)blockIdx.x * d + (d - rope_dim);
     for (int p = threadIdx.x; p < rope_dim / 2; p += blockDim.x) {
         float a = hci_f32_from_bf16(tail[2 * p]), b = hci_f32_from_bf16(tail[2 * p + 1]);
-        hci_dev_rope_pair(a, b, pos0 + t, freq[p], 1);
+        hci_dev_rope_pair(a, b, pos(t), freq[p], 1);
         tail[2 * p] = hci_bf16_from_f32(a);
         tail[2 * p + 1] = hci_bf16_from_f32(b);
     }
 }
 
 int hci_cu_inverse_rope(cudaStream_t s, uint16_t *o, int n, int H, int d, int rope_dim, const float *freq,
-                        int64_t pos0)
+                        int64_t pos0, const int64_t *pos)
 {
     if (n <= 0) return HC_OK;
-    inverse_rope_kernel<<<n * H, QKV_ROPE_THREADS, 0, s>>>(o, H, d, rope_dim, freq, pos0);
+    if (!pos) {
+        inverse_rope_kernel<PosRun><<<n * H, QKV_ROPE_THREADS, 0, s>>>(o, H, d, rope_dim, freq, PosRun{pos0});
+    } else {
+        PosRows p = {};
+        if (!pos_rows(p, pos, n)) return HC_ERR_INVALID_ARG;
+        inverse_rope_kernel<PosRows><<<n * H, QKV_ROPE_THREADS, 0, s>>>(o, H, d, rope_dim, freq, p);
+    }
     return HCI_CU_CHECK_LAUNCH();
 }
