@@ -100,6 +100,9 @@ START_TEST(shared_memory_budgets)
     ck_assert_int_le(IX_MAX_K * 8, DEFAULT_SMEM);
     /* the query tile alone must leave room in the score CTA */
     ck_assert_int_lt(IX_QTILE_BYTES, IX_MAX_SMEM);
+    /* the few-token bf16 GEMM: red and every warp's ring, up to GP_MAX_N tokens (8 n-tiles) */
+    ck_assert_int_le(GP_SMEM_BYTES(GP_MAX_N / 8), SM90_SMEM_PER_CTA);
+    ck_assert_int_ge(GP_STAGES, 2);
 }
 END_TEST
 
@@ -422,6 +425,87 @@ START_TEST(gemv_quant_shapes)
     ck_assert_int_eq(AQ_PER_LANE, 4);
     ck_assert_int_eq(AQ_BLOCK, 32 * AQ_PER_LANE);
     ck_assert_int_eq(AQ_THREADS % 32, 0);
+}
+END_TEST
+
+/* The fast GEMVs' teams (config.h): member j of a team of S warps takes the k-units j + S i and
+ * keeps unit (j + S i)'s residue class % GT_CLASSES in accumulator i % (GT_CLASSES / S); every
+ * unit once, each class's units in k order; and gt_pick_split gives a team that exists (a
+ * power of two, accumulators within 8 float4), the largest whose grid is resident at once. */
+START_TEST(gemv_teams)
+{
+    for (int S = 1; S <= GT_CLASSES; S *= 2) {
+        const int C = GT_CLASSES / S, nb = 77;
+        int seen[77] = {0}, last[GT_CLASSES];
+        for (int c = 0; c < GT_CLASSES; c++) last[c] = -1;
+        for (int j = 0; j < S; j++)
+            for (int i = 0; j + S * i < nb; i++) {
+                const int kb = j + S * i, c = j + S * (i % C);
+                ck_assert_int_eq(c, kb % GT_CLASSES);
+                ck_assert_int_gt(kb, last[c]);
+                last[c] = kb, seen[kb]++;
+            }
+        for (int kb = 0; kb < nb; kb++) ck_assert_int_eq(seen[kb], 1);
+        ck_assert_int_eq(GT_BATCH_FP8 % C, 0); /* a batch holds whole turns of the classes */
+        ck_assert_int_eq(GT_BATCH_BF16 % C, 0);
+    }
+    for (int mt = 1; mt <= GT_MAX_MT; mt++)
+        for (int groups = 1; groups <= 8192; groups *= 2)
+            for (int sms = 1; sms <= 264; sms += 131) {
+                const int S = gt_pick_split(groups, mt, sms);
+                ck_assert(is_pow2(S) && S <= GT_CLASSES);
+                ck_assert_int_le(GT_CLASSES / S * mt, 8);
+                /* the teams' class sums (tc.cuh, gt_team_smem) within static shared memory */
+                ck_assert_int_le(GT_WARPS / S * GT_CLASSES * mt * 32 * 16, DEFAULT_SMEM);
+                const int lo = mt == 1 ? 1 : mt == 2 ? 2 : 4;
+                ck_assert(S >= lo);
+                ck_assert(S == lo || (long)groups * S <= (long)GT_WARPS_PER_SM * sms); /* one wave */
+                ck_assert(S == GT_CLASSES || (long)groups * S * 2 > (long)GT_WARPS_PER_SM * sms); /* the largest */
+            }
+    /* V4-Flash decode on 132 SMs: wq_b one warp per row group, wo_b four, the indexer's wq_b and
+     * wo_a two, wq_a and wkv eight */
+    ck_assert_int_eq(gt_pick_split(32768 / 8, 1, 132), 1);
+    ck_assert_int_eq(gt_pick_split(4096 / 8, 1, 132), 4);
+    ck_assert_int_eq(gt_pick_split(8192 / 8, 1, 132), 2);
+    ck_assert_int_eq(gt_pick_split(1024 / 8, 1, 132), 8);
+    ck_assert_int_eq(gt_pick_split(512 / 8, 4, 132), 8);
+    ck_assert_int_eq(gt_pick_split(32768 / 8, 4, 132), 4);
+}
+END_TEST
+
+/* The few-token bf16 GEMM's stage (config.h): the 32 lanes' 8 copies fill each 16-byte chunk of
+ * the 16 x 256-byte stage once; an ldmatrix.x4 of step s, simulated, gives lane (g, t) the A
+ * fragment of mma.m16n8k16 (rows g, g + 8, k 16 s + 2t (+1), then + 8), and each of its four
+ * 8-lane phases touches 8 different bank quads. */
+START_TEST(gemm_bf16_few_maps)
+{
+    int owner[GP_STAGE_BYTES / 16];
+    for (int i = 0; i < GP_STAGE_BYTES / 16; i++) owner[i] = -1;
+    for (int lane = 0; lane < 32; lane++)
+        for (int i = 0; i < 8; i++) {
+            const int r = gp_copy_row(lane, i), c = gp_copy_chunk(lane), off = gp_stage_off(r, c);
+            ck_assert(r >= 0 && r < 16 && c >= 0 && c < 16 && off % 16 == 0 && off < GP_STAGE_BYTES);
+            ck_assert_int_eq(owner[off / 16], -1);
+            owner[off / 16] = r * 16 + c; /* (row, chunk) whose data lands there */
+        }
+    for (int step = 0; step < GF_BK / 16; step++) {
+        int addr[32];
+        for (int lane = 0; lane < 32; lane++) addr[lane] = gp_stage_off(gp_ldsm_row(lane), gp_ldsm_chunk(lane, step));
+        for (int m = 0; m < 4; m++) {
+            int quads = 0;
+            for (int l = 8 * m; l < 8 * m + 8; l++) quads |= 1 << ((addr[l] / 16) % 8);
+            ck_assert_int_eq(quads, 0xff);
+        }
+        /* register m of lane l: row l / 4 of matrix m, elements 2 (l % 4), + 1 of its 8 */
+        for (int lane = 0; lane < 32; lane++)
+            for (int m = 0; m < 4; m++) {
+                const int src = owner[addr[8 * m + lane / 4] / 16]; /* the (row, chunk) stored there */
+                const int row = src / 16, k = (src % 16) * 8 + 2 * (lane % 4) - 16 * step;
+                const int g = lane / 4, t = lane % 4;
+                ck_assert_int_eq(row, g + (m & 1) * 8);
+                ck_assert_int_eq(k, 2 * t + (m >> 1) * 8);
+            }
+    }
 }
 END_TEST
 
@@ -793,6 +877,8 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, gemm_maps);
     tcase_add_test(tc, gemm_wgmma_maps);
     tcase_add_test(tc, gemv_quant_shapes);
+    tcase_add_test(tc, gemv_teams);
+    tcase_add_test(tc, gemm_bf16_few_maps);
     tcase_add_test(tc, index_limits);
     tcase_add_test(tc, index_derive);
     tcase_add_test(tc, index_fp4);

@@ -37,6 +37,25 @@
 #define GB_SMEM_BYTES (GB_STAGES * GF_STAGE_BYTES)
 #define GB_LD_PARTS 8         /* 16-byte chunks a thread copies per operand and stage */
 
+/* ---- the bf16 GEMM of few tokens (gemm_bf16_few.cu): the sliced-K kernel's CTA (16 weight rows,
+ * warp w the k-blocks w, w + 8, ..., block sums added in k order in smem) with each warp's
+ * weight tiles streamed by cp.async into a ring of its own, GP_STAGES k-blocks ahead, and read
+ * by ldmatrix. A stage: 16 rows x 128 bf16, row r's 16-byte chunk c at chunk c ^ (r % 8). ---- */
+#define GP_MAX_N 64           /* tokens it takes (NT up to 8 n-tiles) */
+#define GP_STAGES 4
+#define GP_STAGE_BYTES (16 * GF_BK * 2)
+#define GP_SMEM_BYTES(NT) (GS_SMEM_BYTES(1, NT) + GS_WARPS * GP_STAGES * GP_STAGE_BYTES)
+HCI_HD int gp_stage_off(int row, int chunk) { return row * (GF_BK * 2) + ((chunk ^ (row & 7)) << 4); }
+/* copy i (< 8) of lane l: chunk l % 16 of row l / 16 + 2 i (16 lanes cover a row's 256 bytes) */
+HCI_HD int gp_copy_row(int lane, int i) { return (lane >> 4) + 2 * i; }
+HCI_HD int gp_copy_chunk(int lane) { return lane & 15; }
+/* ldmatrix.x4 of mma step s (k 16 s .. 16 s + 15): lane l gives the address of row l % 8 of
+ * matrix l / 8, i.e. weight row l % 8 (+ 8 for matrices 1 and 3) at chunk 2 s (+ 1 for matrices
+ * 2 and 3), so that registers 0..3 are mma.m16n8k16's A fragment (rows g, g + 8 at k 2t, then at
+ * k 8 + 2t). */
+HCI_HD int gp_ldsm_row(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
+HCI_HD int gp_ldsm_chunk(int lane, int step) { return 2 * step + (lane >> 4); }
+
 /* ---- wgmma kernel (gemm_fp8_wgmma.cu, sm_90): 128 weight rows x GW BN tokens per tile, BN in
  * {128, 64, 32, 16}; consumer warpgroups 0 and 1 (64 rows each), producer warpgroup 2. A stage
  * holds one k-block as f16: the weight tile (128 rows) then the token tile (BN rows), each as two

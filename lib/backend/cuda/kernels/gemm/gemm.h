@@ -1,6 +1,6 @@
 /* gemm/gemm.h - the GEMM family: block-scaled FP8 projections of many tokens on the tensor cores
  * with the CPU backend's arithmetic (gemm_fp8.cu; on Hopper's wgmma: gemm_fp8_wgmma.cu), and the fast bf16 projection of any number of
- * tokens (gemm_bf16.cu); tiles and maps in config.h. */
+ * tokens (gemm_bf16.cu; decode: gemm_bf16_few.cu); tiles and maps in config.h. */
 #ifndef HCI_KERNELS_GEMM_H
 #define HCI_KERNELS_GEMM_H
 #include <cuda_runtime.h>
@@ -37,5 +37,14 @@ int hci_cu_gemm_fp8_wgmma_tile(int M, int np);
  * HC_ERR_CUDA when the launch fails. */
 int hci_cu_gemm_bf16(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n, double *y,
                      int ldy);
+/* The same y from one kernel (for tools/gemv-check; every kernel gives the same bits): kernel 1
+ * the big tiles, 2 the sliced K, 3 the few-token kernel (below), 0 the launcher's choice.
+ * HC_ERR_INVALID_ARG where the kernel does not take the shape. */
+int hci_cu_gemm_bf16_kernel(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n,
+                            double *y, int ldy, int kernel);
+/* The few-token kernel (gemm_bf16_few.cu), which hci_cu_gemm_bf16 takes for n <= GP_MAX_N when
+ * the big tiles do not fill the GPU: the same y. W 16-byte aligned. */
+int hci_cu_gemm_bf16_few(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n,
+                         double *y, int ldy);
 
 #endif

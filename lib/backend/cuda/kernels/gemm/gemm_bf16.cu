@@ -26,6 +26,9 @@
  *    global memory (32-bit loads at the natural positions), and the block sums are added to the
  *    running sums in k order in shared memory (gemm_fp8.cu's gs_kernel without the scales; the
  *    reduction in tile.cuh).
+ *  - few tokens (up to GP_MAX_N, decode; gemm_bf16_few.cu): the sliced kernel with one m-tile,
+ *    its weights streamed into shared memory by cp.async several blocks ahead and read with
+ *    ldmatrix.
  *
  * The result is written as double (the fp32 value exactly): the compressor and the indexer-weight
  * kernels read the exact path's double projections and round them to fp32 first. */
@@ -42,19 +45,6 @@ struct gb_args {
     double *y;         /* [n][ldy] */
     int M, K, ldx, n, ldy;
 };
-
-/* 16 bytes global -> shared, zero-filled when !valid (src is then not read) */
-__device__ __forceinline__ void cp16(uint32_t dst, const void *src, bool valid)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 /* ---------------------------------------------------------------- big tiles */
 
@@ -84,8 +74,8 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
 #pragma unroll
         for (int j = 0; j < GB_LD_PARTS; j++) {
             const uint32_t off = (uint32_t)gf_tile_off(gb_ld_row(tid, j), c);
-            cp16(ta + off, wp + (size_t)j * 16 * a.K + ko, true);
-            cp16(tb + off, xp[j] ? xp[j] + ko : a.x, xp[j] != nullptr);
+            gm_cp16(ta + off, wp + (size_t)j * 16 * a.K + ko, true);
+            gm_cp16(tb + off, xp[j] ? xp[j] + ko : a.x, xp[j] != nullptr);
         }
     };
 
@@ -95,7 +85,7 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
 #pragma unroll
     for (int st = 0; st < GB_STAGES - 1; st++) {
         if (st < nkb) load(st, st);
-        cp_commit();
+        gm_cp_commit();
     }
 
     /* ldmatrix addresses (gf_block_mma) */
@@ -105,10 +95,10 @@ __global__ void __launch_bounds__(GF_THREADS, 1) gb_big_kernel(const gb_args a)
     for (int kb = 0; kb < nkb; kb++) {
         /* block kb has arrived (this thread's copies, then everyone's), and every warp is done
          * with block kb - 1, whose stage the copy of block kb + GB_STAGES - 1 refills */
-        cp_wait<GB_STAGES - 2>();
+        gm_cp_wait<GB_STAGES - 2>();
         __syncthreads();
         if (kb + GB_STAGES - 1 < nkb) load(kb + GB_STAGES - 1, (kb + GB_STAGES - 1) % GB_STAGES);
-        cp_commit(); /* possibly empty: keeps the group count of the wait above */
+        gm_cp_commit(); /* possibly empty: keeps the group count of the wait above */
         const uint32_t sbase = s0 + (kb % GB_STAGES) * GF_STAGE_BYTES;
         gf_block_mma<GM_BF16>(P, sbase + aoff, sbase + boff, ya, yb, [](int) {});
 #pragma unroll
@@ -227,8 +217,8 @@ int gbs_pick(cudaStream_t s, const gb_args &a, int sms)
 
 } // namespace
 
-int hci_cu_gemm_bf16(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n, double *y,
-                     int ldy)
+int hci_cu_gemm_bf16_kernel(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n,
+                            double *y, int ldy, int kernel)
 {
     if (n <= 0) return HC_OK;
     if (M <= 0 || K <= 0 || K % GF_BK || ldx < K || ldx % 2 || ldy < M || ((uintptr_t)W | (uintptr_t)x) % 4)
@@ -236,14 +226,27 @@ int hci_cu_gemm_bf16(cudaStream_t s, const uint16_t *W, int M, int K, const uint
     const gb_args a = {W, x, y, M, K, ldx, n, ldy};
     int sms = 0;
     if (hci_cu_sm_count(&sms) != cudaSuccess) return HC_ERR_CUDA;
-    /* Big tiles when they fill at least half the SMs and the copies are 16-byte aligned; the
-     * sliced kernel otherwise. Either gives the same bits (see the top). */
+    /* Big tiles when they fill at least half the SMs and the copies are 16-byte aligned; else the
+     * few-token kernel up to GP_MAX_N tokens, the sliced kernel beyond. Each gives the same bits
+     * (see the top). */
     const int64_t big = (int64_t)(M / GF_BM) * ((n + GF_BN - 1) / GF_BN);
-    if (M % GF_BM == 0 && ldx % 8 == 0 && hci_aligned16(W) && hci_aligned16(x) && 2 * big >= sms) {
+    const bool big_ok = M % GF_BM == 0 && ldx % 8 == 0 && hci_aligned16(W) && hci_aligned16(x);
+    if (kernel == 0) kernel = big_ok && 2 * big >= sms ? 1 : n <= GP_MAX_N && hci_aligned16(W) ? 3 : 2;
+    switch (kernel) {
+    case 1:
+        if (!big_ok) return HC_ERR_INVALID_ARG;
         if (cudaFuncSetAttribute(gb_big_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, GB_SMEM_BYTES) != cudaSuccess)
             return HC_ERR_CUDA;
         gb_big_kernel<<<(unsigned)big, GF_THREADS, GB_SMEM_BYTES, s>>>(a);
         return HCI_CU_CHECK_LAUNCH();
+    case 2: return n <= 8 ? gbs_pick<1>(s, a, sms) : gbs_pick<GS_NT>(s, a, sms);
+    case 3: return hci_cu_gemm_bf16_few(s, W, M, K, x, ldx, n, y, ldy);
+    default: return HC_ERR_INVALID_ARG;
     }
-    return n <= 8 ? gbs_pick<1>(s, a, sms) : gbs_pick<GS_NT>(s, a, sms);
+}
+
+int hci_cu_gemm_bf16(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n, double *y,
+                     int ldy)
+{
+    return hci_cu_gemm_bf16_kernel(s, W, M, K, x, ldx, n, y, ldy, 0);
 }

@@ -43,6 +43,19 @@ __device__ __forceinline__ void gm_mma_first(float (&d)[4], const uint32_t (&a)[
 #undef GM_MMA_ACC
 #undef GM_MMA_FIRST
 
+/* 16 bytes global -> shared by cp.async (L2 only), zero-filled when !valid (src is then not read) */
+__device__ __forceinline__ void gm_cp16(uint32_t dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void gm_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void gm_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 /* The scale of a block dot of the FP8 GEMMs (gemm_fp8.cu, gemm_fp8_wgmma.cu): fl32(xs * ws), times
  * 2^16 to undo the 2^-8 of both f16 operands (exact). */
 __device__ __forceinline__ float gf_scale(float xs, float ws) { return __fmul_rn(__fmul_rn(xs, ws), 65536.0f); }

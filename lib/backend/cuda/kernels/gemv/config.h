@@ -1,6 +1,6 @@
 /* gemv/config.h - launch shapes of the GEMVs: the exact ones (gemv.cu, one warp per output row)
- * and the fast FP8 one on tensor cores (gemv_fp8_tc.cu). Plain C (host and device: HCI_HD), so
- * that tests/test_kernel_config.c checks the fast kernel's byte map on the host. */
+ * and the fast ones on tensor cores (gemv_fp8_tc.cu, gemv_bf16_tc.cu). Plain C (host and device:
+ * HCI_HD), so that tests/test_kernel_config.c checks the fast kernels' maps on the host. */
 #ifndef HCI_KERNELS_GEMV_CONFIG_H
 #define HCI_KERNELS_GEMV_CONFIG_H
 #include "util/bf16.h" /* HCI_HD */
@@ -13,15 +13,42 @@
 
 /* ---- fast FP8 GEMV (gemv_fp8_tc.cu): mma.m16n8k32 e4m3 with fp32 promotion per 128-k block.
  * The tokens are the mma's M side (16 per m-tile, zero rows beyond n), the weight rows its N side
- * (8 per CTA). The 8 warps of a CTA take the k-blocks kb = warp, warp + 8, ... and their sums are
- * added in warp order: a fixed split, whatever the number of tokens, so that a token's result does
- * not depend on the others in the call (batch invariance). ---- */
-#define GT_ROWS 8                /* weight rows per CTA = the mma's n */
-#define GT_WARPS 8               /* k-split: warps per CTA */
+ * (a row group of 8). The k-blocks of a row group fall into 8 residue classes kb % 8, each summed
+ * in k order, and the classes are added in order (below): a fixed split, whatever the number of
+ * tokens, so that a token's result does not depend on the others in the call (batch
+ * invariance). ---- */
+#define GT_ROWS 8                /* weight rows of a row group = the mma's n */
+#define GT_WARPS 8               /* warps per CTA */
 #define GT_TOK 16                /* tokens per m-tile = the mma's m */
 #define GT_MAX_MT 4              /* m-tiles per call: 64 tokens */
 #define GT_MAX_N (GT_TOK * GT_MAX_MT)
-#define GT_UNROLL 4              /* k-blocks of a warp whose weights are loaded before any is used */
+#define GT_UNROLL 4              /* (gemv_tc_ref.cu) k-blocks of a warp loaded before any is used */
+
+/* The k-split is a property of the arithmetic, not of the threads: output (token, row) is
+ *   sum_{c = 0..7} in order of acc_c,  acc_c = the k-units kb = c, c + 8, c + 16, ... in order,
+ * a k-unit being a 128-k block promoted with fmaf (FP8) or a 32-element span chained in the mma
+ * accumulator (bf16). The kernels give the 8 residue classes of a row group to a team of
+ * S = 1, 2, 4 or 8 warps: member j keeps the classes j, j + S, ... (GT_CLASSES / S accumulator
+ * sets) and the team adds the 8 in class order. Every S computes the same bits; S only trades
+ * warps per row group (memory parallelism) for a cross-warp sum through shared memory. */
+#define GT_CLASSES 8             /* residue classes of the k-units = the previous kernel's warps */
+/* k-units a warp loads before using any (8 KiB; halved for 2+ m-tiles, whose token operands
+ * need the registers) */
+#define GT_BATCH_FP8 8           /* k-blocks, 2 x 16-byte loads each */
+#define GT_BATCH_BF16 16         /* spans, one 16-byte load each */
+#define GT_WARPS_PER_SM 16       /* resident warps per SM: 2 CTAs of 8 warps at <= 128 registers */
+
+/* The team size S for `groups` row groups of 8 rows, mt m-tiles of 16 tokens and `sms` SMs: the
+ * largest power of two up to GT_CLASSES whose grid (groups x S warps) is resident at once, so
+ * that every warp starts loading at the start, with more k-blocks per warp rather than a second
+ * wave; at least the S that keeps a warp's accumulators (GT_CLASSES / S * mt float4) within 8. */
+HCI_HD int gt_pick_split(int groups, int mt, int sms)
+{
+    const int lo = mt <= 1 ? 1 : mt == 2 ? 2 : 4;
+    int s = GT_CLASSES;
+    while (s > lo && (long long)groups * s > (long long)GT_WARPS_PER_SM * sms) s /= 2;
+    return s;
+}
 
 /* bf16 (gemv_bf16_tc.cu): a span is 32 elements (64 bytes); lane t loads elements [8 t, 8 t + 8)
  * and step s of k = 16 takes [8 t + 4 s, 8 t + 4 s + 4): element gt_span_elem(s, k) for the

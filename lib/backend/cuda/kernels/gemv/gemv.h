@@ -26,6 +26,19 @@ int hci_cu_gemv_fp8_fast(cudaStream_t s, const uint8_t *W, const float *Ws, int 
  * multiple of 8, K of 32, ldx of 8. */
 int hci_cu_gemv_bf16_fast(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx,
                           int n, uint16_t *out, int ldo);
+/* The two with the team size forced (split 1, 2, 4 or 8 warps per row group, at least
+ * 2, 4, 4 for 17-32, 33-48, 49-64 tokens; 0: the launcher's choice, config.h's gt_pick_split),
+ * for tools/gemv-check: every split must give the same bits. */
+int hci_cu_gemv_fp8_fast_split(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                               const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy, int split);
+int hci_cu_gemv_bf16_fast_split(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x,
+                                int ldx, int n, uint16_t *out, int ldo, int split);
+/* The previous fast kernels (gemv_tc_ref.cu), the bitwise reference of the two above; built into
+ * tools/gemv-check only, not into the CUDA module. */
+int hci_cu_gemv_fp8_fast_ref(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                             const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy);
+int hci_cu_gemv_bf16_fast_ref(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x,
+                              int ldx, int n, uint16_t *out, int ldo);
 /* For g < groups: out[t][g*Mg + r] = sum_k x[t][g*K + k] * W[g*Mg + r][k] (Mg = M / groups), exact
  * products summed in double; written as double (outd) or bf16 (outb), leading dim ldo. n <= 16. */
 int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx, int n,

@@ -2,104 +2,121 @@
  * straight into the tensor cores (mma.m16n8k32, fp32 accumulation), each 128-k block's sum
  * promoted to the fp32 result with its two scales, as the official kernels do. Not the CPU's
  * bits (the exact GEMV in gemv.cu is); deterministic and batch-invariant: a token's output comes
- * from the same operations whatever the other tokens and their number (config.h). Memory-bound
- * for decode: every weight byte is read once with 16-byte streaming loads, GT_UNROLL k-blocks
- * in flight per warp. */
+ * from the same operations whatever the other tokens and their number (config.h).
+ *
+ * Memory-bound for decode, so the work is cut for bandwidth: a team of S warps per row group of
+ * 8 rows (config.h, gt_pick_split: S = 1 for tall weights, up to 8 for short ones), each warp
+ * loading GT_BATCH_FP8 k-blocks (8 KiB per warp) with 16-byte streaming loads before using any,
+ * and no CTA-wide barrier: one warp owning all 8 residue classes adds them in its registers.
+ * The previous kernel (one row group per CTA, S = 8 always: 8 KiB per CTA for K = 1024, then a
+ * CTA-wide reduction) reached about half the bandwidth; it is kept in gemv_tc_ref.cu, and every
+ * mma here has its operands, and every fp32 operation its inputs and order (config.h), so the
+ * bits are the same (tools/gemv-check). */
 #include "gemv.h"
 #include "tc.cuh"
 
 namespace {
 
-__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1)
+template <int MT, int S>
+__global__ void __launch_bounds__(GT_WARPS * 32, 2) gemv_fp8_tc_kernel(const uint8_t *W, const float *Ws, int sld, int M,
+                                                                   int K, const uint8_t *xq, const float *xs, int np,
+                                                                   int n, uint16_t *y, int ldy)
 {
-    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-template <int MT>
-__global__ void __launch_bounds__(GT_WARPS * 32) gemv_fp8_tc_kernel(const uint8_t *W, const float *Ws, int sld, int K,
-                                                                   const uint8_t *xq, const float *xs, int np, int n,
-                                                                   uint16_t *y, int ldy)
-{
-    __shared__ float4 red[GT_WARPS][MT][32];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int r0 = blockIdx.x * GT_ROWS, nb = K / GV_SCALE_BLOCK;
+    constexpr int C = GT_CLASSES / S, B = MT == 1 ? GT_BATCH_FP8 : GT_BATCH_FP8 / 2;
+    static_assert(B % C == 0, "a batch holds whole turns of the warp's classes");
+    __shared__ gt_team_smem<MT, S> sm;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, j = warp % S;
+    const int r0 = (blockIdx.x * (GT_WARPS / S) + warp / S) * GT_ROWS, nb = K / GV_SCALE_BLOCK;
+    if (r0 >= M) return; /* the whole team */
     const uint8_t *wrow = W + (size_t)(r0 + g) * K + 16 * t;
     const float *wsr = Ws + (size_t)(r0 / GV_SCALE_BLOCK) * sld;
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    float acc[MT][4];
+    float acc[C][MT][4];
 #pragma unroll
-    for (int mi = 0; mi < MT; mi++) acc[mi][0] = acc[mi][1] = acc[mi][2] = acc[mi][3] = 0.0f;
+    for (int c = 0; c < C; c++)
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++) acc[c][mi][0] = acc[c][mi][1] = acc[c][mi][2] = acc[c][mi][3] = 0.0f;
 
-    for (int kb0 = warp; kb0 < nb; kb0 += GT_WARPS * GT_UNROLL) {
-        uint4 wv[GT_UNROLL][2];
+    /* one k-block: its block sum from zero, promoted into ac (its class's accumulators); `on`
+     * false (past K): no load, ac unchanged */
+    auto kblock = [&](const uint4 (&w)[2], int kb, bool on, float (&ac)[MT][4]) {
+        const float sw = on ? wsr[kb] : 0.0f;
 #pragma unroll
-        for (int u = 0; u < GT_UNROLL; u++) {
-            const int kb = kb0 + u * GT_WARPS;
+        for (int mi = 0; mi < MT; mi++) {
+            const int m0 = mi * GT_TOK + g, m1 = m0 + 8;
+            const bool in0 = on && m0 < n, in1 = on && m1 < n;
+            const uint8_t *x0 = xq + (size_t)m0 * K + (size_t)kb * GV_SCALE_BLOCK + 16 * t;
+            const uint8_t *x1 = xq + (size_t)m1 * K + (size_t)kb * GV_SCALE_BLOCK + 16 * t;
+            uint4 a[2][2]; /* [token m0 / m1][span] */
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                a[0][s] = in0 ? __ldg((const uint4 *)(x0 + 64 * s)) : zero;
+                a[1][s] = in1 ? __ldg((const uint4 *)(x1 + 64 * s)) : zero;
+            }
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* this block's sum, from zero */
+#pragma unroll
+            for (int s = 0; s < 2; s++)
+#pragma unroll
+                for (int step = 0; step < 2; step++)
+                    gt_mma_e4m3(d, gt_lo(a[0][s], step), gt_lo(a[1][s], step), gt_hi(a[0][s], step),
+                                gt_hi(a[1][s], step), gt_lo(w[s], step), gt_hi(w[s], step));
+            /* promotion: d[0..1] are token m0's, d[2..3] token m1's, weight rows 2t, 2t + 1 */
+            const float s0 = in0 ? __fmul_rn(xs[(size_t)kb * np + m0], sw) : 0.0f;
+            const float s1 = in1 ? __fmul_rn(xs[(size_t)kb * np + m1], sw) : 0.0f;
+            ac[mi][0] = on ? fmaf(d[0], s0, ac[mi][0]) : ac[mi][0];
+            ac[mi][1] = on ? fmaf(d[1], s0, ac[mi][1]) : ac[mi][1];
+            ac[mi][2] = on ? fmaf(d[2], s1, ac[mi][2]) : ac[mi][2];
+            ac[mi][3] = on ? fmaf(d[3], s1, ac[mi][3]) : ac[mi][3];
+        }
+    };
+
+    /* member j's k-blocks kb = j + S i, i = 0, 1, ... in order; kb's class (j + S i) % 8 is
+     * j + S (i % C), kept in acc[i % C] (i0 is a multiple of C). One token tile: the batch's
+     * blocks past K are predicated off, without branches, so that the compiler may issue every
+     * load of the batch first; more tiles: a warp-uniform exit (fewer registers live). */
+    for (int i0 = 0; j + S * i0 < nb; i0 += B) {
+        uint4 wv[B][2];
+#pragma unroll
+        for (int u = 0; u < B; u++) {
+            const int kb = j + S * (i0 + u);
             const bool on = kb < nb;
             wv[u][0] = on ? gt_ld_stream(wrow + (size_t)kb * GV_SCALE_BLOCK) : zero;
             wv[u][1] = on ? gt_ld_stream(wrow + (size_t)kb * GV_SCALE_BLOCK + 64) : zero;
         }
 #pragma unroll
-        for (int u = 0; u < GT_UNROLL; u++) {
-            const int kb = kb0 + u * GT_WARPS;
-            if (kb >= nb) break; /* the same for the whole warp */
-            const float sw = wsr[kb];
-#pragma unroll
-            for (int mi = 0; mi < MT; mi++) {
-                const int m0 = mi * GT_TOK + g, m1 = m0 + 8;
-                const uint8_t *x0 = xq + (size_t)m0 * K + (size_t)kb * GV_SCALE_BLOCK + 16 * t;
-                const uint8_t *x1 = xq + (size_t)m1 * K + (size_t)kb * GV_SCALE_BLOCK + 16 * t;
-                uint4 a[2][2]; /* [token m0 / m1][span] */
-#pragma unroll
-                for (int s = 0; s < 2; s++) {
-                    a[0][s] = m0 < n ? *(const uint4 *)(x0 + 64 * s) : zero;
-                    a[1][s] = m1 < n ? *(const uint4 *)(x1 + 64 * s) : zero;
-                }
-                float d[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* this block's sum, from zero */
-#pragma unroll
-                for (int s = 0; s < 2; s++)
-#pragma unroll
-                    for (int step = 0; step < 2; step++)
-                        mma_e4m3(d, gt_lo(a[0][s], step), gt_lo(a[1][s], step), gt_hi(a[0][s], step),
-                                 gt_hi(a[1][s], step), gt_lo(wv[u][s], step), gt_hi(wv[u][s], step));
-                /* promotion: d[0..1] are token m0's, d[2..3] token m1's, weight rows 2t, 2t + 1 */
-                const float s0 = m0 < n ? __fmul_rn(xs[(size_t)kb * np + m0], sw) : 0.0f;
-                const float s1 = m1 < n ? __fmul_rn(xs[(size_t)kb * np + m1], sw) : 0.0f;
-                acc[mi][0] = fmaf(d[0], s0, acc[mi][0]);
-                acc[mi][1] = fmaf(d[1], s0, acc[mi][1]);
-                acc[mi][2] = fmaf(d[2], s1, acc[mi][2]);
-                acc[mi][3] = fmaf(d[3], s1, acc[mi][3]);
-            }
+        for (int u = 0; u < B; u++) {
+            const int kb = j + S * (i0 + u);
+            if (MT > 1 && kb >= nb) break; /* the same for the whole warp; the later u too */
+            kblock(wv[u], kb, kb < nb, acc[u % C]);
         }
     }
-    gt_reduce_store<MT>(red, acc, r0, n, y, ldy);
-}
-
-template <int MT>
-int launch(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
-           const float *xs, int np, int n, uint16_t *y, int ldy)
-{
-    gemv_fp8_tc_kernel<MT><<<M / GT_ROWS, GT_WARPS * 32, 0, s>>>(W, Ws, sld, K, xq, xs, np, n, y, ldy);
-    return HCI_CU_CHECK_LAUNCH();
+    gt_team_store<MT, S>(&sm, acc, warp, r0, n, y, ldy);
 }
 
 } // namespace
 
-int hci_cu_gemv_fp8_fast(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
-                         const float *xs, int np, int n, uint16_t *y, int ldy)
+int hci_cu_gemv_fp8_fast_split(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                               const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy, int split)
 {
     if (n <= 0) return HC_OK;
     if (n > GT_MAX_N || np < n || M % GT_ROWS || K % GV_SCALE_BLOCK || !hci_aligned16(W) || !hci_aligned16(xq))
         return HC_ERR_INVALID_ARG;
     /* the m-tile count only drops all-zero tiles: a token's operations are the same in each */
-    switch ((n + GT_TOK - 1) / GT_TOK) {
-    case 1: return launch<1>(s, W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
-    case 2: return launch<2>(s, W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
-    case 3: return launch<3>(s, W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
-    default: return launch<4>(s, W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
+    const int mt = (n + GT_TOK - 1) / GT_TOK, groups = M / GT_ROWS;
+    if (!split) {
+        int sms = 0;
+        if (hci_cu_sm_count(&sms) != cudaSuccess) return HC_ERR_CUDA;
+        split = gt_pick_split(groups, mt, sms);
     }
+    if (split <= 0 || split > GT_CLASSES) return HC_ERR_INVALID_ARG;
+    const unsigned grid = (unsigned)((groups + GT_WARPS / split - 1) / (GT_WARPS / split));
+    return gt_dispatch(mt, split, [&](auto MT, auto S) {
+        gemv_fp8_tc_kernel<MT.value, S.value><<<grid, GT_WARPS * 32, 0, s>>>(W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
+    });
+}
+
+int hci_cu_gemv_fp8_fast(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
+                         const float *xs, int np, int n, uint16_t *y, int ldy)
+{
+    return hci_cu_gemv_fp8_fast_split(s, W, Ws, sld, M, K, xq, xs, np, n, y, ldy, 0);
 }
