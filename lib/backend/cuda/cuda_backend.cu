@@ -48,6 +48,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"index_fast", offsetof(hci_cu_options, index_fast)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
+        {"gemm_fp8_native", offsetof(hci_cu_options, gemm_fp8_native)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {
