@@ -29,9 +29,10 @@
  *     of block registers: block g + 1's four wgmma are issued into one set before block g's
  *     (the other set) is waited for (wgmma.wait_group 1), promoted into the running sums and
  *     its stage released (one empty arrival per warp), so that the promotion of one block
- *     overlaps the next block's tensor work; at a tile's end the next tile's first block is
- *     already running while the bf16 results go through shared memory (gw_epi_off) to 16-byte
- *     stores of whole rows of y.
+ *     overlaps the next block's tensor work (and the other consumer's); GN_UNROLL blocks per
+ *     loop step, which ends with nothing in flight (see gn_consume). At a tile's end the bf16
+ *     results go through shared memory (stmatrix .trans into gw_epi_off's token-major tile) to
+ *     16-byte stores of whole rows of y.
  *   - GN_CLUSTER 2: the two CTAs of a cluster take tiles of the same 128 weight rows and
  *     neighbouring token tiles; each loads 64 of the weight rows and multicasts them into both,
  *     which saves a quarter of the L2 traffic at BN 128. A stage is then free once the consumers
