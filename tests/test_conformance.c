@@ -13,7 +13,8 @@
  * default, which is FAST on CUDA (docs/numerics.md). argv[1] "flash": three layers of V4-Flash geometry
  * (the GPU run); default: the tiny model. HC_CONFORM_ONLY=TEXT runs the candidates whose name
  * holds TEXT; HC_CONFORM_TOKENS=N sets the prefix plus piece length (e.g. more compressed entries
- * than V4-Flash's 512 top-k picks, so that the fast indexer's selections are really tested). */
+ * than V4-Flash's 512 top-k picks, so that the fast indexer's selections are really tested);
+ * HC_TEST_FAST_OPTIONS (testopts.h) sets CUDA options on the FAST candidates. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "ctx/ctx.h"
 #include "util/bf16.h"
 #include "hybridctx_experimental.h"
+#include "testopts.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -54,6 +56,10 @@ static const candidate candidates[] = {
     /* fast numerics, the default on CUDA (gemv_fast, index_fast, comp_fast): the docs/golden.md
      * share of the top-k picks */
     {"cuda (fast)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 1, 0.95, 1e-2},
+    /* FAST with the native FP8 prefill GEMM (sm_90; elsewhere the option falls back), its rows
+     * checked for batch invariance as above */
+    {"cuda (fast, gemm_fp8_native)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"gemm_fp8_native"}, 1, 0.95, 1e-2},
 };
 
 static const char *g_geom;
@@ -366,6 +372,7 @@ static void conform(const candidate *k)
                                               : HC_NUMERICS_EXACT);
     for (int i = 0; i < 4 && k->options[i]; i++)
         ck_assert_msg(hc_x_ctx_set_option(cb, k->options[i], 1) == HC_OK, "%s", hc_ctx_last_error(cb));
+    ck_assert_int_eq(tu_fast_env_options(cb), 0); /* HC_TEST_FAST_OPTIONS on the FAST candidates */
     /* the CPU backend has no options; unknown names and bad values are refused */
     ck_assert_int_eq(hc_x_ctx_set_option(ca, "attend_simple", 1), HC_ERR_UNSUPPORTED);
     ck_assert_int_eq(hc_x_ctx_set_option(cb, "no_such_option", 1), HC_ERR_UNSUPPORTED);

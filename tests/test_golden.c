@@ -19,6 +19,7 @@
 #include <string.h>
 #include "ctx/ctx.h"
 #include "model/safetensors.h"
+#include "testopts.h"
 #include "testutil.h"
 #include "util/numerics.h"
 #include "runner.h"
@@ -220,6 +221,7 @@ static void run_golden(const char *file, const gtol *tol)
     ck_assert_msg(hc_ctx_create(m, &p, &c) == HC_OK, "context: %s", err);
     /* the CPU computes EXACT whatever is asked; CUDA what is asked */
     ck_assert_int_eq(hc_ctx_numerics(c), g_backend == HC_BACKEND_CPU ? HC_NUMERICS_EXACT : tol->numerics);
+    ck_assert_int_eq(tu_fast_env_options(c), 0); /* HC_TEST_FAST_OPTIONS (testopts.h) */
     g_be = c->be;
     const hci_config *cfg = &m->cfg;
     int T = g.L + g.D, dim = g.dim, K = cfg->index_topk;

@@ -4,7 +4,8 @@
  * tolerance of docs/golden.md), split invariance, prefill against decode and determinism,
  * sessions across backends and numerics and through the asynchronous transfers, device-memory
  * I/O, host-memory I/O through the pinned staging pieces (in the default numerics, FAST on CUDA).
- * Exits 77 (skipped) where there is no CUDA device. Tolerances: docs/cuda.md. */
+ * Exits 77 (skipped) where there is no CUDA device. Tolerances: docs/cuda.md. HC_TEST_FAST_OPTIONS
+ * (testopts.h) sets CUDA options on every FAST context, e.g. gemm_fp8_native=1. */
 #include <check.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -17,6 +18,7 @@
 #include "util/bf16.h"
 #include "test_session_util.h"
 #include "hybridctx_experimental.h"
+#include "testopts.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -45,6 +47,7 @@ static hc_ctx *make_n(hc_model *m, int backend, int fmt, int numerics, int max_c
     ck_assert_int_eq(hc_ctx_create(m, &p, &c), HC_OK);
     int want = backend == HC_BACKEND_CPU || numerics == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST;
     ck_assert_int_eq(hc_ctx_numerics(c), want); /* HC_NUMERICS_DEFAULT: FAST on CUDA */
+    ck_assert_int_eq(tu_fast_env_options(c), 0);
     return c;
 }
 
@@ -387,6 +390,7 @@ START_TEST(device_io_and_caller_stream)
     p.cuda_stream = stream;
     hc_ctx *cd = NULL, *ch = make(m, HC_BACKEND_CUDA, HC_CACHE_DEFAULT);
     ck_assert_int_eq(hc_ctx_create(m, &p, &cd), HC_OK);
+    ck_assert_int_eq(tu_fast_env_options(cd), 0);
     for (int step = 0; step < 2; step++) { /* a prefill chunk, then a decode step */
         int k = step ? 1 : n;
         for (int l = 0; l < L; l++) {
@@ -424,6 +428,7 @@ static hc_ctx *make_io(hc_model *m, int dtype, int memory, int max_chunk)
     p.max_chunk = max_chunk;
     hc_ctx *c = NULL;
     ck_assert_int_eq(hc_ctx_create(m, &p, &c), HC_OK);
+    ck_assert_int_eq(tu_fast_env_options(c), 0);
     return c;
 }
 

@@ -390,6 +390,56 @@ START_TEST(gemm_wgmma_maps)
 }
 END_TEST
 
+/* The native FP8 kernel (gemm_fp8_native.cu): shared-memory plan (TMA destinations on the
+ * boundaries the swizzle and the bulk copies need, one CTA per SM) and the epilogue's stmatrix
+ * .trans map: accumulator x of each lane lands at gw_epi_off of its (token, row), once. */
+START_TEST(gemm_native_plan)
+{
+    static const int bns[4] = {128, 64, 32, 16};
+    ck_assert_int_eq(GN_BM, GF_SCALE_BLOCK);
+    ck_assert_int_eq(GN_BK, GF_SCALE_BLOCK);
+    ck_assert_int_eq(GN_THREADS, 3 * 128);
+    ck_assert_int_eq(GN_CONS_THREADS, 2 * 128);
+    for (int b = 0; b < 4; b++) {
+        const int BN = bns[b], S = GN_STAGES(BN);
+        ck_assert_int_le(GN_SMEM_BYTES(BN), SM90_SMEM_PER_CTA);
+        ck_assert_int_ge(S, 4);
+        ck_assert_int_eq(GN_A_BYTES % 1024, 0); /* 128B swizzle: 1024-byte tiles, halves for the multicast */
+        ck_assert_int_eq((GN_A_BYTES / 2) % 1024, 0);
+        ck_assert_int_eq(GN_B_BYTES(BN) % 1024, 0);
+        ck_assert_int_eq(GN_OFF_B(BN) % 1024, 0);
+        ck_assert_int_eq(GN_XS_BYTES(BN) % 128, 0);
+        ck_assert_int_ge(GN_XS_BYTES(BN), BN * 4);
+        ck_assert_int_eq(GN_OFF_XS(BN) % 128, 0);
+        ck_assert_int_ge(GN_OFF_WS(BN), GN_OFF_XS(BN) + S * BN * 4);
+        ck_assert_int_eq(GN_OFF_BAR(BN) % 8, 0);
+        ck_assert_int_ge(GN_OFF_BAR(BN), GN_OFF_WS(BN) + 4 * S);
+        ck_assert_int_eq(GN_OFF_EPI(BN) % 128, 0);
+        ck_assert_int_ge(GN_OFF_EPI(BN), GN_OFF_BAR(BN) + 16 * S);
+        ck_assert_int_eq(GN_EPI_BYTES(BN), BN * 64 * 2);
+        /* epilogue: stmatrix step p, matrix m = 2 (j % 2) + h of accumulator x = 4j + 2h + c is
+         * stored by lane 8m + (2 (lane % 4) + c) at its address (gn_consume's stsm0 + p * 16 * 128)
+         * plus 2 (lane / 4) */
+        static unsigned char hit[128][64];
+        memset(hit, 0, sizeof hit);
+        for (int wi = 0; wi < 4; wi++)
+            for (int lane = 0; lane < 32; lane++)
+                for (int x = 0; x < BN / 2; x++) {
+                    int row, tok;
+                    gw_out(wi, lane, x, &row, &tok);
+                    const int j = x / 4, h = (x / 2) % 2, c = x % 2, p = j / 2, m = 2 * (j % 2) + h;
+                    const int l = 8 * m + 2 * (lane % 4) + c; /* the lane giving the address */
+                    const int addr = gw_epi_off(8 * (l >> 4) + (l & 7), 8 * (2 * wi + ((l >> 3) & 1))) + p * 16 * 128;
+                    ck_assert_int_eq(addr + 2 * (lane / 4), gw_epi_off(tok, row));
+                    ck_assert(gw_epi_off(tok, row) < GN_EPI_BYTES(BN));
+                    ck_assert(!hit[tok][row]++);
+                }
+        for (int tok = 0; tok < BN; tok++)
+            for (int row = 0; row < 64; row++) ck_assert_int_eq(hit[tok][row], 1);
+    }
+}
+END_TEST
+
 /* ---------------------------------------------------------------- gemv, quant, qkv, compress, io */
 
 START_TEST(gemv_quant_shapes)
@@ -876,6 +926,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, gemm_e4m3_to_f16);
     tcase_add_test(tc, gemm_maps);
     tcase_add_test(tc, gemm_wgmma_maps);
+    tcase_add_test(tc, gemm_native_plan);
     tcase_add_test(tc, gemv_quant_shapes);
     tcase_add_test(tc, gemv_teams);
     tcase_add_test(tc, gemm_bf16_few_maps);

@@ -1,5 +1,6 @@
 // gemm-check: the FP8 GEMM on Hopper's wgmma (kernels/gemm/gemm_fp8_wgmma.cu, option gemm_wgmma)
-// against the mma.sync one (gemm_fp8.cu), bit for bit, and both timed. Needs an sm_90 GPU.
+// against the mma.sync one (gemm_fp8.cu), bit for bit, and both timed; with --native (below) the
+// native FP8 kernel (gemm_fp8_native.cu) against the wgmma one. Needs an sm_90 GPU.
 //
 // For each V4-Flash projection shape (M, K) and n in {2048, 65, 200}: random e4m3 codes (no NaN
 // codes) and random positive scales (powers of two times random mantissas), token rows n..np-1
@@ -23,6 +24,26 @@
 //
 // Built with the CUDA module (meson: build-gpu/tools/gemm-check). Options: --quick (n = 200 and
 // 2048 only, 5 timed runs), --shape MxK (one shape), --reps N.
+//
+// --native [--peak TFLOPS] [--codes] [--no-configs] [--cfg BN/CLUSTER]: the native FP8 kernel
+// (kernels/gemm/gemm_fp8_native.cu, option gemm_fp8_native) against the current prefill GEMM
+// (gemm_fp8_wgmma.cu, bitwise the CPU's formula on f16 tensor cores), for n in {2048, 200, 65,
+// 64, 48, 33, 16} (--quick: 2048, 200, 64). Operands as the model makes them (--codes: uniformly
+// random codes instead): activations ~N(0, 1) quantized as act_quant does (power-of-two 1x128
+// scales), weights ~N(0, 0.02) with fp32 128x128 block scales (amax / 448). Per case:
+//   - accuracy of the native kernel's bf16 outputs against the current kernel's: largest absolute
+//     and relative difference, rel L2, share of outputs bitwise equal; and of both against the
+//     exact result (double, no rounding) on a sample of outputs (rel L2 over the sample);
+//   - every configuration (token tile 128/64/32/16 x cluster 1/2) gives the launcher's bits, the
+//     rows of n < 2048 equal those of n = 2048 (batch invariance), a second run gives the same
+//     bits, nothing is written past row n, and the scalar-store path (ldy = M + 1) the same rows;
+//   - the median time of both kernels, TFLOP/s and the native kernel's share of the FP8 peak
+//     (--peak, default 1979: the H100 SXM's dense FP8 rate at boost clock), and (unless
+//     --no-configs) the time of every configuration, to tune the launcher's choice.
+// --cfg BN/CLUSTER (e.g. 128/1) runs that configuration only, instead of the launcher's choice and
+// every configuration (to tell a failing configuration from the others).
+// Exit 0 when every bitwise check passes and no case's rel L2 against the current kernel exceeds
+// 1e-2 (a wrong layout or scale gives ~1), 1 otherwise, 77 and 2 as above.
 #include <cuda_runtime.h>
 #include <algorithm>
 #include <cmath>
@@ -167,14 +188,298 @@ uint16_t cpu_out(const std::vector<uint8_t> &W, const std::vector<float> &Ws, in
     return hci_bf16_from_f32(acc);
 }
 
+/* ---------------------------------------------------------------- --native */
+
+/* a standard normal sample (Box-Muller on rnd) */
+double rnd_normal()
+{
+    const double u1 = ((double)(rnd() >> 11) + 0.5) * 0x1p-53, u2 = (double)(rnd() >> 11) * 0x1p-53;
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+/* codes and scales of the native-mode operands: W [M][K] with fp32 128x128 block scales
+ * Ws [M/128][sld] (amax / 448), X [N][K] with power-of-two 1x128 scales xs [K/128][N] (act_quant's
+ * rule); or, with codes, uniformly random finite codes and rnd_scale scales */
+void make_operands(bool codes, int M, int K, int N, int sld, std::vector<uint8_t> &W, std::vector<float> &Ws,
+                   std::vector<uint8_t> &X, std::vector<float> &xs)
+{
+    const int nkb = K / 128;
+    W.assign((size_t)M * K, 0), X.assign((size_t)N * K, 0);
+    Ws.assign((size_t)(M / 128) * sld, 0.0f), xs.assign((size_t)nkb * N, 0.0f);
+    if (codes) {
+        for (auto &c : W) c = rnd_code();
+        for (auto &c : X) c = rnd_code();
+        for (auto &v : Ws) v = rnd_scale(-12, -6);
+        for (auto &v : xs) v = rnd_scale(-12, -6);
+        return;
+    }
+    std::vector<float> v((size_t)128 * K);
+    for (int mb = 0; mb < M / 128; mb++) {
+        for (auto &e : v) e = (float)(0.02 * rnd_normal());
+        for (int kb = 0; kb < nkb; kb++) {
+            float amax = 0.0f;
+            for (int r = 0; r < 128; r++)
+                for (int k = 0; k < 128; k++) amax = std::max(amax, std::fabs(v[(size_t)r * K + kb * 128 + k]));
+            const float sc = amax > 0.0f ? amax / HCI_E4M3_MAX : 1.0f;
+            Ws[(size_t)mb * sld + kb] = sc;
+            for (int r = 0; r < 128; r++)
+                for (int k = 0; k < 128; k++) {
+                    const float u = std::min(std::max(v[(size_t)r * K + kb * 128 + k] / sc, -HCI_E4M3_MAX), HCI_E4M3_MAX);
+                    W[(size_t)(mb * 128 + r) * K + kb * 128 + k] = hci_e4m3_encode(hci_e4m3_round(u));
+                }
+        }
+    }
+    std::vector<float> xr(K);
+    for (int t = 0; t < N; t++) {
+        for (auto &e : xr) e = hci_round_bf16((float)rnd_normal());
+        for (int kb = 0; kb < nkb; kb++) {
+            float amax = 0.0f;
+            for (int k = 0; k < 128; k++) amax = std::max(amax, std::fabs(xr[kb * 128 + k]));
+            const int e = hci_pow2_ceil_exp(std::max(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
+            const float sc = hci_pow2(e), inv = hci_pow2(-e);
+            xs[(size_t)kb * N + t] = sc;
+            for (int k = 0; k < 128; k++) {
+                const float u = std::min(std::max(xr[kb * 128 + k] * inv, -HCI_E4M3_MAX), HCI_E4M3_MAX);
+                X[(size_t)t * K + kb * 128 + k] = hci_e4m3_encode(hci_e4m3_round(u));
+            }
+        }
+    }
+}
+
+/* the exact y[t][r] (double: every product and sum exact up to double rounding) */
+double exact_out(const std::vector<uint8_t> &W, const std::vector<float> &Ws, int sld, int K,
+                 const std::vector<uint8_t> &X, const std::vector<float> &xs, int npx, int t, int r)
+{
+    double y = 0;
+    for (int kb = 0; kb < K / 128; kb++) {
+        double d = 0;
+        for (int k = kb * 128; k < kb * 128 + 128; k++)
+            d += (double)hci_e4m3_value(W[(size_t)r * K + k]) * (double)hci_e4m3_value(X[(size_t)t * K + k]);
+        y += d * (double)xs[(size_t)kb * npx + t] * (double)Ws[(size_t)(r / 128) * sld + kb];
+    }
+    return y;
+}
+
+struct Acc {
+    double max_abs = 0, max_rel = 0, d2 = 0, r2 = 0;
+    int64_t equal = 0, count = 0;
+};
+/* a (bf16, leading dim M) against ref (bf16, leading dim M), rows 0..n-1 */
+Acc accuracy(const uint16_t *a, const uint16_t *ref, int n, int M)
+{
+    Acc s;
+    for (size_t i = 0; i < (size_t)n * M; i++) {
+        const double x = hci_f32_from_bf16(a[i]), y = hci_f32_from_bf16(ref[i]), d = std::fabs(x - y);
+        s.equal += a[i] == ref[i];
+        s.count++;
+        s.max_abs = std::max(s.max_abs, d);
+        if (y != 0) s.max_rel = std::max(s.max_rel, d / std::fabs(y));
+        s.d2 += d * d, s.r2 += y * y;
+    }
+    return s;
+}
+
+int native_main(bool quick, int reps, int only_m, int only_k, double peak, bool codes, bool configs, int fbn, int fcl,
+                const cudaDeviceProp &prop)
+{
+    printf("gemm-check --native on %s (%d SMs), FP8 peak %.0f TFLOP/s, %s operands", prop.name,
+           prop.multiProcessorCount, peak, codes ? "random-code" : "model-like");
+    if (fbn) printf(", configuration %d/%d only", fbn, fcl);
+    printf("\n");
+    const int shapes[5][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024}};
+    const int ns_full[7] = {2048, 200, 65, 64, 48, 33, 16}, ns_quick[3] = {2048, 200, 64};
+    const int *ns = quick ? ns_quick : ns_full, nn = quick ? 3 : 7;
+    const int NMAX = 2048, BNS[4] = {128, 64, 32, 16};
+    int cases = 0, failed = 0;
+    double worst_l2 = 0, sum_cur_ms = 0, sum_nat_ms = 0, sum_flop = 0;
+
+    for (const auto &sh : shapes) {
+        const int M = sh[0], K = sh[1], nkb = K / 128, sld = (nkb + 3) & ~3;
+        if (only_m && (M != only_m || K != only_k)) continue;
+        std::vector<uint8_t> W, X;
+        std::vector<float> Ws, xs;
+        make_operands(codes, M, K, NMAX, sld, W, Ws, X, xs);
+        Dev d;
+        CK(cudaMalloc(&d.W, W.size()));
+        CK(cudaMalloc(&d.Ws, Ws.size() * 4));
+        CK(cudaMalloc(&d.xq, X.size()));
+        CK(cudaMalloc(&d.xs, xs.size() * 4));
+        const size_t yelems = (size_t)(NMAX + 1) * (M + 8), ybytes = yelems * 2;
+        uint16_t *y_cur = nullptr, *y_nat = nullptr;
+        CK(cudaMalloc(&y_cur, ybytes));
+        CK(cudaMalloc(&y_nat, ybytes));
+        CK(cudaMemcpy(d.W, W.data(), W.size(), cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(d.Ws, Ws.data(), Ws.size() * 4, cudaMemcpyHostToDevice));
+        std::vector<uint16_t> ref_nat; /* the native kernel's rows at n = 2048 */
+
+        for (int ni = 0; ni < nn; ni++) {
+            const int n = ns[ni], np = (n + 15) & ~15;
+            std::vector<uint8_t> xq((size_t)np * K, 0);
+            memcpy(xq.data(), X.data(), (size_t)n * K);
+            std::vector<float> xsn((size_t)nkb * np, 1.0f); /* act_quant: padding rows scale 1, codes 0 */
+            for (int kb = 0; kb < nkb; kb++)
+                for (int t = 0; t < n; t++) xsn[(size_t)kb * np + t] = xs[(size_t)kb * NMAX + t];
+            CK(cudaMemcpy(d.xq, xq.data(), xq.size(), cudaMemcpyHostToDevice));
+            CK(cudaMemcpy(d.xs, xsn.data(), xsn.size() * 4, cudaMemcpyHostToDevice));
+
+            std::vector<uint16_t> h_cur(yelems), h_nat(yelems), h_cfg(yelems), fill(yelems, SENTINEL);
+            auto reset = [&](uint16_t *y) { CK(cudaMemcpy(y, fill.data(), ybytes, cudaMemcpyHostToDevice)); };
+            auto fetch = [&](std::vector<uint16_t> &h, uint16_t *y) {
+                CK(cudaDeviceSynchronize());
+                CK(cudaMemcpy(h.data(), y, ybytes, cudaMemcpyDeviceToHost));
+            };
+            /* the current prefill GEMM: the wgmma kernel (the default), else the mma.sync one */
+            gemm_fn cur = hci_cu_gemm_fp8_wgmma;
+            auto run_cur = [&](uint16_t *y) {
+                int st = cur(0, d.W, d.Ws, sld, M, K, d.xq, d.xs, np, n, y, M);
+                if (st == HC_ERR_INVALID_ARG && cur != hci_cu_gemm_fp8) {
+                    cur = hci_cu_gemm_fp8;
+                    st = cur(0, d.W, d.Ws, sld, M, K, d.xq, d.xs, np, n, y, M);
+                }
+                if (st != HC_OK) {
+                    fprintf(stderr, "M=%d K=%d n=%d: current kernel status %d\n", M, K, n, st);
+                    exit(2);
+                }
+            };
+            auto run_nat = [&](int bn, int cl, uint16_t *y, int ldy) {
+                int st = hci_cu_gemm_fp8_native_cfg(0, d.W, d.Ws, sld, M, K, d.xq, d.xs, np, n, y, ldy, bn, cl);
+                if (st != HC_OK) {
+                    fprintf(stderr, "M=%d K=%d n=%d bn=%d cluster=%d: native kernel status %d (%s)\n", M, K, n, bn,
+                            cl, st, cudaGetErrorString(cudaGetLastError()));
+                    exit(2);
+                }
+            };
+            reset(y_cur);
+            reset(y_nat);
+            run_cur(y_cur);
+            run_nat(fbn, fcl, y_nat, M);
+            fetch(h_cur, y_cur);
+            fetch(h_nat, y_nat);
+
+            bool ok = true;
+            int64_t past = 0;
+            for (size_t i = (size_t)n * M; i < h_nat.size(); i++) past += h_nat[i] != SENTINEL;
+            if (past) ok = false, printf("  past-n: %lld values written\n", (long long)past);
+            const Acc acc = accuracy(h_nat.data(), h_cur.data(), n, M);
+            const double l2 = acc.r2 > 0 ? std::sqrt(acc.d2 / acc.r2) : 0.0;
+            worst_l2 = std::max(worst_l2, l2);
+            if (!(l2 <= 1e-2)) ok = false;
+            /* a sample against the exact result */
+            double e_cur = 0, e_nat = 0, e_ref = 0;
+            for (int i = 0; i < 256; i++) {
+                const int t = (int)(rnd() % (uint64_t)n), r = (int)(rnd() % (uint64_t)M);
+                const double ex = exact_out(W, Ws, sld, K, X, xs, NMAX, t, r);
+                const double c = hci_f32_from_bf16(h_cur[(size_t)t * M + r]), v = hci_f32_from_bf16(h_nat[(size_t)t * M + r]);
+                e_cur += (c - ex) * (c - ex), e_nat += (v - ex) * (v - ex), e_ref += ex * ex;
+            }
+            e_cur = e_ref > 0 ? std::sqrt(e_cur / e_ref) : 0, e_nat = e_ref > 0 ? std::sqrt(e_nat / e_ref) : 0;
+            /* determinism */
+            reset(y_nat);
+            run_nat(fbn, fcl, y_nat, M);
+            fetch(h_cfg, y_nat);
+            const int64_t rerun = compare(h_nat.data(), M, h_cfg.data(), M, NMAX, M).differ;
+            if (rerun) ok = false, printf("  second run: %lld outputs differ\n", (long long)rerun);
+            /* every configuration */
+            int cfg_bad = 0;
+            for (int bn : BNS)
+                for (int cl = 1; cl <= 2; cl++) {
+                    if (fbn && (bn != fbn || cl != fcl)) continue;
+                    reset(y_nat);
+                    run_nat(bn, cl, y_nat, M);
+                    fetch(h_cfg, y_nat);
+                    const Cmp cb = compare(h_nat.data(), M, h_cfg.data(), M, NMAX, M); /* sentinels included */
+                    if (cb.differ) {
+                        cfg_bad++;
+                        printf("  bn=%d cluster=%d: %lld outputs differ from the launcher's choice (max %lld ulp)\n", bn,
+                               cl, (long long)cb.differ, (long long)cb.max_ulp);
+                    }
+                }
+            if (cfg_bad) ok = false;
+            /* scalar stores */
+            reset(y_nat);
+            run_nat(fbn, fcl, y_nat, M + 1);
+            fetch(h_cfg, y_nat);
+            int64_t unaligned = compare(h_nat.data(), M, h_cfg.data(), M + 1, n, M).differ;
+            for (int t = 0; t < n; t++) unaligned += h_cfg[(size_t)t * (M + 1) + M] != SENTINEL;
+            for (size_t i = (size_t)n * (M + 1); i < h_cfg.size(); i++) unaligned += h_cfg[i] != SENTINEL;
+            if (unaligned) ok = false, printf("  ldy=M+1: %lld outputs wrong\n", (long long)unaligned);
+            /* batch invariance */
+            const char *inv = "-";
+            if (n == NMAX) {
+                ref_nat = h_nat;
+            } else if (!ref_nat.empty()) {
+                const Cmp ci = compare(ref_nat.data(), M, h_nat.data(), M, n, M);
+                inv = ci.differ ? "FAIL" : "ok";
+                if (ci.differ) {
+                    ok = false;
+                    printf("  invariance: %lld outputs of n=%d differ from n=%d\n", (long long)ci.differ, n, NMAX);
+                }
+            }
+            /* timing */
+            const double ms_cur = time_ms([&] { run_cur(y_cur); }, reps);
+            const double ms_nat = time_ms([&] { run_nat(fbn, fcl, y_nat, M); }, reps);
+            CK(cudaGetLastError());
+            const double flop = 2.0 * M * K * n, tf_nat = flop / ms_nat * 1e-9;
+            int pbn = 0, pcl = 0;
+            hci_cu_gemm_fp8_native_pick(M, np, &pbn, &pcl);
+            if (fbn) pbn = fbn, pcl = fcl;
+            printf("M=%5d K=%4d n=%4d | current %8.4f ms %6.1f TF/s | native bn=%3d cl=%d %8.4f ms %6.1f TF/s "
+                   "%5.1f%% of peak x%.2f | vs current: equal %.4f max abs %.3g max rel %.3g rel L2 %.3g | vs exact "
+                   "(sample) current %.3g native %.3g | configs %s | invariant %s | %s\n",
+                   M, K, n, ms_cur, flop / ms_cur * 1e-9, pbn, pcl, ms_nat, tf_nat, 100.0 * tf_nat / peak,
+                   ms_cur / ms_nat, (double)acc.equal / (double)acc.count, acc.max_abs, acc.max_rel, l2, e_cur, e_nat,
+                   cfg_bad ? "FAIL" : "ok", inv, ok ? "ok" : "FAIL");
+            if (configs && !fbn) {
+                printf("  configs:");
+                double best = 1e30;
+                int bbn = 0, bcl = 0;
+                for (int bn : BNS)
+                    for (int cl = 1; cl <= 2; cl++) {
+                        const double ms = time_ms([&] { run_nat(bn, cl, y_nat, M); }, std::max(3, reps / 4));
+                        printf(" %d/%d %.4f", bn, cl, ms);
+                        if (ms < best) best = ms, bbn = bn, bcl = cl;
+                    }
+                printf(" ms | fastest %d/%d (%.1f TF/s), launcher's %d/%d\n", bbn, bcl, flop / best * 1e-9, pbn, pcl);
+            }
+            fflush(stdout);
+            cases++;
+            failed += !ok;
+            sum_cur_ms += ms_cur, sum_nat_ms += ms_nat, sum_flop += flop;
+        }
+        CK(cudaFree(d.W));
+        CK(cudaFree(d.Ws));
+        CK(cudaFree(d.xq));
+        CK(cudaFree(d.xs));
+        CK(cudaFree(y_cur));
+        CK(cudaFree(y_nat));
+    }
+    printf("summary: %d cases, %d failed; worst rel L2 against the current kernel %.3g; total time current %.3f ms, "
+           "native %.3f ms (x%.2f, %.1f TF/s overall)\n",
+           cases, failed, worst_l2, sum_cur_ms, sum_nat_ms, sum_nat_ms > 0 ? sum_cur_ms / sum_nat_ms : 0.0,
+           sum_nat_ms > 0 ? sum_flop / sum_nat_ms * 1e-9 : 0.0);
+    return failed ? 1 : 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
-    bool quick = false;
-    int reps = 20, only_m = 0, only_k = 0;
+    bool quick = false, native = false, codes = false, configs = true;
+    int reps = 20, only_m = 0, only_k = 0, fbn = 0, fcl = 0;
+    double peak = 1979.0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) {
+        if (!strcmp(argv[i], "--native")) {
+            native = true;
+        } else if (!strcmp(argv[i], "--cfg") && i + 1 < argc && sscanf(argv[i + 1], "%d/%d", &fbn, &fcl) == 2 &&
+                   (fbn == 128 || fbn == 64 || fbn == 32 || fbn == 16) && (fcl == 1 || fcl == 2)) {
+            i++;
+        } else if (!strcmp(argv[i], "--codes")) {
+            codes = true;
+        } else if (!strcmp(argv[i], "--no-configs")) {
+            configs = false;
+        } else if (!strcmp(argv[i], "--peak") && i + 1 < argc && atof(argv[i + 1]) > 0) {
+            peak = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--quick")) {
             quick = true;
             reps = 5;
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
@@ -182,7 +487,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--shape") && i + 1 < argc && sscanf(argv[i + 1], "%dx%d", &only_m, &only_k) == 2) {
             i++;
         } else {
-            fprintf(stderr, "usage: gemm-check [--quick] [--reps N] [--shape MxK]\n");
+            fprintf(stderr, "usage: gemm-check [--quick] [--reps N] [--shape MxK] [--native [--peak TFLOPS] [--codes] "
+                            "[--no-configs] [--cfg BN/CLUSTER]]\n");
             return 2;
         }
     }
@@ -197,6 +503,7 @@ int main(int argc, char **argv)
         printf("gemm-check: %s is sm_%d%d, the wgmma kernel needs sm_90: skipped\n", prop.name, prop.major, prop.minor);
         return 77;
     }
+    if (native) return native_main(quick, reps, only_m, only_k, peak, codes, configs, fbn, fcl, prop);
     printf("gemm-check on %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
 
     const int shapes[5][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024}};

@@ -50,6 +50,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
         {"batch_shared", offsetof(hci_cu_options, batch_shared)},
+        {"gemm_fp8_native", offsetof(hci_cu_options, gemm_fp8_native)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {

@@ -194,6 +194,14 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     /* the own GEMM, unless the option asks for cuBLASLt's FP8 GEMM (its FP8 tensor-core
      * accumulation, not the CPU's arithmetic) to compare speed and results */
     if (!cu->opt.fp8_gemm_cublaslt) {
+        /* option gemm_fp8_native: the official kernels' structure on native FP8 tensor cores
+         * (not the CPU's bits); a shape, GPU or driver it does not take (HC_ERR_INVALID_ARG)
+         * goes on to the kernels below */
+        if (cu->opt.gemm_fp8_native) {
+            int st = hci_cu_gemm_fp8_native(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
+            if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8_native");
+            if (st == HC_OK) return HC_OK;
+        }
         /* option gemm_wgmma: the same formula on Hopper's wgmma; a shape or GPU it does not take
          * (HC_ERR_INVALID_ARG, it checks for sm_90 itself) goes to the mma.sync kernel */
         if (cu->opt.gemm_wgmma) {

@@ -70,6 +70,16 @@ typedef struct hci_cu_options {
      * default in both modes; 0 on any context of a batch runs that context's ops alone, as
      * separate calls do (for comparisons: bench-gpu --batch). */
     int batch_shared;
+    /* FP8 projections of more than 16 tokens (64 with gemv_fast) on an sm_90 GPU by the native
+     * FP8 kernel (kernels/gemm/gemm_fp8_native.cu) instead of gemm_wgmma's / gemm_fp8.cu's: the
+     * e4m3 codes straight from TMA-loaded shared memory into wgmma m64nNk32 e4m3 x e4m3, fp32
+     * accumulation inside each 128-k block, each block promoted with its two scales
+     * (fma(P, xs * ws, acc), the blocks in k order): the official kernels' structure, not the
+     * CPU's bits (the tensor cores' accumulation inside a block is not exact). Deterministic and
+     * batch-invariant (one formula for every token count and tile). Takes precedence over
+     * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Off by
+     * default (to be measured: tools/gemm-check --native, docs/perf/NEXT-gemm-native.md). */
+    int gemm_fp8_native;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */

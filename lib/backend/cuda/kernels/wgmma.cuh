@@ -1,8 +1,8 @@
 /* wgmma.cuh - the Hopper pieces that the wgmma kernels share (attend/attend_wgmma.cu,
- * index/index_wgmma.cu, gemm/gemm_fp8_wgmma.cu): shared-memory matrix descriptors and the
- * 128-byte swizzle they read, the wgmma fence / commit / wait, setmaxnreg, named barriers, the
- * proxy fence between generic stores and wgmma's reads, and the register fence around an
- * asynchronous MMA. The MMA instructions themselves stay in the kernels (their shapes and types
+ * index/index_wgmma.cu, gemm/gemm_fp8_wgmma.cu, gemm/gemm_fp8_native.cu): shared-memory matrix
+ * descriptors and the 128-byte swizzle they read, the wgmma fence / commit / wait, setmaxnreg,
+ * named barriers, the proxy fence between generic stores and wgmma's reads, the register fence
+ * around an asynchronous MMA, and mbarriers, TMA loads and cluster basics. The MMA instructions themselves stay in the kernels (their shapes and types
  * differ).
  *
  * wgmma and setmaxnreg exist only in the sm_90a code (__CUDA_ARCH_FEAT_SM90_ALL); the build's
@@ -45,12 +45,15 @@ __device__ __forceinline__ int hci_wg_index() { return __shfl_sync(0xffffffffu, 
 __device__ __forceinline__ void hci_wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void hci_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void hci_wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/* wait until at most N committed groups are pending (N = 0: hci_wg_wait0) */
+template <int N> __device__ __forceinline__ void hci_wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 template <int N> __device__ __forceinline__ void hci_wg_regs_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
 template <int N> __device__ __forceinline__ void hci_wg_regs_free() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
 #else /* the compute_90 PTX of the build: never run (see above) */
 __device__ __forceinline__ void hci_wg_fence() {}
 __device__ __forceinline__ void hci_wg_commit() {}
 __device__ __forceinline__ void hci_wg_wait0() {}
+template <int N> __device__ __forceinline__ void hci_wg_wait() {}
 template <int N> __device__ __forceinline__ void hci_wg_regs_alloc() {}
 template <int N> __device__ __forceinline__ void hci_wg_regs_free() {}
 #endif
@@ -65,5 +68,90 @@ __device__ __forceinline__ void hci_async_fence() { asm volatile("fence.proxy.as
 
 /* Keeps the compiler from moving accumulator reads or writes across an asynchronous MMA. */
 __device__ __forceinline__ void hci_reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+
+/* ---- mbarriers, TMA and clusters (sm_90; gemm/gemm_fp8_native.cu). Barrier and shared-memory
+ * operands are shared-state-space addresses (hci_smem_addr); a CTA's own shared::cta address is
+ * also its shared::cluster address. ---- */
+__device__ __forceinline__ uint32_t hci_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* an mbarrier expecting `count` arrivals per phase; then, once by the initialising thread, the
+ * fence that makes the initialisations visible to the cluster and to the async proxy (TMA) */
+__device__ __forceinline__ void hci_mbar_init(uint32_t bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void hci_mbar_init_fence()
+{
+    asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* one arrival that also expects `bytes` of asynchronous copies (complete_tx) in this phase */
+__device__ __forceinline__ void hci_mbar_arrive_tx(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void hci_mbar_arrive(uint32_t bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* one arrival on the barrier at the same offset in the cluster's CTA `rank` (this one included).
+ * The default semantics (release at CTA scope), as CUTLASS's cluster barriers: .release.cluster
+ * costs a GPU-wide memory barrier per arrival; what the arrival announces (a stage's reads by
+ * wgmma and ld.shared) is complete before it anyway. */
+__device__ __forceinline__ void hci_mbar_arrive_cluster(uint32_t bar, uint32_t rank)
+{
+    asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+                 "mbarrier.arrive.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar), "r"(rank)
+                 : "memory");
+}
+/* wait for the completion of the phase of the given parity (0 for the first phase) */
+__device__ __forceinline__ bool hci_mbar_try_wait(uint32_t bar, uint32_t parity)
+{
+    uint32_t ok;
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(ok)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
+__device__ __forceinline__ void hci_mbar_wait(uint32_t bar, uint32_t parity)
+{
+    while (!hci_mbar_try_wait(bar, parity)) {
+    }
+}
+
+/* TMA: the box at element coordinates (c0 innermost, c1) of the tensor map (a __grid_constant__
+ * kernel parameter) into shared memory at dst, completing on bar; _mc: into the same offset of
+ * every CTA of the cluster in mask, each completing on its barrier at bar's offset. */
+__device__ __forceinline__ void hci_tma_load_2d(uint32_t dst, const void *map, int c0, int c1, uint32_t bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+                 "[%4];\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
+                 : "memory");
+}
+__device__ __forceinline__ void hci_tma_load_2d_mc(uint32_t dst, const void *map, int c0, int c1, uint32_t bar,
+                                                   uint16_t mask)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster "
+                 "[%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+                 : "memory");
+}
+__device__ __forceinline__ void hci_tma_prefetch(const void *map)
+{
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"((uint64_t)map) : "memory");
+}
+
+/* this CTA's rank in its cluster; all threads of the cluster's CTAs meet (release / acquire) */
+__device__ __forceinline__ uint32_t hci_cluster_rank()
+{
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void hci_cluster_sync()
+{
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
 
 #endif

@@ -73,6 +73,31 @@ HCI_HD int gp_ldsm_chunk(int lane, int step) { return 2 * step + (lane >> 4); }
 #define GW_EPI_BYTES(BN) ((BN) * 128)                 /* one consumer's 64 rows x BN tokens, bf16 */
 #define GW_SMEM_BYTES(BN) (GW_OFF_EPI(BN) + 2 * GW_EPI_BYTES(BN) + 1024) /* + aligning the base to 1024 */
 
+/* ---- native FP8 kernel (gemm_fp8_native.cu, sm_90, option gemm_fp8_native): 128 weight rows x
+ * GN BN tokens per tile, BN in {128, 64, 32, 16}; consumer warpgroups 0 and 1 (64 rows each),
+ * warpgroup 2 the producer (one thread issues the TMA loads). The e4m3 codes are not converted:
+ * a stage holds one k-block as the TMA writes it, the weight tile (128 rows of 128 codes, 128B
+ * swizzle) and the token tile (BN rows), then the block's BN token scales and its weight scale.
+ * Plan: [stages x A][stages x B][stages x token scales][stages x weight scale][full and empty
+ * mbarriers][per consumer: a BN x 64 bf16 output tile (gw_epi_off)], from a 1024-byte boundary.
+ * GN_CLUSTER: 1, or 2 CTAs of one cluster on tiles of the same weight rows and neighbouring
+ * token tiles, each loading 64 of the 128 weight rows and multicasting them to both. ---- */
+#define GN_BM 128             /* = the weight-scale block */
+#define GN_BK 128             /* one stage = one scale block = 128 codes = one 128-byte row */
+#define GN_THREADS 384
+#define GN_CONS_THREADS 256
+#define GN_STAGES(BN) ((BN) >= 128 ? 5 : (BN) >= 64 ? 7 : 8)
+#define GN_A_BYTES (GN_BM * GN_BK)                    /* 16 KiB */
+#define GN_B_BYTES(BN) ((BN) * GN_BK)
+#define GN_XS_BYTES(BN) ((((BN) * 4) + 127) / 128 * 128) /* TMA destinations on 128 bytes */
+#define GN_OFF_B(BN) (GN_STAGES(BN) * GN_A_BYTES)
+#define GN_OFF_XS(BN) (GN_OFF_B(BN) + GN_STAGES(BN) * GN_B_BYTES(BN))
+#define GN_OFF_WS(BN) (GN_OFF_XS(BN) + GN_STAGES(BN) * GN_XS_BYTES(BN))
+#define GN_OFF_BAR(BN) (GN_OFF_WS(BN) + (GN_STAGES(BN) * 4 + 7) / 8 * 8)
+#define GN_OFF_EPI(BN) ((GN_OFF_BAR(BN) + 2 * GN_STAGES(BN) * 8 + 127) / 128 * 128) /* stmatrix: 16-byte rows */
+#define GN_EPI_BYTES(BN) ((BN) * 128)                 /* one consumer's 64 rows x BN tokens, bf16 */
+#define GN_SMEM_BYTES(BN) (GN_OFF_EPI(BN) + 2 * GN_EPI_BYTES(BN) + 1024) /* + aligning the base to 1024 */
+
 /* Byte offset of logical f16 chunk L (0..15: k values 8L..8L+7) of row r in a wgmma operand tile
  * of ROWS rows: k-half L / 8 (ROWS x 128 bytes each), then the 128B swizzle (chunk XOR row mod 8)
  * that the descriptors of gemm_fp8_wgmma.cu read. */

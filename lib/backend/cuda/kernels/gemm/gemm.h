@@ -1,6 +1,8 @@
 /* gemm/gemm.h - the GEMM family: block-scaled FP8 projections of many tokens on the tensor cores
- * with the CPU backend's arithmetic (gemm_fp8.cu; on Hopper's wgmma: gemm_fp8_wgmma.cu), and the fast bf16 projection of any number of
- * tokens (gemm_bf16.cu; decode: gemm_bf16_few.cu); tiles and maps in config.h. */
+ * with the CPU backend's arithmetic (gemm_fp8.cu; on Hopper's wgmma: gemm_fp8_wgmma.cu) or with
+ * the official kernels' on Hopper's native FP8 tensor cores (gemm_fp8_native.cu), and the fast
+ * bf16 projection of any number of tokens (gemm_bf16.cu; decode: gemm_bf16_few.cu); tiles and
+ * maps in config.h. */
 #ifndef HCI_KERNELS_GEMM_H
 #define HCI_KERNELS_GEMM_H
 #include <cuda_runtime.h>
@@ -28,6 +30,25 @@ int hci_cu_gemm_fp8_wgmma_bn(cudaStream_t s, const uint8_t *W, const float *Ws, 
 /* The token tile the launcher takes for M rows and np token rows on the current device (0 when
  * the SM count cannot be read). */
 int hci_cu_gemm_fp8_wgmma_tile(int M, int np);
+
+/* y on Hopper's native FP8 tensor cores (gemm_fp8_native.cu; CUDA option gemm_fp8_native), the
+ * official kernels' structure: per 128-k block P = four wgmma m64nNk32 e4m3 x e4m3 from zero
+ * (the tensor cores' fp32 accumulation), acc = fma(P, fl32(xs * ws), acc) in k order, bf16 at
+ * the end. Not the bits of hci_cu_gemm_fp8; batch-invariant (the same formula for every n and
+ * tile). Same arguments and shapes as hci_cu_gemm_fp8, xs also 16-byte aligned;
+ * HC_ERR_INVALID_ARG also when the device is not an sm_90 or the driver cannot encode the TMA
+ * descriptors (the caller then falls back). */
+int hci_cu_gemm_fp8_native(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                           const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy);
+/* The same with the token tile (bn 128, 64, 32 or 16) and the cluster size (1, or 2: pairs of
+ * CTAs sharing the weight tile by TMA multicast) forced; 0: the launcher's choice. For
+ * tools/gemm-check: every configuration must give the same bits. */
+int hci_cu_gemm_fp8_native_cfg(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                               const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy, int bn,
+                               int cluster);
+/* The launcher's choice (*bn, *cluster) for M rows and np token rows on the current device; 0
+ * when the SM count cannot be read. */
+int hci_cu_gemm_fp8_native_pick(int M, int np, int *bn, int *cluster);
 
 /* y[t][r] (double, leading dim ldy) for t < n, any n >= 1: the fp32 sum of W[r][k] * x[t][k] by
  * bf16 mma.sync with fp32 accumulation, per 128-k block from zero, the blocks added in k order
