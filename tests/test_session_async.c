@@ -16,7 +16,9 @@
 #include "hybridctx_experimental.h"
 #include "backend/backend.h"
 #include "ctx/ctx.h"
+#include "session/io.h"
 #include "session/session.h"
+#include "util/trace.h"
 #include "test_session_util.h"
 #include "testutil.h"
 #include "runner.h"
@@ -50,10 +52,12 @@ static struct {
 static hci_backend_ops g_async;           /* the CPU ops plus the deferring ones */
 static const hci_backend_ops *g_plain;
 
+/* The buffer holding the byte at p (not one past a buffer's end: allocations may be adjacent, and
+ * that is the next one's first byte). */
 static fbuf *find(const void *p)
 {
     for (int i = 0; i < F.n_bufs; i++)
-        if ((const uint8_t *)p >= F.bufs[i].p && (const uint8_t *)p <= F.bufs[i].p + F.bufs[i].n) return &F.bufs[i];
+        if ((const uint8_t *)p >= F.bufs[i].p && (const uint8_t *)p < F.bufs[i].p + F.bufs[i].n) return &F.bufs[i];
     return NULL;
 }
 
@@ -321,6 +325,102 @@ START_TEST(failed_loads_change_nothing)
 }
 END_TEST
 
+/* A disk whose reads take 10 ms each, whatever their size. */
+static ssize_t slow_pread(int fd, void *b, size_t n, off_t off)
+{
+    usleep(10000);
+    return hci_io_posix.pread(fd, b, n, off);
+}
+
+/* The number after "key": in a trace line's object that starts at obj. */
+static double trace_value(const char *obj, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = obj ? strstr(obj, pat) : NULL;
+    ck_assert_msg(p != NULL, "no %s in the trace", key);
+    return strtod(p + strlen(pat), NULL);
+}
+
+/* Reads stay in flight while the calling thread applies chunks: through the deferring ops
+ * (every unit read into a stream buffer, as on CUDA), with units of 8 chunks, 4 unit buffers, as
+ * many slots as 16 workers bring (those of a 16-core host) and a disk of 10 ms per read, the two
+ * read threads have a read in progress together most of the time. Before the buffered units' buffers were
+ * released as their chunks were applied, they stayed full of read but unapplied units until the
+ * calling thread ran out of queued reads: then one read at a time, the disk idle in between
+ * (docs/perf/NEXT-cuda-load.md). The load's trace (HYBRIDCTX_SESSION_TRACE) tells.
+ * HC_TEST_KNOBS replaces the stream knobs (HYBRIDCTX_SESSION_IO): with ",eager=0" added, the old
+ * release, this fails. */
+START_TEST(reads_stay_in_flight)
+{
+    hc_ctx *c = filled(HC_CACHE_FP8, 40000, 21);
+    uint64_t d = digest(c);
+    /* units of 8 chunks of the main entries (64 rows of 200 bytes), as 8 MiB units of 1 MiB chunks */
+    hcs_hooks.io_unit = 8 * 64 * 200, hcs_hooks.direct_io = 1, hcs_hooks.entry_rows_per_chunk = 64;
+    tsu_save_file(c, g_path, HC_COMPRESS_NONE);
+    char trace[300];
+    snprintf(trace, sizeof trace, "%s.trace", g_path);
+    unlink(trace);
+    setenv("HYBRIDCTX_SESSION_TRACE", trace, 1);
+    setenv("HYBRIDCTX_SESSION_IO", getenv("HC_TEST_KNOBS") ? getenv("HC_TEST_KNOBS") : "workers=16,read_threads=2,read_bufs=4", 1);
+    hci_io_ops slow = hci_io_posix;
+    slow.pread = slow_pread;
+    hci_io_set(&slow);
+    hc_ctx *e = tsu_ctx(g_model, HC_CACHE_FP8, 0);
+    set_async(e, 1);
+    hc_status st = hc_ctx_load(e, g_path);
+    hci_io_set(NULL);
+    unsetenv("HYBRIDCTX_SESSION_TRACE"), unsetenv("HYBRIDCTX_SESSION_IO");
+    memset(&hcs_hooks, 0, sizeof hcs_hooks);
+    ck_assert_msg(st == HC_OK, "load: %s", hc_ctx_last_error(e));
+    ck_assert_uint_eq(digest(e), d);
+    ck_assert_int_eq(F.n_bufs, 0);
+    size_t n;
+    char *line = tu_read_file(trace, &n);
+    ck_assert_ptr_nonnull(line);
+    ck_assert_msg(n > 0 && line[n - 1] == '\n' && memchr(line, '\n', n) == line + n - 1, "one line per load");
+    line[n - 1] = 0;
+    ck_assert_ptr_nonnull(strstr(line, "{\"op\": \"load\", \"status\": 0, "));
+    const char *sec = strstr(line, "\"s\": {");
+    double units = trace_value(line, "units"), busy = trace_value(sec, "disk_busy"), busy2 = trace_value(sec, "disk_busy2");
+    double reads = trace_value(strstr(line, "\"n\": {"), "io_read");
+    printf("reads in flight: %.0f units, %.0f reads, a read in progress %.3f s, two %.3f s\n", units, reads, busy, busy2);
+    ck_assert_double_ge(units, 24);
+    ck_assert_double_eq(reads, units);
+    ck_assert_msg(busy2 > 0.5 * busy, "two reads in progress %.3f s of %.3f s", busy2, busy);
+    free(line);
+    unlink(trace);
+    hc_ctx_free(e), hc_ctx_free(c);
+}
+END_TEST
+
+/* HYBRIDCTX_SESSION_IO: known names with values in range, the rest ignored. */
+START_TEST(stream_knobs)
+{
+    static const struct { const char *spec; int threads, bufs, eager, workers; } cases[] = {
+        {NULL, -1, -1, -1, -1},
+        {"", -1, -1, -1, -1},
+        {"read_threads=4,read_bufs=16,eager=0,workers=3", 4, 16, 0, 3},
+        {"read_bufs=8,", -1, 8, -1, -1},
+        {"read_threads=0,read_bufs=33,eager=2,workers=x,bogus=1", -1, -1, -1, -1},
+        {"read_threads=2x,read_bufs=,eager=1,read_threads", -1, -1, 1, -1},
+        {"eager=1,eager=0", -1, -1, 0, -1},
+        {"workers=64,read_threads=16,read_bufs=1", 16, 1, -1, 64},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (cases[i].spec) setenv("HYBRIDCTX_SESSION_IO", cases[i].spec, 1);
+        else unsetenv("HYBRIDCTX_SESSION_IO");
+        hci_session_knobs k;
+        hci_session_knobs_get(&k);
+        ck_assert_msg(k.read_threads == cases[i].threads && k.read_bufs == cases[i].bufs && k.eager == cases[i].eager &&
+                          k.workers == cases[i].workers,
+                      "'%s': %d %d %d %d", cases[i].spec ? cases[i].spec : "(unset)", k.read_threads, k.read_bufs,
+                      k.eager, k.workers);
+    }
+    unsetenv("HYBRIDCTX_SESSION_IO");
+}
+END_TEST
+
 Suite *tu_suite(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -330,6 +430,8 @@ Suite *tu_suite(int argc, char **argv)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, failed_loads_change_nothing);
+    tcase_add_test(tc, reads_stay_in_flight);
+    tcase_add_test(tc, stream_knobs);
     suite_add_tcase(s, tc);
     return s;
 }

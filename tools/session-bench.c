@@ -13,10 +13,15 @@
  * (uncompressed size) per second. Files are removed at the end.
  *   session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]
  *                 [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-zstd] [--rounds N]
- *                 [--no-check] [--keep] [--json] [--help]
+ *                 [--no-check] [--keep] [--trace FILE] [--variant SPEC]... [--json] [--help]
  * --no-check skips the round-trip comparison (it holds a third copy of the session in memory);
  * --keep leaves the uncompressed session file in DIR (for `hybridctx verify`); --json prints the
- * results as one JSON object on stdout (the text then goes to stderr, as progress). */
+ * results as one JSON object on stdout (the text then goes to stderr, as progress).
+ * --trace FILE: every load appends its timing breakdown to FILE (one JSON object per line: the
+ * library's HYBRIDCTX_SESSION_TRACE, lib/util/trace.h) and the tool prints where its time went.
+ * --variant SPEC: each round also loads the uncompressed session with the stream knobs SPEC (the
+ * library's HYBRIDCTX_SESSION_IO, e.g. "eager=0,read_bufs=4" or "read_threads=4"), cold, right
+ * after the default load: paired comparisons on the same disk (docs/perf/NEXT-cuda-load.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -187,10 +192,93 @@ static uint64_t digest(hc_ctx *c, uint8_t **buf, uint64_t *cap)
     return h;
 }
 
+/* ---- --trace: the library's breakdown of a load (one JSON line, lib/util/trace.c) ---- */
+
+/* The number after "key": inside the object that starts at obj (0 when absent). */
+static double jget(const char *obj, const char *key)
+{
+    if (!obj) return 0;
+    const char *end = strchr(obj, '}');
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(obj, pat);
+    return p && (!end || p < end) ? strtod(p + strlen(pat), NULL) : 0;
+}
+
+/* The last line of a file (malloc'd), or NULL. */
+static char *last_line(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *line = NULL, *keep = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        free(keep);
+        keep = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    return keep;
+}
+
+/* Where the last traced load's time went: the phases of the calling thread, the disk's busy time
+ * and the gaps between reads, the I/O threads' and workers' time. */
+static void print_trace(FILE *out, const char *path, const char *name)
+{
+    char *j = last_line(path);
+    if (!j || !strstr(j, "\"op\": \"load\"")) {
+        fprintf(out, "    trace: no record in %s\n", path);
+        free(j);
+        return;
+    }
+    const char *S = strstr(j, "\"s\": {"), *N = strstr(j, "\"n\": {"), *B = strstr(j, "\"bytes\": {");
+    double tot = jget(S, "total"), stream = jget(S, "stream"), busy = jget(S, "disk_busy");
+    /* the reads' span from the unit timeline: first start, last end */
+    double first = -1, last = 0;
+    const char *u = strstr(j, "\"units_ms\": [");
+    for (const char *p = u ? strchr(u, '[') + 1 : NULL; p && (p = strchr(p, '['));) {
+        double v[6] = {0};
+        char *q = (char *)p + 1;
+        for (int k = 0; k < 6; k++) v[k] = strtod(q, &q), q += *q == ',' ? 1 : 0;
+        if (v[1] > 0 && (first < 0 || v[1] < first)) first = v[1];
+        if (v[2] > last) last = v[2];
+        p = strchr(p, ']');
+    }
+    first *= 1e-3, last *= 1e-3;
+    double io_read = jget(S, "io_read"), rb = jget(B, "io_read"), nr = jget(N, "io_read");
+    fprintf(out, "    trace %s: %.3f s = validation %.3f + until the first read %.3f + reading %.3f + after the last read %.3f\n",
+            name, tot, jget(S, "open"), first > 0 ? first - jget(S, "open") : 0, first > 0 ? last - first : 0,
+            first > 0 ? tot - last : 0);
+    if (first > 0)
+        fprintf(out, "      disk: a read in progress %.3f s of the %.3f s reading span (%.0f%%), two or more %.3f s; idle gaps %.3f s;"
+                     " %.0f reads of %.1f MB, %.2f GB/s while busy, %.2f reads in progress on average\n",
+                busy, last - first, 100.0 * busy / (last - first > 0 ? last - first : 1), jget(S, "disk_busy2"),
+                last - first - busy, nr, nr > 0 ? rb / nr / 1e6 : 0, busy > 0 ? rb / busy / 1e9 : 0,
+                busy > 0 ? io_read / busy : 0);
+    double wr = jget(S, "wait_read"), wc = jget(S, "wait_check"), ap = jget(S, "apply"), ba = jget(S, "buf_alloc"),
+           bf = jget(S, "buf_free");
+    fprintf(out, "      calling thread, stream %.3f s: waited for reads %.3f (%.0f times), for checks %.3f; applied %.3f "
+                 "(upload_async %.3f x %.0f, uploads %.3f x %.0f, shadow and blocks at the first piece %.3f); "
+                 "buffers: alloc %.3f x %.0f (%.0f MB), free %.3f; other %.3f\n",
+            stream, wr, jget(N, "wait_read"), wc, ap, jget(S, "upload_async"), jget(N, "upload_async"), jget(S, "upload"),
+            jget(N, "upload"), jget(S, "prepare"), ba, jget(N, "buf_alloc"), jget(B, "buf_alloc") / 1e6, bf,
+            stream - wr - wc - ap - ba - bf);
+    fprintf(out, "      setup %.3f (shadow %.3f, blocks %.3f x %.0f, page tables %.3f x %.0f: wherever they ran); after: "
+                 "history %.3f, commit %.3f\n",
+            jget(S, "setup"), jget(S, "shadow"), jget(S, "block_alloc"), jget(N, "block_alloc"), jget(S, "page_sync"),
+            jget(N, "page_sync"), jget(S, "hist"), jget(S, "commit"));
+    fprintf(out, "      I/O threads (%.0f, %.0f buffers, eager %.0f): in pread %.3f, waiting for copies out of the buffer %.3f, "
+                 "for the populate stage %.3f, idle %.3f; workers (%.0f): work %.3f, waiting for buffers %.3f; populate %.3f\n",
+            jget(j, "read_threads"), jget(j, "read_bufs"), jget(j, "eager"), io_read, jget(S, "io_bufwait"),
+            jget(S, "io_prepwait"), jget(j, "read_threads") * stream - io_read - jget(S, "io_bufwait") - jget(S, "io_prepwait"),
+            jget(j, "workers"), jget(S, "work"), jget(S, "work_bufwait"), jget(S, "populate"));
+    free(j);
+}
+
 static const char usage[] =
     "usage: session-bench [--model v4-flash|v4-pro|tiny] [--tokens N] [--dir DIR] [--threads N]\n"
     "                     [--backend cpu|cuda] [--cache fp8|bf16] [--zstd-level L] [--no-zstd]\n"
-    "                     [--rounds N] [--no-check] [--keep] [--json]\n"
+    "                     [--rounds N] [--no-check] [--keep] [--trace FILE] [--variant SPEC]... [--json]\n"
     "\n"
     "Save and load speed of a large session (geometry-only model, context filled with random valid\n"
     "state) next to the raw speed of the disk (the fastest of buffered and O_DIRECT transfers of the\n"
@@ -208,6 +296,10 @@ static const char usage[] =
     "  --rounds N          run everything N times, interleaved, and report medians, 1..51 (default 1)\n"
     "  --no-check          skip the round-trip comparison (it holds a third copy in memory)\n"
     "  --keep              leave the uncompressed session in DIR/session-bench.hcs\n"
+    "  --trace FILE        every load appends its timing breakdown to FILE (JSON lines) and the\n"
+    "                      tool prints where the time went (HYBRIDCTX_SESSION_TRACE)\n"
+    "  --variant SPEC      each round also loads the uncompressed session with these stream knobs,\n"
+    "                      e.g. eager=0,read_bufs=4 or read_threads=4 (HYBRIDCTX_SESSION_IO; up to 4)\n"
     "  --json              the results as one JSON object on stdout (the text goes to stderr)\n"
     "  -h, --help          this text\n";
 
@@ -229,6 +321,25 @@ typedef struct {
 static double read_best(const raw_result *r) { return dmin(r->read_s[0], dmin(r->read_s[1], r->read_s[2])); }
 
 #define MAX_ROUNDS 51
+#define MAX_VARIANTS 4
+
+/* One cold load of path into d (reset first), timed; with knobs (HYBRIDCTX_SESSION_IO) when not
+ * NULL. The seconds into *load_s, CPU seconds into *cpu. */
+static void timed_load(hc_ctx *d, const char *path, const char *knobs, double *load_s, double *cpu)
+{
+    drop_cache(path);
+    hc_status st = hc_ctx_reset(d);
+    if (st) die("reset", st, d);
+    char *was = getenv("HYBRIDCTX_SESSION_IO") ? strdup(getenv("HYBRIDCTX_SESSION_IO")) : NULL;
+    if (knobs) setenv("HYBRIDCTX_SESSION_IO", knobs, 1);
+    double t0 = now_s(), c0 = cpu_s();
+    st = hc_ctx_load(d, path);
+    *load_s = now_s() - t0, *cpu = cpu_s() - c0;
+    if (knobs && was) setenv("HYBRIDCTX_SESSION_IO", was, 1); /* back to the knobs of the default loads */
+    else if (knobs) unsetenv("HYBRIDCTX_SESSION_IO");
+    free(was);
+    if (st) die("load", st, d);
+}
 
 int main(int argc, char **argv)
 {
@@ -242,8 +353,11 @@ int main(int argc, char **argv)
         {"zstd-level", required_argument, NULL, 'z'}, {"no-check", no_argument, NULL, 'n'},
         {"keep", no_argument, NULL, 'k'},             {"json", no_argument, NULL, 'J'},
         {"no-zstd", no_argument, NULL, 'Z'},          {"rounds", required_argument, NULL, 'r'},
+        {"trace", required_argument, NULL, 'T'},      {"variant", required_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
     };
+    const char *trace = NULL, *variants[MAX_VARIANTS];
+    int n_var = 0;
     const char *dir = ".";
     int64_t tokens = 1 << 20;
     int model_i = 0, cache_i = 0, backend_i = 0, threads = 0, level = 1, check = 1, keep = 0, json = 0, o, bad = 0;
@@ -262,6 +376,15 @@ int main(int argc, char **argv)
         case 'r': bad = cli_int("session-bench", "--rounds", optarg, 1, MAX_ROUNDS, &rounds); break;
         case 'k': keep = 1; break;
         case 'J': json = 1; break;
+        case 'T': trace = optarg; break;
+        case 'V':
+            if (n_var == MAX_VARIANTS || !*optarg || strlen(optarg) > 200) {
+                fprintf(stderr, "session-bench: --variant: at most %d, each 1 to 200 characters\n", MAX_VARIANTS);
+                bad = 1;
+            } else {
+                variants[n_var++] = optarg;
+            }
+            break;
         case 'h': fputs(usage, stdout); return 0;
         default: bad = 1;
         }
@@ -273,6 +396,13 @@ int main(int argc, char **argv)
     }
     const char *model = models[model_i], *cache = caches[cache_i], *backend = backends[backend_i];
     FILE *txt = json ? stderr : stdout;
+    if (trace) { /* a fresh file: the library appends a line per load */
+        FILE *tf = fopen(trace, "w");
+        if (!tf) { perror(trace); return 1; }
+        fclose(tf);
+        setenv("HYBRIDCTX_SESSION_TRACE", trace, 1);
+    }
+    if (getenv("HYBRIDCTX_SESSION_IO")) fprintf(txt, "session-bench: HYBRIDCTX_SESSION_IO=%s\n", getenv("HYBRIDCTX_SESSION_IO"));
 
     hc_model_params mp;
     hc_model_params_init(&mp, sizeof mp);
@@ -318,7 +448,7 @@ int main(int argc, char **argv)
     uint64_t cap = 0, want = check ? digest(c, &buf, &cap) : 0;
     int n_modes = zstd ? 2 : 1;
     static raw_result raws[MAX_ROUNDS];
-    static round_result res[MAX_ROUNDS][2];
+    static round_result res[MAX_ROUNDS][2], vres[MAX_ROUNDS][MAX_VARIANTS];
     int failed = 0, done = 0;
     for (int k = 0; k < rounds && !failed; k++, done++) {
         raw_result *rw = &raws[k];
@@ -345,11 +475,7 @@ int main(int argc, char **argv)
             if ((st = hc_ctx_save(c, path, &sp))) die("save", st, c);
             r->save_s = now_s() - t0, r->save_cpu_s = cpu_s() - c0;
             r->file_bytes = file_size(path);
-            drop_cache(path);
-            if ((st = hc_ctx_reset(d))) die("reset", st, d);
-            t0 = now_s(), c0 = cpu_s();
-            if ((st = hc_ctx_load(d, path))) die("load", st, d);
-            r->load_s = now_s() - t0, r->load_cpu_s = cpu_s() - c0;
+            timed_load(d, path, NULL, &r->load_s, &r->load_cpu_s);
             snprintf(r->name, sizeof r->name, z ? "zstd-%d" : "none", level);
             /* against this round's disk: the fastest raw transfer of each direction */
             fprintf(txt, "  save %-7s %6.2f GB/s  (%.2f s, %.2f s CPU; file %.3f GB, %.3fx; %.0f%% of raw write)\n",
@@ -365,6 +491,23 @@ int main(int argc, char **argv)
                 failed = !r->same;
             }
             fprintf(txt, "\n");
+            if (trace) print_trace(txt, trace, r->name);
+            for (int v = 0; v < n_var && !z && !failed; v++) { /* the same file, other stream knobs */
+                round_result *q = &vres[k][v];
+                timed_load(d, path, variants[v], &q->load_s, &q->load_cpu_s);
+                snprintf(q->name, sizeof q->name, "[%d]", v + 1);
+                fprintf(txt, "  load %-7s %6.2f GB/s  (%.2f s, %.2f s CPU, cold; %.0f%% of raw read; %s)", q->name,
+                        (double)bytes / 1e9 / q->load_s, q->load_s, q->load_cpu_s, 100.0 * read_best(rw) / q->load_s,
+                        variants[v]);
+                q->same = -1;
+                if (check) {
+                    q->same = digest(d, &buf, &cap) == want && hc_ctx_n_tokens(d) == tokens;
+                    fprintf(txt, ", round trip %s", q->same ? "identical" : "DIFFERENT");
+                    failed = !q->same;
+                }
+                fprintf(txt, "\n");
+                if (trace) print_trace(txt, trace, q->name);
+            }
             if (keep && !z && !failed && k + 1 == rounds) {
                 snprintf(kept, sizeof kept, "%s/session-bench.hcs", dir);
                 if (rename(path, kept) == 0) fprintf(txt, "  kept         %s\n", kept);
@@ -422,6 +565,16 @@ int main(int argc, char **argv)
                     (double)bytes / 1e9 / med[z].load_s, med[z].load_s, med[z].load_cpu_s, 100.0 * r_s / med[z].load_s);
         }
     }
+    double vmed[MAX_VARIANTS][2];
+    for (int q = 0; q < n_var && !failed; q++) {
+        for (int k = 0; k < done; k++) v[k] = vres[k][q].load_s;
+        vmed[q][0] = median(v, done);
+        for (int k = 0; k < done; k++) v[k] = vres[k][q].load_cpu_s;
+        vmed[q][1] = median(v, done);
+        if (rounds > 1)
+            fprintf(txt, "  load [%d]     %6.2f GB/s  (%.2f s, %.2f s CPU; %.0f%% of raw read; %s)\n", q + 1,
+                    (double)bytes / 1e9 / vmed[q][0], vmed[q][0], vmed[q][1], 100.0 * r_s / vmed[q][0], variants[q]);
+    }
     if (json) {
         printf("{\n  \"bench\": \"session-bench\",\n  \"version\": \"%s\",\n  \"model\": \"%s\",\n  \"tokens\": %lld,\n"
                "  \"cache\": \"%s\",\n  \"backend\": \"%s\",\n  \"threads\": %d,\n  \"cores_online\": %ld,\n"
@@ -457,7 +610,20 @@ int main(int argc, char **argv)
             cli_json_number(stdout, r->load_cpu_s);
             printf(", \"round_trip\": %s}", r->same < 0 ? "null" : r->same ? "\"identical\"" : "\"different\"");
         }
-        printf("\n  ],\n  \"kept\": ");
+        printf("\n  ],\n  \"variants\": [");
+        for (int q = 0; q < n_var && !failed; q++) { /* medians over the rounds */
+            printf("%s\n    {\"knobs\": ", q ? "," : "");
+            cli_json_string(stdout, variants[q]);
+            printf(", \"load_s\": ");
+            cli_json_number(stdout, vmed[q][0]);
+            printf(", \"load_cpu_s\": ");
+            cli_json_number(stdout, vmed[q][1]);
+            printf("}");
+        }
+        printf("\n  ],\n  \"trace\": ");
+        if (trace) cli_json_string(stdout, trace);
+        else printf("null");
+        printf(",\n  \"kept\": ");
         if (kept[0]) cli_json_string(stdout, kept);
         else printf("null");
         printf("\n}\n");

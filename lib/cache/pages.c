@@ -14,6 +14,7 @@
 #include "cache.h"
 #include "hybridctx.h"
 #include "../backend/backend.h"
+#include "../util/trace.h"
 
 struct hci_page_ref {
     atomic_int n;
@@ -180,11 +181,17 @@ static int grow_block(hci_backend *be, hci_page_list *l, int n_pages, block_allo
     int st = reserve_tables(l, n_pages), i = have;
     for (; !st && i < n_pages; i++)
         if (!(l->refs[i] = malloc(sizeof *l->refs[i]))) st = HC_ERR_OUT_OF_MEMORY;
+    hci_trace *t = hci_trace_tls; /* a session load's (lib/util/trace.h) */
+    uint64_t t0 = t ? hci_now_ns() : 0;
     if (!st) st = alloc(be, l->page_bytes, n_pages - have, &l->pages[have]);
+    uint64_t t1 = t ? hci_now_ns() : 0;
+    if (t) hci_trace_add(t, HCI_T_BLOCK_ALLOC, t1 - t0, (uint64_t)(n_pages - have) * l->page_bytes);
     if (!st) {
         for (int k = have; k < n_pages; k++) atomic_init(&l->refs[k]->n, 1);
         l->n_pages = n_pages;
-        if ((st = sync_from(be, l, have))) l->n_pages = have;
+        st = sync_from(be, l, have);
+        if (t) hci_trace_add(t, HCI_T_PAGE_SYNC, hci_now_ns() - t1, 0);
+        if (st) l->n_pages = have;
         else *base = l->pages[have];
         if (st) for (int k = have; k < n_pages; k++) page_release(be, l->pages[k], l->refs[k]);
         return st;

@@ -32,9 +32,12 @@
 #define HCS_TARGET_CHUNK (1u << 20)
 #define HCS_ZSTD_WINDOW_LOG_MAX 22
 #define HCS_IO_UNIT (8u << 20)       /* file transfers of save and load: about this many bytes each */
-#define HCS_IO_UNITS 4               /* ... with this many in flight or buffered (lib/session/dio.h) */
-#define HCS_READ_AHEAD 16            /* loads: units read ahead of the checks at most (buffered ones: HCS_IO_UNITS) */
+#define HCS_IO_UNITS 4               /* saves: ... with this many in flight or buffered (lib/session/dio.h) */
+#define HCS_READ_AHEAD 16            /* loads: units read ahead of the checks at most (buffered ones: HCS_READ_BUFS) */
+#define HCS_READ_BUFS 8              /* ... buffers of the units read into a buffer (not straight into the pages) */
+#define HCS_READ_BUFS_MAX 32         /* ... at most (HYBRIDCTX_SESSION_IO, lib/util/trace.h) */
 #define HCS_READ_THREADS 2           /* ... by this many I/O threads (1 for sessions of under 2 MiB) */
+#define HCS_READ_THREADS_BUF 4       /* ... or this many where no unit goes straight into the pages (CUDA) */
 #define HCS_POPULATE_THREADS 4       /* ... whose pages up to this many threads make resident first */
 #define HCS_DIRECT_MIN (64ull << 20) /* sessions this large go through O_DIRECT (small ones stay
                                         buffered: their reads are mostly page-cache hits) */

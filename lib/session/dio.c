@@ -1,6 +1,6 @@
 /* dio.c - unit transfers on background threads (an hcs_pipe: units start in FIFO order, and with
  * no thread the transfer runs inside hcs_dio_submit), O_DIRECT with a buffered fallback. Reads
- * may use two threads, so that the disk is not idle while the next request is set up (its pages
+ * may use several threads, so that the disk is not idle while the next request is set up (its pages
  * pinned); the preparation of a read (a reader makes fresh destination pages resident) runs on
  * threads of its own as soon as the unit is queued, so that it is done, in parallel, by the time
  * the unit's read starts. */
@@ -18,6 +18,7 @@
 #include "io.h"
 #include "pipe.h"
 #include "../util/error.h"
+#include "../util/trace.h"
 
 struct hcs_dio {
     int fd, write, flags0; /* flags0: the descriptor's flags before, restored at the end */
@@ -34,6 +35,7 @@ struct hcs_dio {
     int n_units;
     hcs_pipe *pipe;
     const hcs_bufs *bufs;  /* reads: whose wait a destination needs first (NULL: none) */
+    hci_trace *trace;      /* NULL: none */
 };
 
 static void set_direct(hcs_dio *d, int on)
@@ -48,13 +50,25 @@ static void set_direct(hcs_dio *d, int on)
 static int prepare_read(hcs_dio *d, int i, const uint8_t *p)
 {
     hcs_unit *u = &d->units[i];
+    uint64_t t0 = d->trace ? hci_now_ns() : 0;
     if (d->prep && !d->prep_pipe) d->prep(d->prep_arg, u);
     if (d->prep_pipe) {
         pthread_mutex_lock(&d->prep_lock);
         while (!d->prepared[i]) pthread_cond_wait(&d->prep_cond, &d->prep_lock);
         pthread_mutex_unlock(&d->prep_lock);
     }
-    return d->bufs && d->bufs->wait ? d->bufs->wait(d->bufs->arg, p, u->err, sizeof u->err) : HC_OK;
+    if (!d->bufs || !d->bufs->wait) {
+        if (t0) hci_trace_add(d->trace, HCI_T_IO_PREPWAIT, hci_now_ns() - t0, 0);
+        return HC_OK;
+    }
+    uint64_t t1 = t0 ? hci_now_ns() : 0;
+    int st = d->bufs->wait(d->bufs->arg, p, u->err, sizeof u->err);
+    if (t0) {
+        uint64_t t2 = hci_now_ns();
+        hci_trace_add(d->trace, HCI_T_IO_PREPWAIT, t1 - t0, 0);
+        hci_trace_add(d->trace, HCI_T_IO_BUFWAIT, t2 - t1, 0);
+    }
+    return st;
 }
 
 static void transfer(void *arg, int i)
@@ -71,6 +85,12 @@ static void transfer(void *arg, int i)
         return;
     }
     if (!d->write && (u->status = prepare_read(d, i, p))) return;
+    uint64_t t0 = 0;
+    if (d->trace) {
+        t0 = hci_now_ns();
+        u->t_start = t0 - d->trace->t0 + 1;
+        hci_trace_read_begin(d->trace);
+    }
     while (n) {
         size_t step = n < (1u << 30) ? n : (1u << 30);
         int was_direct = atomic_load(&d->direct);
@@ -91,10 +111,17 @@ static void transfer(void *arg, int i)
             else
                 u->status = hci_errf(u->err, sizeof u->err, HC_ERR_IO, "reading %s: unexpected end of file at offset %" PRIu64,
                                      d->name, off);
-            return;
+            break;
         }
         p += r, n -= (size_t)r, off += (uint64_t)r;
     }
+    if (t0) {
+        uint64_t t1 = hci_now_ns();
+        hci_trace_read_end(d->trace);
+        hci_trace_add(d->trace, HCI_T_IO_READ, t1 - t0, u->len - n);
+        u->t_end = t1 - d->trace->t0 + 1;
+    }
+    if (u->status) return;
     if (n)
         u->status = hci_errf(u->err, sizeof u->err, HC_ERR_IO, "%s %s at offset %" PRIu64 ": %s", verb, d->name, off,
                              strerror(EINVAL));
@@ -212,6 +239,10 @@ int hcs_dio_set_prep(hcs_dio *d, hcs_dio_prep_fn prep, void *arg, int n_threads)
 }
 
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i) { return &d->units[i]; }
+
+void hcs_dio_set_trace(hcs_dio *d, struct hci_trace *t) { d->trace = t; }
+
+int hcs_dio_ready(hcs_dio *d, int i) { return hcs_pipe_done(d->pipe, i); }
 
 void hcs_dio_submit(hcs_dio *d, int i)
 {

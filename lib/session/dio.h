@@ -20,10 +20,12 @@ typedef struct hcs_unit {
     uint64_t off;       /* file offset of buf[0] */
     size_t len;         /* bytes to transfer */
     int status;         /* of the last transfer (HC_OK, HC_ERR_IO, or HC_ERR_ABORTED when cancelled) */
+    uint64_t t_start, t_end; /* with a trace (hcs_dio_set_trace): when the transfer started and ended */
     char err[256];
 } hcs_unit;
 
 typedef struct hcs_dio hcs_dio;
+struct hci_trace;
 /* Runs before a unit is read (reads only; hcs_dio_set_prep): a reader makes the unit's fresh
  * destination pages resident there. */
 typedef void (*hcs_dio_prep_fn)(void *arg, const hcs_unit *u);
@@ -54,10 +56,14 @@ hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_u
  * (then prep is not set up). */
 int hcs_dio_set_prep(hcs_dio *d, hcs_dio_prep_fn prep, void *arg, int n_threads);
 hcs_unit *hcs_dio_unit(hcs_dio *d, int i);
+/* Time the transfers into t (lib/util/trace.h; NULL: none), set before the first hcs_dio_submit. */
+void hcs_dio_set_trace(hcs_dio *d, struct hci_trace *t);
 /* Queue the transfer of unit i (off, len set by the caller); units start in the order they are
  * queued (with several threads, several run at once). The unit belongs to the I/O threads
  * until hcs_dio_wait(d, i). */
 void hcs_dio_submit(hcs_dio *d, int i);
+/* Whether unit i's transfer has ended (or none is queued): hcs_dio_wait would not block. */
+int hcs_dio_ready(hcs_dio *d, int i);
 /* Wait for unit i's transfer (no-op when none is queued); its status, with its message in err. */
 int hcs_dio_wait(hcs_dio *d, int i, char *err, size_t errsz);
 /* Queued transfers that have not started yet are skipped from now on (HC_ERR_ABORTED): a

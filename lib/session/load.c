@@ -1,9 +1,12 @@
 /* load.c - all-or-nothing load: the checked chunk stream fills a shadow cache (an empty set of
  * layer caches made by lib/cache, in backend memory, reached only through the backend's ops);
  * when the last chunk has passed, lib/cache swaps it into the context by pointer moves that
- * cannot fail. Entry lists are grown to their loaded size before the stream, each in one block
- * where the backend can: host pages (CPU) are read straight into; a device block (CUDA) takes
- * each chunk's pages in one asynchronous copy out of the stream's page-locked buffers. */
+ * cannot fail. Entry lists are grown to their loaded size, each in one block where the backend
+ * can: host pages (CPU fp8), made before the stream, are read straight into; a device block
+ * (CUDA), made at its section's first piece, takes each chunk's pages in one asynchronous copy out
+ * of the stream's page-locked buffers. Where the stream does not read into the pages, the shadow
+ * itself is made at the first piece too: its backend allocations (CUDA: each a cudaMalloc and a
+ * synchronisation) then run while the disk reads the next units, not before the first read. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,13 +16,16 @@
 #include "session.h"
 #include "../util/error.h"
 #include "../util/threadpool.h"
+#include "../util/trace.h"
 
 typedef struct loader {
     hc_ctx *c;
     const hcs_file *f;
     hci_layer_cache *sh;        /* the shadow set (lib/cache) that the stream fills */
     uint8_t **dest;             /* [n_sec]: host address of an entry section's pages, or NULL */
-    uint8_t **block;            /* [n_sec]: backend address of an entry section's pages (one block), or NULL */
+    uint8_t **block;            /* [n_sec]: backend address of an entry section's pages (one block), or NULL
+                                   (not grown yet, or not an entry section) */
+    int prepared;               /* the shadow exists (and the host blocks, when dest) */
     hcs_bufs bufs;              /* the stream's buffers, from the backend's host_alloc */
     uint8_t *meta;
     uint8_t *ring;              /* host ring of the current layer, context format */
@@ -32,7 +38,10 @@ typedef struct loader {
 static int upload(loader *ld, void *dst, const void *src, size_t n, char *err, size_t errsz)
 {
     hci_backend *be = ld->c->be;
+    hci_trace *t = hci_trace_tls;
+    uint64_t t0 = t ? hci_now_ns() : 0;
     int st = be->ops->upload(be, dst, src, n);
+    if (t0) hci_trace_add(t, HCI_T_UPLOAD, hci_now_ns() - t0, n);
     if (st) hci_errf(err, errsz, st, "writing the cache to the %s backend failed", be->ops->name);
     return st;
 }
@@ -80,6 +89,8 @@ static int apply_state(loader *ld, const hcs_section *sec, const hcs_piece *p, i
     return st;
 }
 
+static int grow_one(loader *ld, uint32_t i, int host, char *err, size_t errsz);
+
 /* Pages that the stream wrote in place (grown in advance by grow_host) need nothing more. */
 static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char *err, size_t errsz)
 {
@@ -87,12 +98,19 @@ static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char 
     hci_page_list *pl = &hci_cache_comp(&ld->sh[layer], k)->entries;
     int nb = (int)((p->rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES), first = (int)(p->row0 / HCI_PAGE_ENTRIES);
     if (p->row0 % HCI_PAGE_ENTRIES || first > pl->n_pages) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages out of order");
+    if (ld->block && !ld->block[p->sec] && p->row0 == 0) { /* the section's block, at its first piece */
+        int st = grow_one(ld, p->sec, 0, err, errsz);
+        if (st) return st;
+    }
     if (ld->block && ld->block[p->sec]) { /* the chunk's pages are one range of the block */
         if (first + nb > pl->n_pages) return hci_errf(err, errsz, HC_ERR_INTERNAL, "pages past the block");
+        hci_trace *t = hci_trace_tls;
+        uint64_t t0 = t ? hci_now_ns() : 0;
+        size_t n = (size_t)nb * pl->page_bytes;
         int st = be->ops->upload_async ? be->ops->upload_async(be, ld->block[p->sec] + (size_t)first * pl->page_bytes,
-                                                               p->pages, (size_t)nb * pl->page_bytes)
-                                       : be->ops->upload(be, ld->block[p->sec] + (size_t)first * pl->page_bytes, p->pages,
-                                                         (size_t)nb * pl->page_bytes);
+                                                               p->pages, n)
+                                       : be->ops->upload(be, ld->block[p->sec] + (size_t)first * pl->page_bytes, p->pages, n);
+        if (t0) hci_trace_add(t, be->ops->upload_async ? HCI_T_UPLOAD_ASYNC : HCI_T_UPLOAD, hci_now_ns() - t0, n);
         if (st) hci_errf(err, errsz, st, "writing the cache to the %s backend failed", be->ops->name);
         return st;
     }
@@ -105,28 +123,65 @@ static int apply_entries(loader *ld, const hcs_piece *p, int layer, int k, char 
     return st;
 }
 
-/* Every page of the entry lists in one block per list, before the stream starts: host pages of
- * an fp8 context, that the stream reads (or decompresses) chunks straight into (dest), else a
- * block of backend memory that takes each chunk's pages in one copy (block). */
+/* Host pages of an fp8 context, that the stream reads (or decompresses) chunks straight into
+ * (dest), where the backend has them. */
+static int host_pages(const hc_ctx *c) { return c->cache_fmt == HCI_FMT_FP8 && c->be->ops->pages_alloc_host; }
+
+/* Whether TOC section i is an entry section with rows (its list grows in one block). */
+static int entry_section(const hcs_file *f, uint32_t i)
+{
+    int32_t pi = f->plan_of[i];
+    return pi >= 0 && (f->plan[pi].type == HCS_SEC_COMP || f->plan[pi].type == HCS_SEC_INDEX) && f->sec[i].n_rows;
+}
+
+/* Every page of section i's list in one block (host: into dest[i], else block[i]). */
+static int grow_one(loader *ld, uint32_t i, int host, char *err, size_t errsz)
+{
+    hc_ctx *c = ld->c;
+    const hcs_file *f = ld->f;
+    if (!entry_section(f, i)) return HC_OK;
+    int32_t pi = f->plan_of[i];
+    hci_page_list *pl = &hci_cache_comp(&ld->sh[f->plan[pi].layer], f->plan[pi].type == HCS_SEC_INDEX)->entries;
+    int n = (int)((f->sec[i].n_rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES);
+    int st = host ? hci_pages_grow_host(c->be, pl, n, &ld->dest[i]) : hci_pages_grow_block(c->be, pl, n, &ld->block[i]);
+    if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
+    return HC_OK;
+}
+
+/* Every page of the entry lists in one block per list: host pages (dest), all of them before
+ * the stream starts, else a block of backend memory that takes each chunk's pages in one copy
+ * (block), each made at its section's first piece (apply_entries). */
 static int grow_blocks(loader *ld, char *err, size_t errsz)
 {
     hc_ctx *c = ld->c;
-    int host = c->cache_fmt == HCI_FMT_FP8 && c->be->ops->pages_alloc_host;
+    int host = host_pages(c);
     if (!host && !c->be->ops->pages_alloc_block) return HC_OK;
     const hcs_file *f = ld->f;
     uint8_t **v = calloc(f->n_sec, sizeof *v);
     if (!v) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
-    if (host) ld->dest = v;
-    else ld->block = v;
+    if (!host) {
+        ld->block = v;
+        return HC_OK;
+    }
+    ld->dest = v;
     for (uint32_t i = 0; i < f->n_sec; i++) {
-        int32_t pi = f->plan_of[i];
-        if (pi < 0 || (f->plan[pi].type != HCS_SEC_COMP && f->plan[pi].type != HCS_SEC_INDEX) || !f->sec[i].n_rows) continue;
-        hci_page_list *pl = &hci_cache_comp(&ld->sh[f->plan[pi].layer], f->plan[pi].type == HCS_SEC_INDEX)->entries;
-        int n = (int)((f->sec[i].n_rows + HCI_PAGE_ENTRIES - 1) / HCI_PAGE_ENTRIES);
-        int st = host ? hci_pages_grow_host(c->be, pl, n, &v[i]) : hci_pages_grow_block(c->be, pl, n, &v[i]);
-        if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
+        int st = grow_one(ld, i, 1, err, errsz);
+        if (st) return st;
     }
     return HC_OK;
+}
+
+/* The shadow (empty layer caches in backend memory) and the blocks' plan (host blocks made). */
+static int prepare(loader *ld, char *err, size_t errsz)
+{
+    hc_ctx *c = ld->c;
+    hci_trace *t = hci_trace_tls;
+    uint64_t t0 = t ? hci_now_ns() : 0;
+    ld->prepared = 1;
+    int st = hci_cache_shadow(c->be, c->layers, c->model->cfg.n_layers, &ld->sh);
+    if (st) return hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
+    if (t0) hci_trace_add(t, HCI_T_SHADOW, hci_now_ns() - t0, 0);
+    return grow_blocks(ld, err, errsz);
 }
 
 /* The stream's buffers from the backend's host_alloc (page-locked on CUDA): a piece's pages are
@@ -154,6 +209,13 @@ static int apply_piece(loader *ld, const hcs_piece *p, char *err, size_t errsz);
 static int apply(void *arg, const hcs_piece *p, char *err, size_t errsz)
 {
     loader *ld = arg;
+    if (!ld->prepared) {
+        hci_trace *t = hci_trace_tls;
+        uint64_t t0 = t ? hci_now_ns() : 0;
+        int st = prepare(ld, err, errsz);
+        if (t0) hci_trace_add(t, HCI_T_PREPARE, hci_now_ns() - t0, 0);
+        if (st) return st;
+    }
     int st = apply_piece(ld, p, err, errsz);
     if (st) return st;
     ld->done += p->raw_bytes;
@@ -235,6 +297,9 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
     if (f->rec.n_tokens > c->max_tokens)
         return hci_errf(err, errsz, HC_ERR_POSITION, "the session holds %" PRId64 " tokens, the context's maximum is %" PRId64,
                         f->rec.n_tokens, c->max_tokens);
+    hci_trace *t = hci_trace_tls;
+    uint64_t t0 = t ? hci_now_ns() : 0;
+    if (t) t->backend = c->be->ops->name;
     loader ld;
     memset(&ld, 0, sizeof ld);
     ld.c = c, ld.f = f;
@@ -250,20 +315,32 @@ int hcs_load(hc_ctx *c, const hcs_file *f, char *err, size_t errsz)
     ld.meta = f->rec.metadata_length ? malloc((size_t)f->rec.metadata_length) : NULL;
     if (!ld.ring || !ld.kv || !ld.sc || (f->rec.metadata_length && !ld.meta))
         st = hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory");
-    if (!st && (st = hci_cache_shadow(c->be, c->layers, cfg->n_layers, &ld.sh)))
-        hci_errf(err, errsz, st, "out of %s memory for the loaded cache", c->be->ops->name);
-    if (!st) st = grow_blocks(&ld, err, errsz);
+    /* the stream reads into host pages: they exist first; else the shadow is made at the first piece */
+    int host = host_pages(c);
+    if (!st && host) st = prepare(&ld, err, errsz);
     /* async copies only into a block (host_alloc without it would gain nothing) */
-    int async = ld.block && c->be->ops->host_alloc && c->be->ops->host_free && c->be->ops->host_wait;
+    int async = !host && c->be->ops->pages_alloc_block && c->be->ops->host_alloc && c->be->ops->host_free &&
+                c->be->ops->host_wait;
     ld.bufs = (hcs_bufs){bufs_alloc, bufs_free, bufs_wait, c->be};
+    if (t0) hci_trace_add(t, HCI_T_SETUP, hci_now_ns() - t0, 0);
+    hci_session_knobs knobs;
+    hci_session_knobs_get(&knobs);
+    int workers = hcs_workers(0, f->total_raw);
+    if (workers && knobs.workers > 0) workers = knobs.workers;
     if (!st)
-        st = hcs_file_stream(f, c->cache_fmt, hcs_workers(0, f->total_raw), ld.dest, async ? &ld.bufs : NULL, apply, &ld,
-                             err, errsz);
+        st = hcs_file_stream(f, c->cache_fmt, workers, ld.dest, async ? &ld.bufs : NULL, apply, &ld, err, errsz);
+    if (!st && !ld.prepared) st = prepare(&ld, err, errsz); /* a stream of no pieces */
     /* a rollback history starts at the loaded length: the state rows go into it */
+    uint64_t t1 = t ? hci_now_ns() : 0;
     if (!st && (st = hci_hist_seed(c->be, ld.sh, cfg->n_layers, f->rec.n_tokens)))
         hci_errf(err, errsz, st, "writing the rollback history to the %s backend failed", c->be->ops->name);
+    uint64_t t2 = t ? hci_now_ns() : 0;
     if (!st) commit(&ld);
     hci_cache_free(c->be, ld.sh, cfg->n_layers);
+    if (t) {
+        hci_trace_add(t, HCI_T_HIST, t2 - t1, 0);
+        hci_trace_add(t, HCI_T_COMMIT, hci_now_ns() - t2, 0);
+    }
     free(ld.meta), free(ld.ring), free(ld.kv), free(ld.sc), free(ld.dest), free(ld.block);
     return st;
 }

@@ -74,6 +74,15 @@ void hcs_pipe_submit(hcs_pipe *p, int s)
     pthread_mutex_unlock(&p->lock);
 }
 
+int hcs_pipe_done(hcs_pipe *p, int s)
+{
+    if (p->n_threads == 0) return 1;
+    pthread_mutex_lock(&p->lock);
+    int done = p->state[s] != QUEUED;
+    pthread_mutex_unlock(&p->lock);
+    return done;
+}
+
 void hcs_pipe_wait(hcs_pipe *p, int s)
 {
     if (p->n_threads == 0) {

@@ -10,6 +10,8 @@ typedef void (*hcs_pipe_fn)(void *arg, int slot);
 /* NULL when out of memory; a pipe whose threads could not start runs with fewer (maybe 0). */
 hcs_pipe *hcs_pipe_create(int n_workers, int n_slots, hcs_pipe_fn fn, void *arg);
 void hcs_pipe_submit(hcs_pipe *p, int slot);
+/* Whether the slot's job is done (or none is queued): hcs_pipe_wait would not block. */
+int hcs_pipe_done(hcs_pipe *p, int slot);
 /* Wait until the slot's job is done. */
 void hcs_pipe_wait(hcs_pipe *p, int slot);
 /* Finish queued jobs and join the workers. NULL is a no-op. */

@@ -13,6 +13,7 @@
 #include "pipe.h"
 #include "session.h"
 #include "../util/error.h"
+#include "../util/trace.h"
 
 #define FAIL(st, ...) return hci_errf(err, errsz, st, __VA_ARGS__)
 
@@ -371,7 +372,7 @@ typedef struct rslot {
     hcs_piece pc;
     hcs_chunk ch;
     const uint8_t *stored;
-    uint8_t *b_raw, *b_pg;      /* host_buf: from r->bufs when pin_raw / pin_pg */
+    uint8_t *b_raw, *b_pg;      /* host_buf (from r->bufs when pin_raw / pin_pg), made at the slot's first use */
     uint8_t *dst;               /* != NULL: the chunk's raw bytes go here (they are its pages) */
     int in_place;               /* stored == dst: read straight into the pages */
     int status;
@@ -407,13 +408,18 @@ typedef struct reader {
     runit *units;
     uint32_t n_units;
     uint32_t n_desc;            /* units in flight or queued at most: unit u uses dio unit u % n_desc */
+    uint32_t n_bunits;          /* buffered units (their reads go into ubuf) */
     uint32_t n_ubuf;            /* buffers of the buffered units (direct ones read into the pages) */
-    uint8_t *ubuf[HCS_IO_UNITS]; /* host_buf: from bufs when given */
+    size_t ucap;                /* bytes of each */
+    size_t cap_pg;              /* bytes of a slot's b_pg */
+    uint8_t *ubuf[HCS_READ_BUFS_MAX]; /* host_buf (from bufs when given), allocated as first needed */
+    int eager;                  /* release buffered units as their chunks are applied, before waiting for a read */
     uint32_t u_read, u_wait;    /* units queued for reading / whose reads were waited for */
     uint32_t u_done;            /* units whose slot is free again (direct: waited; buffered: applied) */
     uint32_t b_done;            /* buffered units among them */
     atomic_int no_huge;         /* hcs_populate of the pages (direct units, zstd chunks): slow huge pages */
     uint64_t seq, fin;          /* chunks submitted / applied */
+    hci_trace *trace;           /* NULL: none (lib/util/trace.h) */
 } reader;
 
 /* The pages of section i (dest[i]): whole blocks, one page each (the fp8 format). */
@@ -429,7 +435,9 @@ static size_t section_pages(const reader *r, uint32_t i)
  * populates). */
 static void populate(reader *r, uint32_t i, uint8_t *p, size_t n)
 {
+    uint64_t t0 = r->trace ? hci_now_ns() : 0;
     int tripped = hcs_populate(p, n, &r->no_huge);
+    if (t0) hci_trace_add(r->trace, HCI_T_POPULATE, hci_now_ns() - t0, n);
     if (!tripped && hcs_hooks.huge_slow) tripped = atomic_exchange(&r->no_huge, 1) == 0;
     if (!tripped) return;
     for (uint32_t k = i; k < r->f->n_sec; k++) {
@@ -439,12 +447,13 @@ static void populate(reader *r, uint32_t i, uint8_t *p, size_t n)
     }
 }
 
+static void check_chunk(reader *r, rslot *s);
+
 static void load_work(void *arg, int si)
 {
     reader *r = arg;
     rslot *s = &r->slots[si];
-    const hcs_section *sec = &r->f->sec[s->pc.sec];
-    char nm[64], why[160];
+    uint64_t t0 = r->trace ? hci_now_ns() : 0;
     s->pc.pages = NULL;
     /* the consumer may still be copying out of this slot's buffers (its previous piece) */
     for (int k = 0; k < 2 && r->bufs && r->bufs->wait; k++) {
@@ -452,6 +461,19 @@ static void load_work(void *arg, int si)
         if (!(k ? r->pin_pg : r->pin_raw)) continue;
         if ((s->status = r->bufs->wait(r->bufs->arg, b, s->err, sizeof s->err))) return;
     }
+    uint64_t t1 = t0 ? hci_now_ns() : 0;
+    check_chunk(r, s);
+    if (t0) {
+        hci_trace_add(r->trace, HCI_T_WORK_BUFWAIT, t1 - t0, 0);
+        hci_trace_add(r->trace, HCI_T_WORK, hci_now_ns() - t1, s->ch.raw_size);
+    }
+}
+
+/* Decompress, hash and check the slot's chunk, and convert its entries (load_work). */
+static void check_chunk(reader *r, rslot *s)
+{
+    const hcs_section *sec = &r->f->sec[s->pc.sec];
+    char nm[64], why[160];
     if (s->dst && !s->in_place) populate(r, s->pc.sec, s->dst, s->ch.raw_size);
     s->status = decode_chunk(&s->ch, s->stored, s->dst && s->ch.codec == HCS_CODEC_ZSTD ? s->dst : s->b_raw, &s->dz,
                              &s->pc.raw, why, sizeof why);
@@ -559,6 +581,7 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
             off = end;
         }
     }
+    r->n_bunits = nb;
     return n;
 }
 
@@ -571,74 +594,132 @@ static void prep_unit(void *arg, const hcs_unit *b)
     if (u->dst) populate(r, u->sec, u->dst, (size_t)(u->end - u->off));
 }
 
+/* A host buffer of n bytes, HCS_DIO_ALIGN-aligned (unit buffers take O_DIRECT reads), from bufs
+ * when pin. */
+static uint8_t *host_buf(const reader *r, int pin, size_t n)
+{
+    void *b = NULL;
+    uint64_t t0 = r->trace ? hci_now_ns() : 0;
+    if (pin && r->bufs) b = r->bufs->alloc(r->bufs->arg, n); /* pin is only set with bufs */
+    else if (posix_memalign(&b, HCS_DIO_ALIGN, n)) b = NULL;
+    if (t0) hci_trace_add(r->trace, HCI_T_BUF_ALLOC, hci_now_ns() - t0, n);
+    return b;
+}
+
+static void host_buf_free(const reader *r, int pin, void *p)
+{
+    if (!p) return;
+    uint64_t t0 = r->trace ? hci_now_ns() : 0;
+    if (pin && r->bufs) r->bufs->free(r->bufs->arg, p);
+    else free(p);
+    if (t0) hci_trace_add(r->trace, HCI_T_BUF_FREE, hci_now_ns() - t0, 0);
+}
+
+/* A slot's buffers, made at its first use (page-locking them all before the first read would
+ * delay it): b_raw for decompressed chunks, b_pg for converted pages. */
+static int slot_bufs(const reader *r, rslot *s, char *err, size_t errsz)
+{
+    s->b_raw = host_buf(r, r->pin_raw, r->f->max_raw ? r->f->max_raw : 1);
+    if (r->fmt && s->b_raw) s->b_pg = host_buf(r, r->pin_pg, r->cap_pg);
+    if (!s->b_raw || (r->fmt && !s->b_pg)) return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the load buffers");
+    return HC_OK;
+}
+
 /* Free the slots of units that are done with (direct: waited for; buffered: every chunk
  * applied), then queue unit reads while slots (and, for buffered units, buffers) are free.
  * Direct units hold no buffer, so their reads are queued up to n_desc units ahead of the
  * calling thread, and their pages are made resident (prep_unit) as soon as they are queued:
  * fresh pages cost the kernel about as much CPU to fault in as the disk takes to fill them, and
- * on threads of their own that runs ahead of the reads instead of between them. */
-static void advance(reader *r)
+ * on threads of their own that runs ahead of the reads instead of between them. A unit buffer is
+ * allocated when a read first needs it (the first reads start after one allocation, and the
+ * page-locking of the others runs while the disk works). */
+static int advance(reader *r, char *err, size_t errsz)
 {
     for (; r->u_done < r->u_read; r->u_done++) {
         const runit *u = &r->units[r->u_done];
         if (u->dst ? r->u_done >= r->u_wait : r->fin < u->first + u->n) break;
         if (!u->dst) r->b_done++;
+        if (r->trace) r->trace->units[r->u_done].released = hci_trace_at(r->trace);
     }
     while (r->u_read < r->n_units && r->u_read < r->u_done + r->n_desc) {
         const runit *u = &r->units[r->u_read];
-        if (!u->dst && u->buf >= r->b_done + r->n_ubuf) break;
+        uint8_t *dst = u->dst;
+        if (!dst) {
+            if (u->buf >= r->b_done + r->n_ubuf) break;
+            uint8_t **b = &r->ubuf[u->buf % r->n_ubuf];
+            if (!*b && !(*b = host_buf(r, r->bufs != NULL, r->ucap)))
+                return hci_errf(err, errsz, HC_ERR_OUT_OF_MEMORY, "out of memory for the load buffers");
+            dst = *b;
+        }
         hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_desc));
         b->off = u->off, b->len = (size_t)(u->end - u->off);
-        b->dst = u->dst ? u->dst : r->ubuf[u->buf % r->n_ubuf];
+        b->dst = dst;
         b->tag = r->u_read;
+        if (r->trace) {
+            r->trace->units[r->u_read].queued = hci_trace_at(r->trace);
+            r->trace->units[r->u_read].bytes = b->len;
+        }
         hcs_dio_submit(r->dio, (int)(r->u_read % r->n_desc));
         r->u_read++;
     }
+    return HC_OK;
 }
 
 /* Apply the oldest submitted chunk. */
 static int finish_one(reader *r, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
 {
     rslot *s = &r->slots[r->fin++ % (uint64_t)r->n_slots];
+    uint64_t t0 = r->trace ? hci_now_ns() : 0;
     hcs_pipe_wait(r->pipe, (int)(s - r->slots));
+    uint64_t t1 = t0 ? hci_now_ns() : 0;
     int st = s->status ? hci_errf(err, errsz, s->status, "%s", s->err) : apply ? apply(arg, &s->pc, err, errsz) : HC_OK;
-    if (!st && r->dio) advance(r);
+    if (t0) {
+        hci_trace_add(r->trace, HCI_T_WAIT_CHECK, t1 - t0, 0);
+        hci_trace_add(r->trace, HCI_T_APPLY, hci_now_ns() - t1, s->pc.raw_bytes);
+    }
+    if (!st && r->dio) st = advance(r, err, errsz);
     return st;
 }
 
+/* Whether the oldest unit not yet released holds a buffer that applying its chunks frees. */
+static int buffer_held(const reader *r)
+{
+    return r->u_done < r->u_wait && !r->units[r->u_done].dst;
+}
+
 /* Wait for the reads of every unit up to cu (the unit the next chunk ends in); a unit not yet
- * queued waits for a slot: applying chunks frees them. */
+ * queued waits for a slot: applying chunks frees them. While the read waited for is still
+ * running, the chunks submitted before it are applied first (eager): they free the buffers of
+ * their units, so that the next reads are queued at once and the disk always has work. Waiting
+ * for the read first, as this did before, kept every buffer full of read but unapplied units
+ * until the calling thread ran out of queued reads: then one read at a time, the disk idle in
+ * between (docs/perf/NEXT-cuda-load.md). */
 static int wait_units(reader *r, uint32_t cu, hcs_apply_fn apply, void *arg, char *err, size_t errsz)
 {
     while (r->u_wait <= cu) {
         int st;
         if (r->u_wait >= r->u_read) {
-            advance(r);
+            if ((st = advance(r, err, errsz))) return st;
             if (r->u_wait < r->u_read) continue;
             if (r->fin == r->seq) return hci_errf(err, errsz, HC_ERR_INTERNAL, "unit %u cannot be read", r->u_wait);
             st = finish_one(r, apply, arg, err, errsz);
+        } else if (r->eager && r->fin < r->seq && buffer_held(r) && !hcs_dio_ready(r->dio, (int)(r->u_wait % r->n_desc))) {
+            st = finish_one(r, apply, arg, err, errsz);
         } else {
+            uint64_t t0 = r->trace ? hci_now_ns() : 0;
             st = hcs_dio_wait(r->dio, (int)(r->u_wait % r->n_desc), err, errsz);
-            if (!st) r->u_wait++, advance(r);
+            if (t0) {
+                uint64_t t1 = hci_now_ns();
+                hci_trace_add(r->trace, HCI_T_WAIT_READ, t1 - t0, 0);
+                hci_trace_unit *tu = &r->trace->units[r->u_wait];
+                const hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_wait % r->n_desc));
+                tu->start = b->t_start, tu->end = b->t_end, tu->waited = t1 - r->trace->t0 + 1;
+            }
+            if (!st) r->u_wait++, st = advance(r, err, errsz);
         }
         if (st) return st;
     }
     return HC_OK;
-}
-
-/* A host buffer of n bytes, HCS_DIO_ALIGN-aligned (unit buffers take O_DIRECT reads), from bufs
- * when pin. */
-static uint8_t *host_buf(const reader *r, int pin, size_t n)
-{
-    void *b = NULL;
-    if (pin && r->bufs) return r->bufs->alloc(r->bufs->arg, n); /* pin is only set with bufs */
-    return posix_memalign(&b, HCS_DIO_ALIGN, n) ? NULL : b;
-}
-
-static void host_buf_free(const reader *r, int pin, void *p)
-{
-    if (p && pin && r->bufs) r->bufs->free(r->bufs->arg, p);
-    else free(p);
 }
 
 static void reader_free(reader *r)
@@ -662,6 +743,11 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     reader r;
     memset(&r, 0, sizeof r);
     r.f = f, r.fmt = fmt, r.dest = dest, r.bufs = bufs;
+    r.trace = hci_trace_tls;
+    uint64_t t_start = r.trace ? hci_now_ns() : 0;
+    hci_session_knobs knobs;
+    hci_session_knobs_get(&knobs);
+    r.eager = knobs.eager != 0;
     atomic_init(&r.no_huge, 0);
     /* Pieces point into the unit buffers (raw chunks), b_raw (decompressed chunks) or b_pg (pages
      * converted to the context's format): the slot buffers come from bufs when they can be the
@@ -683,36 +769,49 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     }
     r.n_slots = n_workers ? 2 * n_workers + 2 : 1;
     r.slots = calloc((size_t)r.n_slots, sizeof *r.slots);
+    r.cap_pg = cap_pg;
     int st = r.slots ? HC_OK : HC_ERR_OUT_OF_MEMORY;
-    for (int i = 0; !st && i < r.n_slots; i++) {
-        rslot *s = &r.slots[i];
-        s->b_raw = host_buf(&r, r.pin_raw, f->max_raw ? f->max_raw : 1);
-        s->b_pg = fmt ? host_buf(&r, r.pin_pg, cap_pg) : NULL;
-        if (!s->b_raw || (fmt && !s->b_pg)) st = HC_ERR_OUT_OF_MEMORY;
-    }
     if (!st && !f->src.buf) { /* a file: read in units, ahead of the workers */
         size_t cap = 0;
         uint64_t target = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
         r.n_units = plan_units(&r, target, &cap);
-        r.n_desc = HCS_READ_AHEAD;
+        /* raw chunks' pieces point into the buffers of buffered units (allocated by advance, from
+         * bufs like the slots'): as many as such units, up to HCS_READ_BUFS */
+        uint32_t nb = knobs.read_bufs > 0 ? (uint32_t)knobs.read_bufs : HCS_READ_BUFS;
+        r.n_ubuf = r.n_bunits < nb ? r.n_bunits : nb;
+        r.ucap = cap;
+        r.n_desc = r.n_ubuf > HCS_READ_AHEAD ? r.n_ubuf : HCS_READ_AHEAD;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
-        int n_io = n_workers ? HCS_READ_THREADS : 1;
+        /* reads into the pages wait for their populate; reads into buffers cost their thread
+         * nothing else, and more of them in flight keep a deep device queue (the raw x4 read) */
+        int n_io = r.n_bunits < r.n_units ? HCS_READ_THREADS : HCS_READ_THREADS_BUF;
+        if (!n_workers) n_io = 1;
+        else if (knobs.read_threads > 0) n_io = knobs.read_threads;
         int n_pop = n_workers < HCS_POPULATE_THREADS ? n_workers : HCS_POPULATE_THREADS;
         if (!r.units || !(r.dio = hcs_dio_create(f->src.fd, f->src.name, 0, direct, (int)r.n_desc, 0, n_io, bufs)) ||
             (dest && hcs_dio_set_prep(r.dio, prep_unit, &r, n_pop)))
             st = HC_ERR_OUT_OF_MEMORY;
-        /* raw chunks' pieces point into these: from bufs, like the slots' */
-        while (!st && r.n_ubuf < HCS_IO_UNITS) {
-            if (!(r.ubuf[r.n_ubuf] = host_buf(&r, bufs != NULL, cap))) st = HC_ERR_OUT_OF_MEMORY;
-            else r.n_ubuf++;
+        if (!st && r.trace) {
+            hci_trace *t = r.trace;
+            free(t->units);
+            t->n_units = 0;
+            if ((t->units = calloc(r.n_units ? r.n_units : 1, sizeof *t->units))) {
+                t->n_units = r.n_units;
+                t->read_threads = n_io, t->read_bufs = (int)r.n_ubuf, t->populate_threads = dest ? n_pop : 0;
+                t->direct = direct, t->eager = r.eager;
+                hcs_dio_set_trace(r.dio, t);
+            } else {
+                r.trace = NULL;
+            }
         }
     }
+    if (r.trace) r.trace->workers = n_workers, r.trace->n_chunks = f->n_chunks, r.trace->session_bytes = f->src.size;
     if (!st && !(r.pipe = hcs_pipe_create(n_workers, r.n_slots, load_work, &r))) st = HC_ERR_OUT_OF_MEMORY;
     if (st) {
         reader_free(&r);
         FAIL(st, "out of memory for the load buffers");
     }
-    if (r.dio) advance(&r);
+    if (r.dio) st = advance(&r, err, errsz);
     uint32_t cu = 0; /* the unit the next chunk ends in */
     for (uint32_t i = 0; i < f->n_sec && !st; i++) {
         const hcs_section *sec = &f->sec[i];
@@ -731,6 +830,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
             }
             if (r.seq - r.fin == (uint64_t)r.n_slots && (st = finish_one(&r, apply, arg, err, errsz))) break;
             rslot *s = &r.slots[r.seq % (uint64_t)r.n_slots];
+            if (!s->b_raw && (st = slot_bufs(&r, s, err, errsz))) break;
             s->ch = ch, s->stored = stored, s->dst = dst, s->in_place = j < d;
             s->pc.sec = i, s->pc.chunk = j, s->pc.row0 = (uint64_t)j * sec->rows_per_chunk;
             s->pc.rows = ch.raw_size / sec->row_bytes;
@@ -744,5 +844,6 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
         else st = finish_one(&r, apply, arg, err, errsz);
     }
     reader_free(&r);
+    if (t_start) hci_trace_add(r.trace, HCI_T_STREAM, hci_now_ns() - t_start, f->total_stored);
     return st;
 }

@@ -12,6 +12,7 @@
 #include "session.h"
 #include "../util/error.h"
 #include "../util/params.h"
+#include "../util/trace.h"
 
 HC_API hc_status hc_save_params_init(hc_save_params *p, size_t struct_size)
 {
@@ -103,12 +104,21 @@ static hc_status load_from(hc_ctx *c, const hcs_src *src)
 {
     hcs_file f;
     char msg[HCI_ERRLEN];
+    /* HYBRIDCTX_SESSION_TRACE: where the time goes (lib/util/trace.h, tools/session-bench --trace) */
+    hci_trace *t = hci_trace_tls = hci_trace_begin();
     hc_status st = hcs_file_open(&f, src, msg, sizeof msg);
+    if (t) hci_trace_add(t, HCI_T_OPEN, hci_now_ns() - t->t0, 0);
     if (!st) {
         st = hcs_load(c, &f, msg, sizeof msg);
         hcs_file_close(&f);
     }
     if (st) hci_errf(c->err, sizeof c->err, st, "%s: %s", src->name, msg);
+    if (t) {
+        hci_trace_add(t, HCI_T_TOTAL, hci_now_ns() - t->t0, src->size);
+        t->status = st;
+        hci_trace_tls = NULL;
+        hci_trace_end(t);
+    }
     return st;
 }
 

@@ -7,7 +7,8 @@
  * kernels/io) and copies them into a buffer in one DMA. The buffers are anonymous mappings
  * registered with cudaHostRegister rather than cudaHostAlloc's: O_DIRECT needs ordinary user pages
  * (get_user_pages), which the driver's own mappings are not guaranteed to be. They exist only
- * during a save or load: their number and size are the session code's (a few dozen of a few MiB). */
+ * during a save or load, made as the stream first needs them: their number and size are the
+ * session code's (a few dozen of a few MiB). */
 #include <stdint.h>
 #include <sys/mman.h>
 #include "device.h"
@@ -17,14 +18,17 @@ using DeviceGuard = hci_cu_device_guard;
 
 static const size_t HOST_ALIGN = 4096; /* a page: mappings are aligned and sized in pages */
 
-/* The event of the host_alloc buffer that holds [p, p + n), or null. */
+/* The event of the host_alloc buffer that holds [p, p + n) (n 0: the byte at p), or null. p one
+ * past a buffer's end is not in it: mappings are often adjacent, and that is the next buffer's
+ * first byte (host_wait of the next buffer must not wait for this one's event instead). */
 static cudaEvent_t event_of(hci_cuda *cu, const void *p, size_t n)
 {
     uintptr_t a = (uintptr_t)p;
+    size_t m = n ? n : 1;
     std::lock_guard<std::mutex> g(cu->xfer.lock);
     for (const hci_cu_hostbuf &b : cu->xfer.bufs) {
         uintptr_t lo = (uintptr_t)b.p;
-        if (a >= lo && a - lo <= b.bytes && n <= b.bytes - (a - lo)) return b.done;
+        if (a >= lo && a - lo < b.bytes && m <= b.bytes - (a - lo)) return b.done;
     }
     return nullptr;
 }
@@ -102,8 +106,9 @@ void hci_cu_host_free(hci_backend *be, void *p)
     free_buf(cu, b, last);
 }
 
-/* Runs on the session's worker and I/O threads too (the list is read under its lock, and not
- * changed while a stream runs). */
+/* Runs on the session's worker and I/O threads too: the list is read under its lock (a load
+ * adds buffers to it while its stream runs, as they are first needed; event_of copies the event
+ * out, and a buffer is freed only after the threads that wait for it are gone). */
 int hci_cu_host_wait(hci_backend *be, const void *p, char *err, size_t errsz)
 {
     hci_cuda *cu = hci_cu(be);
