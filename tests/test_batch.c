@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ctx/ctx.h"
+#include "hybridctx_experimental.h"
 #include "testutil.h"
 #include "runner.h"
 
@@ -971,10 +972,14 @@ static int emu_share_out(hci_backend *be, int layer, int n, const int64_t *pos, 
     return HC_OK;
 }
 
-/* The context shares as the backend does: CUDA's own ops; the emulation on the CPU. */
+/* The context shares as the backend does: CUDA's own ops (the option batch_shared on); the
+ * emulation on the CPU. */
 static void share_ops(hc_ctx *c)
 {
-    if (g_backend != HC_BACKEND_CPU) return;
+    if (g_backend != HC_BACKEND_CPU) {
+        ck_assert_int_eq(hc_x_ctx_set_option(c, "batch_shared", 1), HC_OK);
+        return;
+    }
     if (!g_emu_real) {
         g_emu_real = c->be->ops;
         g_emu_ops = *g_emu_real;

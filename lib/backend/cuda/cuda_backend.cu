@@ -45,6 +45,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"attend_simple", offsetof(hci_cu_options, attend_simple)},
         {"attend_fast", offsetof(hci_cu_options, attend_fast)},
         {"gemv_fast", offsetof(hci_cu_options, gemv_fast)},
+        {"gemv_teams", offsetof(hci_cu_options, gemv_teams)},
         {"index_fast", offsetof(hci_cu_options, index_fast)},
         {"index_tcsum", offsetof(hci_cu_options, index_tcsum)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
@@ -809,7 +810,7 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
     cu->opt.gemm_wgmma = 1; /* the same bits as gemm_fp8.cu's big tiles, faster (cuda_options.h) */
     cu->opt.index_tcsum = 0; /* only read with index_fast; on once measured on a GPU (cuda_options.h) */
-    cu->opt.batch_shared = 1; /* batches share their projections' launches (the same bits) */
+    cu->opt.batch_shared = 0; /* batches sharing their projections' launches: on once run on a GPU */
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;

@@ -180,7 +180,8 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     float *qs = (float *)((char *)scratch + hci_align256((size_t)np * K));
     if (hci_cu_act_quant(cu->stream, x, ldx, n, np, K, q, qs)) return hci_cu_fail(be, cudaGetLastError(), "act_quant");
     if (cu->opt.gemv_fast && n <= HCI_CU_GEMV_FAST_MAX_N && M % GT_ROWS == 0) {
-        int st = hci_cu_gemv_fp8_fast(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
+        int st = (cu->opt.gemv_teams ? hci_cu_gemv_fp8_fast : hci_cu_gemv_fp8_fast_ref)(cu->stream, W->w, W->scale,
+                                                                                    W->sld, M, K, q, qs, np, n, y, ldy);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_fp8_fast");
         if (st) return hci_errf(be->err, be->errsz, st, "gemv_fp8_fast: unsupported %dx%d weight layout", M, K);
         return HC_OK;
@@ -229,7 +230,8 @@ int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups
 {
     int M = W->rows / groups, K = W->cols;
     if (hci_cu(be)->opt.gemv_fast && n <= HCI_CU_GEMV_FAST_MAX_N) {
-        int st = hci_cu_gemv_bf16_fast(hci_cu(be)->stream, W->w, W->rows, K, groups, x, ldx, n, z, ldz);
+        int st = (hci_cu(be)->opt.gemv_teams ? hci_cu_gemv_bf16_fast : hci_cu_gemv_bf16_fast_ref)(
+            hci_cu(be)->stream, W->w, W->rows, K, groups, x, ldx, n, z, ldz);
         if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemv_bf16_fast");
         if (!st) return HC_OK; /* else a shape it does not take: the exact paths below */
     }
@@ -265,7 +267,8 @@ int hci_cu_linear_f64(hci_backend *be, const hci_cu_f64 *W, int n, const double 
 int hci_cu_linear_bf16_fast(hci_backend *be, const hci_cu_bf16 *W, int n, const uint16_t *x, int ldx, double *out,
                             int ldo)
 {
-    int st = hci_cu_gemm_bf16(hci_cu(be)->stream, W->w, W->rows, W->cols, x, ldx, n, out, ldo);
+    int st = hci_cu_gemm_bf16_kernel(hci_cu(be)->stream, W->w, W->rows, W->cols, x, ldx, n, out, ldo,
+                                     hci_cu(be)->opt.gemv_teams ? 0 : 4);
     if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_bf16");
     if (st) return hci_errf(be->err, be->errsz, st, "gemm_bf16: unsupported %dx%d weight for %d tokens", W->rows, W->cols, n);
     return HC_OK;

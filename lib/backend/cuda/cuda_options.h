@@ -1,5 +1,5 @@
 /* cuda_options.h - named alternatives to the CUDA backend's code paths, for comparisons and
- * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma and batch_shared is numerics EXACT; a backend
+ * cross-checks in tests and benchmarks (docs/cuda.md). All zero but gemm_wgmma is numerics EXACT; a backend
  * created for numerics FAST (HC_NUMERICS_FAST, or DEFAULT, which is FAST on CUDA) starts with
  * gemv_fast, index_fast, comp_fast and attend_fast set. None is needed for correct results. C and C++. */
 #ifndef HCI_CUDA_OPTIONS_H
@@ -31,6 +31,12 @@ typedef struct hci_cu_options {
      * batch-invariant, within the faithful tolerance, not the CPU's bits. Set by
      * HC_NUMERICS_FAST (docs/numerics.md). */
     int gemv_fast;
+    /* The decode projections' kernels of 2026-12-07 (kernels/gemv: a team of 1-8 warps per 8-row
+     * group sized to fill the GPU once, 16-byte loads of 8 KiB in flight per warp; gemm_bf16_few.cu
+     * for the compressor and head-weight projections of up to 64 tokens) instead of the previous
+     * ones (gemv_tc_ref.cu, the sliced-K bf16 GEMM): the same bits by construction
+     * (tools/gemv-check verifies it). Off until measured on a GPU. */
+    int gemv_teams;
     /* Indexer scores on native e4m3 tensor cores (kernels/index/index_fast.cu): q and the FP4
      * keys scaled exactly into e4m3, each dot scaled back and rounded as the reference rounds
      * (bf16 dot, relu, times the weight, bf16), the head terms summed in fp32 and rounded once
@@ -66,8 +72,8 @@ typedef struct hci_cu_options {
     /* Batches (hc_decode_batch, hc_append_batch): the projections of pieces of several contexts
      * run as shared launches over all their rows (the weights read once per launch instead of
      * once per context) where every row's bits stay those of its context's own ops (pieces of
-     * up to 64 tokens with gemv_fast and comp_fast, else up to 16: cuda_backend.cu). On by
-     * default in both modes; 0 on any context of a batch runs that context's ops alone, as
+     * up to 64 tokens with gemv_fast and comp_fast, else up to 16: cuda_backend.cu). Off by
+     * default until it has run on a GPU (test_batch turns it on); 0 on any context of a batch runs that context's ops alone, as
      * separate calls do (for comparisons: bench-gpu --batch). */
     int batch_shared;
     /* FP8 projections of more than 16 tokens (64 with gemv_fast) on an sm_90 GPU by the native

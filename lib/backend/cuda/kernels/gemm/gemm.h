@@ -59,7 +59,8 @@ int hci_cu_gemm_fp8_native_pick(int M, int np, int *bn, int *cluster);
 int hci_cu_gemm_bf16(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n, double *y,
                      int ldy);
 /* The same y from one kernel (for tools/gemv-check; every kernel gives the same bits): kernel 1
- * the big tiles, 2 the sliced K, 3 the few-token kernel (below), 0 the launcher's choice.
+ * the big tiles, 2 the sliced K, 3 the few-token kernel (below), 0 the launcher's choice, 4 the
+ * launcher's choice without the few-token kernel (the option gemv_teams off).
  * HC_ERR_INVALID_ARG where the kernel does not take the shape. */
 int hci_cu_gemm_bf16_kernel(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n,
                             double *y, int ldy, int kernel);

@@ -231,7 +231,8 @@ int hci_cu_gemm_bf16_kernel(cudaStream_t s, const uint16_t *W, int M, int K, con
      * (see the top). */
     const int64_t big = (int64_t)(M / GF_BM) * ((n + GF_BN - 1) / GF_BN);
     const bool big_ok = M % GF_BM == 0 && ldx % 8 == 0 && hci_aligned16(W) && hci_aligned16(x);
-    if (kernel == 0) kernel = big_ok && 2 * big >= sms ? 1 : n <= GP_MAX_N && hci_aligned16(W) ? 3 : 2;
+    if (kernel == 0 || kernel == 4)
+        kernel = big_ok && 2 * big >= sms ? 1 : kernel == 0 && n <= GP_MAX_N && hci_aligned16(W) ? 3 : 2;
     switch (kernel) {
     case 1:
         if (!big_ok) return HC_ERR_INVALID_ARG;

@@ -33,8 +33,8 @@ int hci_cu_gemv_fp8_fast_split(cudaStream_t s, const uint8_t *W, const float *Ws
                                const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy, int split);
 int hci_cu_gemv_bf16_fast_split(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x,
                                 int ldx, int n, uint16_t *out, int ldo, int split);
-/* The previous fast kernels (gemv_tc_ref.cu), the bitwise reference of the two above; built into
- * tools/gemv-check only, not into the CUDA module. */
+/* The previous fast kernels (gemv_tc_ref.cu), the bitwise reference of the two above
+ * (tools/gemv-check) and the module's kernels while the option gemv_teams is off. */
 int hci_cu_gemv_fp8_fast_ref(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K,
                              const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy);
 int hci_cu_gemv_bf16_fast_ref(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x,
