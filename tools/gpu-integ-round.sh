@@ -8,10 +8,10 @@
 #           gemm_fp8_native, both
 #   PART=2  with index_tcsum and gemm_fp8_native on (HC_CUDA_OPTIONS): the golden set on CUDA, the
 #           V4-Flash FAST conformance candidate, the 131072-token end-to-end prefill; then the
-#           default build's decode table (bench-gpu --quick, FAST)
+#           decode table with the rewritten GEMVs (bench-gpu --quick, FAST, gemv_teams on)
 #   PART=3  sessions of a 1M-token context at disk speed (CUDA with a variant that reproduces the
 #           previous read pipeline, then CPU; --trace says where each load's time goes), the
-#           decode table
+#           decode table with the default GEMVs and with gemv_teams
 # Writes $OUT/*.log and $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after every step.
 set -u
 cd "$(dirname "$0")/.."
@@ -44,13 +44,14 @@ case "${PART:-1}" in
         $b/tests/test_conformance flash
     step e2e 100 $b/tools/prefill-e2e --tokens 131072 --option index_tcsum=1 --option gemm_fp8_native=1 \
         --json "$o/prefill-e2e-131072.json" --commit "$commit"
-    step decode 150 $b/tools/bench-gpu --quick --numerics fast --json $o/decode.json
+    step decode-teams 150 $b/tools/bench-gpu --quick --numerics fast --option gemv_teams=1 --json $o/decode-teams.json
     ;;
 3)
     step session-cuda 240 $b/tools/session-bench --backend cuda --dir /tmp --rounds 3 --no-zstd \
         --trace $o/cuda-load.trace --variant eager=0,read_bufs=4,read_threads=2 --json
     step session-cpu 150 $b/tools/session-bench --dir /tmp --rounds 3 --no-zstd --trace $o/cpu-load.trace
     step decode 150 $b/tools/bench-gpu --quick --numerics fast --json $o/decode.json
+    step decode-teams 150 $b/tools/bench-gpu --quick --numerics fast --option gemv_teams=1 --json $o/decode-teams.json
     ;;
 esac
 exit 0
