@@ -62,7 +62,7 @@ HC_API hc_status hc_x_session_inspect_progress(const char *path, int32_t flags, 
 HC_API hc_status hc_x_ctx_io_alloc(hc_ctx *c, uint64_t bytes, void **out);
 
 /** Free memory from hc_x_ctx_io_alloc() on the same context (NULL p: nothing). On CUDA it waits
- *  for the work queued on the context's stream first. */
+ *  for the work queued on the context's stream first. Threads: as any call on c. @since 0.2 */
 HC_API void hc_x_ctx_io_free(hc_ctx *c, void *p);
 
 /** Copy bytes between host memory and the context's io_memory, in order with the context's

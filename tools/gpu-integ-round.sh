@@ -6,7 +6,7 @@
 #           timed), the native FP8 GEMM's smoke tests (one CTA, then clusters of two), test_batch
 #           on CUDA (shared launches), prefill op times at 128K: default, index_tcsum,
 #           gemm_fp8_native, both
-#   PART=2  with index_tcsum and gemm_fp8_native on (HC_CUDA_OPTIONS): the golden set on CUDA, the
+#   PART=2  with index_tcsum and gemm_fp8_native on (HC_TEST_FAST_OPTIONS: FAST contexts of the suites): the golden set on CUDA, the
 #           V4-Flash FAST conformance candidate, the 131072-token end-to-end prefill; then the
 #           decode table with the rewritten GEMVs (bench-gpu --quick, FAST, gemv_teams on)
 #   PART=3  sessions of a 1M-token context at disk speed (CUDA with a variant that reproduces the
@@ -39,8 +39,8 @@ case "${PART:-1}" in
     fi
     ;;
 2)
-    step golden 120 env HC_CUDA_OPTIONS=$both HC_TEST_BACKEND=cuda $b/tests/test_golden
-    step conform-fast 150 env HC_CUDA_OPTIONS=$both HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 \
+    step golden 120 env HC_TEST_FAST_OPTIONS=$both HC_TEST_BACKEND=cuda $b/tests/test_golden
+    step conform-fast 150 env HC_TEST_FAST_OPTIONS=$both HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 \
         $b/tests/test_conformance flash
     step e2e 100 $b/tools/prefill-e2e --tokens 131072 --option index_tcsum=1 --option gemm_fp8_native=1 \
         --json "$o/prefill-e2e-131072.json" --commit "$commit"

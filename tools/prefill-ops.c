@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include "timing.h"
+#include "cli.h"
 #include "ctx/ctx.h"
 #include "hybridctx_experimental.h"
 
@@ -150,10 +151,11 @@ int main(int argc, char **argv)
 #ifndef HC_OLD_CACHE_API
         for (int i = 2; i < argc; i++) { /* NAME sets an option, NAME=0 / NAME=1 sets it to that */
             if (!strncmp(argv[i], "--json=", 7)) continue;
-            char name[64];
-            const char *eq = strchr(argv[i], '=');
-            snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - argv[i]) : (int)strlen(argv[i]), argv[i]);
-            CHECK(hc_x_ctx_set_option(c, name, eq ? atoi(eq + 1) : 1));
+            cli_option_value ov[1];
+            int nov = 0;
+            if (!strchr(argv[i], '=')) CHECK(hc_x_ctx_set_option(c, argv[i], 1));
+            else if (cli_backend_option("prefill-ops", argv[i], ov, &nov)) return 2;
+            else CHECK(hc_x_ctx_set_option(c, ov[0].name, ov[0].value));
         }
 #endif
         int dim = m->cfg.dim;

@@ -63,29 +63,6 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
     return hci_errf(be->err, be->errsz, HC_ERR_UNSUPPORTED, "the CUDA backend has no option \"%s\"", name);
 }
 
-/* HC_CUDA_OPTIONS="name=0|1,...": options over the numerics' defaults for every new CUDA context,
- * so that the test suites and tools can run an alternative path unchanged (docs/cuda.md,
- * "Options"). A name or value the backend does not take fails the creation, with the reason. */
-static int env_options(hci_backend *be)
-{
-    const char *env = getenv("HC_CUDA_OPTIONS");
-    if (!env) return HC_OK;
-    char buf[512];
-    if (strlen(env) >= sizeof buf)
-        return hci_errf(be->err, be->errsz, HC_ERR_INVALID_ARG, "HC_CUDA_OPTIONS is longer than %zu characters",
-                        sizeof buf - 1);
-    strcpy(buf, env);
-    for (char *save = nullptr, *it = strtok_r(buf, ", ", &save); it; it = strtok_r(nullptr, ", ", &save)) {
-        char *eq = strchr(it, '=');
-        if (!eq || (strcmp(eq + 1, "0") && strcmp(eq + 1, "1")))
-            return hci_errf(be->err, be->errsz, HC_ERR_INVALID_ARG, "HC_CUDA_OPTIONS: \"%s\" is not name=0 or name=1", it);
-        *eq = 0;
-        int st = cu_set_option(be, it, eq[1] - '0');
-        if (st) return st;
-    }
-    return HC_OK;
-}
-
 /* Work queued on `to` from now on runs after the work queued so far on from's stream. */
 static cudaError_t order_after(hci_cuda *from, cudaStream_t to)
 {
@@ -815,12 +792,6 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     be->err = a->err;
     be->errsz = a->errsz;
     be->impl = cu;
-    int ost = env_options(be);
-    if (ost) {
-        delete cu;
-        free(be);
-        return ost;
-    }
     cu->device = a->device;
     DeviceGuard g(a->device);
     /* what the model's contexts on this GPU share: weights, cuBLASLt, pools (device.h) */
