@@ -33,6 +33,7 @@
 #include <cstring>
 #include <string>
 #include <vector>
+#include "gpu_timing.cuh"
 #include "backend/cuda/kernels/attend/attend.h"
 #include "backend/cuda/kernels/attend/attend_rows.cuh"
 extern "C" {
@@ -190,37 +191,6 @@ struct Pages {
     }
 };
 
-/* keeps the GPU busy for about `cycles` clocks, so that the timed launches queue up behind it */
-__global__ void spin(long long cycles)
-{
-    const long long t0 = clock64();
-    while (clock64() - t0 < cycles) {
-    }
-}
-
-template <class F> double time_ms(F run, int reps)
-{
-    for (int i = 0; i < 2; i++) run();
-    CK(cudaDeviceSynchronize());
-    std::vector<cudaEvent_t> ev(reps + 1);
-    for (auto &e : ev) CK(cudaEventCreate(&e));
-    spin<<<1, 32>>>(20000000ll); /* ~10 ms */
-    CK(cudaEventRecord(ev[0]));
-    for (int i = 0; i < reps; i++) {
-        run();
-        CK(cudaEventRecord(ev[i + 1]));
-    }
-    CK(cudaEventSynchronize(ev[reps]));
-    std::vector<float> v;
-    for (int i = 0; i < reps; i++) {
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
-        v.push_back(ms);
-    }
-    for (auto &e : ev) CK(cudaEventDestroy(e));
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 struct Result {
     std::string name, shape;
@@ -419,8 +389,8 @@ Result run_case(const Case &cs, int reps, double peak)
             for (int c = 0; c < K; c++) pairs += sel[(size_t)i * K + c] >= 0;
     }
     res.tflop = pairs * 2.0 * H * (2 * D) * 1e-12;
-    res.ms_old = time_ms([&] { run(HCI_AT_FAST, o_old); }, reps);
-    res.ms_new = time_ms([&] { run(HCI_AT_PINGPONG, o_new); }, reps);
+    res.ms_old = hc_timing::time_ms([&] { run(HCI_AT_FAST, o_old); }, reps);
+    res.ms_new = hc_timing::time_ms([&] { run(HCI_AT_PINGPONG, o_new); }, reps);
     CK(cudaGetLastError());
     char shape[160];
     snprintf(shape, sizeof shape, "%d queries at %lld, ratio %d, %.0f entries a query, %s", n, (long long)pos0,
