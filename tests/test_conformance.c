@@ -60,6 +60,10 @@ static const candidate candidates[] = {
      * checked for batch invariance as above */
     {"cuda (fast, gemm_fp8_native)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"gemm_fp8_native"}, 1, 0.95, 1e-2},
+    /* FAST with the fast attention's ping-pong kernel (off by default until measured), its rows
+     * checked for batch invariance as above */
+    {"cuda (fast, attend_pingpong)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"attend_pingpong"}, 1, 0.95, 1e-2},
 };
 
 static const char *g_geom;

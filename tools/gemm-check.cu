@@ -52,6 +52,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+#include "gpu_timing.cuh"
 #include "backend/cuda/kernels/gemm/gemm.h"
 extern "C" {
 #include "hybridctx.h"
@@ -133,40 +134,6 @@ struct Dev {
     uint16_t *y = nullptr;
 };
 
-/* keeps the GPU busy for about `cycles` clocks, so that the timed launches queue up behind it and
- * the events measure GPU time, not the host's launch overhead */
-__global__ void spin(long long cycles)
-{
-    const long long t0 = clock64();
-    while (clock64() - t0 < cycles) {
-    }
-}
-
-/* milliseconds: the median of reps timed runs (each between two events, all queued behind a spin
- * kernel) after 3 untimed */
-template <class F> double time_ms(F run, int reps)
-{
-    for (int i = 0; i < 3; i++) run();
-    CK(cudaDeviceSynchronize());
-    std::vector<cudaEvent_t> ev(reps + 1);
-    for (auto &e : ev) CK(cudaEventCreate(&e));
-    spin<<<1, 32>>>(20000000ll); /* ~10 ms */
-    CK(cudaEventRecord(ev[0]));
-    for (int i = 0; i < reps; i++) {
-        run();
-        CK(cudaEventRecord(ev[i + 1]));
-    }
-    CK(cudaEventSynchronize(ev[reps]));
-    std::vector<float> v;
-    for (int i = 0; i < reps; i++) {
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
-        v.push_back(ms);
-    }
-    for (auto &e : ev) CK(cudaEventDestroy(e));
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
 
 /* the CPU's formula for output (t, r): block dots exact (double), rounded once to fp32, then
  * fl32(acc + fl32(P * fl32(fl32(xs*ws) * 2^16))) in k order, where P is the dot of the codes'
@@ -416,8 +383,8 @@ int native_main(bool quick, int reps, int only_m, int only_k, double peak, bool 
                 }
             }
             /* timing */
-            const double ms_cur = time_ms([&] { run_cur(y_cur); }, reps);
-            const double ms_nat = time_ms([&] { run_nat(fbn, fcl, y_nat, M); }, reps);
+            const double ms_cur = hc_timing::time_ms([&] { run_cur(y_cur); }, reps);
+            const double ms_nat = hc_timing::time_ms([&] { run_nat(fbn, fcl, y_nat, M); }, reps);
             CK(cudaGetLastError());
             const double flop = 2.0 * M * K * n, tf_nat = flop / ms_nat * 1e-9;
             int pbn = 0, pcl = 0;
@@ -435,7 +402,7 @@ int native_main(bool quick, int reps, int only_m, int only_k, double peak, bool 
                 int bbn = 0, bcl = 0;
                 for (int bn : BNS)
                     for (int cl = 1; cl <= 2; cl++) {
-                        const double ms = time_ms([&] { run_nat(bn, cl, y_nat, M); }, std::max(3, reps / 4));
+                        const double ms = hc_timing::time_ms([&] { run_nat(bn, cl, y_nat, M); }, std::max(3, reps / 4));
                         printf(" %d/%d %.4f", bn, cl, ms);
                         if (ms < best) best = ms, bbn = bn, bcl = cl;
                     }
@@ -633,8 +600,8 @@ int main(int argc, char **argv)
                 cpu_new += h_new[(size_t)t * M + r] != want;
             }
             /* timing */
-            const double ms_old = time_ms([&] { run(hci_cu_gemm_fp8, y_old); }, reps);
-            const double ms_new = time_ms([&] { run(hci_cu_gemm_fp8_wgmma, y_new); }, reps);
+            const double ms_old = hc_timing::time_ms([&] { run(hci_cu_gemm_fp8, y_old); }, reps);
+            const double ms_new = hc_timing::time_ms([&] { run(hci_cu_gemm_fp8_wgmma, y_new); }, reps);
             CK(cudaGetLastError());
             const double flop = 2.0 * M * K * n;
             printf("M=%5d K=%4d n=%4d | old %8.4f ms %6.1f TF/s | wgmma bn=%3d %8.4f ms %6.1f TF/s x%.2f | differ "

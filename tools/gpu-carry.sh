@@ -20,7 +20,7 @@ find "$B" -maxdepth 1 -name 'libhybridctx*.so*' ! -type d -exec cp -a {} "$D/" \
 for t in test_gpu test_golden test_conformance test_cache test_batch; do
     [ -f "$B/tests/$t" ] && cp "$B/tests/$t" "$D/tests/"
 done
-for t in bench-gpu hybridctx session-bench fork-bench prefill-ops prefill-e2e gemm-check gemv-check; do
+for t in bench-gpu hybridctx session-bench fork-bench prefill-ops prefill-e2e gemm-check gemv-check attend-check; do
     [ -f "$B/tools/$t" ] && cp "$B/tools/$t" "$D/tools/"
 done
 for lib in libjansson.so.4 libxxhash.so.0 libzstd.so.1 libsubunit.so.0; do

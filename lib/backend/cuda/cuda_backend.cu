@@ -44,6 +44,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"index_exact_only", offsetof(hci_cu_options, index_exact_only)},
         {"attend_simple", offsetof(hci_cu_options, attend_simple)},
         {"attend_fast", offsetof(hci_cu_options, attend_fast)},
+        {"attend_pingpong", offsetof(hci_cu_options, attend_pingpong)},
         {"gemv_fast", offsetof(hci_cu_options, gemv_fast)},
         {"gemv_teams", offsetof(hci_cu_options, gemv_teams)},
         {"index_fast", offsetof(hci_cu_options, index_fast)},
@@ -175,7 +176,9 @@ static int cu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
 static int attend_path(hci_backend *be)
 {
     const hci_cu_options &o = hci_cu(be)->opt;
-    return o.attend_simple ? HCI_AT_SIMPLE : (o.attend_fast ? HCI_AT_FAST : HCI_AT_MMA);
+    if (o.attend_simple) return HCI_AT_SIMPLE;
+    if (o.attend_fast) return o.attend_pingpong ? HCI_AT_PINGPONG : HCI_AT_FAST;
+    return HCI_AT_MMA;
 }
 
 /* ---------------------------------------------------------------------------------------------

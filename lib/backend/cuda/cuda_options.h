@@ -86,6 +86,13 @@ typedef struct hci_cu_options {
      * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Off by
      * default (to be measured: tools/gemm-check --native, docs/perf/NEXT-gemm-native.md). */
     int gemm_fp8_native;
+    /* With attend_fast: its attention by the ping-pong kernel (kernels/attend/attend_pingpong.cu):
+     * the two consumer warpgroups take alternate blocks (each S over all 512 dims, P shared through
+     * shared memory), so one's softmax runs under the other's MMAs; the producer refills each
+     * buffer by halves through mbarriers and prefetches CSA's picks. The same splits and the same
+     * per-block softmax as attend_fast's kernel, q.k and l summed in another order: within
+     * rounding of it, deterministic and batch-invariant. Off by default until measured. */
+    int attend_pingpong;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */

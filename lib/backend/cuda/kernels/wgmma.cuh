@@ -1,9 +1,10 @@
 /* wgmma.cuh - the Hopper pieces that the wgmma kernels share (attend/attend_wgmma.cu,
- * index/index_wgmma.cu, gemm/gemm_fp8_wgmma.cu, gemm/gemm_fp8_native.cu): shared-memory matrix
- * descriptors and the 128-byte swizzle they read, the wgmma fence / commit / wait, setmaxnreg,
- * named barriers, the proxy fence between generic stores and wgmma's reads, the register fence
- * around an asynchronous MMA, and mbarriers, TMA loads and cluster basics. The MMA instructions themselves stay in the kernels (their shapes and types
- * differ).
+ * attend/attend_pingpong.cu, both through attend/attend_wgmma.cuh; index/index_wgmma.cu,
+ * gemm/gemm_fp8_wgmma.cu, gemm/gemm_fp8_native.cu): shared-memory matrix descriptors and the
+ * 128-byte swizzle they read, the wgmma fence / commit / wait, setmaxnreg, named barriers, the
+ * proxy fence between generic stores and wgmma's reads, the register fence around an asynchronous
+ * MMA, and mbarriers (with cp.async arrivals), TMA loads and cluster basics. The MMA instructions
+ * themselves stay in the kernels (their shapes and types differ).
  *
  * wgmma and setmaxnreg exist only in the sm_90a code (__CUDA_ARCH_FEAT_SM90_ALL); the build's
  * compute_90 PTX gets empty stand-ins, and its kernels must never run: every launcher checks for
@@ -45,7 +46,8 @@ __device__ __forceinline__ int hci_wg_index() { return __shfl_sync(0xffffffffu, 
 __device__ __forceinline__ void hci_wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void hci_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void hci_wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-/* wait until at most N committed groups are pending (N = 0: hci_wg_wait0) */
+/* wait until at most N committed groups are pending (N = 0: hci_wg_wait0; groups complete in
+ * order) */
 template <int N> __device__ __forceinline__ void hci_wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 template <int N> __device__ __forceinline__ void hci_wg_regs_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
 template <int N> __device__ __forceinline__ void hci_wg_regs_free() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
@@ -69,9 +71,9 @@ __device__ __forceinline__ void hci_async_fence() { asm volatile("fence.proxy.as
 /* Keeps the compiler from moving accumulator reads or writes across an asynchronous MMA. */
 __device__ __forceinline__ void hci_reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
 
-/* ---- mbarriers, TMA and clusters (sm_90; gemm/gemm_fp8_native.cu). Barrier and shared-memory
- * operands are shared-state-space addresses (hci_smem_addr); a CTA's own shared::cta address is
- * also its shared::cluster address. ---- */
+/* ---- mbarriers, TMA and clusters (sm_90; gemm/gemm_fp8_native.cu, attend/attend_pingpong.cu).
+ * Barrier and shared-memory operands are shared-state-space addresses (hci_smem_addr); a CTA's own
+ * shared::cta address is also its shared::cluster address. ---- */
 __device__ __forceinline__ uint32_t hci_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 /* an mbarrier expecting `count` arrivals per phase; then, once by the initialising thread, the
@@ -103,7 +105,9 @@ __device__ __forceinline__ void hci_mbar_arrive_cluster(uint32_t bar, uint32_t r
                  "mbarrier.arrive.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar), "r"(rank)
                  : "memory");
 }
-/* wait for the completion of the phase of the given parity (0 for the first phase) */
+/* wait for the completion of the phase of the given parity (0 for the first phase; a new barrier
+ * counts as having completed the phase of parity 1, so a producer's first wait for "free" with
+ * parity 1 passes) */
 __device__ __forceinline__ bool hci_mbar_try_wait(uint32_t bar, uint32_t parity)
 {
     uint32_t ok;
@@ -117,6 +121,12 @@ __device__ __forceinline__ void hci_mbar_wait(uint32_t bar, uint32_t parity)
 {
     while (!hci_mbar_try_wait(bar, parity)) {
     }
+}
+/* one arrival of the executing thread once all its earlier cp.async copies have landed (.noinc:
+ * the barrier's expected count includes it) */
+__device__ __forceinline__ void hci_cp_async_mbar_arrive(uint32_t bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 
 /* TMA: the box at element coordinates (c0 innermost, c1) of the tensor map (a __grid_constant__

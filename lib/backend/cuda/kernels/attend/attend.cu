@@ -492,16 +492,18 @@ int at_launch_mma(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, 
 size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int path)
 {
     size_t need = 256;
+    const bool fast = path == HCI_AT_FAST || path == HCI_AT_PINGPONG; /* the same splits */
     for (int m = 1; m <= n; m++) {
-        int S = path == HCI_AT_FAST ? at_fast_splits(m, max_row) : at_splits(m, H, max_row);
-        if (path == HCI_AT_FAST ? m > AT_FAST_SPLIT_N : (int64_t)m * ((H + AT_HG - 1) / AT_HG) >= AT_TARGET_CTAS) break;
+        int S = fast ? at_fast_splits(m, max_row) : at_splits(m, H, max_row);
+        if (fast ? m > AT_FAST_SPLIT_N : (int64_t)m * ((H + AT_HG - 1) / AT_HG) >= AT_TARGET_CTAS) break;
         if (S <= 1) continue;
         size_t b = at_part_bytes(S, m, H, d);
         if (b > need) need = b;
     }
-    /* the fast path's pre-pass rows behind the partials (ratio 0 and 128: max_row rows); it
-     * falls back to the others where it does not apply */
-    if (path == HCI_AT_FAST) {
+    /* the fast paths' pre-pass rows behind the partials (FAST: ratio 0 and 128; PINGPONG: the
+     * window of every ratio too; at most max_row rows); they fall back to the others where they
+     * do not apply */
+    if (fast) {
         need += hci_align256((size_t)max_row * d * 2);
         size_t other = hci_cu_attend_scratch_bytes(n, H, d, max_row, HCI_AT_MMA);
         if (other > need) need = other;
@@ -522,7 +524,8 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int 
     /* no compressed entry exists before the first block closes: the table may be empty then */
     if (a->ratio && (a->pos0 + a->n) / a->ratio > 0 && !a->comp) return HC_ERR_NULL_ARG;
     int64_t max_row = a->window + ncomp_max;
-    const bool fast = path == HCI_AT_FAST && at_fast_ok(*a);
+    const bool fast = (path == HCI_AT_FAST || path == HCI_AT_PINGPONG) && at_fast_ok(*a);
+    const bool pp = fast && path == HCI_AT_PINGPONG && scratch && at_pp_ok(*a);
     int S = fast ? at_fast_splits(a->n, max_row) : at_splits(a->n, a->H, max_row);
     if (S > 1 && !scratch) return HC_ERR_NULL_ARG;
     int64_t nblk = (max_row + AT_BLK - 1) / AT_BLK;
@@ -540,7 +543,8 @@ int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int 
     int mma_ok = path != HCI_AT_SIMPLE && (d == 64 || d == 128 || d == 256 || d == 512);
     if (fast) {
         size_t part = out.S > 1 ? at_part_bytes(out.S, a->n, a->H, a->d) : 0; /* the pre-pass rows behind */
-        st = at_fast_launch(s, *a, out, scratch ? (uint8_t *)scratch + part : nullptr);
+        void *pre = scratch ? (uint8_t *)scratch + part : nullptr;
+        st = pp ? at_pp_launch(s, *a, out, pre) : at_fast_launch(s, *a, out, pre);
     } else if (mma_ok) {
         dim3 grid(out.S, (a->H + AT_HG - 1) / AT_HG, a->n);
         switch (d) {

@@ -29,8 +29,9 @@ struct hci_cu_attn_args {
     uint16_t *o;             /* [n][H][d] bf16 out */
 };
 /* Kernels of hci_cu_attend. FAST falls back to MMA where it does not apply (d != 512, heads not
- * in groups of 64, other entry layouts, not sm_90). */
-enum { HCI_AT_MMA = 0, HCI_AT_SIMPLE = 1, HCI_AT_FAST = 2 };
+ * in groups of 64, other entry layouts, not sm_90); PINGPONG is FAST by attend_pingpong.cu, and
+ * falls back to FAST's kernel where that does not apply (a window not a multiple of 64 entries). */
+enum { HCI_AT_MMA = 0, HCI_AT_SIMPLE = 1, HCI_AT_FAST = 2, HCI_AT_PINGPONG = 3 };
 /* Scratch bytes of hci_cu_attend for pieces of up to n queries with rows of up to max_row entries
  * on the given path. */
 size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int path);
@@ -40,7 +41,8 @@ size_t hci_cu_attend_scratch_bytes(int n, int H, int d, int64_t max_row, int pat
  * mma.sync kernel for d in {64, 128, 256, 512}, the fp32 FMA kernel for any other d; SIMPLE: the
  * fp32 kernel for every d (a cross-check; the two agree within rounding); FAST: the wgmma kernel
  * (attend_wgmma.cu), whose row splits depend only on the row and the piece size class, so that
- * a decode row's output does not depend on its batch. */
+ * a decode row's output does not depend on its batch; PINGPONG: FAST's splits and arithmetic
+ * by the ping-pong wgmma kernel (attend_pingpong.cu; within rounding of FAST's). */
 int hci_cu_attend(cudaStream_t s, const hci_cu_attn_args *a, void *scratch, int path);
 
 #endif

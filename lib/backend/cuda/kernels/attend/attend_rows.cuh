@@ -100,6 +100,11 @@ struct at_out {
  * dequantises once per piece for ratio 0 and 128, window + compressed entries of d bf16). */
 bool at_fast_ok(const hci_cu_attn_args &a);
 int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre);
+/* Its ping-pong kernel (attend_pingpong.cu, option attend_pingpong): the same shapes where the
+ * window is a whole number of blocks; the same splits and partials; pre is required for every
+ * ratio (the window's ring rows are dequantised ahead for CSA too). */
+bool at_pp_ok(const hci_cu_attn_args &a);
+int at_pp_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre);
 
 } // namespace hci_at
 

@@ -20,108 +20,20 @@
  * Numerics (fast mode): fp32 tensor-core sums, p = exp2 of the scaled logit (ex2.approx),
  * rounded to bf16 for P.V, l from the unrounded p, the sink in the final denominator as in
  * attend.cu. Deterministic, and a query's output depends only on its own row and split. */
-#include <math.h>
-#include <stdint.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-#include "../common.cuh"
-#include "../wgmma.cuh"
-#include "attend.h"
-#include "attend_rows.cuh"
+#include "attend_wgmma.cuh"
 
 namespace hci_at {
 namespace {
 
-constexpr int D = 512;               /* head_dim taken */
-constexpr int HG = 64;               /* heads per CTA */
-constexpr int QD = 448;              /* e4m3 part of an fp8 entry; then 64 bf16 rope values */
 constexpr int THREADS = 384;         /* consumer warpgroups 0 and 1, producer warpgroup 2 */
-constexpr int TILE = AT_BLK * 128;   /* one 64-dim column tile of a block (or of Q): 8 KB */
 constexpr int STAGE = 8 * TILE;      /* a block of 64 entries x 512 bf16 */
 constexpr int OFF_KV = 8 * TILE;     /* Q first (64 heads x 512 bf16) */
 constexpr int OFF_XS = OFF_KV + 2 * STAGE;
 constexpr int OFF_VALID = OFF_XS + 2 * 64 * 64 * 4;
 constexpr unsigned SMEM = OFF_VALID + 2 * AT_BLK + 1024; /* + alignment of the base to 1024 */
-constexpr float LOG2E = 1.4426950408889634f;
 constexpr int REGS_C = 216, REGS_P = 72; /* per thread after setmaxnreg: consumers, producer */
 static_assert(256 * REGS_C + 128 * REGS_P <= 65536 / THREADS / 8 * 8 * THREADS, "the register file holds both roles");
 enum { BAR_FULL = 1, BAR_EMPTY = 3, BAR_EXCH = 5 }; /* + stage; 0 is __syncthreads */
-
-/* Byte offset of 16-byte piece c (of 64) of row r in a tile set (the 128-byte swizzle of wgmma:
- * piece index XOR row mod 8 within each 64-dim column tile). */
-__device__ __forceinline__ uint32_t sw_off(int r, int c) { return (uint32_t)((c >> 3) * TILE + r * 128 + (((c & 7) ^ (r & 7)) << 4)); }
-
-/* Shared-memory matrix descriptors (wgmma.cuh): K-major (Q, and the block as the keys) and
- * MN-major (the block as V, 64-dim tiles TILE apart). */
-__device__ __forceinline__ uint64_t desc_k(uint32_t a) { return hci_wg_desc_k(a); }
-__device__ __forceinline__ uint64_t desc_mn(uint32_t a) { return hci_wg_desc(a, TILE); }
-
-__device__ __forceinline__ float ex2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162_raw b = __floats2bfloat162_rn(lo, hi);
-    return (uint32_t)b.x | ((uint32_t)b.y << 16);
-}
-
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define AT_F8(b) "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
-
-/* d (+)= Q.K^T for 64 rows x 64 entries x 16 dims, both operands K-major in shared memory. */
-__device__ __forceinline__ void mma_qk(float (&d)[32], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, "
-                 "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : AT_F8(0), AT_F8(8), AT_F8(16), AT_F8(24)
-                 : "l"(da), "l"(db), "r"(acc));
-}
-
-/* d += P.V for 64 rows x 256 columns x 16 entries: P from registers (the A fragment), V the
- * block read MN-major (columns contiguous). */
-__device__ __forceinline__ void mma_pv(float (&d)[128], const uint32_t (&p)[4], uint64_t db)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, "
-                 "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "
-                 "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "
-                 "%59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, "
-                 "%78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, "
-                 "%97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, "
-                 "%113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
-                 "{%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
-                 : AT_F8(0), AT_F8(8), AT_F8(16), AT_F8(24), AT_F8(32), AT_F8(40), AT_F8(48), AT_F8(56), AT_F8(64),
-                   AT_F8(72), AT_F8(80), AT_F8(88), AT_F8(96), AT_F8(104), AT_F8(112), AT_F8(120)
-                 : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(db), "r"(1));
-}
-#undef AT_F8
-#else /* the compute_90 PTX of the build: never run (at_fast_ok checks the device) */
-__device__ __forceinline__ void mma_qk(float (&)[32], uint64_t, uint64_t, int) { __trap(); }
-__device__ __forceinline__ void mma_pv(float (&)[128], const uint32_t (&)[4], uint64_t) { __trap(); }
-#endif
-
-/* 16 e4m3 codes times 2^(byte - 127) -> 16 bf16 (exact: e4m3 values times a power of two). */
-__device__ __forceinline__ void dequant16(const uint4 &c, int byte, uint4 &lo, uint4 &hi)
-{
-    const float s = hci_pow2(byte - 127);
-    const uint32_t w[4] = {c.x, c.y, c.z, c.w};
-    uint32_t out[8];
-#pragma unroll
-    for (int z = 0; z < 8; z++) {
-        __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w[z >> 1] >> (16 * (z & 1))), __NV_E4M3);
-        float2 f = __half22float2(__half2(hr));
-        out[z] = pack_bf16(f.x * s, f.y * s);
-    }
-    lo = make_uint4(out[0], out[1], out[2], out[3]);
-    hi = make_uint4(out[4], out[5], out[6], out[7]);
-}
 
 /* Producer: block b of the split into stage b % 2. Lane (warp w, lane) takes entries
  * e = 8 (w + 4 h) + lane / 4 (h = 0, 1) and, for each 64-dim tile c, dims 64 c + 16 (lane % 4)
@@ -176,35 +88,6 @@ __device__ void produce(const hci_cu_attn_args &a, int i, const at_range &rg, ui
         hci_async_fence(); /* the generic-proxy stores, before the consumers' wgmma reads them */
         hci_bar_arrive(BAR_FULL + st, THREADS);
     }
-}
-
-/* Rows dequantised ahead of the attention (ratio 0 and 128, where every query of a piece reads
- * the same entries): the ring's positions wbase .. pos0 - 1 and compressed entries 0 .. ncomp - 1
- * as bf16 rows of D values, so that the producer only copies (cp.async, no registers held). */
-struct at_pre {
-    const uint16_t *win;  /* row p - wbase: position p < pos0 */
-    const uint16_t *comp; /* row j: compressed entry j (ratio 128) */
-    int64_t wbase;
-};
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-
-/* Entry u of query t's row as a bf16 row in global memory, or NULL (padding). */
-__device__ __forceinline__ const uint16_t *pre_row(const hci_cu_attn_args &a, const at_pre &pr, int64_t t, int64_t u,
-                                                   int64_t ncomp)
-{
-    if (u < a.window) {
-        const int64_t p = at_window_pos(a, t, u);
-        if (p < 0) return nullptr;
-        return p >= a.pos0 ? a.kv + (size_t)(p - a.pos0) * D : pr.win + (size_t)(p - pr.wbase) * D;
-    }
-    int64_t c = u - a.window;
-    return c < ncomp ? pr.comp + (size_t)c * D : nullptr;
 }
 
 /* Producer over pre-dequantised rows: block b's 64 rows copied into stage b % 2 by cp.async
@@ -437,23 +320,30 @@ bool at_fast_ok(const hci_cu_attn_args &a)
     return hci_cu_device_is_sm90();
 }
 
+int at_fast_prepass(cudaStream_t s, const hci_cu_attn_args &a, void *pre, at_pre *pr)
+{
+    if (!pre) return HC_ERR_NULL_ARG;
+    pr->wbase = a.pos0 > a.window ? a.pos0 - a.window : 0;
+    pr->win = (const uint16_t *)pre;
+    pr->comp = a.ratio == 128 ? pr->win + (size_t)a.window * D : nullptr;
+    int64_t nwin = a.pos0 - pr->wbase, ncomp = a.ratio == 128 ? (a.pos0 + a.n) / a.ratio : 0;
+    if (nwin > 0) {
+        atw_dequant<<<(unsigned)((nwin * (D / 8) + 255) / 256), 256, 0, s>>>(a, 1, pr->wbase, nwin, (uint16_t *)pr->win);
+        if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
+    }
+    if (ncomp > 0) {
+        atw_dequant<<<(unsigned)((ncomp * (D / 8) + 255) / 256), 256, 0, s>>>(a, 0, 0, ncomp, (uint16_t *)pr->comp);
+        if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
+    }
+    return HC_OK;
+}
+
 int at_fast_launch(cudaStream_t s, const hci_cu_attn_args &a, const at_out &out, void *pre)
 {
     at_pre pr = {nullptr, nullptr, 0};
     if (a.ratio != 4) { /* every query of the piece reads the same entries: dequantise them once */
-        if (!pre) return HC_ERR_NULL_ARG;
-        pr.wbase = a.pos0 > a.window ? a.pos0 - a.window : 0;
-        pr.win = (const uint16_t *)pre;
-        pr.comp = pr.win + (size_t)a.window * D;
-        int64_t nwin = a.pos0 - pr.wbase, ncomp = a.ratio ? (a.pos0 + a.n) / a.ratio : 0;
-        if (nwin > 0) {
-            atw_dequant<<<(unsigned)((nwin * (D / 8) + 255) / 256), 256, 0, s>>>(a, 1, pr.wbase, nwin, (uint16_t *)pr.win);
-            if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
-        }
-        if (ncomp > 0) {
-            atw_dequant<<<(unsigned)((ncomp * (D / 8) + 255) / 256), 256, 0, s>>>(a, 0, 0, ncomp, (uint16_t *)pr.comp);
-            if (HCI_CU_CHECK_LAUNCH() != HC_OK) return HC_ERR_CUDA;
-        }
+        int st = at_fast_prepass(s, a, pre, &pr);
+        if (st != HC_OK) return st;
     }
     auto kern = a.ratio != 4 ? atw_kernel<true> : atw_kernel<false>;
     if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
