@@ -33,7 +33,7 @@ typedef struct candidate {
     int backend, numerics, n_threads, max_chunk;
     int bitwise;           /* every result bitwise equal to the CPU's */
     double proj, out, att; /* otherwise: rel L2 bounds of the projections, out_path, attend */
-    const char *options[4]; /* backend options set to 1 (hc_x_ctx_set_option) */
+    const char *options[4]; /* backend options set to 1, or "name=0" (hc_x_ctx_set_option) */
     int batch_invariant;    /* check that a token's projections do not depend on the call's others */
     double topk_overlap;    /* 0: top-k sets bitwise equal; else the least mean share of equal picks
                              * (fast scores), the picks then also deterministic and batch-invariant */
@@ -56,14 +56,10 @@ static const candidate candidates[] = {
     /* fast numerics, the default on CUDA (gemv_fast, index_fast, comp_fast): the docs/golden.md
      * share of the top-k picks */
     {"cuda (fast)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {NULL}, 1, 0.95, 1e-2},
-    /* FAST with the native FP8 prefill GEMM (sm_90; elsewhere the option falls back), its rows
-     * checked for batch invariance as above */
-    {"cuda (fast, gemm_fp8_native)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
-     {"gemm_fp8_native"}, 1, 0.95, 1e-2},
-    /* FAST with the fast attention's ping-pong kernel (off by default until measured), its rows
-     * checked for batch invariance as above */
-    {"cuda (fast, attend_pingpong)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
-     {"attend_pingpong"}, 1, 0.95, 1e-2},
+    /* FAST on the kernels it had before 2026-12-07 (the native FP8 GEMM, the ping-pong attention
+     * and the indexer's tensor-core head sum off), its rows checked for batch invariance */
+    {"cuda (fast, previous kernels)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"gemm_fp8_native=0", "attend_pingpong=0", "index_tcsum=0"}, 1, 0.95, 1e-2},
 };
 
 static const char *g_geom;
@@ -374,8 +370,12 @@ static void conform(const candidate *k)
     ck_assert_int_eq(hc_ctx_numerics(cb), k->backend == HC_BACKEND_CUDA && k->numerics != HC_NUMERICS_EXACT
                                               ? HC_NUMERICS_FAST
                                               : HC_NUMERICS_EXACT);
-    for (int i = 0; i < 4 && k->options[i]; i++)
-        ck_assert_msg(hc_x_ctx_set_option(cb, k->options[i], 1) == HC_OK, "%s", hc_ctx_last_error(cb));
+    for (int i = 0; i < 4 && k->options[i]; i++) {
+        char name[64];
+        const char *eq = strchr(k->options[i], '=');
+        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - k->options[i]) : 63, k->options[i]);
+        ck_assert_msg(hc_x_ctx_set_option(cb, name, eq ? atoi(eq + 1) : 1) == HC_OK, "%s", hc_ctx_last_error(cb));
+    }
     ck_assert_int_eq(tu_fast_env_options(cb), 0); /* HC_TEST_FAST_OPTIONS on the FAST candidates */
     /* the CPU backend has no options; unknown names and bad values are refused */
     ck_assert_int_eq(hc_x_ctx_set_option(ca, "attend_simple", 1), HC_ERR_UNSUPPORTED);

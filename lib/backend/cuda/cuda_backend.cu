@@ -789,8 +789,11 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     be->numerics = a->numerics == HC_NUMERICS_EXACT ? HC_NUMERICS_EXACT : HC_NUMERICS_FAST;
     cu->opt.gemv_fast = cu->opt.index_fast = cu->opt.comp_fast = cu->opt.attend_fast = be->numerics == HC_NUMERICS_FAST;
     cu->opt.gemm_wgmma = 1; /* the same bits as gemm_fp8.cu's big tiles, faster (cuda_options.h) */
-    cu->opt.index_tcsum = 0; /* only read with index_fast; on once measured on a GPU (cuda_options.h) */
-    cu->opt.batch_shared = 0; /* batches sharing their projections' launches: on once run on a GPU */
+    /* measured on an H100 on 2026-12-07 (docs/perf/cuda-h100-2026-12-07.md): FAST's faster kernels
+     * within its tolerance; gemv_teams and batch_shared keep each row's bits, so both modes */
+    cu->opt.index_tcsum = cu->opt.gemm_fp8_native = cu->opt.attend_pingpong = be->numerics == HC_NUMERICS_FAST;
+    cu->opt.gemv_teams = 1;
+    cu->opt.batch_shared = 1;
     be->ops_may_fail = 0;
     be->err = a->err;
     be->errsz = a->errsz;

