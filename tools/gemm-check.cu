@@ -253,7 +253,9 @@ int native_main(bool quick, int reps, int only_m, int only_k, double peak, bool 
            prop.multiProcessorCount, peak, codes ? "random-code" : "model-like");
     if (fbn) printf(", configuration %d/%d only", fbn, fcl);
     printf("\n");
-    const int shapes[5][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024}};
+    /* V4-Flash's projections, then the tiny preset's (the golden set's: K of 256 and 512) */
+    const int shapes[9][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024},
+                              {1024, 256},  {256, 512},    {128, 512},   {512, 512}};
     const int ns_full[7] = {2048, 200, 65, 64, 48, 33, 16}, ns_quick[3] = {2048, 200, 64};
     const int *ns = quick ? ns_quick : ns_full, nn = quick ? 3 : 7;
     const int NMAX = 2048, BNS[4] = {128, 64, 32, 16};
@@ -473,7 +475,9 @@ int main(int argc, char **argv)
     if (native) return native_main(quick, reps, only_m, only_k, peak, codes, configs, fbn, fcl, prop);
     printf("gemm-check on %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
 
-    const int shapes[5][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024}};
+    /* V4-Flash's projections, then the tiny preset's (the golden set's: K of 256 and 512) */
+    const int shapes[9][2] = {{1024, 4096}, {32768, 1024}, {4096, 8192}, {512, 4096}, {8192, 1024},
+                              {1024, 256},  {256, 512},    {128, 512},   {512, 512}};
     const int ns_full[3] = {2048, 65, 200}, ns_quick[2] = {2048, 200};
     const int *ns = quick ? ns_quick : ns_full, nn = quick ? 2 : 3;
     const int NMAX = 2048, BNS[4] = {128, 64, 32, 16};

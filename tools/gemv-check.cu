@@ -1,7 +1,7 @@
 // gemv-check: the decode projections' kernels against the previous ones, bit for bit, and their
 // bandwidth. Needs an sm_90 GPU (the kernels are built for it).
 //
-// Three kinds, each on V4-Flash's decode shapes plus a few odd ones (K not a multiple of 8
+// Three kinds, each on V4-Flash's and the tiny preset's decode shapes plus a few odd ones (K not a multiple of 8
 // k-units, M not of 64), for n = 1, 2, 4, 8, 16, 24, 40, 64 tokens:
 //   fp8   the fast FP8 GEMV (gemv_fp8_tc.cu) against the previous kernel (gemv_tc_ref.cu):
 //         wq_a, wq_b, wkv, wo_b, the indexer's wq_b;
@@ -348,6 +348,10 @@ int main(int argc, char **argv)
         {"fp8", "odd", 136, 1152, 1},     {"bf16", "wo_a", 8192, 4096, 8},  {"bf16", "odd", 48, 96, 2},
         {"bf16", "odd", 72, 288, 3},      {"comp", "csa", 2048, 4096, 1},   {"comp", "hca", 1024, 4096, 1},
         {"comp", "idx", 512, 4096, 1},    {"comp", "wproj", 64, 4096, 1},   {"comp", "odd", 40, 384, 1},
+        /* the tiny preset (dim 512, 8 heads of 128, ranks 256, 2 output groups: the golden set's) */
+        {"fp8", "tiny_wq_a", 256, 512, 1}, {"fp8", "tiny_wq_b", 1024, 256, 1}, {"fp8", "tiny_wkv", 128, 512, 1},
+        {"fp8", "tiny_wo_b", 512, 512, 1}, {"bf16", "tiny_wo_a", 512, 512, 2}, {"comp", "tiny_csa", 512, 512, 1},
+        {"comp", "tiny_hca", 256, 512, 1}, {"comp", "tiny_wproj", 8, 512, 1},
     };
     const std::vector<int> ns = o.quick ? std::vector<int>{1, 8, 64} : std::vector<int>{1, 2, 4, 8, 16, 24, 40, 64};
     std::vector<Case> cases;
