@@ -14,7 +14,8 @@
  * (the GPU run); default: the tiny model. HC_CONFORM_ONLY=TEXT runs the candidates whose name
  * holds TEXT; HC_CONFORM_TOKENS=N sets the prefix plus piece length (e.g. more compressed entries
  * than V4-Flash's 512 top-k picks, so that the fast indexer's selections are really tested);
- * HC_TEST_FAST_OPTIONS (testopts.h) sets CUDA options on the FAST candidates. */
+ * HC_TEST_FAST_OPTIONS (testopts.h) sets CUDA options on the FAST candidates; HC_CONFORM_PIECE=N
+ * compares a piece of N tokens (default 64, at most the candidate's chunk). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -60,6 +61,10 @@ static const candidate candidates[] = {
      * and the indexer's tensor-core head sum off), its rows checked for batch invariance */
     {"cuda (fast, previous kernels)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"gemm_fp8_native=0", "attend_pingpong=0", "index_tcsum=0"}, 1, 0.95, 1e-2},
+    /* FAST with the native FP8 prefill GEMM (off by default: NEXT-gemm-native.md), its rows
+     * checked for batch invariance; HC_CONFORM_PIECE=256 compares its projections with the CPU's */
+    {"cuda (fast, gemm_fp8_native)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"gemm_fp8_native"}, 1, 0.95, 1e-2},
 };
 
 static const char *g_geom;
@@ -362,6 +367,10 @@ static void conform(const candidate *k)
     const hci_config *cfg = &m->cfg;
     int L = cfg->n_layers, D = cfg->dim, H = cfg->n_heads, d = cfg->head_dim, K = cfg->index_topk;
     int IH = cfg->index_n_heads, ID = cfg->index_head_dim, n = 64;
+    /* HC_CONFORM_PIECE=N: a piece of N tokens (64 to the candidate's chunk), so that the prefill
+     * GEMMs rather than the GEMVs make its projections */
+    const char *piece = getenv("HC_CONFORM_PIECE");
+    if (piece && atoi(piece) > n) n = atoi(piece) < k->max_chunk ? atoi(piece) : k->max_chunk;
     int64_t T = g_tokens, pos0 = T - n;
     hc_ctx *ca = make(m, HC_BACKEND_CPU, HC_NUMERICS_DEFAULT, 0, 512);
     hc_ctx *cb = make(m, k->backend, k->numerics, k->n_threads, k->max_chunk);

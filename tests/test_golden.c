@@ -174,10 +174,8 @@ static const gtol tol_cpu = {HC_NUMERICS_EXACT, HC_CACHE_BF16, 5e-3, 3e-2, 3e-2,
 /* CUDA, EXACT: the same caches and picks as the CPU; its outputs take other fp32 sums (docs/cuda.md). */
 static const gtol tol_cuda_exact = {HC_NUMERICS_EXACT, HC_CACHE_BF16, 1e-2, 3e-2, 3e-2, 0.99, 1e-6, 0.99, 0};
 /* CUDA, FAST: the faithful tolerance of docs/golden.md / docs/numerics.md. The compressor state
- * holds fp32 sums of another order (tensor cores), hence its looser bound; so do the native FP8
- * projections, and a last-bit change before the fp8 cache's rounding moves a value by a whole fp8
- * step (1.2% of layer 0's window on tiny-a), hence 98% of cache values within one bf16 ulp. */
-static const gtol tol_cuda_fast = {HC_NUMERICS_FAST, HC_CACHE_FP8, 1e-2, 5e-2, 3e-2, 0.98, 1e-5, 0.95, 1};
+ * holds fp32 sums of another order (tensor cores), hence its looser bound. */
+static const gtol tol_cuda_fast = {HC_NUMERICS_FAST, HC_CACHE_FP8, 1e-2, 5e-2, 3e-2, 0.99, 1e-5, 0.95, 1};
 
 /* The share of the reference's picks (ref entries carry offset, -1 padding) that ours holds. */
 static double topk_shared(const int32_t *ours, const float *ref, int k, int offset)

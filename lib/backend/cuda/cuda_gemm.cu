@@ -198,10 +198,7 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
         /* option gemm_fp8_native: the official kernels' structure on native FP8 tensor cores
          * (not the CPU's bits); a shape, GPU or driver it does not take (HC_ERR_INVALID_ARG)
          * goes on to the kernels below */
-        /* only on the shapes measured good (V4-Flash's: K >= 1024, M >= 512): on the tiny preset's
-         * (K 256 and 512, M 128 to 1024) the layers came out 2e-2 from the CPU on an H100
-         * (2026-12-07, test_gpu, test_golden) while tools/gemm-check was clean on V4-Flash's */
-        if (cu->opt.gemm_fp8_native && K >= 1024 && M >= 512) {
+        if (cu->opt.gemm_fp8_native) {
             int st = hci_cu_gemm_fp8_native(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
             if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8_native");
             if (st == HC_OK) return HC_OK;

@@ -83,8 +83,10 @@ typedef struct hci_cu_options {
      * (fma(P, xs * ws, acc), the blocks in k order): the official kernels' structure, not the
      * CPU's bits (the tensor cores' accumulation inside a block is not exact). Deterministic and
      * batch-invariant (one formula for every token count and tile). Takes precedence over
-     * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Set by
-     * HC_NUMERICS_FAST (measured 2026-12-07: tools/gemm-check --native, 2.2x at 2048 tokens). */
+     * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Off by
+     * default: 2.2x at 2048 tokens in tools/gemm-check --native, within 7e-4 of gemm_wgmma there,
+     * but test_gpu's FAST layers came out 2e-2 from the CPU with it on an H100 (2026-12-07;
+     * docs/perf/NEXT-gemm-native.md). */
     int gemm_fp8_native;
     /* With attend_fast: its attention by the ping-pong kernel (kernels/attend/attend_pingpong.cu):
      * the two consumer warpgroups take alternate blocks (each S over all 512 dims, P shared through
