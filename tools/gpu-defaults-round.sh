@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # gpu-defaults-round.sh - one device call (within 10 minutes) that checks the CUDA backend's
 # defaults after options were turned on, from the repository root with the build that
-# tools/gpu-carry.sh packed in .carry/b (or CARRY=DIR): the GPU suites on both geometries, the
-# golden set on CUDA, the V4-Flash conformance of the FAST candidates (2600 tokens), test_batch three
-# times (MEMCHECK=1: once more under compute-sanitizer memcheck), then issue 11's 131072-token prefill and the
-# decode table (quick) with and without attend_pingpong, the native GEMM on the tiny preset's
-# shapes, and (SESSIONS=1) CUDA session loads with other read pipelines. Writes $OUT/all.tgz only (a device call returns at most 8 files) and
-# prints the summary and each log's tail.
+# tools/gpu-carry.sh packed in .carry/b (or CARRY=DIR):
+#   - test_gpu on both geometries, the golden set on CUDA, the V4-Flash conformance of the FAST
+#     candidates (2600 tokens), test_batch three times (MEMCHECK=1: once more under memcheck);
+#   - issue 11's 131072-token prefill, the decode table (quick) with and without attend_pingpong,
+#     the native GEMM on the tiny preset's shapes;
+#   - NCU=1: an ncu profile of the indexer at 1M; SESSIONS=1: CUDA session loads with other read
+#     pipelines.
+# Writes $OUT/all.tgz only (a device call returns at most 8 files).
 set -u
 cd "$(dirname "$0")/.."
 b=${CARRY:-.carry/b}
@@ -30,6 +32,11 @@ step decode-pp0 100 $b/tools/bench-gpu --quick --option attend_pingpong=0 --json
 for s in 1024x256 256x512 128x512 512x512; do
     step native-tiny-$s 60 $b/tools/gemm-check --native --quick --reps 3 --shape $s
 done
+# NCU=1: the indexer's score kernel and its selection passes at 1M (issue 11's main cost): time per
+# kernel, tensor-pipe use, issue stalls
+[ -n "${NCU:-}" ] && step ncu-index 240 ncu --clock-control none -k regex:"ixw_score|ix_lohist|ix_count|ix_compact|ix_sort" \
+    -c 10 --section SpeedOfLight --metrics 'gpu__time_duration.sum,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+    $b/tools/prefill-ops 1013760 gemv_fast index_fast comp_fast attend_fast
 # SESSIONS=1: CUDA session loads with read pipelines of fewer reads in flight
 [ -n "${SESSIONS:-}" ] && step session-cuda 200 $b/tools/session-bench --backend cuda --dir /tmp --rounds 1 --no-zstd \
     --variant read_threads=2 --variant read_threads=1 --variant read_threads=2,read_bufs=4
