@@ -288,6 +288,52 @@ static void split_invariance(int numerics)
     free(x), free(y1), free(y2);
 }
 
+/* FAST options that promise FAST's bits (cuda_options.h): index_tcpipe against index_tcsum's
+ * kernel, gemv_teams against the previous GEMVs. A prefix past the top-k (picks are chosen, not
+ * all taken), then decode-sized pieces: outputs, compressed entries, indexer keys and the picks
+ * bitwise equal. */
+START_TEST(fast_options_same_bits)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, 5, NULL, &m), HC_OK);
+    int L = m->cfg.n_layers, D = m->cfg.dim, K = m->cfg.index_topk;
+    int64_t T = 8 * (int64_t)K + 8 + 4 * 64; /* a prefix of 8K + 8 tokens: the later half picks */
+    size_t nx = (size_t)L * T * D, ns = (size_t)L * T * K;
+    float *x = malloc(nx * sizeof(float)), *y1 = malloc(nx * sizeof(float)), *y2 = malloc(nx * sizeof(float));
+    int32_t *s1 = calloc(ns, sizeof(int32_t)), *s2 = calloc(ns, sizeof(int32_t));
+    ck_assert(x && y1 && y2 && s1 && s2);
+    tu_fill_normal(x, nx, 77, 1.0f);
+    const int parts[] = {8 * K + 8, 1, 2, 3, 17, 41, 64, 1, 127};
+    hc_ctx *a = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
+    hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
+    ck_assert_int_eq(hc_x_ctx_set_option(a, "index_tcpipe", 0), HC_OK);
+    ck_assert_int_eq(hc_x_ctx_set_option(a, "gemv_teams", 1), HC_OK);
+    ck_assert_int_eq(hc_x_ctx_set_option(b, "index_tcpipe", 1), HC_OK);
+    ck_assert_int_eq(hc_x_ctx_set_option(b, "gemv_teams", 0), HC_OK);
+    run_chunks(a, x, T, parts, 9, y1, s1);
+    run_chunks(b, x, T, parts, 9, y2, s2);
+    for (int l = 0; l < L; l++) {
+        ck_assert_msg(!memcmp(y1 + (size_t)l * T * D, y2 + (size_t)l * T * D, sizeof(float) * (size_t)T * D),
+                      "layer %d outputs differ", l);
+        ck_assert_msg(!memcmp(s1 + (size_t)l * T * K, s2 + (size_t)l * T * K, sizeof(int32_t) * (size_t)T * K),
+                      "layer %d picks differ", l);
+        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
+        if (la->ratio)
+            ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
+                                       T / la->ratio, NULL),
+                          "layer %d entries", l);
+        if (la->ratio == 4)
+            ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
+                                       T / 4, NULL),
+                          "layer %d indexer keys", l);
+    }
+    printf("fast options of the same bits: %lld tokens, outputs, entries and picks equal\n", (long long)T);
+    hc_ctx_free(a), hc_ctx_free(b);
+    hc_model_free(m);
+    free(x), free(y1), free(y2), free(s1), free(s2);
+}
+END_TEST
+
 START_TEST(split_invariance_exact) { split_invariance(HC_NUMERICS_EXACT); }
 END_TEST
 START_TEST(split_invariance_fast) { split_invariance(HC_NUMERICS_FAST); }
@@ -798,6 +844,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, layers_fp8_cache);
     tcase_add_test(tc, split_invariance_exact);
     tcase_add_test(tc, split_invariance_fast);
+    tcase_add_test(tc, fast_options_same_bits);
     tcase_add_test(tc, prefill_vs_decode_exact);
     tcase_add_test(tc, prefill_vs_decode_fast);
     tcase_add_test(tc, device_io_and_caller_stream);

@@ -49,6 +49,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"gemv_teams", offsetof(hci_cu_options, gemv_teams)},
         {"index_fast", offsetof(hci_cu_options, index_fast)},
         {"index_tcsum", offsetof(hci_cu_options, index_tcsum)},
+        {"index_tcpipe", offsetof(hci_cu_options, index_tcpipe)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
         {"batch_shared", offsetof(hci_cu_options, batch_shared)},
@@ -454,7 +455,8 @@ static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, 
     KTRY(be, hci_cu_index_topk(cu->stream, &idx->layout, (uint8_t *const *)idx->entries.dev_table, n, pos0,
                                cf->index_n_heads, cf->index_head_dim, cf->index_topk, qi, w, sel, cu->scratch,
                                cu->opt.index_exact_only ? HCI_IX_EXACT_ONLY
-                               : cu->opt.index_fast     ? HCI_IX_FAST | (cu->opt.index_tcsum ? HCI_IX_TCSUM : 0)
+                               : cu->opt.index_fast     ? HCI_IX_FAST | (cu->opt.index_tcsum ? HCI_IX_TCSUM : 0) |
+                                                          (cu->opt.index_tcpipe ? HCI_IX_TCPIPE : 0)
                                                         : HCI_IX_EXACT));
     return HC_OK;
 }

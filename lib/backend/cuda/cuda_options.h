@@ -51,6 +51,12 @@ typedef struct hci_cu_options {
      * Deterministic and batch-invariant either way. Set by HC_NUMERICS_FAST (measured
      * 2026-12-07: tools/gpu-index-tcsum.sh is its check). */
     int index_tcsum;
+    /* With index_tcsum: the same kernel's work per query pair pipelined (index_wgmma.cu, PIPE):
+     * the sums and the next pair's score MMAs issued together, the scores stored while the
+     * next pair's MMAs run, three warpgroups per CTA instead of four (registers). The same
+     * terms and sums as index_tcsum, so the same bits. Off by default: written 2026-12-07
+     * without a GPU (check: tools/gpu-index-tcpipe.sh). */
+    int index_tcpipe;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
      * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so

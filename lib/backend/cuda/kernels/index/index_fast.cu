@@ -204,7 +204,7 @@ size_t hci_cu_index_fast_qstride(int IH)
 
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,
                              int64_t pos0, int IH, const uint16_t *qi, const uint16_t *w, uint8_t *prep,
-                             uint16_t *scores, int64_t stride, uint32_t *hist, int sms, bool tcsum)
+                             uint16_t *scores, int64_t stride, uint32_t *hist, int sms, int sum)
 {
     if (!hci_cu_index_fast_ok(l, IH, DIM)) return HC_ERR_UNSUPPORTED;
     if (rows <= 0) return HC_OK;
@@ -221,7 +221,7 @@ int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t 
     a.IH = IH, a.rows = rows;
     a.pos0 = pos0, a.stride = stride;
     a.scores = scores, a.hist = hist;
-    if (IH == 64 && hci_cu_device_is_sm90()) return wgmma_scores(s, a, sms, tcsum);
+    if (IH == 64 && hci_cu_device_is_sm90()) return wgmma_scores(s, a, sms, sum);
     unsigned smem = ixf_smem_bytes(IH);
     if (cudaFuncSetAttribute(ixf_score, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
         return HC_ERR_CUDA;

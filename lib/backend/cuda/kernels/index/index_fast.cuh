@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include "../common.cuh"
 #include "config.h"
+#include "index_fast.h" /* HCI_IX_SUM_* */
 
 namespace ixf {
 
@@ -134,9 +135,9 @@ __device__ __forceinline__ void ixf_stage_queries(const ixf_args &a, int IH, int
     for (int i = tid; i < NQ * 256; i += NT) hist[i] = 0;
 }
 
-/* The wgmma score kernel (index_wgmma.cu) for IH == 64, the head sum on the tensor cores when
- * tcsum (and the scales are folded): HC_OK or HC_ERR_CUDA. */
-int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, bool tcsum);
+/* The wgmma score kernel (index_wgmma.cu) for IH == 64, the head sum as sum says
+ * (index_fast.h; the tensor-core sums need the folded scales): HC_OK or HC_ERR_CUDA. */
+int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, int sum);
 
 } // namespace ixf
 

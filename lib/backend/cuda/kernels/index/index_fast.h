@@ -25,11 +25,14 @@ size_t hci_cu_index_fast_qstride(int IH);
  * scores[r * stride + j] (order-preserving 16-bit keys, index/config.h's ix_key16) and adds
  * each key's high byte to hist[r][256] (zeroed by the caller). prep: scratch
  * of rows * hci_cu_index_fast_qstride(IH) bytes (16-byte aligned). sms: multiprocessors.
- * tcsum: where the wgmma kernel runs, the head sum on the tensor cores (index_wgmma.cu; fp32 in
- * the tensor cores' order instead of the fixed CUDA-core order). Returns HC_OK,
- * HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or HC_ERR_CUDA. */
+ * sum: where the wgmma kernel runs, how it adds the head terms (index_wgmma.cu): HCI_IX_SUM_CORES
+ * in a fixed fp32 order on the CUDA cores; HCI_IX_SUM_TC on the tensor cores (their fp32 order);
+ * HCI_IX_SUM_TC_PIPE the same sums, a pair of queries' tensor work overlapping the previous
+ * pair's end. Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or
+ * HC_ERR_CUDA. */
+enum { HCI_IX_SUM_CORES = 0, HCI_IX_SUM_TC = 1, HCI_IX_SUM_TC_PIPE = 2 };
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,
                              int64_t pos0, int IH, const uint16_t *qi, const uint16_t *w, uint8_t *prep,
-                             uint16_t *scores, int64_t stride, uint32_t *hist, int sms, bool tcsum);
+                             uint16_t *scores, int64_t stride, uint32_t *hist, int sms, int sum);
 
 #endif

@@ -31,14 +31,18 @@ namespace ixf {
 namespace {
 
 constexpr int WQ = 16;                /* queries per CTA */
-constexpr int NWG = 4;                /* warpgroups per CTA, each with its own key tiles */
-constexpr int THREADS = NWG * 128;
 constexpr int HEADS = 64;
 constexpr int QBYTES = HEADS * DIM;   /* one query's rows */
 constexpr int KBYTES = IX_TILE * DIM; /* one key tile */
 constexpr int ONES_BYTES = 8 * 128;  /* the head sum's B: 8 columns x 64 heads of bf16 1.0 */
-constexpr unsigned SMEM = WQ * QBYTES + NWG * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 +
-                          NWG * IX_TILE * 4 + WQ * 256 * 4 + 1024;
+/* warpgroups per CTA, each with its own key tiles: four; three for the pipelined head sum, whose
+ * pair in flight needs more than the 128 registers a thread of four warpgroups may have */
+constexpr int nwg(bool pipe) { return pipe ? 3 : 4; }
+constexpr unsigned smem_bytes(bool pipe)
+{
+    return WQ * QBYTES + nwg(pipe) * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 + nwg(pipe) * IX_TILE * 4 +
+           WQ * 256 * 4 + 1024;
+}
 
 /* 128B-swizzled tiles and their descriptors, fences, barriers: wgmma.cuh */
 
@@ -81,9 +85,42 @@ __device__ __forceinline__ uint32_t ixw_terms_bf16x2(float d0, float d1, uint32_
     return m;
 }
 
-template <bool TC>
-__global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
+/* Query q (0 or 1) of the pair in D's columns: its head terms as the A fragments of the four k16
+ * chunks of the head sum, with the packed weights that lane t reads (wl: 8 words). */
+__device__ __forceinline__ void ixw_query_terms(const float (&d)[64], const uint32_t *wl, int q, uint32_t (&tm)[4][4])
 {
+    const uint4 w03 = ((const uint4 *)wl)[0], w47 = ((const uint4 *)wl)[1];
+    const uint32_t wq[8] = {w03.x, w03.y, w03.z, w03.w, w47.x, w47.y, w47.z, w47.w};
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+        const int ja = 8 * q + 2 * c, jb = ja + 1;
+        tm[c][0] = ixw_terms_bf16x2(d[4 * ja], d[4 * ja + 1], wq[2 * c]);
+        tm[c][1] = ixw_terms_bf16x2(d[4 * ja + 2], d[4 * ja + 3], wq[2 * c]);
+        tm[c][2] = ixw_terms_bf16x2(d[4 * jb], d[4 * jb + 1], wq[2 * c + 1]);
+        tm[c][3] = ixw_terms_bf16x2(d[4 * jb + 2], d[4 * jb + 3], wq[2 * c + 1]);
+    }
+}
+
+/* The head sum of lane t's (query, row) from the sum MMAs' results: every column of their B is
+ * ones, so e[q][0] = e[q][1] is row g's sum of query q and e[q][2] row g + 8's; lane t takes query
+ * t & 1, row g + 8 (t >> 1). A sum of zeros as +0, as the fp32 sum from +0 gives it. */
+__device__ __forceinline__ float ixw_pick(const float (&e)[2][4], int t)
+{
+    const float v = (t & 1) ? ((t >> 1) ? e[1][2] : e[1][0]) : ((t >> 1) ? e[0][2] : e[0][0]);
+    return __fadd_rn(v, 0.0f);
+}
+
+/* PIPE (with TC; option index_tcpipe): the same terms and sums, the tensor work of a query pair
+ * overlapping the previous pair's end. Per pair: its four main MMAs complete, their results
+ * become the bf16 terms (the sum's register A), then the sum MMAs of this pair and the main MMAs
+ * of the next are issued as two groups; the first group's wait leaves the next pair's MMAs
+ * running while this pair's scores are stored. Nothing stays in flight across the loop's back
+ * edge (ptxas would serialise every wgmma). */
+template <bool TC, bool PIPE>
+__global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
+{
+    constexpr int NWG = nwg(PIPE), THREADS = NWG * 128;
+    static_assert(!PIPE || TC, "the pipelined kernel is the tensor-core head sum's");
     extern __shared__ __align__(16) uint8_t sm_raw[];
     /* the first 1024-byte boundary of the shared window (wgmma's swizzle reads shared addresses);
      * an offset from sm_raw, so that the compiler keeps shared loads for the arrays below */
@@ -126,6 +163,78 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
     ixf_part nx[2];
     for (int i = 0; i < 2; i++)
         nx[i] = tile0 < ntiles ? ixf_fetch(a, a.pages[tile0], tile_keys(tile0), wt + 128 * i) : ixf_part{};
+    /* keys visible to query qq of the CTA (none past its last) */
+    auto nv_of = [&](int qq) -> int64_t { return qq < QTe ? (a.pos0 + q0 + qq + 1) / 4 : 0; };
+    const uint64_t dones = hci_wg_desc_k((uint32_t)__cvta_generic_to_shared(ones));
+    /* PIPE: the pairs of one tile (see the kernel's comment). The pairs that see the tile are
+     * p0 .. pe - 1: a later query sees more keys. */
+    auto pipe_pairs = [&](int64_t j0, auto &&emit) {
+        const int pe = (QTe + 1) / 2;
+        int p = 0;
+        while (p < pe && j0 >= max(nv_of(2 * p), nv_of(2 * p + 1))) p++;
+        if (p >= pe) return;
+        const float sk0 = ksc[wi * 16 + g], sk1 = ksc[wi * 16 + g + 8];
+        float d[64];
+        uint32_t tm[2][4][4];
+        auto issue_main = [&](int pp) {
+            const uint64_t db0 = hci_wg_desc_k(qs_s + (uint32_t)(2 * pp * QBYTES));
+#pragma unroll
+            for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
+            hci_wg_fence();
+#pragma unroll
+            for (int k = 0; k < 4; k++) wgmma_m64n128k32(d, da0 + 2 * k, db0 + 2 * k, k);
+            hci_wg_commit();
+        };
+        auto terms = [&](int pp) {
+#pragma unroll
+            for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
+#pragma unroll
+            for (int q = 0; q < 2; q++) ixw_query_terms(d, wpk + (2 * pp + q) * (HEADS / 2) + t * 8, q, tm[q]);
+        };
+        /* this pair's head sums (from tm) as one group, then its scores out */
+        auto issue_sums = [&](float (&e)[2][4]) {
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) e[q][i] = 0.0f, hci_reg_fence(e[q][i]);
+            hci_wg_fence();
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) wgmma_sum_m64n8k16(e[q], tm[q][c], dones + 2 * c, c);
+            hci_wg_commit();
+        };
+        auto scores_out = [&](int pp, float (&e)[2][4]) {
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) hci_reg_fence(e[q][i]);
+            const int query = 2 * pp + (t & 1), key = wi * 16 + g + 8 * (t >> 1);
+            const float v = __fmul_rn(ixw_pick(e, t), (t >> 1) ? sk1 : sk0);
+            emit(v, query, key, j0 + key < nv_of(query));
+        };
+#pragma unroll
+        for (int i = 0; i < 64; i++) d[i] = 0.0f;
+        issue_main(p);
+        hci_wg_wait0();
+        terms(p);
+        /* every pair but the last: its sums and the next pair's MMAs in flight together (no
+         * branch around a wgmma: ptxas would serialise them) */
+#pragma unroll 1
+        for (; p + 1 < pe; p++) {
+            float e[2][4];
+            issue_sums(e);
+            issue_main(p + 1); /* d is free: this pair's terms are in tm */
+            hci_wg_wait<1>();  /* the sums; the next pair's MMAs go on */
+            scores_out(p, e);
+            hci_wg_wait0();
+            terms(p + 1);
+        }
+        float e[2][4];
+        issue_sums(e);
+        hci_wg_wait0();
+        scores_out(p, e);
+    };
 
     for (int64_t tile = tile0; tile < ntiles; tile += step) { /* uniform over the warpgroup */
         const int64_t j0 = tile * IX_TILE;
@@ -142,8 +251,18 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
         hci_bar_sync(1 + wg, 128);
         if (tile + step < ntiles)
             for (int i = 0; i < 2; i++) nx[i] = ixf_fetch(a, a.pages[tile + step], tile_keys(tile + step), wt + 128 * i);
+        /* a score to its row (when the query sees the key) and the CTA's histogram */
+        auto emit = [&](float v, int query, int key, bool vis) {
+            const uint32_t k16 = ix_key16(hci_bf16_from_f32(v));
+            if (vis) a.scores[(size_t)(q0 + query) * a.stride + j0 + key] = (uint16_t)k16;
+            /* near keys score alike: one shared-memory atomic per distinct (query, high byte) */
+            const unsigned bin = (unsigned)query * 256u + (k16 >> 8);
+            const unsigned peers = __match_any_sync(0xffffffffu, vis ? bin : 0x10000u + lane);
+            if (vis && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
+        };
+        if constexpr (PIPE) pipe_pairs(j0, emit);
 #pragma unroll 1
-        for (int p = 0; p < WQ / 2; p++) {
+        for (int p = 0; p < (PIPE ? 0 : WQ / 2); p++) {
             const int qa = 2 * p, qb = qa + 1;
             const int64_t nva = qa < QTe ? (a.pos0 + q0 + qa + 1) / 4 : 0, nvb = qb < QTe ? (a.pos0 + q0 + qb + 1) / 4 : 0;
             if (j0 >= max(nva, nvb)) continue; /* uniform: neither query sees the tile */
@@ -170,22 +289,11 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
                 float e[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
                 for (int q = 0; q < 2; q++) {
-                    const uint4 *wl = (const uint4 *)(wpk + (qa + q) * (HEADS / 2) + t * 8);
-                    const uint4 w03 = wl[0], w47 = wl[1];
-                    const uint32_t wq[8] = {w03.x, w03.y, w03.z, w03.w, w47.x, w47.y, w47.z, w47.w};
                     uint32_t tm[4][4]; /* the A fragments of the four k16 chunks of this query's heads */
-#pragma unroll
-                    for (int c = 0; c < 4; c++) {
-                        const int ja = 8 * q + 2 * c, jb = ja + 1;
-                        tm[c][0] = ixw_terms_bf16x2(d[4 * ja], d[4 * ja + 1], wq[2 * c]);
-                        tm[c][1] = ixw_terms_bf16x2(d[4 * ja + 2], d[4 * ja + 3], wq[2 * c]);
-                        tm[c][2] = ixw_terms_bf16x2(d[4 * jb], d[4 * jb + 1], wq[2 * c + 1]);
-                        tm[c][3] = ixw_terms_bf16x2(d[4 * jb + 2], d[4 * jb + 3], wq[2 * c + 1]);
-                    }
+                    ixw_query_terms(d, wpk + (qa + q) * (HEADS / 2) + t * 8, q, tm);
 #pragma unroll
                     for (int i = 0; i < 4; i++) hci_reg_fence(e[q][i]);
                     hci_wg_fence();
-                    const uint64_t dones = hci_wg_desc_k((uint32_t)__cvta_generic_to_shared(ones));
 #pragma unroll
                     for (int c = 0; c < 4; c++) wgmma_sum_m64n8k16(e[q], tm[c], dones + 2 * c, c);
                 }
@@ -195,9 +303,7 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
                 for (int q = 0; q < 2; q++)
 #pragma unroll
                     for (int i = 0; i < 4; i++) hci_reg_fence(e[q][i]);
-                /* every column of B is ones: e[q][0] = e[q][1] is row g's sum, e[q][2] row g + 8's */
-                v = (t & 1) ? ((t >> 1) ? e[1][2] : e[1][0]) : ((t >> 1) ? e[0][2] : e[0][0]);
-                v = __fadd_rn(v, 0.0f); /* a sum of zeros as +0, as the fp32 sum from +0 gives it */
+                v = ixw_pick(e, t);
                 query = qa + (t & 1), key = wi * 16 + g + 8 * (t >> 1);
                 v = __fmul_rn(v, (t >> 1) ? sk1 : sk0);
             } else {
@@ -228,13 +334,7 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
                 v = t == 0 ? s[0][0] : t == 1 ? s[0][1] : t == 2 ? s[1][0] : s[1][1];
                 if (IXF_FOLD_SCALES) v = __fmul_rn(v, (t & 1) ? sk1 : sk0);
             }
-            const bool vis = j0 + key < (query == qa ? nva : nvb);
-            const uint32_t k16 = ix_key16(hci_bf16_from_f32(v));
-            if (vis) a.scores[(size_t)(q0 + query) * a.stride + j0 + key] = (uint16_t)k16;
-            /* near keys score alike: one shared-memory atomic per distinct (query, high byte) */
-            const unsigned bin = (unsigned)query * 256u + (k16 >> 8);
-            const unsigned peers = __match_any_sync(0xffffffffu, vis ? bin : 0x10000u + lane);
-            if (vis && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
+            emit(v, query, key, j0 + key < (query == qa ? nva : nvb));
         }
         hci_bar_sync(1 + wg, 128); /* the warpgroup is done with this tile's keys and scales */
     }
@@ -243,13 +343,16 @@ __global__ void __launch_bounds__(THREADS, 1) ixw_score(ixf_args a)
         if (hist[i]) atomicAdd(&a.hist[(size_t)(q0 + i / 256) * 256 + (i % 256)], hist[i]);
 }
 
-template <bool TC>
+template <bool TC, bool PIPE>
 int launch(cudaStream_t s, const ixf_args &a, int sms)
 {
-    if (cudaFuncSetAttribute(ixw_score<TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+    constexpr int NWG = nwg(PIPE), THREADS = NWG * 128;
+    constexpr unsigned SMEM = smem_bytes(PIPE);
+    if (cudaFuncSetAttribute(ixw_score<TC, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC>, THREADS, SMEM) != cudaSuccess || per_sm < 1) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE>, THREADS, SMEM) != cudaSuccess ||
+        per_sm < 1) {
         (void)cudaGetLastError(); /* a failed query is not a launch failure */
         per_sm = 1;
     }
@@ -257,15 +360,17 @@ int launch(cudaStream_t s, const ixf_args &a, int sms)
     int gy = (a.rows + WQ - 1) / WQ;
     int64_t pairs = (ne + IX_TILE - 1) / IX_TILE / NWG + 1, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
     int gx = (int)(pairs < want ? pairs : (want < 1 ? 1 : want));
-    ixw_score<TC><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
+    ixw_score<TC, PIPE><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
     return HCI_CU_CHECK_LAUNCH();
 }
 
 } // namespace
 
-int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, bool tcsum)
+int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, int sum)
 {
-    return tcsum && IXF_FOLD_SCALES ? launch<true>(s, a, sms) : launch<false>(s, a, sms);
+    if (sum == HCI_IX_SUM_TC_PIPE && IXF_FOLD_SCALES) return launch<true, true>(s, a, sms);
+    if (sum == HCI_IX_SUM_TC && IXF_FOLD_SCALES) return launch<true, false>(s, a, sms);
+    return launch<false, false>(s, a, sms);
 }
 
 } // namespace ixf
