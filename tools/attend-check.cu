@@ -33,6 +33,7 @@
 #include <cstring>
 #include <string>
 #include <vector>
+#include "gpu_ck.cuh"
 #include "gpu_timing.cuh"
 #include "backend/cuda/kernels/attend/attend.h"
 #include "backend/cuda/kernels/attend/attend_rows.cuh"
@@ -43,14 +44,6 @@ extern "C" {
 #include "util/quant.h"
 }
 
-#define CK(x)                                                                                                  \
-    do {                                                                                                       \
-        cudaError_t e_ = (x);                                                                                  \
-        if (e_ != cudaSuccess) {                                                                               \
-            fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
-            exit(2);                                                                                           \
-        }                                                                                                      \
-    } while (0)
 
 namespace {
 

@@ -36,19 +36,12 @@
 #include <vector>
 #include "backend/cuda/kernels/gemm/gemm.h"
 #include "backend/cuda/kernels/gemv/gemv.h"
+#include "gpu_ck.cuh"
 extern "C" {
 #include "hybridctx.h"
 #include "util/bf16.h"
 }
 
-#define CK(x)                                                                                                  \
-    do {                                                                                                       \
-        cudaError_t e_ = (x);                                                                                  \
-        if (e_ != cudaSuccess) {                                                                               \
-            fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);           \
-            exit(2);                                                                                           \
-        }                                                                                                      \
-    } while (0)
 
 namespace {
 

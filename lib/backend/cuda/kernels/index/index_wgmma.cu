@@ -85,6 +85,18 @@ __device__ __forceinline__ uint32_t ixw_terms_bf16x2(float d0, float d1, uint32_
     return m;
 }
 
+/* D = the keys' dots with a query pair's 64 heads each (four m64n128k32 over the 128 dims), as
+ * one committed group. */
+__device__ __forceinline__ void ixw_pair_mma(float (&d)[64], uint64_t da0, uint64_t db0)
+{
+#pragma unroll
+    for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
+    hci_wg_fence();
+#pragma unroll
+    for (int k = 0; k < 4; k++) wgmma_m64n128k32(d, da0 + 2 * k, db0 + 2 * k, k);
+    hci_wg_commit();
+}
+
 /* Query q (0 or 1) of the pair in D's columns: its head terms as the A fragments of the four k16
  * chunks of the head sum, with the packed weights that lane t reads (wl: 8 words). */
 __device__ __forceinline__ void ixw_query_terms(const float (&d)[64], const uint32_t *wl, int q, uint32_t (&tm)[4][4])
@@ -176,15 +188,7 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
         const float sk0 = ksc[wi * 16 + g], sk1 = ksc[wi * 16 + g + 8];
         float d[64];
         uint32_t tm[2][4][4];
-        auto issue_main = [&](int pp) {
-            const uint64_t db0 = hci_wg_desc_k(qs_s + (uint32_t)(2 * pp * QBYTES));
-#pragma unroll
-            for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
-            hci_wg_fence();
-#pragma unroll
-            for (int k = 0; k < 4; k++) wgmma_m64n128k32(d, da0 + 2 * k, db0 + 2 * k, k);
-            hci_wg_commit();
-        };
+        auto issue_main = [&](int pp) { ixw_pair_mma(d, da0, hci_wg_desc_k(qs_s + (uint32_t)(2 * pp * QBYTES))); };
         auto terms = [&](int pp) {
 #pragma unroll
             for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
@@ -269,13 +273,7 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
             float d[64];
 #pragma unroll
             for (int i = 0; i < 64; i++) d[i] = 0.0f;
-            const uint64_t db0 = hci_wg_desc_k(qs_s + (uint32_t)(qa * QBYTES));
-#pragma unroll
-            for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
-            hci_wg_fence();
-#pragma unroll
-            for (int k = 0; k < 4; k++) wgmma_m64n128k32(d, da0 + 2 * k, db0 + 2 * k, k);
-            hci_wg_commit();
+            ixw_pair_mma(d, da0, hci_wg_desc_k(qs_s + (uint32_t)(qa * QBYTES)));
             hci_wg_wait0();
 #pragma unroll
             for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
