@@ -65,6 +65,10 @@ static const candidate candidates[] = {
      * checked for batch invariance; HC_CONFORM_PIECE=256 compares its projections with the CPU's */
     {"cuda (fast, gemm_fp8_native)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"gemm_fp8_native"}, 1, 0.95, 1e-2},
+    /* the native FP8 GEMM for wo_b only (gemm_fp8_native_out): with HC_CONFORM_PIECE=256 its
+     * out_path against the CPU's, the other projections FAST's usual kernels */
+    {"cuda (fast, gemm_fp8_native_out)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"gemm_fp8_native_out"}, 1, 0.95, 1e-2},
 };
 
 static const char *g_geom;

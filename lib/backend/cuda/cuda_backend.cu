@@ -54,6 +54,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
         {"batch_shared", offsetof(hci_cu_options, batch_shared)},
         {"gemm_fp8_native", offsetof(hci_cu_options, gemm_fp8_native)},
+        {"gemm_fp8_native_out", offsetof(hci_cu_options, gemm_fp8_native_out)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {
@@ -309,10 +310,11 @@ static int q_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const in
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).wq_a, n, x, cf->dim, c, cf->q_lora_rank, cu->scratch);
+    int st = hci_cu_linear_fp8(be, &lw(be, layer).wq_a, n, x, cf->dim, c, cf->q_lora_rank, cu->scratch, 0);
     if (st) return st;
     KTRY(be, hci_cu_rmsnorm_rows(cu->stream, c, n, cf->q_lora_rank, lw(be, layer).q_norm, (float)cf->norm_eps));
-    st = hci_cu_linear_fp8(be, &lw(be, layer).wq_b, n, c, cf->q_lora_rank, q, cf->n_heads * cf->head_dim, cu->scratch);
+    st = hci_cu_linear_fp8(be, &lw(be, layer).wq_b, n, c, cf->q_lora_rank, q, cf->n_heads * cf->head_dim, cu->scratch,
+                           0);
     if (st) return st;
     KTRY(be, hci_cu_q_heads(cu->stream, q, n, cf->n_heads, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0, pos,
                             (float)cf->norm_eps));
@@ -330,7 +332,7 @@ static int kv_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const i
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).wkv, n, x, cf->dim, kv, cf->head_dim, cu->scratch);
+    int st = hci_cu_linear_fp8(be, &lw(be, layer).wkv, n, x, cf->dim, kv, cf->head_dim, cu->scratch, 0);
     if (st) return st;
     KTRY(be, hci_cu_rmsnorm_rows(cu->stream, kv, n, cf->head_dim, lw(be, layer).kv_norm, (float)cf->norm_eps));
     KTRY(be, hci_cu_kv_rows(cu->stream, kv, n, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0, pos));
@@ -351,7 +353,7 @@ static int index_q_rows(hci_backend *be, int layer, int n, int64_t pos0, const i
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
     int IH = cf->index_n_heads, ID = cf->index_head_dim;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch);
+    int st = hci_cu_linear_fp8(be, &lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch, 0);
     if (st) return st;
     if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
         if ((st = hci_cu_linear_bf16_fast(be, &lw(be, layer).idx_wproj16, n, x, cf->dim, wd, IH))) return st;
@@ -501,7 +503,7 @@ static int out_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const 
     /* z [n][G*R] lives behind the FP8 activation scratch */
     uint16_t *z = (uint16_t *)((char *)cu->scratch + hci_cu_fp8_scratch_bytes(n, G * R));
     int st = hci_cu_linear_bf16_grouped(be, &lw(be, layer).wo_a, G, n, o, H * d, z, G * R);
-    if (!st) st = hci_cu_linear_fp8(be, &lw(be, layer).wo_b, n, z, G * R, y, cf->dim, cu->scratch);
+    if (!st) st = hci_cu_linear_fp8(be, &lw(be, layer).wo_b, n, z, G * R, y, cf->dim, cu->scratch, 1);
     return st;
 }
 
@@ -794,7 +796,9 @@ int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a,
     /* measured on an H100 on 2026-12-07 (docs/perf/cuda-h100-2026-12-07-s7.md): FAST's faster
      * kernels within its tolerance; gemv_teams and batch_shared keep each row's bits, so both
      * modes. gemm_fp8_native stays off: with it, test_gpu's FAST layers came out 2e-2 from the
-     * CPU (tiny and V4-Flash geometry) though gemm-check finds its GEMMs right (NEXT-gemm-native.md) */
+     * CPU (tiny and V4-Flash geometry), the FP8 tensor cores' accumulation grown by the block's FP8
+     * quantizations after q, kv and c; gemm_fp8_native_out (wo_b only) until measured
+     * (NEXT-gemm-native.md) */
     cu->opt.index_tcsum = cu->opt.attend_pingpong = be->numerics == HC_NUMERICS_FAST;
     cu->opt.gemv_teams = 1;
     cu->opt.batch_shared = 1;

@@ -172,7 +172,7 @@ static int lt_bf16_grouped_desc(hci_backend *be, LtDesc &d, int M, int K, int gr
 }
 
 int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_t *x, int ldx, uint16_t *y,
-                      int ldy, void *scratch)
+                      int ldy, void *scratch, int block_out)
 {
     hci_cuda *cu = hci_cu(be);
     int np = round16(n), K = W->cols, M = W->rows;
@@ -197,8 +197,9 @@ int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_
     if (!cu->opt.fp8_gemm_cublaslt) {
         /* option gemm_fp8_native: the official kernels' structure on native FP8 tensor cores
          * (not the CPU's bits); a shape, GPU or driver it does not take (HC_ERR_INVALID_ARG)
-         * goes on to the kernels below */
-        if (cu->opt.gemm_fp8_native) {
+         * goes on to the kernels below. gemm_fp8_native_out: wo_b only, the one projection
+         * whose one-ulp differences no later FP8 quantization of the block amplifies */
+        if (cu->opt.gemm_fp8_native || (block_out && cu->opt.gemm_fp8_native_out)) {
             int st = hci_cu_gemm_fp8_native(cu->stream, W->w, W->scale, W->sld, M, K, q, qs, np, n, y, ldy);
             if (st == HC_ERR_CUDA) return hci_cu_fail(be, cudaGetLastError(), "gemm_fp8_native");
             if (st == HC_OK) return HC_OK;

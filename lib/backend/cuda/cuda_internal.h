@@ -186,10 +186,12 @@ int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what);
 /* y[t][r] (bf16, leading dim ldy) = W_fp8 . act_quant(x[t]) for t < n (x bf16, leading dim ldx).
  * n <= 16: the GEMV family; more: the GEMM family, or cuBLASLt with the option fp8_gemm_cublaslt
  * (for comparison), which writes rows n .. round_up(n, 16) - 1 of y too (it needs N % 16 == 0):
- * y must have room for them. scratch: hci_cu_fp8_scratch_bytes(n, W->cols). */
+ * y must have room for them. scratch: hci_cu_fp8_scratch_bytes(n, W->cols). block_out: W is the
+ * block's output projection (wo_b), whose result no FP8 quantization follows (option
+ * gemm_fp8_native_out). */
 size_t hci_cu_fp8_scratch_bytes(int n, int cols);
 int hci_cu_linear_fp8(hci_backend *be, const hci_cu_fp8 *W, int n, const uint16_t *x, int ldx, uint16_t *y,
-                      int ldy, void *scratch);
+                      int ldy, void *scratch, int block_out);
 /* Grouped bf16 projection: for g < groups, z[t][g*rows + r] = bf16(sum_k x[t][g*cols + k] * W[g*rows + r][k])
  * with fp32 accumulation; x leading dim ldx, z leading dim ldz. */
 int hci_cu_linear_bf16_grouped(hci_backend *be, const hci_cu_bf16 *W, int groups, int n, const uint16_t *x,

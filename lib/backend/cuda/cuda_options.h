@@ -91,8 +91,10 @@ typedef struct hci_cu_options {
      * batch-invariant (one formula for every token count and tile). Takes precedence over
      * gemm_wgmma; other GPUs, shapes, and drivers without the TMA encoder fall back. Off by
      * default: 2.2x at 2048 tokens in tools/gemm-check --native, within 7e-4 of gemm_wgmma there,
-     * but test_gpu's FAST layers came out 2e-2 from the CPU with it on an H100 (2026-12-07;
-     * docs/perf/NEXT-gemm-native.md). */
+     * but test_gpu's FAST layers came out 2e-2 from the CPU with it on an H100 (2026-12-07): the
+     * tensor cores' truncated accumulation moves a few percent of its bf16 outputs by an ulp, and
+     * the FP8 quantizations after q, kv and c (act_quant, the FP8-simulated KV) turn that into
+     * 2e-2 at the block's output, as with fp8_gemm_cublaslt (docs/perf/NEXT-gemm-native.md). */
     int gemm_fp8_native;
     /* With attend_fast: its attention by the ping-pong kernel (kernels/attend/attend_pingpong.cu):
      * the two consumer warpgroups take alternate blocks (each S over all 512 dims, P shared through
@@ -102,6 +104,12 @@ typedef struct hci_cu_options {
      * rounding of it, deterministic and batch-invariant. Set by HC_NUMERICS_FAST (measured
      * 2026-12-07: tools/attend-check, 1.3-1.5x). */
     int attend_pingpong;
+    /* The native FP8 kernel (gemm_fp8_native's) for the output projection wo_b of prefill pieces
+     * only, whatever gemm_fp8_native says: its output leaves the block unquantized, so the tensor
+     * cores' one-ulp differences stay their size there (7.5e-4 rel. L2 of a layer's output in a
+     * CPU emulation of test_gpu's tiny run, against 1.2-1.6e-2 for wq_a, wq_b or wkv alone). Off
+     * until measured on a GPU (tools/gpu-native-fix.sh). */
+    int gemm_fp8_native_out;
 } hci_cu_options;
 
 /* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */
