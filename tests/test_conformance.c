@@ -15,7 +15,9 @@
  * holds TEXT; HC_CONFORM_TOKENS=N sets the prefix plus piece length (e.g. more compressed entries
  * than V4-Flash's 512 top-k picks, so that the fast indexer's selections are really tested);
  * HC_TEST_FAST_OPTIONS (testopts.h) sets CUDA options on the FAST candidates; HC_CONFORM_PIECE=N
- * compares a piece of N tokens (default 64, at most the candidate's chunk). */
+ * compares a piece of N tokens (default 64, at most the candidate's chunk). A candidate with the
+ * fused projections (proj_in: decode_fused=1) has them checked bitwise against its own q_path,
+ * kv_path and index_q. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -69,6 +71,12 @@ static const candidate candidates[] = {
      * out_path against the CPU's, the other projections FAST's usual kernels */
     {"cuda (fast, gemm_fp8_native_out)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"gemm_fp8_native_out"}, 1, 0.95, 1e-2},
+    /* the projections of small pieces in fewer launches (decode_fused, off by default: EXACT up to
+     * 16 tokens, FAST up to 64), bitwise the candidate's own ops (check_proj_in) */
+    {"cuda (exact, decode_fused)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"decode_fused"},
+     0, 0, 0},
+    {"cuda (fast, decode_fused)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"decode_fused"},
+     1, 0.95, 1e-2},
 };
 
 static const char *g_geom;
@@ -183,6 +191,47 @@ static void check_index_q_invariance(hc_ctx *cb, int l, int n, int64_t pos0, int
     }
     printf("  layer %d %-14s the rows of 1, 17 tokens equal theirs among %d (batch invariance)\n", l, "index_q", n);
     free(qi), free(wt);
+}
+
+/* A backend with proj_in (CUDA's option decode_fused, e.g. HC_TEST_FAST_OPTIONS=decode_fused=1):
+ * the fused projections of the piece's first m tokens (m = 1, 17 and all n, where proj_in takes
+ * them) equal bitwise what q_path, kv_path and index_q give. Overwrites the candidate's c, q, kv,
+ * qi and w (the caller puts the reference's there next). */
+static void check_proj_in(hc_ctx *cb, int l, int n, int64_t pos0, int ratio)
+{
+    const hci_config *cfg = &cb->model->cfg;
+    const hci_backend_ops *ob = cb->be->ops;
+    hci_workspace *w = &cb->ws;
+    if (!ob->proj_in) return;
+    const size_t wc = (size_t)cfg->q_lora_rank, wq = (size_t)cfg->n_heads * cfg->head_dim, wkv = (size_t)cfg->head_dim;
+    const size_t wqi = (size_t)cfg->index_n_heads * cfg->index_head_dim, ww = (size_t)cfg->index_n_heads;
+    const int ms[] = {1, 17, n};
+    int done = 0;
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        int m = ms[i];
+        if (m > n || (i == 2 && n == 17) || !ob->proj_in_ok(cb->be, l, m)) continue;
+        ck_assert_int_eq(ob->q_path(cb->be, l, m, pos0, w->x, w->c, w->q), HC_OK);
+        ck_assert_int_eq(ob->kv_path(cb->be, l, m, pos0, w->x, w->kv), HC_OK);
+        uint16_t *c = fetch(cb, w->c, sizeof(uint16_t) * m * wc), *q = fetch(cb, w->q, sizeof(uint16_t) * m * wq);
+        uint16_t *kv = fetch(cb, w->kv, sizeof(uint16_t) * m * wkv), *qi = NULL, *wt = NULL;
+        if (ratio == 4) {
+            ck_assert_int_eq(ob->index_q(cb->be, l, m, pos0, w->x, w->c, w->qi, w->w), HC_OK);
+            qi = fetch(cb, w->qi, sizeof(uint16_t) * m * wqi);
+            wt = fetch(cb, w->w, sizeof(uint16_t) * m * ww);
+        }
+        ck_assert_int_eq(ob->proj_in(cb->be, l, m, pos0, w->x, w->c, w->q, w->kv, w->qi, w->w), HC_OK);
+        same_rows(cb, c, w->c, m, wc, l, "proj_in c", m);
+        same_rows(cb, q, w->q, m, wq, l, "proj_in q", m);
+        same_rows(cb, kv, w->kv, m, wkv, l, "proj_in kv", m);
+        if (ratio == 4) {
+            same_rows(cb, qi, w->qi, m, wqi, l, "proj_in qi", m);
+            same_rows(cb, wt, w->w, m, ww, l, "proj_in w", m);
+        }
+        free(c), free(q), free(kv), free(qi), free(wt);
+        done++;
+    }
+    printf("  layer %d %-14s %d piece sizes bitwise as q_path, kv_path%s\n", l, "proj_in", done,
+           ratio == 4 ? ", index_q" : "");
 }
 
 /* Pieces of more tokens than the GEMVs take (prefill) run the GEMMs (the own FP8 GEMM, wgmma or
@@ -426,6 +475,7 @@ static void conform(const candidate *k)
         check_bf16(k, cb, l, "q_path q", wb->q, wa->q, (size_t)n * H * d, k->proj, 0);
         check_bf16(k, cb, l, "kv_path", wb->kv, wa->kv, (size_t)n * d, k->proj, 0);
         if (k->batch_invariant) check_batch_invariance(cb, l, n, pos0, H * d);
+        check_proj_in(cb, l, n, pos0, a->ratio);
         /* from here on both take the CPU's results as inputs */
         put(cb, wb->c, wa->c, sizeof(uint16_t) * (size_t)n * cfg->q_lora_rank);
         put(cb, wb->q, wa->q, sizeof(uint16_t) * (size_t)n * H * d);

@@ -3,7 +3,8 @@
  * tolerance, compressed entries and indexer keys identical, top-k sets equal; FAST: the faithful
  * tolerance of docs/golden.md), split invariance, prefill against decode and determinism,
  * sessions across backends and numerics and through the asynchronous transfers, device-memory
- * I/O, host-memory I/O through the pinned staging pieces (in the default numerics, FAST on CUDA).
+ * I/O, host-memory I/O through the pinned staging pieces (in the default numerics, FAST on CUDA);
+ * in the case "decode-fused", the option decode_fused against the ops one by one, bitwise.
  * Exits 77 (skipped) where there is no CUDA device. Tolerances: docs/cuda.md. HC_TEST_FAST_OPTIONS
  * (testopts.h) sets CUDA options on every FAST context, e.g. gemm_fp8_native=1. */
 #include <check.h>
@@ -717,6 +718,109 @@ START_TEST(sessions_across_backends)
 }
 END_TEST
 
+/* Option decode_fused (lib/backend/cuda/cuda_fused.cu: the projections of small pieces in fewer
+ * launches) against the ops one by one, in each numerics: after a 300-token prefill (not fused),
+ * pieces of 1, 5, 17 and 64 tokens and decode steps through every layer give bitwise the same
+ * outputs, and then the same window rings, compressed entries and indexer keys (EXACT fuses up to
+ * 16 tokens, FAST up to 64: the test checks that proj_in takes those). Then batches (the shared
+ * launches' share_in, fused or not): decode steps and a batch of 1, 5 and 9 tokens of three
+ * contexts, bitwise as well. */
+static void set_fused(hc_ctx *c, int on)
+{
+    ck_assert_msg(hc_x_ctx_set_option(c, "decode_fused", on) == HC_OK, "%s", hc_ctx_last_error(c));
+}
+
+static void fused_vs_separate(int numerics)
+{
+    hc_model *m = NULL;
+    ck_assert_int_eq(hc_model_create_random(g_geom, 29, NULL, &m), HC_OK);
+    const hci_config *cfg = &m->cfg;
+    int L = cfg->n_layers, D = cfg->dim, fast = numerics == HC_NUMERICS_FAST;
+    static const int sizes[] = {300, 1, 5, 17, 64, 1, 1, 3, 1};
+    const int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    int64_t T = 0;
+    for (int i = 0; i < ns; i++) T += sizes[i];
+    size_t nx = (size_t)L * T * D;
+    float *x = malloc(nx * sizeof(float)), *ya = malloc(nx * sizeof(float)), *yb = malloc(nx * sizeof(float));
+    tu_fill_normal(x, nx, 291, 1.0f);
+    hc_ctx *a = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 512);
+    hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 512);
+    set_fused(a, 0), set_fused(b, 1);
+    int64_t t = 0;
+    int fused_pieces = 0;
+    for (int k = 0; k < ns; t += sizes[k++]) {
+        int n = sizes[k];
+        for (int l = 0; l < L; l++) {
+            const hci_backend_ops *op = b->be->ops;
+            /* the fused path is what runs (after the first call has sized its buffer) */
+            if (k > 0 && (n <= 16 || fast)) {
+                ck_assert_msg(op->proj_in && op->proj_in_ok(b->be, l, n), "%s: proj_in does not take %d tokens of layer %d",
+                              mode_name(numerics), n, l);
+                fused_pieces++;
+            }
+            ck_assert_ptr_null(a->be->ops->proj_in);
+            size_t off = ((size_t)l * T + (size_t)t) * D;
+            ck_assert_msg(hc_append(a, l, x + off, n, ya + off) == HC_OK, "%s", hc_ctx_last_error(a));
+            ck_assert_msg(hc_append(b, l, x + off, n, yb + off) == HC_OK, "%s", hc_ctx_last_error(b));
+            ck_assert_msg(memcmp(ya + off, yb + off, sizeof(float) * (size_t)n * D) == 0,
+                          "%s: decode_fused changes the outputs of a %d-token piece at %lld, layer %d", mode_name(numerics),
+                          n, (long long)t, l);
+        }
+    }
+    assert_same_caches(a, b, fast ? "decode_fused (fast)" : "decode_fused (exact)");
+    printf("decode_fused (%s): %d fused layer calls of 1-64 tokens after a 300-token prefill, outputs and caches "
+           "bitwise those of the ops one by one\n",
+           mode_name(numerics), fused_pieces);
+    hc_ctx_free(a), hc_ctx_free(b);
+
+    /* batches of three contexts (their own prefills), decode_fused off and on */
+    enum { NC = 3, STEPS = 4 };
+    static const int64_t pre[NC] = {130, 131, 150}, piece[NC] = {1, 5, 9};
+    hc_ctx *ca[NC], *cb[NC];
+    float *xp = malloc(sizeof(float) * 150 * D), *yp = malloc(sizeof(float) * 150 * D);
+    float *xs = malloc(sizeof(float) * 15 * D), *y1 = malloc(sizeof(float) * 15 * D), *y2 = malloc(sizeof(float) * 15 * D);
+    for (int i = 0; i < NC; i++) {
+        ca[i] = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 512);
+        cb[i] = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, numerics, 512);
+        set_fused(ca[i], 0), set_fused(cb[i], 1);
+        for (int l = 0; l < L; l++) {
+            tu_fill_normal(xp, (size_t)pre[i] * D, 300 + 10 * i + l, 1.0f);
+            ck_assert_int_eq(hc_append(ca[i], l, xp, pre[i], yp), HC_OK);
+            ck_assert_int_eq(hc_append(cb[i], l, xp, pre[i], yp), HC_OK);
+        }
+    }
+    for (int step = 0; step <= STEPS; step++) { /* STEPS decode steps, then one batch of pieces */
+        int rows = step < STEPS ? NC : 15;
+        for (int l = 0; l < L; l++) {
+            tu_fill_normal(xs, (size_t)rows * D, 400 + 10 * step + l, 1.0f);
+            if (step < STEPS) {
+                ck_assert_int_eq(hc_decode_batch(ca, NC, l, xs, y1), HC_OK);
+                ck_assert_msg(hc_decode_batch(cb, NC, l, xs, y2) == HC_OK, "%s", hc_ctx_last_error(cb[0]));
+            } else {
+                ck_assert_int_eq(hc_append_batch(ca, NC, l, xs, piece, y1), HC_OK);
+                ck_assert_msg(hc_append_batch(cb, NC, l, xs, piece, y2) == HC_OK, "%s", hc_ctx_last_error(cb[0]));
+            }
+            ck_assert_msg(memcmp(y1, y2, sizeof(float) * (size_t)rows * D) == 0,
+                          "%s: decode_fused changes a batch's outputs (step %d, layer %d)", mode_name(numerics), step, l);
+        }
+    }
+    ck_assert_msg(cb[0]->shared_pieces > 0, "the batches did not share launches");
+    for (int i = 0; i < NC; i++) {
+        assert_same_caches(ca[i], cb[i], "decode_fused in batches");
+        hc_ctx_free(ca[i]), hc_ctx_free(cb[i]);
+    }
+    printf("decode_fused (%s): batches of %d contexts (decode steps, pieces of 1, 5, 9 tokens) bitwise the same, "
+           "%llu shared pieces\n",
+           mode_name(numerics), NC, (unsigned long long)cb[0]->shared_pieces);
+    hc_model_free(m);
+    free(x), free(ya), free(yb), free(xp), free(yp), free(xs), free(y1), free(y2);
+}
+
+START_TEST(decode_fused_exact) { fused_vs_separate(HC_NUMERICS_EXACT); }
+END_TEST
+START_TEST(decode_fused_fast) { fused_vs_separate(HC_NUMERICS_FAST); }
+END_TEST
+
 /* Session bytes that do not depend on the save (sections and TOC: between superblock and footer)
  * are equal. */
 static int same_state(const uint8_t *a, uint64_t na, const uint8_t *b, uint64_t nb)
@@ -853,5 +957,11 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, sessions_async_transfers);
     tcase_add_test(tc, out_of_memory_leaves_context_usable);
     suite_add_tcase(s, tc);
+    /* a case of its own: CK_RUN_CASE=decode-fused runs only it (tools/gpu-decode-fused.sh) */
+    TCase *tf = tcase_create("decode-fused");
+    tcase_set_timeout(tf, 600);
+    tcase_add_test(tf, decode_fused_exact);
+    tcase_add_test(tf, decode_fused_fast);
+    suite_add_tcase(s, tf);
     return s;
 }

@@ -134,19 +134,27 @@ static void timed_step(hc_ctx *c, const float *x, double ms[NPARTS])
     MARK(P_OTHER);
     CHECK(op->load_input(be, x, HC_DTYPE_F32, 1, c->model->cfg.dim, w->x));
     MARK(P_OTHER);
-    CHECK(op->q_path(be, 0, 1, pos, w->x, w->c, w->q));
-    CHECK(op->kv_path(be, 0, 1, pos, w->x, w->kv));
+    /* as the engine's run_piece: with the option decode_fused, the projections (the compressors'
+     * too) by proj_in, and the compressors from what it made (x NULL) */
+    int fused = op->proj_in && op->proj_in_ok(be, 0, 1);
+    const uint16_t *cx = fused ? NULL : w->x;
+    if (fused) {
+        CHECK(op->proj_in(be, 0, 1, pos, w->x, w->c, w->q, w->kv, w->qi, w->w));
+    } else {
+        CHECK(op->q_path(be, 0, 1, pos, w->x, w->c, w->q));
+        CHECK(op->kv_path(be, 0, 1, pos, w->x, w->kv));
+    }
     MARK(P_PROJ);
     if (lc->ratio == 4) {
-        CHECK(op->index_q(be, 0, 1, pos, w->x, w->c, w->qi, w->w));
+        if (!fused) CHECK(op->index_q(be, 0, 1, pos, w->x, w->c, w->qi, w->w));
         MARK(P_PROJ);
-        CHECK(op->compress(be, 0, 1, &lc->idx, 1, pos, w->x));
+        CHECK(op->compress(be, 0, 1, &lc->idx, 1, pos, cx));
         MARK(P_COMP);
         CHECK(op->index_topk(be, 0, &lc->idx, 1, pos, w->qi, w->w, w->sel));
         MARK(P_INDEX);
     }
     if (lc->ratio) {
-        CHECK(op->compress(be, 0, 0, &lc->comp, 1, pos, w->x));
+        CHECK(op->compress(be, 0, 0, &lc->comp, 1, pos, cx));
         MARK(P_COMP);
     }
     CHECK(op->attend(be, 0, lc, 1, pos, w->q, w->kv, lc->ratio == 4 ? w->sel : NULL, w->o));
@@ -431,7 +439,7 @@ static const char usage[] =
     "\n"
     "  --out FILE.md       also write the tables (markdown) to FILE.md\n"
     "  --quick             fewer contexts and steps (a smoke run)\n"
-    "  --full-only         only the whole 43-layer model at 1M tokens\n"
+    "  --full-only         only the whole 43-layer model at 1M tokens (--quick: at 64K)\n"
     "  --profile           only a few decode steps of one CSA layer at 4K, for a kernel profiler\n"
     "  --batch B           only batched decode of B contexts (2..256) per layer kind at 4K and\n"
     "                      128K: separate calls, a batch unshared, a batch shared (--quick: 5\n"
@@ -516,8 +524,8 @@ int main(int argc, char **argv)
     }
     struct cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
-    if (full_only) {
-        full_model_1m(1048576, 10);
+    if (full_only) { /* --quick: at 64K tokens (a short fill), for comparisons of options */
+        full_model_1m(quick ? 65536 : 1048576, 10);
         if (g_out) fclose(g_out);
         return write_json(json, prop.name, commit);
     }

@@ -115,7 +115,8 @@ typedef struct hci_backend_ops {
     int (*index_q)(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x,
                    const uint16_t *c, uint16_t *qi, uint16_t *w);
     /* Feed n tokens to a compressor: update its state and write every entry that a token of the
-     * piece completes (pages already grown). which: 0 main, 1 indexer. */
+     * piece completes (pages already grown). which: 0 main, 1 indexer. x NULL (backends with
+     * proj_in, after proj_in of the same piece): from the compressor projection proj_in made. */
     int (*compress)(hci_backend *be, int layer, int which, hci_comp_cache *cc, int n, int64_t pos0,
                     const uint16_t *x);
     /* Top-k selection sel [n][index_topk] (entry numbers, -1 padding) over the visible keys. */
@@ -177,6 +178,18 @@ typedef struct hci_backend_ops {
                          const hci_share_ws *ws, int row);
     /* ws->y = out_path of the n rows of ws->o (overwritten), row r at position pos[r]. */
     int (*share_out)(hci_backend *be, int layer, int n, const int64_t *pos, const hci_share_ws *ws);
+
+    /* ---- fused projections of a piece: optional, both or none (NULL: the engine runs q_path,
+     * kv_path, index_q and compress with x one by one; the CPU, and CUDA without its option
+     * decode_fused). For small pieces (decode) a backend may compute the projections in fewer,
+     * fuller launches than the ops one by one, with bitwise their results. ---- */
+    /* Nonzero when proj_in takes a piece of n tokens of `layer` (else the ops one by one). */
+    int (*proj_in_ok)(hci_backend *be, int layer, int n);
+    /* What q_path, kv_path and, on a layer with an indexer, index_q compute (c, q, kv, qi, w), and
+     * the compressors' projections, which the backend keeps for the piece's compress calls: the
+     * engine then calls compress with x NULL. */
+    int (*proj_in)(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *c, uint16_t *q,
+                   uint16_t *kv, uint16_t *qi, uint16_t *w);
 } hci_backend_ops;
 
 struct hci_backend {

@@ -28,7 +28,11 @@
  * kernels are batch-invariant per row within the size class, so the results are bitwise those
  * of separate calls; a group of one, larger pieces (prefill) and backends without the ops run
  * run_job() as before. The shared workspace is reserved after every context's preflight; when
- * it cannot be, the batch runs unshared. */
+ * it cannot be, the batch runs unshared.
+ *
+ * Where the backend has proj_in (CUDA with the option decode_fused), run_piece() computes a small
+ * piece's projections (q_path, kv_path, index_q, the compressors') with it, in fewer launches and
+ * with the same bits; a group's share_in does the same on the backend's side. */
 #include <stdio.h>
 #include "../ctx/ctx.h"
 
@@ -40,14 +44,19 @@ static int run_piece(hc_ctx *c, int layer, int n, int64_t pos0, int64_t end)
     hci_layer_cache *lc = &c->layers[layer];
     hci_comp_cache *comp = hci_cache_comp(lc, 0), *idx = hci_cache_comp(lc, 1);
     hci_workspace *w = &c->ws;
-    int st = op->q_path(be, layer, n, pos0, w->x, w->c, w->q);
-    if (!st) st = op->kv_path(be, layer, n, pos0, w->x, w->kv);
+    /* the projections in fewer launches where the backend has them (CUDA's decode_fused); its
+     * compress then takes the compressors' projections that proj_in made (x NULL) */
+    int fused = op->proj_in && op->proj_in_ok(be, layer, n);
+    const uint16_t *cx = fused ? NULL : w->x;
+    int st = fused ? op->proj_in(be, layer, n, pos0, w->x, w->c, w->q, w->kv, w->qi, w->w)
+                   : op->q_path(be, layer, n, pos0, w->x, w->c, w->q);
+    if (!st && !fused) st = op->kv_path(be, layer, n, pos0, w->x, w->kv);
     if (!st && idx) {
-        st = op->index_q(be, layer, n, pos0, w->x, w->c, w->qi, w->w);
-        if (!st) st = op->compress(be, layer, 1, idx, n, pos0, w->x);
+        if (!fused) st = op->index_q(be, layer, n, pos0, w->x, w->c, w->qi, w->w);
+        if (!st) st = op->compress(be, layer, 1, idx, n, pos0, cx);
         if (!st) st = op->index_topk(be, layer, idx, n, pos0, w->qi, w->w, w->sel);
     }
-    if (!st && comp) st = op->compress(be, layer, 0, comp, n, pos0, w->x);
+    if (!st && comp) st = op->compress(be, layer, 0, comp, n, pos0, cx);
     if (!st) st = op->attend(be, layer, lc, n, pos0, w->q, w->kv, idx ? w->sel : NULL, w->o);
     if (!st) st = hci_hist_piece(be, lc, pos0, n, end, w->kv, c->model->cfg.head_dim);
     if (!st) st = op->window_write(be, lc, n, pos0, w->kv);

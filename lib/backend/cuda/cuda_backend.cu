@@ -35,6 +35,8 @@ using DeviceGuard = hci_cu_device_guard;
 
 static void *cu_stream(hci_backend *be) { return (void *)hci_cu(be)->stream; }
 
+static void sync_ops(hci_backend *be);
+
 /* The named options of cuda_options.h, by the names docs/cuda.md gives them. */
 static int cu_set_option(hci_backend *be, const char *name, int64_t value)
 {
@@ -55,12 +57,14 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"batch_shared", offsetof(hci_cu_options, batch_shared)},
         {"gemm_fp8_native", offsetof(hci_cu_options, gemm_fp8_native)},
         {"gemm_fp8_native_out", offsetof(hci_cu_options, gemm_fp8_native_out)},
+        {"decode_fused", offsetof(hci_cu_options, decode_fused)},
     };
     for (const auto &f : fields)
         if (!strcmp(name, f.name)) {
             if (value != 0 && value != 1)
                 return hci_errf(be->err, be->errsz, HC_ERR_INVALID_ARG, "option %s takes 0 or 1", name);
             *(int *)((char *)o + f.offset) = (int)value;
+            sync_ops(be);
             return HC_OK;
         }
     return hci_errf(be->err, be->errsz, HC_ERR_UNSUPPORTED, "the CUDA backend has no option \"%s\"", name);
@@ -106,7 +110,11 @@ static int cu_set_stream(hci_backend *be, void *stream)
     return HC_OK;
 }
 
-extern "C" void hci_cu_set_options(hci_backend *be, const hci_cu_options *opt) { hci_cu(be)->opt = *opt; }
+extern "C" void hci_cu_set_options(hci_backend *be, const hci_cu_options *opt)
+{
+    hci_cu(be)->opt = *opt;
+    sync_ops(be);
+}
 
 /* ---------------------------------------------------------------------------------------------
  * memory
@@ -163,7 +171,7 @@ static int cu_sync(hci_backend *be)
 static uint64_t cu_scratch_bytes(hci_backend *be)
 {
     hci_cuda *cu = hci_cu(be);
-    return (uint64_t)cu->scratch_bytes + (uint64_t)cu->lt_ws_bytes + (uint64_t)cu->share_bytes;
+    return (uint64_t)cu->scratch_bytes + (uint64_t)cu->lt_ws_bytes + (uint64_t)cu->share_bytes + (uint64_t)cu->fused_bytes;
 }
 
 static int cu_copy(hci_backend *be, void *dst, const void *src, size_t bytes)
@@ -209,7 +217,7 @@ static size_t need_scratch(hci_backend *be, int layer, int n, int64_t end_pos)
     int64_t row = c->window + (ratio == 4 ? c->index_topk : (ratio ? end_pos / ratio : 0));
     size_t att = hci_cu_attend_scratch_bytes(n, c->n_heads, c->head_dim, row, attend_path(be));
     size_t need = io;
-    size_t parts[] = {lin, comp, idx, att};
+    size_t parts[] = {lin, comp, idx, att, hci_cu_fused_scratch_bytes(be, n)};
     for (size_t p : parts)
         if (p > need) need = p;
     return need;
@@ -218,6 +226,11 @@ static size_t need_scratch(hci_backend *be, int layer, int n, int64_t end_pos)
 static int cu_reserve(hci_backend *be, int layer, int n_piece, int64_t end_pos)
 {
     hci_cuda *cu = hci_cu(be);
+    /* option decode_fused: where proj_in keeps the projections for the piece's compress */
+    if (cu->opt.decode_fused) {
+        int st = hci_cu_fused_reserve(be, n_piece);
+        if (st) return st;
+    }
     size_t need = need_scratch(be, layer, n_piece, end_pos);
     if (need <= cu->scratch_bytes) return HC_OK;
     DeviceGuard g(cu->device);
@@ -436,6 +449,8 @@ static int cu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
     DeviceGuard g(cu->device);
+    if (!x) /* proj_in made the projection (backend.h) */
+        return comp_apply(be, layer, which, cc, n, pos0, hci_cu_fused_proj(be, which), (char *)cu->scratch);
     const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
     int w2 = w.coff * w.dc;
     char *s = (char *)cu->scratch;
@@ -557,21 +572,6 @@ struct share_layout {
     size_t x, c, q, kv, qi, w, o, y, wd, proj[2], bytes;
 };
 
-/* The widest projection row (2 * coff * dc doubles) of the model's main (which 0) or indexer
- * compressors. */
-static int comp_width(hci_backend *be, int which)
-{
-    const hci_config *cf = &be->model->cfg;
-    int w = 0;
-    for (int l = 0; l < cf->n_layers; l++) {
-        int r = cf->ratios[l];
-        if (!r || (which && r != 4)) continue;
-        const hci_cu_comp &c = which ? lw(be, l).idx_comp : lw(be, l).comp;
-        if (2 * c.coff * c.dc > w) w = 2 * c.coff * c.dc;
-    }
-    return w;
-}
-
 static share_layout share_plan(hci_backend *be, int rows)
 {
     const hci_config *cf = &be->model->cfg;
@@ -591,8 +591,8 @@ static share_layout share_plan(hci_backend *be, int rows)
     L.o = take(R * cf->n_heads * cf->head_dim * 2);
     L.y = take(R * cf->dim * 2);
     L.wd = take(R * cf->index_n_heads * 8);
-    L.proj[0] = take(R * comp_width(be, 0) * 8);
-    L.proj[1] = take(R * comp_width(be, 1) * 8);
+    L.proj[0] = take(R * hci_cu_comp_width(be, 0) * 8);
+    L.proj[1] = take(R * hci_cu_comp_width(be, 1) * 8);
     L.bytes = at;
     return L;
 }
@@ -629,6 +629,7 @@ static int cu_share_reserve(hci_backend *be, int rows, hci_share_ws *ws)
     int kmax = cf->dim > cf->q_lora_rank ? cf->dim : cf->q_lora_rank;
     if (G * R > kmax) kmax = G * R;
     size_t lin = hci_cu_fp8_scratch_bytes(rows, kmax) + hci_align256((size_t)rows * G * R * 2);
+    if (hci_cu_fused_scratch_bytes(be, rows) > lin) lin = hci_cu_fused_scratch_bytes(be, rows);
     if (lin > cu->scratch_bytes) {
         void *p = nullptr;
         HCI_CU_TRY(be, cudaStreamSynchronize(cu->stream));
@@ -656,6 +657,9 @@ static int cu_share_in(hci_backend *be, int layer, int n, const int64_t *pos, co
         return hci_errf(be->err, be->errsz, HC_ERR_INTERNAL, "share_in: %d rows for a workspace of %d", n, ws->rows);
     share_aux a = share_aux_of(be, ws);
     KTRY(be, hci_cu_gather_rows(cu->stream, xrow, n, cf->dim, ws->x));
+    if (hci_cu_fused_ok(be, layer, n)) /* option decode_fused: the same rows in fewer launches */
+        return hci_cu_proj_in_rows(be, layer, n, 0, pos, ws->x, ws->c, ws->q, ws->kv, ws->qi, ws->w, a.wd, a.proj[0],
+                                   a.proj[1]);
     int st = q_path_rows(be, layer, n, 0, pos, ws->x, ws->c, ws->q);
     if (!st) st = kv_path_rows(be, layer, n, 0, pos, ws->x, ws->kv);
     int ratio = cf->ratios[layer];
@@ -697,6 +701,7 @@ static void cu_destroy(hci_backend *be)
         hci_cu_xfer_release(cu);
         cudaFree(cu->scratch);
         cudaFree(cu->share);
+        cudaFree(cu->fused);
         if (cu->order) cudaEventDestroy(cu->order);
         if (cu->dev) {
             if (cu->lt_ws) hci_cu_device_give_workspace(cu->dev, cu->lt_ws);
@@ -708,7 +713,7 @@ static void cu_destroy(hci_backend *be)
     free(be);
 }
 
-static hci_backend_ops make_ops()
+static hci_backend_ops make_ops(bool fused)
 {
     hci_backend_ops o = {};
     o.name = "cuda";
@@ -752,9 +757,17 @@ static hci_backend_ops make_ops()
     o.share_in = cu_share_in;
     o.compress_rows = cu_compress_rows;
     o.share_out = cu_share_out;
+    if (fused) { /* option decode_fused */
+        o.proj_in_ok = hci_cu_proj_in_ok;
+        o.proj_in = hci_cu_proj_in;
+    }
     return o;
 }
-static const hci_backend_ops cuda_ops = make_ops();
+static const hci_backend_ops cuda_ops = make_ops(false), cuda_ops_fused = make_ops(true);
+
+/* The table of the options: proj_in only with decode_fused (backend.h: the engine runs the ops
+ * one by one where it is NULL). */
+static void sync_ops(hci_backend *be) { be->ops = hci_cu(be)->opt.decode_fused ? &cuda_ops_fused : &cuda_ops; }
 
 /* The projections' row counts that the cuBLASLt block-scaled path needs to be multiples of 128. */
 static int geometry_supported(const hci_config *c)

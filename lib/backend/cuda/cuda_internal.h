@@ -128,6 +128,11 @@ struct hci_cuda {
      * contexts), grown in their preflight; NULL until the first */
     void *share;
     size_t share_bytes;
+    /* option decode_fused: the projections proj_in makes for the later ops of the piece (the
+     * head weights, the compressors' projections: cuda_fused.cu), for fused_rows rows */
+    void *fused;
+    size_t fused_bytes;
+    int fused_rows;
     hci_cu_staging stage; /* host I/O staging (host_io.cu), made on the first host-memory call */
     hci_cu_xfer xfer;     /* session transfers (xfer.cu): buffers exist only during a save or load */
 };
@@ -181,6 +186,31 @@ int hci_cu_blas_fail(hci_backend *be, cublasStatus_t s, const char *what);
         cudaError_t e_ = (call);                                           \
         if (e_ != cudaSuccess) return hci_cu_fail((be), e_, #call);        \
     } while (0)
+
+/* ---- cuda_fused.cu: option decode_fused (backend.h proj_in_ok, proj_in) ---- */
+/* Whether the fused projections take a piece (or shared launch) of n rows of `layer` with be's
+ * options: where each of their kernels computes what the separate ops' would (cuda_fused.cu). */
+int hci_cu_fused_ok(hci_backend *be, int layer, int n);
+/* Scratch the fused projections of n rows use (the FP8 operands of x and c); 0 with the option off. */
+size_t hci_cu_fused_scratch_bytes(hci_backend *be, int n);
+/* Grow the buffer of the projections that proj_in keeps for compress to `rows` rows (preflight). */
+int hci_cu_fused_reserve(hci_backend *be, int rows);
+/* The compressor projection (which: 0 main, 1 indexer) that the last proj_in made: what compress
+ * takes when called without x. */
+const double *hci_cu_fused_proj(hci_backend *be, int which);
+/* q_path, kv_path, index_q (ratio 4) and the compressors' projections (ratio != 0) of n rows in
+ * the fused way, row t at pos0 + t or pos[t] (qkv.h); wd [n][IH] and proj0/proj1 [n][2*coff*dc
+ * of the layer] are what index_q's head weights and comp_project compute. hci_cu_fused_ok must
+ * hold; scratch: hci_cu_fused_scratch_bytes(n). */
+int hci_cu_proj_in_rows(hci_backend *be, int layer, int n, int64_t pos0, const int64_t *pos, const uint16_t *x,
+                        uint16_t *c, uint16_t *q, uint16_t *kv, uint16_t *qi, uint16_t *w, double *wd, double *proj0,
+                        double *proj1);
+/* The ops. */
+int hci_cu_proj_in_ok(hci_backend *be, int layer, int n);
+int hci_cu_proj_in(hci_backend *be, int layer, int n, int64_t pos0, const uint16_t *x, uint16_t *c, uint16_t *q,
+                   uint16_t *kv, uint16_t *qi, uint16_t *w);
+/* The widest projection row (2 * coff * dc) of the model's main (which 0) or indexer compressors. */
+int hci_cu_comp_width(hci_backend *be, int which);
 
 /* ---- cuda_gemm.cu: the projections ---- */
 /* y[t][r] (bf16, leading dim ldy) = W_fp8 . act_quant(x[t]) for t < n (x bf16, leading dim ldx).

@@ -110,9 +110,19 @@ typedef struct hci_cu_options {
      * CPU emulation of test_gpu's tiny run, against 1.2-1.6e-2 for wq_a, wq_b or wkv alone). Off
      * until measured on a GPU (tools/gpu-native-fix.sh). */
     int gemm_fp8_native_out;
+    /* The projections of small pieces (decode, batched decode: up to 64 tokens with gemv_fast
+     * and comp_fast, else 16) in fewer, fuller launches (cuda_fused.cu; backend.h proj_in): x
+     * quantized once for wq_a and wkv; the FP8 GEMVs that read one input as one grouped launch
+     * ([wq_a; wkv] over x, [wq_b; indexer wq_b] over c); the head-weight and compressor
+     * projections over x as one; the RMSNorm and act_quant of c with the window KV's RMSNorm,
+     * RoPE and FP8 simulation as one; the query and indexer heads as one. Every output by the
+     * same operations as the separate kernels: bitwise their results, in both modes. Off by
+     * default until measured (docs/perf/NEXT-decode-fused.md). */
+    int decode_fused;
 } hci_cu_options;
 
-/* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h). */
+/* Set one by name: the backend op set_option (hc_x_ctx_set_option, hybridctx_experimental.h).
+ * decode_fused also switches the backend's ops table (the one with proj_in, or without). */
 
 #ifdef __cplusplus
 }

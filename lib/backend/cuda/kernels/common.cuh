@@ -19,6 +19,50 @@ extern "C" {
  * their positions (qkv.h) and source rows (io.h) travel with the launch as kernel parameters. */
 #define HCI_CU_ROWS_MAX 64
 
+/* Grouped launches (option decode_fused): weights that read the same input (e.g. wq_a and wkv
+ * over x) in one launch, a segment each; a CTA finds its segment from the first CTA of each
+ * (cta0, ascending, cta0[n] = the grid) and then computes its rows exactly as the one-weight
+ * launch of that segment would, so the bits do not depend on the grouping. The table travels
+ * with the launch (__grid_constant__). */
+#define HCI_CU_SEGS_MAX 4
+struct hci_cu_seg {
+    const void *W;   /* e4m3 codes [M][K] (scales Ws [M/128][sld]) or bf16 [M][K], by the launcher */
+    const float *Ws;
+    int sld, M;
+    void *y;         /* the segment's output (bf16 or double, by the launcher), leading dim ldy */
+    int ldy;
+};
+struct hci_cu_seg_grid {
+    int n;
+    int cta0[HCI_CU_SEGS_MAX + 1];
+    hci_cu_seg s[HCI_CU_SEGS_MAX];
+};
+
+/* Host: g from n segments, ctas(M) CTAs for a segment of M rows; false when n is out of range. */
+template <class F>
+inline bool hci_cu_seg_grid_make(hci_cu_seg_grid &g, const hci_cu_seg *s, int n, F ctas)
+{
+    if (n < 1 || n > HCI_CU_SEGS_MAX) return false;
+    g = hci_cu_seg_grid{};
+    g.n = n;
+    for (int i = 0; i < n; i++) {
+        g.s[i] = s[i];
+        g.cta0[i + 1] = g.cta0[i] + (int)ctas(s[i].M);
+    }
+    return true;
+}
+
+/* Device: the segment of CTA b (blockIdx.x) and b's index within it. */
+__device__ __forceinline__ int hci_dev_seg_of(const hci_cu_seg_grid &g, int b, int &local)
+{
+    int i = 0;
+#pragma unroll
+    for (int k = 1; k < HCI_CU_SEGS_MAX; k++)
+        if (k < g.n && b >= g.cta0[k]) i = k;
+    local = b - g.cta0[i];
+    return i;
+}
+
 /* HC_OK, or HC_ERR_CUDA when the last launch (or an earlier sticky fault) failed. */
 #define HCI_CU_CHECK_LAUNCH() (cudaGetLastError() == cudaSuccess ? HC_OK : HC_ERR_CUDA)
 
@@ -157,6 +201,27 @@ __device__ __forceinline__ void hci_dev_quant_sim(float *v, int n, int fp4)
         v[i] = hci_round_bf16(__fmul_rn(fp4 ? hci_e2m1_round(q) : hci_e4m3_round(q), s));
     }
     __syncthreads();
+}
+
+/* act_quant of one 128-block of a token, four values per lane (lane l: values 4 l .. 4 l + 3): the
+ * warp's amax, the smallest power-of-two scale that brings it (floored at 1e-4) inside +-448,
+ * the e4m3 codes packed little-endian; the CPU backend's act_quant (cpu_linear.c). The whole warp
+ * calls it (kernels/quant/act_quant.cu, and the fused rmsnorm + act_quant of kernels/qkv). */
+__device__ __forceinline__ uint32_t hci_dev_act_quant4(const float (&v)[4], float *scale)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < 4; i++) amax = fmaxf(amax, fabsf(v[i]));
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    int e = hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
+    /* v / sc as v * 2^-e: the same correctly rounded value, without a division */
+    float inv = hci_pow2(-e);
+    uint32_t packed = 0;
+    for (int i = 0; i < 4; i++) {
+        float u = fminf(fmaxf(__fmul_rn(v[i], inv), -HCI_E4M3_MAX), HCI_E4M3_MAX);
+        packed |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(u)) << (8 * i);
+    }
+    *scale = hci_pow2(e);
+    return packed;
 }
 
 /* Walsh-Hadamard transform of n (power of two) floats in place: fp32 butterflies with strides

@@ -7,6 +7,7 @@
 #define HCI_KERNELS_GEMM_H
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include "../common.cuh" /* hci_cu_seg */
 #include "config.h"
 
 /* y[t][r] (bf16, leading dim ldy) for t < n only: the block dots of e4m3 codes by f16 mma.sync
@@ -68,5 +69,10 @@ int hci_cu_gemm_bf16_kernel(cudaStream_t s, const uint16_t *W, int M, int K, con
  * the big tiles do not fill the GPU: the same y. W 16-byte aligned. */
 int hci_cu_gemm_bf16_few(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n,
                          double *y, int ldy);
+/* The few-token kernel over several weights that read the same x in one launch (option
+ * decode_fused): seg[0 .. nseg) (nseg <= HCI_CU_SEGS_MAX; W bf16 [M][K], y double [n][ldy]), each
+ * output the bits of hci_cu_gemm_bf16 (any of its kernels) for that weight alone. */
+int hci_cu_gemm_bf16_few_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint16_t *x, int ldx,
+                                 int n);
 
 #endif

@@ -20,16 +20,17 @@ namespace {
 /* Two bf16 at element k of a row (k even): the low half is element k, as ldmatrix gives it. */
 __device__ __forceinline__ uint32_t ld2(const uint16_t *row, int k) { return __ldg((const unsigned int *)(row + k)); }
 
-/* CTA: 16 weight rows (m0..) x NT*8 tokens (n0..); rows past M and tokens past n are zero. */
+/* CTA (bx, blockIdx.y): 16 weight rows (m0 = 16 bx ..) x NT*8 tokens (n0..); rows past M and
+ * tokens past n are zero. The whole kernel, shared by the one-weight and the grouped launch. */
 template <int NT>
-__global__ void __launch_bounds__(GS_THREADS, 1) gbp_kernel(const uint16_t *W, int M, int K, const uint16_t *x,
-                                                            int ldx, int n, double *y, int ldy)
+__device__ __forceinline__ void gbp_cta(int bx, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n,
+                                        double *y, int ldy)
 {
     constexpr int F4 = NT * 32, J = (F4 + GS_THREADS - 1) / GS_THREADS;
     extern __shared__ __align__(128) float4 smf[];
     float4 *red = smf; /* [GS_WARPS][F4], layout gs_elem */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
-    const int m0 = blockIdx.x * 16, n0 = blockIdx.y * NT * 8, nkb = K / GF_BK;
+    const int m0 = bx * 16, n0 = blockIdx.y * NT * 8, nkb = K / GF_BK;
     const uint32_t ring = (uint32_t)__cvta_generic_to_shared(smf + GS_WARPS * F4) + w * GP_STAGES * GP_STAGE_BYTES;
 
     /* block kb into a stage by the lane's 8 copies (config.h), one commit group either way */
@@ -101,6 +102,23 @@ __global__ void __launch_bounds__(GS_THREADS, 1) gbp_kernel(const uint16_t *W, i
 }
 
 template <int NT>
+__global__ void __launch_bounds__(GS_THREADS, 1) gbp_kernel(const uint16_t *W, int M, int K, const uint16_t *x,
+                                                            int ldx, int n, double *y, int ldy)
+{
+    gbp_cta<NT>(blockIdx.x, W, M, K, x, ldx, n, y, ldy);
+}
+
+/* Several weights over the same x (option decode_fused): each CTA the rows of its segment. */
+template <int NT>
+__global__ void __launch_bounds__(GS_THREADS, 1) gbp_grouped_kernel(const __grid_constant__ hci_cu_seg_grid g, int K,
+                                                                    const uint16_t *x, int ldx, int n)
+{
+    int bx;
+    const hci_cu_seg &sg = g.s[hci_dev_seg_of(g, blockIdx.x, bx)];
+    gbp_cta<NT>(bx, (const uint16_t *)sg.W, sg.M, K, x, ldx, n, (double *)sg.y, sg.ldy);
+}
+
+template <int NT>
 int gbp_launch(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *x, int ldx, int n, double *y, int ldy)
 {
     constexpr int smem = GP_SMEM_BYTES(NT);
@@ -108,6 +126,17 @@ int gbp_launch(cudaStream_t s, const uint16_t *W, int M, int K, const uint16_t *
         return HC_ERR_CUDA;
     const dim3 grid((unsigned)((M + 15) / 16), (unsigned)((n + NT * 8 - 1) / (NT * 8)));
     gbp_kernel<NT><<<grid, GS_THREADS, smem, s>>>(W, M, K, x, ldx, n, y, ldy);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+template <int NT>
+int gbp_grouped_launch(cudaStream_t s, const hci_cu_seg_grid &g, int K, const uint16_t *x, int ldx, int n)
+{
+    constexpr int smem = GP_SMEM_BYTES(NT);
+    if (cudaFuncSetAttribute(gbp_grouped_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+        return HC_ERR_CUDA;
+    const dim3 grid((unsigned)g.cta0[g.n], (unsigned)((n + NT * 8 - 1) / (NT * 8)));
+    gbp_grouped_kernel<NT><<<grid, GS_THREADS, smem, s>>>(g, K, x, ldx, n);
     return HCI_CU_CHECK_LAUNCH();
 }
 
@@ -124,4 +153,19 @@ int hci_cu_gemm_bf16_few(cudaStream_t s, const uint16_t *W, int M, int K, const 
     if (n <= 16) return gbp_launch<2>(s, W, M, K, x, ldx, n, y, ldy);
     if (n <= 32) return gbp_launch<4>(s, W, M, K, x, ldx, n, y, ldy);
     return gbp_launch<8>(s, W, M, K, x, ldx, n, y, ldy);
+}
+
+int hci_cu_gemm_bf16_few_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint16_t *x, int ldx,
+                                 int n)
+{
+    if (n <= 0) return HC_OK;
+    if (n > GP_MAX_N || K <= 0 || K % GF_BK || ldx < K || ldx % 2 || (uintptr_t)x % 4) return HC_ERR_INVALID_ARG;
+    for (int i = 0; i < nseg; i++)
+        if (seg[i].M <= 0 || seg[i].ldy < seg[i].M || !hci_aligned16(seg[i].W)) return HC_ERR_INVALID_ARG;
+    hci_cu_seg_grid g;
+    if (!hci_cu_seg_grid_make(g, seg, nseg, [](int M) { return (M + 15) / 16; })) return HC_ERR_INVALID_ARG;
+    if (n <= 8) return gbp_grouped_launch<1>(s, g, K, x, ldx, n);
+    if (n <= 16) return gbp_grouped_launch<2>(s, g, K, x, ldx, n);
+    if (n <= 32) return gbp_grouped_launch<4>(s, g, K, x, ldx, n);
+    return gbp_grouped_launch<8>(s, g, K, x, ldx, n);
 }

@@ -37,10 +37,10 @@ __device__ __forceinline__ void e4m3x16(uint4 v, float f[16])
  * (16-byte loads). A block's dot is exact in double whatever the order (products of e4m3 are
  * multiples of 2^-18 below 2^18, 128 of them need 43 bits), so the eight-lane sum equals the
  * CPU's; the scaled block results are then added in block order on every lane, as the CPU does. */
-__global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
-                                const float *xs, int np, int n, uint16_t *y, int ldy)
+__device__ __forceinline__ void gemv_fp8_cta(int cta, const uint8_t *W, const float *Ws, int sld, int M, int K,
+                                             const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy)
 {
-    int r = blockIdx.x * GV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    int r = cta * GV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= M) return;
     float acc[GV_MAX_N];
 #pragma unroll
@@ -77,6 +77,21 @@ __global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int 
         for (int t = 0; t < n; t++) y[(size_t)t * ldy + r] = hci_bf16_from_f32(acc[t]);
 }
 
+__global__ void gemv_fp8_kernel(const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
+                                const float *xs, int np, int n, uint16_t *y, int ldy)
+{
+    gemv_fp8_cta(blockIdx.x, W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
+}
+
+/* Several weights over the same xq (option decode_fused): each CTA the rows of its segment. */
+__global__ void gemv_fp8_grouped_kernel(const __grid_constant__ hci_cu_seg_grid g, int K, const uint8_t *xq,
+                                        const float *xs, int np, int n)
+{
+    int cta;
+    const hci_cu_seg &sg = g.s[hci_dev_seg_of(g, blockIdx.x, cta)];
+    gemv_fp8_cta(cta, (const uint8_t *)sg.W, sg.Ws, sg.sld, sg.M, K, xq, xs, np, n, (uint16_t *)sg.y, sg.ldy);
+}
+
 int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, int M, int K, const uint8_t *xq,
                     const float *xs, int np, int n, uint16_t *y, int ldy)
 {
@@ -86,15 +101,30 @@ int hci_cu_gemv_fp8(cudaStream_t s, const uint8_t *W, const float *Ws, int sld, 
     return HCI_CU_CHECK_LAUNCH();
 }
 
+int hci_cu_gemv_fp8_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint8_t *xq,
+                            const float *xs, int np, int n)
+{
+    if (n <= 0) return HC_OK;
+    if (n > GV_MAX_N || K % GV_SCALE_BLOCK || !hci_aligned16(xq)) return HC_ERR_INVALID_ARG;
+    for (int i = 0; i < nseg; i++)
+        if (seg[i].M <= 0 || !hci_aligned16(seg[i].W)) return HC_ERR_INVALID_ARG;
+    hci_cu_seg_grid g;
+    if (!hci_cu_seg_grid_make(g, seg, nseg, [](int M) { return (M + GV_WARPS - 1) / GV_WARPS; }))
+        return HC_ERR_INVALID_ARG;
+    gemv_fp8_grouped_kernel<<<(unsigned)g.cta0[nseg], GV_WARPS * 32, 0, s>>>(g, K, xq, xs, np, n);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
 /* out[t][g*Mg + r] = sum_k x[t][g*xoff + k] * W[g*Mg + r][k] in double, for `groups` groups of Mg
  * rows; written as double (outd, leading dim ldo) or rounded fl32 -> bf16 (outb). Products are
  * exact in fp32; each lane sums its share in double, then the warp. With 16-byte aligned rows
  * (K, ldx, xoff multiples of 8) a lane reads 8 values per load and each weight load serves every
  * token; otherwise one value at a time. */
-__global__ void gemv_bf16_kernel(const uint16_t *W, int M, int K, int Mg, int64_t xoff, const uint16_t *x, int ldx,
-                                 int n, bool vec, double *outd, uint16_t *outb, int ldo)
+__device__ __forceinline__ void gemv_bf16_cta(int cta, const uint16_t *W, int M, int K, int Mg, int64_t xoff,
+                                              const uint16_t *x, int ldx, int n, bool vec, double *outd,
+                                              uint16_t *outb, int ldo)
 {
-    int r = blockIdx.x * GV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    int r = cta * GV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (r >= M) return;
     int g = r / Mg;
     const uint16_t *wr = W + (size_t)r * K, *xg = x + (size_t)g * xoff;
@@ -133,14 +163,51 @@ __global__ void gemv_bf16_kernel(const uint16_t *W, int M, int K, int Mg, int64_
     }
 }
 
+/* The 16-byte path's condition (the order of a row's sums follows it): the launcher's and the
+ * grouped kernel's, per weight. */
+__host__ __device__ __forceinline__ bool gemv_bf16_vec(const void *W, int K, const uint16_t *x, int ldx)
+{
+    return K % 8 == 0 && ldx % 8 == 0 && hci_aligned16(W) && hci_aligned16(x);
+}
+
+__global__ void gemv_bf16_kernel(const uint16_t *W, int M, int K, int Mg, int64_t xoff, const uint16_t *x, int ldx,
+                                 int n, bool vec, double *outd, uint16_t *outb, int ldo)
+{
+    gemv_bf16_cta(blockIdx.x, W, M, K, Mg, xoff, x, ldx, n, vec, outd, outb, ldo);
+}
+
+/* Several weights over the same x, one group each, double out (option decode_fused). */
+__global__ void gemv_bf16_grouped_kernel(const __grid_constant__ hci_cu_seg_grid g, int K, const uint16_t *x, int ldx,
+                                         int n)
+{
+    int cta;
+    const hci_cu_seg &sg = g.s[hci_dev_seg_of(g, blockIdx.x, cta)];
+    const uint16_t *W = (const uint16_t *)sg.W;
+    gemv_bf16_cta(cta, W, sg.M, K, sg.M, K, x, ldx, n, gemv_bf16_vec(W, K, x, ldx), (double *)sg.y, nullptr, sg.ldy);
+}
+
 int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx, int n,
                      double *outd, uint16_t *outb, int ldo)
 {
     if (n <= 0) return HC_OK;
     if (n > GV_MAX_N) return HC_ERR_INVALID_ARG;
     int Mg = M / groups;
-    const bool vec = K % 8 == 0 && ldx % 8 == 0 && hci_aligned16(W) && hci_aligned16(x);
+    const bool vec = gemv_bf16_vec(W, K, x, ldx);
     gemv_bf16_kernel<<<(M + GV_WARPS - 1) / GV_WARPS, GV_WARPS * 32, 0, s>>>(W, M, K, Mg, K, x, ldx, n, vec, outd,
                                                                              outb, ldo);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+int hci_cu_gemv_bf16_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint16_t *x, int ldx,
+                             int n)
+{
+    if (n <= 0) return HC_OK;
+    if (n > GV_MAX_N) return HC_ERR_INVALID_ARG;
+    for (int i = 0; i < nseg; i++)
+        if (seg[i].M <= 0) return HC_ERR_INVALID_ARG;
+    hci_cu_seg_grid g;
+    if (!hci_cu_seg_grid_make(g, seg, nseg, [](int M) { return (M + GV_WARPS - 1) / GV_WARPS; }))
+        return HC_ERR_INVALID_ARG;
+    gemv_bf16_grouped_kernel<<<(unsigned)g.cta0[nseg], GV_WARPS * 32, 0, s>>>(g, K, x, ldx, n);
     return HCI_CU_CHECK_LAUNCH();
 }

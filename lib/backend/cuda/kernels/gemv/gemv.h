@@ -4,6 +4,7 @@
 #define HCI_KERNELS_GEMV_H
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include "../common.cuh" /* hci_cu_seg */
 #include "config.h"
 
 /* The most tokens a GEMV call takes; more go to the GEMM paths. */
@@ -39,6 +40,18 @@ int hci_cu_gemv_fp8_fast_ref(cudaStream_t s, const uint8_t *W, const float *Ws, 
                              const uint8_t *xq, const float *xs, int np, int n, uint16_t *y, int ldy);
 int hci_cu_gemv_bf16_fast_ref(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x,
                               int ldx, int n, uint16_t *out, int ldo);
+/* Grouped launches (option decode_fused): the weights seg[0 .. nseg) (nseg <= HCI_CU_SEGS_MAX; W,
+ * Ws, sld, M; y bf16 with leading dim ldy) over the same input in one launch, every output the
+ * bits of the one-weight launcher's (hci_cu_gemv_fp8_fast_split with any split, hci_cu_gemv_fp8,
+ * hci_cu_gemv_bf16 with outd). The same conditions per segment as those; split as there (0: the
+ * launcher's choice, gt_pick_split over all the segments' row groups). */
+int hci_cu_gemv_fp8_fast_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint8_t *xq,
+                                 const float *xs, int np, int n, int split);
+int hci_cu_gemv_fp8_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint8_t *xq,
+                            const float *xs, int np, int n);
+/* bf16 weights (Ws, sld unused), one group each, y double [n][ldy]: exact products summed in double. */
+int hci_cu_gemv_bf16_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint16_t *x, int ldx,
+                             int n);
 /* For g < groups: out[t][g*Mg + r] = sum_k x[t][g*K + k] * W[g*Mg + r][k] (Mg = M / groups), exact
  * products summed in double; written as double (outd) or bf16 (outb), leading dim ldo. n <= 16. */
 int hci_cu_gemv_bf16(cudaStream_t s, const uint16_t *W, int M, int K, int groups, const uint16_t *x, int ldx, int n,

@@ -17,16 +17,19 @@
 
 namespace {
 
+/* The rows of CTA `cta` of a launch over one weight (the CTA's teams' row groups): the whole
+ * kernel, shared by the one-weight launch and the grouped one (a CTA of a segment computes what
+ * the segment's own launch would). cta is unsigned as blockIdx.x: the same index arithmetic,
+ * the same code for the one-weight kernel as before it was shared. */
 template <int MT, int S>
-__global__ void __launch_bounds__(GT_WARPS * 32, 2) gemv_fp8_tc_kernel(const uint8_t *W, const float *Ws, int sld, int M,
-                                                                   int K, const uint8_t *xq, const float *xs, int np,
-                                                                   int n, uint16_t *y, int ldy)
+__device__ __forceinline__ void fp8_tc_cta(gt_team_smem<MT, S> *smp, unsigned cta, const uint8_t *W, const float *Ws,
+                                           int sld, int M, int K, const uint8_t *xq, const float *xs, int np, int n,
+                                           uint16_t *y, int ldy)
 {
     constexpr int C = GT_CLASSES / S, B = MT == 1 ? GT_BATCH_FP8 : GT_BATCH_FP8 / 2;
     static_assert(B % C == 0, "a batch holds whole turns of the warp's classes");
-    __shared__ gt_team_smem<MT, S> sm;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, j = warp % S;
-    const int r0 = (blockIdx.x * (GT_WARPS / S) + warp / S) * GT_ROWS, nb = K / GV_SCALE_BLOCK;
+    const int r0 = (cta * (GT_WARPS / S) + warp / S) * GT_ROWS, nb = K / GV_SCALE_BLOCK;
     if (r0 >= M) return; /* the whole team */
     const uint8_t *wrow = W + (size_t)(r0 + g) * K + 16 * t;
     const float *wsr = Ws + (size_t)(r0 / GV_SCALE_BLOCK) * sld;
@@ -90,7 +93,28 @@ __global__ void __launch_bounds__(GT_WARPS * 32, 2) gemv_fp8_tc_kernel(const uin
             kblock(wv[u], kb, kb < nb, acc[u % C]);
         }
     }
-    gt_team_store<MT, S>(&sm, acc, warp, r0, n, y, ldy);
+    gt_team_store<MT, S>(smp, acc, warp, r0, n, y, ldy);
+}
+
+template <int MT, int S>
+__global__ void __launch_bounds__(GT_WARPS * 32, 2) gemv_fp8_tc_kernel(const uint8_t *W, const float *Ws, int sld, int M,
+                                                                   int K, const uint8_t *xq, const float *xs, int np,
+                                                                   int n, uint16_t *y, int ldy)
+{
+    __shared__ gt_team_smem<MT, S> sm;
+    fp8_tc_cta<MT, S>(&sm, blockIdx.x, W, Ws, sld, M, K, xq, xs, np, n, y, ldy);
+}
+
+/* Several weights over the same xq (option decode_fused): each CTA the rows of its segment. */
+template <int MT, int S>
+__global__ void __launch_bounds__(GT_WARPS * 32, 2) gemv_fp8_tc_grouped_kernel(const __grid_constant__ hci_cu_seg_grid g,
+                                                                           int K, const uint8_t *xq, const float *xs,
+                                                                           int np, int n)
+{
+    __shared__ gt_team_smem<MT, S> sm;
+    int cta;
+    const hci_cu_seg &sg = g.s[hci_dev_seg_of(g, blockIdx.x, cta)];
+    fp8_tc_cta<MT, S>(&sm, (unsigned)cta, (const uint8_t *)sg.W, sg.Ws, sg.sld, sg.M, K, xq, xs, np, n, (uint16_t *)sg.y, sg.ldy);
 }
 
 } // namespace
@@ -119,4 +143,33 @@ int hci_cu_gemv_fp8_fast(cudaStream_t s, const uint8_t *W, const float *Ws, int 
                          const float *xs, int np, int n, uint16_t *y, int ldy)
 {
     return hci_cu_gemv_fp8_fast_split(s, W, Ws, sld, M, K, xq, xs, np, n, y, ldy, 0);
+}
+
+int hci_cu_gemv_fp8_fast_grouped(cudaStream_t s, const hci_cu_seg *seg, int nseg, int K, const uint8_t *xq,
+                                 const float *xs, int np, int n, int split)
+{
+    if (n <= 0) return HC_OK;
+    if (n > GT_MAX_N || np < n || K % GV_SCALE_BLOCK || !hci_aligned16(xq)) return HC_ERR_INVALID_ARG;
+    int groups = 0;
+    for (int i = 0; i < nseg; i++) {
+        if (seg[i].M <= 0 || seg[i].M % GT_ROWS || !hci_aligned16(seg[i].W)) return HC_ERR_INVALID_ARG;
+        groups += seg[i].M / GT_ROWS;
+    }
+    /* one team size for the launch, picked for all its row groups: every size gives each row the
+     * bits of every other (config.h), so those of the segment's own launch */
+    const int mt = (n + GT_TOK - 1) / GT_TOK;
+    if (!split) {
+        int sms = 0;
+        if (hci_cu_sm_count(&sms) != cudaSuccess) return HC_ERR_CUDA;
+        split = gt_pick_split(groups, mt, sms);
+    }
+    if (split <= 0 || split > GT_CLASSES) return HC_ERR_INVALID_ARG;
+    const int per = GT_WARPS / split; /* row groups per CTA */
+    hci_cu_seg_grid g;
+    if (!hci_cu_seg_grid_make(g, seg, nseg, [per](int M) { return (M / GT_ROWS + per - 1) / per; }))
+        return HC_ERR_INVALID_ARG;
+    return gt_dispatch(mt, split, [&](auto MT, auto S) {
+        gemv_fp8_tc_grouped_kernel<MT.value, S.value><<<(unsigned)g.cta0[nseg], GT_WARPS * 32, 0, s>>>(g, K, xq, xs,
+                                                                                                     np, n);
+    });
 }

@@ -26,10 +26,10 @@ bool pos_rows(PosRows &p, const int64_t *pos, int n)
 }
 } // namespace
 
-__global__ void rmsnorm_rows_kernel(uint16_t *v, int dim, const float *w, float eps)
+/* The weighted RMSNorm of a row: its scale (the whole CTA of QKV_THREADS calls it; red:
+ * QKV_THREADS doubles), then element i as bf16. Shared by the separate and the fused kernels. */
+__device__ __forceinline__ float rms_scale(const uint16_t *r, int dim, float eps, double *red)
 {
-    __shared__ double red[QKV_THREADS];
-    uint16_t *r = v + (size_t)blockIdx.x * dim;
     double ss = 0.0;
     for (int i = threadIdx.x; i < dim; i += QKV_THREADS) {
         float a = hci_f32_from_bf16(r[i]);
@@ -37,9 +37,20 @@ __global__ void rmsnorm_rows_kernel(uint16_t *v, int dim, const float *w, float 
     }
     ss = hci_dev_block_sum(ss, red);
     float var = __fdiv_rn((float)ss, (float)dim);
-    float rs = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
-    for (int i = threadIdx.x; i < dim; i += QKV_THREADS)
-        r[i] = hci_bf16_from_f32(__fmul_rn(w[i], __fmul_rn(hci_f32_from_bf16(r[i]), rs)));
+    return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
+}
+
+__device__ __forceinline__ uint16_t rms_apply(const uint16_t *r, const float *w, int i, float rs)
+{
+    return hci_bf16_from_f32(__fmul_rn(w[i], __fmul_rn(hci_f32_from_bf16(r[i]), rs)));
+}
+
+__global__ void rmsnorm_rows_kernel(uint16_t *v, int dim, const float *w, float eps)
+{
+    __shared__ double red[QKV_THREADS];
+    uint16_t *r = v + (size_t)blockIdx.x * dim;
+    const float rs = rms_scale(r, dim, eps, red);
+    for (int i = threadIdx.x; i < dim; i += QKV_THREADS) r[i] = rms_apply(r, w, i, rs);
 }
 
 int hci_cu_rmsnorm_rows(cudaStream_t s, uint16_t *v, int n, int dim, const float *w, float eps)
@@ -55,11 +66,10 @@ int hci_cu_rmsnorm_rows(cudaStream_t s, uint16_t *v, int n, int dim, const float
  * and the RoPE tail, pairs d/2 - 32 .. d/2 - 1, is one pair per lane in the last k. The sum of
  * squares is exact in double, so the warp's order gives the CPU's value (hci_dev_block_sum). */
 template <int QH_PAIRS, class P>
-__global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, const __grid_constant__ P pos, float eps)
+__device__ __forceinline__ void q_heads_warp_row(uint16_t *q, int64_t r, int H, const float *freq, const P &pos,
+                                                 float eps)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (r >= rows) return;
     uint32_t *row = (uint32_t *)(q + (size_t)r * (2 * 32 * QH_PAIRS));
     float a[QH_PAIRS], b[QH_PAIRS];
     double sum = 0.0;
@@ -84,15 +94,22 @@ __global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, 
     }
 }
 
-/* The general form: one CTA per (token, head) row, any d and rope_dim. */
-template <class P>
-__global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq,
-                                   const __grid_constant__ P pos, float eps)
+template <int QH_PAIRS, class P>
+__global__ void q_heads_kernel(uint16_t *q, int rows, int H, const float *freq, const __grid_constant__ P pos, float eps)
 {
-    extern __shared__ float v[];
-    __shared__ double red[QKV_THREADS];
-    int t = blockIdx.x / H;
-    uint16_t *row = q + (size_t)blockIdx.x * d;
+    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    if (r >= rows) return;
+    q_heads_warp_row<QH_PAIRS>(q, r, H, freq, pos, eps);
+}
+
+/* The general form: one CTA per (token, head) row, any d and rope_dim (v: d floats, red:
+ * QKV_THREADS doubles of shared memory). */
+template <class P>
+__device__ __forceinline__ void q_heads_any_row(uint16_t *q, int b, int H, int d, int rope_dim, const float *freq,
+                                                const P &pos, float eps, float *v, double *red)
+{
+    int t = b / H;
+    uint16_t *row = q + (size_t)b * d;
     double sum = 0.0;
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) {
         v[i] = hci_f32_from_bf16(row[i]);
@@ -107,6 +124,15 @@ __global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, cons
     hci_dev_rope_tail(v, d, rope_dim, freq, pos(t), 0);
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
+}
+
+template <class P>
+__global__ void q_heads_any_kernel(uint16_t *q, int H, int d, int rope_dim, const float *freq,
+                                   const __grid_constant__ P pos, float eps)
+{
+    extern __shared__ float v[];
+    __shared__ double red[QKV_THREADS];
+    q_heads_any_row(q, blockIdx.x, H, d, rope_dim, freq, pos, eps, v, red);
 }
 
 template <class P>
@@ -132,6 +158,18 @@ int hci_cu_q_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_di
     return q_heads(s, q, n, H, d, rope_dim, freq, p, eps);
 }
 
+/* The window-KV row from its values v (d floats in shared memory, after a barrier): RoPE, then
+ * the FP8 simulation of the nope dims, into row. */
+__device__ __forceinline__ void kv_row_finish(float *v, uint16_t *row, int d, int rope_dim, const float *freq,
+                                              int64_t p)
+{
+    hci_dev_rope_tail(v, d, rope_dim, freq, p, 0);
+    __syncthreads();
+    hci_dev_quant_sim(v, d - rope_dim, 0);
+    __syncthreads();
+    for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
+}
+
 /* One CTA per token: RoPE, then the FP8 simulation of the nope dims. */
 template <class P>
 __global__ void kv_rows_kernel(uint16_t *kv, int d, int rope_dim, const float *freq, const __grid_constant__ P pos)
@@ -140,11 +178,7 @@ __global__ void kv_rows_kernel(uint16_t *kv, int d, int rope_dim, const float *f
     uint16_t *row = kv + (size_t)blockIdx.x * d;
     for (int i = threadIdx.x; i < d; i += QKV_THREADS) v[i] = hci_f32_from_bf16(row[i]);
     __syncthreads();
-    hci_dev_rope_tail(v, d, rope_dim, freq, pos(blockIdx.x), 0);
-    __syncthreads();
-    hci_dev_quant_sim(v, d - rope_dim, 0);
-    __syncthreads();
-    for (int i = threadIdx.x; i < d; i += QKV_THREADS) row[i] = hci_bf16_from_f32(v[i]);
+    kv_row_finish(v, row, d, rope_dim, freq, pos(blockIdx.x));
 }
 
 int hci_cu_kv_rows(cudaStream_t s, uint16_t *kv, int n, int d, int rope_dim, const float *freq, int64_t pos0,
@@ -161,15 +195,15 @@ int hci_cu_kv_rows(cudaStream_t s, uint16_t *kv, int n, int d, int rope_dim, con
     return HCI_CU_CHECK_LAUNCH();
 }
 
-/* One CTA per (token, indexer head): RoPE, Hadamard, FP4; head 0's CTA also rounds the token's
- * head weights: w = bf16(bf16(W_w . x) * 2^-6.5-ish constant), as two bf16 ops. */
+/* One CTA per (token, indexer head) b: RoPE, Hadamard, FP4; head 0's CTA also rounds the token's
+ * head weights: w = bf16(bf16(W_w . x) * 2^-6.5-ish constant), as two bf16 ops. v: ID floats. */
 template <class P>
-__global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const float *freq,
-                               const __grid_constant__ P pos, float hscale, const double *wd, float wscale, uint16_t *w)
+__device__ __forceinline__ void index_q_row(uint16_t *qi, int b, int IH, int ID, int rope_dim, const float *freq,
+                                            const P &pos, float hscale, const double *wd, float wscale, uint16_t *w,
+                                            float *v)
 {
-    extern __shared__ float v[];
-    int t = blockIdx.x / IH, h = blockIdx.x % IH;
-    uint16_t *row = qi + (size_t)blockIdx.x * ID;
+    int t = b / IH, h = b % IH;
+    uint16_t *row = qi + (size_t)b * ID;
     for (int i = threadIdx.x; i < ID; i += QKV_THREADS) v[i] = hci_f32_from_bf16(row[i]);
     __syncthreads();
     hci_dev_rope_tail(v, ID, rope_dim, freq, pos(t), 0);
@@ -183,6 +217,14 @@ __global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const
             float wb = hci_round_bf16((float)wd[(size_t)t * IH + k]);
             w[(size_t)t * IH + k] = hci_bf16_from_f32(__fmul_rn(wb, wscale));
         }
+}
+
+template <class P>
+__global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const float *freq,
+                               const __grid_constant__ P pos, float hscale, const double *wd, float wscale, uint16_t *w)
+{
+    extern __shared__ float v[];
+    index_q_row(qi, blockIdx.x, IH, ID, rope_dim, freq, pos, hscale, wd, wscale, w, v);
 }
 
 int hci_cu_index_q_heads(cudaStream_t s, uint16_t *qi, int n, int IH, int ID, int rope_dim, const float *freq,
@@ -228,4 +270,123 @@ int hci_cu_inverse_rope(cudaStream_t s, uint16_t *o, int n, int H, int d, int ro
         inverse_rope_kernel<PosRows><<<n * H, QKV_ROPE_THREADS, 0, s>>>(o, H, d, rope_dim, freq, p);
     }
     return HCI_CU_CHECK_LAUNCH();
+}
+
+/* ---- fused launches (option decode_fused): kernels that run back to back on the same rows as
+ * one launch. Every value goes through the same device functions as in the separate kernels,
+ * in the same order, so the bits are theirs; only the launches and the bf16 round trip through
+ * global memory between them go (a row written as bf16 and read back gives the same float as
+ * rounding it in registers). ---- */
+
+/* CTA b < n: c row b, RMSNorm (rms_scale, rms_apply), then act_quant of the normed bf16 values
+ * (hci_dev_act_quant4: warp w the 128-blocks w, w + 4, ...); n <= b < np: a padding row of the
+ * FP8 operand as act_quant writes it (zero codes, scale 1); b >= np: kv row b - np, RMSNorm,
+ * then kv_row_finish (RoPE, FP8 simulation). */
+template <class P>
+__global__ void ckv_rows_kernel(uint16_t *c, int n, int C, const float *cw, uint8_t *cq, float *cs, int np,
+                                uint16_t *kv, int d, int rope_dim, const float *kw, const float *freq,
+                                const __grid_constant__ P pos, float eps)
+{
+    extern __shared__ float v[];
+    __shared__ double red[QKV_THREADS];
+    const int b = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (b < n) {
+        uint16_t *r = c + (size_t)b * C;
+        const float rs = rms_scale(r, C, eps, red);
+        for (int kb = warp; kb < C / 128; kb += QKV_THREADS / 32) {
+            const int k0 = kb * 128 + 4 * lane;
+            float f[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const uint16_t h = rms_apply(r, cw, k0 + i, rs);
+                r[k0 + i] = h;
+                f[i] = hci_f32_from_bf16(h);
+            }
+            float sc;
+            const uint32_t packed = hci_dev_act_quant4(f, &sc);
+            *(uint32_t *)(cq + (size_t)b * C + k0) = packed;
+            if (lane == 0) cs[(size_t)kb * np + b] = sc;
+        }
+    } else if (b < np) {
+        uint32_t *qo = (uint32_t *)(cq + (size_t)b * C);
+        for (int i = threadIdx.x; i < C / 4; i += QKV_THREADS) qo[i] = 0;
+        for (int kb = threadIdx.x; kb < C / 128; kb += QKV_THREADS) cs[(size_t)kb * np + b] = 1.0f;
+    } else {
+        const int t = b - np;
+        uint16_t *row = kv + (size_t)t * d;
+        const float rs = rms_scale(row, d, eps, red);
+        for (int i = threadIdx.x; i < d; i += QKV_THREADS) v[i] = hci_f32_from_bf16(rms_apply(row, kw, i, rs));
+        __syncthreads();
+        kv_row_finish(v, row, d, rope_dim, freq, pos(t));
+    }
+}
+
+template <class P>
+static int ckv_rows(cudaStream_t s, uint16_t *c, int n, int C, const float *cw, uint8_t *cq, float *cs, int np,
+                    uint16_t *kv, int d, int rope_dim, const float *kw, const float *freq, const P &pos, float eps)
+{
+    ckv_rows_kernel<P><<<np + n, QKV_THREADS, (size_t)d * sizeof(float), s>>>(c, n, C, cw, cq, cs, np, kv, d, rope_dim,
+                                                                           kw, freq, pos, eps);
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+int hci_cu_ckv_rows(cudaStream_t s, uint16_t *c, int n, int C, const float *cw, uint8_t *cq, float *cs, int np,
+                    uint16_t *kv, int d, int rope_dim, const float *kw, const float *freq, int64_t pos0,
+                    const int64_t *pos, float eps)
+{
+    if (n <= 0) return HC_OK;
+    if (C % 128 || np < n || !hci_aligned16(cq)) return HC_ERR_INVALID_ARG;
+    if (!pos) return ckv_rows(s, c, n, C, cw, cq, cs, np, kv, d, rope_dim, kw, freq, PosRun{pos0}, eps);
+    PosRows p = {};
+    if (!pos_rows(p, pos, n)) return HC_ERR_INVALID_ARG;
+    return ckv_rows(s, c, n, C, cw, cq, cs, np, kv, d, rope_dim, kw, freq, p, eps);
+}
+
+/* CTAs b < qb: the query heads, as hci_cu_q_heads (QH 8: the warp-per-row form, 4 rows per CTA;
+ * QH 0: the general form, a row per CTA); b >= qb: indexer head b - qb, as hci_cu_index_q_heads. */
+template <int QH, class P>
+__global__ void q_index_heads_kernel(uint16_t *q, int rows, int H, int d, int qb, uint16_t *qi, int IH, int ID,
+                                     int rope_dim, const float *freq, const __grid_constant__ P pos, float eps,
+                                     float hscale, const double *wd, float wscale, uint16_t *w)
+{
+    extern __shared__ float v[];
+    __shared__ double red[QKV_THREADS];
+    const int b = blockIdx.x;
+    if (b >= qb) {
+        index_q_row(qi, b - qb, IH, ID, rope_dim, freq, pos, hscale, wd, wscale, w, v);
+    } else if constexpr (QH > 0) {
+        const int64_t r = (int64_t)b * (QKV_THREADS / 32) + threadIdx.x / 32;
+        if (r < rows) q_heads_warp_row<QH>(q, r, H, freq, pos, eps);
+    } else {
+        q_heads_any_row(q, b, H, d, rope_dim, freq, pos, eps, v, red);
+    }
+}
+
+template <class P>
+static int q_index_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq, const P &pos,
+                         float eps, uint16_t *qi, int IH, int ID, const double *wd, float wscale, uint16_t *w)
+{
+    const float hscale = (float)(1.0 / sqrt((double)ID));
+    const int rows = n * H, per = QKV_THREADS / 32;
+    if (d == 512 && rope_dim == 64) { /* V4's heads: a warp per row, as q_heads */
+        const int qb = (rows + per - 1) / per;
+        q_index_heads_kernel<8, P><<<qb + n * IH, QKV_THREADS, (size_t)ID * sizeof(float), s>>>(
+            q, rows, H, d, qb, qi, IH, ID, rope_dim, freq, pos, eps, hscale, wd, wscale, w);
+    } else {
+        const size_t sm = (size_t)(d > ID ? d : ID) * sizeof(float);
+        q_index_heads_kernel<0, P><<<rows + n * IH, QKV_THREADS, sm, s>>>(q, rows, H, d, rows, qi, IH, ID, rope_dim,
+                                                                        freq, pos, eps, hscale, wd, wscale, w);
+    }
+    return HCI_CU_CHECK_LAUNCH();
+}
+
+int hci_cu_q_index_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq,
+                         int64_t pos0, const int64_t *pos, float eps, uint16_t *qi, int IH, int ID, const double *wd,
+                         float wscale, uint16_t *w)
+{
+    if (n <= 0) return HC_OK;
+    if (!pos) return q_index_heads(s, q, n, H, d, rope_dim, freq, PosRun{pos0}, eps, qi, IH, ID, wd, wscale, w);
+    PosRows p = {};
+    if (!pos_rows(p, pos, n)) return HC_ERR_INVALID_ARG;
+    return q_index_heads(s, q, n, H, d, rope_dim, freq, p, eps, qi, IH, ID, wd, wscale, w);
 }

@@ -8,6 +8,8 @@
 /* One warp per (token, 128-block), four values per lane: amax (warp max), power-of-two scale,
  * e4m3 codes; padding rows get zero codes and scale 1. Scales are written K-block major
  * ([K/128][np], tokens contiguous). */
+static_assert(AQ_PER_LANE == 4 && AQ_BLOCK == 128, "hci_dev_act_quant4 takes a 128-block as 4 values per lane");
+
 __global__ void act_quant_kernel(const uint16_t *x, int ldx, int n, int np, int cols, uint8_t *q, float *s)
 {
     int nkb = cols / AQ_BLOCK, lane = threadIdx.x % 32;
@@ -21,7 +23,7 @@ __global__ void act_quant_kernel(const uint16_t *x, int ldx, int n, int np, int 
         return;
     }
     const uint16_t *xr = x + (size_t)t * ldx + (size_t)kb * AQ_BLOCK + lane * AQ_PER_LANE;
-    float v[AQ_PER_LANE], amax = 0.0f;
+    float v[AQ_PER_LANE];
     /* one 8-byte load when the row allows it (ldx even and x 8-byte aligned: the usual case) */
     if (((uintptr_t)xr & 7) == 0) {
         uint2 w = *(const uint2 *)xr;
@@ -30,16 +32,8 @@ __global__ void act_quant_kernel(const uint16_t *x, int ldx, int n, int np, int 
     } else {
         for (int i = 0; i < AQ_PER_LANE; i++) v[i] = hci_f32_from_bf16(xr[i]);
     }
-    for (int i = 0; i < AQ_PER_LANE; i++) amax = fmaxf(amax, fabsf(v[i]));
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    int e = hci_pow2_ceil_exp(fmaxf(amax, 1e-4f), 1.0f / HCI_E4M3_MAX);
-    /* v / sc as v * 2^-e: the same correctly rounded value, without a division */
-    float sc = hci_pow2(e), inv = hci_pow2(-e);
-    uint32_t packed = 0;
-    for (int i = 0; i < AQ_PER_LANE; i++) {
-        float u = fminf(fmaxf(__fmul_rn(v[i], inv), -HCI_E4M3_MAX), HCI_E4M3_MAX);
-        packed |= (uint32_t)hci_e4m3_encode(hci_e4m3_round(u)) << (8 * i);
-    }
+    float sc;
+    const uint32_t packed = hci_dev_act_quant4(v, &sc);
     *qo = packed;
     if (lane == 0) s[(size_t)kb * np + t] = sc;
 }
