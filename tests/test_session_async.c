@@ -7,6 +7,8 @@
  * round-trip exactly as through the plain ops, and failed or stopped loads leave the context as
  * it was, with no buffer left behind. */
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,18 +396,186 @@ START_TEST(reads_stay_in_flight)
 }
 END_TEST
 
+/* ---- the reads of a load through the CUDA-like ops ---- */
+
+typedef struct rec_read {
+    uint64_t off, n;
+    uintptr_t buf;
+    int direct;                 /* the descriptor had O_DIRECT */
+} rec_read;
+
+static struct {
+    pthread_mutex_t lock;
+    rec_read r[4096];
+    int n;
+    int refuse;                 /* reads with O_DIRECT fail with EINVAL (a file system without it) */
+} R = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static ssize_t rec_pread(int fd, void *b, size_t n, off_t off)
+{
+    int fl = fcntl(fd, F_GETFL), direct = fl != -1 && (fl & O_DIRECT);
+    if (direct && R.refuse) {
+        errno = EINVAL;
+        return -1;
+    }
+    pthread_mutex_lock(&R.lock);
+    ck_assert_int_lt(R.n, 4096);
+    R.r[R.n++] = (rec_read){(uint64_t)off, n, (uintptr_t)b, direct};
+    pthread_mutex_unlock(&R.lock);
+    return hci_io_posix.pread(fd, b, n, off);
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const rec_read *x = a, *y = b;
+    return (x->off > y->off) - (x->off < y->off);
+}
+
+/* Whether the file system under path reads with O_DIRECT (tmpfs did not before Linux 6.6). */
+static int fs_takes_direct(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECT);
+    if (fd < 0) return 0;
+    void *b = NULL;
+    int ok = posix_memalign(&b, 4096, 4096) == 0 && pread(fd, b, 4096, 0) == 4096;
+    free(b);
+    close(fd);
+    return ok;
+}
+
+/* The unit reads of a load into a device-like context (every unit into a stream buffer, as on
+ * CUDA) are what O_DIRECT takes and what the raw read does: 4096-aligned offsets, lengths and
+ * buffers, each starting where the one before ended (no block read twice), and with the default
+ * cut on the unit grid of the file; the trace counts them as O_DIRECT. Before, a unit re-read the
+ * last block of the one before whenever a chunk ended inside a block (cut=0 still does). Where
+ * a read with O_DIRECT is refused, the trace counts one fallback and the reads as buffered. */
+START_TEST(unit_reads_direct)
+{
+    hc_ctx *c = filled(HC_CACHE_FP8, 40000, 31);
+    uint64_t d = digest(c);
+    const uint64_t unit = 16 * 4096;
+    hcs_hooks.io_unit = (uint32_t)unit, hcs_hooks.direct_io = 1, hcs_hooks.entry_rows_per_chunk = 64;
+    tsu_save_file(c, g_path, HC_COMPRESS_NONE);
+    int fs_direct = fs_takes_direct(g_path);
+    char trace[300];
+    snprintf(trace, sizeof trace, "%s.trace", g_path);
+    hci_io_ops rec = hci_io_posix;
+    rec.pread = rec_pread;
+    for (int mode = 0; mode < 5; mode++) { /* cut 0, 1, 2; the default; the default with O_DIRECT refused */
+        int cut = mode < 3 ? mode : -1, direct = fs_direct && mode < 4;
+        char knobs[64];
+        snprintf(knobs, sizeof knobs, "workers=4,cut=%d", cut);
+        R.n = 0, R.refuse = mode == 4;
+        unlink(trace);
+        setenv("HYBRIDCTX_SESSION_TRACE", trace, 1);
+        setenv("HYBRIDCTX_SESSION_IO", cut < 0 ? "workers=4" : knobs, 1);
+        hc_ctx *e = tsu_ctx(g_model, HC_CACHE_FP8, 0);
+        set_async(e, 1);
+        hci_io_set(&rec);
+        hc_status st = hc_ctx_load(e, g_path);
+        hci_io_set(NULL);
+        unsetenv("HYBRIDCTX_SESSION_TRACE"), unsetenv("HYBRIDCTX_SESSION_IO");
+        ck_assert_msg(st == HC_OK, "cut %d: load: %s", cut, hc_ctx_last_error(e));
+        ck_assert_uint_eq(digest(e), d);
+        ck_assert_int_eq(F.n_bufs, 0);
+        size_t n;
+        char *line = tu_read_file(trace, &n);
+        ck_assert_ptr_nonnull(line);
+        const char *cnt = strstr(line, "\"n\": {");
+        double units = trace_value(line, "units"), n_direct = trace_value(cnt, "io_direct"),
+               n_buffered = trace_value(cnt, "io_buffered"), fallbacks = trace_value(cnt, "io_fallback"),
+               read = trace_value(strstr(line, "\"bytes\": {"), "io_read");
+        ck_assert_double_eq(trace_value(line, "cut"), cut < 0 ? HCS_CUT_DEFAULT : cut);
+        free(line);
+        ck_assert_double_ge(units, 20);
+        ck_assert_double_eq(n_direct, direct ? units : 0);
+        ck_assert_double_eq(n_buffered, direct ? 0 : units);
+        /* a file system without O_DIRECT refuses the flag itself: nothing falls back */
+        ck_assert_double_eq(fallbacks, fs_direct && mode == 4 ? 1 : 0);
+        if (!direct) {
+            hc_ctx_free(e);
+            continue;
+        }
+        /* the unit reads: those with O_DIRECT on (the validation's come before) */
+        rec_read u[4096];
+        int k = 0;
+        for (int i = 0; i < R.n; i++)
+            if (R.r[i].direct) u[k++] = R.r[i];
+        ck_assert_int_eq(k, (int)units);
+        qsort(u, (size_t)k, sizeof *u, by_offset);
+        int overlaps = 0;
+        uint64_t sum = 0;
+        for (int i = 0; i < k; i++) {
+            ck_assert_msg(u[i].off % 4096 == 0 && u[i].n % 4096 == 0 && u[i].buf % 4096 == 0,
+                          "cut %d: read %d of %llu bytes at %llu into %p", cut, i, (unsigned long long)u[i].n,
+                          (unsigned long long)u[i].off, (void *)u[i].buf);
+            sum += u[i].n;
+            if (i && u[i].off < u[i - 1].off + u[i - 1].n) overlaps++;
+            if (cut && i) ck_assert_uint_eq(u[i].off, u[i - 1].off + u[i - 1].n);
+            if (cut == HCS_CUT_GRID || cut < 0) {
+                if (i) ck_assert_uint_eq(u[i].off % unit, 0);
+                if (i && i + 1 < k) ck_assert_uint_eq(u[i].n, unit);
+            }
+        }
+        ck_assert_double_eq(read, (double)sum);
+        if (cut == HCS_CUT_OVERLAP) ck_assert_int_gt(overlaps, 0);
+        hc_ctx_free(e);
+    }
+    memset(&hcs_hooks, 0, sizeof hcs_hooks);
+    unlink(trace);
+    hc_ctx_free(c);
+}
+END_TEST
+
+/* Every cut of the buffered runs loads the same state, both formats, raw and zstd chunks, with
+ * units smaller than a chunk (the grid extends a unit until a chunk ends in it) and larger. */
+START_TEST(cuts_round_trip)
+{
+    static const uint32_t units[] = {8192, 65536};
+    for (int fmt = 0; fmt < 2; fmt++) {
+        hc_ctx *c = filled(fmt ? HC_CACHE_BF16 : HC_CACHE_FP8, 40000, 41 + fmt);
+        uint64_t d = digest(c);
+        for (int comp = 0; comp < 2; comp++)
+            for (int ui = 0; ui < 2; ui++) {
+                hcs_hooks.io_unit = units[ui], hcs_hooks.direct_io = 1, hcs_hooks.entry_rows_per_chunk = 64;
+                tsu_save_file(c, g_path, comp ? HC_COMPRESS_ZSTD : HC_COMPRESS_NONE);
+                for (int cut = 0; cut < 3; cut++) {
+                    char knobs[64];
+                    snprintf(knobs, sizeof knobs, "cut=%d,read_bufs=%d", cut, cut + 1);
+                    setenv("HYBRIDCTX_SESSION_IO", knobs, 1);
+                    hc_ctx *e = tsu_ctx(g_model, fmt ? HC_CACHE_FP8 : HC_CACHE_BF16, 0); /* the other format */
+                    set_async(e, 1);
+                    hc_status st = hc_ctx_load(e, g_path);
+                    unsetenv("HYBRIDCTX_SESSION_IO");
+                    ck_assert_msg(st == HC_OK, "fmt %d zstd %d unit %u cut %d: %s", fmt, comp, units[ui], cut,
+                                  hc_ctx_last_error(e));
+                    ck_assert_uint_eq(digest(e), d);
+                    ck_assert_int_eq(F.n_bufs, 0);
+                    hc_ctx_free(e);
+                }
+            }
+        memset(&hcs_hooks, 0, sizeof hcs_hooks);
+        hc_ctx_free(c);
+    }
+}
+END_TEST
+
 /* HYBRIDCTX_SESSION_IO: known names with values in range, the rest ignored. */
 START_TEST(stream_knobs)
 {
-    static const struct { const char *spec; int threads, bufs, eager, workers; } cases[] = {
-        {NULL, -1, -1, -1, -1},
-        {"", -1, -1, -1, -1},
-        {"read_threads=4,read_bufs=16,eager=0,workers=3", 4, 16, 0, 3},
-        {"read_bufs=8,", -1, 8, -1, -1},
-        {"read_threads=0,read_bufs=33,eager=2,workers=x,bogus=1", -1, -1, -1, -1},
-        {"read_threads=2x,read_bufs=,eager=1,read_threads", -1, -1, 1, -1},
-        {"eager=1,eager=0", -1, -1, 0, -1},
-        {"workers=64,read_threads=16,read_bufs=1", 16, 1, -1, 64},
+    static const struct { const char *spec; int threads, bufs, eager, workers, cut, unit_mib; } cases[] = {
+        {NULL, -1, -1, -1, -1, -1, -1},
+        {"", -1, -1, -1, -1, -1, -1},
+        {"read_threads=4,read_bufs=16,eager=0,workers=3", 4, 16, 0, 3, -1, -1},
+        {"read_bufs=8,", -1, 8, -1, -1, -1, -1},
+        {"read_threads=0,read_bufs=33,eager=2,workers=x,bogus=1", -1, -1, -1, -1, -1, -1},
+        {"read_threads=2x,read_bufs=,eager=1,read_threads", -1, -1, 1, -1, -1, -1},
+        {"eager=1,eager=0", -1, -1, 0, -1, -1, -1},
+        {"workers=64,read_threads=16,read_bufs=1", 16, 1, -1, 64, -1, -1},
+        {"cut=0,unit_mib=16", -1, -1, -1, -1, 0, 16},
+        {"cut=2,unit_mib=64", -1, -1, -1, -1, 2, 64},
+        {"cut=3,unit_mib=0", -1, -1, -1, -1, -1, -1},
+        {"cut=-1,unit_mib=65", -1, -1, -1, -1, -1, -1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (cases[i].spec) setenv("HYBRIDCTX_SESSION_IO", cases[i].spec, 1);
@@ -413,9 +583,9 @@ START_TEST(stream_knobs)
         hci_session_knobs k;
         hci_session_knobs_get(&k);
         ck_assert_msg(k.read_threads == cases[i].threads && k.read_bufs == cases[i].bufs && k.eager == cases[i].eager &&
-                          k.workers == cases[i].workers,
-                      "'%s': %d %d %d %d", cases[i].spec ? cases[i].spec : "(unset)", k.read_threads, k.read_bufs,
-                      k.eager, k.workers);
+                          k.workers == cases[i].workers && k.cut == cases[i].cut && k.unit_mib == cases[i].unit_mib,
+                      "'%s': %d %d %d %d %d %d", cases[i].spec ? cases[i].spec : "(unset)", k.read_threads, k.read_bufs,
+                      k.eager, k.workers, k.cut, k.unit_mib);
     }
     unsetenv("HYBRIDCTX_SESSION_IO");
 }
@@ -431,6 +601,8 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, failed_loads_change_nothing);
     tcase_add_test(tc, reads_stay_in_flight);
+    tcase_add_test(tc, unit_reads_direct);
+    tcase_add_test(tc, cuts_round_trip);
     tcase_add_test(tc, stream_knobs);
     suite_add_tcase(s, tc);
     return s;

@@ -255,14 +255,22 @@ static void print_trace(FILE *out, const char *path, const char *name)
                 busy, last - first, 100.0 * busy / (last - first > 0 ? last - first : 1), jget(S, "disk_busy2"),
                 last - first - busy, nr, nr > 0 ? rb / nr / 1e6 : 0, busy > 0 ? rb / busy / 1e9 : 0,
                 busy > 0 ? io_read / busy : 0);
+    /* how the disk was read: O_DIRECT or not (a silent fallback to the page cache), the layout */
+    static const char *const cuts[] = {"overlapping units of whole chunks", "units of whole chunks", "the raw read's grid"};
+    int cut = (int)jget(j, "cut");
+    fprintf(out, "      reads: %.0f O_DIRECT (%.3f GB), %.0f through the page cache (%.3f GB), %.0f fallbacks to the page cache; "
+                 "%.3f GB read for a %.3f GB file; %s, %.1f MiB; carried %.1f MB in %.3f s\n",
+            jget(N, "io_direct"), jget(B, "io_direct") / 1e9, jget(N, "io_buffered"), jget(B, "io_buffered") / 1e9,
+            jget(N, "io_fallback"), rb / 1e9, jget(j, "session_bytes") / 1e9, cut >= 0 && cut <= 2 ? cuts[cut] : "?",
+            jget(j, "unit_bytes") / 1048576.0, jget(B, "carry") / 1e6, jget(S, "carry"));
     double wr = jget(S, "wait_read"), wc = jget(S, "wait_check"), ap = jget(S, "apply"), ba = jget(S, "buf_alloc"),
            bf = jget(S, "buf_free");
     fprintf(out, "      calling thread, stream %.3f s: waited for reads %.3f (%.0f times), for checks %.3f; applied %.3f "
                  "(upload_async %.3f x %.0f, uploads %.3f x %.0f, shadow and blocks at the first piece %.3f); "
-                 "buffers: alloc %.3f x %.0f (%.0f MB), free %.3f; other %.3f\n",
+                 "buffers: alloc %.3f x %.0f (%.0f MB), free %.3f; carry %.3f; other %.3f\n",
             stream, wr, jget(N, "wait_read"), wc, ap, jget(S, "upload_async"), jget(N, "upload_async"), jget(S, "upload"),
-            jget(N, "upload"), jget(S, "prepare"), ba, jget(N, "buf_alloc"), jget(B, "buf_alloc") / 1e6, bf,
-            stream - wr - wc - ap - ba - bf);
+            jget(N, "upload"), jget(S, "prepare"), ba, jget(N, "buf_alloc"), jget(B, "buf_alloc") / 1e6, bf, jget(S, "carry"),
+            stream - wr - wc - ap - ba - bf - jget(S, "carry"));
     fprintf(out, "      setup %.3f (shadow %.3f, blocks %.3f x %.0f, page tables %.3f x %.0f: wherever they ran); after: "
                  "history %.3f, commit %.3f\n",
             jget(S, "setup"), jget(S, "shadow"), jget(S, "block_alloc"), jget(N, "block_alloc"), jget(S, "page_sync"),

@@ -36,8 +36,19 @@
 #define HCS_READ_AHEAD 16            /* loads: units read ahead of the checks at most (buffered ones: HCS_READ_BUFS) */
 #define HCS_READ_BUFS 8              /* ... buffers of the units read into a buffer (not straight into the pages) */
 #define HCS_READ_BUFS_MAX 32         /* ... at most (HYBRIDCTX_SESSION_IO, lib/util/trace.h) */
-#define HCS_READ_THREADS 2           /* ... by this many I/O threads (1 for sessions of under 2 MiB) */
-#define HCS_READ_THREADS_BUF 4       /* ... or this many where no unit goes straight into the pages (CUDA) */
+#define HCS_READ_THREADS 2           /* ... by this many I/O threads, i.e. reads in flight (1 for sessions of
+                                        under 2 MiB): one read queued behind the running one keeps the disk
+                                        busy through a read's turnaround, and two adjacent reads are one
+                                        sequential stream to the disk, the pattern of the raw O_DIRECT read
+                                        (docs/perf/NEXT-cuda-load.md: four in flight read slower) */
+/* ... runs of buffered chunks (CUDA contexts: the whole file) cut into reads: */
+enum {
+    HCS_CUT_OVERLAP = 0, /* units of whole chunks, each read from its first chunk's block: a read re-reads the
+                            last block of the one before (the layout before branch load-direct, for comparison) */
+    HCS_CUT_CHUNKS = 1,  /* units of whole chunks, each read from where the one before ended */
+    HCS_CUT_GRID = 2,    /* reads on the HCS_IO_UNIT grid of the file, like the raw benchmark's */
+};
+#define HCS_CUT_DEFAULT HCS_CUT_GRID
 #define HCS_POPULATE_THREADS 4       /* ... whose pages up to this many threads make resident first */
 #define HCS_DIRECT_MIN (64ull << 20) /* sessions this large go through O_DIRECT (small ones stay
                                         buffered: their reads are mostly page-cache hits) */

@@ -23,6 +23,7 @@
 struct hcs_dio {
     int fd, write, flags0; /* flags0: the descriptor's flags before, restored at the end */
     atomic_int direct;
+    atomic_int fell;       /* O_DIRECT was refused once (counted in the trace) */
     atomic_int cancel;     /* hcs_dio_cancel: queued transfers are skipped */
     hcs_dio_prep_fn prep;  /* reads: before each transfer */
     void *prep_arg;
@@ -91,6 +92,7 @@ static void transfer(void *arg, int i)
         u->t_start = t0 - d->trace->t0 + 1;
         hci_trace_read_begin(d->trace);
     }
+    int paged = 0; /* some of the unit came through the page cache */
     while (n) {
         size_t step = n < (1u << 30) ? n : (1u << 30);
         int was_direct = atomic_load(&d->direct);
@@ -101,8 +103,10 @@ static void transfer(void *arg, int i)
              * switched already, after this transfer started) */
             if (atomic_load(&d->direct)) set_direct(d, 0);
             if (atomic_load(&d->direct)) break; /* the flag did not come off: report EINVAL */
+            if (!atomic_exchange(&d->fell, 1)) hci_trace_add(d->trace, HCI_T_IO_FALLBACK, 0, 0);
             continue;
         }
+        if (r > 0 && !was_direct) paged = 1;
         if (r <= 0) {
             int e = r < 0 ? errno : d->write ? EIO : 0;
             if (e)
@@ -119,6 +123,8 @@ static void transfer(void *arg, int i)
         uint64_t t1 = hci_now_ns();
         hci_trace_read_end(d->trace);
         hci_trace_add(d->trace, HCI_T_IO_READ, t1 - t0, u->len - n);
+        /* whether the disk saw direct reads: a silent fallback would explain a slow load */
+        if (!u->status && !n) hci_trace_add(d->trace, paged ? HCI_T_IO_BUFFERED : HCI_T_IO_DIRECT, 0, u->len);
         u->t_end = t1 - d->trace->t0 + 1;
     }
     if (u->status) return;
@@ -145,6 +151,7 @@ hcs_dio *hcs_dio_create(int fd, const char *name, int write, int direct, int n_u
         if (ok) d->units[i].buf = b;
     }
     atomic_init(&d->cancel, 0);
+    atomic_init(&d->fell, 0);
     if (ok) d->pipe = hcs_pipe_create(write || n_threads < 1 ? 1 : n_threads, n_units, transfer, d);
     if (!ok || !d->pipe) {
         d->pipe = NULL;

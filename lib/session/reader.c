@@ -380,12 +380,15 @@ typedef struct rslot {
     ZSTD_DCtx *dz;
 } rslot;
 
-/* A unit of a file stream: the bytes [off, end) of the file, both multiples of HCS_DIO_ALIGN
- * (the chunks themselves are not), read into a buffer, or with dst straight into the pages of
- * a section. Chunks first .. first+n-1 (stream order) end in it: a buffered unit holds them
- * whole; in a direct run a chunk may start in an earlier unit, and a unit may end none. */
+/* A unit of a file stream: the bytes [off, end) of the file, all three offsets multiples of
+ * HCS_DIO_ALIGN (the chunks themselves are not), read into a buffer, or with dst straight into the
+ * pages of a section. Chunks first .. first+n-1 (stream order) end in it: a buffered unit holds
+ * them whole; in a direct run a chunk may start in an earlier unit, and a unit may end none. A
+ * buffered unit reads only [rd, end): the carry [off, rd), the start of its first chunk, was read
+ * by the unit before (buffered too) and is copied from that one's buffer, so that the reads are
+ * one sequential stream, each starting where the one before ended, like the raw read's. */
 typedef struct runit {
-    uint64_t off, end;
+    uint64_t off, rd, end;
     uint64_t first;
     uint32_t n;
     uint8_t *dst;
@@ -414,6 +417,7 @@ typedef struct reader {
     size_t cap_pg;              /* bytes of a slot's b_pg */
     uint8_t *ubuf[HCS_READ_BUFS_MAX]; /* host_buf (from bufs when given), allocated as first needed */
     int eager;                  /* release buffered units as their chunks are applied, before waiting for a read */
+    int cut;                    /* HCS_CUT_*: how runs of buffered chunks are cut into units */
     uint32_t u_read, u_wait;    /* units queued for reading / whose reads were waited for */
     uint32_t u_done;            /* units whose slot is free again (direct: waited; buffered: applied) */
     uint32_t b_done;            /* buffered units among them */
@@ -536,32 +540,77 @@ static uint32_t direct_chunks(const reader *r, uint32_t i)
     return j;
 }
 
+/* Where a buffered chunk is in the file (plan_units). */
+typedef struct bchunk {
+    uint64_t off, end;
+    uint32_t sec;
+} bchunk;
+
+/* Cut a run of buffered chunks c[0..m) (consecutive in the file; g: the stream index of c[0])
+ * into units u[n], ...; returns the new unit count. HCS_CUT_GRID: a run longer than target is
+ * read in the blocks of the file's target grid, the raw benchmark's, each extended to the next
+ * grid point where no chunk would end in it (chunks larger than target); the others: units of
+ * whole chunks of at most target bytes (one chunk when larger). */
+static uint32_t cut_run(reader *r, const bchunk *c, uint32_t m, uint64_t g, uint64_t target, runit *u, uint32_t n,
+                        size_t *cap)
+{
+    uint64_t run_end = hcs_align(c[m - 1].end), rd = c[0].off / HCS_DIO_ALIGN * HCS_DIO_ALIGN;
+    for (uint32_t j = 0, k; j < m; j = k) {
+        uint64_t base = c[j].off / HCS_DIO_ALIGN * HCS_DIO_ALIGN, hi;
+        k = j + 1;
+        if (r->cut == HCS_CUT_GRID) {
+            hi = run_end - rd <= target ? run_end : (rd / target + 1) * target;
+            for (;; hi = run_end - hi <= target ? run_end : hi + target) {
+                while (k < m && c[k].end <= hi) k++;
+                if (c[k - 1].end <= hi) break; /* some chunk ends in (rd, hi] */
+            }
+        } else {
+            while (k < m && hcs_align(c[k].end) - base <= target) k++;
+            hi = hcs_align(c[k - 1].end);
+        }
+        /* base <= rd: c[j] starts where the chunk before ended (or at its section's aligned start),
+         * at most at rd, the aligned end of the unit before */
+        uint64_t from = r->cut == HCS_CUT_OVERLAP || rd < base ? base : rd;
+        u[n] = (runit){.off = base, .rd = from, .end = hi, .first = g + j, .n = k - j, .dst = NULL, .buf = r->n_bunits++,
+                       .sec = c[j].sec};
+        if (hi - base > *cap) *cap = (size_t)(hi - base);
+        n++, rd = hi;
+    }
+    return n;
+}
+
 /* Units of about `target` bytes covering every chunk in file order: direct runs cut at aligned
  * offsets (the last one's aligned end reaches at most 4095 bytes past the run: into the next
  * chunk's page, which its upload rewrites whole later, or the block's slack), the other chunks
- * in buffered units of whole chunks. Returns their number into r->units, *cap the largest
- * buffered unit; 0 units and r->units NULL when out of memory. */
+ * in buffered units (cut_run). Returns their number into r->units, *cap the largest buffered
+ * unit; 0 units and r->units NULL when out of memory. */
 static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
 {
     const hcs_file *f = r->f;
     target = (target + HCS_DIO_ALIGN - 1) / HCS_DIO_ALIGN * HCS_DIO_ALIGN;
     runit *u = malloc(sizeof *u * (f->n_chunks + f->n_sec + f->total_stored / target + 1));
-    uint32_t n = 0;
-    r->units = u, *cap = HCS_DIO_ALIGN;
-    if (!u) return 0;
+    bchunk *run = malloc(sizeof *run * (f->n_chunks ? f->n_chunks : 1));
+    uint32_t n = 0, m = 0; /* units, chunks of the buffered run not cut yet */
+    r->units = u, *cap = HCS_DIO_ALIGN, r->n_bunits = 0;
+    if (!u || !run) {
+        free(u), free(run);
+        r->units = NULL;
+        return 0;
+    }
     uint64_t g = 0;
-    uint32_t nb = 0;
     for (uint32_t i = 0; i < f->n_sec; i++) {
         const hcs_section *sec = &f->sec[i];
         uint64_t off = sec->offset;
         uint32_t d = direct_chunks(r, i), j = 0;
         if (d) {
+            if (m) n = cut_run(r, run, m, g - m, target, u, n, cap), m = 0;
             uint64_t run_end = off;
             for (uint32_t k = 0; k < d; k++) run_end += hcs_file_chunk(f, sec->first_chunk + k).stored_size;
             uint64_t cend = off + hcs_file_chunk(f, sec->first_chunk).stored_size;
             for (uint64_t pos = off, stop = hcs_align(run_end); pos < stop; n++) {
                 uint64_t hi = stop - pos < target ? stop : pos + target;
-                u[n] = (runit){.off = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off), .buf = 0, .sec = i};
+                u[n] = (runit){.off = pos, .rd = pos, .end = hi, .first = g, .n = 0, .dst = r->dest[i] + (pos - off), .buf = 0,
+                               .sec = i};
                 for (; j < d && cend <= hi; j++, g++, u[n].n++)
                     if (j + 1 < d) cend += hcs_file_chunk(f, sec->first_chunk + j + 1).stored_size;
                 pos = hi;
@@ -570,18 +619,12 @@ static uint32_t plan_units(reader *r, uint64_t target, size_t *cap)
         }
         for (; j < sec->n_chunks; j++, g++) {
             uint64_t end = off + hcs_file_chunk(f, sec->first_chunk + j).stored_size;
-            uint64_t lo = off / HCS_DIO_ALIGN * HCS_DIO_ALIGN, hi = hcs_align(end); /* HCS_BLOCK == HCS_DIO_ALIGN */
-            if (n && !u[n - 1].dst && hi - u[n - 1].off <= target) {
-                u[n - 1].end = hi, u[n - 1].n++;
-            } else {
-                u[n] = (runit){.off = lo, .end = hi, .first = g, .n = 1, .dst = NULL, .buf = nb++, .sec = i};
-                n++;
-            }
-            if (u[n - 1].end - u[n - 1].off > *cap) *cap = (size_t)(u[n - 1].end - u[n - 1].off);
+            run[m++] = (bchunk){off, end, i};
             off = end;
         }
     }
-    r->n_bunits = nb;
+    if (m) n = cut_run(r, run, m, g - m, target, u, n, cap);
+    free(run);
     return n;
 }
 
@@ -625,8 +668,22 @@ static int slot_bufs(const reader *r, rslot *s, char *err, size_t errsz)
     return HC_OK;
 }
 
+/* Whether unit u starts with a carry from the unit before (runit). */
+static int carries(const runit *u) { return u->rd > u->off; }
+
+/* Unit k's carry, copied out of the buffer of unit k - 1 (buffered: cut_run carries only inside a
+ * run; advance keeps that buffer until then) after k's read, before its chunks go to the workers. */
+static void take_carry(reader *r, uint32_t k)
+{
+    const runit *u = &r->units[k], *p = &r->units[k - 1];
+    uint64_t t0 = r->trace ? hci_now_ns() : 0;
+    memcpy(r->ubuf[u->buf % r->n_ubuf], r->ubuf[p->buf % r->n_ubuf] + (u->off - p->off), (size_t)(u->rd - u->off));
+    if (t0) hci_trace_add(r->trace, HCI_T_CARRY, hci_now_ns() - t0, u->rd - u->off);
+}
+
 /* Free the slots of units that are done with (direct: waited for; buffered: every chunk
- * applied), then queue unit reads while slots (and, for buffered units, buffers) are free.
+ * applied and the next unit's carry taken), then queue unit reads while slots (and, for
+ * buffered units, buffers) are free.
  * Direct units hold no buffer, so their reads are queued up to n_desc units ahead of the
  * calling thread, and their pages are made resident (prep_unit) as soon as they are queued:
  * fresh pages cost the kernel about as much CPU to fault in as the disk takes to fill them, and
@@ -638,6 +695,8 @@ static int advance(reader *r, char *err, size_t errsz)
     for (; r->u_done < r->u_read; r->u_done++) {
         const runit *u = &r->units[r->u_done];
         if (u->dst ? r->u_done >= r->u_wait : r->fin < u->first + u->n) break;
+        if (!u->dst && r->u_done + 1 < r->n_units && carries(&r->units[r->u_done + 1]) && r->u_done + 1 >= r->u_wait)
+            break; /* the next unit's carry is still to be copied out of this buffer */
         if (!u->dst) r->b_done++;
         if (r->trace) r->trace->units[r->u_done].released = hci_trace_at(r->trace);
     }
@@ -652,8 +711,8 @@ static int advance(reader *r, char *err, size_t errsz)
             dst = *b;
         }
         hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_read % r->n_desc));
-        b->off = u->off, b->len = (size_t)(u->end - u->off);
-        b->dst = dst;
+        b->off = u->rd, b->len = (size_t)(u->end - u->rd);
+        b->dst = dst + (u->rd - u->off);
         b->tag = r->u_read;
         if (r->trace) {
             r->trace->units[r->u_read].queued = hci_trace_at(r->trace);
@@ -715,6 +774,7 @@ static int wait_units(reader *r, uint32_t cu, hcs_apply_fn apply, void *arg, cha
                 const hcs_unit *b = hcs_dio_unit(r->dio, (int)(r->u_wait % r->n_desc));
                 tu->start = b->t_start, tu->end = b->t_end, tu->waited = t1 - r->trace->t0 + 1;
             }
+            if (!st && carries(&r->units[r->u_wait])) take_carry(r, r->u_wait);
             if (!st) r->u_wait++, st = advance(r, err, errsz);
         }
         if (st) return st;
@@ -748,6 +808,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     hci_session_knobs knobs;
     hci_session_knobs_get(&knobs);
     r.eager = knobs.eager != 0;
+    r.cut = knobs.cut >= 0 ? knobs.cut : HCS_CUT_DEFAULT;
     atomic_init(&r.no_huge, 0);
     /* Pieces point into the unit buffers (raw chunks), b_raw (decompressed chunks) or b_pg (pages
      * converted to the context's format): the slot buffers come from bufs when they can be the
@@ -773,18 +834,18 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
     int st = r.slots ? HC_OK : HC_ERR_OUT_OF_MEMORY;
     if (!st && !f->src.buf) { /* a file: read in units, ahead of the workers */
         size_t cap = 0;
-        uint64_t target = hcs_hooks.io_unit ? hcs_hooks.io_unit : HCS_IO_UNIT;
+        uint64_t target = hcs_hooks.io_unit ? hcs_hooks.io_unit
+                          : knobs.unit_mib > 0 ? (uint64_t)knobs.unit_mib << 20 : HCS_IO_UNIT;
         r.n_units = plan_units(&r, target, &cap);
         /* raw chunks' pieces point into the buffers of buffered units (allocated by advance, from
-         * bufs like the slots'): as many as such units, up to HCS_READ_BUFS */
+         * bufs like the slots'): as many as such units, up to HCS_READ_BUFS; two at least, since a
+         * unit's buffer is kept until the next one has taken its carry */
         uint32_t nb = knobs.read_bufs > 0 ? (uint32_t)knobs.read_bufs : HCS_READ_BUFS;
-        r.n_ubuf = r.n_bunits < nb ? r.n_bunits : nb;
+        r.n_ubuf = r.n_bunits < nb ? r.n_bunits : nb < 2 ? 2 : nb;
         r.ucap = cap;
         r.n_desc = r.n_ubuf > HCS_READ_AHEAD ? r.n_ubuf : HCS_READ_AHEAD;
         int direct = hcs_hooks.direct_io ? hcs_hooks.direct_io > 0 : f->total_stored >= HCS_DIRECT_MIN;
-        /* reads into the pages wait for their populate; reads into buffers cost their thread
-         * nothing else, and more of them in flight keep a deep device queue (the raw x4 read) */
-        int n_io = r.n_bunits < r.n_units ? HCS_READ_THREADS : HCS_READ_THREADS_BUF;
+        int n_io = HCS_READ_THREADS;
         if (!n_workers) n_io = 1;
         else if (knobs.read_threads > 0) n_io = knobs.read_threads;
         int n_pop = n_workers < HCS_POPULATE_THREADS ? n_workers : HCS_POPULATE_THREADS;
@@ -798,7 +859,7 @@ int hcs_file_stream(const hcs_file *f, int fmt, int n_workers, uint8_t *const *d
             if ((t->units = calloc(r.n_units ? r.n_units : 1, sizeof *t->units))) {
                 t->n_units = r.n_units;
                 t->read_threads = n_io, t->read_bufs = (int)r.n_ubuf, t->populate_threads = dest ? n_pop : 0;
-                t->direct = direct, t->eager = r.eager;
+                t->direct = direct, t->eager = r.eager, t->cut = r.cut, t->unit_bytes = target;
                 hcs_dio_set_trace(r.dio, t);
             } else {
                 r.trace = NULL;

@@ -29,7 +29,7 @@ hci_trace *hci_trace_begin(void)
     }
     pthread_mutex_init(&t->lock, NULL);
     snprintf(t->path, sizeof t->path, "%s", p);
-    t->eager = -1;
+    t->eager = t->cut = -1;
     t->t0 = hci_now_ns();
     return t;
 }
@@ -58,7 +58,8 @@ void hci_trace_read_end(hci_trace *t)
 static const char *const names[HCI_T_N] = {
     "total", "open", "setup", "shadow", "block_alloc", "page_sync", "stream", "buf_alloc", "wait_read",
     "wait_check", "apply", "upload_async", "upload", "prepare", "buf_free", "hist", "commit", "io_read",
-    "io_bufwait", "io_prepwait", "disk_busy", "disk_busy2", "work", "work_bufwait", "populate",
+    "io_bufwait", "io_prepwait", "disk_busy", "disk_busy2", "work", "work_bufwait", "populate", "carry",
+    "io_direct", "io_buffered", "io_fallback",
 };
 
 void hci_trace_end(hci_trace *t)
@@ -68,9 +69,10 @@ void hci_trace_end(hci_trace *t)
     if (f) {
         fprintf(f, "{\"op\": \"load\", \"status\": %d, \"backend\": \"%s\", \"session_bytes\": %" PRIu64
                    ", \"chunks\": %" PRIu64 ", \"units\": %u, \"workers\": %d, \"read_threads\": %d, \"read_bufs\": %d, "
-                   "\"populate_threads\": %d, \"direct\": %d, \"eager\": %d, \"s\": {",
+                   "\"populate_threads\": %d, \"direct\": %d, \"eager\": %d, \"cut\": %d, \"unit_bytes\": %" PRIu64
+                   ", \"s\": {",
                 t->status, t->backend ? t->backend : "?", t->session_bytes, t->n_chunks, t->n_units, t->workers,
-                t->read_threads, t->read_bufs, t->populate_threads, t->direct, t->eager);
+                t->read_threads, t->read_bufs, t->populate_threads, t->direct, t->eager, t->cut, t->unit_bytes);
         for (int i = 0; i < HCI_T_N; i++)
             fprintf(f, "%s\"%s\": %.6f", i ? ", " : "", names[i], 1e-9 * (double)atomic_load(&t->ns[i]));
         fprintf(f, "}, \"n\": {");
@@ -99,7 +101,7 @@ void hci_trace_end(hci_trace *t)
 /* "name=value" items separated by commas; an unknown name or a bad value is ignored. */
 void hci_session_knobs_get(hci_session_knobs *k)
 {
-    k->read_threads = k->read_bufs = k->eager = k->workers = -1;
+    k->read_threads = k->read_bufs = k->eager = k->workers = k->cut = k->unit_mib = -1;
     const char *s = getenv("HYBRIDCTX_SESSION_IO");
     while (s && *s) {
         static const struct { const char *name; int lo, hi; size_t off; } fields[] = {
@@ -107,6 +109,8 @@ void hci_session_knobs_get(hci_session_knobs *k)
             {"read_bufs", 1, 32, offsetof(hci_session_knobs, read_bufs)},
             {"eager", 0, 1, offsetof(hci_session_knobs, eager)},
             {"workers", 1, 64, offsetof(hci_session_knobs, workers)},
+            {"cut", 0, 2, offsetof(hci_session_knobs, cut)},
+            {"unit_mib", 1, 64, offsetof(hci_session_knobs, unit_mib)},
         };
         const char *end = strchr(s, ','), *eq = strchr(s, '=');
         if (!end) end = s + strlen(s);

@@ -38,6 +38,10 @@ enum {
     HCI_T_WORK,         /* workers: decompress, hash, check, convert, summed over threads */
     HCI_T_WORK_BUFWAIT, /* workers: waiting for the copies out of a slot's buffer */
     HCI_T_POPULATE,     /* making fresh host pages resident (populate threads and workers) */
+    HCI_T_CARRY,        /* calling thread: a unit's first bytes copied from the previous unit's buffer (bytes) */
+    HCI_T_IO_DIRECT,    /* unit reads done wholly with O_DIRECT (count, bytes; no time) */
+    HCI_T_IO_BUFFERED,  /* unit reads done wholly or partly through the page cache (count, bytes) */
+    HCI_T_IO_FALLBACK,  /* O_DIRECT refused (EINVAL): the stream went buffered for good (count) */
     HCI_T_N
 };
 
@@ -54,8 +58,8 @@ typedef struct hci_trace {
     int in_flight;
     uint64_t busy_from, busy2_from;
     /* what the stream was (set by the reader) */
-    int workers, read_threads, read_bufs, populate_threads, direct, eager, status;
-    uint64_t session_bytes, n_chunks;
+    int workers, read_threads, read_bufs, populate_threads, direct, eager, cut, status;
+    uint64_t session_bytes, n_chunks, unit_bytes;
     const char *backend;
     hci_trace_unit *units;             /* [n_units], owned */
     uint32_t n_units;
@@ -88,12 +92,15 @@ void hci_trace_read_begin(hci_trace *t);
 void hci_trace_read_end(hci_trace *t);
 
 /* Knobs of the session streams for experiments (HYBRIDCTX_SESSION_IO="read_threads=4,read_bufs=16,
- * eager=0,workers=16"): each field -1 where not given (or out of range), the built-in choice then. */
+ * eager=0,workers=16,cut=0,unit_mib=16"): each field -1 where not given (or out of range), the
+ * built-in choice then. */
 typedef struct hci_session_knobs {
-    int read_threads;   /* 1..16: I/O threads of a load */
+    int read_threads;   /* 1..16: I/O threads of a load (reads in flight at most) */
     int read_bufs;      /* 1..32: buffers of a load's buffered units */
     int eager;          /* 0: buffered units are released only when the reading thread runs out of them (the old way) */
     int workers;        /* 1..64: worker threads of a load (default: the online cores, at most 16) */
+    int cut;            /* 0..2: how runs of buffered chunks are cut into reads (HCS_CUT_*, lib/session/container.h) */
+    int unit_mib;       /* 1..64: reads of about this many MiB (default HCS_IO_UNIT) */
 } hci_session_knobs;
 void hci_session_knobs_get(hci_session_knobs *k);
 
