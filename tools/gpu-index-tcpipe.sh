@@ -11,13 +11,8 @@
 # Writes $OUT/all.tgz only (a device call returns at most 8 files).
 set -u
 cd "$(dirname "$0")/.."
-b=${CARRY:-.carry/b}
-export LD_LIBRARY_PATH=$PWD/$b:$PWD/$b/rt:/usr/local/cuda/lib64 HC_TEST_DATA=$PWD/tests/data CK_FORK=no
-OUT=${OUT:-/tmp/o}
-o=$OUT/logs; mkdir -p "$o"
-commit=$(cat .carry/commit 2>/dev/null || echo unknown)
-. tools/gpu-steps.sh # step
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
+. tools/gpu-steps.sh # step, carry_setup
+carry_setup
 fast="gemv_fast index_fast comp_fast attend_fast index_tcsum"
 step same-bits 200 $b/tests/test_gpu flash
 step golden 60 env HC_TEST_FAST_OPTIONS=index_tcpipe=1 HC_TEST_BACKEND=cuda $b/tests/test_golden

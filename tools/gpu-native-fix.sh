@@ -19,12 +19,8 @@
 # Writes $OUT/all.tgz only, and prints the summary and the lines that matter.
 set -u
 cd "$(dirname "$0")/.."
-b=${CARRY:-.carry/b}
-export LD_LIBRARY_PATH=$PWD/$b:$PWD/$b/rt:/usr/local/cuda/lib64 HC_TEST_DATA=$PWD/tests/data CK_FORK=no
-OUT=${OUT:-/tmp/o}
-o=$OUT/logs; mkdir -p "$o"
-. tools/gpu-steps.sh # step
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
+. tools/gpu-steps.sh # step, carry_setup
+carry_setup
 cat .carry/commit > "$o/commit.txt" 2>/dev/null
 out=HC_TEST_FAST_OPTIONS=gemm_fp8_native_out=1
 nat=HC_TEST_FAST_OPTIONS=gemm_fp8_native=1
