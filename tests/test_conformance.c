@@ -432,12 +432,8 @@ static void conform(const candidate *k)
     ck_assert_int_eq(hc_ctx_numerics(cb), k->backend == HC_BACKEND_CUDA && k->numerics != HC_NUMERICS_EXACT
                                               ? HC_NUMERICS_FAST
                                               : HC_NUMERICS_EXACT);
-    for (int i = 0; i < 4 && k->options[i]; i++) {
-        char name[64];
-        const char *eq = strchr(k->options[i], '=');
-        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - k->options[i]) : 63, k->options[i]);
-        ck_assert_msg(hc_x_ctx_set_option(cb, name, eq ? atoi(eq + 1) : 1) == HC_OK, "%s", hc_ctx_last_error(cb));
-    }
+    for (int i = 0; i < 4 && k->options[i]; i++)
+        ck_assert_msg(tu_set_option(cb, k->options[i]) == HC_OK, "%s: %s", k->options[i], hc_ctx_last_error(cb));
     ck_assert_int_eq(tu_fast_env_options(cb), 0); /* HC_TEST_FAST_OPTIONS on the FAST candidates */
     /* the CPU backend has no options; unknown names and bad values are refused */
     ck_assert_int_eq(hc_x_ctx_set_option(ca, "attend_simple", 1), HC_ERR_UNSUPPORTED);

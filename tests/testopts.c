@@ -9,6 +9,19 @@
 #include "hybridctx.h"
 #include "hybridctx_experimental.h"
 
+int tu_set_option(struct hc_ctx *c, const char *item)
+{
+    char name[64];
+    const char *eq = strchr(item, '=');
+    char *end = NULL;
+    long v = eq ? strtol(eq + 1, &end, 10) : 1;
+    size_t len = eq ? (size_t)(eq - item) : strlen(item);
+    if (!len || len >= sizeof name || (eq && (end == eq + 1 || *end))) return 1;
+    memcpy(name, item, len);
+    name[len] = 0;
+    return hc_x_ctx_set_option(c, name, v);
+}
+
 int tu_fast_env_options(struct hc_ctx *c)
 {
     const char *env = getenv("HC_TEST_FAST_OPTIONS");
@@ -20,15 +33,12 @@ int tu_fast_env_options(struct hc_ctx *c)
     }
     memcpy(buf, env, strlen(env) + 1);
     for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(item, '=');
-        char *end = NULL;
-        long v = eq ? strtol(eq + 1, &end, 10) : 0;
-        if (!eq || eq == item || end == eq + 1 || *end) {
+        int st = strchr(item, '=') ? tu_set_option(c, item) : 1;
+        if (st == 1) {
             fprintf(stderr, "HC_TEST_FAST_OPTIONS: \"%s\" is not name=value\n", item);
             return -1;
         }
-        *eq = 0;
-        if (hc_x_ctx_set_option(c, item, v) != HC_OK) {
+        if (st != HC_OK) {
             fprintf(stderr, "HC_TEST_FAST_OPTIONS: %s\n", hc_ctx_last_error(c));
             return -1;
         }

@@ -11,4 +11,8 @@
 struct hc_ctx;
 int tu_fast_env_options(struct hc_ctx *c);
 
+/* One option on c from "name" (set to 1) or "name=value" (an integer): 1 when item is neither
+ * (nothing set), else hc_x_ctx_set_option's status. */
+int tu_set_option(struct hc_ctx *c, const char *item);
+
 #endif
