@@ -177,17 +177,7 @@ __device__ __forceinline__ void softmax_block(float (&sc)[32], uint32_t valid, f
         base[r] = mn[r] == -INFINITY ? 0.0f : mn[r];
         ps[r] = 0.0f;
     }
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        float p[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            p[k] = ex2(sc[4 * j + k] - base[k >> 1]);
-            ps[k >> 1] += p[k];
-        }
-        pf[j >> 1][2 * (j & 1)] = pack_bf16(p[0], p[1]);
-        pf[j >> 1][2 * (j & 1) + 1] = pack_bf16(p[2], p[3]);
-    }
+    block_probs(sc, base, ps, pf);
 }
 
 /* P into its tile (64 rows x 64 entries bf16, 128-byte swizzled, K-major: the A operand of the

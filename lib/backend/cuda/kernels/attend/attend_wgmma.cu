@@ -220,18 +220,7 @@ __device__ void consume(const hci_cu_attn_args &a, const at_out &out, int i, int
         }
         uint32_t pf[4][4];
         float ps[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float p[4];
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                p[k] = ex2(sc[4 * j + k] - base[k >> 1]);
-                ps[k >> 1] += p[k];
-            }
-            /* the accumulator of n8 blocks 2kk, 2kk+1 is the A fragment of k16 step kk */
-            pf[j >> 1][2 * (j & 1)] = pack_bf16(p[0], p[1]);
-            pf[j >> 1][2 * (j & 1) + 1] = pack_bf16(p[2], p[3]);
-        }
+        block_probs(sc, base, ps, pf);
 #pragma unroll
         for (int r = 0; r < 2; r++) l[r] = fmaf(l[r], alpha[r], ps[r]);
 #pragma unroll

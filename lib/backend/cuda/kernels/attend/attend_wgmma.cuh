@@ -63,6 +63,25 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     return (uint32_t)b.x | ((uint32_t)b.y << 16);
 }
 
+/* A block's probabilities p = ex2(s - base) of this thread's 2 rows x 16 entries (sc[4j + 2r + k]:
+ * row g + 8r, entry 8j + 2t + k), rounded to bf16 into P.V's A fragments (the accumulator of n8
+ * blocks 2kk, 2kk + 1 is the A fragment of k16 step kk), and their unrounded row sums added to ps. */
+__device__ __forceinline__ void block_probs(const float (&sc)[32], const float (&base)[2], float (&ps)[2],
+                                            uint32_t (&pf)[4][4])
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        float p[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            p[k] = ex2(sc[4 * j + k] - base[k >> 1]);
+            ps[k >> 1] += p[k];
+        }
+        pf[j >> 1][2 * (j & 1)] = pack_bf16(p[0], p[1]);
+        pf[j >> 1][2 * (j & 1) + 1] = pack_bf16(p[2], p[3]);
+    }
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define AT_F8(b) "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), "+f"(d[b + 6]), "+f"(d[b + 7])
 #define AT_D128 \
