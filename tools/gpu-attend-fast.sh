@@ -20,14 +20,10 @@
 # PROBE_TGZ=FILE packs the logs after every step.
 set -u
 cd "$(dirname "$0")/.."
-b=${CARRY:-.carry/b}
-rt=$PWD/$b/rt:/usr/local/cuda/lib64
-export LD_LIBRARY_PATH=$PWD/$b:$rt HC_TEST_DATA=$PWD/tests/data CK_FORK=no
-o=${OUT:-/tmp/o}; mkdir -p "$o"
-commit=$(cat .carry/commit 2>/dev/null || echo unknown)
-. tools/gpu-steps.sh # step, snap
+. tools/gpu-steps.sh # step, snap, carry_setup
+carry_setup "${OUT:-/tmp/o}"
+rt=$PWD/$b/rt:/usr/local/cuda/lib64 # the other build's runs (.carry/c)
 fast="gemv_fast index_fast comp_fast attend_fast"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
 step conform-fast 90 env HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 $b/tests/test_conformance flash
 [ -n "${SKIP_NOATT:-}" ] || step ab-noatt 30 $b/tools/prefill-ops 131072 gemv_fast index_fast comp_fast
 for r in 1 2; do

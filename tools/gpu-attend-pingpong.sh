@@ -21,12 +21,8 @@
 # $OUT/summary.txt; PROBE_TGZ=FILE packs the logs after every step.
 set -u
 cd "$(dirname "$0")/.."
-b=${CARRY:-.carry/b}
-rt=$PWD/$b/rt:/usr/local/cuda/lib64
-export LD_LIBRARY_PATH=$PWD/$b:$rt HC_TEST_DATA=$PWD/tests/data CK_FORK=no
-o=${OUT:-/tmp/o}; mkdir -p "$o"
-commit=$(cat .carry/commit 2>/dev/null || echo unknown)
-. tools/gpu-steps.sh # step, snap
+. tools/gpu-steps.sh # step, snap, carry_setup
+carry_setup "${OUT:-/tmp/o}"
 if [ -n "${ONLY:-}" ]; then # keep the steps named in ONLY (or starting with a name there)
     eval "$(declare -f step | sed '1s/step/step_all/')"
     step() {
@@ -38,7 +34,6 @@ if [ -n "${ONLY:-}" ]; then # keep the steps named in ONLY (or starting with a n
 fi
 fast="gemv_fast index_fast comp_fast attend_fast"
 peak=${PEAK:-807}
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
 step check 400 $b/tools/attend-check --quick --peak "$peak" --json "$o/attend-check.json"
 step conform-pp 150 env HC_CONFORM_ONLY="attend_pingpong" HC_CONFORM_TOKENS=2600 $b/tests/test_conformance flash
 step conform-fast 150 env HC_CONFORM_ONLY="(fast)" HC_CONFORM_TOKENS=2600 $b/tests/test_conformance flash

@@ -14,14 +14,14 @@ step() { # name, seconds, command...: its output in $o/<TAG><name>.log, its stat
     snap
 }
 
-# carry_setup: the environment of a script that runs the build tools/gpu-carry.sh packed (CARRY or
-# .carry/b) and writes one tar: b, the libraries' path, the test data, o = $OUT/logs (created),
-# commit (.carry/commit), $o/gpu.txt.
+# carry_setup [DIR]: the environment of a script that runs the build tools/gpu-carry.sh packed
+# (CARRY or .carry/b): b, the libraries' path, the test data, o = DIR (default $OUT/logs, for the
+# scripts that write one tar; created), commit (.carry/commit), $o/gpu.txt.
 carry_setup() {
     b=${CARRY:-.carry/b}
     export LD_LIBRARY_PATH=$PWD/$b:$PWD/$b/rt:/usr/local/cuda/lib64 HC_TEST_DATA=$PWD/tests/data CK_FORK=no
     OUT=${OUT:-/tmp/o}
-    o=$OUT/logs
+    o=${1:-$OUT/logs}
     mkdir -p "$o"
     commit=$(cat .carry/commit 2>/dev/null || echo unknown)
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader > "$o/gpu.txt" 2>&1
