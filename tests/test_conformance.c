@@ -71,6 +71,10 @@ static const candidate candidates[] = {
      * out_path against the CPU's, the other projections FAST's usual kernels */
     {"cuda (fast, gemm_fp8_native_out)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
      {"gemm_fp8_native_out"}, 1, 0.95, 1e-2},
+    /* the indexer's production fp32 head sum (index_f32sum, off by default: not the reference's
+     * roundings, so its own share of the picks) */
+    {"cuda (fast, index_f32sum)", HC_BACKEND_CUDA, HC_NUMERICS_DEFAULT, 0, 512, 0, 2e-2, 2e-2, 2e-3,
+     {"index_f32sum"}, 1, 0.95, 1e-2},
     /* the projections of small pieces in fewer launches (decode_fused, off by default: EXACT up to
      * 16 tokens, FAST up to 64), bitwise the candidate's own ops (check_proj_in) */
     {"cuda (exact, decode_fused)", HC_BACKEND_CUDA, HC_NUMERICS_EXACT, 0, 512, 0, 2e-2, 2e-2, 2e-3, {"decode_fused"},

@@ -52,6 +52,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"index_fast", offsetof(hci_cu_options, index_fast)},
         {"index_tcsum", offsetof(hci_cu_options, index_tcsum)},
         {"index_tcpipe", offsetof(hci_cu_options, index_tcpipe)},
+        {"index_f32sum", offsetof(hci_cu_options, index_f32sum)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
         {"batch_shared", offsetof(hci_cu_options, batch_shared)},
@@ -473,7 +474,8 @@ static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, 
                                cf->index_n_heads, cf->index_head_dim, cf->index_topk, qi, w, sel, cu->scratch,
                                cu->opt.index_exact_only ? HCI_IX_EXACT_ONLY
                                : cu->opt.index_fast     ? HCI_IX_FAST | (cu->opt.index_tcsum ? HCI_IX_TCSUM : 0) |
-                                                          (cu->opt.index_tcpipe ? HCI_IX_TCPIPE : 0)
+                                                          (cu->opt.index_tcpipe ? HCI_IX_TCPIPE : 0) |
+                                                          (cu->opt.index_f32sum ? HCI_IX_F32SUM : 0)
                                                         : HCI_IX_EXACT));
     return HC_OK;
 }

@@ -57,6 +57,15 @@ typedef struct hci_cu_options {
      * terms and sums as index_tcsum, so the same bits. Off by default: written 2026-12-07
      * without a GPU (check: tools/gpu-index-tcpipe.sh). */
     int index_tcpipe;
+    /* With index_fast, on the wgmma kernel: the production kernels' head sum (DeepGEMM's MQA
+     * logits, docs/numerics.md) instead of the reference's roundings: each score
+     * bf16(s_j * sum_h relu(dot_h) * w_h s_qh) with the terms fused into fp32 FMAs in a fixed
+     * order, no bf16 rounding per head. Two fp32 instructions per head term where the reference's
+     * roundings take conversions that, at a quarter of the FMA rate, cost as much SM time as
+     * the tensor cores' dots. Deterministic and batch-invariant; picks within FAST's tolerance,
+     * not index_tcsum's bits. Takes precedence over index_tcsum. Off by default: written
+     * 2026-12-08 without a GPU (check: tools/gpu-index-f32sum.sh). */
+    int index_f32sum;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
      * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so

@@ -786,7 +786,8 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
                 int st = hci_cu_index_fast_scores(s, l, pages, rows, gpos, IH, qi + (size_t)g0 * IH * ID,
                                                   w + (size_t)g0 * IH, base + p.prep, (uint16_t *)(base + p.scores),
                                                   p.stride, hist_hi, sms,
-                                                  !(mode & HCI_IX_TCSUM)   ? HCI_IX_SUM_CORES
+                                                  (mode & HCI_IX_F32SUM)   ? HCI_IX_SUM_F32
+                                                  : !(mode & HCI_IX_TCSUM) ? HCI_IX_SUM_CORES
                                                   : (mode & HCI_IX_TCPIPE) ? HCI_IX_SUM_TC_PIPE
                                                                            : HCI_IX_SUM_TC);
                 if (st) return st;

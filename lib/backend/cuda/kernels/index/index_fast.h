@@ -28,9 +28,11 @@ size_t hci_cu_index_fast_qstride(int IH);
  * sum: where the wgmma kernel runs, how it adds the head terms (index_wgmma.cu): HCI_IX_SUM_CORES
  * in a fixed fp32 order on the CUDA cores; HCI_IX_SUM_TC on the tensor cores (their fp32 order);
  * HCI_IX_SUM_TC_PIPE the same sums, a pair of queries' tensor work overlapping the previous
- * pair's end. Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or
+ * pair's end; HCI_IX_SUM_F32 the production kernels' head sum instead of the reference's
+ * roundings: bf16( s_j * sum_h relu(dot8_h) * (w_h * s_qh) ), the terms fused into fp32 FMAs in a
+ * fixed order (no bf16 rounding per head). Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or
  * HC_ERR_CUDA. */
-enum { HCI_IX_SUM_CORES = 0, HCI_IX_SUM_TC = 1, HCI_IX_SUM_TC_PIPE = 2 };
+enum { HCI_IX_SUM_CORES = 0, HCI_IX_SUM_TC = 1, HCI_IX_SUM_TC_PIPE = 2, HCI_IX_SUM_F32 = 3 };
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,
                              int64_t pos0, int IH, const uint16_t *qi, const uint16_t *w, uint8_t *prep,
                              uint16_t *scores, int64_t stride, uint32_t *hist, int sms, int sum);

@@ -40,8 +40,8 @@ constexpr int ONES_BYTES = 8 * 128;  /* the head sum's B: 8 columns x 64 heads o
 constexpr int nwg(bool pipe) { return pipe ? 3 : 4; }
 constexpr unsigned smem_bytes(bool pipe)
 {
-    return WQ * QBYTES + nwg(pipe) * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 + nwg(pipe) * IX_TILE * 4 +
-           WQ * 256 * 4 + 1024;
+    return WQ * QBYTES + nwg(pipe) * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 + WQ * HEADS * 4 +
+           nwg(pipe) * IX_TILE * 4 + WQ * 256 * 4 + 1024;
 }
 
 /* 128B-swizzled tiles and their descriptors, fences, barriers: wgmma.cuh */
@@ -128,11 +128,12 @@ __device__ __forceinline__ float ixw_pick(const float (&e)[2][4], int t)
  * of the next are issued as two groups; the first group's wait leaves the next pair's MMAs
  * running while this pair's scores are stored. Nothing stays in flight across the loop's back
  * edge (ptxas would serialise every wgmma). */
-template <bool TC, bool PIPE>
+template <bool TC, bool PIPE, bool F32>
 __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
 {
     constexpr int NWG = nwg(PIPE), THREADS = NWG * 128;
     static_assert(!PIPE || TC, "the pipelined kernel is the tensor-core head sum's");
+    static_assert(!F32 || (!TC && IXF_FOLD_SCALES), "the fp32 head sum is a CUDA-core sum of the folded weights");
     extern __shared__ __align__(16) uint8_t sm_raw[];
     /* the first 1024-byte boundary of the shared window (wgmma's swizzle reads shared addresses);
      * an offset from sm_raw, so that the compiler keeps shared loads for the arrays below */
@@ -146,7 +147,8 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
     uint8_t *qs = sm, *ks = qs + WQ * QBYTES + wg * KBYTES, *ones = qs + WQ * QBYTES + NWG * KBYTES;
     float4 *hw = (float4 *)(ones + ONES_BYTES);
     uint32_t *wpk = (uint32_t *)(hw + WQ * HEADS / 2); /* [query][t][8]: the packed weights lane t takes */
-    float *ksc0 = (float *)(wpk + WQ * HEADS / 2), *ksc = ksc0 + wg * IX_TILE;
+    float *wf = (float *)(wpk + WQ * HEADS / 2); /* F32: [query][t][16], the weights lane t takes */
+    float *ksc0 = wf + WQ * HEADS, *ksc = ksc0 + wg * IX_TILE;
     uint32_t *hist = (uint32_t *)(ksc0 + NWG * IX_TILE);
 
     /* the queries' e4m3 rows (swizzled), head scales and weights, the histograms */
@@ -164,6 +166,15 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
             const float4 v = hw[i];
             wpk[qq * (HEADS / 2) + (hp & 3) * 8 + (hp >> 2)] =
                 (__float_as_uint(v.z) >> 16) | (__float_as_uint(v.w) & 0xFFFF0000u);
+        }
+        __syncthreads();
+    }
+    if constexpr (F32) {
+        /* the weights of heads 8 jj + 2t, + 1 at wf[(query * 4 + t) * 16 + 2 jj], + 1 */
+        for (int i = tid; i < WQ * HEADS / 2; i += THREADS) {
+            const int qq = i / (HEADS / 2), hp = i % (HEADS / 2), jj = hp >> 2, tt = hp & 3;
+            const float4 v = hw[i];
+            *(float2 *)(wf + (qq * 4 + tt) * 16 + 2 * jj) = make_float2(v.z, v.w);
         }
         __syncthreads();
     }
@@ -304,6 +315,39 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
                 v = ixw_pick(e, t);
                 query = qa + (t & 1), key = wi * 16 + g + 8 * (t >> 1);
                 v = __fmul_rn(v, (t >> 1) ? sk1 : sk0);
+            } else if constexpr (F32) {
+                /* lane t: the 16 heads 8 jj + 2t, + 1 of each query, rows g and g + 8 */
+                float s[2][2];
+#pragma unroll
+                for (int q = 0; q < 2; q++) {
+                    const float4 *wv = (const float4 *)(wf + ((qa + q) * 4 + t) * 16);
+                    float a0 = 0.0f, a1 = 0.0f; /* +0: a sum of zero terms stays +0 */
+#pragma unroll
+                    for (int i = 0; i < 4; i++) { /* heads of n8 blocks 2i, 2i + 1 */
+                        const float4 w4 = wv[i];
+                        const float wr[4] = {w4.x, w4.y, w4.z, w4.w};
+#pragma unroll
+                        for (int h = 0; h < 2; h++) {
+                            const int j = 8 * q + 2 * i + h;
+                            a0 = __fmaf_rn(fmaxf(d[4 * j], 0.0f), wr[2 * h], a0);
+                            a0 = __fmaf_rn(fmaxf(d[4 * j + 1], 0.0f), wr[2 * h + 1], a0);
+                            a1 = __fmaf_rn(fmaxf(d[4 * j + 2], 0.0f), wr[2 * h], a1);
+                            a1 = __fmaf_rn(fmaxf(d[4 * j + 3], 0.0f), wr[2 * h + 1], a1);
+                        }
+                    }
+                    s[q][0] = a0, s[q][1] = a1;
+                }
+                /* the 4 lanes' partial sums, transposed: lane t ends with query t >> 1, row t & 1;
+                 * each addition commutes with its partner's, so every (query, row) gets the same
+                 * bits whichever lanes hold it */
+                const bool odd = t & 1, hi = t >> 1;
+                float u[2];
+#pragma unroll
+                for (int q = 0; q < 2; q++)
+                    u[q] = __fadd_rn(odd ? s[q][1] : s[q][0], __shfl_xor_sync(0xffffffffu, odd ? s[q][0] : s[q][1], 1));
+                v = __fadd_rn(hi ? u[1] : u[0], __shfl_xor_sync(0xffffffffu, hi ? u[0] : u[1], 2));
+                query = qa + (t >> 1), key = wi * 16 + g + 8 * (t & 1);
+                v = __fmul_rn(v, (t & 1) ? sk1 : sk0);
             } else {
                 float s[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}; /* +0: zero terms leave it +0, as the CPU's sum */
 #pragma unroll
@@ -341,15 +385,15 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
         if (hist[i]) atomicAdd(&a.hist[(size_t)(q0 + i / 256) * 256 + (i % 256)], hist[i]);
 }
 
-template <bool TC, bool PIPE>
+template <bool TC, bool PIPE, bool F32 = false>
 int launch(cudaStream_t s, const ixf_args &a, int sms)
 {
     constexpr int NWG = nwg(PIPE), THREADS = NWG * 128;
     constexpr unsigned SMEM = smem_bytes(PIPE);
-    if (cudaFuncSetAttribute(ixw_score<TC, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+    if (cudaFuncSetAttribute(ixw_score<TC, PIPE, F32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE>, THREADS, SMEM) != cudaSuccess ||
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE, F32>, THREADS, SMEM) != cudaSuccess ||
         per_sm < 1) {
         (void)cudaGetLastError(); /* a failed query is not a launch failure */
         per_sm = 1;
@@ -358,7 +402,7 @@ int launch(cudaStream_t s, const ixf_args &a, int sms)
     int gy = (a.rows + WQ - 1) / WQ;
     int64_t pairs = (ne + IX_TILE - 1) / IX_TILE / NWG + 1, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
     int gx = (int)(pairs < want ? pairs : (want < 1 ? 1 : want));
-    ixw_score<TC, PIPE><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
+    ixw_score<TC, PIPE, F32><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
     return HCI_CU_CHECK_LAUNCH();
 }
 
@@ -366,6 +410,7 @@ int launch(cudaStream_t s, const ixf_args &a, int sms)
 
 int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, int sum)
 {
+    if (sum == HCI_IX_SUM_F32 && IXF_FOLD_SCALES) return launch<false, false, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC_PIPE && IXF_FOLD_SCALES) return launch<true, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC && IXF_FOLD_SCALES) return launch<true, false>(s, a, sms);
     return launch<false, false>(s, a, sms);
