@@ -63,8 +63,10 @@ typedef struct hci_cu_options {
      * order, no bf16 rounding per head. Two fp32 instructions per head term where the reference's
      * roundings take conversions that, at a quarter of the FMA rate, cost as much SM time as
      * the tensor cores' dots. Deterministic and batch-invariant; picks within FAST's tolerance,
-     * not index_tcsum's bits. Takes precedence over index_tcsum. Off by default: written
-     * 2026-12-08 without a GPU (check: tools/gpu-index-f32sum.sh). */
+     * not index_tcsum's bits. Takes precedence over index_tcsum. Off by default: this sum, on the
+     * mma.sync kernel, missed golden tiny-a's per-layer tolerance in the fifth session of
+     * 2026-12-07 (docs/numerics.md); kept to measure what the reference's roundings cost
+     * (tools/gpu-index-variants.sh). */
     int index_f32sum;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
