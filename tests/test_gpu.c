@@ -289,10 +289,10 @@ static void split_invariance(int numerics)
     free(x), free(y1), free(y2);
 }
 
-/* FAST options that promise FAST's bits (cuda_options.h): index_tcpipe against index_tcsum's
- * kernel, gemv_teams against the previous GEMVs. A prefix past the top-k (picks are chosen, not
- * all taken), then decode-sized pieces: outputs, compressed entries, indexer keys and the picks
- * bitwise equal. */
+/* FAST options that promise FAST's bits (cuda_options.h): index_tcpipe and index_rega against
+ * index_tcsum's kernel, gemv_teams against the previous GEMVs. A prefix past the top-k (picks are
+ * chosen, not all taken), then decode-sized pieces: outputs, compressed entries, indexer keys and
+ * the picks bitwise equal. */
 START_TEST(fast_options_same_bits)
 {
     hc_model *m = NULL;
@@ -306,30 +306,37 @@ START_TEST(fast_options_same_bits)
     tu_fill_normal(x, nx, 77, 1.0f);
     const int parts[] = {8 * K + 8, 1, 2, 3, 17, 41, 64, 1, 127};
     hc_ctx *a = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
-    hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
     ck_assert_int_eq(hc_x_ctx_set_option(a, "index_tcpipe", 0), HC_OK);
+    ck_assert_int_eq(hc_x_ctx_set_option(a, "index_rega", 0), HC_OK);
     ck_assert_int_eq(hc_x_ctx_set_option(a, "gemv_teams", 1), HC_OK);
-    ck_assert_int_eq(hc_x_ctx_set_option(b, "index_tcpipe", 1), HC_OK);
-    ck_assert_int_eq(hc_x_ctx_set_option(b, "gemv_teams", 0), HC_OK);
     run_chunks(a, x, T, parts, 9, y1, s1);
-    run_chunks(b, x, T, parts, 9, y2, s2);
-    for (int l = 0; l < L; l++) {
-        ck_assert_msg(!memcmp(y1 + (size_t)l * T * D, y2 + (size_t)l * T * D, sizeof(float) * (size_t)T * D),
-                      "layer %d outputs differ", l);
-        ck_assert_msg(!memcmp(s1 + (size_t)l * T * K, s2 + (size_t)l * T * K, sizeof(int32_t) * (size_t)T * K),
-                      "layer %d picks differ", l);
-        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
-        if (la->ratio)
-            ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
-                                       T / la->ratio, NULL),
-                          "layer %d entries", l);
-        if (la->ratio == 4)
-            ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
-                                       T / 4, NULL),
-                          "layer %d indexer keys", l);
+    /* each against a: {option set to 1, gemv_teams} */
+    static const struct { const char *option; int gemv_teams; } vars[] = {{"index_tcpipe", 0}, {"index_rega", 1}};
+    for (size_t v = 0; v < sizeof vars / sizeof vars[0]; v++) {
+        hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
+        ck_assert_int_eq(hc_x_ctx_set_option(b, vars[v].option, 1), HC_OK);
+        ck_assert_int_eq(hc_x_ctx_set_option(b, "gemv_teams", vars[v].gemv_teams), HC_OK);
+        run_chunks(b, x, T, parts, 9, y2, s2);
+        for (int l = 0; l < L; l++) {
+            ck_assert_msg(!memcmp(y1 + (size_t)l * T * D, y2 + (size_t)l * T * D, sizeof(float) * (size_t)T * D),
+                          "%s: layer %d outputs differ", vars[v].option, l);
+            ck_assert_msg(!memcmp(s1 + (size_t)l * T * K, s2 + (size_t)l * T * K, sizeof(int32_t) * (size_t)T * K),
+                          "%s: layer %d picks differ", vars[v].option, l);
+            hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
+            if (la->ratio)
+                ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout,
+                                           &lb->comp.entries, T / la->ratio, NULL),
+                              "%s: layer %d entries", vars[v].option, l);
+            if (la->ratio == 4)
+                ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
+                                           T / 4, NULL),
+                              "%s: layer %d indexer keys", vars[v].option, l);
+        }
+        printf("fast options of the same bits (%s): %lld tokens, outputs, entries and picks equal\n",
+               vars[v].option, (long long)T);
+        hc_ctx_free(b);
     }
-    printf("fast options of the same bits: %lld tokens, outputs, entries and picks equal\n", (long long)T);
-    hc_ctx_free(a), hc_ctx_free(b);
+    hc_ctx_free(a);
     hc_model_free(m);
     free(x), free(y1), free(y2), free(s1), free(s2);
 }

@@ -68,6 +68,13 @@ typedef struct hci_cu_options {
      * 2026-12-07 (docs/numerics.md); kept to measure what the reference's roundings cost
      * (tools/gpu-index-variants.sh). */
     int index_f32sum;
+    /* With index_tcsum (not index_tcpipe): the same kernel with each warp's 16 keys of a tile
+     * loaded once (ldmatrix) as wgmma's register A for all the tile's query pairs, so that
+     * shared memory feeds the tensor cores only the queries (16 KiB per pair instead of 24);
+     * three warpgroups per CTA (registers). The same MMAs on the same values, so
+     * index_tcsum's bits. Off by default: written 2026-12-08 without a GPU (check:
+     * tools/gpu-index-variants.sh; test_gpu's fast_options_same_bits). */
+    int index_rega;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
      * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so

@@ -60,6 +60,21 @@ __device__ __forceinline__ void wgmma_m64n128k32(float (&d)[64], uint64_t da, ui
 #endif
 }
 
+/* d (+)= A.B^T, m64n128k32, e4m3, A from registers (this warp's 16 rows x 32 bytes as mma's
+ * m16n8k32 A fragment: ldmatrix.x4 of the swizzled tile gives it) */
+__device__ __forceinline__ void wgmma_m64n128k32_ra(float (&d)[64], const uint32_t (&ka)[4], uint64_t db, int scale_d)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(ka[0]), "r"(ka[1]), "r"(ka[2]), "r"(ka[3]), "l"(db), "r"(scale_d));
+#else
+    (void)d, (void)ka, (void)db, (void)scale_d;
+    __trap();
+#endif
+}
+
 /* e (+)= A.B, m64n8k16, A (bf16) from registers in the accumulator layout of the 64 keys, B
  * (bf16, K-major) from shared memory; scale_d 0 starts from zero. */
 __device__ __forceinline__ void wgmma_sum_m64n8k16(float (&e)[4], const uint32_t (&t)[4], uint64_t db, int scale_d)
@@ -97,6 +112,32 @@ __device__ __forceinline__ void ixw_pair_mma(float (&d)[64], uint64_t da0, uint6
     hci_wg_commit();
 }
 
+/* The same with the keys' A fragments in registers (ka[k]: k-step k), loaded once per tile. */
+__device__ __forceinline__ void ixw_pair_mma_ra(float (&d)[64], const uint32_t (&ka)[4][4], uint64_t db0)
+{
+#pragma unroll
+    for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
+    hci_wg_fence();
+#pragma unroll
+    for (int k = 0; k < 4; k++) wgmma_m64n128k32_ra(d, ka[k], db0 + 2 * k, k);
+    hci_wg_commit();
+}
+
+/* This warp's 16 keys of the swizzled tile ks as the four k-steps' A fragments: ldmatrix.x4
+ * (b16 elements = byte pairs) of rows 16 wi + 0..15, 16-byte chunks 2k and 2k + 1; lane l
+ * addresses row (l & 7) + 8 ((l >> 3) & 1) of chunk 2k + (l >> 4). */
+__device__ __forceinline__ void ixw_load_keys(const uint8_t *ks, int wi, int lane, uint32_t (&ka)[4][4])
+{
+    const int r = 16 * wi + (lane & 7) + 8 * ((lane >> 3) & 1);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const uint32_t a = (uint32_t)__cvta_generic_to_shared(ks + hci_wg_sw128(r, 2 * k + (lane >> 4)));
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(ka[k][0]), "=r"(ka[k][1]), "=r"(ka[k][2]), "=r"(ka[k][3])
+                     : "r"(a));
+    }
+}
+
 /* Query q (0 or 1) of the pair in D's columns: its head terms as the A fragments of the four k16
  * chunks of the head sum, with the packed weights that lane t reads (wl: 8 words). */
 __device__ __forceinline__ void ixw_query_terms(const float (&d)[64], const uint32_t *wl, int q, uint32_t (&tm)[4][4])
@@ -128,10 +169,11 @@ __device__ __forceinline__ float ixw_pick(const float (&e)[2][4], int t)
  * of the next are issued as two groups; the first group's wait leaves the next pair's MMAs
  * running while this pair's scores are stored. Nothing stays in flight across the loop's back
  * edge (ptxas would serialise every wgmma). */
-template <bool TC, bool PIPE, bool F32>
-__global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
+template <bool TC, bool PIPE, bool F32, bool REGA>
+__global__ void __launch_bounds__(nwg(PIPE || REGA) * 128, 1) ixw_score(ixf_args a)
 {
-    constexpr int NWG = nwg(PIPE), THREADS = NWG * 128;
+    constexpr int NWG = nwg(PIPE || REGA), THREADS = NWG * 128;
+    static_assert(!REGA || (TC && !PIPE), "the keys in registers: the tensor-core head sum's kernel");
     static_assert(!PIPE || TC, "the pipelined kernel is the tensor-core head sum's");
     static_assert(!F32 || (!TC && IXF_FOLD_SCALES), "the fp32 head sum is a CUDA-core sum of the folded weights");
     extern __shared__ __align__(16) uint8_t sm_raw[];
@@ -276,6 +318,8 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
             if (vis && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
         };
         if constexpr (PIPE) pipe_pairs(j0, emit);
+        uint32_t ka[4][4]; /* REGA: this warp's keys of the tile as A fragments, for every pair */
+        if constexpr (REGA) ixw_load_keys(ks, wi, lane, ka);
 #pragma unroll 1
         for (int p = 0; p < (PIPE ? 0 : WQ / 2); p++) {
             const int qa = 2 * p, qb = qa + 1;
@@ -284,7 +328,8 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
             float d[64];
 #pragma unroll
             for (int i = 0; i < 64; i++) d[i] = 0.0f;
-            ixw_pair_mma(d, da0, hci_wg_desc_k(qs_s + (uint32_t)(qa * QBYTES)));
+            if constexpr (REGA) ixw_pair_mma_ra(d, ka, hci_wg_desc_k(qs_s + (uint32_t)(qa * QBYTES)));
+            else ixw_pair_mma(d, da0, hci_wg_desc_k(qs_s + (uint32_t)(qa * QBYTES)));
             hci_wg_wait0();
 #pragma unroll
             for (int i = 0; i < 64; i++) hci_reg_fence(d[i]);
@@ -385,15 +430,15 @@ __global__ void __launch_bounds__(nwg(PIPE) * 128, 1) ixw_score(ixf_args a)
         if (hist[i]) atomicAdd(&a.hist[(size_t)(q0 + i / 256) * 256 + (i % 256)], hist[i]);
 }
 
-template <bool TC, bool PIPE, bool F32 = false>
+template <bool TC, bool PIPE, bool F32 = false, bool REGA = false>
 int launch(cudaStream_t s, const ixf_args &a, int sms)
 {
-    constexpr int NWG = nwg(PIPE), THREADS = NWG * 128;
-    constexpr unsigned SMEM = smem_bytes(PIPE);
-    if (cudaFuncSetAttribute(ixw_score<TC, PIPE, F32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+    constexpr int NWG = nwg(PIPE || REGA), THREADS = NWG * 128;
+    constexpr unsigned SMEM = smem_bytes(PIPE || REGA);
+    if (cudaFuncSetAttribute(ixw_score<TC, PIPE, F32, REGA>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE, F32>, THREADS, SMEM) != cudaSuccess ||
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE, F32, REGA>, THREADS, SMEM) != cudaSuccess ||
         per_sm < 1) {
         (void)cudaGetLastError(); /* a failed query is not a launch failure */
         per_sm = 1;
@@ -402,7 +447,7 @@ int launch(cudaStream_t s, const ixf_args &a, int sms)
     int gy = (a.rows + WQ - 1) / WQ;
     int64_t pairs = (ne + IX_TILE - 1) / IX_TILE / NWG + 1, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
     int gx = (int)(pairs < want ? pairs : (want < 1 ? 1 : want));
-    ixw_score<TC, PIPE, F32><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
+    ixw_score<TC, PIPE, F32, REGA><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
     return HCI_CU_CHECK_LAUNCH();
 }
 
@@ -412,6 +457,7 @@ int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, int sum)
 {
     if (sum == HCI_IX_SUM_F32 && IXF_FOLD_SCALES) return launch<false, false, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC_PIPE && IXF_FOLD_SCALES) return launch<true, true>(s, a, sms);
+    if (sum == HCI_IX_SUM_TC_REGA && IXF_FOLD_SCALES) return launch<true, false, false, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC && IXF_FOLD_SCALES) return launch<true, false>(s, a, sms);
     return launch<false, false>(s, a, sms);
 }
