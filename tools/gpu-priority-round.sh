@@ -40,3 +40,5 @@ case "${PART:-1}" in
     ;;
 esac
 snap
+cat "$o/summary.txt"
+rm -rf "$o"
