@@ -23,7 +23,13 @@
  * against a block of ones add each query's 64 terms with fp32 accumulation. The terms are the
  * same; only the order and grouping of the fp32 additions differ (the tensor cores' own, fixed):
  * one bf16x2 instruction per two head terms instead of five, deterministic, and each query's sum
- * comes from its own four MMAs whatever the other queries (batch-invariant). */
+ * comes from its own four MMAs whatever the other queries (batch-invariant).
+ *
+ * REGA (option index_rega, with TC): each warp's 16 keys of the tile loaded once by ldmatrix as
+ * wgmma's register A for all eight pairs, so that shared memory feeds the tensor cores only the
+ * queries; three warpgroups (registers). The same MMAs on the same values: TC's bits.
+ * F32 (option index_f32sum): the production kernels' sum instead of the reference's roundings,
+ * sum_h relu(D_h) * (w_h s_qh) in fp32 FMAs in a fixed order, times s_j, rounded once. */
 #include "index_fast.cuh"
 #include "../wgmma.cuh"
 
