@@ -289,8 +289,8 @@ static void split_invariance(int numerics)
     free(x), free(y1), free(y2);
 }
 
-/* FAST options that promise FAST's bits (cuda_options.h): index_tcpipe and index_rega against
- * index_tcsum's kernel, gemv_teams against the previous GEMVs. A prefix past the top-k (picks are
+/* FAST options that promise FAST's bits (cuda_options.h): index_tcpipe, index_rega and index_tcmix
+ * against index_tcsum's kernel, gemv_teams against the previous GEMVs. A prefix past the top-k (picks are
  * chosen, not all taken), then decode-sized pieces: outputs, compressed entries, indexer keys and
  * the picks bitwise equal. */
 START_TEST(fast_options_same_bits)
@@ -308,10 +308,12 @@ START_TEST(fast_options_same_bits)
     hc_ctx *a = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
     ck_assert_int_eq(hc_x_ctx_set_option(a, "index_tcpipe", 0), HC_OK);
     ck_assert_int_eq(hc_x_ctx_set_option(a, "index_rega", 0), HC_OK);
+    ck_assert_int_eq(hc_x_ctx_set_option(a, "index_tcmix", 0), HC_OK);
     ck_assert_int_eq(hc_x_ctx_set_option(a, "gemv_teams", 1), HC_OK);
     run_chunks(a, x, T, parts, 9, y1, s1);
     /* each against a: {option set to 1, gemv_teams} */
-    static const struct { const char *option; int gemv_teams; } vars[] = {{"index_tcpipe", 0}, {"index_rega", 1}};
+    static const struct { const char *option; int gemv_teams; } vars[] = {
+        {"index_tcpipe", 0}, {"index_rega", 1}, {"index_tcmix", 1}};
     for (size_t v = 0; v < sizeof vars / sizeof vars[0]; v++) {
         hc_ctx *b = make_n(m, HC_BACKEND_CUDA, HC_CACHE_FP8, HC_NUMERICS_FAST, 512);
         ck_assert_int_eq(hc_x_ctx_set_option(b, vars[v].option, 1), HC_OK);

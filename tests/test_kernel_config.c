@@ -759,6 +759,43 @@ static float ixt_kernel_sum(const ix_terms2 *terms, int IH)
     return (l[0] + l[1]) + (l[2] + l[3]);
 }
 
+/* ix_bf16_round_fadd (the indexer's bf16 rounding on the fp32 adder, option index_tcmix) against
+ * hci_round_bf16, bit for bit: random normal values of either sign over the exponents the rule
+ * covers, every tie (low 16 bits 0x8000, either parity), the values that round up into the next
+ * binade, the largest and smallest normals it takes, and +0. */
+START_TEST(index_bf16_round_fadd)
+{
+    uint64_t seed = 5;
+    int checked = 0, bad = 0;
+    uint32_t first_bad = 0;
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t e = 1 + (uint32_t)(lcg(&seed) % 237); /* biased exponents 1..237: 2^-126 .. 2^110 */
+        uint32_t m = (uint32_t)(lcg(&seed) & 0x7FFFFFu);
+        switch (i % 4) {
+        case 1: m = (m & ~0xFFFFu) | 0x8000u; break; /* a tie */
+        case 2: m = 0x7FFF8000u & 0x7FFFFFu; break;  /* rounds up into the next binade */
+        default: break;
+        }
+        uint32_t u = (uint32_t)(lcg(&seed) & 1u) << 31 | e << 23 | m;
+        float x = hci_f32_from_bits(u);
+        uint32_t got = hci_bits_from_f32(ix_bf16_round_fadd(x)), want = hci_bits_from_f32(hci_round_bf16(x));
+        if (got != want && !bad++) first_bad = u;
+        checked++;
+    }
+    const float edge[] = {0.0f, ldexpf(1.0f, -126), ldexpf(1.0f, -18), ldexpf(1.0f, 110) * 1.99f, 448.0f * 448.0f * 128.0f};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        for (int sgn = 0; sgn < 2 - (i == 0); sgn++) {
+            float x = sgn ? -edge[i] : edge[i];
+            uint32_t got = hci_bits_from_f32(ix_bf16_round_fadd(x)), want = hci_bits_from_f32(hci_round_bf16(x));
+            if (got != want && !bad++) first_bad = hci_bits_from_f32(x);
+            checked++;
+        }
+    }
+    printf("index_bf16_round_fadd: %d values, %d differ from hci_round_bf16\n", checked, bad);
+    ck_assert_msg(bad == 0, "%d values round differently, the first 0x%08x", bad, (unsigned)first_bad);
+}
+END_TEST
+
 START_TEST(index_fast_terms)
 {
     uint64_t seed = 11;
@@ -936,6 +973,7 @@ Suite *tu_suite(int argc, char **argv)
     tcase_add_test(tc, index_key_order);
     tcase_add_test(tc, index_fast_path_exact);
     tcase_add_test(tc, index_fast_terms);
+    tcase_add_test(tc, index_bf16_round_fadd);
     tcase_add_test(tc, attend_layout);
     tcase_add_test(tc, v4_shapes);
     suite_add_tcase(s, tc);

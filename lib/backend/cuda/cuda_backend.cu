@@ -54,6 +54,7 @@ static int cu_set_option(hci_backend *be, const char *name, int64_t value)
         {"index_tcpipe", offsetof(hci_cu_options, index_tcpipe)},
         {"index_f32sum", offsetof(hci_cu_options, index_f32sum)},
         {"index_rega", offsetof(hci_cu_options, index_rega)},
+        {"index_tcmix", offsetof(hci_cu_options, index_tcmix)},
         {"comp_fast", offsetof(hci_cu_options, comp_fast)},
         {"gemm_wgmma", offsetof(hci_cu_options, gemm_wgmma)},
         {"batch_shared", offsetof(hci_cu_options, batch_shared)},
@@ -477,7 +478,8 @@ static int cu_index_topk(hci_backend *be, int layer, const hci_comp_cache *idx, 
                                : cu->opt.index_fast     ? HCI_IX_FAST | (cu->opt.index_tcsum ? HCI_IX_TCSUM : 0) |
                                                           (cu->opt.index_tcpipe ? HCI_IX_TCPIPE : 0) |
                                                           (cu->opt.index_f32sum ? HCI_IX_F32SUM : 0) |
-                                                          (cu->opt.index_rega ? HCI_IX_REGA : 0)
+                                                          (cu->opt.index_rega ? HCI_IX_REGA : 0) |
+                                                          (cu->opt.index_tcmix ? HCI_IX_TCMIX : 0)
                                                         : HCI_IX_EXACT));
     return HC_OK;
 }

@@ -75,6 +75,14 @@ typedef struct hci_cu_options {
      * index_tcsum's bits. Off by default: written 2026-12-08 without a GPU (check:
      * tools/gpu-index-variants.sh; test_gpu's fast_options_same_bits). */
     int index_rega;
+    /* With index_tcsum (not index_tcpipe; with or without index_rega): one head-term pair in
+     * four rounded to bf16 on the fp32 adder, (x + c) - c with c = sign(x) 2^(e + 16)
+     * (kernels/index/config.h: ix_bf16_round_fadd), packed by a byte permute, the relu a bf16x2
+     * max, instead of the conversion unit's cvt.rn.relu.bf16x2, which runs at a quarter of the
+     * fp32 rate and gives the epilogue as many cycles as the tensor cores' dots. The same bits
+     * (the rule is exact for the dots' values). Off by default: written 2026-12-08 without a
+     * GPU (check: tools/gpu-priority-round.sh; test_gpu's fast_options_same_bits). */
+    int index_tcmix;
     /* Compressor and indexer-weight projections of every token count on bf16 tensor cores (fp32
      * accumulation per 128-k block, blocks added in k order: kernels/gemm/gemm_bf16.cu) instead
      * of the double GEMM / GEMV that reproduce the CPU's sums: one formula for every n, so

@@ -195,6 +195,23 @@ typedef struct ix_terms2 {
     float t0, t1;
 } ix_terms2;
 
+/* x rounded to bf16 (nearest, ties to even) on the fp32 adder instead of the conversion unit:
+ * (x + c) - c with c = sign(x) 2^(e + 16) for x's exponent e. c's ulp is x's bf16 ulp, so the
+ * addition rounds x to 8 significant bits (the sum stays in [|c|, 2|c|)) and the subtraction is
+ * exact. The same value as hci_round_bf16 for normal x below 2^111 and for +0 (c = 0); the
+ * indexer's tensor-core dots are multiples of 2^-18 or 0 (the host test index_fast_terms checks
+ * the rule on random and tie values). */
+HCI_HD float ix_bf16_round_fadd(float x)
+{
+#if defined(__CUDA_ARCH__)
+    const float c = __fmul_rn(__uint_as_float(__float_as_uint(x) & 0xFF800000u), 65536.0f);
+    return __fsub_rn(__fadd_rn(x, c), c);
+#else
+    const float c = hci_f32_from_bits(hci_bits_from_f32(x) & 0xFF800000u) * 65536.0f;
+    return (x + c) - c;
+#endif
+}
+
 #if defined(__CUDA_ARCH__)
 /* bf16(r * w) from the bf16 r in the high half of rr and the bf16 value w held by a float (low 16
  * bits zero), returned as that float: fma.rn.bf16x2 rounds the exact product once (the fp32

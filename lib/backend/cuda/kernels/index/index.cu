@@ -789,7 +789,9 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
                                                   (mode & HCI_IX_F32SUM)   ? HCI_IX_SUM_F32
                                                   : !(mode & HCI_IX_TCSUM) ? HCI_IX_SUM_CORES
                                                   : (mode & HCI_IX_TCPIPE) ? HCI_IX_SUM_TC_PIPE
-                                                  : (mode & HCI_IX_REGA)   ? HCI_IX_SUM_TC_REGA
+                                                  : (mode & HCI_IX_REGA)   ? ((mode & HCI_IX_TCMIX) ? HCI_IX_SUM_TC_REGA_MIX
+                                                                                                    : HCI_IX_SUM_TC_REGA)
+                                                  : (mode & HCI_IX_TCMIX)  ? HCI_IX_SUM_TC_MIX
                                                                            : HCI_IX_SUM_TC);
                 if (st) return st;
             } else {

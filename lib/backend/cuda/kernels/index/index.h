@@ -23,7 +23,8 @@ size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K);
  * not the CPU's scores, the same selection rule; with the flag HCI_IX_TCSUM added, their head
  * sum on the tensor cores, with HCI_IX_TCPIPE (and TCSUM) the same pipelined (index_fast.h). K <= IX_MAX_K, IH <= IX_MAX_HEADS,
  * IH * ID <= IX_MAX_ROW_ELEMS, l->dim == ID. */
-enum { HCI_IX_EXACT = 0, HCI_IX_EXACT_ONLY = 1, HCI_IX_FAST = 2, HCI_IX_TCSUM = 4, HCI_IX_TCPIPE = 8, HCI_IX_F32SUM = 16, HCI_IX_REGA = 32 };
+enum { HCI_IX_EXACT = 0, HCI_IX_EXACT_ONLY = 1, HCI_IX_FAST = 2, HCI_IX_TCSUM = 4, HCI_IX_TCPIPE = 8, HCI_IX_F32SUM = 16, HCI_IX_REGA = 32,
+       HCI_IX_TCMIX = 64 };
 int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n, int64_t pos0,
                       int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch,
                       int mode);

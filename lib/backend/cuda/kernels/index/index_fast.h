@@ -32,9 +32,11 @@ size_t hci_cu_index_fast_qstride(int IH);
  * roundings: bf16( s_j * sum_h relu(dot8_h) * (w_h * s_qh) ), the terms fused into fp32 FMAs in a
  * fixed order (no bf16 rounding per head); HCI_IX_SUM_TC_REGA HCI_IX_SUM_TC's sums with each
  * warp's keys of a tile held in registers for all the tile's query pairs (wgmma's A from
- * registers: shared memory then feeds only the queries). Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or
+ * registers: shared memory then feeds only the queries); HCI_IX_SUM_TC_MIX (and with REGA) the
+ * same sums with a quarter of the terms' bf16 roundings on the fp32 adder. Returns HC_OK, HC_ERR_UNSUPPORTED (shape not taken, nothing launched) or
  * HC_ERR_CUDA. */
-enum { HCI_IX_SUM_CORES = 0, HCI_IX_SUM_TC = 1, HCI_IX_SUM_TC_PIPE = 2, HCI_IX_SUM_F32 = 3, HCI_IX_SUM_TC_REGA = 4 };
+enum { HCI_IX_SUM_CORES = 0, HCI_IX_SUM_TC = 1, HCI_IX_SUM_TC_PIPE = 2, HCI_IX_SUM_F32 = 3, HCI_IX_SUM_TC_REGA = 4,
+       HCI_IX_SUM_TC_MIX = 5, HCI_IX_SUM_TC_REGA_MIX = 6 };
 int hci_cu_index_fast_scores(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int rows,
                              int64_t pos0, int IH, const uint16_t *qi, const uint16_t *w, uint8_t *prep,
                              uint16_t *scores, int64_t stride, uint32_t *hist, int sms, int sum);

@@ -28,6 +28,8 @@
  * REGA (option index_rega, with TC): each warp's 16 keys of the tile loaded once by ldmatrix as
  * wgmma's register A for all eight pairs, so that shared memory feeds the tensor cores only the
  * queries; three warpgroups (registers). The same MMAs on the same values: TC's bits.
+ * MIX (option index_tcmix, with TC): one head-term pair in four rounded to bf16 on the fp32
+ * adder (ix_bf16_round_fadd) instead of the conversion unit, the same bits.
  * F32 (option index_f32sum): the production kernels' sum instead of the reference's roundings,
  * sum_h relu(D_h) * (w_h s_qh) in fp32 FMAs in a fixed order, times s_j, rounded once. */
 #include "index_fast.cuh"
@@ -106,6 +108,19 @@ __device__ __forceinline__ uint32_t ixw_terms_bf16x2(float d0, float d1, uint32_
     return m;
 }
 
+/* The same terms with d0, d1 rounded on the fp32 adder (config.h: ix_bf16_round_fadd), packed
+ * by a byte permute, the relu as a bf16x2 max with +0 (a negative dot stays negative when
+ * rounded): the same bits by other pipes, which MIX uses for a share of the terms so that the
+ * conversion unit (a quarter of the fp32 rate) is not the epilogue's only path. */
+__device__ __forceinline__ uint32_t ixw_terms_bf16x2_fadd(float d0, float d1, uint32_t wq)
+{
+    const uint32_t p = __byte_perm(__float_as_uint(ix_bf16_round_fadd(d0)), __float_as_uint(ix_bf16_round_fadd(d1)), 0x7632);
+    uint32_t r, m;
+    asm("max.bf16x2 %0, %1, %2;\n" : "=r"(r) : "r"(p), "r"(0u));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(m) : "r"(r), "r"(wq), "r"(0u));
+    return m;
+}
+
 /* D = the keys' dots with a query pair's 64 heads each (four m64n128k32 over the 128 dims), as
  * one committed group. */
 __device__ __forceinline__ void ixw_pair_mma(float (&d)[64], uint64_t da0, uint64_t db0)
@@ -146,6 +161,7 @@ __device__ __forceinline__ void ixw_load_keys(const uint8_t *ks, int wi, int lan
 
 /* Query q (0 or 1) of the pair in D's columns: its head terms as the A fragments of the four k16
  * chunks of the head sum, with the packed weights that lane t reads (wl: 8 words). */
+template <bool MIX = false>
 __device__ __forceinline__ void ixw_query_terms(const float (&d)[64], const uint32_t *wl, int q, uint32_t (&tm)[4][4])
 {
     const uint4 w03 = ((const uint4 *)wl)[0], w47 = ((const uint4 *)wl)[1];
@@ -156,7 +172,10 @@ __device__ __forceinline__ void ixw_query_terms(const float (&d)[64], const uint
         tm[c][0] = ixw_terms_bf16x2(d[4 * ja], d[4 * ja + 1], wq[2 * c]);
         tm[c][1] = ixw_terms_bf16x2(d[4 * ja + 2], d[4 * ja + 3], wq[2 * c]);
         tm[c][2] = ixw_terms_bf16x2(d[4 * jb], d[4 * jb + 1], wq[2 * c + 1]);
-        tm[c][3] = ixw_terms_bf16x2(d[4 * jb + 2], d[4 * jb + 3], wq[2 * c + 1]);
+        /* MIX: one term pair in four on the fp32 adder (the share that balances the conversion
+         * unit against the issue slots the longer form takes) */
+        tm[c][3] = MIX ? ixw_terms_bf16x2_fadd(d[4 * jb + 2], d[4 * jb + 3], wq[2 * c + 1])
+                       : ixw_terms_bf16x2(d[4 * jb + 2], d[4 * jb + 3], wq[2 * c + 1]);
     }
 }
 
@@ -175,11 +194,12 @@ __device__ __forceinline__ float ixw_pick(const float (&e)[2][4], int t)
  * of the next are issued as two groups; the first group's wait leaves the next pair's MMAs
  * running while this pair's scores are stored. Nothing stays in flight across the loop's back
  * edge (ptxas would serialise every wgmma). */
-template <bool TC, bool PIPE, bool F32, bool REGA>
+template <bool TC, bool PIPE, bool F32, bool REGA, bool MIX>
 __global__ void __launch_bounds__(nwg(PIPE || REGA) * 128, 1) ixw_score(ixf_args a)
 {
     constexpr int NWG = nwg(PIPE || REGA), THREADS = NWG * 128;
     static_assert(!REGA || (TC && !PIPE), "the keys in registers: the tensor-core head sum's kernel");
+    static_assert(!MIX || (TC && !PIPE), "the mixed conversions: the tensor-core head sum's kernel");
     static_assert(!PIPE || TC, "the pipelined kernel is the tensor-core head sum's");
     static_assert(!F32 || (!TC && IXF_FOLD_SCALES), "the fp32 head sum is a CUDA-core sum of the folded weights");
     extern __shared__ __align__(16) uint8_t sm_raw[];
@@ -350,7 +370,7 @@ __global__ void __launch_bounds__(nwg(PIPE || REGA) * 128, 1) ixw_score(ixf_args
 #pragma unroll
                 for (int q = 0; q < 2; q++) {
                     uint32_t tm[4][4]; /* the A fragments of the four k16 chunks of this query's heads */
-                    ixw_query_terms(d, wpk + (qa + q) * (HEADS / 2) + t * 8, q, tm);
+                    ixw_query_terms<MIX>(d, wpk + (qa + q) * (HEADS / 2) + t * 8, q, tm);
 #pragma unroll
                     for (int i = 0; i < 4; i++) hci_reg_fence(e[q][i]);
                     hci_wg_fence();
@@ -436,15 +456,15 @@ __global__ void __launch_bounds__(nwg(PIPE || REGA) * 128, 1) ixw_score(ixf_args
         if (hist[i]) atomicAdd(&a.hist[(size_t)(q0 + i / 256) * 256 + (i % 256)], hist[i]);
 }
 
-template <bool TC, bool PIPE, bool F32 = false, bool REGA = false>
+template <bool TC, bool PIPE, bool F32 = false, bool REGA = false, bool MIX = false>
 int launch(cudaStream_t s, const ixf_args &a, int sms)
 {
     constexpr int NWG = nwg(PIPE || REGA), THREADS = NWG * 128;
     constexpr unsigned SMEM = smem_bytes(PIPE || REGA);
-    if (cudaFuncSetAttribute(ixw_score<TC, PIPE, F32, REGA>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
+    if (cudaFuncSetAttribute(ixw_score<TC, PIPE, F32, REGA, MIX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE, F32, REGA>, THREADS, SMEM) != cudaSuccess ||
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ixw_score<TC, PIPE, F32, REGA, MIX>, THREADS, SMEM) != cudaSuccess ||
         per_sm < 1) {
         (void)cudaGetLastError(); /* a failed query is not a launch failure */
         per_sm = 1;
@@ -453,7 +473,7 @@ int launch(cudaStream_t s, const ixf_args &a, int sms)
     int gy = (a.rows + WQ - 1) / WQ;
     int64_t pairs = (ne + IX_TILE - 1) / IX_TILE / NWG + 1, want = (int64_t)(sms > 0 ? sms : 132) * per_sm / gy;
     int gx = (int)(pairs < want ? pairs : (want < 1 ? 1 : want));
-    ixw_score<TC, PIPE, F32, REGA><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
+    ixw_score<TC, PIPE, F32, REGA, MIX><<<dim3(gx, gy), THREADS, SMEM, s>>>(a);
     return HCI_CU_CHECK_LAUNCH();
 }
 
@@ -464,6 +484,8 @@ int wgmma_scores(cudaStream_t s, const ixf_args &a, int sms, int sum)
     if (sum == HCI_IX_SUM_F32 && IXF_FOLD_SCALES) return launch<false, false, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC_PIPE && IXF_FOLD_SCALES) return launch<true, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC_REGA && IXF_FOLD_SCALES) return launch<true, false, false, true>(s, a, sms);
+    if (sum == HCI_IX_SUM_TC_MIX && IXF_FOLD_SCALES) return launch<true, false, false, false, true>(s, a, sms);
+    if (sum == HCI_IX_SUM_TC_REGA_MIX && IXF_FOLD_SCALES) return launch<true, false, false, true, true>(s, a, sms);
     if (sum == HCI_IX_SUM_TC && IXF_FOLD_SCALES) return launch<true, false>(s, a, sms);
     return launch<false, false>(s, a, sms);
 }
