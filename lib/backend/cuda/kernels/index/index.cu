@@ -737,6 +737,18 @@ size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K)
     return ix_make_plan(n, n_entries, K).total;
 }
 
+/* The fast score kernel's head sum (index_fast.h, HCI_IX_SUM_*) for the mode's flags (index.h):
+ * F32SUM first, then the tensor-core sum pipelined, with the keys in registers and/or the mixed
+ * conversions, or plain. */
+static int fast_sum(int mode)
+{
+    if (mode & HCI_IX_F32SUM) return HCI_IX_SUM_F32;
+    if (!(mode & HCI_IX_TCSUM)) return HCI_IX_SUM_CORES;
+    if (mode & HCI_IX_TCPIPE) return HCI_IX_SUM_TC_PIPE;
+    if (mode & HCI_IX_REGA) return mode & HCI_IX_TCMIX ? HCI_IX_SUM_TC_REGA_MIX : HCI_IX_SUM_TC_REGA;
+    return mode & HCI_IX_TCMIX ? HCI_IX_SUM_TC_MIX : HCI_IX_SUM_TC;
+}
+
 int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const *pages, int n, int64_t pos0,
                       int IH, int ID, int K, const uint16_t *qi, const uint16_t *w, int32_t *sel, void *scratch,
                       int mode)
@@ -785,14 +797,7 @@ int hci_cu_index_topk(cudaStream_t s, const hci_entry_layout *l, uint8_t *const 
             if (fast) {
                 int st = hci_cu_index_fast_scores(s, l, pages, rows, gpos, IH, qi + (size_t)g0 * IH * ID,
                                                   w + (size_t)g0 * IH, base + p.prep, (uint16_t *)(base + p.scores),
-                                                  p.stride, hist_hi, sms,
-                                                  (mode & HCI_IX_F32SUM)   ? HCI_IX_SUM_F32
-                                                  : !(mode & HCI_IX_TCSUM) ? HCI_IX_SUM_CORES
-                                                  : (mode & HCI_IX_TCPIPE) ? HCI_IX_SUM_TC_PIPE
-                                                  : (mode & HCI_IX_REGA)   ? ((mode & HCI_IX_TCMIX) ? HCI_IX_SUM_TC_REGA_MIX
-                                                                                                    : HCI_IX_SUM_TC_REGA)
-                                                  : (mode & HCI_IX_TCMIX)  ? HCI_IX_SUM_TC_MIX
-                                                                           : HCI_IX_SUM_TC);
+                                                  p.stride, hist_hi, sms, fast_sum(mode));
                 if (st) return st;
             } else {
                 if (!simple) {

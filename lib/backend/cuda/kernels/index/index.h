@@ -21,7 +21,9 @@ size_t hci_cu_index_scratch_bytes(int n, int64_t n_entries, int K);
  * own computation) instead of the int8 tensor-core path, as a cross-check (the results are the
  * same). HCI_IX_FAST: the fast scores of index_fast.h where it takes the shape (else EXACT);
  * not the CPU's scores, the same selection rule; with the flag HCI_IX_TCSUM added, their head
- * sum on the tensor cores, with HCI_IX_TCPIPE (and TCSUM) the same pipelined (index_fast.h). K <= IX_MAX_K, IH <= IX_MAX_HEADS,
+ * sum on the tensor cores, with HCI_IX_TCPIPE (and TCSUM) the same pipelined, with HCI_IX_REGA
+ * and/or HCI_IX_TCMIX (and TCSUM) the keys in registers and/or a quarter of the roundings on the
+ * fp32 adder; HCI_IX_F32SUM the production fp32 head sum (index_fast.h). K <= IX_MAX_K, IH <= IX_MAX_HEADS,
  * IH * ID <= IX_MAX_ROW_ELEMS, l->dim == ID. */
 enum { HCI_IX_EXACT = 0, HCI_IX_EXACT_ONLY = 1, HCI_IX_FAST = 2, HCI_IX_TCSUM = 4, HCI_IX_TCPIPE = 8, HCI_IX_F32SUM = 16, HCI_IX_REGA = 32,
        HCI_IX_TCMIX = 64 };
