@@ -36,7 +36,8 @@ case "${PART:-1}" in
     ;;
 2)
     step e2e-1m 330 $b/tools/prefill-e2e --tokens 1048560 --json "$o/prefill-e2e-1048560.json" --commit "$commit"
-    OUT=$o/sl CARRY=$b tools/gpu-session-load.sh > "$o/session-load.log" 2>&1
+    snap # the e2e result, before the loads (which pack their own tar, no snapshots)
+    PROBE_TGZ= OUT=$o/sl CARRY=$b tools/gpu-session-load.sh > "$o/session-load.log" 2>&1
     ;;
 esac
 snap
