@@ -311,13 +311,10 @@ static int cu_residual_norm(hci_backend *be, void *x, const void *y, int bf16, i
 /* ---------------------------------------------------------------------------------------------
  * the attention block
  * ------------------------------------------------------------------------------------------- */
-static const hci_cu_layer &lw(hci_backend *be, int layer) { return hci_cu(be)->w->layers[layer]; }
 static const float *rope_of(hci_backend *be, int layer)
 {
     return be->model->cfg.ratios[layer] ? hci_cu(be)->w->rope_comp : hci_cu(be)->w->rope_swa;
 }
-#define KTRY(be, call) \
-    do { if ((call) != HC_OK) return hci_cu_fail((be), cudaGetLastError(), #call); } while (0)
 
 /* The projections take the positions of their rows as the kernels do (kernels/qkv/qkv.h): pos0 + t
  * for one context's piece, or pos[t] (host array) for the rows of a batch's shared launch. */
@@ -326,11 +323,11 @@ static int q_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const in
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).wq_a, n, x, cf->dim, c, cf->q_lora_rank, cu->scratch, 0);
+    int st = hci_cu_linear_fp8(be, &hci_cu_lw(be, layer).wq_a, n, x, cf->dim, c, cf->q_lora_rank, cu->scratch, 0);
     if (st) return st;
-    KTRY(be, hci_cu_rmsnorm_rows(cu->stream, c, n, cf->q_lora_rank, lw(be, layer).q_norm, (float)cf->norm_eps));
-    st = hci_cu_linear_fp8(be, &lw(be, layer).wq_b, n, c, cf->q_lora_rank, q, cf->n_heads * cf->head_dim, cu->scratch,
-                           0);
+    KTRY(be, hci_cu_rmsnorm_rows(cu->stream, c, n, cf->q_lora_rank, hci_cu_lw(be, layer).q_norm, (float)cf->norm_eps));
+    st = hci_cu_linear_fp8(be, &hci_cu_lw(be, layer).wq_b, n, c, cf->q_lora_rank, q, cf->n_heads * cf->head_dim,
+                           cu->scratch, 0);
     if (st) return st;
     KTRY(be, hci_cu_q_heads(cu->stream, q, n, cf->n_heads, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0, pos,
                             (float)cf->norm_eps));
@@ -348,9 +345,9 @@ static int kv_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const i
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).wkv, n, x, cf->dim, kv, cf->head_dim, cu->scratch, 0);
+    int st = hci_cu_linear_fp8(be, &hci_cu_lw(be, layer).wkv, n, x, cf->dim, kv, cf->head_dim, cu->scratch, 0);
     if (st) return st;
-    KTRY(be, hci_cu_rmsnorm_rows(cu->stream, kv, n, cf->head_dim, lw(be, layer).kv_norm, (float)cf->norm_eps));
+    KTRY(be, hci_cu_rmsnorm_rows(cu->stream, kv, n, cf->head_dim, hci_cu_lw(be, layer).kv_norm, (float)cf->norm_eps));
     KTRY(be, hci_cu_kv_rows(cu->stream, kv, n, cf->head_dim, cf->rope_dim, rope_of(be, layer), pos0, pos));
     return HC_OK;
 }
@@ -369,17 +366,17 @@ static int index_q_rows(hci_backend *be, int layer, int n, int64_t pos0, const i
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
     int IH = cf->index_n_heads, ID = cf->index_head_dim;
-    int st = hci_cu_linear_fp8(be, &lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch, 0);
+    int st = hci_cu_linear_fp8(be, &hci_cu_lw(be, layer).idx_wq_b, n, c, cf->q_lora_rank, qi, IH * ID, cu->scratch, 0);
     if (st) return st;
     if (cu->opt.comp_fast) { /* one GEMM for every n: batch-invariant (gemm_bf16.cu) */
-        if ((st = hci_cu_linear_bf16_fast(be, &lw(be, layer).idx_wproj16, n, x, cf->dim, wd, IH))) return st;
+        if ((st = hci_cu_linear_bf16_fast(be, &hci_cu_lw(be, layer).idx_wproj16, n, x, cf->dim, wd, IH))) return st;
     } else if (n <= HCI_CU_GEMV_MAX_N) {
-        const hci_cu_bf16 &wp = lw(be, layer).idx_wproj16;
+        const hci_cu_bf16 &wp = hci_cu_lw(be, layer).idx_wproj16;
         KTRY(be, hci_cu_gemv_bf16(cu->stream, wp.w, wp.rows, wp.cols, 1, x, cf->dim, n, wd, nullptr, IH));
     } else {
         if (!xd) return hci_errf(be->err, be->errsz, HC_ERR_INTERNAL, "index_q: %d shared rows need the double GEMM", n);
         KTRY(be, hci_cu_bf16_to_f64(cu->stream, x, (int64_t)n * cf->dim, xd));
-        if ((st = hci_cu_linear_f64(be, &lw(be, layer).idx_wproj, n, xd, wd))) return st;
+        if ((st = hci_cu_linear_f64(be, &hci_cu_lw(be, layer).idx_wproj, n, xd, wd))) return st;
     }
     float wscale = (float)(pow((double)ID, -0.5) * pow((double)IH, -0.5));
     KTRY(be, hci_cu_index_q_heads(cu->stream, qi, n, IH, ID, cf->rope_dim, rope_of(be, layer), pos0, pos, wd, wscale,
@@ -424,7 +421,7 @@ static int comp_apply(hci_backend *be, int layer, int which, hci_comp_cache *cc,
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
+    const hci_cu_comp &w = which ? hci_cu_lw(be, layer).idx_comp : hci_cu_lw(be, layer).comp;
     int w2 = w.coff * w.dc;
     size_t st_bytes = hci_comp_state_floats(cc) * sizeof(float);
     float *A = (float *)s;
@@ -454,7 +451,7 @@ static int cu_compress(hci_backend *be, int layer, int which, hci_comp_cache *cc
     DeviceGuard g(cu->device);
     if (!x) /* proj_in made the projection (backend.h) */
         return comp_apply(be, layer, which, cc, n, pos0, hci_cu_fused_proj(be, which), (char *)cu->scratch);
-    const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
+    const hci_cu_comp &w = which ? hci_cu_lw(be, layer).idx_comp : hci_cu_lw(be, layer).comp;
     int w2 = w.coff * w.dc;
     char *s = (char *)cu->scratch;
     double *xd = (double *)s;
@@ -499,7 +496,7 @@ static int cu_attend(hci_backend *be, int layer, const hci_layer_cache *lc, int 
         a.comp_l = lc->comp.layout;
         a.comp = (uint8_t *const *)lc->comp.entries.dev_table;
     }
-    a.sel = sel, a.sink = lw(be, layer).attn_sink, a.o = o;
+    a.sel = sel, a.sink = hci_cu_lw(be, layer).attn_sink, a.o = o;
     KTRY(be, hci_cu_attend(cu->stream, &a, cu->scratch, attend_path(be)));
     return HC_OK;
 }
@@ -523,8 +520,8 @@ static int out_path_rows(hci_backend *be, int layer, int n, int64_t pos0, const 
     KTRY(be, hci_cu_inverse_rope(cu->stream, o, n, H, d, cf->rope_dim, rope_of(be, layer), pos0, pos));
     /* z [n][G*R] lives behind the FP8 activation scratch */
     uint16_t *z = (uint16_t *)((char *)cu->scratch + hci_cu_fp8_scratch_bytes(n, G * R));
-    int st = hci_cu_linear_bf16_grouped(be, &lw(be, layer).wo_a, G, n, o, H * d, z, G * R);
-    if (!st) st = hci_cu_linear_fp8(be, &lw(be, layer).wo_b, n, z, G * R, y, cf->dim, cu->scratch, 1);
+    int st = hci_cu_linear_bf16_grouped(be, &hci_cu_lw(be, layer).wo_a, G, n, o, H * d, z, G * R);
+    if (!st) st = hci_cu_linear_fp8(be, &hci_cu_lw(be, layer).wo_b, n, z, G * R, y, cf->dim, cu->scratch, 1);
     return st;
 }
 
@@ -670,8 +667,8 @@ static int cu_share_in(hci_backend *be, int layer, int n, const int64_t *pos, co
     if (!st) st = kv_path_rows(be, layer, n, 0, pos, ws->x, ws->kv);
     int ratio = cf->ratios[layer];
     if (!st && ratio == 4) st = index_q_rows(be, layer, n, 0, pos, ws->x, ws->c, ws->qi, ws->w, a.wd, nullptr);
-    if (!st && ratio == 4) st = comp_project(be, lw(be, layer).idx_comp, n, ws->x, a.proj[1], nullptr);
-    if (!st && ratio) st = comp_project(be, lw(be, layer).comp, n, ws->x, a.proj[0], nullptr);
+    if (!st && ratio == 4) st = comp_project(be, hci_cu_lw(be, layer).idx_comp, n, ws->x, a.proj[1], nullptr);
+    if (!st && ratio) st = comp_project(be, hci_cu_lw(be, layer).comp, n, ws->x, a.proj[0], nullptr);
     return st;
 }
 
@@ -680,7 +677,7 @@ static int cu_compress_rows(hci_backend *be, int layer, int which, hci_comp_cach
 {
     hci_cuda *cu = hci_cu(be);
     DeviceGuard g(cu->device);
-    const hci_cu_comp &w = which ? lw(be, layer).idx_comp : lw(be, layer).comp;
+    const hci_cu_comp &w = which ? hci_cu_lw(be, layer).idx_comp : hci_cu_lw(be, layer).comp;
     /* ws is the group lead's: the same model, so the same layout */
     const double *proj = share_aux_of(be, ws).proj[which] + (size_t)row * 2 * w.coff * w.dc;
     return comp_apply(be, layer, which, cc, n, pos0, proj, (char *)cu->scratch);

@@ -21,8 +21,6 @@
 #include "device.h"
 #include "hybridctx.h"
 
-static const hci_cu_layer &layer_w(hci_backend *be, int layer) { return hci_cu(be)->w->layers[layer]; }
-
 int hci_cu_comp_width(hci_backend *be, int which)
 {
     const hci_config *cf = &be->model->cfg;
@@ -30,7 +28,7 @@ int hci_cu_comp_width(hci_backend *be, int which)
     for (int l = 0; l < cf->n_layers; l++) {
         int r = cf->ratios[l];
         if (!r || (which && r != 4)) continue;
-        const hci_cu_comp &c = which ? layer_w(be, l).idx_comp : layer_w(be, l).comp;
+        const hci_cu_comp &c = which ? hci_cu_lw(be, l).idx_comp : hci_cu_lw(be, l).comp;
         if (2 * c.coff * c.dc > w) w = 2 * c.coff * c.dc;
     }
     return w;
@@ -39,7 +37,7 @@ int hci_cu_comp_width(hci_backend *be, int which)
 int hci_cu_fused_ok(hci_backend *be, int layer, int n)
 {
     const hci_cu_options &o = hci_cu(be)->opt;
-    const hci_cu_layer &L = layer_w(be, layer);
+    const hci_cu_layer &L = hci_cu_lw(be, layer);
     const int ratio = be->model->cfg.ratios[layer];
     if (!o.decode_fused || n < 1 || n > HCI_CU_ROWS_MAX) return 0;
     /* the previous fast kernels (gemv_teams off) are kept for comparisons: not grouped */
@@ -129,16 +127,13 @@ static int fp8_grouped(hci_backend *be, const hci_cu_seg *seg, int nseg, int K, 
     return launched(be, hci_cu_gemv_fp8_grouped(cu->stream, seg, nseg, K, xq, xs, np, n), "gemv_fp8_grouped");
 }
 
-#define KTRY(be, call) \
-    do { if ((call) != HC_OK) return hci_cu_fail((be), cudaGetLastError(), #call); } while (0)
-
 int hci_cu_proj_in_rows(hci_backend *be, int layer, int n, int64_t pos0, const int64_t *pos, const uint16_t *x,
                         uint16_t *c, uint16_t *q, uint16_t *kv, uint16_t *qi, uint16_t *w, double *wd, double *proj0,
                         double *proj1)
 {
     hci_cuda *cu = hci_cu(be);
     const hci_config *cf = &be->model->cfg;
-    const hci_cu_layer &L = layer_w(be, layer);
+    const hci_cu_layer &L = hci_cu_lw(be, layer);
     const int ratio = cf->ratios[layer], D = cf->dim, C = cf->q_lora_rank, d = cf->head_dim, H = cf->n_heads;
     const int IH = cf->index_n_heads, ID = cf->index_head_dim, np = (n + 15) & ~15;
     const float *freq = ratio ? cu->w->rope_comp : cu->w->rope_swa, eps = (float)cf->norm_eps;

@@ -138,6 +138,12 @@ struct hci_cuda {
 };
 
 static inline hci_cuda *hci_cu(hci_backend *be) { return (hci_cuda *)be->impl; }
+/* The device weights of one layer. */
+static inline const hci_cu_layer &hci_cu_lw(hci_backend *be, int layer) { return hci_cu(be)->w->layers[layer]; }
+/* Return from the calling op with hci_cu_fail's status and message when a kernel launcher
+ * (HC_OK or HC_ERR_CUDA) fails. */
+#define KTRY(be, call) \
+    do { if ((call) != HC_OK) return hci_cu_fail((be), cudaGetLastError(), #call); } while (0)
 
 /* The backend of one context (the module's create, module.cu). */
 int hci_backend_cuda_create(const struct hc_model *m, const hci_backend_args *a, hci_backend **out);
