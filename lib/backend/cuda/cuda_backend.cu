@@ -378,9 +378,8 @@ static int index_q_rows(hci_backend *be, int layer, int n, int64_t pos0, const i
         KTRY(be, hci_cu_bf16_to_f64(cu->stream, x, (int64_t)n * cf->dim, xd));
         if ((st = hci_cu_linear_f64(be, &hci_cu_lw(be, layer).idx_wproj, n, xd, wd))) return st;
     }
-    float wscale = (float)(pow((double)ID, -0.5) * pow((double)IH, -0.5));
-    KTRY(be, hci_cu_index_q_heads(cu->stream, qi, n, IH, ID, cf->rope_dim, rope_of(be, layer), pos0, pos, wd, wscale,
-                                  w));
+    KTRY(be, hci_cu_index_q_heads(cu->stream, qi, n, IH, ID, cf->rope_dim, rope_of(be, layer), pos0, pos, wd,
+                                  hci_cu_index_wscale(cf), w));
     return HC_OK;
 }
 

@@ -16,7 +16,6 @@
  * kernels the same device functions), so the results are bitwise those of the separate ops, and
  * batch-invariant as they are. That holds only where the separate ops take these kernels:
  * hci_cu_fused_ok. */
-#include <math.h>
 #include "cuda_internal.h"
 #include "device.h"
 #include "hybridctx.h"
@@ -163,9 +162,8 @@ int hci_cu_proj_in_rows(hci_backend *be, int layer, int n, int64_t pos0, const i
         KTRY(be, hci_cu_q_heads(cu->stream, q, n, H, d, cf->rope_dim, freq, pos0, pos, eps));
         return HC_OK;
     }
-    /* index_q_rows's scale of the head weights */
-    const float wscale = (float)(pow((double)ID, -0.5) * pow((double)IH, -0.5));
-    KTRY(be, hci_cu_q_index_heads(cu->stream, q, n, H, d, cf->rope_dim, freq, pos0, pos, eps, qi, IH, ID, wd, wscale, w));
+    KTRY(be, hci_cu_q_index_heads(cu->stream, q, n, H, d, cf->rope_dim, freq, pos0, pos, eps, qi, IH, ID, wd,
+                                  hci_cu_index_wscale(cf), w));
     return HC_OK;
 }
 

@@ -8,6 +8,7 @@
 #define HCI_CUDA_INTERNAL_H
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdint.h>
 #include <mutex>
 #include <vector>
@@ -140,6 +141,12 @@ struct hci_cuda {
 static inline hci_cuda *hci_cu(hci_backend *be) { return (hci_cuda *)be->impl; }
 /* The device weights of one layer. */
 static inline const hci_cu_layer &hci_cu_lw(hci_backend *be, int layer) { return hci_cu(be)->w->layers[layer]; }
+/* The indexer head weights' constant, fl32(index_head_dim^-1/2 * index_n_heads^-1/2) (spec 4,
+ * step 5), which index_q and the fused projections apply alike. */
+static inline float hci_cu_index_wscale(const hci_config *cf)
+{
+    return (float)(pow((double)cf->index_head_dim, -0.5) * pow((double)cf->index_n_heads, -0.5));
+}
 /* Return from the calling op with hci_cu_fail's status and message when a kernel launcher
  * (HC_OK or HC_ERR_CUDA) fails. */
 #define KTRY(be, call) \

@@ -227,11 +227,14 @@ __global__ void index_q_kernel(uint16_t *qi, int IH, int ID, int rope_dim, const
     index_q_row(qi, blockIdx.x, IH, ID, rope_dim, freq, pos, hscale, wd, wscale, w, v);
 }
 
+/* The indexer queries' Hadamard scale, fl32(1/sqrt(ID)) (spec 4, step 3). */
+static float index_hscale(int ID) { return (float)(1.0 / sqrt((double)ID)); }
+
 int hci_cu_index_q_heads(cudaStream_t s, uint16_t *qi, int n, int IH, int ID, int rope_dim, const float *freq,
                          int64_t pos0, const int64_t *pos, const double *wd, float wscale, uint16_t *w)
 {
     if (n <= 0) return HC_OK;
-    float hscale = (float)(1.0 / sqrt((double)ID));
+    float hscale = index_hscale(ID);
     size_t sm = (size_t)ID * sizeof(float);
     if (!pos) {
         index_q_kernel<PosRun><<<n * IH, QKV_THREADS, sm, s>>>(qi, IH, ID, rope_dim, freq, PosRun{pos0}, hscale, wd,
@@ -366,7 +369,7 @@ template <class P>
 static int q_index_heads(cudaStream_t s, uint16_t *q, int n, int H, int d, int rope_dim, const float *freq, const P &pos,
                          float eps, uint16_t *qi, int IH, int ID, const double *wd, float wscale, uint16_t *w)
 {
-    const float hscale = (float)(1.0 / sqrt((double)ID));
+    const float hscale = index_hscale(ID);
     const int rows = n * H, per = QKV_THREADS / 32;
     if (d == 512 && rope_dim == 64) { /* V4's heads: a warp per row, as q_heads */
         const int qb = (rows + per - 1) / per;
