@@ -400,7 +400,7 @@ void engine_cases(bool quick, int only_m, int only_k, const int (*shapes)[2], in
             uint8_t *dW = nullptr, *scratch = nullptr;
             float *dWs = nullptr;
             uint16_t *dx = nullptr, *y_cur = nullptr, *y_nat = nullptr;
-            const size_t q_bytes = ((size_t)NEP * K + 255) / 256 * 256, yelems = (size_t)(NE + 1) * M;
+            const size_t q_bytes = hci_align256((size_t)NEP * K), yelems = (size_t)(NE + 1) * M;
             const size_t ybytes = yelems * 2;
             CK(cudaMalloc(&dW, W.size()));
             CK(cudaMalloc(&dWs, Ws.size() * 4));
@@ -416,7 +416,7 @@ void engine_cases(bool quick, int only_m, int only_k, const int (*shapes)[2], in
                 const int n = ns[ni], np = (n + 15) & ~15;
                 /* hci_cu_linear_fp8's scratch: codes at the start, scales after align256(np K) */
                 uint8_t *q = scratch;
-                float *qs = (float *)(scratch + ((size_t)np * K + 255) / 256 * 256);
+                float *qs = (float *)(scratch + hci_align256((size_t)np * K));
                 if (hci_cu_act_quant(0, dx, K, n, np, K, q, qs) != HC_OK) {
                     fprintf(stderr, "act_quant failed: %s\n", cudaGetErrorString(cudaGetLastError()));
                     exit(2);
