@@ -234,13 +234,11 @@ void run_shape(const Shape &sh, const Opts &o, const std::vector<int> &ns, void 
     }
     const size_t last = ns.size() - 1; /* the most tokens: every n's rows must be its first rows */
     for (size_t j = 0; j < mine.size(); j++) {
-        {
-            int64_t d = 0;
-            for (size_t i = 0; i < yelems; i++)
-                if (inside(i, mine[j].n)) d += memcmp(&rows[j][i], &rows[last][i], sizeof(T)) != 0;
-            mine[j].invariance = d;
-            if (d) mine[j].ok = false;
-        }
+        int64_t d = 0;
+        for (size_t i = 0; i < yelems; i++)
+            if (inside(i, mine[j].n)) d += memcmp(&rows[j][i], &rows[last][i], sizeof(T)) != 0;
+        mine[j].invariance = d;
+        if (d) mine[j].ok = false;
         print_case(mine[j], o.peak);
         out.push_back(mine[j]);
     }
@@ -307,6 +305,15 @@ double default_peak(const char *name)
     return 0;
 }
 
+/* The FP8 operand of the first n tokens of X (rows of K codes) to dev, the rows after them zero,
+ * as act_quant leaves the padding rows. */
+void upload_tokens(void *dev, const std::vector<uint8_t> &X, int n, int K)
+{
+    std::vector<uint8_t> xq(X.size(), 0);
+    memcpy(xq.data(), X.data(), (size_t)n * K);
+    CK(cudaMemcpy(dev, xq.data(), xq.size(), cudaMemcpyHostToDevice));
+}
+
 /* ---- grouped launches (option decode_fused): several weights over one input in one launch
  * against each weight's own launch ---- */
 struct Group {
@@ -369,9 +376,7 @@ void run_group(const Group &gr, const Opts &o, const cudaDeviceProp &prop, std::
     int last_n = -1;
     auto set_n = [&](int n) {
         if (!fp8 || n == last_n) return;
-        std::vector<uint8_t> xq(X8.size(), 0);
-        memcpy(xq.data(), X8.data(), (size_t)n * K);
-        CK(cudaMemcpy(b.x, xq.data(), xq.size(), cudaMemcpyHostToDevice));
+        upload_tokens(b.x, X8, n, K);
         last_n = n;
     };
     char *y0 = (char *)b.y;
@@ -505,11 +510,7 @@ int main(int argc, char **argv)
             CK(cudaMemcpy(b.Ws, Ws.data(), Ws.size() * 4, cudaMemcpyHostToDevice));
             CK(cudaMemcpy(b.xs, xs.data(), xs.size() * 4, cudaMemcpyHostToDevice));
             /* tokens n..63 zero, as act_quant leaves the padding rows (np = 64 for every n) */
-            auto set_n = [&](int n) {
-                std::vector<uint8_t> xq(X.size(), 0);
-                memcpy(xq.data(), X.data(), (size_t)n * K);
-                CK(cudaMemcpy(b.x, xq.data(), xq.size(), cudaMemcpyHostToDevice));
-            };
+            auto set_n = [&](int n) { upload_tokens(b.x, X, n, K); };
             auto call = [&b, M, K, sld, ldy, np](int i, int n, int split) {
                 const uint8_t *w = (const uint8_t *)b.W(i);
                 if (split < 0)
