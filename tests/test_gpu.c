@@ -289,10 +289,32 @@ static void split_invariance(int numerics)
     free(x), free(y1), free(y2);
 }
 
+/* Every window slot, compressed entry and indexer key of two contexts at the same length: equal. */
+static void assert_same_caches(hc_ctx *a, hc_ctx *b, const char *what)
+{
+    const hci_config *cfg = &a->model->cfg;
+    int64_t n = hc_ctx_n_tokens(a);
+    ck_assert_int_eq(hc_ctx_n_tokens(b), n);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
+        ck_assert_msg(n >= la->window, "the window must be full");
+        ck_assert_msg(same_entries(a, &la->win_layout, &la->ring, b, &lb->win_layout, &lb->ring, la->window, NULL),
+                      "%s: layer %d window differs", what, l);
+        if (la->ratio)
+            ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
+                                       n / la->ratio, NULL),
+                          "%s: layer %d compressed entries differ", what, l);
+        if (la->ratio == 4)
+            ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
+                                       n / 4, NULL),
+                          "%s: layer %d indexer keys differ", what, l);
+    }
+}
+
 /* FAST options that promise FAST's bits (cuda_options.h): index_tcpipe, index_rega and index_tcmix
- * against index_tcsum's kernel, gemv_teams against the previous GEMVs. A prefix past the top-k (picks are
- * chosen, not all taken), then decode-sized pieces: outputs, compressed entries, indexer keys and
- * the picks bitwise equal. */
+ * against index_tcsum's kernel, gemv_teams against the previous GEMVs. A prefix past the top-k
+ * (picks are chosen, not all taken), then decode-sized pieces: outputs, the picks and the caches
+ * (windows, compressed entries, indexer keys) bitwise equal. */
 START_TEST(fast_options_same_bits)
 {
     hc_model *m = NULL;
@@ -324,17 +346,9 @@ START_TEST(fast_options_same_bits)
                           "%s: layer %d outputs differ", vars[v].option, l);
             ck_assert_msg(!memcmp(s1 + (size_t)l * T * K, s2 + (size_t)l * T * K, sizeof(int32_t) * (size_t)T * K),
                           "%s: layer %d picks differ", vars[v].option, l);
-            hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
-            if (la->ratio)
-                ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout,
-                                           &lb->comp.entries, T / la->ratio, NULL),
-                              "%s: layer %d entries", vars[v].option, l);
-            if (la->ratio == 4)
-                ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
-                                           T / 4, NULL),
-                              "%s: layer %d indexer keys", vars[v].option, l);
         }
-        printf("fast options of the same bits (%s): %lld tokens, outputs, entries and picks equal\n",
+        assert_same_caches(a, b, vars[v].option); /* windows, compressed entries, indexer keys */
+        printf("fast options of the same bits (%s): %lld tokens, outputs, caches and picks equal\n",
                vars[v].option, (long long)T);
         hc_ctx_free(b);
     }
@@ -628,28 +642,6 @@ static void load_buf(hc_ctx *c, const void *buf, uint64_t len)
     int before = hc_ctx_numerics(c);
     ck_assert_msg(hc_ctx_load_buffer(c, buf, len) == HC_OK, "%s", hc_ctx_last_error(c));
     ck_assert_int_eq(hc_ctx_numerics(c), before); /* sessions hold caches, not a numerics mode */
-}
-
-/* Every window slot, compressed entry and indexer key of two contexts at the same length: equal. */
-static void assert_same_caches(hc_ctx *a, hc_ctx *b, const char *what)
-{
-    const hci_config *cfg = &a->model->cfg;
-    int64_t n = hc_ctx_n_tokens(a);
-    ck_assert_int_eq(hc_ctx_n_tokens(b), n);
-    for (int l = 0; l < cfg->n_layers; l++) {
-        hci_layer_cache *la = &a->layers[l], *lb = &b->layers[l];
-        ck_assert_msg(n >= la->window, "the window must be full");
-        ck_assert_msg(same_entries(a, &la->win_layout, &la->ring, b, &lb->win_layout, &lb->ring, la->window, NULL),
-                      "%s: layer %d window differs", what, l);
-        if (la->ratio)
-            ck_assert_msg(same_entries(a, &la->comp.layout, &la->comp.entries, b, &lb->comp.layout, &lb->comp.entries,
-                                       n / la->ratio, NULL),
-                          "%s: layer %d compressed entries differ", what, l);
-        if (la->ratio == 4)
-            ck_assert_msg(same_entries(a, &la->idx.layout, &la->idx.entries, b, &lb->idx.layout, &lb->idx.entries,
-                                       n / 4, NULL),
-                          "%s: layer %d indexer keys differ", what, l);
-    }
 }
 
 START_TEST(sessions_across_backends)
