@@ -66,14 +66,14 @@ typedef struct hci_cu_options {
      * not index_tcsum's bits. Takes precedence over index_tcsum. Off by default: this sum, on the
      * mma.sync kernel, missed golden tiny-a's per-layer tolerance in the fifth session of
      * 2026-12-07 (docs/numerics.md); kept to measure what the reference's roundings cost
-     * (tools/gpu-index-variants.sh). */
+     * (tools/gpu-priority-round.sh, PART=1). */
     int index_f32sum;
     /* With index_tcsum (not index_tcpipe): the same kernel with each warp's 16 keys of a tile
      * loaded once (ldmatrix) as wgmma's register A for all the tile's query pairs, so that
      * shared memory feeds the tensor cores only the queries (16 KiB per pair instead of 24);
      * three warpgroups per CTA (registers). The same MMAs on the same values, so
      * index_tcsum's bits. Off by default: written 2026-12-08 without a GPU (check:
-     * tools/gpu-index-variants.sh; test_gpu's fast_options_same_bits). */
+     * tools/gpu-priority-round.sh, PART=1; test_gpu's fast_options_same_bits). */
     int index_rega;
     /* With index_tcsum (not index_tcpipe; with or without index_rega): one head-term pair in
      * four rounded to bf16 on the fp32 adder, (x + c) - c with c = sign(x) 2^(e + 16)
