@@ -46,9 +46,9 @@ constexpr int ONES_BYTES = 8 * 128;  /* the head sum's B: 8 columns x 64 heads o
 /* warpgroups per CTA, each with its own key tiles: four; three for the pipelined head sum, whose
  * pair in flight needs more than the 128 registers a thread of four warpgroups may have */
 constexpr int nwg(bool pipe) { return pipe ? 3 : 4; }
-constexpr unsigned smem_bytes(bool pipe)
+constexpr unsigned smem_bytes(bool pipe, bool f32)
 {
-    return WQ * QBYTES + nwg(pipe) * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 + WQ * HEADS * 4 +
+    return WQ * QBYTES + nwg(pipe) * KBYTES + ONES_BYTES + WQ * HEADS * 8 + WQ * HEADS * 2 + (f32 ? WQ * HEADS * 4 : 0) +
            nwg(pipe) * IX_TILE * 4 + WQ * 256 * 4 + 1024;
 }
 
@@ -215,8 +215,8 @@ __global__ void __launch_bounds__(nwg(PIPE || REGA) * 128, 1) ixw_score(ixf_args
     uint8_t *qs = sm, *ks = qs + WQ * QBYTES + wg * KBYTES, *ones = qs + WQ * QBYTES + NWG * KBYTES;
     float4 *hw = (float4 *)(ones + ONES_BYTES);
     uint32_t *wpk = (uint32_t *)(hw + WQ * HEADS / 2); /* [query][t][8]: the packed weights lane t takes */
-    float *wf = (float *)(wpk + WQ * HEADS / 2); /* F32: [query][t][16], the weights lane t takes */
-    float *ksc0 = wf + WQ * HEADS, *ksc = ksc0 + wg * IX_TILE;
+    float *wf = (float *)(wpk + WQ * HEADS / 2); /* F32 only: [query][t][16], the weights lane t takes */
+    float *ksc0 = wf + (F32 ? WQ * HEADS : 0), *ksc = ksc0 + wg * IX_TILE;
     uint32_t *hist = (uint32_t *)(ksc0 + NWG * IX_TILE);
 
     /* the queries' e4m3 rows (swizzled), head scales and weights, the histograms */
@@ -460,7 +460,7 @@ template <bool TC, bool PIPE, bool F32 = false, bool REGA = false, bool MIX = fa
 int launch(cudaStream_t s, const ixf_args &a, int sms)
 {
     constexpr int NWG = nwg(PIPE || REGA), THREADS = NWG * 128;
-    constexpr unsigned SMEM = smem_bytes(PIPE || REGA);
+    constexpr unsigned SMEM = smem_bytes(PIPE || REGA, F32);
     if (cudaFuncSetAttribute(ixw_score<TC, PIPE, F32, REGA, MIX>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)SMEM) != cudaSuccess)
         return HC_ERR_CUDA;
     int per_sm = 0;
